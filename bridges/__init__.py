@@ -1,0 +1,1 @@
+"""Framework bridges for jablate: ``bridges.torch`` runs torch modules through DLPack."""

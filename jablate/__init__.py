@@ -1,0 +1,20 @@
+"""jablate: in-silico ablation for genomics deep-learning models, on JAX.
+
+tangermeme's documented API (``ablate``, ``ablate_annotations``, ``predict``,
+``shuffle``, ``dinucleotide_shuffle``) over a pure-functional JAX engine:
+explicit ``jax.random`` keys, vmapped shuffles drawn inside compiled steps, and
+torch modules bridged through DLPack.
+"""
+
+from . import functional
+from .ablate import ablate, ablate_annotations
+from .ersatz import dinucleotide_shuffle, shuffle
+from .predict import predict
+from .results import PerturbationAnnotationsResult, PerturbationResult, PerturbationSummaryResult
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ablate", "ablate_annotations", "predict", "shuffle", "dinucleotide_shuffle", "functional",
+    "PerturbationResult", "PerturbationAnnotationsResult", "PerturbationSummaryResult",
+]

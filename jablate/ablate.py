@@ -1,0 +1,261 @@
+"""``ablate`` and ``ablate_annotations``: one streaming engine behind both."""
+
+import inspect
+
+import numpy
+
+from . import engine, validate
+from .arrays import family, stack, tree_to_family
+from .ersatz import dinucleotide_shuffle, plan_shuffles, shuffle
+from .frontdoor import inputs, jax_dtype, model_runner, place, session
+from .predict import predict
+from .results import PerturbationAnnotationsResult, PerturbationResult, PerturbationSummaryResult
+
+REDUCTIONS = (None, "mean_std")
+_OWN_SHUFFLES = {shuffle: "mono", dinucleotide_shuffle: "dinuc"}
+_PREDICT_KEYWORDS = ("batch_size", "dtype", "device", "verbose", "func", "backend")
+
+
+def _func_kwargs(func, random_state, additional_func_kwargs):
+    extra = dict(additional_func_kwargs or {})
+    try:
+        takes_random_state = "random_state" in inspect.signature(func).parameters
+    except (TypeError, ValueError):
+        takes_random_state = False
+    if takes_random_state and "random_state" not in extra:
+        extra["random_state"] = random_state
+    return extra
+
+
+def _fast_kwargs(kwargs, extra):
+    """predict's keywords for the fast path; anything else is a TypeError, as Python's."""
+    merged = {**kwargs, **extra}
+    for key in merged:
+        if key not in _PREDICT_KEYWORDS:
+            raise TypeError(f"predict() got an unexpected keyword argument {key!r}")
+    return merged
+
+
+def _check_reduce(reduce):
+    if reduce not in REDUCTIONS:
+        raise ValueError(f"reduce must be one of {REDUCTIONS}; got {reduce!r}.")
+
+
+def _stream(model, inp, kind, random_state, seq_idx, starts, ends, n, options, per_annotation,
+            reduce=None):
+    """Predict before (on ``seq_idx``) and after ``n`` shuffles of each group; host outputs."""
+    batch_size = validate.check_int(options.get("batch_size", 32), "batch_size", minimum=1)
+    post, device, dtype = options.get("func"), options.get("device"), options.get("dtype")
+    runner = model_runner(model, inp.X, post=post, backend=options.get("backend"))
+    inp = place(inp, runner, device)
+    shuffler, plan = plan_shuffles(kind, random_state, seq_idx, starts, ends, n, per_annotation)
+    jdtype, verbose = jax_dtype(dtype, runner), options.get("verbose", False)
+    uniq, inverse = numpy.unique(seq_idx, return_inverse=True)
+    with session(runner, device=device, dtype=dtype, post=post):
+        before, multi = engine.run(runner, inp.X, inp.args, engine.Shuffler.make("none"),
+                                   engine.Plan.build(uniq, 0, inp.X.shape[-1]), batch_size,
+                                   jdtype, verbose, "before")
+        before = [b[inverse] for b in before]
+        if reduce == "mean_std":
+            after = engine.run_mean_std(runner, inp.X, inp.args, shuffler, plan, n,
+                                        [numpy.asarray(b) for b in before], batch_size, jdtype,
+                                        verbose, "after")
+        else:
+            after, _ = engine.run(runner, inp.X, inp.args, shuffler, plan, batch_size, jdtype,
+                                  verbose, "after")
+            after = [a.reshape(len(seq_idx), n, *a.shape[1:]) for a in after]
+    return before, after, multi
+
+
+def ablate(model, X, start=0, end=-1, n=20, shuffle_fn=shuffle, args=None, random_state=None,
+           func=predict, additional_func_kwargs=None, reduce=None, **kwargs):
+    """Make predictions before and after shuffling a region of sequences.
+
+    A drop in the prediction after the region is shuffled says how much the
+    model relies on what was there (a motif, an enhancer, a variant's
+    context). With jablate's own ``predict`` and shuffles, each compiled step
+    draws the shuffles of one batch and feeds them to the model: the
+    ``(N, n, A, L)`` shuffled inputs are never held in memory. A foreign
+    ``func`` or ``shuffle_fn`` (say tangermeme's ``deep_lift_shap`` or
+    ``dinucleotide_shuffle``) runs tangermeme's materialising path and receives
+    the model and arrays in the caller's own family.
+
+    Parameters
+    ----------
+    model: flax.linen.Module (bound), flax.nnx.Module, callable or torch.nn.Module
+        Maps ``(B, A, L)`` (plus ``*args``) to an array or a tuple/list of arrays.
+    X: jax.Array, numpy.ndarray or torch.Tensor, shape=(N, A, L)
+        One-hot sequences (all-zero columns are unknown bases).
+    start: int, optional
+        Start of the region, inclusive. Default is 0.
+    end: int, optional
+        End of the region, exclusive when ``>= 0``; negative counts from the end
+        inclusively (``-1`` is the whole sequence). Default is -1.
+    n: int, optional
+        Shuffles per sequence. Default is 20.
+    shuffle_fn: callable, optional
+        ``jablate.shuffle`` (default), ``jablate.dinucleotide_shuffle`` or any
+        ``f(X, start=, end=, n=, random_state=) -> (N, n, A, L)``.
+    args: tuple or list of arrays or None, optional
+        Extra model inputs with ``N`` rows; repeated ``n`` times per sequence
+        for the shuffled batch. Default is None.
+    random_state: JAX key, int, numpy.random.RandomState or None, optional
+        See :func:`jablate.shuffle`: an int or RandomState reproduces
+        tangermeme's permutations (so ``y_after`` equals tangermeme's for the
+        same model); a JAX key draws shuffle ``i`` of sequence ``j`` from
+        ``(key, j, i)`` alone. Also passed to ``func`` when it takes a
+        ``random_state`` not already in ``additional_func_kwargs``.
+    func: callable, optional
+        Called as ``func(model, X, args=..., **kwargs, **additional_func_kwargs)``
+        before and after shuffling. Default is ``jablate.predict``.
+    additional_func_kwargs: dict or None, optional
+        More keywords for ``func``, kept apart from this function's own.
+    reduce: None or 'mean_std', optional
+        None (default) keeps every shuffle's output. 'mean_std' keeps only the
+        per-sequence mean and (population) standard deviation over the ``n``
+        shuffles, accumulated on the device, so memory is of order ``N``; it
+        needs jablate's own ``func`` and ``shuffle_fn``.
+    **kwargs:
+        Passed to ``func``: for ``predict`` these are ``batch_size`` (32),
+        ``dtype``, ``device``, ``verbose``, ``func`` and ``backend``.
+
+    Returns
+    -------
+    PerturbationResult(y_before, y_after)
+        ``y_before`` (N, ...) and ``y_after`` (N, n, ...), lists of such for a
+        multi-output model, in ``X``'s family. With ``reduce='mean_std'``, a
+        PerturbationSummaryResult(y_before, y_after_mean, y_after_std).
+
+    Raises
+    ------
+    ValueError
+        Bad ``X``, region, ``n``, ``args``, ``batch_size``, ``reduce`` or
+        ``random_state``, before any model call.
+    TypeError
+        Unknown keyword arguments reaching ``func``.
+    """
+    n = validate.check_int(n, "n", minimum=1)
+    _check_reduce(reduce)
+    kind = _OWN_SHUFFLES.get(shuffle_fn)
+    inp = inputs(X, args)
+    N, _, L = inp.X.shape
+    start, end = validate.region(start, end, L, min_width=3 if kind == "dinuc" else 1)
+    extra = _func_kwargs(func, random_state, additional_func_kwargs)
+    if func is predict and kind is not None:
+        options = _fast_kwargs(kwargs, extra)
+        before, after, multi = _stream(model, inp, kind, random_state, numpy.arange(N),
+                                       [start] * N, [end] * N, n, options, False, reduce)
+        pick = (lambda ys: ys) if multi else (lambda ys: ys[0])
+        if reduce == "mean_std":
+            mean, std = zip(*after)
+            return PerturbationSummaryResult(*(tree_to_family(pick(list(v)), inp.family)
+                                               for v in (before, mean, std)))
+        return PerturbationResult(tree_to_family(pick(before), inp.family),
+                                  tree_to_family(pick(after), inp.family))
+    if reduce is not None:
+        raise ValueError("reduce='mean_std' needs jablate's own predict as func and jablate's "
+                         "shuffle or dinucleotide_shuffle as shuffle_fn.")
+    return _materialised(model, X, start, end, n, shuffle_fn, args, random_state, func, extra,
+                         kwargs)
+
+
+def _repeat(a, n):
+    fam = family(a)
+    if fam == "torch":
+        return a.repeat_interleave(n, dim=0)
+    if fam == "numpy":
+        return numpy.repeat(a, n, axis=0)
+    import jax.numpy as jnp
+    return jnp.repeat(a, n, axis=0)
+
+
+def _materialised(model, X, start, end, n, shuffle_fn, args, random_state, func, extra, kwargs):
+    """tangermeme's algorithm, for foreign ``func`` or ``shuffle_fn``: arrays stay in X's family."""
+    X_perturb = shuffle_fn(X, start=start, end=end, n=n, random_state=random_state)
+    args_n = None if args is None else tuple(_repeat(a, n) for a in args)
+    X_flat = X_perturb.reshape(-1, *X_perturb.shape[2:])
+    y_before = func(model, X, args=args, **kwargs, **extra)
+    y_after = func(model, X_flat, args=args_n, **kwargs, **extra)
+    lead = tuple(X_perturb.shape[:2])
+    if isinstance(y_after, (list, tuple)):
+        y_after = [y.reshape(*lead, *y.shape[1:]) for y in y_after]
+    else:
+        y_after = y_after.reshape(*lead, *y_after.shape[1:])
+    return PerturbationResult(y_before, y_after)
+
+
+def ablate_annotations(model, X, annotations, **kwargs):
+    """Ablate each annotation on its own sequence; predictions before and after.
+
+    Returns exactly what the loop ``ablate(model, X[i:i+1], start, end,
+    **kwargs)`` over the annotations returns, but batched: the regions are
+    traced, so all annotations share compiled programs and the model sees full
+    batches of (annotation, shuffle) pairs — a few calls for hundreds of
+    annotations rather than one per annotation. A foreign ``func`` or
+    ``shuffle_fn`` runs that loop literally.
+
+    Parameters
+    ----------
+    model: flax.linen.Module (bound), flax.nnx.Module, callable or torch.nn.Module
+    X: jax.Array, numpy.ndarray or torch.Tensor, shape=(N, A, L)
+        One-hot sequences.
+    annotations: array of int, shape=(k, 3)
+        Rows ``(example_idx, start, end)``, ``end`` exclusive.
+    **kwargs:
+        Passed to :func:`ablate` (``n``, ``shuffle_fn``, ``random_state``,
+        ``func``, ``batch_size``, ...). An int ``random_state`` re-seeds for
+        every annotation, a RandomState is shared across them, as in
+        tangermeme's loop.
+
+    Returns
+    -------
+    PerturbationAnnotationsResult(y_befores, y_afters)
+        Shapes ``(k, 1, ...)`` and ``(k, 1, n, ...)``; lists of such for a
+        multi-output model, in ``X``'s family.
+
+    Raises
+    ------
+    ValueError
+        Bad ``X`` or ``annotations`` (not (k, 3) integers, empty, an example
+        index outside ``X``, a region outside its sequence), before any model call.
+    TypeError
+        Unknown keyword arguments reaching ``func``.
+    """
+    shuffle_fn = kwargs.get("shuffle_fn", shuffle)
+    func = kwargs.get("func", predict)
+    kind = _OWN_SHUFFLES.get(shuffle_fn)
+    if "reduce" in kwargs:
+        raise TypeError("ablate_annotations() does not take reduce")
+    inp = inputs(X, kwargs.get("args"))
+    N, _, L = inp.X.shape
+    ann = validate.annotations(annotations, N, L, min_width=3 if kind == "dinuc" else 1)
+    if not (func is predict and kind is not None):
+        return _annotation_loop(model, X, ann, kwargs)
+    own = ("n", "shuffle_fn", "args", "random_state", "func", "additional_func_kwargs")
+    n = validate.check_int(kwargs.get("n", 20), "n", minimum=1)
+    extra = _func_kwargs(func, kwargs.get("random_state"), kwargs.get("additional_func_kwargs"))
+    options = _fast_kwargs({k: v for k, v in kwargs.items() if k not in own}, extra)
+    before, after, multi = _stream(model, inp, kind, kwargs.get("random_state"), ann[:, 0],
+                                   ann[:, 1], ann[:, 2], n, options, True)
+    ys = [(tree_to_family(b[:, None], inp.family), tree_to_family(a[:, None], inp.family))
+          for b, a in zip(before, after)]
+    befores, afters = [y[0] for y in ys], [y[1] for y in ys]
+    if not multi:
+        befores, afters = befores[0], afters[0]
+    return PerturbationAnnotationsResult(befores, afters)
+
+
+def _annotation_loop(model, X, ann, kwargs):
+    befores, afters = [], []
+    args = kwargs.pop("args", None)
+    for idx, start, end in ann:
+        rows = slice(int(idx), int(idx) + 1)
+        b, a = ablate(model, X[rows], start=int(start), end=int(end),
+                      args=None if args is None else [x[rows] for x in args], **kwargs)
+        befores.append(b)
+        afters.append(a)
+    if isinstance(afters[0], (list, tuple)):
+        return PerturbationAnnotationsResult(
+            [stack([b[h] for b in befores]) for h in range(len(befores[0]))],
+            [stack([a[h] for a in afters]) for h in range(len(afters[0]))])
+    return PerturbationAnnotationsResult(stack(befores), stack(afters))
