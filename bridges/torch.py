@@ -160,6 +160,7 @@ class TorchRunner:
                 self._device, self._dtype, self._func = None, None, None
 
     def __call__(self, x, args=()):
+        """Run on a JAX or NumPy batch ``x`` (and extra inputs); tuple of CPU tensors."""
         if self._device is None:
             with self.session():
                 return self(x, args)
@@ -219,7 +220,7 @@ def wrap(module, device=None, dtype=None):
 
     def host_call(x, *args):
         with runner.session(device=device, dtype=dtype):
-            ys = runner(jnp.asarray(x), tuple(jnp.asarray(a) for a in args))
+            ys = runner(x, args)  # NumPy (from a callback or probe) or JAX arrays
         return tuple(torch_to_numpy(y) for y in ys)
 
     def out_spec(x, args):

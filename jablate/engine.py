@@ -124,7 +124,7 @@ def run(runner, X, args, shuffler, plan, batch_size, dtype=None, verbose=False, 
     pending, chunks = [], []
     params = runner.params if runner.jittable else None
     steps = range(0, len(plan), size)
-    for lo in tqdm(steps, disable=not verbose, desc=desc, leave=False):
+    for lo in tqdm(steps, disable=not verbose, desc=desc):
         items, valid = plan.batch(lo, size)
         if runner.jittable:
             ys = _step(runner, params, X, args, shuffler.key, shuffler.perms, items,
@@ -182,7 +182,7 @@ def run_mean_std(runner, X, args, shuffler, plan, n, shifts, batch_size, dtype=N
     sums = tuple(jnp.zeros_like(s) for s in shifts)
     sqs = tuple(jnp.zeros_like(s) for s in shifts)
     params = runner.params if runner.jittable else None
-    for lo in tqdm(range(0, len(plan), size), disable=not verbose, desc=desc, leave=False):
+    for lo in tqdm(range(0, len(plan), size), disable=not verbose, desc=desc):
         items, valid = plan.batch(lo, size)
         groups = jnp.asarray(numpy.minimum(numpy.arange(lo, lo + size), len(plan) - 1) // n)
         mask = jnp.arange(size) < valid

@@ -1,0 +1,303 @@
+"""The JAX core: shuffles, predict, ablate and ablate_annotations on JAX models."""
+
+import itertools
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy
+import pytest
+from flax import nnx
+from scipy import stats
+
+import jablate
+from jablate import functional
+
+N, A, L = 6, 4, 50
+
+
+def one_hot(rng, n, a, length, unknown=0.0):
+    syms = rng.integers(0, a, size=(n, length))
+    X = numpy.zeros((n, a, length), numpy.float32)
+    numpy.put_along_axis(X, syms[:, None, :], 1.0, axis=1)
+    X *= (rng.random((n, 1, length)) >= unknown)
+    return X
+
+
+@pytest.fixture(scope="module")
+def X():
+    return jnp.asarray(one_hot(numpy.random.default_rng(0), N, A, L, unknown=0.05))
+
+
+W = jnp.asarray(numpy.random.default_rng(1).normal(size=(A, L)).astype(numpy.float32))
+
+
+def linear(x):
+    """A linear model whose float64 reference is easy to compute."""
+    return jnp.einsum("bal,al->b", x, W)[:, None]
+
+
+def two_heads(x):
+    return jnp.cumsum(x[:, 0, :], axis=-1), jnp.sum(x * W, axis=(1, 2))
+
+
+def np_linear(x):
+    return numpy.einsum("...al,al->...", numpy.asarray(x, numpy.float64),
+                        numpy.asarray(W, numpy.float64))[..., None]
+
+
+def same(a, b):
+    numpy.testing.assert_array_equal(*numpy.broadcast_arrays(numpy.asarray(a), numpy.asarray(b)))
+
+
+def region_counts(Y, start, end):
+    return numpy.asarray(Y)[..., start:end].sum(-1)
+
+
+# --- shuffles -----------------------------------------------------------------------------
+
+def test_shuffle_keeps_counts_and_flanks(X):
+    Y = jablate.shuffle(X, 10, 30, n=5, random_state=jax.random.key(0))
+    assert Y.shape == (N, 5, A, L) and isinstance(Y, jax.Array)
+    Xn, Yn = numpy.asarray(X), numpy.asarray(Y)
+    same(Yn[..., :10], Xn[:, None, :, :10])
+    same(Yn[..., 30:], Xn[:, None, :, 30:])
+    same(region_counts(Yn, 10, 30), region_counts(Xn, 10, 30)[:, None])
+    assert not numpy.array_equal(Yn[:, 0], Yn[:, 1])
+
+
+def test_key_shuffles_are_per_sequence_and_subset_invariant(X):
+    same = jnp.broadcast_to(X[:1], X.shape)
+    Y = numpy.asarray(jablate.shuffle(same, 0, -1, n=2, random_state=jax.random.PRNGKey(3)))
+    assert not numpy.array_equal(Y[0], Y[1])  # independent per sequence
+    full = jablate.shuffle(X, 5, 40, n=3, random_state=jax.random.key(7))
+    part = jablate.shuffle(X[:2], 5, 40, n=3, random_state=jax.random.key(7))
+    numpy.testing.assert_array_equal(full[:2], part)
+    raw = jablate.shuffle(X, 5, 40, n=3, random_state=jax.random.PRNGKey(7))
+    numpy.testing.assert_array_equal(full, raw)
+
+
+def test_negative_end_counts_from_the_end(X):
+    Y = numpy.asarray(jablate.shuffle(X, 0, -2, n=2, random_state=0))
+    same(Y[..., L - 1], numpy.asarray(X)[:, None, :, L - 1])
+    same(region_counts(Y, 0, L - 1), region_counts(X, 0, L - 1)[:, None])
+
+
+def test_mono_shuffle_is_uniform_against_brute_force():
+    x = jnp.eye(4, dtype=jnp.float32)[:, [3, 0, 1, 2, 3, 3]]  # TACGTT; shuffle ACGT at [1, 5)
+    keys = jax.random.split(jax.random.key(11), 12000)
+    Y = jax.jit(jax.vmap(functional.shuffle, (0, None, None, None)))(keys, x, 1, 5)
+    words = ["".join("ACGT"[i] for i in numpy.asarray(y).argmax(0)) for y in Y]
+    expected = {"T" + "".join(p) + "T" for p in itertools.permutations("ACGT")}
+    counts = {w: words.count(w) for w in expected}
+    assert set(words) == expected and sum(counts.values()) == len(words)
+    assert stats.chisquare(list(counts.values())).pvalue > 1e-3
+
+
+def test_traced_regions_share_one_program(X):
+    traces = []
+
+    @jax.jit
+    def f(key, x, start, end):
+        traces.append(1)
+        return functional.shuffle(key, x, start, end)
+
+    for start, end in [(0, 5), (3, 40), (10, 11)]:
+        y = f(jax.random.key(0), X[0], start, end)
+        same(region_counts(y, start, end), region_counts(X[0], start, end))
+    assert len(traces) == 1
+
+
+def test_any_alphabet_and_unknown_bases_stay_zero():
+    X = one_hot(numpy.random.default_rng(5), 3, 20, 30, unknown=0.2)  # protein-sized
+    for fn in (jablate.shuffle, jablate.dinucleotide_shuffle):
+        Y = numpy.asarray(fn(X, 0, -1, n=4, random_state=1))
+        assert isinstance(Y, numpy.ndarray) and Y.dtype == X.dtype
+        assert set(numpy.unique(Y.sum(2))) <= {0.0, 1.0}
+        same((Y.sum(2) == 0).sum(-1), (X.sum(1) == 0).sum(-1)[:, None])
+        same(Y.sum(-1), X.sum(-1)[:, None])
+
+
+# --- predict --------------------------------------------------------------------------------
+
+def test_predict_compiles_once_per_batch_shape(X):
+    traces = []
+
+    def model(x):
+        traces.append(x.shape)
+        return linear(x)
+
+    y1 = jablate.predict(model, X, batch_size=4)  # 6 = 4 + a padded batch of 2
+    y2 = jablate.predict(model, X, batch_size=4)
+    assert traces == [(4, A, L)]
+    numpy.testing.assert_allclose(y1, np_linear(X), rtol=1e-5)
+    numpy.testing.assert_array_equal(y1, y2)
+
+
+def test_predict_progress_bar(X, capsys):
+    jablate.predict(linear, X, batch_size=2, verbose=True)
+    assert "3/3" in capsys.readouterr().err
+
+
+class LinenModel(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+        return nn.Dense(2)(x.reshape(x.shape[0], -1))
+
+
+def test_flax_linen_and_nnx_models(X):
+    variables = LinenModel().init(jax.random.key(0), X[:1])
+    bound = LinenModel().bind(variables)
+    y = jablate.predict(bound, X)
+    numpy.testing.assert_allclose(y, LinenModel().apply(variables, X), rtol=1e-5)
+    linear_nnx = nnx.Linear(A * L, 2, rngs=nnx.Rngs(0))
+    model = lambda x: linear_nnx(x.reshape(x.shape[0], -1))  # noqa: E731
+    y_nnx = jablate.predict(nnx.Sequential(lambda x: x.reshape(x.shape[0], -1), linear_nnx), X)
+    numpy.testing.assert_allclose(y_nnx, model(X), rtol=1e-5)
+    with pytest.raises(ValueError, match="unbound"):
+        jablate.predict(LinenModel(), X)
+
+
+# --- ablate --------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("shuffle_fn", [jablate.shuffle, jablate.dinucleotide_shuffle])
+def test_ablate_equals_float64_reference_on_its_shuffles(X, shuffle_fn):
+    key = jax.random.key(4)
+    y_before, y_after = jablate.ablate(linear, X, 10, 30, n=5, shuffle_fn=shuffle_fn,
+                                       random_state=key, batch_size=7)
+    Y = shuffle_fn(X, 10, 30, n=5, random_state=key)
+    numpy.testing.assert_allclose(y_before, np_linear(X), rtol=1e-5, atol=1e-5)
+    numpy.testing.assert_allclose(y_after, np_linear(Y), rtol=1e-5, atol=1e-5)
+    assert y_after.shape == (N, 5, 1)
+
+
+def test_ablate_independent_of_batch_size_and_other_sequences(X):
+    key = jax.random.key(9)
+    full = jablate.ablate(linear, X, 0, -1, n=4, random_state=key, batch_size=5)
+    other = jablate.ablate(linear, X, 0, -1, n=4, random_state=key, batch_size=32)
+    part = jablate.ablate(linear, X[:3], 0, -1, n=4, random_state=key, batch_size=5)
+    numpy.testing.assert_allclose(full.y_after, other.y_after, rtol=1e-6)
+    numpy.testing.assert_allclose(full.y_after[:3], part.y_after, rtol=1e-6)
+
+
+def test_int_seed_gives_the_same_permutation_for_every_sequence(X):
+    same = jnp.broadcast_to(X[:1], X.shape)
+    Y = numpy.asarray(jablate.shuffle(same, 0, -1, n=2, random_state=5))
+    assert numpy.array_equal(Y[0], Y[1]) and not numpy.array_equal(Y[0, 0], Y[0, 1])
+    rs = numpy.random.RandomState(5)
+    numpy.testing.assert_array_equal(jablate.shuffle(same, 0, -1, n=2, random_state=rs), Y)
+
+
+def test_multi_output_and_args(X):
+    y_before, y_after = jablate.ablate(two_heads, X, 5, 25, n=3, random_state=0)
+    assert isinstance(y_before, list) and len(y_after) == 2
+    assert y_before[0].shape == (N, L) and y_after[0].shape == (N, 3, L)
+    assert y_after[1].shape == (N, 3)
+    alpha = jnp.arange(N, dtype=jnp.float32)[:, None] * 100
+    y_before, y_after = jablate.ablate(lambda x, a: linear(x) + a, X, 5, 25, n=3,
+                                       args=(alpha,), random_state=0)
+    base = jablate.ablate(linear, X, 5, 25, n=3, random_state=0)
+    numpy.testing.assert_allclose(y_after, base.y_after + alpha[:, None], rtol=1e-5)
+    numpy.testing.assert_allclose(y_before, base.y_before + alpha, rtol=1e-5)
+
+
+def test_numpy_in_numpy_out(X):
+    r = jablate.ablate(linear, numpy.asarray(X), 0, 10, n=2, random_state=0)
+    assert isinstance(r.y_before, numpy.ndarray) and isinstance(r.y_after, numpy.ndarray)
+    y_before, y_after = r  # unpacks like a tuple
+    assert y_after.shape == (N, 2, 1)
+
+
+def test_reduce_mean_std_matches_full_output(X):
+    key = jax.random.key(2)
+    full = jablate.ablate(two_heads, X, 0, -1, n=6, random_state=key, batch_size=5)
+    summary = jablate.ablate(two_heads, X, 0, -1, n=6, random_state=key, batch_size=5,
+                             reduce="mean_std")
+    for h in range(2):
+        after = numpy.asarray(full.y_after[h], numpy.float64)
+        numpy.testing.assert_allclose(summary.y_after_mean[h], after.mean(1), rtol=1e-5, atol=1e-4)
+        numpy.testing.assert_allclose(summary.y_after_std[h], after.std(1), rtol=1e-4, atol=1e-4)
+        numpy.testing.assert_allclose(summary.y_before[h], full.y_before[h])
+
+
+# --- ablate_annotations --------------------------------------------------------------------
+
+ANNOTATIONS = numpy.array([[0, 5, 20], [3, 10, 13], [0, 30, 50], [5, 0, 40], [3, 10, 13]])
+
+
+@pytest.mark.parametrize("shuffle_fn", [jablate.shuffle, jablate.dinucleotide_shuffle])
+@pytest.mark.parametrize("seed", [0, "key", "rs"])
+def test_ablate_annotations_equals_the_loop(X, shuffle_fn, seed):
+    make = {0: lambda: 0, "key": lambda: jax.random.key(1),
+            "rs": lambda: numpy.random.RandomState(1)}[seed]
+    got = jablate.ablate_annotations(two_heads, X, ANNOTATIONS, n=4, shuffle_fn=shuffle_fn,
+                                     random_state=make(), batch_size=6)
+    state = make()
+    loop = [jablate.ablate(two_heads, X[i:i + 1], s, e, n=4, shuffle_fn=shuffle_fn,
+                           random_state=state) for i, s, e in ANNOTATIONS]
+    for h in range(2):
+        assert got.y_befores[h].shape[:2] == (len(ANNOTATIONS), 1)
+        assert got.y_afters[h].shape[:3] == (len(ANNOTATIONS), 1, 4)
+        numpy.testing.assert_allclose(got.y_befores[h], numpy.stack([b[h] for b, _ in loop]), rtol=1e-5)
+        numpy.testing.assert_allclose(got.y_afters[h], numpy.stack([a[h] for _, a in loop]), rtol=1e-5)
+
+
+def test_ablate_annotations_batches_the_model_calls(X):
+    calls = []
+
+    def model(x):
+        calls.append(x.shape[0])
+        return linear(x)
+
+    ann = numpy.array([[i % N, i % 30, i % 30 + 3 + i % 7] for i in range(40)])
+    jablate.ablate_annotations(model, X, ann, n=5, random_state=0, batch_size=64)
+    jablate.ablate_annotations(model, X, ann[::-1].copy(), n=5, random_state=1, batch_size=64)
+    assert calls == [N, 64]  # one trace per batch shape, shared by both calls and all regions
+
+
+# --- bad input -----------------------------------------------------------------------------
+
+def never_called(x):
+    raise AssertionError("the model must not run on bad input")
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(X=jnp.zeros((4, L))), "X must have shape"),
+    (dict(X=jnp.zeros((0, A, L))), "X must not be empty"),
+    (dict(X=jnp.full((2, A, L), 0.5)), "one-hot"),
+    (dict(X=jnp.ones((2, A, L))), "sums above 1"),
+    (dict(start=-1), "start"),
+    (dict(end=L + 1), "end"),
+    (dict(start=20, end=20), "end must come after start"),
+    (dict(n=0), "n must be at least 1"),
+    (dict(n=2.5), "n must be an integer"),
+    (dict(args=(jnp.zeros((N + 1, 1)),)), r"args\[0\]"),
+    (dict(shuffle_fn=jablate.dinucleotide_shuffle, start=10, end=12), "at least 3"),
+    (dict(batch_size=0), "batch_size"),
+    (dict(batch_size=2.0), "batch_size"),
+    (dict(reduce="median"), "reduce must be one of"),
+    (dict(random_state="seed"), "random_state"),
+])
+def test_ablate_bad_input(X, kwargs, match):
+    call = dict(X=X, start=0, end=10, n=2)
+    call.update(kwargs)
+    with pytest.raises(ValueError, match=match):
+        jablate.ablate(never_called, **call)
+
+
+@pytest.mark.parametrize("annotations, match", [
+    (numpy.zeros((2, 2), int), r"shape \(k, 3\)"),
+    (numpy.zeros((0, 3), int), "at least one"),
+    (numpy.array([[N, 0, 5]]), "outside X"),
+    (numpy.array([[0, 40, L + 1]]), "region"),
+    (numpy.array([[0, 5, 5]]), "region"),
+    (numpy.array([[0.5, 1, 5]]), "integers"),
+])
+def test_ablate_annotations_bad_input(X, annotations, match):
+    with pytest.raises(ValueError, match=match):
+        jablate.ablate_annotations(never_called, X, annotations)
+
+
+def test_unknown_keyword_is_a_type_error(X):
+    with pytest.raises(TypeError, match="bogus"):
+        jablate.ablate(never_called, X, 0, 10, n=2, bogus=1)
