@@ -99,8 +99,82 @@ def _step(runner, params, X, args, key, perms, items, kind, dtype):
     return runner.apply(params, x, *args)
 
 
+class _Devices:
+    """Where a run's steps execute: every local device, the batch axis split across them.
+
+    With one device this places nothing. With several, each step's items are
+    sharded along the batch axis (``X``, ``args`` and parameters replicated) and
+    the batch size is rounded up to a multiple of the device count.
+    """
+
+    def __init__(self, runner, X):
+        devices = list(X.devices()) if len(X.devices()) > 1 else jax.local_devices()
+        devices = [d for d in devices if d.platform == next(iter(X.devices())).platform]
+        self.count = len(devices) if runner.jittable else 1
+        if self.count > 1:
+            mesh = jax.sharding.Mesh(numpy.array(devices), ("batch",))
+            self.split = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("batch"))
+            self.whole = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+
+    def size(self, batch_size, items):
+        size = max(1, min(batch_size, items))
+        return -(-size // self.count) * self.count
+
+    def replicate(self, tree):
+        return tree if self.count == 1 else jax.device_put(tree, self.whole)
+
+    def shard(self, tree):
+        return tree if self.count == 1 else jax.device_put(tree, self.split)
+
+
+def _process_share(plan, n):
+    """This process's share of ``plan`` under ``jax.distributed``: whole groups of ``n``
+    items, padded so every process runs the same number of items."""
+    count = jax.process_count()
+    if count == 1:
+        return plan, None
+    groups = len(plan) // n
+    per = -(-groups // count)
+    lo = min(jax.process_index() * per, groups) * n
+    take = numpy.minimum(numpy.arange(lo, lo + per * n), len(plan) - 1)
+    return Plan(*(getattr(plan, f)[take] for f in Plan.__dataclass_fields__)), len(plan)
+
+
+def _gather_processes(arrays, total):
+    """Concatenate every process's share (in process order); all processes get it all."""
+    if total is None:
+        return arrays
+    from jax.experimental import multihost_utils
+    out = []
+    for a in arrays:
+        a = numpy.asarray(a)
+        every = numpy.asarray(multihost_utils.process_allgather(a, tiled=False))
+        out.append(every.reshape(-1, *a.shape[1:])[:total])
+    return out
+
+
+def _batches(runner, X, args, shuffler, plan, batch_size, dtype, verbose, desc):
+    """Yield ``(outputs, valid, lo, size)`` per step; JAX outputs stay on the device."""
+    where = _Devices(runner, X)
+    size = where.size(batch_size, len(plan))
+    params = where.replicate(runner.params) if runner.jittable else None
+    X, args, key, perms = where.replicate((X, args, shuffler.key, shuffler.perms))
+    for lo in tqdm(range(0, len(plan), size), disable=not verbose, desc=desc):
+        items, valid = plan.batch(lo, size)
+        if runner.jittable:
+            ys = _step(runner, params, X, args, key, perms, where.shard(items), shuffler.kind,
+                       dtype)
+        else:
+            x = _make_inputs(X, key, perms, items, shuffler.kind)[:valid]
+            ys = runner(x, tuple(jnp.take(a, items[0][:valid], axis=0) for a in args))
+        yield ys, valid, lo, size
+
+
 def run(runner, X, args, shuffler, plan, batch_size, dtype=None, verbose=False, desc=None):
     """Run ``runner`` on every item of ``plan``, batch by batch.
+
+    Steps are sharded over every local device; under ``jax.distributed`` each
+    process runs its share of the items and every process receives all outputs.
 
     Parameters
     ----------
@@ -120,26 +194,20 @@ def run(runner, X, args, shuffler, plan, batch_size, dtype=None, verbose=False, 
     multi: bool
         Whether the model returned a tuple or list.
     """
-    size = max(1, min(batch_size, len(plan)))
+    local, total = _process_share(plan, 1)
     pending, chunks = [], []
-    params = runner.params if runner.jittable else None
-    steps = range(0, len(plan), size)
-    for lo in tqdm(steps, disable=not verbose, desc=desc):
-        items, valid = plan.batch(lo, size)
+    for ys, valid, _, _ in _batches(runner, X, args, shuffler, local, batch_size, dtype,
+                                    verbose, desc):
         if runner.jittable:
-            ys = _step(runner, params, X, args, shuffler.key, shuffler.perms, items,
-                       shuffler.kind, dtype)
             pending.append((ys, valid))
             if len(pending) > 1:  # keep one step in flight while copying the last
                 chunks.append(_to_host(*pending.pop(0)))
         else:
-            x = _make_inputs(X, shuffler.key, shuffler.perms, items, shuffler.kind)[:valid]
-            a = tuple(jnp.take(arg, items[0][:valid], axis=0) for arg in args)
-            chunks.append(runner(x, a))
+            chunks.append(ys)
     chunks.extend(_to_host(*p) for p in pending)
     concat = numpy.concatenate if runner.jittable else runner.concat
     outputs = [concat([c[h] for c in chunks]) for h in range(len(chunks[0]))]
-    return outputs, runner.multi
+    return _gather_processes(outputs, total), runner.multi
 
 
 def _to_host(ys, valid):
@@ -171,35 +239,36 @@ def run_mean_std(runner, X, args, shuffler, plan, n, shifts, batch_size, dtype=N
     Items ``g * n + i`` of ``plan`` belong to group ``g``. Sums of the outputs'
     differences from ``shifts`` (one array (G, ...) per output, e.g. the
     predictions before shuffling) and of their squares accumulate on the device
-    (float32), so memory is of order G rather than G * n.
+    (float32), so memory is of order G rather than G * n. Sharded and split
+    across processes as :func:`run`.
 
     Returns
     -------
     stats: list of (mean, std) host arrays, each (G, ...)
     """
-    size = max(1, min(batch_size, len(plan)))
-    shifts = tuple(jnp.asarray(numpy.asarray(s), jnp.float32) for s in shifts)
+    local, total = _process_share(plan, n)
+    first = 0 if total is None else (jax.process_index() * len(local)) // n
+    shifts = tuple(jnp.asarray(numpy.asarray(s)[first:first + len(local) // n], jnp.float32)
+                   for s in shifts)
+    if total is not None:  # the padded tail of the last process repeats its last group
+        shifts = tuple(jnp.concatenate([s, jnp.repeat(s[-1:], len(local) // n - s.shape[0], 0)])
+                       for s in shifts)
     sums = tuple(jnp.zeros_like(s) for s in shifts)
     sqs = tuple(jnp.zeros_like(s) for s in shifts)
-    params = runner.params if runner.jittable else None
-    for lo in tqdm(range(0, len(plan), size), disable=not verbose, desc=desc):
-        items, valid = plan.batch(lo, size)
-        groups = jnp.asarray(numpy.minimum(numpy.arange(lo, lo + size), len(plan) - 1) // n)
+    for ys, valid, lo, size in _batches(runner, X, args, shuffler, local, batch_size,
+                                        dtype, verbose, desc):
+        groups = jnp.asarray(numpy.minimum(numpy.arange(lo, lo + size), len(local) - 1) // n)
         mask = jnp.arange(size) < valid
-        if runner.jittable:
-            ys = _step(runner, params, X, args, shuffler.key, shuffler.perms, items,
-                       shuffler.kind, dtype)
-        else:
-            x = _make_inputs(X, shuffler.key, shuffler.perms, items, shuffler.kind)[:valid]
-            a = tuple(jnp.take(arg, items[0][:valid], axis=0) for arg in args)
-            ys = tuple(_pad_rows(runner.to_jax(y), size) for y in runner(x, a))
+        if not runner.jittable:
+            ys = tuple(_pad_rows(runner.to_jax(y), size) for y in ys)
         sums, sqs = _accumulate(sums, sqs, ys, shifts, groups, mask)
-    stats = []
+    means, stds = [], []
     for s, q, shift in zip(sums, sqs, shifts):
         mean_d = s / n
-        var = jnp.maximum(q / n - mean_d * mean_d, 0)
-        stats.append((numpy.asarray(shift + mean_d), numpy.asarray(jnp.sqrt(var))))
-    return stats
+        means.append(numpy.asarray(shift + mean_d))
+        stds.append(numpy.asarray(jnp.sqrt(jnp.maximum(q / n - mean_d * mean_d, 0))))
+    groups = None if total is None else total // n
+    return list(zip(_gather_processes(means, groups), _gather_processes(stds, groups)))
 
 
 def _pad_rows(y, size):
