@@ -56,9 +56,10 @@ class JaxRunner:
 
     Parameters
     ----------
-    model: flax.linen.Module (bound), flax.nnx.Module or callable
+    model: flax.linen.Module (bound), flax.nnx.Module, pure model or callable
         Maps a ``(B, A, L)`` JAX array (plus ``*args``) to an array or a
-        tuple/list of arrays.
+        tuple/list of arrays. A *pure model* has ``params`` and
+        ``apply(params, x, *args)`` (as ``bridges.torch.translate`` returns).
     """
 
     jittable = True
@@ -85,6 +86,8 @@ class JaxRunner:
                 return "nnx", nnx.split(model)[0]
         except ImportError:  # pragma: no cover
             pass
+        if callable(getattr(model, "apply", None)) and hasattr(model, "params"):
+            return "pure", None  # e.g. bridges.torch.translate's TranslatedModel
         if not callable(model):
             raise ValueError(f"model must be a flax module, a callable on JAX arrays or a "
                              f"torch.nn.Module; got {type(model).__name__}.")
@@ -102,6 +105,8 @@ class JaxRunner:
                 raise ValueError("the nnx model's structure changed since jablate first saw it; "
                                  "pass the new module object.")
             return state
+        if self._kind == "pure":
+            return self._model.params
         return None
 
     def apply(self, params, x, *args):
@@ -111,6 +116,8 @@ class JaxRunner:
         elif self._kind == "nnx":
             from flax import nnx
             y = nnx.merge(self._static, params)(x, *args)
+        elif self._kind == "pure":
+            y = self._model.apply(params, x, *args)
         else:
             y = self._model(x, *args)
         y, multi = _as_tuple(y)

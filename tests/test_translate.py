@@ -1,0 +1,340 @@
+"""bridges.torch_export.translate: torch modules lowered to jax.numpy, checked against torch."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+bpnetlite = pytest.importorskip("bpnetlite")
+
+from bpnetlite import BPNet  # noqa: E402
+from bpnetlite.chrombpnet import ChromBPNet  # noqa: E402
+
+from bridges.torch_export import SUPPORTED_OPS, TranslatedModel, translate  # noqa: E402
+
+F = torch.nn.functional
+
+
+def one_hot(n, length, seed=0):
+    idx = np.random.RandomState(seed).randint(0, 4, size=(n, length))
+    return torch.from_numpy(np.eye(4, dtype=np.float32)[idx].transpose(0, 2, 1).copy())
+
+
+def to_jax(t):
+    return None if t is None else jnp.asarray(t.detach().numpy())
+
+
+def assert_matches(got, want, tol=1e-4):
+    """Outputs within `tol` of torch, relative to each output's scale."""
+    got = got if isinstance(got, (tuple, list)) else [got]
+    want = want if isinstance(want, (tuple, list)) else [want]
+    assert len(got) == len(want)
+    for g, w in zip(got, want):
+        w = w.detach().numpy()
+        g = np.asarray(g)
+        assert g.shape == w.shape
+        np.testing.assert_allclose(g, w, rtol=tol, atol=tol * max(np.abs(w).max(), 1e-6))
+
+
+def check(module, *inputs, batch=3, tol=1e-4):
+    """Translate at the example batch, compare with torch at batch `batch`."""
+    tm = translate(module, *inputs)
+    more = [torch.cat([t] * (batch // t.shape[0] + 1))[:batch].clone() if t is not None else None
+            for t in inputs]
+    more[0] = more[0] + 0.1 * torch.randn_like(more[0])
+    with torch.no_grad():
+        want = module.eval()(*more)
+    assert_matches(tm(*map(to_jax, more)), want, tol)
+    return tm
+
+
+# --- real architectures ------------------------------------------------------------------
+
+def test_bpnet_with_control_tracks():
+    torch.manual_seed(0)
+    model = BPNet(n_filters=16, n_layers=4, n_control_tracks=2, verbose=False).eval()
+    x, ctl = one_hot(2, 600), torch.rand(2, 2, 600)
+    tm = check(model, x, ctl, batch=5)
+    assert isinstance(tm, TranslatedModel) and tm.dynamic_batch
+    assert set(tm.params) == set(model.state_dict())
+    assert tm.translation_seconds > 0
+
+
+def test_bpnet_without_control_and_batch_of_one():
+    torch.manual_seed(1)
+    model = BPNet(n_filters=8, n_layers=3, n_control_tracks=0, verbose=False).eval()
+    tm = check(model, one_hot(1, 600), None, batch=4)  # example batch 1, then 4
+    x = one_hot(1, 600, seed=3)
+    with torch.no_grad():
+        want = model(x)
+    assert_matches(tm(to_jax(x), None), want)
+
+
+def test_chrombpnet():
+    torch.manual_seed(2)
+    bias = BPNet(n_filters=8, n_layers=2, n_outputs=1, n_control_tracks=0, verbose=False)
+    acc = BPNet(n_filters=16, n_layers=4, n_outputs=1, n_control_tracks=0, verbose=False)
+    model = ChromBPNet(bias, acc).eval()
+    check(model, one_hot(2, 700), batch=3)
+
+
+class DeepSEA(torch.nn.Module):
+    """DeepSEA/Beluga-style: conv, ReLU, max-pool, dropout, linear, sigmoid."""
+
+    def __init__(self, length=500, n_targets=12):
+        super().__init__()
+        self.conv = torch.nn.Sequential(
+            torch.nn.Conv1d(4, 32, 8), torch.nn.ReLU(inplace=True),
+            torch.nn.Conv1d(32, 32, 8), torch.nn.ReLU(inplace=True),
+            torch.nn.Dropout(0.2), torch.nn.MaxPool1d(4, 4),
+            torch.nn.Conv1d(32, 48, 8), torch.nn.ReLU(),
+            torch.nn.Conv1d(48, 48, 8), torch.nn.ReLU(),
+            torch.nn.Dropout(0.2), torch.nn.MaxPool1d(4, 4),
+            torch.nn.Conv1d(48, 64, 8), torch.nn.ReLU(),
+            torch.nn.Dropout(0.5))
+        n = ((((length - 14) // 4) - 14) // 4) - 7
+        self.head = torch.nn.Sequential(
+            torch.nn.Flatten(), torch.nn.Linear(64 * n, 32), torch.nn.ReLU(),
+            torch.nn.Linear(32, n_targets), torch.nn.Sigmoid())
+
+    def forward(self, x):
+        return self.head(self.conv(x))
+
+
+class Beluga2d(torch.nn.Module):
+    """Beluga's own layout: Conv2d/MaxPool2d with (1, k) kernels on (N, 4, 1, L)."""
+
+    def __init__(self):
+        super().__init__()
+        self.net = torch.nn.Sequential(
+            torch.nn.Conv2d(4, 16, (1, 8)), torch.nn.ReLU(), torch.nn.MaxPool2d((1, 4), (1, 4)),
+            torch.nn.Conv2d(16, 16, (1, 8)), torch.nn.ReLU(), torch.nn.Dropout(0.5))
+        self.fc = torch.nn.Linear(16 * 66, 5)
+
+    def forward(self, x):
+        h = self.net(x.unsqueeze(2))
+        return torch.sigmoid(self.fc(h.view(h.size(0), -1)))
+
+
+def test_deepsea_cnn():
+    torch.manual_seed(3)
+    check(DeepSEA().eval(), one_hot(2, 500), batch=4)
+
+
+def test_beluga_conv2d():
+    torch.manual_seed(4)
+    check(Beluga2d().eval(), one_hot(2, 300), batch=3)
+
+
+class AttentionBlock(torch.nn.Module):
+    """Pre-norm transformer block: layer_norm, scaled_dot_product_attention, GELU MLP."""
+
+    def __init__(self, dim=32, heads=4, causal=False):
+        super().__init__()
+        self.heads, self.causal = heads, causal
+        self.embed = torch.nn.Conv1d(4, dim, 9, padding=4)
+        self.norm1, self.norm2 = torch.nn.LayerNorm(dim), torch.nn.LayerNorm(dim)
+        self.qkv, self.proj = torch.nn.Linear(dim, 3 * dim), torch.nn.Linear(dim, dim)
+        self.mlp = torch.nn.Sequential(torch.nn.Linear(dim, 2 * dim), torch.nn.GELU(),
+                                       torch.nn.Dropout(0.1), torch.nn.Linear(2 * dim, dim),
+                                       torch.nn.GELU(approximate="tanh"))
+        self.out = torch.nn.Linear(dim, 2)
+
+    def forward(self, x):
+        h = self.embed(x).transpose(1, 2)                      # (N, L, D)
+        n, length, dim = h.shape
+        q, k, v = self.qkv(self.norm1(h)).chunk(3, dim=-1)
+        q, k, v = (t.reshape(n, length, self.heads, -1).permute(0, 2, 1, 3) for t in (q, k, v))
+        a = F.scaled_dot_product_attention(q, k, v, is_causal=self.causal)
+        h = h + self.proj(a.transpose(1, 2).reshape(n, length, dim))
+        h = h + self.mlp(self.norm2(h))
+        return self.out(h).mean(1), torch.softmax(h.sum(-1), -1)
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_attention_block(causal):
+    torch.manual_seed(5)
+    check(AttentionBlock(causal=causal).eval(), one_hot(2, 64), batch=3)
+
+
+class Coverage(torch.nn.Module):
+    """Many table entries at once, each against torch."""
+
+    def __init__(self):
+        super().__init__()
+        self.c1 = torch.nn.Conv1d(4, 8, 5, padding="same", dilation=2)
+        self.c2 = torch.nn.Conv1d(8, 8, 3, stride=2, padding=1, groups=4)
+        self.bn = torch.nn.BatchNorm1d(8)
+        self.gn = torch.nn.GroupNorm(2, 8)
+        self.up = torch.nn.ConvTranspose1d(8, 4, 4, stride=2, padding=1)
+        self.emb = torch.nn.Embedding(10, 6)
+        self.w = torch.nn.Parameter(torch.randn(6, 6))
+        for name in ("running_mean", "running_var"):  # non-trivial running statistics
+            getattr(self.bn, name).uniform_(0.5, 1.5)
+
+    def forward(self, x, tokens):
+        h = F.elu(self.bn(self.c1(x)))
+        h = F.softplus(self.gn(self.c2(h)), beta=2)
+        h = F.avg_pool1d(h, 3, stride=2, padding=1) + F.max_pool1d(h, 3, 2, 1)
+        u = self.up(torch.tanh(h))
+        a, b = torch.split(u, [1, 3], dim=1)
+        p = F.pad(torch.cat([a, b.abs().sqrt()], 1), (2, 3), value=0.5)
+        p = torch.clamp(p, -0.8, 2.0).pow(2) - p.neg().exp() / (1 + torch.rsqrt(p.abs() + 1))
+        e = self.emb(tokens)                                     # (N, T, 6)
+        e = torch.einsum("ntd,de->nte", e, self.w) + torch.bmm(e, e.transpose(1, 2)) @ e
+        s = torch.stack([e.amax(1), e.amin(1), e.logsumexp(1)], 1).flatten(1)
+        m = torch.where(p > 0, p, p * 0.1).mean(-1)
+        r = p.permute(0, 2, 1).unsqueeze(1).squeeze(1).expand(-1, -1, -1)[:, 1:-1:2, :]
+        c = r.repeat(1, 1, 2)[..., 0] * torch.sigmoid(r[:, :, 1])
+        return [torch.cat([s, m, torch.log_softmax(c, -1)], 1),
+                (F.layer_norm(r, (4,)) * torch.arange(4.0)).sum((1, 2)), F.gelu(r).max(1).values,
+                torch.chunk(r, 2, dim=1)[0].min(-1)[0], r[:, [0, 2], :] / 2,
+                F.max_pool1d(u, 3, 2, ceil_mode=True),
+                F.avg_pool1d(u, 3, 2, padding=1, ceil_mode=True, count_include_pad=False)]
+
+
+def test_op_coverage_module():
+    torch.manual_seed(6)
+    module = Coverage().eval()
+    x, tokens = torch.randn(2, 4, 40), torch.randint(0, 10, (2, 7))
+    check(module, x, tokens, batch=3)
+
+
+# --- errors, transformations, batch, modes, cache ---------------------------------------
+
+class Exotic(torch.nn.Module):
+    def forward(self, x):
+        f = torch.fft.rfft(x, dim=-1).abs()
+        return torch.cumsum(x, -1).sum(-1) + torch.sort(x, -1).values[..., 0] + f[..., 0]
+
+
+def test_unsupported_ops_are_listed_together():
+    with pytest.raises(NotImplementedError) as info:
+        translate(Exotic(), torch.randn(2, 4, 16))
+    message = str(info.value)
+    for op in ("cumsum", "sort", "fft"):
+        assert op in message
+    assert "wrap" in message and "SUPPORTED_OPS" in message
+    assert "aten.conv1d" in SUPPORTED_OPS and "aten.cumsum" not in SUPPORTED_OPS
+
+
+def test_jit_vmap_grad():
+    torch.manual_seed(7)
+    model = BPNet(n_filters=8, n_layers=3, n_control_tracks=0, verbose=False).eval()
+    x = one_hot(4, 500)
+    tm = translate(model, x[:2], None)
+    xj = to_jax(x)
+
+    def counts(params, xs):
+        return tm.apply(params, xs, None)[1].sum()
+
+    # grad with respect to the input, against torch autograd
+    xt = x.clone().requires_grad_(True)
+    model(xt)[1].sum().backward()
+    g = jax.jit(jax.grad(counts, argnums=1))(tm.params, xj)
+    np.testing.assert_allclose(np.asarray(g), xt.grad.numpy(), rtol=1e-3,
+                               atol=1e-4 * np.abs(xt.grad.numpy()).max())
+
+    # grad with respect to parameters
+    model.zero_grad()
+    model(x)[1].sum().backward()
+    gp = jax.jit(jax.grad(counts))(tm.params, xj)
+    w = model.iconv.weight.grad.numpy()
+    np.testing.assert_allclose(np.asarray(gp["iconv.weight"]), w, rtol=1e-3,
+                               atol=1e-4 * np.abs(w).max())
+
+    # vmap over a stack of batches
+    stacked = xj.reshape(2, 2, 4, 500)
+    prof, cnt = jax.jit(jax.vmap(tm.apply, in_axes=(None, 0, None)))(tm.params, stacked, None)
+    direct = tm(xj, None)
+    assert prof.shape == (2, 2) + direct[0].shape[1:]
+    np.testing.assert_allclose(np.asarray(prof).reshape(direct[0].shape), direct[0],
+                               rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(np.asarray(cnt).reshape(-1), np.asarray(direct[1]).reshape(-1),
+                               rtol=1e-5, atol=1e-5)
+
+
+def test_params_are_arguments_not_constants():
+    torch.manual_seed(8)
+    model = BPNet(n_filters=8, n_layers=2, n_control_tracks=0, verbose=False).eval()
+    x = one_hot(2, 400)
+    tm = translate(model, x, None)
+    zeroed = {k: jnp.zeros_like(v) for k, v in tm.params.items()}
+    prof, cnt = jax.jit(tm.apply)(zeroed, to_jax(x), None)
+    assert float(jnp.abs(prof).max()) == 0.0 and float(jnp.abs(cnt).max()) == 0.0
+
+
+def test_training_mode_restored_and_eval_semantics():
+    torch.manual_seed(9)
+    model = DeepSEA().train()
+    model.head.eval()  # mixed modes come back as they were
+    x = one_hot(2, 500)
+    tm = translate(model, x)
+    assert model.training and model.conv.training and not model.head.training
+    with torch.no_grad():
+        want = model.eval()(x)  # dropout off
+    assert_matches(tm(to_jax(x)), want)
+
+
+def test_cache_hit_same_object_and_refreshed_params():
+    torch.manual_seed(10)
+    model = BPNet(n_filters=8, n_layers=2, n_control_tracks=0, verbose=False).eval()
+    tm = translate(model, one_hot(2, 400), None)
+    assert translate(model, one_hot(5, 400), None) is tm          # batch size is free
+    assert translate(model, one_hot(2, 500), None) is not tm      # new length, new graph
+    with torch.no_grad():
+        model.linear.bias.add_(1.0)
+    again = translate(model, one_hot(2, 400), None)
+    assert again is tm
+    np.testing.assert_allclose(np.asarray(tm.params["linear.bias"]),
+                               model.linear.bias.detach().numpy())
+
+
+class FixedBatchView(torch.nn.Module):
+    """int() on the batch size makes torch.export refuse a symbolic batch."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv1d(4, 6, 3)
+
+    def forward(self, x):
+        h = self.conv(x)
+        n = int(h.shape[0])
+        return h.view(n, -1).sum(-1) + h.new_zeros((n,)), h.reshape(n * 6, -1).mean(-1)
+
+
+def test_static_batch_fallback_accepts_any_batch():
+    torch.manual_seed(11)
+    module = FixedBatchView().eval()
+    tm = check(module, torch.randn(2, 4, 20), batch=5)
+    assert not tm.dynamic_batch
+
+
+def test_shape_errors():
+    model = BPNet(n_filters=8, n_layers=2, n_control_tracks=0, verbose=False).eval()
+    tm = translate(model, one_hot(2, 400), None)
+    with pytest.raises(ValueError, match="translated for shape"):
+        tm(jnp.zeros((2, 4, 300)), None)
+    with pytest.raises(ValueError, match="input"):
+        tm(jnp.zeros((2, 4, 400)))
+
+
+def test_backend_jax_ablation_matches_torch():
+    """The front door's backend='jax' translates the module; ablation equals torch's."""
+    import jablate
+    from tangermeme.utils import random_one_hot
+
+    torch.manual_seed(0)
+    module = torch.nn.Sequential(torch.nn.Conv1d(4, 8, 7), torch.nn.ReLU(),
+                                 torch.nn.AdaptiveAvgPool1d(1), torch.nn.Flatten(),
+                                 torch.nn.Linear(8, 2))
+    X = random_one_hot((3, 4, 60), random_state=0).float()
+    ann = np.array([[0, 5, 20], [2, 30, 50]])
+    for call in (lambda **kw: jablate.ablate(module, X, 10, 40, n=4, random_state=0, **kw),
+                 lambda **kw: jablate.ablate_annotations(module, X, ann, n=4, random_state=0, **kw)):
+        ref = call(device="cpu")
+        got = call(backend="jax")
+        for r, g in zip(ref, got):
+            assert isinstance(g, torch.Tensor)
+            np.testing.assert_allclose(g.numpy(), r.numpy(), rtol=1e-4, atol=1e-5)
