@@ -104,6 +104,13 @@ def _to_device(x, dtype, device):
     return x.to(dtype).to(device)
 
 
+def _set_training(model, mode):
+    try:
+        model.train(mode)
+    except NotImplementedError:  # torch.export's unlifted modules keep their exported mode
+        pass
+
+
 @contextlib.contextmanager
 def _preserve_model_state(model, device):
     try:
@@ -113,12 +120,12 @@ def _preserve_model_state(model, device):
     was_training = model.training
     if orig_device != device:
         model.to(device)
-    model.eval()
+    _set_training(model, False)
     try:
         yield
     finally:
         if was_training:
-            model.train()
+            _set_training(model, True)
         if orig_device is not None and orig_device != device:
             model.to(orig_device)
 

@@ -1,0 +1,601 @@
+"""The ``jablate`` command line.
+
+    jablate demo [--plot jablate-demo.png]
+    jablate ablate --model SPEC --fasta seqs.fa --regions regions.bed [options]
+
+``main(argv)`` returns the exit status: 0 on success, 2 for bad input (one line on stderr,
+``jablate: error: ...``), 130 when interrupted. Output files are written to temporary files
+beside their final names and moved into place only when everything succeeded.
+"""
+
+import argparse
+import contextlib
+import importlib
+import importlib.util
+import inspect
+import logging
+import os
+import signal
+import sys
+import threading
+import zipfile
+
+import numpy
+
+from .io import AtomicFiles, one_hot_encode, read_fasta, read_regions
+
+__all__ = ["main", "build_parser", "load_model", "summarise"]
+
+
+class CommandError(Exception):
+    """Bad input found by the command line; the message is shown as one line."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):
+        # One line instead of argparse's usage block.
+        self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+
+
+def build_parser():
+    """Build the argument parser of the ``jablate`` command.
+
+    Returns
+    -------
+    parser : argparse.ArgumentParser
+        With the subcommands ``demo`` and ``ablate``; each sets ``args.command``.
+    """
+
+    parser = _Parser(prog="jablate", description="In-silico ablation for genomics "
+        "deep-learning models, on JAX.")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    demo = commands.add_parser("demo", help="ablate a planted GATA motif with a small "
+        "built-in model (no downloads, seconds)", description="Plant GATAAG into random "
+        "sequences, ablate it and a control region with the built-in demo model, print "
+        "a table and write a plot.")
+    demo.add_argument("--plot", metavar="FILE", default="jablate-demo.png",
+        help="PNG of predictions before vs after (default: %(default)s)")
+    demo.add_argument("--n", type=_positive_int, default=20,
+        help="shuffles per region (default: %(default)s)")
+    demo.add_argument("--seed", type=int, default=0,
+        help="random seed of the shuffles (default: %(default)s)")
+
+    ablate = commands.add_parser("ablate", help="ablate regions of FASTA sequences "
+        "with your model", description="Shuffle each region N times and compare the "
+        "model's predictions before and after (jablate.ablate_annotations). Without "
+        "--table, the table is printed on stdout.")
+    ablate.add_argument("--model", required=True, metavar="SPEC",
+        help="'package.module:attribute' naming a torch.nn.Module, a function "
+        "returning one, a bound flax module or a JAX function; or a torch.export "
+        "program (.pt2). The module is imported with the current directory on sys.path.")
+    ablate.add_argument("--fasta", required=True, metavar="FILE",
+        help="sequences, all of one length")
+    ablate.add_argument("--regions", required=True, metavar="FILE",
+        help="tab-separated 'sequence start end [name]' lines, 0-based, end exclusive")
+    ablate.add_argument("--n", type=_positive_int, default=20,
+        help="shuffles per region (default: %(default)s)")
+    ablate.add_argument("--shuffle", choices=("mono", "dinucleotide"), default="mono",
+        help="shuffle that keeps mono- or dinucleotide counts (default: %(default)s)")
+    ablate.add_argument("--seed", type=int, default=0,
+        help="random seed; the same seed gives the same results (default: %(default)s)")
+    ablate.add_argument("--batch-size", type=_positive_int, default=64,
+        help="sequences per model call (default: %(default)s)")
+    ablate.add_argument("--device", help="device for a torch model (cpu, cuda, "
+        "cuda:1, ...); for a JAX model, the accelerator to run on")
+    ablate.add_argument("--out", metavar="FILE.npz",
+        help="all predictions before and after, and the regions")
+    ablate.add_argument("--table", metavar="FILE.tsv", help="one row per region")
+    ablate.add_argument("--plot", metavar="FILE.png", help="drops per region")
+    ablate.add_argument("--quiet", action="store_true", help="no progress bar")
+    ablate.add_argument("--translate", action="store_true",
+        help="translate a torch model to JAX instead of bridging it (backend='jax')")
+    return parser
+
+
+def _positive_int(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def main(argv=None):
+    """Run the ``jablate`` command line.
+
+    Parameters
+    ----------
+    argv : list of str, optional
+        The arguments after the program name. Default ``sys.argv[1:]``.
+
+    Returns
+    -------
+    status : int
+        0 on success, 2 for bad input, 130 when interrupted by Ctrl-C.
+    """
+
+    parser = build_parser()
+    with _watching_interrupts() as interrupted:
+        return _main(parser, argv, interrupted)
+
+
+def _main(parser, argv, interrupted):
+    try:
+        try:
+            args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+        except SystemExit as exit:  # --help, or a usage error already reported
+            return exit.code
+        if args.command is None:
+            parser.print_help()
+            return 0
+        return _COMMANDS[args.command](args)
+    except BrokenPipeError:
+        # stdout was closed early (e.g. `jablate ablate ... | head`).
+        sys.stdout = open(os.devnull, "w")
+        return 1
+    except KeyboardInterrupt:
+        print("jablate: interrupted; no output written", file=sys.stderr)
+        return 130
+    except Exception as error:
+        if interrupted():
+            # Ctrl-C inside a model call can surface as another exception.
+            print("jablate: interrupted; no output written", file=sys.stderr)
+            return 130
+        if not isinstance(error, (CommandError, ValueError, TypeError)):
+            raise
+        message = " ".join(str(error).split()) or type(error).__name__
+        print(f"jablate: error: {message}", file=sys.stderr)
+        return 2
+
+
+@contextlib.contextmanager
+def _watching_interrupts():
+    """Note SIGINT (still raising KeyboardInterrupt); yield a function saying if it came."""
+
+    seen = []
+    if threading.current_thread() is not threading.main_thread() or \
+            signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+        yield lambda: False
+        return
+
+    def handler(number, frame):
+        seen.append(number)
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, handler)
+    try:
+        yield lambda: bool(seen)
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+def _demo(args):
+    from .demo import run_demo
+
+    run_demo(plot=args.plot, n=args.n, seed=args.seed)
+    return 0
+
+
+def _ablate(args):
+    names, sequences = read_fasta(args.fasta)
+    regions = read_regions(args.regions, {name: len(s) for name, s in
+        zip(names, sequences)}, fasta_path=args.fasta)
+    X = one_hot_encode(sequences)
+    index = {name: i for i, name in enumerate(names)}
+    annotations = numpy.array([(index[r.sequence], r.start, r.end) for r in regions],
+        dtype=numpy.int64)
+
+    paths = {option: getattr(args, option) for option in ("out", "table", "plot")
+        if getattr(args, option) is not None}
+    seen = {}
+    for option, path in paths.items():
+        real = os.path.realpath(path)
+        if real in seen:
+            raise CommandError(f"--{seen[real]} and --{option} name the same file '{path}'")
+        seen[real] = option
+
+    with AtomicFiles() as files:
+        handles = {option: files.open(path) for option, path in paths.items()}
+
+        model = load_model(args.model)
+        kind = "torch" if _is_torch_module(model) else "jax"
+        y_befores, y_afters = _run(model, kind, X, annotations, args)
+        heads = summarise(y_befores, y_afters, len(regions), args.n)
+
+        if "out" in handles:
+            _write_npz(handles["out"], y_befores, y_afters, regions, annotations)
+        table = _format_table(regions, heads)
+        if "table" in handles:
+            handles["table"].write(table.encode("utf-8"))
+        if "plot" in handles:
+            _plot_drops(handles["plot"], regions, heads, args.n)
+
+    if "table" not in handles:
+        sys.stdout.write(table)
+        sys.stdout.flush()
+    if not args.quiet:
+        for option in handles:
+            print(f"jablate: wrote {getattr(args, option)}", file=sys.stderr)
+    return 0
+
+
+_COMMANDS = {"demo": _demo, "ablate": _ablate}
+
+
+# --- the model -------------------------------------------------------------------------
+
+
+def load_model(spec):
+    """Load the model named by a ``--model`` SPEC.
+
+    Parameters
+    ----------
+    spec : str
+        ``module:attribute`` (dotted attribute allowed; the module may also be a ``.py``
+        file path) or the path of a ``torch.export`` program (``.pt2``). The module is
+        imported with the current directory first on ``sys.path``. The attribute may be a
+        ``torch.nn.Module``, a bound flax module, an nnx module, a function (or class)
+        that returns one when called with no arguments, or a JAX function of the one-hot
+        batch ``X`` (N, A, L).
+
+    Returns
+    -------
+    model : torch.nn.Module or callable
+        Ready to pass to :func:`jablate.ablate_annotations` (torch modules in eval mode).
+
+    Raises
+    ------
+    CommandError
+        When the module cannot be imported, the attribute does not exist, the ``.pt2``
+        file cannot be loaded, or the object is not a usable model.
+    """
+
+    if spec.endswith(".pt2") or (os.path.isfile(spec) and ":" not in spec):
+        return _load_exported(spec)
+    module_name, colon, attribute = spec.rpartition(":")
+    if not colon or not module_name or not attribute:
+        raise CommandError(f"--model '{spec}' is neither 'package.module:attribute' nor "
+            "a torch.export .pt2 file")
+
+    module = _import(module_name, spec)
+    obj = module
+    for part in attribute.split("."):
+        try:
+            obj = getattr(obj, part)
+        except AttributeError:
+            raise CommandError(f"--model '{spec}': module '{module_name}' has no "
+                f"attribute '{attribute}'") from None
+
+    if _is_model_object(obj):
+        return _prepare(obj, spec)
+    if not callable(obj):
+        raise CommandError(f"--model '{spec}' is a {type(obj).__name__}, not a model "
+            "(expected a torch.nn.Module, a flax module or a function)")
+    if inspect.isclass(obj) and not _callable_without_arguments(obj):
+        raise CommandError(f"--model '{spec}' is a class that needs arguments; name an "
+            "instance or a function that builds one")
+    if _callable_without_arguments(obj):
+        try:
+            made = obj()
+        except Exception as error:
+            raise CommandError(f"--model '{spec}': calling it with no arguments failed: "
+                f"{type(error).__name__}: {error}") from None
+        if _is_model_object(made):
+            return _prepare(made, spec)
+        if inspect.isclass(obj):
+            raise CommandError(f"--model '{spec}' makes a {type(made).__name__}, not a "
+                "model")
+    return obj
+
+
+def _import(module_name, spec):
+    cwd = os.getcwd()
+    if cwd not in sys.path and "" not in sys.path:
+        sys.path.insert(0, cwd)
+    try:
+        if module_name.endswith(".py"):
+            if not os.path.isfile(module_name):
+                raise CommandError(f"--model '{spec}': no such file '{module_name}'")
+            name = os.path.splitext(os.path.basename(module_name))[0]
+            loader = importlib.util.spec_from_file_location(name, module_name)
+            module = importlib.util.module_from_spec(loader)
+            sys.modules[name] = module
+            loader.loader.exec_module(module)
+            return module
+        return importlib.import_module(module_name)
+    except CommandError:
+        raise
+    except Exception as error:
+        raise CommandError(f"--model '{spec}': cannot import '{module_name}': "
+            f"{type(error).__name__}: {error}") from None
+
+
+def _load_exported(path):
+    if not os.path.isfile(path):
+        reason = "it is a directory" if os.path.isdir(path) else "No such file"
+        raise CommandError(f"--model '{path}': cannot read '{path}': {reason}")
+    try:
+        import torch
+    except ImportError:
+        raise CommandError(f"--model '{path}': loading a .pt2 program needs torch, "
+            "which is not installed") from None
+    if not zipfile.is_zipfile(path):
+        raise CommandError(f"--model '{path}': cannot load it as a torch.export program: "
+            "not a .pt2 archive (torch.export.save writes one)")
+    logger = logging.getLogger("torch.export")
+    level = logger.level
+    logger.setLevel(logging.ERROR)  # torch logs a traceback before raising
+    try:
+        program = torch.export.load(path).module()
+    except Exception as error:
+        raise CommandError(f"--model '{path}': cannot load it as a torch.export program: "
+            f"{type(error).__name__}: {error}") from None
+    finally:
+        logger.setLevel(level)
+    return _exported_module(torch, program)
+
+
+def _exported_module(torch, program):
+    """Wrap an exported program's module so that ``eval()`` and ``.to()`` work on it.
+
+    The module of ``torch.export.load(...).module()`` refuses ``train()``/``eval()``; the
+    wrapper keeps it out of its children (so ``eval()`` does not reach it) and forwards
+    ``.to(...)`` and friends to it.
+    """
+
+    class ExportedProgram(torch.nn.Module):
+        def __init__(self, program):
+            super().__init__()
+            object.__setattr__(self, "program", program)
+
+        def forward(self, *args, **kwargs):
+            return self.program(*args, **kwargs)
+
+        def _apply(self, fn, *args, **kwargs):
+            self.program._apply(fn, *args, **kwargs)
+            return super()._apply(fn, *args, **kwargs)
+
+    return ExportedProgram(program)
+
+
+def _is_torch_module(obj):
+    torch = sys.modules.get("torch")
+    return torch is not None and isinstance(obj, torch.nn.Module)
+
+
+def _is_flax_module(obj):
+    linen = sys.modules.get("flax.linen")
+    nnx = sys.modules.get("flax.nnx")
+    return ((linen is not None and isinstance(obj, linen.Module)) or
+        (nnx is not None and isinstance(obj, nnx.Module)))
+
+
+def _is_model_object(obj):
+    return not inspect.isclass(obj) and (_is_torch_module(obj) or _is_flax_module(obj))
+
+
+def _prepare(model, spec):
+    linen = sys.modules.get("flax.linen")
+    if linen is not None and isinstance(model, linen.Module) and model.scope is None:
+        raise CommandError(f"--model '{spec}' is an unbound flax module; name a bound "
+            "one (module.bind(variables)) or a function returning it")
+    if _is_torch_module(model):
+        try:
+            model.eval()
+        except Exception:  # exported programs do not all support eval()
+            pass
+    return model
+
+
+def _callable_without_arguments(obj):
+    try:
+        inspect.signature(obj).bind()
+    except TypeError:
+        return False
+    except ValueError:  # no signature (some builtins)
+        return False
+    return True
+
+
+def _check_device(model_kind, device, translate):
+    """The ``device=`` for ablate_annotations (None: leave it out); raise if unavailable.
+
+    A torch model gets the name as given; a JAX model gets the ``jax.Device`` (``cpu`` is
+    always there, so it only matters where JAX has an accelerator too).
+    """
+
+    if device is None:
+        return None
+    if model_kind == "torch" and not translate:
+        import torch
+        try:
+            parsed = torch.device(device)
+        except (RuntimeError, ValueError):
+            raise CommandError(f"--device '{device}' is not a torch device") from None
+        if parsed.type == "cuda" and not torch.cuda.is_available():
+            raise CommandError(f"--device '{device}': CUDA is not available to torch")
+        if parsed.type == "cuda" and parsed.index is not None and \
+                parsed.index >= torch.cuda.device_count():
+            raise CommandError(f"--device '{device}': torch sees only "
+                f"{torch.cuda.device_count()} CUDA device(s)")
+        if parsed.type == "mps" and not torch.backends.mps.is_available():
+            raise CommandError(f"--device '{device}': MPS is not available to torch")
+        return device
+
+    import jax
+    platform, _, number = device.partition(":")
+    platform = {"cuda": "gpu", "rocm": "gpu"}.get(platform.lower(), platform.lower())
+    if not platform or (number and not number.isdigit()):
+        raise CommandError(f"--device '{device}' is not a device name (cpu, cuda, cuda:1...)")
+    try:
+        devices = jax.devices(platform)
+    except RuntimeError:
+        available = sorted({d.platform for d in jax.devices()})
+        raise CommandError(f"--device '{device}' is not available to JAX (available: "
+            f"{', '.join(available)})") from None
+    position = int(number) if number else 0
+    if position >= len(devices):
+        raise CommandError(f"--device '{device}': JAX sees only {len(devices)} "
+            f"{platform} device(s)")
+    return devices[position]
+
+
+def _run(model, kind, X, annotations, args):
+    import jablate
+
+    if args.translate and kind != "torch":
+        raise CommandError("--translate translates torch models to JAX; --model names a "
+            "JAX model")
+    device = _check_device(kind, args.device, args.translate)
+    shuffle_fn = jablate.dinucleotide_shuffle if args.shuffle == "dinucleotide" else \
+        jablate.shuffle
+    kwargs = dict(n=args.n, shuffle_fn=shuffle_fn, random_state=args.seed,
+        batch_size=args.batch_size, verbose=not args.quiet)
+
+    if args.translate:
+        kwargs["backend"] = "jax"
+
+    if device is not None:
+        kwargs["device"] = device
+    return jablate.ablate_annotations(model, X, annotations, **kwargs)
+
+
+# --- summaries and outputs ------------------------------------------------------------
+
+
+def _heads(y):
+    return list(y) if isinstance(y, (list, tuple)) else [y]
+
+
+def summarise(y_befores, y_afters, k, n):
+    """Reduce every output head to one number per region and shuffle.
+
+    A head with more than one value per example (a profile, several tasks) is summarised by
+    its sum over the non-batch axes.
+
+    Parameters
+    ----------
+    y_befores : array or list of arrays, each of shape (k, 1, ...)
+        As returned by :func:`jablate.ablate_annotations`.
+    y_afters : array or list of arrays, each of shape (k, 1, n, ...)
+        As returned by :func:`jablate.ablate_annotations`.
+    k : int
+        Number of regions.
+    n : int
+        Number of shuffles.
+
+    Returns
+    -------
+    heads : list of dict
+        One per head, with ``before`` (k,), ``after`` (k, n), ``drop`` (k,):
+        ``before - mean(after)``, ``spread`` (k,): the standard deviation of ``after`` over
+        shuffles (ddof=1; ``nan`` when n is 1), ``z`` (k,): ``drop / spread`` (``nan`` for
+        0/0, ``±inf`` for a drop without spread), ``summed``: whether values were summed, and
+        ``label``: the column prefix (``""``, ``"sum_"``, ``"out0_"``, ``"out0_sum_"``...).
+
+    Raises
+    ------
+    CommandError
+        When an output is not a real-valued array with the expected leading axes.
+    """
+
+    befores, afters = _heads(y_befores), _heads(y_afters)
+    if len(befores) != len(afters):
+        raise CommandError(f"cannot summarise the model's output: {len(befores)} "
+            f"output(s) before ablation but {len(afters)} after")
+
+    heads = []
+    for h, (before, after) in enumerate(zip(befores, afters)):
+        where = f"output {h}" if len(befores) > 1 else "the model's output"
+        try:
+            before, after = numpy.asarray(before), numpy.asarray(after)
+        except Exception as error:
+            raise CommandError(f"cannot summarise {where}: {type(error).__name__}: "
+                f"{error}") from None
+        if before.dtype.kind not in "biuf" or after.dtype.kind not in "biuf":
+            raise CommandError(f"cannot summarise {where}: it holds {before.dtype} "
+                "values, not real numbers")
+        if before.shape[:2] != (k, 1) or after.shape[:3] != (k, 1, n):
+            raise CommandError(f"cannot summarise {where}: got shapes {before.shape} "
+                f"before and {after.shape} after, expected ({k}, 1, ...) and "
+                f"({k}, 1, {n}, ...)")
+        summed = before[0, 0].size > 1
+        before = before.reshape(k, -1).sum(axis=1, dtype=numpy.float64)
+        after = after.reshape(k, n, -1).sum(axis=2, dtype=numpy.float64)
+        drop = before - after.mean(axis=1)
+        spread = after.std(axis=1, ddof=1) if n > 1 else numpy.full(k, numpy.nan)
+        with numpy.errstate(divide="ignore", invalid="ignore"):
+            z = drop / spread
+        label = (f"out{h}_" if len(befores) > 1 else "") + ("sum_" if summed else "")
+        heads.append(dict(before=before, after=after, drop=drop, spread=spread, z=z,
+            summed=summed, label=label))
+    return heads
+
+
+def _format_table(regions, heads):
+    columns = ["name", "sequence", "start", "end"]
+    for head in heads:
+        columns += [head["label"] + c for c in ("mean_before", "mean_after", "mean_drop",
+            "z_score")]
+    lines = ["\t".join(columns)]
+    for i, region in enumerate(regions):
+        row = [region.name, region.sequence, str(region.start), str(region.end)]
+        for head in heads:
+            row += [f"{value:.6g}" for value in (head["before"][i],
+                head["after"][i].mean(), head["drop"][i], head["z"][i])]
+        lines.append("\t".join(row))
+    return "\n".join(lines) + "\n"
+
+
+def _write_npz(handle, y_befores, y_afters, regions, annotations):
+    arrays = {}
+    if isinstance(y_befores, (list, tuple)):
+        for h, (before, after) in enumerate(zip(y_befores, y_afters)):
+            arrays[f"y_befores_{h}"] = numpy.asarray(before)
+            arrays[f"y_afters_{h}"] = numpy.asarray(after)
+    else:
+        arrays["y_befores"] = numpy.asarray(y_befores)
+        arrays["y_afters"] = numpy.asarray(y_afters)
+    arrays["names"] = numpy.array([r.name for r in regions], dtype=str)
+    arrays["sequences"] = numpy.array([r.sequence for r in regions], dtype=str)
+    arrays["starts"] = numpy.array([r.start for r in regions], dtype=numpy.int64)
+    arrays["ends"] = numpy.array([r.end for r in regions], dtype=numpy.int64)
+    arrays["annotations"] = annotations
+    numpy.savez(handle, **arrays)
+
+
+def _plot_drops(handle, regions, heads, n):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(len(heads), 1, squeeze=False,
+        figsize=(max(6, min(14, 0.3 * len(regions) + 3)), 3.2 * len(heads) + 0.8))
+    for axis, (h, head) in zip(axes[:, 0], enumerate(heads)):
+        order = numpy.argsort(-head["drop"], kind="stable")
+        x = numpy.arange(len(order))
+        if len(order) <= 60:
+            axis.bar(x, head["drop"][order], yerr=head["spread"][order], capsize=2,
+                color=numpy.where(head["drop"][order] >= 0, "tab:red", "tab:blue"),
+                ecolor="grey")
+            axis.set_xticks(x, [regions[i].name for i in order], rotation=90,
+                fontsize=7)
+        else:
+            axis.fill_between(x, head["drop"][order] - head["spread"][order],
+                head["drop"][order] + head["spread"][order], color="grey", alpha=0.3,
+                lw=0, label="± sd over shuffles")
+            axis.plot(x, head["drop"][order], color="tab:red", lw=1)
+            axis.set_xlabel("region (sorted by drop)")
+            axis.legend(frameon=False)
+        axis.axhline(0, color="black", lw=0.8)
+        what = ("sum of " if head["summed"] else "") + (
+            f"output {h}" if len(heads) > 1 else "prediction")
+        axis.set_ylabel(f"drop in {what}")
+        axis.set_title(f"before − mean after ({n} shuffles; error: sd over shuffles)",
+            fontsize=9)
+    figure.tight_layout()
+    figure.savefig(handle, format="png", dpi=100)
+    plt.close(figure)

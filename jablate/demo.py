@@ -1,0 +1,315 @@
+"""The demo: a small convolutional JAX model that has learned the GATA motif.
+
+``DemoModel`` (one convolution, a ReLU, a max over positions, one dense unit) was trained by
+``scripts/train_demo_model.py`` on random background sequences, half of which had ``GATAAG``
+planted at a random position: the target is 1 when the motif is present and 0 when it is
+not. Its weights ship in ``jablate/data/demo_model.npz`` (about 3 KB).
+
+``run_demo`` plants the motif into held-out background sequences, ablates the motif's region
+and an equally long control region elsewhere in the same sequences with
+:func:`jablate.ablate_annotations`, prints a table and draws a plot. ``jablate demo`` on the
+command line calls it.
+"""
+
+import os
+import sys
+
+import flax.linen as nn
+import numpy
+
+from .io import AtomicFiles
+
+__all__ = [
+    "MOTIF",
+    "ALPHABET",
+    "LENGTH",
+    "DemoModel",
+    "WEIGHTS_PATH",
+    "random_sequences",
+    "plant_motif",
+    "contains_motif",
+    "load_model",
+    "region_summary",
+    "run_demo",
+]
+
+MOTIF = "GATAAG"
+ALPHABET = "ACGT"
+LENGTH = 100
+WEIGHTS_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data",
+    "demo_model.npz")
+
+# Held-out sequences come from a seed the training script never uses.
+HELD_OUT_SEED = 2024
+MOTIF_START = 30
+CONTROL_START = 70
+
+
+class DemoModel(nn.Module):
+    """Conv(16 filters, width 11) -> ReLU -> max over positions -> Dense(1).
+
+    Attributes
+    ----------
+    filters : int
+        Number of convolution filters. Default 16.
+    width : int
+        Filter width. Default 11.
+
+    Call a bound module on one-hot sequences ``X`` of shape (N, 4, L) to get (N, 1).
+    """
+
+    filters: int = 16
+    width: int = 11
+
+    @nn.compact
+    def __call__(self, X):
+        h = nn.Conv(self.filters, kernel_size=(self.width,), padding="SAME")(
+            X.transpose(0, 2, 1))
+        h = nn.relu(h).max(axis=1)
+        return nn.Dense(1)(h)
+
+
+def random_sequences(n, length=LENGTH, seed=0):
+    """Draw uniform random DNA background sequences, one-hot encoded.
+
+    Parameters
+    ----------
+    n : int
+        Number of sequences.
+    length : int, optional
+        Sequence length L. Default 100.
+    seed : int, optional
+        Seed of the ``numpy.random.RandomState`` that draws them. Default 0.
+
+    Returns
+    -------
+    X : numpy.ndarray, shape (n, 4, length), float32
+        One-hot sequences over ``ACGT``.
+    """
+
+    codes = numpy.random.RandomState(seed).randint(4, size=(n, length))
+    return numpy.eye(4, dtype=numpy.float32)[codes].transpose(0, 2, 1).copy()
+
+
+def plant_motif(X, positions, motif=MOTIF):
+    """Write a motif into one-hot sequences.
+
+    Parameters
+    ----------
+    X : numpy.ndarray, shape (N, 4, L)
+        One-hot sequences; not modified.
+    positions : int or array-like of int, shape (N,)
+        Where the motif starts in each sequence (one int for all).
+    motif : str, optional
+        The motif over ``ACGT``. Default ``"GATAAG"``.
+
+    Returns
+    -------
+    X : numpy.ndarray, shape (N, 4, L)
+        A copy of ``X`` with the motif planted.
+    """
+
+    X = numpy.array(X, copy=True)
+    positions = numpy.broadcast_to(numpy.asarray(positions), (X.shape[0],))
+    encoded = numpy.eye(4, dtype=X.dtype)[[ALPHABET.index(c) for c in motif]].T
+    for row, position in enumerate(positions):
+        X[row, :, position:position + len(motif)] = encoded
+    return X
+
+
+def contains_motif(X, motif=MOTIF):
+    """Say which one-hot sequences contain a motif (forward strand).
+
+    Parameters
+    ----------
+    X : numpy.ndarray, shape (N, 4, L)
+        One-hot sequences.
+    motif : str, optional
+        Default ``"GATAAG"``.
+
+    Returns
+    -------
+    present : numpy.ndarray of bool, shape (N,)
+    """
+
+    codes = numpy.where(X.sum(axis=1) > 0, X.argmax(axis=1), -1)
+    target = numpy.array([ALPHABET.index(c) for c in motif])
+    k = len(motif)
+    windows = numpy.lib.stride_tricks.sliding_window_view(codes, k, axis=1)
+    return (windows == target).all(axis=-1).any(axis=-1)
+
+
+def load_model(path=WEIGHTS_PATH):
+    """Load the demo model with its trained weights.
+
+    Parameters
+    ----------
+    path : str, optional
+        An ``.npz`` written by ``scripts/train_demo_model.py``. Default: the weights shipped
+        with jablate.
+
+    Returns
+    -------
+    model : flax.linen.Module
+        A bound ``DemoModel``: call it on a JAX array of shape (N, 4, L) to get (N, 1).
+    """
+
+    import jax.numpy as jnp
+
+    with numpy.load(path) as weights:
+        params = {}
+        for key in weights.files:
+            layer, name = key.split("/")
+            params.setdefault(layer, {})[name] = jnp.asarray(weights[key])
+    width, _, filters = params["Conv_0"]["kernel"].shape
+    return DemoModel(filters=filters, width=width).bind({"params": params})
+
+
+def region_summary(y_before, y_after):
+    """Summarise before/after predictions of one group of regions.
+
+    Parameters
+    ----------
+    y_before : numpy.ndarray, shape (k,)
+        Prediction for each of the k sequences before ablation.
+    y_after : numpy.ndarray, shape (k, n)
+        Prediction after each of the n shuffles.
+
+    Returns
+    -------
+    summary : dict
+        ``before``, ``after`` (means over sequences and shuffles), ``drop``
+        (``before - after``) and ``z``: the mean drop divided by the pooled standard
+        deviation over shuffles, ``sqrt(mean_k var_n y_after)`` (``nan`` when there is no
+        spread and no drop, ``inf`` when there is a drop but no spread).
+    """
+
+    before = float(numpy.mean(y_before))
+    after = float(numpy.mean(y_after))
+    drop = before - after
+    ddof = 1 if y_after.shape[1] > 1 else 0
+    spread = float(numpy.sqrt(numpy.mean(numpy.var(y_after, axis=1, ddof=ddof))))
+    with numpy.errstate(divide="ignore", invalid="ignore"):
+        z = float(numpy.float64(drop) / spread) if spread > 0 else (
+            numpy.inf * numpy.sign(drop) if drop else numpy.nan)
+    return {"before": before, "after": after, "drop": drop, "z": z}
+
+
+def run_demo(plot="jablate-demo.png", n=20, n_sequences=64, seed=0, verbose=False,
+        file=None):
+    """Ablate a planted GATA motif and a control region with the demo model.
+
+    ``GATAAG`` is planted at position 30 of ``n_sequences`` held-out random sequences of
+    length 100; the motif's region (30-36) and an equally long control region (70-76) of
+    each sequence are shuffled ``n`` times with :func:`jablate.ablate_annotations`.
+
+    Parameters
+    ----------
+    plot : str or None, optional
+        Where to write a PNG of predictions before vs after for both regions; ``None``
+        for no plot. Default ``"jablate-demo.png"``.
+    n : int, optional
+        Shuffles per region. Default 20.
+    n_sequences : int, optional
+        Number of held-out sequences. Default 64.
+    seed : int, optional
+        ``random_state`` for the shuffles. Default 0.
+    verbose : bool, optional
+        Show a progress bar. Default False.
+    file : file object, optional
+        Where to print the table. Default ``sys.stdout``.
+
+    Returns
+    -------
+    summaries : dict of str to dict
+        ``region_summary`` of the ``"motif"`` and ``"control"`` regions.
+    """
+
+    file = sys.stdout if file is None else file
+    k = len(MOTIF)
+    X = plant_motif(random_sequences(n_sequences, LENGTH, HELD_OUT_SEED), MOTIF_START)
+    rows = numpy.arange(n_sequences)
+    regions = {"motif": MOTIF_START, "control": CONTROL_START}
+    annotations = numpy.concatenate([
+        numpy.stack([rows, numpy.full_like(rows, s), numpy.full_like(rows, s + k)], 1)
+        for s in regions.values()])
+
+    with AtomicFiles() as files:
+        handle = None if plot is None else files.open(plot)  # a bad path fails first
+        summaries = _ablate_and_report(X, annotations, regions, n, n_sequences, seed,
+            verbose, file, handle)
+    if plot is not None:
+        print(f"wrote {plot}", file=file)
+    return summaries
+
+
+def _ablate_and_report(X, annotations, regions, n, n_sequences, seed, verbose, file, handle):
+    import jablate
+
+    k = len(MOTIF)
+    model = load_model()
+    y_befores, y_afters = jablate.ablate_annotations(model, X, annotations, n=n,
+        random_state=seed, verbose=verbose)
+    y_before = numpy.asarray(y_befores).reshape(len(annotations))
+    y_after = numpy.asarray(y_afters).reshape(len(annotations), n)
+
+    groups, summaries = {}, {}
+    for index, (name, start) in enumerate(regions.items()):
+        part = slice(index * n_sequences, (index + 1) * n_sequences)
+        groups[name] = (y_before[part], y_after[part])
+        summaries[name] = region_summary(*groups[name])
+
+    print(f"jablate demo: {n_sequences} random sequences of length {LENGTH} with "
+        f"{MOTIF} planted at {MOTIF_START}-{MOTIF_START + k}; each region shuffled "
+        f"{n} times", file=file)
+    print(f"{'region':<15}{'mean before':>13}{'mean after':>12}{'mean drop':>11}"
+        f"{'z-score':>9}", file=file)
+    for name, start in regions.items():
+        s = summaries[name]
+        label = f"{name} {start}-{start + k}"
+        print(f"{label:<15}{s['before']:>13.3f}{s['after']:>12.3f}{s['drop']:>11.3f}"
+            f"{s['z']:>9.1f}", file=file)
+    print("z-score: mean drop / pooled sd of the prediction over shuffles", file=file)
+
+    if handle is not None:
+        _plot_demo(handle, groups, regions, k)
+    return summaries
+
+
+def _plot_demo(handle, groups, regions, k):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    colors = {"motif": "tab:red", "control": "tab:blue"}
+    figure, (left, right) = plt.subplots(1, 2, figsize=(9, 4))
+    low, high = numpy.inf, -numpy.inf
+    for name, (before, after) in groups.items():
+        label = f"{name} {regions[name]}-{regions[name] + k}"
+        left.errorbar(before, after.mean(axis=1), yerr=after.std(axis=1), fmt="o",
+            ms=3, alpha=0.7, color=colors[name], label=label)
+        low = min(low, before.min(), after.min())
+        high = max(high, before.max(), after.max())
+    left.plot([low, high], [low, high], color="grey", lw=1, ls="--")
+    left.set_xlabel("prediction before")
+    left.set_ylabel("prediction after (mean ± sd over shuffles)")
+    left.legend(frameon=False)
+    left.set_title("each sequence")
+
+    names = list(groups)
+    befores = [groups[name][0].mean() for name in names]
+    afters = [groups[name][1].mean() for name in names]
+    spreads = [groups[name][1].mean(axis=0).std() for name in names]
+    x = numpy.arange(len(names))
+    right.bar(x - 0.2, befores, width=0.4, color="lightgrey", label="before")
+    right.bar(x + 0.2, afters, width=0.4, yerr=spreads, capsize=3,
+        color=[colors[name] for name in names], label="after")
+    right.set_xticks(x, [f"{name}\n{regions[name]}-{regions[name] + k}" for name in names])
+    right.set_ylabel("mean prediction")
+    right.set_ylim(min(0, *afters) * 1.3, max(befores + afters) * 1.3)
+    right.legend(frameon=False, loc="upper center", ncol=2)
+    right.set_title(f"{MOTIF} ablation")
+    figure.tight_layout()
+
+    figure.savefig(handle, format="png", dpi=100)
+    plt.close(figure)

@@ -1,0 +1,86 @@
+"""Tiny models that tests/test_cli.py names by import path (``models_for_cli:...``).
+
+torch is imported only by the torch models, so a run with a JAX model stays light.
+"""
+
+import os
+import time
+
+import numpy
+
+# Dinucleotide weights W[a, b] for the pair (a, b), a followed by b; GA and AG score high.
+_PAIR_WEIGHTS = numpy.random.RandomState(1).normal(size=(4, 4)).astype(numpy.float32)
+_PAIR_WEIGHTS[2, 0] += 2.0
+_PAIR_WEIGHTS[0, 2] += 1.0
+
+
+def jax_model(X):
+    """A JAX function: dinucleotide scores weighted by position, (N, 4, L) -> (N, 1)."""
+
+    import jax.numpy as jnp
+
+    pairs = jnp.einsum("nal,ab,nbl->nl", X[:, :, :-1], jnp.asarray(_PAIR_WEIGHTS),
+        X[:, :, 1:])
+    return (pairs * jnp.linspace(0.5, 1.5, pairs.shape[-1])).sum(axis=-1)[:, None]
+
+
+def jax_two_heads(X):
+    """A JAX function with two outputs: a scalar (N, 1) and a profile (N, L)."""
+
+    import jax.numpy as jnp
+
+    profile = jnp.einsum("nal,a->nl", X, jnp.arange(1.0, 5.0)) * jnp.linspace(0, 1,
+        X.shape[-1])
+    return jax_model(X), profile
+
+
+def complex_model(X):
+    """A JAX function whose complex output cannot be summarised."""
+
+    return (jax_model(X) * 1j).astype("complex64")
+
+
+def raising_model(X):
+    """A JAX function that rejects its input with a ValueError."""
+
+    raise ValueError("raising_model rejects every input")
+
+
+NOT_A_MODEL = 3
+
+
+def _torch_module(slow=False):
+    import torch
+
+    class TinyConv(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = torch.nn.Conv1d(4, 3, kernel_size=5)
+            self.linear = torch.nn.Linear(3, 1)
+            rs = numpy.random.RandomState(0)
+            with torch.no_grad():
+                for parameter in self.parameters():
+                    parameter.copy_(torch.from_numpy(
+                        rs.normal(size=tuple(parameter.shape)).astype(numpy.float32)))
+
+        def forward(self, X):
+            if slow:
+                marker = os.environ.get("JABLATE_TEST_MARKER")
+                if marker:
+                    open(marker, "a").close()
+                time.sleep(0.2)
+            return self.linear(torch.relu(self.conv(X)).mean(dim=-1))
+
+    return TinyConv().eval()
+
+
+def torch_model():
+    """A tiny torch.nn.Module: Conv1d(4, 3, 5) -> ReLU -> mean -> Linear(3, 1)."""
+
+    return _torch_module()
+
+
+def slow_torch_model():
+    """The same module, sleeping 0.2 s per call and touching $JABLATE_TEST_MARKER."""
+
+    return _torch_module(slow=True)

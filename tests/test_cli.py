@@ -1,0 +1,486 @@
+"""End-to-end tests of the ``jablate`` command line, through subprocesses.
+
+Every run is ``python -P -m jablate ...`` (``-P``: the current directory is not put on
+``sys.path`` by Python, so the CLI's own handling of it is what is tested) in a temporary
+directory, with the repository and ``tests/`` on ``PYTHONPATH`` so that the models of
+``tests/models_for_cli.py`` can be named as ``models_for_cli:...``.
+"""
+
+import concurrent.futures
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+TESTS = Path(__file__).resolve().parent
+sys.path.insert(0, str(TESTS))
+
+N = 4
+SEED = 3
+PNG = b"\x89PNG\r\n\x1a\n"
+
+FASTA = """>s0 first record
+ACGTGATAAGCTTACGGCTCAGTTCAGCATGCAAGTCGAT
+>s1
+acgtgataagcttacggatcaagttcagcaTGCAAGTCGG
+>s2
+TTGCAGATAAGGCTACNNNAAGTTCAGGATAAGCAAGTCC
+;  a comment line
+>s3
+GGGATCGATAAGCTTACG
+GATAAGTTCAGCATGCAAGTCA
+"""
+
+REGIONS = """# name start end
+s0\t4\t10\tmotif_a\textra column
+s1\t0\t6
+
+s2\t30\t40\ttail
+s3 10 20 mid
+s0\t20\t28
+"""
+
+REGION_NAMES = ["motif_a", "s1:0-6", "tail", "mid", "s0:20-28"]
+
+
+def run_cli(*args, cwd, env=None, timeout=180):
+    """Run ``python -m jablate ARGS`` in ``cwd``; return the CompletedProcess."""
+
+    return subprocess.run(_command(args), cwd=cwd, env=_env(env), capture_output=True,
+        text=True, timeout=timeout)
+
+
+def _command(args):
+    isolate = ["-P"] if sys.version_info >= (3, 11) else []
+    return [sys.executable, *isolate, "-m", "jablate", *map(str, args)]
+
+
+def _env(extra=None):
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), str(TESTS),
+        env.get("PYTHONPATH")]))
+    env.update(extra or {})
+    return env
+
+
+def _ok(result):
+    assert result.returncode == 0, result.stderr
+    return result
+
+
+def _error_line(result):
+    """The single line a failed run wrote to stderr (log lines of JAX/absl aside)."""
+
+    assert "Traceback" not in result.stderr, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()
+        and not line.startswith(("WARNING", "W0", "I0", "E0"))]
+    assert len(lines) == 1, result.stderr
+    return lines[0]
+
+
+def _read_table(path_or_text):
+    text = Path(path_or_text).read_text() if isinstance(path_or_text, Path) else \
+        path_or_text
+    header, *rows = [line.split("\t") for line in text.splitlines()]
+    assert all(len(row) == len(header) for row in rows)
+    return header, rows
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("inputs")
+    (directory / "seqs.fa").write_text(FASTA)
+    (directory / "regions.tsv").write_text(REGIONS)
+    return directory
+
+
+def _python_result(model, inputs, shuffle="mono", n=N, seed=SEED, batch_size=64):
+    import jablate
+    from jablate.io import one_hot_encode, read_fasta, read_regions
+
+    names, sequences = read_fasta(inputs / "seqs.fa")
+    regions = read_regions(inputs / "regions.tsv", {a: len(s) for a, s in
+        zip(names, sequences)})
+    annotations = numpy.array([(names.index(r.sequence), r.start, r.end)
+        for r in regions])
+    shuffle_fn = jablate.dinucleotide_shuffle if shuffle == "dinucleotide" else \
+        jablate.shuffle
+    return jablate.ablate_annotations(model, one_hot_encode(sequences), annotations, n=n,
+        shuffle_fn=shuffle_fn, random_state=seed, batch_size=batch_size)
+
+
+@pytest.fixture(scope="module")
+def torch_reference(inputs):
+    """``jablate.ablate_annotations`` on the tiny torch model, from Python (n=N, SEED)."""
+
+    pytest.importorskip("torch")
+    import models_for_cli
+
+    model = models_for_cli.torch_model()
+    return model, _python_result(model, inputs)
+
+
+def test_reading_inputs(inputs):
+    from jablate.io import one_hot_encode, read_fasta, read_regions
+
+    names, sequences = read_fasta(inputs / "seqs.fa")
+    assert names == ["s0", "s1", "s2", "s3"]
+    assert sequences[3] == "GGGATCGATAAGCTTACGGATAAGTTCAGCATGCAAGTCA"  # two lines joined
+    X = one_hot_encode(sequences)
+    assert X.shape == (4, 4, 40) and X.dtype == numpy.float32
+    numpy.testing.assert_array_equal(X[1], one_hot_encode([sequences[1].upper()])[0])
+    assert X[2].sum(axis=0).tolist() == [1] * 16 + [0] * 3 + [1] * 21  # NNN at 16-18
+    assert X[0][:, :4].argmax(axis=0).tolist() == [0, 1, 2, 3]
+
+    regions = read_regions(inputs / "regions.tsv", dict.fromkeys(names, 40))
+    assert [r.name for r in regions] == REGION_NAMES
+    assert [r.line for r in regions] == [2, 3, 5, 6, 7]
+    assert (regions[0].sequence, regions[0].start, regions[0].end) == ("s0", 4, 10)
+
+
+# --- the demo ---------------------------------------------------------------------------
+
+
+def test_demo_without_arguments(tmp_path):
+    # `python -m jablate` with no arguments runs `jablate demo`, plot in the current directory.
+    started = time.perf_counter()
+    result = _ok(subprocess.run(_command([]), cwd=tmp_path, env=_env(),
+        capture_output=True, text=True, timeout=180))
+    print(f"demo took {time.perf_counter() - started:.1f} s")
+
+    rows = {}
+    for line in result.stdout.splitlines():
+        fields = line.split()
+        if fields and fields[0] in ("motif", "control"):
+            before, after, drop, z = map(float, fields[-4:])
+            rows[fields[0]] = dict(before=before, after=after, drop=drop, z=z)
+    assert set(rows) == {"motif", "control"}, result.stdout
+    motif, control = rows["motif"], rows["control"]
+    assert motif["before"] > 0.5
+    assert motif["drop"] > 0.4
+    assert motif["drop"] > 5 * abs(control["drop"]) + 0.2
+    assert motif["z"] > 3 and abs(control["z"]) < motif["z"] / 3
+    assert (tmp_path / "jablate-demo.png").read_bytes().startswith(PNG)
+
+
+def test_console_script_help():
+    script = shutil.which("jablate")
+    if script is None:
+        pytest.skip("the jablate console script is not installed (pip install -e .)")
+    result = subprocess.run([script, "ablate", "--help"], capture_output=True, text=True,
+        timeout=60)
+    assert result.returncode == 0 and "--regions" in result.stdout
+
+
+# --- ablations --------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def torch_run(inputs, tmp_path_factory):
+    pytest.importorskip("torch")
+    directory = tmp_path_factory.mktemp("torch_run")
+    result = run_cli("ablate", "--model", "models_for_cli:torch_model",
+        "--fasta", inputs / "seqs.fa", "--regions", inputs / "regions.tsv",
+        "--n", N, "--seed", SEED, "--device", "cpu",
+        "--out", directory / "results.npz", "--table", directory / "effects.tsv",
+        "--plot", directory / "effects.png", cwd=directory)
+    return directory, _ok(result)
+
+
+def test_torch_model_outputs(torch_run):
+    directory, result = torch_run
+    assert "wrote" in result.stderr and result.stdout == ""
+
+    with numpy.load(directory / "results.npz") as npz:
+        assert {"y_befores", "y_afters", "names", "sequences", "starts",
+            "ends"} <= set(npz.files)
+        assert npz["y_befores"].shape == (5, 1, 1)
+        assert npz["y_afters"].shape == (5, 1, N, 1)
+        assert list(npz["names"]) == REGION_NAMES
+        assert list(npz["sequences"]) == ["s0", "s1", "s2", "s3", "s0"]
+        assert list(npz["starts"]) == [4, 0, 30, 10, 20]
+        assert list(npz["ends"]) == [10, 6, 40, 20, 28]
+        before, after = npz["y_befores"][:, 0, 0], npz["y_afters"][:, 0, :, 0]
+
+    header, rows = _read_table(directory / "effects.tsv")
+    assert header == ["name", "sequence", "start", "end", "mean_before", "mean_after",
+        "mean_drop", "z_score"]
+    assert [row[0] for row in rows] == REGION_NAMES
+    assert rows[3][:4] == ["mid", "s3", "10", "20"]
+    values = numpy.array([[float(v) for v in row[4:]] for row in rows])
+    drop = before - after.mean(axis=1)
+    numpy.testing.assert_allclose(values[:, 0], before, rtol=1e-5, atol=1e-6)
+    numpy.testing.assert_allclose(values[:, 1], after.mean(axis=1), rtol=1e-5, atol=1e-6)
+    numpy.testing.assert_allclose(values[:, 2], drop, rtol=1e-5, atol=1e-5)
+    with numpy.errstate(divide="ignore", invalid="ignore"):
+        z = drop / after.std(axis=1, ddof=1)
+    numpy.testing.assert_allclose(values[:, 3], z, rtol=1e-4, atol=1e-4)
+
+    assert (directory / "effects.png").read_bytes().startswith(PNG)
+    assert sorted(os.listdir(directory)) == ["effects.png", "effects.tsv", "results.npz"]
+
+
+def test_torch_model_matches_python(torch_run, torch_reference):
+    directory, _ = torch_run
+    _, (y_befores, y_afters) = torch_reference
+    with numpy.load(directory / "results.npz") as npz:
+        numpy.testing.assert_allclose(npz["y_befores"], y_befores, rtol=1e-6, atol=1e-6)
+        numpy.testing.assert_allclose(npz["y_afters"], y_afters, rtol=1e-6, atol=1e-6)
+
+
+def test_jax_function_matches_python(inputs, tmp_path):
+    import models_for_cli
+
+    result = _ok(run_cli("ablate", "--model", "models_for_cli:jax_model",
+        "--fasta", inputs / "seqs.fa", "--regions", inputs / "regions.tsv", "--n", N,
+        "--seed", SEED, "--shuffle", "mono", "--batch-size", 7, "--quiet",
+        "--device", "cpu", "--out", tmp_path / "jax.npz", cwd=tmp_path))
+    header, rows = _read_table(result.stdout)  # no --table: the table goes to stdout
+    assert header[4:] == ["mean_before", "mean_after", "mean_drop", "z_score"]
+    assert len(rows) == 5 and result.stderr == ""
+
+    y_befores, y_afters = _python_result(models_for_cli.jax_model, inputs, batch_size=7)
+    with numpy.load(tmp_path / "jax.npz") as npz:
+        numpy.testing.assert_allclose(npz["y_befores"], y_befores, rtol=1e-6, atol=1e-6)
+        numpy.testing.assert_allclose(npz["y_afters"], y_afters, rtol=1e-6, atol=1e-6)
+        assert not numpy.allclose(npz["y_afters"][:, 0, :, 0], npz["y_befores"][:, 0, :1])
+
+
+def test_multi_output_model(inputs, tmp_path):
+    _ok(run_cli("ablate", "--model", "models_for_cli:jax_two_heads", "--fasta",
+        inputs / "seqs.fa", "--regions", inputs / "regions.tsv", "--n", 3, "--quiet",
+        "--shuffle", "dinucleotide",
+        "--out", tmp_path / "two.npz", "--table", tmp_path / "two.tsv",
+        "--plot", tmp_path / "two.png", cwd=tmp_path))
+    with numpy.load(tmp_path / "two.npz") as npz:
+        assert {"y_befores_0", "y_afters_0", "y_befores_1", "y_afters_1"} <= set(npz.files)
+        assert "y_befores" not in npz.files
+        assert npz["y_befores_1"].shape == (5, 1, 40)
+        assert npz["y_afters_1"].shape == (5, 1, 3, 40)
+        profile_before = npz["y_befores_1"][:, 0].sum(axis=-1)
+
+    header, rows = _read_table(tmp_path / "two.tsv")
+    assert header[4:] == ["out0_mean_before", "out0_mean_after", "out0_mean_drop",
+        "out0_z_score", "out1_sum_mean_before", "out1_sum_mean_after",
+        "out1_sum_mean_drop", "out1_sum_z_score"]
+    numpy.testing.assert_allclose([float(row[8]) for row in rows], profile_before,
+        rtol=1e-5)
+    assert (tmp_path / "two.png").read_bytes().startswith(PNG)
+
+
+def test_flax_module_from_factory(inputs, tmp_path):
+    # jablate.demo:load_model is a function returning a bound flax module.
+    result = _ok(run_cli("ablate", "--model", "jablate.demo:load_model", "--fasta",
+        inputs / "seqs.fa", "--regions", inputs / "regions.tsv", "--n", 3, "--quiet",
+        cwd=tmp_path))
+    header, rows = _read_table(result.stdout)
+    assert len(rows) == 5
+    # GATAAG at 4-10 of s0: shuffling it lowers the prediction.
+    assert float(rows[0][6]) > 0.2
+
+
+def test_torch_export_program(inputs, tmp_path, torch_reference):
+    torch = pytest.importorskip("torch")
+
+    model, (y_befores, y_afters) = torch_reference
+    program = torch.export.export(model, (torch.zeros(2, 4, 40),),
+        dynamic_shapes={"X": {0: torch.export.Dim("batch")}})
+    torch.export.save(program, tmp_path / "tiny.pt2")
+
+    result = _ok(run_cli("ablate", "--model", "tiny.pt2", "--fasta", inputs / "seqs.fa",
+        "--regions", inputs / "regions.tsv", "--n", N, "--seed", SEED, "--quiet",
+        "--out", tmp_path / "pt2.npz", cwd=tmp_path))
+    assert result.stdout.startswith("name\t")
+    with numpy.load(tmp_path / "pt2.npz") as npz:
+        numpy.testing.assert_allclose(npz["y_befores"], y_befores, rtol=1e-5, atol=1e-6)
+        numpy.testing.assert_allclose(npz["y_afters"], y_afters, rtol=1e-5, atol=1e-6)
+
+
+def test_translate(inputs, tmp_path, torch_reference):
+
+    result = run_cli("ablate", "--model", "models_for_cli:torch_model", "--translate",
+        "--fasta", inputs / "seqs.fa", "--regions", inputs / "regions.tsv", "--n", N,
+        "--seed", SEED, "--quiet", "--out", tmp_path / "t.npz", cwd=tmp_path)
+    if "unexpected keyword argument 'backend'" in result.stderr:
+        pytest.skip("jablate.ablate_annotations does not take backend= yet, so "
+            "--translate (backend='jax') cannot run")
+    assert _ok(result).stdout.startswith("name\t")
+    _, (y_befores, y_afters) = torch_reference
+    with numpy.load(tmp_path / "t.npz") as npz:
+        numpy.testing.assert_allclose(npz["y_befores"], y_befores, rtol=1e-4, atol=1e-5)
+        numpy.testing.assert_allclose(npz["y_afters"], y_afters, rtol=1e-4, atol=1e-5)
+
+
+# --- bad input --------------------------------------------------------------------------
+
+GOOD = {"seqs.fa": FASTA, "regions.tsv": REGIONS}
+
+
+def _regions(text):
+    return {"seqs.fa": FASTA, "regions.tsv": text}
+
+
+def _cuda_for_jax():
+    try:
+        import jax
+        return bool(jax.devices("gpu"))
+    except RuntimeError:
+        return False
+
+
+# id: (files to write, options replacing the defaults or added, expected fragment).
+# Each runs in its own subprocess.
+BAD = {
+    "missing fasta": ({"regions.tsv": REGIONS}, {"--fasta": "nope.fa"},
+        "cannot read 'nope.fa': No such file"),
+    "unreadable fasta (a directory)": ({"regions.tsv": REGIONS, "adir/x": ""},
+        {"--fasta": "adir"}, "cannot read 'adir'"),
+    "empty fasta": ({"seqs.fa": "", "regions.tsv": REGIONS}, {}, "seqs.fa: no sequences"),
+    "unequal lengths": ({"seqs.fa": ">a\nACGT\n>b\nACGTA\n", "regions.tsv": "a\t0\t2\n"},
+        {}, "seqs.fa:3: sequence 'b' has length 5, but 'a' has length 4"),
+    "unknown sequence": (_regions("s0\t1\t5\n# c\nchrZ\t1\t5\n"), {},
+        "regions.tsv:3: unknown sequence 'chrZ'"),
+    "region outside": (_regions("s2\t30\t50\tx\n"), {},
+        "regions.tsv:1: region 30-50 lies outside sequence 's2' of length 40"),
+    "end before start": (_regions("\ns1\t10\t10\n"), {},
+        "regions.tsv:2: end 10 is not after start 10"),
+    "malformed line": (_regions("s0\t1\t5\n\ns0\tfive\t10\n"), {},
+        "regions.tsv:3: start 'five' is not an integer"),
+    "module not found": (GOOD, {"--model": "no_such_module_xyz:f"},
+        "cannot import 'no_such_module_xyz'"),
+    "module fails on import": (dict(GOOD, **{"broken_model.py":
+        "raise RuntimeError('broken on purpose')\n"}), {"--model": "broken_model:f"},
+        "RuntimeError: broken on purpose"),
+    "corrupt pt2": (dict(GOOD, **{"junk.pt2": "not a program"}), {"--model": "junk.pt2"},
+        "cannot load it as a torch.export program"),
+    "output not summarisable": (GOOD, {"--model": "models_for_cli:complex_model"},
+        "cannot summarise the model's output"),
+    "ValueError from the run": (GOOD, {"--model": "models_for_cli:raising_model"},
+        "jablate: error: raising_model rejects every input"),
+}
+
+# More bad input, checked by calling jablate.cli.main in this process (same code path,
+# without paying for a fresh interpreter each).
+BAD_IN_PROCESS = {
+    "missing regions": ({"seqs.fa": FASTA}, {}, "cannot read 'regions.tsv'"),
+    "negative start": (_regions("s2\t-1\t5\n"), {}, "regions.tsv:1: start -1 is negative"),
+    "end not an integer": (_regions("s2\t1\t5.5\n"), {},
+        "regions.tsv:1: end '5.5' is not an integer"),
+    "too few columns": (_regions("s0\t5\n"), {}, "regions.tsv:1: expected at least 3"),
+    "no regions": (_regions("# nothing\n"), {}, "regions.tsv: no regions"),
+    "data before header": ({"seqs.fa": "ACGT\n>a\nACGT\n", "regions.tsv": "a\t0\t2\n"},
+        {}, "seqs.fa:1: sequence data before the first '>' header"),
+    "duplicate name": ({"seqs.fa": ">a\nACGT\n>a\nACGT\n", "regions.tsv": "a\t0\t2\n"},
+        {}, "seqs.fa:3: duplicate sequence name 'a' (first on line 1)"),
+    "attribute not found": (GOOD, {"--model": "models_for_cli:nope"},
+        "has no attribute 'nope'"),
+    "not a model": (GOOD, {"--model": "models_for_cli:NOT_A_MODEL"}, "not a model"),
+    "spec without colon": (GOOD, {"--model": "models_for_cli"}, "neither"),
+    "missing pt2": (GOOD, {"--model": "gone.pt2"}, "cannot read 'gone.pt2'"),
+    "translate a JAX model": (GOOD, {"--translate": None}, "--translate"),
+    "unavailable JAX device": (GOOD, {"--device": "cuda"}, "not available to JAX"),
+    "output directory missing": (GOOD, {"--out": "nodir/x.npz"},
+        "cannot write 'nodir/x.npz'"),
+    "bad option value": (GOOD, {"--n": "0"}, "--n: must be at least 1"),
+    "one file for two outputs": (GOOD, {"--plot": "out.tsv"},
+        "--table and --plot name the same file"),
+    "bad device name": (GOOD, {"--device": "cuda:x"}, "not a device name"),
+}
+
+
+def _arguments(directory, files, options):
+    for name, text in files.items():
+        (directory / name).parent.mkdir(parents=True, exist_ok=True)
+        (directory / name).write_text(text)
+    arguments = {"--model": "models_for_cli:jax_model", "--fasta": "seqs.fa",
+        "--regions": "regions.tsv", "--n": "2", "--out": "out.npz", "--table": "out.tsv",
+        "--plot": "out.png", "--quiet": None}
+    arguments.update(options)
+    return ["ablate"] + [a for pair in arguments.items() for a in pair if a is not None]
+
+
+def _run_bad(directory, case):
+    files, options, _ = BAD[case]
+    args = _arguments(directory, files, options)
+    before = sorted(os.listdir(directory))
+    result = run_cli(*args, cwd=directory)
+    return result, before, sorted(os.listdir(directory))
+
+
+@pytest.fixture(scope="module")
+def bad_runs(tmp_path_factory):
+    # The runs are independent; two at a time keeps the 2-core budget.
+    root = tmp_path_factory.mktemp("bad")
+    with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
+        futures = {}
+        for i, case in enumerate(BAD):
+            directory = root / f"case{i}"
+            directory.mkdir()
+            futures[case] = pool.submit(_run_bad, directory, case)
+        return {case: future.result() for case, future in futures.items()}
+
+
+def _check_bad(case, returncode, stdout, stderr, before, after, expected):
+    assert returncode == 2, (stdout, stderr)
+    line = _error_line(subprocess.CompletedProcess([], returncode, stdout, stderr))
+    assert line.startswith("jablate"), line
+    assert expected in line, line
+    assert after == before, "output files were left behind"
+    assert stdout == ""
+
+
+@pytest.mark.parametrize("case", list(BAD))
+def test_bad_input(case, bad_runs):
+    if case == "corrupt pt2":
+        pytest.importorskip("torch")
+    result, before, after = bad_runs[case]
+    _check_bad(case, result.returncode, result.stdout, result.stderr, before, after,
+        BAD[case][2])
+
+
+@pytest.mark.parametrize("case", list(BAD_IN_PROCESS))
+def test_bad_input_in_process(case, tmp_path, monkeypatch, capsys):
+    from jablate.cli import main
+
+    if case == "unavailable JAX device" and _cuda_for_jax():
+        pytest.skip("JAX has a GPU here")
+    files, options, expected = BAD_IN_PROCESS[case]
+    args = _arguments(tmp_path, files, options)
+    monkeypatch.chdir(tmp_path)
+    before = sorted(os.listdir(tmp_path))
+    returncode = main(args)
+    captured = capsys.readouterr()
+    _check_bad(case, returncode, captured.out, captured.err, before,
+        sorted(os.listdir(tmp_path)), expected)
+
+
+def test_interrupt_leaves_no_outputs(inputs, tmp_path):
+    pytest.importorskip("torch")
+    marker = tmp_path / "model-called"
+    process = subprocess.Popen(_command(["ablate", "--model",
+        "models_for_cli:slow_torch_model", "--fasta", inputs / "seqs.fa", "--regions",
+        inputs / "regions.tsv", "--n", 50, "--batch-size", 4, "--quiet", "--out",
+        "r.npz", "--table", "r.tsv", "--plot", "r.png"]), cwd=tmp_path,
+        env=_env({"JABLATE_TEST_MARKER": str(marker)}), stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not marker.exists() and process.poll() is None:
+            assert time.monotonic() < deadline, "the model was never called"
+            time.sleep(0.05)
+        process.send_signal(signal.SIGINT)
+        stdout, stderr = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 130, stderr
+    assert "interrupted" in _error_line(subprocess.CompletedProcess([], 130, stdout,
+        stderr))
+    assert sorted(os.listdir(tmp_path)) == ["model-called"]
