@@ -20,3 +20,5 @@ demo: install
 
 test: install-test
 	$(PYTHON) -m pytest -q
+	# the benchmark suite at small sizes, so it never rots (asserts nothing about time)
+	$(PYTHON) -m benchmarks --quick --out $${TMPDIR:-/tmp}/jablate-benchmarks-quick.md

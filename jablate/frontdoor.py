@@ -41,8 +41,15 @@ def inputs(X, args=None):
             if family(a) == "torch" and a.device != X.device:
                 raise ValueError(f"args[{i}] and X must be on the same device; got args[{i}] "
                                  f"on {a.device} and X on {X.device}.")
-    argsj = tuple(to_jax(a, f"args[{i}]") for i, a in enumerate(args))
-    return Inputs(Xj, argsj, fam, X.dtype)
+    argsj = tuple(_committed(to_jax(a, f"args[{i}]")) for i, a in enumerate(args))
+    return Inputs(_committed(Xj), argsj, fam, X.dtype)
+
+
+def _committed(x):
+    """Commit ``x`` to the device it is on (no copy). DLPack imports arrive committed and
+    ``jnp.asarray`` ones do not; compiled programs are cached apart for the two, so making
+    every input committed lets NumPy, JAX and torch callers share one program."""
+    return jax.device_put(x, next(iter(x.devices()))) if len(x.devices()) == 1 else x
 
 
 def place(inp, runner, device):
