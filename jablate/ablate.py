@@ -205,7 +205,8 @@ def ablate_annotations(model, X, annotations, **kwargs):
         Passed to :func:`ablate` (``n``, ``shuffle_fn``, ``random_state``,
         ``func``, ``batch_size``, ...). An int ``random_state`` re-seeds for
         every annotation, a RandomState is shared across them, as in
-        tangermeme's loop.
+        tangermeme's loop. ``args`` have ``N`` rows, and annotation ``i`` uses
+        row ``example_idx`` of each (the loop's ``args[idx:idx+1]``).
 
     Returns
     -------

@@ -214,11 +214,24 @@ def _to_host(ys, valid):
     return tuple(numpy.asarray(y)[:valid] for y in ys)
 
 
-def shuffled(X, shuffler, plan):
-    """Materialise the (shuffled) inputs of every item: jax.Array (M, A, L)."""
-    return _make_inputs(X, shuffler.key, shuffler.perms,
-                        (plan.seq_idx, plan.starts, plan.ends, plan.key_ids, plan.perm_ids),
-                        shuffler.kind)
+@partial(jax.jit, static_argnames=("kind", "n"))
+def shuffle_all(X, key, perms, start, end, kind, n):
+    """All ``n`` shuffles of every sequence of ``X``: jax.Array (N, n, A, L).
+
+    Draws exactly what a plan of items ``j * n + i`` with ``key_ids = (0, j, i)``
+    (key kinds) or ``perm_ids = i`` (tangermeme permutations) gives, without
+    first gathering ``X`` to ``(N * n, A, L)``.
+    """
+    shuffles = jnp.arange(n)
+
+    def per_sequence(x, j):
+        if kind == "mono-perm":
+            return jax.vmap(lambda p: functional.permute_region(x, p, start, end))(perms)
+        fn = functional.shuffle if kind == "mono-key" else functional.dinucleotide_shuffle
+        key_j = jax.random.fold_in(key[0], j)
+        return jax.vmap(lambda i: fn(jax.random.fold_in(key_j, i), x, start, end))(shuffles)
+
+    return jax.vmap(per_sequence)(X, jnp.arange(X.shape[0]))
 
 
 @partial(jax.jit, donate_argnums=(0, 1))

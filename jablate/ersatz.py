@@ -65,12 +65,13 @@ def plan_shuffles(kind, random_state, seq_idx, starts, ends, n, per_annotation=F
 def _shuffle(kind, X, start, end, n, random_state):
     n = validate.check_int(n, "n", minimum=1)
     inp = inputs(X)
-    N, A, L = inp.X.shape
-    start, end = validate.region(start, end, L, min_width=3 if kind == "dinuc" else 1)
-    shuffler, plan = plan_shuffles(kind, random_state, range(N), [start] * N, [end] * N, n)
-    Y = engine.shuffled(inp.X, shuffler, plan).reshape(N, n, A, L)
-    Y = to_family(Y, inp.family)
-    return Y.to(inp.dtype) if inp.family == "torch" else Y.astype(inp.dtype)
+    start, end = validate.region(start, end, inp.X.shape[-1], min_width=3 if kind == "dinuc" else 1)
+    shuffler, _ = plan_shuffles(kind, random_state, [0], [start], [end], n)
+    Y = to_family(engine.shuffle_all(inp.X, shuffler.key, shuffler.perms, start, end,
+                                     shuffler.kind, n), inp.family)
+    if inp.family == "torch":
+        return Y.to(inp.dtype)
+    return Y if Y.dtype == inp.dtype else Y.astype(inp.dtype)
 
 
 def shuffle(X, start=0, end=-1, n=1, random_state=None):

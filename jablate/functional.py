@@ -11,37 +11,9 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from .dinucleotide import dinucleotide_shuffle, symbols
+from .dinucleotide import _batch_minor, _below, _random_word, dinucleotide_shuffle, symbols
 
-__all__ = ["shuffle", "region_permutation", "permute_region", "dinucleotide_shuffle", "symbols"]
-
-
-def region_permutation(key, length, start, end):
-    """A uniformly random permutation of ``[start, end)`` inside ``range(length)``.
-
-    Parameters
-    ----------
-    key: jax.random key
-        Typed or raw key.
-    length: int (static)
-        The sequence length ``L``.
-    start, end: int or traced int
-        The region, ``start`` inclusive, ``end`` exclusive.
-
-    Returns
-    -------
-    idx: jax.Array, shape=(L,), int32
-        ``idx[p]`` is the source position of output position ``p``: ``p`` itself
-        outside the region, a uniform random permutation of the region inside.
-    """
-    pos = jnp.arange(length, dtype=jnp.int32)
-    inside = (pos >= start) & (pos < end)
-    group = jnp.where(inside, start, pos).astype(jnp.int32)
-    bits = jax.random.bits(key, (length,), jnp.uint32)
-    # Stable two-key sort: flanks keep their order; the region is ordered by the
-    # random bits, i.e. a uniform permutation (up to 32-bit ties, kept in order).
-    _, _, idx = lax.sort((group, bits, pos), num_keys=2)
-    return idx
+__all__ = ["shuffle", "permute_region", "dinucleotide_shuffle", "symbols"]
 
 
 def permute_region(x, perm, start, end):
@@ -71,7 +43,13 @@ def shuffle(key, x, start, end):
     """Shuffle positions ``[start, end)`` of one sequence uniformly at random.
 
     Keeps the count of every symbol in the region (unknown, all-zero columns
-    included); the flanks are untouched.
+    included); the flanks are untouched. The region is drawn by sequential
+    sampling without replacement from its symbol counts -- a ``lax.scan`` over
+    positions with an ``(A + 1,)`` state, no sort -- which gives every distinct
+    arrangement of the region the probability a uniform random permutation of
+    its positions would. The scan's random words come from a counter hash
+    seeded by two ``jax.random`` words of ``key`` (as in
+    :func:`dinucleotide_shuffle`), so the result is a pure function of ``key``.
 
     Parameters
     ----------
@@ -86,4 +64,37 @@ def shuffle(key, x, start, end):
     -------
     y: jax.Array, shape=(A, L), dtype of ``x``
     """
-    return jnp.take(x, region_permutation(key, x.shape[-1], start, end), axis=-1)
+    x = jnp.asarray(x)
+    A, L = x.shape
+    start, end = jnp.asarray(start, jnp.int32), jnp.asarray(end, jnp.int32)
+    pos = jnp.arange(L, dtype=jnp.int32)
+    inside = (pos >= start) & (pos < end)
+    known = jnp.sum((x != 0) & inside[None, :], axis=1, dtype=jnp.int32)
+    counts = jnp.concatenate([known, (end - start - jnp.sum(known))[None]])
+    dtype = jnp.int16 if L <= 2 ** 15 else jnp.int32
+    seed = jax.random.bits(key, (2,), jnp.uint32)
+    path = _mono_walk(jnp.cumsum(counts).astype(dtype), seed, start, end, pos)
+    y = (path[None, :] == jnp.arange(A, dtype=path.dtype)[:, None]).astype(x.dtype)
+    return jnp.where(inside[None, :], y, x)
+
+
+def _mono_steps(cumulative, seed, start, end, positions):
+    """Sampling without replacement along the region, with trailing batch axes.
+
+    ``cumulative`` (S, *b): remaining symbols ``<= u``; returns the symbol of
+    every position (L, *b), meaningful inside ``[start, end)``.
+    """
+    S, dtype = cumulative.shape[0], cumulative.dtype
+    symbol = jnp.arange(S, dtype=dtype).reshape((S,) + (1,) * (cumulative.ndim - 1))
+
+    def step(C, p):
+        active = (p >= start) & (p < end)
+        k = _below(_random_word(p.astype(jnp.uint32), seed), C[-1]).astype(dtype)
+        nxt = jnp.sum(C <= k[None], axis=0, dtype=dtype)
+        C = C - ((symbol >= nxt[None]) & active[None]).astype(dtype)
+        return C, nxt.astype(jnp.int8 if S <= 127 else dtype)
+
+    return lax.scan(step, cumulative, positions)[1]
+
+
+_mono_walk = _batch_minor(_mono_steps, broadcast=(True, False, False, False, False))
