@@ -27,6 +27,7 @@ def is_torch_module(model):
 
 
 def torch_bridge():
+    """The ``bridges.torch`` module, imported on first use (the core never imports torch)."""
     from bridges import torch as bridge
     return bridge
 

@@ -70,7 +70,24 @@ class Shuffler:
 
 
 def make_inputs(X, key, perms, items, kind):
-    """Build one batch ``(B, A, L)`` of (shuffled) inputs from ``X`` and plan items."""
+    """Build one batch of (shuffled) model inputs from ``X`` and plan items.
+
+    Parameters
+    ----------
+    X: jax.Array, shape=(N, A, L)
+    key: jax.Array of keys, shape=(K,)
+        Base keys; item ``(b, j, i)`` uses ``fold_in(fold_in(key[b], j), i)``.
+    perms: jax.Array, shape=(P, W), int32
+        tangermeme permutations, padded; used by ``kind='mono-perm'``.
+    items: tuple of arrays
+        ``(seq_idx, starts, ends, key_ids, perm_ids)`` of ``B`` items.
+    kind: str (static)
+        One of ``KINDS``: 'none' (no shuffle), 'mono-key', 'mono-perm', 'dinuc'.
+
+    Returns
+    -------
+    x: jax.Array, shape=(B, A, L), dtype of ``X``
+    """
     seq_idx, starts, ends, key_ids, perm_ids = items
     x = jnp.take(X, seq_idx, axis=0)
     if kind == "none":
