@@ -1574,7 +1574,8 @@ def translate(module, example_input, *example_args):
     start = time.perf_counter()
     name = type(module).__name__
     modes = {m: m.training for m in module.modules()}
-    module.eval()
+    for m in modes:  # as module.eval(), which torch.export.load(...).module() refuses
+        m.training = False
     try:
         try:
             ep, traced_batch = _export(module, inputs, batched)

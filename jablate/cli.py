@@ -335,30 +335,7 @@ def _load_exported(path):
             f"{type(error).__name__}: {error}") from None
     finally:
         logger.setLevel(level)
-    return _exported_module(torch, program)
-
-
-def _exported_module(torch, program):
-    """Wrap an exported program's module so that ``eval()`` and ``.to()`` work on it.
-
-    The module of ``torch.export.load(...).module()`` refuses ``train()``/``eval()``; the
-    wrapper keeps it out of its children (so ``eval()`` does not reach it) and forwards
-    ``.to(...)`` and friends to it.
-    """
-
-    class ExportedProgram(torch.nn.Module):
-        def __init__(self, program):
-            super().__init__()
-            object.__setattr__(self, "program", program)
-
-        def forward(self, *args, **kwargs):
-            return self.program(*args, **kwargs)
-
-        def _apply(self, fn, *args, **kwargs):
-            self.program._apply(fn, *args, **kwargs)
-            return super()._apply(fn, *args, **kwargs)
-
-    return ExportedProgram(program)
+    return program
 
 
 def _is_torch_module(obj):

@@ -338,3 +338,16 @@ def test_backend_jax_ablation_matches_torch():
         for r, g in zip(ref, got):
             assert isinstance(g, torch.Tensor)
             np.testing.assert_allclose(g.numpy(), r.numpy(), rtol=1e-4, atol=1e-5)
+
+
+def test_translates_a_loaded_export_program(tmp_path):
+    """torch.export.load(...).module() refuses eval(); translate must not need it."""
+    module = torch.nn.Sequential(torch.nn.Conv1d(4, 3, 5), torch.nn.ReLU())
+    batch = torch.export.Dim("batch")
+    program = torch.export.export(module, (torch.zeros(2, 4, 20),), dynamic_shapes=({0: batch},))
+    torch.export.save(program, tmp_path / "m.pt2")
+    loaded = torch.export.load(tmp_path / "m.pt2").module()
+    x = torch.rand(3, 4, 20)
+    got = translate(loaded, x[:1])(jnp.asarray(x.numpy()))
+    with torch.no_grad():
+        np.testing.assert_allclose(np.asarray(got), module(x).numpy(), rtol=1e-5, atol=1e-6)
