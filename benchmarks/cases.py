@@ -102,7 +102,7 @@ def case_bpnet(cfg, log):
                              "(relative) > 1e-4: it is not the same model; not timing it.")
 
     try:
-        from bridges.torch import translate
+        from jablate.bridges.torch import translate
         translated = translate(model, Xt[:1])
         translate_diff = rel_diff(translated(Xj[:check_rows]), y_torch)
         translate_status = (f"available ({type(translated).__name__}, translated in "
@@ -124,7 +124,7 @@ def case_bpnet(cfg, log):
                 lambda: jablate.ablate(flax_model, Xj, **kw))
     sides = [reference, bridge, port]
     if translated is not None:
-        trans = Side("jablate.ablate, bridges.torch.translate(BPNet)",
+        trans = Side("jablate.ablate, jablate.bridges.torch.translate(BPNet)",
                      lambda: jablate.ablate(translated, Xj, **kw))
         sides.append(trans)
     predict = Side(f"jablate.predict, flax port, the {N * n:,} pre-shuffled sequences",
@@ -156,7 +156,7 @@ def case_bpnet(cfg, log):
         f"inputs per call.",
         f"Flax port (`benchmarks/bpnet_flax.py`) vs torch on {check_rows} sequences: max "
         f"relative difference {port_diff:.2e} (required ≤ 1e-4).",
-        f"`bridges.torch.translate`: {translate_status}.",
+        f"`jablate.bridges.torch.translate`: {translate_status}.",
     ] + [f"{name} vs tangermeme, `y_before` and `y_after` of the warm-up "
          f"({check_rows} sequences): max relative difference {d:.2e}."
          for name, d in diffs.items()]

@@ -5,7 +5,7 @@
    it is compute-bound and only a faster model (not a faster ablation) helps.
 2. BPNet's profile head (a 75-tap convolution from 64 channels to 2): XLA's CPU
    convolution against the same product as one matmul plus a shifted sum over taps
-   (what ``bridges.torch.translate`` lowers such convolutions to).
+   (what ``jablate.bridges.torch.translate`` lowers such convolutions to).
 Medians of 3 after a warm-up; JAX results waited for with ``block_until_ready``.
 """
 

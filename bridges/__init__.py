@@ -1,1 +1,1 @@
-"""Framework bridges for jablate: ``bridges.torch`` runs torch modules through DLPack."""
+"""Framework bridges for jablate: ``jablate.bridges.torch`` runs torch modules through DLPack."""

@@ -254,6 +254,6 @@ def wrap(module, device=None, dtype=None):
 
 def translate(module, example_input, *example_args):
     """Lower ``module`` to a JAX function with ``torch.export``; see
-    :func:`bridges.torch_export.translate` for the full contract."""
+    :func:`jablate.bridges.torch_export.translate` for the full contract."""
     from .torch_export import translate as _translate
     return _translate(module, example_input, *example_args)

@@ -11,7 +11,7 @@ are first taken as exported (high-level ops such as ``conv1d``, ``linear``, ``la
 and ``scaled_dot_product_attention`` map straight onto ``lax``); when a graph holds an op
 outside the table, an in-place op or a higher-order op, it is decomposed towards core ATen
 (keeping every op the table knows) and looked at again. Whatever is still unknown is
-reported at once in a ``NotImplementedError``; ``bridges.torch.wrap`` is the fallback that
+reported at once in a ``NotImplementedError``; ``jablate.bridges.torch.wrap`` is the fallback that
 runs any module in torch through DLPack.
 """
 
@@ -1371,7 +1371,7 @@ class TranslatedModel:
         True when torch.export traced the batch dimension symbolically. When False, the
         graph was traced at a fixed batch size and size lists holding that batch size are
         rewritten at call time; outputs are still checked against torch by the tests, but
-        a model that reshapes across the batch dimension may need ``bridges.torch.wrap``.
+        a model that reshapes across the batch dimension may need ``jablate.bridges.torch.wrap``.
 
     translation_seconds: float
         Wall time spent exporting and translating.
@@ -1538,7 +1538,7 @@ def translate(module, example_input, *example_args):
     ------
     NotImplementedError
         When the graph holds ops that have no JAX translation: all of them are named, and
-        ``bridges.torch.wrap(module)`` runs such a module in torch through DLPack instead.
+        ``jablate.bridges.torch.wrap(module)`` runs such a module in torch through DLPack instead.
     RuntimeError
         When torch.export cannot capture the module at all (e.g. data-dependent Python
         control flow).
@@ -1581,7 +1581,7 @@ def translate(module, example_input, *example_args):
             ep, traced_batch = _export(module, inputs, batched)
         except Exception as e:  # noqa: BLE001
             raise RuntimeError(
-                f"torch.export could not capture {name}: {e}\nUse bridges.torch.wrap(module) "
+                f"torch.export could not capture {name}: {e}\nUse jablate.bridges.torch.wrap(module) "
                 "to run it in torch through DLPack instead.") from e
         missing, mutates = _unsupported(ep.graph)
         if missing or mutates:
@@ -1596,8 +1596,8 @@ def translate(module, example_input, *example_args):
         raise NotImplementedError(
             f"translate() cannot lower {len(missing)} op(s) of {name} to JAX: "
             f"{', '.join(missing)}.\nThe ops it knows are listed in "
-            f"bridges.torch_export.SUPPORTED_OPS ({len(SUPPORTED_OPS)} ATen ops). Use "
-            "bridges.torch.wrap(module) to run this module in torch through DLPack instead.")
+            f"jablate.bridges.torch_export.SUPPORTED_OPS ({len(SUPPORTED_OPS)} ATen ops). Use "
+            "jablate.bridges.torch.wrap(module) to run this module in torch through DLPack instead.")
 
     state = _state_tensors(module)
     params = {k: _to_jax(t) for k, t in state.items()}
@@ -1623,7 +1623,7 @@ def translate(module, example_input, *example_args):
             user_inputs.append((arg_name, is_batched, shape))
         else:
             raise NotImplementedError(f"translate(): {name} has a {spec.kind.name} input "
-                                      f"({spec.target}); use bridges.torch.wrap(module).")
+                                      f"({spec.target}); use jablate.bridges.torch.wrap(module).")
     node_names = {n.name for n in ep.graph.nodes}
     outputs = []  # (node name, None), or (None, constant) for a constant output
     for spec in ep.graph_signature.output_specs:

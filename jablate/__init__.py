@@ -6,13 +6,18 @@ explicit ``jax.random`` keys, vmapped shuffles drawn inside compiled steps, and
 torch modules bridged through DLPack.
 """
 
+from importlib import metadata as _metadata
+
 from . import functional
 from .ablate import ablate, ablate_annotations
 from .ersatz import dinucleotide_shuffle, shuffle
 from .predict import predict
 from .results import PerturbationAnnotationsResult, PerturbationResult, PerturbationSummaryResult
 
-__version__ = "0.1.0"
+try:
+    __version__ = _metadata.version("jablate")
+except _metadata.PackageNotFoundError:  # run from a source tree that was never installed
+    __version__ = "0+unknown"
 
 __all__ = [
     "ablate", "ablate_annotations", "predict", "shuffle", "dinucleotide_shuffle", "functional",

@@ -1,7 +1,7 @@
 """Array families at the front door: JAX, NumPy and torch.
 
 The core never imports torch: a torch tensor is recognised by its type's module
-and handed to ``bridges.torch`` for the zero-copy conversions.
+and handed to ``jablate.bridges.torch`` for the zero-copy conversions.
 """
 
 import jax
@@ -27,8 +27,8 @@ def is_torch_module(model):
 
 
 def torch_bridge():
-    """The ``bridges.torch`` module, imported on first use (the core never imports torch)."""
-    from bridges import torch as bridge
+    """The ``jablate.bridges.torch`` module, imported on first use (the core never imports torch)."""
+    from jablate.bridges import torch as bridge
     return bridge
 
 

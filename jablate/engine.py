@@ -195,7 +195,7 @@ def run(runner, X, args, shuffler, plan, batch_size, dtype=None, verbose=False, 
 
     Parameters
     ----------
-    runner: JaxRunner or bridges.torch.TorchRunner
+    runner: JaxRunner or jablate.bridges.torch.TorchRunner
     X: jax.Array, shape=(N, A, L)
     args: tuple of jax.Array, each (N, ...)
     shuffler: Shuffler

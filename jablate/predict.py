@@ -38,7 +38,7 @@ def predict(model, X, args=None, func=None, batch_size=32, dtype=None, device=No
         Show a tqdm progress bar over batches. Default is False.
     backend: None, 'torch' or 'jax', optional
         ``'jax'`` translates a torch module to JAX first
-        (``bridges.torch.translate``) for XLA speed. Default None runs the
+        (``jablate.bridges.torch.translate``) for XLA speed. Default None runs the
         model in its own framework.
 
     Returns

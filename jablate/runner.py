@@ -3,7 +3,7 @@
 A :class:`JaxRunner` wraps a bound ``flax.linen`` module, a ``flax.nnx`` module, or
 any callable on JAX arrays; its compiled programs are built once per model and
 reused for every call with the same shapes. torch modules get a runner of the
-same shape from ``bridges.torch``.
+same shape from ``jablate.bridges.torch``.
 """
 
 import weakref
@@ -59,7 +59,7 @@ class JaxRunner:
     model: flax.linen.Module (bound), flax.nnx.Module, pure model or callable
         Maps a ``(B, A, L)`` JAX array (plus ``*args``) to an array or a
         tuple/list of arrays. A *pure model* has ``params`` and
-        ``apply(params, x, *args)`` (as ``bridges.torch.translate`` returns).
+        ``apply(params, x, *args)`` (as ``jablate.bridges.torch.translate`` returns).
     """
 
     jittable = True
@@ -87,7 +87,7 @@ class JaxRunner:
         except ImportError:  # pragma: no cover
             pass
         if callable(getattr(model, "apply", None)) and hasattr(model, "params"):
-            return "pure", None  # e.g. bridges.torch.translate's TranslatedModel
+            return "pure", None  # e.g. jablate.bridges.torch.translate's TranslatedModel
         if not callable(model):
             raise ValueError(f"model must be a flax module, a callable on JAX arrays or a "
                              f"torch.nn.Module; got {type(model).__name__}.")
@@ -132,7 +132,7 @@ _runners_by_id = {}
 def runner_for(model, backend=None, example=None):
     """The cached runner of ``model`` (built once per model object).
 
-    ``backend="jax"`` translates a torch module to JAX (``bridges.torch.translate``)
+    ``backend="jax"`` translates a torch module to JAX (``jablate.bridges.torch.translate``)
     using ``example`` (a JAX array shaped like one batch) for the export.
     """
     if backend not in (None, "torch", "jax"):

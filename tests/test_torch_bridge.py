@@ -12,7 +12,7 @@ import pytest
 import torch
 
 import jablate
-from bridges.torch import from_torch, to_torch, wrap
+from jablate.bridges.torch import from_torch, to_torch, wrap
 
 tangermeme = pytest.importorskip("tangermeme")
 import tangermeme.ablate  # noqa: E402

@@ -1,4 +1,4 @@
-"""bridges.torch_export.translate: torch modules lowered to jax.numpy, checked against torch."""
+"""jablate.bridges.torch_export.translate: torch modules lowered to jax.numpy, checked against torch."""
 
 import jax
 import jax.numpy as jnp
@@ -11,7 +11,7 @@ bpnetlite = pytest.importorskip("bpnetlite")
 from bpnetlite import BPNet  # noqa: E402
 from bpnetlite.chrombpnet import ChromBPNet  # noqa: E402
 
-from bridges.torch_export import SUPPORTED_OPS, TranslatedModel, translate  # noqa: E402
+from jablate.bridges.torch_export import SUPPORTED_OPS, TranslatedModel, translate  # noqa: E402
 
 F = torch.nn.functional
 
