@@ -9,16 +9,20 @@ modules to this module.
 * :class:`TorchRunner` is what ``jablate.predict``/``ablate`` use for torch
   modules: batches are shuffled in JAX and handed to torch without copies.
 * :func:`translate` lowers a module to ``jax.numpy`` with ``torch.export``.
+* :func:`any_batch` lets a ``torch.export`` program saved at a fixed batch size run on
+  any batch, in chunks of that size (:class:`StaticBatchModule`).
 """
 
 import contextlib
+from typing import Optional
 
 import jax
 import jax.numpy as jnp
 import numpy
 import torch
 
-__all__ = ["from_torch", "to_torch", "torch_to_numpy", "wrap", "TorchRunner", "translate"]
+__all__ = ["from_torch", "to_torch", "torch_to_numpy", "wrap", "TorchRunner", "translate",
+           "any_batch", "exported_batch", "StaticBatchModule"]
 
 
 def from_torch(tensor):
@@ -72,14 +76,41 @@ def torch_to_numpy(tensor):
     return tensor.detach().cpu().numpy()
 
 
+def torch_device(kind: str, index: Optional[int] = None, name: str = "device") -> "torch.device":
+    """The torch device of a parsed device name (see ``jablate.frontdoor.resolve_device``).
+
+    Raises
+    ------
+    ValueError
+        If torch has no such device (CUDA or MPS unavailable, an index beyond the
+        device count, a name torch does not know).
+    """
+    label = kind if index is None else f"{kind}:{index}"
+    kind = "cuda" if kind == "gpu" else kind
+    try:
+        device = torch.device(kind if index is None else f"{kind}:{index}")
+    except (RuntimeError, ValueError):
+        raise ValueError(f"{name} {label!r} is not a torch device.") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"{name} {label!r} was requested but torch sees no CUDA device; "
+                             "pass device='cpu'.")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ValueError(f"{name} {label!r} was requested but torch sees only "
+                             f"{torch.cuda.device_count()} CUDA device(s).")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"{name} {label!r} was requested but MPS is not available to torch.")
+    return device
+
+
 def _resolve_device(device):
+    """``device`` as a torch.device; None is CUDA when available, as tangermeme."""
     if device is None:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = device if isinstance(device, torch.device) else torch.device(str(device))
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {str(device)!r} was requested but torch sees no CUDA device; "
-                         "pass device='cpu'.")
-    return device
+    if isinstance(device, torch.device):
+        device = str(device)
+    from ..frontdoor import resolve_device
+    return resolve_device(device, "torch")
 
 
 def _resolve_dtype(model, dtype):
@@ -143,8 +174,7 @@ class TorchRunner:
     params = None
 
     def __init__(self, model):
-        self.model = model
-        self.multi = None
+        self.model = any_batch(model)
         self._device, self._dtype, self._func = None, None, None
 
     @contextlib.contextmanager
@@ -167,7 +197,8 @@ class TorchRunner:
                 self._device, self._dtype, self._func = None, None, None
 
     def __call__(self, x, args=()):
-        """Run on a JAX or NumPy batch ``x`` (and extra inputs); tuple of CPU tensors."""
+        """Run on a JAX or NumPy batch ``x`` (and extra inputs): a CPU tensor, or a list of
+        them for a multi-output model."""
         if self._device is None:
             with self.session():
                 return self(x, args)
@@ -178,12 +209,11 @@ class TorchRunner:
             if self._func is not None:
                 y = self._func(y)
         if isinstance(y, torch.Tensor):
-            self.multi = False
-            return (y.cpu(),)
-        if isinstance(y, (tuple, list)):
-            self.multi = True
-            return tuple(t.cpu() for t in y)
-        raise ValueError(f"Cannot interpret output from model: got {type(y).__name__}.")
+            return y.cpu()
+        if isinstance(y, (tuple, list)) and all(isinstance(t, torch.Tensor) for t in y):
+            return [t.cpu() for t in y]
+        raise ValueError(f"the model must return a tensor or a tuple/list of tensors; got "
+                         f"{type(y).__name__}.")
 
     @staticmethod
     def concat(chunks):
@@ -227,24 +257,26 @@ def wrap(module, device=None, dtype=None):
 
     def host_call(x, *args):
         with runner.session(device=device, dtype=dtype):
-            ys = runner(x, args)  # NumPy (from a callback or probe) or JAX arrays
-        return tuple(torch_to_numpy(y) for y in ys)
+            y = runner(x, args)  # NumPy (from a callback or probe) or JAX arrays
+        multi = isinstance(y, list)
+        return tuple(torch_to_numpy(t) for t in (y if multi else [y])), multi
 
     def out_spec(x, args):
         sig = (x.shape[1:], str(x.dtype)) + tuple((a.shape[1:], str(a.dtype)) for a in args)
         if sig not in shapes:
-            probe = host_call(numpy.zeros((1,) + x.shape[1:], x.dtype),
-                              *(numpy.zeros((1,) + a.shape[1:], a.dtype) for a in args))
-            shapes[sig] = ([(y.shape[1:], y.dtype) for y in probe], runner.multi)
+            probe, multi = host_call(numpy.zeros((1,) + x.shape[1:], x.dtype),
+                                     *(numpy.zeros((1,) + a.shape[1:], a.dtype) for a in args))
+            shapes[sig] = ([(y.shape[1:], y.dtype) for y in probe], multi)
         specs, multi = shapes[sig]
         return tuple(jax.ShapeDtypeStruct((x.shape[0],) + s, d) for s, d in specs), multi
 
     def fn(x, *args):
         if not isinstance(x, jax.core.Tracer) and not any(isinstance(a, jax.core.Tracer) for a in args):
-            ys = tuple(jnp.asarray(y) for y in host_call(x, *args))
-            return ys if runner.multi else ys[0]
+            ys, multi = host_call(x, *args)
+            ys = tuple(jnp.asarray(y) for y in ys)
+            return ys if multi else ys[0]
         specs, multi = out_spec(x, args)
-        ys = jax.pure_callback(lambda *a: host_call(*a), specs, x, *args,
+        ys = jax.pure_callback(lambda *a: host_call(*a)[0], specs, x, *args,
                                vmap_method="sequential")
         return tuple(ys) if multi else ys[0]
 
@@ -257,3 +289,129 @@ def translate(module, example_input, *example_args):
     :func:`jablate.bridges.torch_export.translate` for the full contract."""
     from .torch_export import translate as _translate
     return _translate(module, example_input, *example_args)
+
+
+# ---------------------------------------------------------------------------------------
+# torch.export programs saved at a fixed batch size
+
+def _traced_shape(node):
+    val = node.meta.get("val")
+    return tuple(val.shape) if isinstance(val, torch.Tensor) else None
+
+
+def exported_batch(module: torch.nn.Module) -> int | None:
+    """The batch size a ``torch.export`` program was exported at, when it is fixed.
+
+    Parameters
+    ----------
+    module: torch.nn.Module
+        Typically ``torch.export.load(path).module()``.
+
+    Returns
+    -------
+    batch: int or None
+        The first dimension of the program's first input as traced, when it is a plain
+        integer (``torch.export.export(model, (torch.zeros(8, 4, L),))`` gives 8); None
+        when it is symbolic (exported with ``dynamic_shapes``) or `module` is not an
+        exported graph. A :class:`StaticBatchModule` answers for the program it wraps.
+    """
+    if isinstance(module, StaticBatchModule):
+        return module.batch
+    if not isinstance(module, torch.fx.GraphModule):
+        return None
+    first = next((n for n in module.graph.nodes if n.op == "placeholder"), None)
+    shape = None if first is None else _traced_shape(first)
+    if not shape or not isinstance(shape[0], int):
+        return None
+    return shape[0]
+
+
+class StaticBatchModule(torch.nn.Module):
+    """A ``torch.export`` program exported at a fixed batch size, run on any batch.
+
+    The input batch is cut into chunks of ``batch`` rows; the last chunk is padded by
+    repeating its last row, and the padding is dropped from the outputs, which are
+    concatenated along their first dimension. This is exact for models that treat the
+    sequences of a batch independently (as batched prediction assumes anyway).
+
+    Parameters
+    ----------
+    module: torch.nn.Module
+        The loaded program, ``torch.export.load(path).module()``.
+    batch: int
+        The batch size it was exported at (see :func:`exported_batch`).
+
+    Raises
+    ------
+    ValueError
+        At call time, for a batch other than ``batch`` when an output of the program
+        does not have the batch as its first dimension (the chunks could not be put back
+        together), or when a batched extra input has another number of rows than `x`.
+    """
+
+    def __init__(self, module: torch.nn.Module, batch: int):
+        super().__init__()
+        self.module = module
+        self.batch = int(batch)
+        nodes = list(module.graph.nodes) if isinstance(module, torch.fx.GraphModule) else []
+        self._traced_inputs = [_traced_shape(n) for n in nodes if n.op == "placeholder"]
+        out = next((n for n in nodes if n.op == "output"), None)
+        shapes = [_traced_shape(a) if isinstance(a, torch.fx.Node) else None
+                  for a in torch.utils._pytree.tree_leaves(out.args[0] if out else ())]
+        self._unbatched_outputs = [str(s) for s in shapes if not s or s[0] != self.batch]
+
+    def forward(self, x: torch.Tensor, *args):
+        n = x.shape[0]
+        if n == self.batch:
+            return self.module(x, *args)
+        if self._unbatched_outputs:
+            raise ValueError(
+                f"this torch.export program was exported at a batch size of {self.batch}, "
+                f"and its output(s) of traced shape {', '.join(self._unbatched_outputs)} do "
+                f"not have the batch first, so it cannot run on {n} sequences in chunks of "
+                f"{self.batch}. Pass exactly {self.batch} at a time (batch_size="
+                f"{self.batch}), or export it with a dynamic batch (dynamic_shapes).")
+        inputs = (x,) + args
+        traced = self._traced_inputs
+        if len(traced) != len(inputs):
+            traced = [None] * len(inputs)
+        batched = [True]
+        for i, (t, shape) in enumerate(zip(inputs[1:], traced[1:]), 1):
+            is_tensor = isinstance(t, torch.Tensor) and t.ndim > 0
+            traced_batched = shape is None or shape[:1] == (self.batch,)
+            if is_tensor and traced_batched and shape is not None and t.shape[0] != n:
+                raise ValueError(f"input {i} has {t.shape[0]} rows; the first input has {n}.")
+            batched.append(is_tensor and traced_batched and t.shape[0] == n)
+        outputs = []
+        for start in range(0, n, self.batch):
+            chunk = [_rows(t, start, self.batch) if b else t for t, b in zip(inputs, batched)]
+            outputs.append(torch.utils._pytree.tree_flatten(self.module(*chunk)))
+        leaves = [torch.cat(parts)[:n] for parts in zip(*(leaves for leaves, _ in outputs))]
+        return torch.utils._pytree.tree_unflatten(leaves, outputs[0][1])
+
+
+def _rows(t, start, size):
+    """Rows ``start:start + size`` of `t`, padded with copies of its last row."""
+    rows = t[start:start + size]
+    if rows.shape[0] < size:
+        rows = torch.cat([rows, t[-1:].expand((size - rows.shape[0],) + t.shape[1:])])
+    return rows
+
+
+def any_batch(module: torch.nn.Module) -> torch.nn.Module:
+    """`module` made to accept any batch size, when it is a fixed-batch export program.
+
+    Parameters
+    ----------
+    module: torch.nn.Module
+
+    Returns
+    -------
+    module: torch.nn.Module
+        A :class:`StaticBatchModule` around `module` when :func:`exported_batch` finds a
+        fixed batch size (and `module` is not already one), else `module` itself.
+    """
+    if isinstance(module, StaticBatchModule):
+        return module
+    batch = exported_batch(module)
+    return module if batch is None else StaticBatchModule(module, batch)

@@ -1,18 +1,18 @@
 """``ablate`` and ``ablate_annotations``: one streaming engine behind both."""
 
 import inspect
+from typing import Any, Callable, Optional
 
 import numpy
 
-from . import engine, validate
-from .arrays import family, stack, tree_to_family
-from .ersatz import dinucleotide_shuffle, plan_shuffles, shuffle
-from .frontdoor import inputs, jax_dtype, model_runner, place, session
-from .predict import predict
+from . import engine
+from .ersatz import METHODS, plan_shuffles, shuffle, warn_unchangeable
+from .frontdoor import (annotations as check_annotations, check_int, family, inputs, region,
+                        repeat_rows, stack, tree_to_family)
+from .predict import predict, prepare
 from .results import PerturbationAnnotationsResult, PerturbationResult, PerturbationSummaryResult
 
 REDUCTIONS = (None, "mean_std")
-_OWN_SHUFFLES = {shuffle: "mono", dinucleotide_shuffle: "dinuc"}
 _PREDICT_KEYWORDS = ("batch_size", "dtype", "device", "verbose", "func", "backend")
 
 
@@ -41,34 +41,37 @@ def _check_reduce(reduce):
         raise ValueError(f"reduce must be one of {REDUCTIONS}; got {reduce!r}.")
 
 
-def _stream(model, inp, kind, random_state, seq_idx, starts, ends, n, options, per_annotation,
-            reduce=None):
+def _stream(model, inp, method, random_state, seq_idx, starts, ends, n, options,
+            per_annotation, reduce=None):
     """Predict before (on ``seq_idx``) and after ``n`` shuffles of each group; host outputs."""
-    batch_size = validate.check_int(options.get("batch_size", 32), "batch_size", minimum=1)
-    post, device, dtype = options.get("func"), options.get("device"), options.get("dtype")
-    runner = model_runner(model, inp.X, post=post, backend=options.get("backend"))
-    inp = place(inp, runner, device)
-    shuffler, plan = plan_shuffles(kind, random_state, seq_idx, starts, ends, n, per_annotation)
-    jdtype, verbose = jax_dtype(dtype, runner), options.get("verbose", False)
+    batch_size = check_int(options.get("batch_size", 32), "batch_size", minimum=1)
+    inp, bound, session = prepare(model, inp, options.get("func"), options.get("device"),
+                                  options.get("dtype"), options.get("backend"))
+    warn_unchangeable(method, inp.X, seq_idx, starts, ends, stacklevel=4)
+    draw, table, plan = plan_shuffles(method, random_state, seq_idx, starts, ends, n,
+                                      per_annotation)
+    verbose = options.get("verbose", False)
     uniq, inverse = numpy.unique(seq_idx, return_inverse=True)
-    with session(runner, device=device, dtype=dtype, post=post):
-        before, multi = engine.run(runner, inp.X, inp.args, engine.Shuffler.make("none"),
+    with session:
+        before, multi = engine.run(bound, inp.X, inp.args, engine.UNCHANGED, engine.no_table(),
                                    engine.Plan.build(uniq, 0, inp.X.shape[-1]), batch_size,
-                                   jdtype, verbose, "before")
+                                   verbose, "before")
         before = [b[inverse] for b in before]
         if reduce == "mean_std":
-            after = engine.run_mean_std(runner, inp.X, inp.args, shuffler, plan, n,
-                                        [numpy.asarray(b) for b in before], batch_size, jdtype,
+            after = engine.run_mean_std(bound, inp.X, inp.args, draw, table, plan, n,
+                                        [numpy.asarray(b) for b in before], batch_size,
                                         verbose, "after")
         else:
-            after, _ = engine.run(runner, inp.X, inp.args, shuffler, plan, batch_size, jdtype,
+            after, _ = engine.run(bound, inp.X, inp.args, draw, table, plan, batch_size,
                                   verbose, "after")
             after = [a.reshape(len(seq_idx), n, *a.shape[1:]) for a in after]
     return before, after, multi
 
 
-def ablate(model, X, start=0, end=-1, n=20, shuffle_fn=shuffle, args=None, random_state=None,
-           func=predict, additional_func_kwargs=None, reduce=None, **kwargs):
+def ablate(model: Any, X: Any, start: int = 0, end: int = -1, n: int = 20,
+           shuffle_fn: Callable = shuffle, args: Optional[Any] = None, random_state: Any = None,
+           func: Callable = predict, additional_func_kwargs: Optional[dict] = None,
+           reduce: Optional[str] = None, **kwargs: Any) -> Any:
     """Make predictions before and after shuffling a region of sequences.
 
     A drop in the prediction after the region is shuffled says how much the
@@ -134,24 +137,31 @@ def ablate(model, X, start=0, end=-1, n=20, shuffle_fn=shuffle, args=None, rando
     TypeError
         Unknown keyword arguments reaching ``func``.
     """
-    n = validate.check_int(n, "n", minimum=1)
+    n = check_int(n, "n", minimum=1)
     _check_reduce(reduce)
-    kind = _OWN_SHUFFLES.get(shuffle_fn)
-    inp = inputs(X, args)
+    method = METHODS.get(shuffle_fn)
+    fast = func is predict and method is not None
+    if not fast and args is not None:
+        # A foreign func receives args as given (tangermeme passes them through, and its
+        # deep_lift_shap takes per-reference args with more rows than X).
+        inp = inputs(X)
+    else:
+        inp = inputs(X, args)
     N, _, L = inp.X.shape
-    start, end = validate.region(start, end, L, min_width=3 if kind == "dinuc" else 1)
+    start, end = region(start, end, L, min_width=method.min_width if method else 1)
     extra = _func_kwargs(func, random_state, additional_func_kwargs)
-    if func is predict and kind is not None:
+    if fast:
         options = _fast_kwargs(kwargs, extra)
-        before, after, multi = _stream(model, inp, kind, random_state, numpy.arange(N),
+        before, after, multi = _stream(model, inp, method, random_state, numpy.arange(N),
                                        [start] * N, [end] * N, n, options, False, reduce)
+        fam = inp.family
         pick = (lambda ys: ys) if multi else (lambda ys: ys[0])
         if reduce == "mean_std":
             mean, std = zip(*after)
-            return PerturbationSummaryResult(*(tree_to_family(pick(list(v)), inp.family)
+            return PerturbationSummaryResult(*(tree_to_family(pick(list(v)), fam)
                                                for v in (before, mean, std)))
-        return PerturbationResult(tree_to_family(pick(before), inp.family),
-                                  tree_to_family(pick(after), inp.family))
+        return PerturbationResult(tree_to_family(pick(before), fam),
+                                  tree_to_family(pick(after), fam))
     if reduce is not None:
         raise ValueError("reduce='mean_std' needs jablate's own predict as func and jablate's "
                          "shuffle or dinucleotide_shuffle as shuffle_fn.")
@@ -159,20 +169,10 @@ def ablate(model, X, start=0, end=-1, n=20, shuffle_fn=shuffle, args=None, rando
                          kwargs)
 
 
-def _repeat(a, n):
-    fam = family(a)
-    if fam == "torch":
-        return a.repeat_interleave(n, dim=0)
-    if fam == "numpy":
-        return numpy.repeat(a, n, axis=0)
-    import jax.numpy as jnp
-    return jnp.repeat(a, n, axis=0)
-
-
 def _materialised(model, X, start, end, n, shuffle_fn, args, random_state, func, extra, kwargs):
     """tangermeme's algorithm, for foreign ``func`` or ``shuffle_fn``: arrays stay in X's family."""
     X_perturb = shuffle_fn(X, start=start, end=end, n=n, random_state=random_state)
-    args_n = None if args is None else tuple(_repeat(a, n) for a in args)
+    args_n = None if args is None else tuple(repeat_rows(a, n) for a in args)
     X_flat = X_perturb.reshape(-1, *X_perturb.shape[2:])
     y_before = func(model, X, args=args, **kwargs, **extra)
     y_after = func(model, X_flat, args=args_n, **kwargs, **extra)
@@ -184,7 +184,7 @@ def _materialised(model, X, start, end, n, shuffle_fn, args, random_state, func,
     return PerturbationResult(y_before, y_after)
 
 
-def ablate_annotations(model, X, annotations, **kwargs):
+def ablate_annotations(model: Any, X: Any, annotations: Any, **kwargs: Any) -> PerturbationAnnotationsResult:
     """Ablate each annotation on its own sequence; predictions before and after.
 
     Returns exactly what the loop ``ablate(model, X[i:i+1], start, end,
@@ -224,21 +224,23 @@ def ablate_annotations(model, X, annotations, **kwargs):
     """
     shuffle_fn = kwargs.get("shuffle_fn", shuffle)
     func = kwargs.get("func", predict)
-    kind = _OWN_SHUFFLES.get(shuffle_fn)
+    method = METHODS.get(shuffle_fn)
     if "reduce" in kwargs:
         raise TypeError("ablate_annotations() does not take reduce")
-    inp = inputs(X, kwargs.get("args"))
+    fast = func is predict and method is not None
+    inp = inputs(X, kwargs.get("args") if fast else None)
     N, _, L = inp.X.shape
-    ann = validate.annotations(annotations, N, L, min_width=3 if kind == "dinuc" else 1)
-    if not (func is predict and kind is not None):
+    ann = check_annotations(annotations, N, L, min_width=method.min_width if method else 1)
+    if not fast:
         return _annotation_loop(model, X, ann, kwargs)
     own = ("n", "shuffle_fn", "args", "random_state", "func", "additional_func_kwargs")
-    n = validate.check_int(kwargs.get("n", 20), "n", minimum=1)
+    n = check_int(kwargs.get("n", 20), "n", minimum=1)
     extra = _func_kwargs(func, kwargs.get("random_state"), kwargs.get("additional_func_kwargs"))
     options = _fast_kwargs({k: v for k, v in kwargs.items() if k not in own}, extra)
-    before, after, multi = _stream(model, inp, kind, kwargs.get("random_state"), ann[:, 0],
+    before, after, multi = _stream(model, inp, method, kwargs.get("random_state"), ann[:, 0],
                                    ann[:, 1], ann[:, 2], n, options, True)
-    ys = [(tree_to_family(b[:, None], inp.family), tree_to_family(a[:, None], inp.family))
+    fam = inp.family
+    ys = [(tree_to_family(b[:, None], fam), tree_to_family(a[:, None], fam))
           for b, a in zip(before, after)]
     befores, afters = [y[0] for y in ys], [y[1] for y in ys]
     if not multi:

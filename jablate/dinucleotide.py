@@ -53,7 +53,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-__all__ = ["dinucleotide_shuffle", "symbols"]
+__all__ = ["dinucleotide_shuffle", "dinucleotide_counts", "symbols"]
 
 
 def symbols(x):
@@ -137,6 +137,29 @@ def dinucleotide_shuffle(key, x, start, end):
 
     y = (path[None, :] == jnp.arange(A, dtype=path.dtype)[:, None]).astype(x.dtype)
     return jnp.where(((pos >= start) & (pos < end))[None, :], y, x)
+
+
+def dinucleotide_counts(x, start, end):
+    """The dinucleotide counts of positions ``[start, end)`` and the region's last symbol.
+
+    Parameters
+    ----------
+    x: array, shape=(A, L)
+        A one-hot sequence; an all-zero column is symbol ``A``.
+    start, end: int or traced int
+        ``0 <= start < end <= L``.
+
+    Returns
+    -------
+    E: jax.Array, shape=(A + 1, A + 1), int32
+        ``E[u, v]``: how often ``v`` follows ``u`` inside the region.
+    last: jax.Array, int32
+        The symbol at ``end - 1``.
+    """
+    x = jnp.asarray(x)
+    s = symbols(x)
+    start, end = jnp.asarray(start, jnp.int32), jnp.asarray(end, jnp.int32)
+    return _edge_counts(s, start, end, x.shape[0] + 1), s[end - 1]
 
 
 # ---------------------------------------------------------------------------

@@ -1,9 +1,11 @@
 """The streaming engine behind ``predict``, ``shuffle`` and ``ablate``.
 
 A *plan* lists work items, one per model input: which sequence of ``X``, which
-region, and which random draw (``key_ids`` = (b, j, i): shuffle ``i`` of sequence
-``j`` from base key ``b``, for key streams; ``perm_ids`` into a table of tangermeme
-permutations). Each compiled step builds one batch of
+region, and which random draw. A *draw* is a small static value that turns a
+batch of items into model inputs (:data:`UNCHANGED`, :class:`KeyShuffle` around a
+key-first shuffle of :mod:`jablate.functional`, :class:`PermutationShuffle` for
+tangermeme's permutations); its table (keys or permutations) is an argument.
+Each compiled step builds one batch of
 inputs from ``X`` and the plan — shuffling inside the step — and feeds it to the
 model, so the shuffled inputs are never held in memory all at once. Only model
 outputs go back to the host.
@@ -11,6 +13,7 @@ outputs go back to the host.
 
 from dataclasses import dataclass
 from functools import partial
+from typing import Any, Callable, Optional
 
 import jax
 import jax.numpy as jnp
@@ -18,28 +21,34 @@ import numpy
 from tqdm.auto import tqdm
 
 from . import functional
-
-KINDS = ("none", "mono-key", "mono-perm", "dinuc")
-
+from .runner import outputs_of
 
 @dataclass(frozen=True)
 class Plan:
-    """Work items of a run, each field of shape (M,) (``key_ids``: (M, 3))."""
+    """Work items of a run, each field of shape (M,) (``draws``: (M, 3)).
+
+    ``draws[m]`` says which random draw item ``m`` uses; its meaning belongs to the
+    run's draw (:class:`KeyShuffle`: ``(b, j, i)``, shuffle ``i`` of sequence ``j``
+    from base key ``b``; :class:`PermutationShuffle`: row ``draws[m, 0]`` of its
+    permutation table; :data:`UNCHANGED`: nothing).
+    """
 
     seq_idx: numpy.ndarray
     starts: numpy.ndarray
     ends: numpy.ndarray
-    key_ids: numpy.ndarray
-    perm_ids: numpy.ndarray
+    draws: numpy.ndarray
 
     @staticmethod
-    def build(seq_idx, starts, ends, key_ids=None, perm_ids=None):
+    def build(seq_idx, starts, ends, draws=None) -> "Plan":
         m = len(seq_idx)
         as32 = lambda a, shape: numpy.broadcast_to(
             numpy.zeros(shape, numpy.int32) if a is None else numpy.asarray(a, numpy.int32),
             shape)
+        draws = None if draws is None else numpy.asarray(draws).reshape(m, -1)
+        if draws is not None and draws.shape[1] < 3:
+            draws = numpy.pad(draws, ((0, 0), (0, 3 - draws.shape[1])))
         return Plan(as32(seq_idx, (m,)), as32(starts, (m,)), as32(ends, (m,)),
-                    as32(key_ids, (m, 3)), as32(perm_ids, (m,)))
+                    as32(draws, (m, 3)))
 
     def __len__(self):
         return len(self.seq_idx)
@@ -49,71 +58,65 @@ class Plan:
         hi = min(lo + size, len(self))
         take = numpy.arange(lo, lo + size)
         take[hi - lo:] = lo
-        return (self.seq_idx[take], self.starts[take], self.ends[take],
-                self.key_ids[take], self.perm_ids[take]), hi - lo
+        return (self.seq_idx[take], self.starts[take], self.ends[take], self.draws[take]), hi - lo
+
+    def take(self, rows) -> "Plan":
+        return Plan(self.seq_idx[rows], self.starts[rows], self.ends[rows], self.draws[rows])
+
+
+# --- draws: how the items of a plan become model inputs ------------------------------------
+#
+# A draw is a small static value (hashable, a static argument of the compiled step) called as
+# ``draw(X, table, items) -> (B, A, L)``; ``table`` is its dynamic data (base keys or a
+# permutation table), passed as an argument so that one program serves every seed.
 
 
 @dataclass(frozen=True)
-class Shuffler:
-    """How items are shuffled: ``kind`` (one of KINDS), base keys (K,), a permutation table."""
+class Unchanged:
+    """The sequences as they are (predictions before any shuffle)."""
 
-    kind: str
-    key: jax.Array
-    perms: jax.Array
-
-    @staticmethod
-    def make(kind, key=None, perms=None):
-        key = jax.random.key(0) if key is None else key
-        key = key.reshape(-1)
-        perms = jnp.zeros((1, 1), jnp.int32) if perms is None else jnp.asarray(perms, jnp.int32)
-        return Shuffler(kind, key, perms)
+    def __call__(self, X, table, items):
+        return jnp.take(X, items[0], axis=0)
 
 
-def make_inputs(X, key, perms, items, kind):
-    """Build one batch of (shuffled) model inputs from ``X`` and plan items.
+@dataclass(frozen=True)
+class KeyShuffle:
+    """Shuffles drawn from JAX keys by a key-first function ``fn(key, x, start, end)``.
 
-    Parameters
-    ----------
-    X: jax.Array, shape=(N, A, L)
-    key: jax.Array of keys, shape=(K,)
-        Base keys; item ``(b, j, i)`` uses ``fold_in(fold_in(key[b], j), i)``.
-    perms: jax.Array, shape=(P, W), int32
-        tangermeme permutations, padded; used by ``kind='mono-perm'``.
-    items: tuple of arrays
-        ``(seq_idx, starts, ends, key_ids, perm_ids)`` of ``B`` items.
-    kind: str (static)
-        One of ``KINDS``: 'none' (no shuffle), 'mono-key', 'mono-perm', 'dinuc'.
-
-    Returns
-    -------
-    x: jax.Array, shape=(B, A, L), dtype of ``X``
+    ``table`` holds base keys (K,); item ``(b, j, i)`` uses
+    ``fold_in(fold_in(table[b], j), i)``.
     """
-    seq_idx, starts, ends, key_ids, perm_ids = items
-    x = jnp.take(X, seq_idx, axis=0)
-    if kind == "none":
-        return x
-    if kind == "mono-perm":
-        return jax.vmap(functional.permute_region)(x, perms[perm_ids], starts, ends)
-    keys = jax.vmap(lambda bji: jax.random.fold_in(jax.random.fold_in(key[bji[0]], bji[1]),
-                                                   bji[2]))(key_ids)
-    fn = functional.shuffle if kind == "mono-key" else functional.dinucleotide_shuffle
-    return jax.vmap(fn)(keys, x, starts, ends)
+
+    fn: Callable
+
+    def __call__(self, X, table, items):
+        seq_idx, starts, ends, draws = items
+        keys = jax.vmap(lambda bji: jax.random.fold_in(
+            jax.random.fold_in(table[bji[0]], bji[1]), bji[2]))(draws)
+        return jax.vmap(self.fn)(keys, jnp.take(X, seq_idx, axis=0), starts, ends)
 
 
-_make_inputs = jax.jit(make_inputs, static_argnames=("kind",))
+@dataclass(frozen=True)
+class PermutationShuffle:
+    """Region-relative permutations from a table (P, W) (tangermeme's stream)."""
+
+    def __call__(self, X, table, items):
+        seq_idx, starts, ends, draws = items
+        return jax.vmap(functional.permute_region)(jnp.take(X, seq_idx, axis=0),
+                                                   table[draws[:, 0]], starts, ends)
 
 
-def _cast(x, dtype):
-    if dtype is not None:
-        return x.astype(dtype)
-    return x if jnp.issubdtype(x.dtype, jnp.floating) else x.astype(jnp.float32)
+UNCHANGED = Unchanged()
 
 
-@partial(jax.jit, static_argnames=("runner", "kind", "dtype"))
-def _step(runner, params, X, args, key, perms, items, kind, dtype):
-    x = _cast(make_inputs(X, key, perms, items, kind), dtype)
-    args = tuple(jnp.take(a, items[0], axis=0) for a in args)
-    return runner.apply(params, x, *args)
+def key_table(keys) -> jax.Array:
+    """Base keys as a (K,) array of typed keys."""
+    return jnp.asarray(keys).reshape(-1)
+
+
+def no_table() -> jax.Array:
+    """The (unused) table of :data:`UNCHANGED`."""
+    return jnp.zeros((1, 1), jnp.int32)
 
 
 class _Devices:
@@ -154,7 +157,7 @@ def _process_share(plan, n):
     per = -(-groups // count)
     lo = min(jax.process_index() * per, groups) * n
     take = numpy.minimum(numpy.arange(lo, lo + per * n), len(plan) - 1)
-    return Plan(*(getattr(plan, f)[take] for f in Plan.__dataclass_fields__)), len(plan)
+    return plan.take(take), len(plan)
 
 
 def _gather_processes(arrays, total):
@@ -170,83 +173,103 @@ def _gather_processes(arrays, total):
     return out
 
 
-def _batches(runner, X, args, shuffler, plan, batch_size, dtype, verbose, desc):
-    """Yield ``(outputs, valid, lo, size)`` per step; JAX outputs stay on the device."""
-    where = _Devices(runner, X)
+@dataclass(frozen=True)
+class Model:
+    """What the engine runs: a runner, its parameters, a post-processing ``func`` and
+    the input dtype (JAX runners; None keeps a float ``X`` and casts others to float32)."""
+
+    runner: Any
+    params: Any = None
+    post: Optional[Callable] = None
+    dtype: Any = None
+
+    @property
+    def jittable(self) -> bool:
+        return self.runner.jittable
+
+
+def _batches(model, X, args, draw, table, plan, batch_size, verbose, desc):
+    """Yield ``(outputs, multi, valid, lo, size)`` per step; JAX outputs stay on the device."""
+    where = _Devices(model.runner, X)
     size = where.size(batch_size, len(plan))
-    params = where.replicate(runner.params) if runner.jittable else None
-    X, args, key, perms = where.replicate((X, args, shuffler.key, shuffler.perms))
+    if model.jittable:
+        params = where.replicate(model.params)
+        X, args, table = where.replicate((X, args, table))
     for lo in tqdm(range(0, len(plan), size), disable=not verbose, desc=desc):
         items, valid = plan.batch(lo, size)
-        if runner.jittable:
-            ys = _step(runner, params, X, args, key, perms, where.shard(items), shuffler.kind,
-                       dtype)
+        if model.jittable:
+            y = model.runner.step(params, X, args, table, where.shard(items), draw=draw,
+                                  post=model.post, dtype=model.dtype)
         else:
-            x = _make_inputs(X, key, perms, items, shuffler.kind)[:valid]
-            ys = runner(x, tuple(jnp.take(a, items[0][:valid], axis=0) for a in args))
-        yield ys, valid, lo, size
+            x = _draw_eagerly(X, table, items, draw)[:valid]
+            y = model.runner(x, tuple(jnp.take(a, items[0][:valid], axis=0) for a in args))
+        ys, multi = outputs_of(y, "func" if model.post is not None else "the model")
+        yield ys, multi, valid, lo, size
 
 
-def run(runner, X, args, shuffler, plan, batch_size, dtype=None, verbose=False, desc=None):
-    """Run ``runner`` on every item of ``plan``, batch by batch.
+@partial(jax.jit, static_argnames=("draw",))
+def _draw_eagerly(X, table, items, draw):
+    return draw(X, table, items)
+
+
+def run(model, X, args, draw, table, plan, batch_size, verbose=False, desc=None):
+    """Run ``model`` on every item of ``plan``, batch by batch.
 
     Steps are sharded over every local device; under ``jax.distributed`` each
     process runs its share of the items and every process receives all outputs.
 
     Parameters
     ----------
-    runner: JaxRunner or jablate.bridges.torch.TorchRunner
+    model: Model
     X: jax.Array, shape=(N, A, L)
     args: tuple of jax.Array, each (N, ...)
-    shuffler: Shuffler
+    draw: UNCHANGED, KeyShuffle or PermutationShuffle
+        How items become inputs; ``table`` is its data (keys or permutations).
     plan: Plan with M items
     batch_size: int
         Items per model call; the last batch is padded so every step has one shape.
-    dtype: dtype or None
-        Input dtype for JAX models (default: float32 for non-float ``X``).
 
     Returns
     -------
     outputs: list of host arrays, each (M, ...)
     multi: bool
-        Whether the model returned a tuple or list.
+        Whether the model (or ``func``) returned a tuple or list.
     """
     local, total = _process_share(plan, 1)
-    pending, chunks = [], []
-    for ys, valid, _, _ in _batches(runner, X, args, shuffler, local, batch_size, dtype,
-                                    verbose, desc):
-        if runner.jittable:
+    pending, chunks, multi = [], [], False
+    for ys, multi, valid, _, _ in _batches(model, X, args, draw, table, local, batch_size,
+                                           verbose, desc):
+        if model.jittable:
             pending.append((ys, valid))
             if len(pending) > 1:  # keep one step in flight while copying the last
                 chunks.append(_to_host(*pending.pop(0)))
         else:
             chunks.append(ys)
     chunks.extend(_to_host(*p) for p in pending)
-    concat = numpy.concatenate if runner.jittable else runner.concat
+    concat = numpy.concatenate if model.jittable else model.runner.concat
     outputs = [concat([c[h] for c in chunks]) for h in range(len(chunks[0]))]
-    return _gather_processes(outputs, total), runner.multi
+    return _gather_processes(outputs, total), multi
 
 
 def _to_host(ys, valid):
     return tuple(numpy.asarray(y)[:valid] for y in ys)
 
 
-@partial(jax.jit, static_argnames=("kind", "n"))
-def shuffle_all(X, key, perms, start, end, kind, n):
+@partial(jax.jit, static_argnames=("draw", "n"))
+def shuffle_all(X, table, start, end, draw, n):
     """All ``n`` shuffles of every sequence of ``X``: jax.Array (N, n, A, L).
 
-    Draws exactly what a plan of items ``j * n + i`` with ``key_ids = (0, j, i)``
-    (key kinds) or ``perm_ids = i`` (tangermeme permutations) gives, without
-    first gathering ``X`` to ``(N * n, A, L)``.
+    Draws exactly what a plan of items ``j * n + i`` with draws ``(0, j, i)``
+    (:class:`KeyShuffle`) or ``(i, 0, 0)`` (:class:`PermutationShuffle`) gives,
+    without first gathering ``X`` to ``(N * n, A, L)``.
     """
     shuffles = jnp.arange(n)
 
     def per_sequence(x, j):
-        if kind == "mono-perm":
-            return jax.vmap(lambda p: functional.permute_region(x, p, start, end))(perms)
-        fn = functional.shuffle if kind == "mono-key" else functional.dinucleotide_shuffle
-        key_j = jax.random.fold_in(key[0], j)
-        return jax.vmap(lambda i: fn(jax.random.fold_in(key_j, i), x, start, end))(shuffles)
+        if isinstance(draw, PermutationShuffle):
+            return jax.vmap(lambda p: functional.permute_region(x, p, start, end))(table)
+        key_j = jax.random.fold_in(table[0], j)
+        return jax.vmap(lambda i: draw.fn(jax.random.fold_in(key_j, i), x, start, end))(shuffles)
 
     return jax.vmap(per_sequence)(X, jnp.arange(X.shape[0]))
 
@@ -262,8 +285,8 @@ def _accumulate(sums, sqs, ys, shifts, groups, valid):
     return tuple(out_s), tuple(out_q)
 
 
-def run_mean_std(runner, X, args, shuffler, plan, n, shifts, batch_size, dtype=None,
-                 verbose=False, desc=None):
+def run_mean_std(model, X, args, draw, table, plan, n, shifts, batch_size, verbose=False,
+                 desc=None):
     """Per-group mean and standard deviation of the outputs over ``n`` shuffles.
 
     Items ``g * n + i`` of ``plan`` belong to group ``g``. Sums of the outputs'
@@ -285,12 +308,12 @@ def run_mean_std(runner, X, args, shuffler, plan, n, shifts, batch_size, dtype=N
                        for s in shifts)
     sums = tuple(jnp.zeros_like(s) for s in shifts)
     sqs = tuple(jnp.zeros_like(s) for s in shifts)
-    for ys, valid, lo, size in _batches(runner, X, args, shuffler, local, batch_size,
-                                        dtype, verbose, desc):
+    for ys, _, valid, lo, size in _batches(model, X, args, draw, table, local, batch_size,
+                                           verbose, desc):
         groups = jnp.asarray(numpy.minimum(numpy.arange(lo, lo + size), len(local) - 1) // n)
         mask = jnp.arange(size) < valid
-        if not runner.jittable:
-            ys = tuple(_pad_rows(runner.to_jax(y), size) for y in ys)
+        if not model.jittable:
+            ys = tuple(_pad_rows(model.runner.to_jax(y), size) for y in ys)
         sums, sqs = _accumulate(sums, sqs, ys, shifts, groups, mask)
     means, stds = [], []
     for s, q, shift in zip(sums, sqs, shifts):
@@ -302,4 +325,6 @@ def run_mean_std(runner, X, args, shuffler, plan, n, shifts, batch_size, dtype=N
 
 
 def _pad_rows(y, size):
-    return jnp.concatenate([y, jnp.repeat(y[:1], size - y.shape[0], axis=0)]) if y.shape[0] < size else y
+    if y.shape[0] >= size:
+        return y
+    return jnp.concatenate([y, jnp.repeat(y[:1], size - y.shape[0], axis=0)])

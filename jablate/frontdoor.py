@@ -1,48 +1,305 @@
-"""Normalising what callers pass (arrays of any family, models, devices) for the engine."""
+"""The front door: everything a caller passes is checked and converted here, once.
 
-import contextlib
+Array families (JAX, NumPy, torch) come in and go back out here; inputs are
+validated here, with a ``ValueError`` naming the parameter before any model
+runs; devices are resolved here. The engine behind it sees only JAX arrays, a
+runner and plain values. The core never imports torch: a torch tensor is
+recognised by its type's module and handed to ``jablate.bridges.torch``.
+"""
+
+from __future__ import annotations
+
+import numbers
 from dataclasses import dataclass
+from typing import Any, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
+import numpy
 
-from . import validate
-from .arrays import family, to_jax
-from .runner import JaxRunner, _as_tuple, resolve_jax_device, runner_for
+# --- array families --------------------------------------------------------------------
 
 
-@dataclass
+def family(x: Any) -> Optional[str]:
+    """'jax', 'numpy', 'torch' or None for anything else."""
+    if isinstance(x, jax.Array):
+        return "jax"
+    if isinstance(x, numpy.ndarray):
+        return "numpy"
+    if type(x).__module__.split(".")[0] == "torch":
+        return "torch"
+    return None
+
+
+def is_torch_module(model: Any) -> bool:
+    """True when ``model`` is a ``torch.nn.Module`` instance (checked without importing torch)."""
+    return not isinstance(model, type) and any(
+        c.__module__.startswith("torch.nn") and c.__name__ == "Module" for c in type(model).__mro__)
+
+
+def torch_bridge():
+    """The ``jablate.bridges.torch`` module, imported on first use."""
+    from .bridges import torch as bridge
+    return bridge
+
+
+def to_jax(x: Any, name: str = "X") -> jax.Array:
+    """Convert a JAX, NumPy or torch array to a JAX array (zero-copy where possible).
+
+    float64 becomes float32 unless JAX runs with x64 enabled; one-hot values
+    are exact in either.
+
+    Raises
+    ------
+    ValueError
+        If ``x`` is not an array of one of those families.
+    """
+    fam = family(x)
+    if fam == "jax":
+        return x
+    if fam == "numpy":
+        if x.dtype == numpy.float64 and not jax.config.jax_enable_x64:
+            x = x.astype(numpy.float32)
+        return jnp.asarray(x)
+    if fam == "torch":
+        return torch_bridge().from_torch(x)
+    raise ValueError(f"{name} must be a JAX array, a numpy.ndarray or a torch.Tensor; "
+                     f"got {type(x).__name__}.")
+
+
+def to_family(y: Any, fam: str) -> Any:
+    """Convert an output (a JAX, NumPy or torch CPU array) to the array family ``fam``.
+
+    torch results land on the CPU, as tangermeme's ``predict`` returns them.
+    """
+    src = family(y)
+    if src == fam:
+        return y.cpu() if fam == "torch" else y
+    if fam == "torch":
+        return torch_bridge().to_torch(y).cpu()
+    if src == "torch":
+        y = y.detach().cpu().numpy() if fam == "numpy" else torch_bridge().from_torch(y)
+    return numpy.asarray(y) if fam == "numpy" else jnp.asarray(y)
+
+
+def tree_to_family(ys: Any, fam: str) -> Any:
+    """Apply :func:`to_family` to an output or a list of outputs."""
+    if isinstance(ys, list):
+        return [to_family(y, fam) for y in ys]
+    return to_family(ys, fam)
+
+
+def stack(ys: Sequence[Any]) -> Any:
+    """Stack arrays of one family along a new leading axis."""
+    fam = family(ys[0])
+    if fam == "torch":
+        return torch_bridge().torch.stack(ys)
+    return numpy.stack(ys) if fam == "numpy" else jnp.stack(ys)
+
+
+def repeat_rows(a: Any, n: int) -> Any:
+    """Repeat every row of ``a`` ``n`` times (``repeat_interleave``), in ``a``'s family."""
+    fam = family(a)
+    if fam == "torch":
+        return a.repeat_interleave(n, dim=0)
+    if fam == "numpy":
+        return numpy.repeat(a, n, axis=0)
+    return jnp.repeat(a, n, axis=0)
+
+
+# --- validation ------------------------------------------------------------------------
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, (numbers.Integral, numpy.integer)) and not isinstance(v, bool)
+
+
+def check_int(value: Any, name: str, minimum: Optional[int] = None) -> int:
+    """Return ``value`` as an int, or raise ``ValueError`` naming ``name``."""
+    if not _is_int(value):
+        raise ValueError(f"{name} must be an integer; got {value!r}.")
+    value = int(value)
+    if minimum is not None and value < minimum:
+        raise ValueError(f"{name} must be at least {minimum}; got {value}.")
+    return value
+
+
+@jax.jit
+def _one_hot_flags(X):
+    binary = jnp.all((X == 0) | (X == 1))
+    at_most_one = jnp.all(jnp.sum(X, axis=1) <= 1)
+    return binary, at_most_one
+
+
+def check_X(X: jax.Array, name: str = "X") -> None:
+    """Check a JAX array ``X`` of shape (N, A, L) is one-hot (all-zero columns allowed).
+
+    Raises
+    ------
+    ValueError
+        If ``X`` is not 3-D, holds no example (the message says "at least one
+        example", as tangermeme's), has no symbols or positions, holds values
+        other than 0 and 1, or a column that sums above 1.
+    """
+    if X.ndim != 3:
+        raise ValueError(f"{name} must have shape (N, A, L) (3 dimensions); got shape "
+                         f"{tuple(X.shape)}.")
+    if X.shape[0] == 0:
+        raise ValueError(f"{name} must hold at least one example; got shape {tuple(X.shape)}.")
+    if 0 in X.shape:
+        raise ValueError(f"{name} must not be empty; got shape {tuple(X.shape)}.")
+    if jnp.issubdtype(X.dtype, jnp.complexfloating):
+        raise ValueError(f"{name} must be a real one-hot array; got dtype {X.dtype}.")
+    binary, at_most_one = _one_hot_flags(X)
+    if not bool(binary):
+        raise ValueError(f"{name} must be one-hot encoded: it holds values other than 0 and 1.")
+    if not bool(at_most_one):
+        raise ValueError(f"{name} must be one-hot encoded: a column along axis 1 sums above 1 "
+                         "(unknown bases are all-zero columns).")
+
+
+def region(start: Any, end: Any, length: int, min_width: int = 1) -> tuple[int, int]:
+    """Normalise ``(start, end)`` against a sequence of ``length`` as tangermeme does.
+
+    ``start`` is inclusive; ``end`` is exclusive when ``>= 0`` and counts from
+    the end inclusively when negative (``-1`` is the whole sequence).
+
+    Returns
+    -------
+    start, end: int
+        With ``0 <= start < end <= length``.
+
+    Raises
+    ------
+    ValueError
+        If either is not an integer, ``start < 0``, ``end > length``,
+        ``end <= start``, or the region is shorter than ``min_width``.
+    """
+    start = check_int(start, "start")
+    end = check_int(end, "end")
+    if end < 0:
+        end = length + 1 + end
+    if start < 0:
+        raise ValueError(f"start must be >= 0; got {start}.")
+    if end > length:
+        raise ValueError(f"end must be <= the sequence length {length}; got {end}.")
+    if end <= start:
+        raise ValueError(f"end must come after start; got start={start}, end={end}.")
+    if end - start < min_width:
+        raise ValueError(f"the region [start, end) must be at least {min_width} long for this "
+                         f"shuffle; got start={start}, end={end}.")
+    return start, end
+
+
+def annotations(annotations: Any, n_examples: int, length: int,
+                min_width: int = 1) -> numpy.ndarray:
+    """Check and convert ``annotations`` to an int64 array of shape (k, 3).
+
+    Each row is ``(example_idx, start, end)`` with ``end`` exclusive.
+
+    Raises
+    ------
+    ValueError
+        If it is not a (k, 3) integer array, is empty, names an example outside
+        ``X``, or holds a region outside the sequence (or ``end <= start``).
+    """
+    if family(annotations) == "torch":
+        annotations = annotations.detach().cpu().numpy()
+    a = numpy.asarray(annotations)
+    if a.dtype == object or not (a.size == 0 or numpy.issubdtype(a.dtype, numpy.integer)):
+        if a.size and numpy.issubdtype(a.dtype, numpy.floating) and numpy.all(a == numpy.round(a)):
+            a = a.astype(numpy.int64)
+        else:
+            raise ValueError(f"annotations must be integers (example_idx, start, end); got "
+                             f"dtype {a.dtype}.")
+    if a.ndim != 2 or a.shape[1] != 3:
+        raise ValueError(f"annotations must have shape (k, 3): rows of (example_idx, start, "
+                         f"end); got shape {a.shape}.")
+    if a.shape[0] == 0:
+        raise ValueError("annotations must hold at least one annotation; got none.")
+    idx, starts, ends = a[:, 0], a[:, 1], a[:, 2]
+    bad = numpy.flatnonzero((idx < 0) | (idx >= n_examples))
+    if bad.size:
+        raise ValueError(f"annotations[{bad[0]}] names example {idx[bad[0]]}, outside X with "
+                         f"{n_examples} sequences.")
+    bad = numpy.flatnonzero((starts < 0) | (ends > length) | (ends - starts < min_width))
+    if bad.size:
+        i = bad[0]
+        raise ValueError(f"annotations[{i}] has region [{starts[i]}, {ends[i]}), which must "
+                         f"satisfy 0 <= start, start + {min_width} <= end <= {length}.")
+    return a.astype(numpy.int64)
+
+
+def args_batch(args: Any, n_examples: int) -> tuple:
+    """Check extra model inputs: a tuple/list of arrays with ``n_examples`` rows each.
+
+    Returns
+    -------
+    args: tuple
+        Empty for None.
+
+    Raises
+    ------
+    ValueError
+        If ``args`` is not a tuple or list, or ``args[i]`` has another batch size.
+    """
+    if args is None:
+        return ()
+    if not isinstance(args, (tuple, list)):
+        raise ValueError(f"args must be a tuple or list of arrays; got {type(args).__name__}.")
+    for i, a in enumerate(args):
+        shape = getattr(a, "shape", None)
+        if shape is None or len(shape) == 0 or shape[0] != n_examples:
+            raise ValueError(f"args[{i}] must have the batch size of X ({n_examples}) as its "
+                             f"first dimension; got shape {None if shape is None else tuple(shape)}.")
+    return tuple(args)
+
+
+# --- inputs ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
 class Inputs:
     """``X`` and ``args`` as JAX arrays, with what is needed to answer in the caller's family."""
 
     X: jax.Array
     args: tuple
     family: str
-    dtype: object  # X's dtype in its own family
+    dtype: Any  # X's dtype in its own family
 
 
-def inputs(X, args=None):
+def inputs(X: Any, args: Any = None, device: Any = None) -> Inputs:
     """Validate and convert ``X`` (N, A, L) and ``args`` to JAX arrays.
+
+    Parameters
+    ----------
+    X: jax.Array, numpy.ndarray or torch.Tensor, shape=(N, A, L)
+    args: tuple or list of arrays with N rows, or None
+    device: jax.Device or None
+        Where to put the arrays (for JAX models run on a chosen device).
 
     Raises
     ------
     ValueError
-        For anything :func:`validate.check_X` or :func:`validate.args_batch`
-        rejects, and for ``args`` on another torch device than ``X``.
+        For anything :func:`check_X` or :func:`args_batch` rejects, and for
+        ``args`` on another torch device than ``X``.
     """
     fam = family(X)
     if fam == "torch":
-        _check_torch_X(X)
+        kind = str(X.dtype)
+        if not (X.is_floating_point() or kind in ("torch.int8", "torch.uint8", "torch.bool")):
+            raise ValueError(f"X must be a float, int8, uint8 or bool tensor; got {X.dtype}.")
     Xj = to_jax(X, "X")
-    validate.check_X(Xj)
-    args = validate.args_batch(args, Xj.shape[0]) or ()
+    check_X(Xj)
+    args = args_batch(args, Xj.shape[0])
     if fam == "torch":
         for i, a in enumerate(args):
             if family(a) == "torch" and a.device != X.device:
                 raise ValueError(f"args[{i}] and X must be on the same device; got args[{i}] "
                                  f"on {a.device} and X on {X.device}.")
-    argsj = tuple(_committed(to_jax(a, f"args[{i}]")) for i, a in enumerate(args))
-    return Inputs(_committed(Xj), argsj, fam, X.dtype)
+    argsj = tuple(to_jax(a, f"args[{i}]") for i, a in enumerate(args))
+    put = _committed if device is None else (lambda a: jax.device_put(a, device))
+    return Inputs(put(Xj), tuple(put(a) for a in argsj), fam, X.dtype)
 
 
 def _committed(x):
@@ -52,67 +309,90 @@ def _committed(x):
     return jax.device_put(x, next(iter(x.devices()))) if len(x.devices()) == 1 else x
 
 
-def place(inp, runner, device):
-    """Put ``X`` and ``args`` on ``device`` for a JAX runner (torch runners move batches)."""
-    if device is None or not isinstance(runner, (JaxRunner, _PostRunner)):
-        return inp
-    dev = resolve_jax_device(device if isinstance(device, (str, jax.Device)) else str(device))
-    return Inputs(jax.device_put(inp.X, dev), tuple(jax.device_put(a, dev) for a in inp.args),
-                  inp.family, inp.dtype)
+def jax_dtype(dtype: Any) -> Any:
+    """A JAX input dtype from tangermeme's ``dtype`` (None, str, NumPy/JAX/torch dtype).
 
-
-def _check_torch_X(X):
-    kind = str(X.dtype)
-    if not (X.is_floating_point() or kind in ("torch.int8", "torch.uint8", "torch.bool")):
-        raise ValueError(f"X must be a float, int8, uint8 or bool tensor; got {X.dtype}.")
-
-
-_post_runners = {}
-
-
-class _PostRunner:
-    """A JAX runner followed by tangermeme's ``predict(func=...)`` post-processing."""
-
-    jittable = True
-
-    def __init__(self, inner, post):
-        self.inner, self.post, self.multi = inner, post, None
-
-    @property
-    def params(self):
-        return self.inner.params
-
-    def apply(self, params, x, *args):
-        ys = self.inner.apply(params, x, *args)
-        ys, self.multi = _as_tuple(self.post(ys if self.inner.multi else ys[0]))
-        return ys
-
-
-def model_runner(model, example, post=None, backend=None):
-    """The runner for ``model``, with ``post`` applied to its raw outputs."""
-    runner = runner_for(model, backend=backend, example=example)
-    if post is None or not isinstance(runner, JaxRunner):
-        return runner
-    key = (id(runner), post)
-    entry = _post_runners.get(key)
-    if entry is None or entry[0] is not runner:
-        entry = _post_runners[key] = (runner, _PostRunner(runner, post))
-    return entry[1]
-
-
-def session(runner, device=None, dtype=None, post=None):
-    """Context in which a torch runner holds its device, dtype and post-processing."""
-    if isinstance(runner, (JaxRunner, _PostRunner)):
-        return contextlib.nullcontext()
-    return runner.session(device=device, dtype=dtype, func=post)
-
-
-def jax_dtype(dtype, runner):
-    """A JAX input dtype for JAX models from tangermeme's ``dtype`` (str, numpy/JAX dtype)."""
-    if dtype is None or not isinstance(runner, (JaxRunner, _PostRunner)):
+    Raises
+    ------
+    ValueError
+        If JAX knows no such dtype.
+    """
+    if dtype is None:
         return None
     name = str(dtype).replace("torch.", "")
     try:
         return jnp.dtype(name)
     except TypeError:
         raise ValueError(f"dtype {dtype!r} is not a dtype JAX knows.") from None
+
+
+# --- devices -----------------------------------------------------------------------------
+
+_PLATFORM_ALIASES = {"cuda": "gpu", "rocm": "gpu"}
+
+
+def parse_device(device: Any, name: str = "device") -> tuple[str, Optional[int]]:
+    """Split a device name ('cpu', 'cuda', 'cuda:1', 'gpu', 'tpu', 'mps') into
+    ``(kind, index)``; ``index`` is None when not given.
+
+    Raises
+    ------
+    ValueError
+        If it is not of that form.
+    """
+    text = str(device).strip().lower()
+    kind, colon, number = text.partition(":")
+    if not kind.isidentifier() or (colon and not number.isdigit()):
+        raise ValueError(f"{name} {str(device)!r} is not a device name (cpu, cuda, cuda:1, "
+                         "gpu, tpu, mps).")
+    return kind, int(number) if colon else None
+
+
+def resolve_device(device: Any, framework: str = "jax", name: str = "device") -> Any:
+    """The device ``device`` names, for the framework the model runs in.
+
+    The one device resolver of jablate: the API (``device=``), the torch
+    bridge and the command line (``--device``) all use it.
+
+    Parameters
+    ----------
+    device: str, jax.Device, torch.device or None
+        ``None`` gives None (the framework's default: JAX's default device;
+        for torch, CUDA when available, as tangermeme).
+    framework: 'jax' or 'torch'
+        Which framework's devices to look among.
+    name: str
+        The parameter's name for error messages.
+
+    Returns
+    -------
+    device: jax.Device, torch.device or None
+
+    Raises
+    ------
+    ValueError
+        If the name is malformed or the framework sees no such device.
+    """
+    if device is None:
+        return None
+    if isinstance(device, jax.Device):
+        if framework == "jax":
+            return device
+        device = f"{device.platform}:{device.id}"
+    if framework == "torch":
+        return torch_bridge().torch_device(*parse_device(device, name), name=name)
+    kind, index = parse_device(device, name)
+    platform = _PLATFORM_ALIASES.get(kind, kind)
+    try:
+        devices = jax.devices(platform)
+    except RuntimeError:
+        devices = []
+    if not devices:
+        available = sorted({d.platform for d in jax.devices()})
+        raise ValueError(f"{name} {str(device)!r} was requested but JAX sees no {platform} "
+                         f"device (available: {', '.join(available)}).")
+    index = 0 if index is None else index
+    if index >= len(devices):
+        raise ValueError(f"{name} {str(device)!r} was requested but JAX sees only "
+                         f"{len(devices)} {platform} device(s).")
+    return devices[index]

@@ -11,9 +11,10 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from .dinucleotide import _batch_minor, _below, _random_word, dinucleotide_shuffle, symbols
+from .dinucleotide import (_batch_minor, _below, _random_word, dinucleotide_counts,
+                           dinucleotide_shuffle, symbols)
 
-__all__ = ["shuffle", "permute_region", "dinucleotide_shuffle", "symbols"]
+__all__ = ["shuffle", "permute_region", "dinucleotide_shuffle", "dinucleotide_counts", "symbols"]
 
 
 def permute_region(x, perm, start, end):

@@ -1,12 +1,49 @@
 """Batched prediction with one compiled program per batch shape."""
 
-from . import engine, validate
-from .arrays import tree_to_family
-from .frontdoor import inputs, jax_dtype, model_runner, place, session
+from __future__ import annotations
+
+import contextlib
+from typing import Any, Callable, Optional
+
+from . import engine
+from .frontdoor import Inputs, check_int, inputs, jax_dtype, resolve_device, tree_to_family
+from .runner import runner_for
 
 
-def predict(model, X, args=None, func=None, batch_size=32, dtype=None, device=None,
-            verbose=False, backend=None):
+def prepare(model: Any, inp: Inputs, func: Optional[Callable] = None, device: Any = None,
+            dtype: Any = None, backend: Optional[str] = None):
+    """The engine's view of ``model`` for inputs ``inp``.
+
+    Returns
+    -------
+    inp: Inputs
+        Placed on ``device`` for a JAX model.
+    model: engine.Model
+        Runner, parameters, post-processing ``func`` and input dtype.
+    session: context manager
+        Within it a torch model holds its device, dtype and ``func``.
+
+    Raises
+    ------
+    ValueError
+        For a model jablate cannot run (see :func:`jablate.runner.runner_for`),
+        or a ``device`` or ``dtype`` the framework does not have.
+    """
+    runner, params = runner_for(model, backend=backend, example=inp.X)
+    if not runner.jittable:
+        device = resolve_device(device, "torch")
+        return inp, engine.Model(runner), runner.session(device=device, dtype=dtype, func=func)
+    jdevice = resolve_device(device, "jax")
+    if jdevice is not None:
+        import jax
+        inp = Inputs(jax.device_put(inp.X, jdevice),
+                     tuple(jax.device_put(a, jdevice) for a in inp.args), inp.family, inp.dtype)
+    return inp, engine.Model(runner, params, func, jax_dtype(dtype)), contextlib.nullcontext()
+
+
+def predict(model: Any, X: Any, args: Optional[Any] = None, func: Optional[Callable] = None,
+            batch_size: int = 32, dtype: Any = None, device: Any = None, verbose: bool = False,
+            backend: Optional[str] = None) -> Any:
     """Make predictions for ``X`` in batches, as tangermeme's ``predict`` does.
 
     JAX models run as one ``jit``-compiled program per batch shape: the last
@@ -38,8 +75,8 @@ def predict(model, X, args=None, func=None, batch_size=32, dtype=None, device=No
         Show a tqdm progress bar over batches. Default is False.
     backend: None, 'torch' or 'jax', optional
         ``'jax'`` translates a torch module to JAX first
-        (``jablate.bridges.torch.translate``) for XLA speed. Default None runs the
-        model in its own framework.
+        (``jablate.bridges.torch.translate``) for XLA speed. Default None runs
+        the model in its own framework.
 
     Returns
     -------
@@ -49,15 +86,14 @@ def predict(model, X, args=None, func=None, batch_size=32, dtype=None, device=No
     Raises
     ------
     ValueError
-        Bad ``X``, ``args``, ``batch_size``, ``device`` or ``dtype``, before
-        any model call.
+        Bad ``X``, ``args``, ``batch_size``, ``device`` or ``dtype``, or a model
+        jablate cannot run (a class instead of an instance, an unbound flax
+        module), before any model call.
     """
-    batch_size = validate.check_int(batch_size, "batch_size", minimum=1)
-    inp = inputs(X, args)
-    runner = model_runner(model, inp.X, post=func, backend=backend)
-    inp = place(inp, runner, device)
+    batch_size = check_int(batch_size, "batch_size", minimum=1)
+    inp, bound, session = prepare(model, inputs(X, args), func, device, dtype, backend)
     plan = engine.Plan.build(range(inp.X.shape[0]), 0, inp.X.shape[-1])
-    with session(runner, device=device, dtype=dtype, post=func):
-        ys, multi = engine.run(runner, inp.X, inp.args, engine.Shuffler.make("none"), plan,
-                               batch_size, dtype=jax_dtype(dtype, runner), verbose=verbose)
+    with session:
+        ys, multi = engine.run(bound, inp.X, inp.args, engine.UNCHANGED, engine.no_table(), plan,
+                               batch_size, verbose=verbose)
     return tree_to_family(ys if multi else ys[0], inp.family)

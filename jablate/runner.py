@@ -1,162 +1,264 @@
-"""Models as pure functions: ``apply(params, x, *args)`` with parameters as arguments.
+"""Models as pure functions: ``apply(params, x, *args)``, parameters as arguments.
 
-A :class:`JaxRunner` wraps a bound ``flax.linen`` module, a ``flax.nnx`` module, or
-any callable on JAX arrays; its compiled programs are built once per model and
-reused for every call with the same shapes. torch modules get a runner of the
-same shape from ``jablate.bridges.torch``.
+:func:`runner_for` turns what a caller passes (a bound ``flax.linen`` module, a
+``flax.nnx`` module, a pure model with ``params`` and ``apply``, any callable on
+JAX arrays, or a ``torch.nn.Module``) into a runner and the current parameters.
+
+Compiled programs belong to the runner (its :meth:`JaxRunner.step`), and no
+cache holds the model itself, so a model the caller drops is freed with its
+weights (the leak of jablate 0.1.0):
+
+* flax modules are cached by *structure*, as equinox's ``filter_jit`` does: the
+  unbound linen module or the nnx ``GraphDef`` is the static key and the
+  parameters are arguments, so every fold of one architecture shares one
+  compiled program;
+* other models (callables, pure models) are cached in a weak dictionary keyed
+  on the model, and their runner reaches the model only through a weak
+  reference: when the caller drops the model, the runner and its compiled
+  programs (with any constants the model closed over) go too;
+* torch modules get a fresh, uncached :class:`jablate.bridges.torch.TorchRunner`
+  (they run eagerly; there is nothing to compile).
 """
 
+from __future__ import annotations
+
+import collections
+import inspect
 import weakref
+from functools import partial
+from typing import Any, Callable, Optional
 
 import jax
 import jax.numpy as jnp
-import numpy
 
-from .arrays import is_torch_module, torch_bridge
+from .frontdoor import is_torch_module, torch_bridge
 
-
-def _as_tuple(y):
-    """Model output as (tuple of arrays, multi-output flag)."""
-    if isinstance(y, (tuple, list)):
-        return tuple(y), True
-    return (y,), False
+#: How many flax model structures keep their compiled programs.
+STRUCTURE_CACHE_SIZE = 32
 
 
-def resolve_jax_device(device):
-    """A JAX device for ``device`` ('cpu', 'cuda', 'gpu', 'tpu', 'cuda:1', a JAX device, None).
+def outputs_of(y: Any, where: str = "the model") -> tuple[tuple, bool]:
+    """A model output as ``(tuple of arrays, multi)``; ``multi`` is True for a tuple/list.
 
     Raises
     ------
     ValueError
-        If no JAX device of that kind is visible.
+        If the output is not an array or a tuple/list of arrays.
     """
-    if device is None:
-        return None
-    if isinstance(device, jax.Device):
-        return device
-    name = str(device)
-    kind, _, index = name.partition(":")
-    platform = {"cuda": "gpu", "rocm": "gpu"}.get(kind, kind)
-    try:
-        devices = jax.devices(platform)
-    except RuntimeError:
-        devices = []
-    if not devices:
-        raise ValueError(f"device {name!r} was requested but JAX sees no {platform} device; "
-                         f"available: {[d.platform for d in jax.devices()]}.")
-    i = int(index) if index else 0
-    if i >= len(devices):
-        raise ValueError(f"device {name!r} was requested but JAX sees only {len(devices)} "
-                         f"{platform} device(s).")
-    return devices[i]
+    multi = isinstance(y, (tuple, list))
+    ys = tuple(y) if multi else (y,)
+    for i, leaf in enumerate(ys):
+        if not hasattr(leaf, "shape") or not hasattr(leaf, "dtype"):
+            what = f"output {i}" if multi else "its output"
+            raise ValueError(f"{where} must return an array or a tuple/list of arrays; "
+                             f"{what} is a {type(leaf).__name__}.")
+    return ys, multi
 
 
 class JaxRunner:
-    """A JAX model in pure form: ``apply(params, x, *args) -> tuple of arrays``.
+    """A JAX model in pure form, owning its compiled programs.
 
     Parameters
     ----------
-    model: flax.linen.Module (bound), flax.nnx.Module, pure model or callable
-        Maps a ``(B, A, L)`` JAX array (plus ``*args``) to an array or a
-        tuple/list of arrays. A *pure model* has ``params`` and
-        ``apply(params, x, *args)`` (as ``jablate.bridges.torch.translate`` returns).
+    apply: callable
+        ``apply(params, x, *args)`` -> array or tuple/list of arrays. It must not
+        hold the caller's model strongly (see the module docstring).
     """
 
     jittable = True
 
-    def __init__(self, model):
-        self._model = model
-        self._kind, self._static = self._split(model)
-        self.multi = None
+    def __init__(self, apply: Callable):
+        self.apply = apply
+        self.step = jax.jit(partial(_step, self.apply),
+                            static_argnames=("draw", "post", "dtype"))
 
-    @staticmethod
-    def _split(model):
-        try:
-            import flax.linen as nn
-            if isinstance(model, nn.Module):
-                if model.scope is None:
-                    raise ValueError("model is an unbound flax.linen Module; pass "
-                                     "module.bind(variables) so that jablate has its weights.")
-                return "linen", model.unbind()[0]
-        except ImportError:  # pragma: no cover - flax is a dependency
-            pass
-        try:
-            from flax import nnx
-            if isinstance(model, nnx.Module):
-                return "nnx", nnx.split(model)[0]
-        except ImportError:  # pragma: no cover
-            pass
-        if callable(getattr(model, "apply", None)) and hasattr(model, "params"):
-            return "pure", None  # e.g. jablate.bridges.torch.translate's TranslatedModel
-        if not callable(model):
-            raise ValueError(f"model must be a flax module, a callable on JAX arrays or a "
-                             f"torch.nn.Module; got {type(model).__name__}.")
-        return "callable", None
 
-    @property
-    def params(self):
-        """The current parameters (re-read on each call, so updated weights are used)."""
-        if self._kind == "linen":
-            return self._model.unbind()[1]
-        if self._kind == "nnx":
-            from flax import nnx
-            graphdef, state = nnx.split(self._model)
-            if graphdef != self._static:
-                raise ValueError("the nnx model's structure changed since jablate first saw it; "
-                                 "pass the new module object.")
-            return state
-        if self._kind == "pure":
-            return self._model.params
+def _step(apply, params, X, args, table, items, draw, post, dtype):
+    """One batch: build inputs from ``X`` and plan ``items`` with ``draw``, run the model."""
+    x = draw(X, table, items)
+    x = x.astype(dtype) if dtype is not None else (
+        x if jnp.issubdtype(x.dtype, jnp.floating) else x.astype(jnp.float32))
+    args = tuple(jnp.take(a, items[0], axis=0) for a in args)
+    y = apply(params, x, *args)
+    if post is not None:
+        outputs_of(y)
+        y = post(y)
+    ys, multi = outputs_of(y, "func" if post is not None else "the model")
+    return list(ys) if multi else ys[0]
+
+
+# --- model kinds --------------------------------------------------------------------------
+
+_by_structure: "collections.OrderedDict[Any, JaxRunner]" = collections.OrderedDict()
+_by_model: "weakref.WeakKeyDictionary[Any, Any]" = weakref.WeakKeyDictionary()
+
+
+def _linen_apply(structure, params, x, *args):
+    return structure.apply(params, x, *args)
+
+
+def _nnx_apply(graphdef, state, x, *args):
+    from flax import nnx
+    return nnx.merge(graphdef, state)(x, *args)
+
+
+def _alive(ref):
+    model = ref()
+    if model is None:  # only reachable if a caller keeps a runner after dropping the model
+        raise ValueError("the model this program was compiled for no longer exists.")
+    return model
+
+
+def _weak_pure_apply(ref, params, x, *args):
+    return _alive(ref).apply(params, x, *args)
+
+
+def _weak_call(ref, params, x, *args):
+    return _alive(ref)(x, *args)
+
+
+def _weak_method_call(ref, func, params, x, *args):
+    return func(_alive(ref), x, *args)
+
+
+def _linen_apply_weak(ref, params, x, *args):
+    return _alive(ref).unbind()[0].apply(params, x, *args)
+
+
+def _structure_runner(structure, apply):
+    try:
+        hash(structure)
+    except TypeError:  # e.g. a module holding arrays as attributes
         return None
-
-    def apply(self, params, x, *args):
-        """Pure forward pass: tuple of output arrays."""
-        if self._kind == "linen":
-            y = self._static.apply(params, x, *args)
-        elif self._kind == "nnx":
-            from flax import nnx
-            y = nnx.merge(self._static, params)(x, *args)
-        elif self._kind == "pure":
-            y = self._model.apply(params, x, *args)
-        else:
-            y = self._model(x, *args)
-        y, multi = _as_tuple(y)
-        self.multi = multi
-        return y
+    runner = _by_structure.get(structure)
+    if runner is None:
+        runner = _by_structure[structure] = JaxRunner(partial(apply, structure))
+        while len(_by_structure) > STRUCTURE_CACHE_SIZE:
+            _by_structure.popitem(last=False)
+    _by_structure.move_to_end(structure)
+    return runner
 
 
-_runners = weakref.WeakKeyDictionary()
-_runners_by_id = {}
+def _weak_runner(model, build):
+    """The runner cached for ``model`` (weakly); a fresh one if it cannot be weakly referenced."""
+    try:
+        runner = _by_model.get(model)
+        ref = weakref.ref(model)
+    except TypeError:  # not weak-referenceable (or unhashable): no cache, compiled per call
+        return build(_Strong(model))
+    if runner is None:
+        runner = _by_model[model] = build(ref)
+    return runner
 
 
-def runner_for(model, backend=None, example=None):
-    """The cached runner of ``model`` (built once per model object).
+class _Strong:
+    """Stands in for a weak reference to a model that cannot be weakly referenced."""
 
-    ``backend="jax"`` translates a torch module to JAX (``jablate.bridges.torch.translate``)
-    using ``example`` (a JAX array shaped like one batch) for the export.
+    def __init__(self, model):
+        self.model = model
+
+    def __call__(self):
+        return self.model
+
+
+def _class_error(model) -> ValueError:
+    return ValueError(
+        f"model is the class {model.__module__}.{model.__qualname__}, not a model; pass an "
+        "instance with its weights (for flax.linen, module.bind(variables); for torch, the "
+        "trained module), or a function that returns one's predictions.")
+
+
+def _flax_kind(model):
+    try:
+        import flax.linen as nn
+        from flax import nnx
+    except ImportError:  # pragma: no cover - flax is a dependency
+        return None
+    if isinstance(model, nn.Module):
+        return "linen"
+    if isinstance(model, nnx.Module):
+        return "nnx"
+    owner = getattr(model, "__self__", None)
+    if inspect.ismethod(model) and isinstance(owner, nn.Module) and model.__name__ in (
+            "apply", "init", "init_with_output"):
+        raise ValueError(f"model is the unbound method {type(owner).__name__}.{model.__name__}; "
+                         "pass the module bound to its variables, module.bind(variables), or "
+                         "a function of X such as lambda x: module.apply(variables, x).")
+    return None
+
+
+def runner_for(model: Any, backend: Optional[str] = None,
+               example: Optional[jax.Array] = None) -> tuple[Any, Any]:
+    """The runner of ``model`` and its current parameters.
+
+    Parameters
+    ----------
+    model: flax.linen.Module (bound), flax.nnx.Module, pure model, callable or torch.nn.Module
+    backend: None, 'torch' or 'jax'
+        ``'jax'`` translates a torch module to JAX
+        (``jablate.bridges.torch.translate``), using ``example`` (a JAX array
+        shaped like the inputs) for the export.
+    example: jax.Array or None
+
+    Returns
+    -------
+    runner: JaxRunner or jablate.bridges.torch.TorchRunner
+    params: pytree or None
+        The parameters to pass to ``runner.step`` (re-read on every call, so
+        updated weights are used).
+
+    Raises
+    ------
+    ValueError
+        For a class instead of an instance, an unbound or uninitialised flax
+        module, an unknown ``backend``, or something that is not a model.
     """
     if backend not in (None, "torch", "jax"):
         raise ValueError(f"backend must be None, 'torch' or 'jax'; got {backend!r}.")
+    if inspect.isclass(model):
+        raise _class_error(model)
     if is_torch_module(model):
         if backend == "jax":
             bridge = torch_bridge()
-            key = ("translated", id(model), tuple(example.shape[1:]), str(example.dtype))
-            translated = bridge.translate(model, bridge.to_torch(example[:1]).float())
-            return _cached(translated, lambda: JaxRunner(translated), key)
-        return _cached(model, lambda: torch_bridge().TorchRunner(model), ("torch", id(model)))
-    if backend == "torch":
+            model = bridge.translate(model, bridge.to_torch(example[:1]).float())
+        else:
+            return torch_bridge().TorchRunner(model), None
+    elif backend == "torch":
         raise ValueError("backend='torch' needs a torch.nn.Module as model.")
-    return _cached(model, lambda: JaxRunner(model), ("jax", id(model)))
-
-
-def _cached(model, build, key):
-    try:
-        runner = _runners.get(model)
+    kind = _flax_kind(model)
+    if kind == "linen":
+        if model.scope is None:
+            raise ValueError("model is an unbound flax.linen Module; pass module.bind(variables) "
+                             "so that jablate has its weights.")
+        structure, params = model.unbind()
+        if not params:
+            raise ValueError("model is a flax.linen Module bound to no variables; bind the "
+                             "variables from module.init(...) (module.bind(variables)).")
+        runner = _structure_runner(structure, _linen_apply)
         if runner is None:
-            runner = _runners[model] = build()
-        return runner
-    except TypeError:  # not weak-referenceable: cache by id while the object lives
-        entry = _runners_by_id.get(key)
-        if entry is None or entry[0] is not model:
-            entry = _runners_by_id[key] = (model, build())
-        return entry[1]
+            runner = _weak_runner(model, lambda ref: JaxRunner(
+                partial(_linen_apply_weak, ref)))
+        return runner, params
+    if kind == "nnx":
+        from flax import nnx
+        graphdef, state = nnx.split(model)
+        runner = _structure_runner(graphdef, _nnx_apply)
+        return runner or JaxRunner(partial(_nnx_apply, graphdef)), state
+    if callable(getattr(model, "apply", None)) and hasattr(model, "params"):
+        runner = _weak_runner(model, lambda ref: JaxRunner(partial(_weak_pure_apply, ref)))
+        return runner, model.params
+    if not callable(model):
+        raise ValueError(f"model must be a flax module, a callable on JAX arrays or a "
+                         f"torch.nn.Module; got {type(model).__name__}.")
+    if inspect.ismethod(model):  # a new bound-method object each time: key on its owner
+        owner, func = model.__self__, model.__func__
+        try:
+            methods = _by_model.setdefault(owner, {})
+            ref = weakref.ref(owner)
+        except TypeError:  # owner not weak-referenceable: an uncached runner
+            return JaxRunner(partial(_weak_call, _Strong(model))), None
+        if func not in methods:
+            methods[func] = JaxRunner(partial(_weak_method_call, ref, func))
+        return methods[func], None
+    return _weak_runner(model, lambda ref: JaxRunner(partial(_weak_call, ref))), None
+

@@ -274,7 +274,7 @@ def never_called(x):
 
 @pytest.mark.parametrize("kwargs, match", [
     (dict(X=jnp.zeros((4, L))), "X must have shape"),
-    (dict(X=jnp.zeros((0, A, L))), "X must not be empty"),
+    (dict(X=jnp.zeros((0, A, L))), "X must hold at least one example"),
     (dict(X=jnp.full((2, A, L), 0.5)), "one-hot"),
     (dict(X=jnp.ones((2, A, L))), "sums above 1"),
     (dict(start=-1), "start"),
