@@ -2,11 +2,16 @@
 
 Everything here is plain Python and NumPy (no JAX), so the command line can check its
 inputs before it loads a model. Problems with an input file raise :class:`InputError`, a
-``ValueError`` whose message names the file and, where it applies, the line.
+``ValueError`` whose message names the file and, where it applies, the line. Input files
+may be gzip-compressed (bgzip included), whatever their names.
 """
 
+import csv
+import gzip
+import io
 import os
 import tempfile
+import zlib
 
 import numpy
 
@@ -16,8 +21,14 @@ __all__ = [
     "read_fasta",
     "read_regions",
     "one_hot_encode",
+    "PLOT_FORMATS",
+    "plot_format",
+    "format_table",
     "AtomicFiles",
 ]
+
+PLOT_FORMATS = ("png", "pdf", "svg")
+_GZIP_MAGIC = b"\x1f\x8b"
 
 
 class InputError(ValueError):
@@ -45,11 +56,18 @@ class Region(tuple):
 
 
 def _read_lines(path):
+    """The lines of a text file, gunzipped first when it starts with gzip's magic bytes."""
+
     try:
-        with open(path, "r", encoding="utf-8") as handle:
+        with open(path, "rb") as raw:
+            compressed = raw.read(2) == _GZIP_MAGIC
+        opener = gzip.open if compressed else open
+        with opener(path, "rt", encoding="utf-8") as handle:
             return handle.read().splitlines()
     except UnicodeDecodeError:
         raise InputError(f"cannot read '{path}': not a text file") from None
+    except (gzip.BadGzipFile, EOFError, zlib.error) as error:
+        raise InputError(f"cannot read '{path}': damaged gzip data ({error})") from None
     except OSError as error:
         reason = error.strerror or str(error)
         raise InputError(f"cannot read '{path}': {reason}") from None
@@ -59,7 +77,8 @@ def read_fasta(path):
     """Read a FASTA file whose sequences all have the same length.
 
     The name of a record is the first word after ``>``. Sequence lines are joined; spaces
-    inside them are dropped.
+    inside them are dropped. A gzip-compressed file (``.fa.gz``, bgzip too) is recognised
+    by its first bytes and decompressed.
 
     Parameters
     ----------
@@ -129,7 +148,7 @@ def read_regions(path, lengths, fasta_path=None):
     Each line is ``sequence start end [name ...]`` with 0-based ``start`` and exclusive
     ``end``. Blank lines, lines starting with ``#`` and BED ``track``/``browser`` lines are
     skipped; columns after the fourth are ignored. A line without tabs may separate its
-    columns by spaces.
+    columns by spaces. A gzip-compressed file is recognised by its first bytes.
 
     Parameters
     ----------
@@ -233,6 +252,62 @@ def one_hot_encode(sequences, alphabet="ACGT", dtype=numpy.float32):
         known = numpy.nonzero(symbols >= 0)[0]
         X[row, symbols[known], known] = 1
     return X
+
+
+def plot_format(path):
+    """The figure format that the extension of ``path`` asks for.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        Where a plot will be written.
+
+    Returns
+    -------
+    format : str
+        ``"png"``, ``"pdf"`` or ``"svg"`` (the extension, case ignored).
+
+    Raises
+    ------
+    InputError
+        When the extension is none of these.
+    """
+
+    extension = os.path.splitext(os.fspath(path))[1].lower().lstrip(".")
+    if extension not in PLOT_FORMATS:
+        found = f"'.{extension}'" if extension else "none"
+        raise InputError(f"cannot write a plot to '{os.fspath(path)}': its extension must be "
+            f".png, .pdf or .svg (found {found})")
+    return extension
+
+
+def format_table(columns, rows, path=None):
+    """Write a table as text in the format that the extension of ``path`` asks for.
+
+    Parameters
+    ----------
+    columns : list of str
+        The header.
+    rows : list of list of str
+        The cells, each row as long as ``columns``.
+    path : str or os.PathLike, optional
+        The file the table is meant for. A name ending in ``.csv`` (case ignored) gives
+        comma-separated values (RFC 4180 quoting, ``\n`` line ends); any other name, or
+        ``None`` (standard output), gives tab-separated values.
+
+    Returns
+    -------
+    text : str
+        The table, header first, each line ending in ``\n``.
+    """
+
+    if path is not None and os.fspath(path).lower().endswith(".csv"):
+        buffer = io.StringIO()
+        writer = csv.writer(buffer, lineterminator="\n")
+        writer.writerow(columns)
+        writer.writerows(rows)
+        return buffer.getvalue()
+    return "".join("\t".join(row) + "\n" for row in [columns, *rows])
 
 
 def _umask():
