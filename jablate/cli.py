@@ -1,15 +1,19 @@
 """The ``jablate`` command line.
 
+    jablate [--version] [--debug] COMMAND
     jablate demo [--plot jablate-demo.png]
     jablate ablate --model SPEC --fasta seqs.fa --regions regions.bed [options]
 
-``main(argv)`` returns the exit status: 0 on success, 2 for bad input (one line on stderr,
-``jablate: error: ...``), 130 when interrupted. Output files are written to temporary files
-beside their final names and moved into place only when everything succeeded.
+``main(argv)`` returns the exit status: 0 on success, 2 for bad usage or input, 1 when the
+model fails while it runs (or on an unexpected error), 130 when interrupted. Every error is
+one line on stderr, ``jablate: error: ...``; ``--debug`` prints the traceback before it.
+Output files are written to temporary files beside their final names and moved into place
+only when everything succeeded.
 """
 
 import argparse
 import contextlib
+import dis
 import importlib
 import importlib.util
 import inspect
@@ -18,17 +22,87 @@ import os
 import signal
 import sys
 import threading
+import traceback
 import zipfile
 
 import numpy
 
-from .io import AtomicFiles, one_hot_encode, read_fasta, read_regions
+from . import __version__
+from .io import (AtomicFiles, format_table, one_hot_encode, plot_format, read_fasta,
+    read_regions)
 
-__all__ = ["main", "build_parser", "load_model", "summarise"]
+__all__ = ["main", "build_parser", "load_model", "summarise", "shuffle_effects"]
+
+_PACKAGE = os.path.dirname(os.path.realpath(__file__))
+_SEED_LIMIT = 2**32 - 1
+_DINUCLEOTIDE_MIN_WIDTH = 3  # jablate.dinucleotide_shuffle's shortest region
+
+TABLE_HELP = """\
+output table (--table FILE, or standard output without it), one row per region:
+  name            the region's 4th column in --regions, else 'sequence:start-end'
+  sequence        the FASTA record it lies on
+  start, end      0-based, end exclusive, as in --regions
+  mean_before     the model's prediction for the unshuffled sequence
+  mean_after      the mean prediction over the --n shuffles of the region
+  mean_drop       mean_before - mean_after
+  z_score         mean_drop / sd, where sd is the standard deviation of the n
+                  shuffled predictions (ddof=1, the sample sd): nan when n is 1
+                  or nothing changed (0/0), +-inf for a drop without spread.
+                  'jablate demo' uses the same z-score for each sequence.
+  An output with more than one value per sequence (a profile, several tasks)
+  is summed over its non-batch axes before anything else, and its columns
+  start with 'sum_' (sum_mean_before ...). A model with several outputs gets
+  one group of columns per output H = 0, 1, ..., prefixed 'outH_'
+  (out0_mean_drop, out1_sum_z_score ...).
+  A --table name ending in .csv gives comma-separated values (quoted where
+  needed); any other name, and standard output, tab-separated values.
+
+--out FILE.npz holds, for k regions and n shuffles:
+  y_befores       (k, 1, ...) the model's output before, per region
+  y_afters        (k, 1, n, ...) its output after each shuffle
+  y_befores_H, y_afters_H
+                  the same for output H of a model with several outputs
+                  (instead of y_befores and y_afters)
+  names, sequences, starts, ends
+                  (k,) the regions, as in the table
+  annotations     (k, 3) rows (FASTA record index, start, end), as passed
+                  to jablate.ablate_annotations
+
+--plot FILE draws mean_drop per region with +- sd over the shuffles; the
+format follows the extension: .png, .pdf or .svg.
+
+exit status: 0 success; 2 bad usage or input; 1 the model failed while it
+ran (one line naming the model and the cause; --debug for the traceback);
+130 interrupted. No partial output file is ever left behind.
+"""
 
 
 class CommandError(Exception):
     """Bad input found by the command line; the message is shown as one line."""
+
+
+class ModelFailure(Exception):
+    """An exception raised while the model ran; reported as one line, exit status 1.
+
+    Parameters
+    ----------
+    spec : str
+        The ``--model`` SPEC.
+    error : BaseException
+        What the model raised.
+    """
+
+    def __init__(self, spec, error):
+        super().__init__(spec, error)
+        self.spec, self.error = spec, error
+
+    def __str__(self):
+        return (f"model '{self.spec}' failed: {type(self.error).__name__}: "
+            f"{_one_line(self.error)}")
+
+
+def _one_line(error):
+    return " ".join(str(error).split()) or type(error).__name__
 
 
 class _Parser(argparse.ArgumentParser):
@@ -48,36 +122,44 @@ def build_parser():
 
     parser = _Parser(prog="jablate", description="In-silico ablation for genomics "
         "deep-learning models, on JAX.")
+    parser.add_argument("--version", action="version", version=f"jablate {__version__}")
+    _add_debug(parser, False)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     demo = commands.add_parser("demo", help="ablate a planted GATA motif with a small "
         "built-in model (no downloads, seconds)", description="Plant GATAAG into random "
         "sequences, ablate it and a control region with the built-in demo model, print "
-        "a table and write a plot.")
+        "a table and write a plot. The z-score is that of 'jablate ablate' (see its "
+        "--help), computed per sequence; the table shows its median over the sequences.")
     demo.add_argument("--plot", metavar="FILE", default="jablate-demo.png",
-        help="PNG of predictions before vs after (default: %(default)s)")
+        help="plot of predictions before vs after; .png, .pdf or .svg (default: "
+        "%(default)s)")
     demo.add_argument("--n", type=_positive_int, default=20,
         help="shuffles per region (default: %(default)s)")
-    demo.add_argument("--seed", type=int, default=0,
+    demo.add_argument("--seed", type=_seed, default=0,
         help="random seed of the shuffles (default: %(default)s)")
+    _add_debug(demo, argparse.SUPPRESS)
 
     ablate = commands.add_parser("ablate", help="ablate regions of FASTA sequences "
-        "with your model", description="Shuffle each region N times and compare the "
-        "model's predictions before and after (jablate.ablate_annotations). Without "
-        "--table, the table is printed on stdout.")
+        "with your model", formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Shuffle each region N times and compare the model's predictions\n"
+        "before and after (jablate.ablate_annotations). Without --table, the table\n"
+        "is printed on standard output.", epilog=TABLE_HELP)
     ablate.add_argument("--model", required=True, metavar="SPEC",
         help="'package.module:attribute' naming a torch.nn.Module, a function "
         "returning one, a bound flax module or a JAX function; or a torch.export "
-        "program (.pt2). The module is imported with the current directory on sys.path.")
+        "program (.pt2). A class is refused: name an instance, or a function that "
+        "returns one. The module is imported with the current directory on sys.path.")
     ablate.add_argument("--fasta", required=True, metavar="FILE",
-        help="sequences, all of one length")
+        help="sequences, all of one length; may be gzip-compressed (.fa.gz, bgzip)")
     ablate.add_argument("--regions", required=True, metavar="FILE",
-        help="tab-separated 'sequence start end [name]' lines, 0-based, end exclusive")
+        help="tab-separated 'sequence start end [name]' lines, 0-based, end exclusive "
+        "(BED); may be gzip-compressed")
     ablate.add_argument("--n", type=_positive_int, default=20,
         help="shuffles per region (default: %(default)s)")
     ablate.add_argument("--shuffle", choices=("mono", "dinucleotide"), default="mono",
         help="shuffle that keeps mono- or dinucleotide counts (default: %(default)s)")
-    ablate.add_argument("--seed", type=int, default=0,
+    ablate.add_argument("--seed", type=_seed, default=0,
         help="random seed; the same seed gives the same results (default: %(default)s)")
     ablate.add_argument("--batch-size", type=_positive_int, default=64,
         help="sequences per model call (default: %(default)s)")
@@ -85,12 +167,22 @@ def build_parser():
         "cuda:1, ...); for a JAX model, the accelerator to run on")
     ablate.add_argument("--out", metavar="FILE.npz",
         help="all predictions before and after, and the regions")
-    ablate.add_argument("--table", metavar="FILE.tsv", help="one row per region")
-    ablate.add_argument("--plot", metavar="FILE.png", help="drops per region")
+    ablate.add_argument("--table", metavar="FILE.tsv", help="one row per region (see "
+        "below); FILE.csv for comma-separated values")
+    ablate.add_argument("--plot", metavar="FILE.png", help="drops per region; .png, .pdf "
+        "or .svg")
     ablate.add_argument("--quiet", action="store_true", help="no progress bar")
     ablate.add_argument("--translate", action="store_true",
         help="translate a torch model to JAX instead of bridging it (backend='jax')")
+    _add_debug(ablate, argparse.SUPPRESS)
     return parser
+
+
+def _add_debug(parser, default):
+    # Accepted before and after the subcommand; a subcommand's default must not
+    # overwrite what the main parser saw, hence SUPPRESS there.
+    parser.add_argument("--debug", action="store_true", default=default,
+        help="print the traceback of an error")
 
 
 def _positive_int(text):
@@ -100,6 +192,17 @@ def _positive_int(text):
         raise argparse.ArgumentTypeError(f"'{text}' is not an integer") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _seed(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not an integer") from None
+    if not 0 <= value <= _SEED_LIMIT:
+        raise argparse.ArgumentTypeError(f"must be between 0 and {_SEED_LIMIT}, got "
+            f"{value}")
     return value
 
 
@@ -114,7 +217,11 @@ def main(argv=None):
     Returns
     -------
     status : int
-        0 on success, 2 for bad input, 130 when interrupted by Ctrl-C.
+        0 on success (``--help`` and ``--version`` included); 2 for bad usage or input
+        (options, files, a model that cannot be loaded, or jablate's own checks of the
+        input); 1 when the model raised while it ran, or on an unexpected error; 130 when
+        interrupted by Ctrl-C. Errors are one line on stderr; with ``--debug`` the
+        traceback comes first.
     """
 
     parser = build_parser()
@@ -123,10 +230,11 @@ def main(argv=None):
 
 
 def _main(parser, argv, interrupted):
+    args = None
     try:
         try:
             args = parser.parse_args(sys.argv[1:] if argv is None else argv)
-        except SystemExit as exit:  # --help, or a usage error already reported
+        except SystemExit as exit:  # --help, --version, or a usage error already reported
             return exit.code
         if args.command is None:
             parser.print_help()
@@ -144,11 +252,22 @@ def _main(parser, argv, interrupted):
             # Ctrl-C inside a model call can surface as another exception.
             print("jablate: interrupted; no output written", file=sys.stderr)
             return 130
-        if not isinstance(error, (CommandError, ValueError, TypeError)):
-            raise
-        message = " ".join(str(error).split()) or type(error).__name__
+        status, message = _report(error)
+        if getattr(args, "debug", False):
+            traceback.print_exception(error)
         print(f"jablate: error: {message}", file=sys.stderr)
-        return 2
+        return status
+
+
+def _report(error):
+    """The exit status and the one-line message for an exception that ended a command."""
+
+    if isinstance(error, ModelFailure):
+        return 1, str(error)
+    if isinstance(error, (CommandError, ValueError, TypeError, OSError)):
+        return 2, _one_line(error)
+    return 1, (f"unexpected {type(error).__name__}: {_one_line(error)} (run again with "
+        "--debug for the traceback)")
 
 
 @contextlib.contextmanager
@@ -183,6 +302,8 @@ def _ablate(args):
     names, sequences = read_fasta(args.fasta)
     regions = read_regions(args.regions, {name: len(s) for name, s in
         zip(names, sequences)}, fasta_path=args.fasta)
+    if args.shuffle == "dinucleotide":
+        _check_dinucleotide_widths(regions, args.regions)
     X = one_hot_encode(sequences)
     index = {name: i for i, name in enumerate(names)}
     annotations = numpy.array([(index[r.sequence], r.start, r.end) for r in regions],
@@ -196,6 +317,7 @@ def _ablate(args):
         if real in seen:
             raise CommandError(f"--{seen[real]} and --{option} name the same file '{path}'")
         seen[real] = option
+    plot = plot_format(args.plot) if args.plot is not None else None
 
     with AtomicFiles() as files:
         handles = {option: files.open(path) for option, path in paths.items()}
@@ -207,11 +329,11 @@ def _ablate(args):
 
         if "out" in handles:
             _write_npz(handles["out"], y_befores, y_afters, regions, annotations)
-        table = _format_table(regions, heads)
+        table = format_table(*_table(regions, heads), path=args.table)
         if "table" in handles:
             handles["table"].write(table.encode("utf-8"))
         if "plot" in handles:
-            _plot_drops(handles["plot"], regions, heads, args.n)
+            _plot_drops(handles["plot"], regions, heads, args.n, plot)
 
     if "table" not in handles:
         sys.stdout.write(table)
@@ -223,6 +345,14 @@ def _ablate(args):
 
 
 _COMMANDS = {"demo": _demo, "ablate": _ablate}
+
+
+def _check_dinucleotide_widths(regions, path):
+    for region in regions:
+        if region.end - region.start < _DINUCLEOTIDE_MIN_WIDTH:
+            raise CommandError(f"{path}:{region.line}: region {region.start}-{region.end} "
+                f"is {region.end - region.start} long; --shuffle dinucleotide needs at "
+                f"least {_DINUCLEOTIDE_MIN_WIDTH} bases")
 
 
 # --- the model -------------------------------------------------------------------------
@@ -237,9 +367,10 @@ def load_model(spec):
         ``module:attribute`` (dotted attribute allowed; the module may also be a ``.py``
         file path) or the path of a ``torch.export`` program (``.pt2``). The module is
         imported with the current directory first on ``sys.path``. The attribute may be a
-        ``torch.nn.Module``, a bound flax module, an nnx module, a function (or class)
-        that returns one when called with no arguments, or a JAX function of the one-hot
-        batch ``X`` (N, A, L).
+        ``torch.nn.Module``, a bound flax module, an nnx module, a function that returns
+        one (or a JAX function) when called with no arguments, or a JAX function of the
+        one-hot batch ``X`` (N, A, L). A class is refused: calling it would make a model
+        with fresh, untrained weights.
 
     Returns
     -------
@@ -250,7 +381,7 @@ def load_model(spec):
     ------
     CommandError
         When the module cannot be imported, the attribute does not exist, the ``.pt2``
-        file cannot be loaded, or the object is not a usable model.
+        file cannot be loaded, or the object is a class or not a usable model.
     """
 
     if spec.endswith(".pt2") or (os.path.isfile(spec) and ":" not in spec):
@@ -269,25 +400,27 @@ def load_model(spec):
             raise CommandError(f"--model '{spec}': module '{module_name}' has no "
                 f"attribute '{attribute}'") from None
 
+    if inspect.isclass(obj):
+        raise CommandError(f"--model '{spec}' is a class, and an instance made here would "
+            f"have untrained weights; name an instance with its weights loaded, or a "
+            f"function that returns one")
     if _is_model_object(obj):
         return _prepare(obj, spec)
     if not callable(obj):
         raise CommandError(f"--model '{spec}' is a {type(obj).__name__}, not a model "
             "(expected a torch.nn.Module, a flax module or a function)")
-    if inspect.isclass(obj) and not _callable_without_arguments(obj):
-        raise CommandError(f"--model '{spec}' is a class that needs arguments; name an "
-            "instance or a function that builds one")
     if _callable_without_arguments(obj):
         try:
             made = obj()
         except Exception as error:
             raise CommandError(f"--model '{spec}': calling it with no arguments failed: "
-                f"{type(error).__name__}: {error}") from None
+                f"{type(error).__name__}: {error}") from error
         if _is_model_object(made):
             return _prepare(made, spec)
-        if inspect.isclass(obj):
-            raise CommandError(f"--model '{spec}' makes a {type(made).__name__}, not a "
+        if inspect.isclass(made) or not callable(made):
+            raise CommandError(f"--model '{spec}' returned a {type(made).__name__}, not a "
                 "model")
+        return made
     return obj
 
 
@@ -310,7 +443,7 @@ def _import(module_name, spec):
         raise
     except Exception as error:
         raise CommandError(f"--model '{spec}': cannot import '{module_name}': "
-            f"{type(error).__name__}: {error}") from None
+            f"{type(error).__name__}: {error}") from error
 
 
 def _load_exported(path):
@@ -437,7 +570,34 @@ def _run(model, kind, X, annotations, args):
 
     if device is not None:
         kwargs["device"] = device
-    return jablate.ablate_annotations(model, X, annotations, **kwargs)
+    try:
+        return jablate.ablate_annotations(model, X, annotations, **kwargs)
+    except Exception as error:
+        if _raised_by_jablate(error):
+            raise
+        raise ModelFailure(args.model, error) from error
+
+
+def _raised_by_jablate(error):
+    """Whether ``error`` is one of jablate's own checks rejecting its input.
+
+    Those are ValueErrors and TypeErrors raised by a ``raise`` statement in a module of the
+    jablate package itself (not its bridges, JAX, torch or the model), and they come before
+    any model call. Anything else escaping a run is reported as the model's failure.
+    """
+
+    if not isinstance(error, (ValueError, TypeError)) or error.__traceback__ is None:
+        return False
+    last = error.__traceback__
+    while last.tb_next is not None:
+        last = last.tb_next
+    code = last.tb_frame.f_code
+    if os.path.dirname(os.path.realpath(code.co_filename)) != _PACKAGE:
+        return False
+    # An error from something jablate called (numpy, JAX) also ends in a jablate frame
+    # when the callee is C code or JAX filtered its frames: there it stops at a call.
+    return any(instruction.offset == last.tb_lasti and instruction.opname == "RAISE_VARARGS"
+        for instruction in dis.get_instructions(code))
 
 
 # --- summaries and outputs ------------------------------------------------------------
@@ -445,6 +605,43 @@ def _run(model, kind, X, annotations, args):
 
 def _heads(y):
     return list(y) if isinstance(y, (list, tuple)) else [y]
+
+
+def shuffle_effects(before, after):
+    """The drop, its spread over the shuffles and the z-score, per region.
+
+    This is the one z-score of jablate's command line: the ``z_score`` column of
+    ``jablate ablate`` and, per sequence, ``jablate demo``'s.
+
+    Parameters
+    ----------
+    before : array-like, shape (k,)
+        The prediction for each of k unshuffled sequences (or regions).
+    after : array-like, shape (k, n)
+        The prediction after each of the n shuffles.
+
+    Returns
+    -------
+    drop : numpy.ndarray, shape (k,)
+        ``before - mean(after)`` over the shuffles.
+    spread : numpy.ndarray, shape (k,)
+        The standard deviation of ``after`` over the shuffles with ``ddof=1`` (the sample
+        standard deviation); ``nan`` when n is 1.
+    z : numpy.ndarray, shape (k,)
+        ``drop / spread``: ``nan`` for 0/0 (nothing changed) and when n is 1, ``±inf`` for
+        a drop without spread.
+    """
+
+    before = numpy.asarray(before, dtype=numpy.float64)
+    after = numpy.asarray(after, dtype=numpy.float64)
+    drop = before - after.mean(axis=1)
+    if after.shape[1] > 1:
+        spread = after.std(axis=1, ddof=1)
+    else:
+        spread = numpy.full(after.shape[0], numpy.nan)
+    with numpy.errstate(divide="ignore", invalid="ignore"):
+        z = drop / spread
+    return drop, spread, z
 
 
 def summarise(y_befores, y_afters, k, n):
@@ -472,6 +669,7 @@ def summarise(y_befores, y_afters, k, n):
         shuffles (ddof=1; ``nan`` when n is 1), ``z`` (k,): ``drop / spread`` (``nan`` for
         0/0, ``±inf`` for a drop without spread), ``summed``: whether values were summed, and
         ``label``: the column prefix (``""``, ``"sum_"``, ``"out0_"``, ``"out0_sum_"``...).
+        ``drop``, ``spread`` and ``z`` are those of :func:`shuffle_effects`.
 
     Raises
     ------
@@ -502,29 +700,28 @@ def summarise(y_befores, y_afters, k, n):
         summed = before[0, 0].size > 1
         before = before.reshape(k, -1).sum(axis=1, dtype=numpy.float64)
         after = after.reshape(k, n, -1).sum(axis=2, dtype=numpy.float64)
-        drop = before - after.mean(axis=1)
-        spread = after.std(axis=1, ddof=1) if n > 1 else numpy.full(k, numpy.nan)
-        with numpy.errstate(divide="ignore", invalid="ignore"):
-            z = drop / spread
+        drop, spread, z = shuffle_effects(before, after)
         label = (f"out{h}_" if len(befores) > 1 else "") + ("sum_" if summed else "")
         heads.append(dict(before=before, after=after, drop=drop, spread=spread, z=z,
             summed=summed, label=label))
     return heads
 
 
-def _format_table(regions, heads):
+def _table(regions, heads):
+    """The header and the rows (strings) of the table that TABLE_HELP describes."""
+
     columns = ["name", "sequence", "start", "end"]
     for head in heads:
         columns += [head["label"] + c for c in ("mean_before", "mean_after", "mean_drop",
             "z_score")]
-    lines = ["\t".join(columns)]
+    rows = []
     for i, region in enumerate(regions):
         row = [region.name, region.sequence, str(region.start), str(region.end)]
         for head in heads:
             row += [f"{value:.6g}" for value in (head["before"][i],
                 head["after"][i].mean(), head["drop"][i], head["z"][i])]
-        lines.append("\t".join(row))
-    return "\n".join(lines) + "\n"
+        rows.append(row)
+    return columns, rows
 
 
 def _write_npz(handle, y_befores, y_afters, regions, annotations):
@@ -544,7 +741,7 @@ def _write_npz(handle, y_befores, y_afters, regions, annotations):
     numpy.savez(handle, **arrays)
 
 
-def _plot_drops(handle, regions, heads, n):
+def _plot_drops(handle, regions, heads, n, format):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -574,5 +771,5 @@ def _plot_drops(handle, regions, heads, n):
         axis.set_title(f"before − mean after ({n} shuffles; error: sd over shuffles)",
             fontsize=9)
     figure.tight_layout()
-    figure.savefig(handle, format="png", dpi=100)
+    figure.savefig(handle, format=format, dpi=100)
     plt.close(figure)

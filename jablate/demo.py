@@ -17,7 +17,8 @@ import sys
 import flax.linen as nn
 import numpy
 
-from .io import AtomicFiles
+from .cli import shuffle_effects
+from .io import AtomicFiles, plot_format
 
 __all__ = [
     "MOTIF",
@@ -179,20 +180,21 @@ def region_summary(y_before, y_after):
     -------
     summary : dict
         ``before``, ``after`` (means over sequences and shuffles), ``drop``
-        (``before - after``) and ``z``: the mean drop divided by the pooled standard
-        deviation over shuffles, ``sqrt(mean_k var_n y_after)`` (``nan`` when there is no
-        spread and no drop, ``inf`` when there is a drop but no spread).
+        (``before - after``), ``z_each`` (k,): each sequence's z-score from
+        :func:`jablate.cli.shuffle_effects` (its drop over the sample standard deviation,
+        ``ddof=1``, of its n shuffled predictions; the ``z_score`` of ``jablate ablate``),
+        and ``z``: the median of ``z_each`` over the sequences where it is defined
+        (``nan`` when it is nowhere: n is 1, or no shuffle changed anything).
     """
 
+    y_before, y_after = numpy.asarray(y_before), numpy.asarray(y_after)
     before = float(numpy.mean(y_before))
     after = float(numpy.mean(y_after))
-    drop = before - after
-    ddof = 1 if y_after.shape[1] > 1 else 0
-    spread = float(numpy.sqrt(numpy.mean(numpy.var(y_after, axis=1, ddof=ddof))))
-    with numpy.errstate(divide="ignore", invalid="ignore"):
-        z = float(numpy.float64(drop) / spread) if spread > 0 else (
-            numpy.inf * numpy.sign(drop) if drop else numpy.nan)
-    return {"before": before, "after": after, "drop": drop, "z": z}
+    _, _, z_each = shuffle_effects(y_before, y_after)
+    defined = z_each[~numpy.isnan(z_each)]
+    z = float(numpy.median(defined)) if defined.size else numpy.nan
+    return {"before": before, "after": after, "drop": before - after, "z_each": z_each,
+        "z": z}
 
 
 def run_demo(plot="jablate-demo.png", n=20, n_sequences=64, seed=0, verbose=False,
@@ -206,8 +208,9 @@ def run_demo(plot="jablate-demo.png", n=20, n_sequences=64, seed=0, verbose=Fals
     Parameters
     ----------
     plot : str or None, optional
-        Where to write a PNG of predictions before vs after for both regions; ``None``
-        for no plot. Default ``"jablate-demo.png"``.
+        Where to write a plot of predictions before vs after for both regions, in the
+        format of its extension (``.png``, ``.pdf`` or ``.svg``); ``None`` for no plot.
+        Default ``"jablate-demo.png"``.
     n : int, optional
         Shuffles per region. Default 20.
     n_sequences : int, optional
@@ -223,9 +226,15 @@ def run_demo(plot="jablate-demo.png", n=20, n_sequences=64, seed=0, verbose=Fals
     -------
     summaries : dict of str to dict
         ``region_summary`` of the ``"motif"`` and ``"control"`` regions.
+
+    Raises
+    ------
+    jablate.io.InputError
+        When ``plot`` has another extension or cannot be written, before any work.
     """
 
     file = sys.stdout if file is None else file
+    format = None if plot is None else plot_format(plot)
     k = len(MOTIF)
     X = plant_motif(random_sequences(n_sequences, LENGTH, HELD_OUT_SEED), MOTIF_START)
     rows = numpy.arange(n_sequences)
@@ -237,13 +246,14 @@ def run_demo(plot="jablate-demo.png", n=20, n_sequences=64, seed=0, verbose=Fals
     with AtomicFiles() as files:
         handle = None if plot is None else files.open(plot)  # a bad path fails first
         summaries = _ablate_and_report(X, annotations, regions, n, n_sequences, seed,
-            verbose, file, handle)
+            verbose, file, handle, format)
     if plot is not None:
         print(f"wrote {plot}", file=file)
     return summaries
 
 
-def _ablate_and_report(X, annotations, regions, n, n_sequences, seed, verbose, file, handle):
+def _ablate_and_report(X, annotations, regions, n, n_sequences, seed, verbose, file, handle,
+        format):
     import jablate
 
     k = len(MOTIF)
@@ -263,20 +273,21 @@ def _ablate_and_report(X, annotations, regions, n, n_sequences, seed, verbose, f
         f"{MOTIF} planted at {MOTIF_START}-{MOTIF_START + k}; each region shuffled "
         f"{n} times", file=file)
     print(f"{'region':<15}{'mean before':>13}{'mean after':>12}{'mean drop':>11}"
-        f"{'z-score':>9}", file=file)
+        f"{'median z':>10}", file=file)
     for name, start in regions.items():
         s = summaries[name]
         label = f"{name} {start}-{start + k}"
         print(f"{label:<15}{s['before']:>13.3f}{s['after']:>12.3f}{s['drop']:>11.3f}"
-            f"{s['z']:>9.1f}", file=file)
-    print("z-score: mean drop / pooled sd of the prediction over shuffles", file=file)
+            f"{s['z']:>10.1f}", file=file)
+    print("median z: median over the sequences of each one's z-score, (before - mean "
+        "after) / sd of its shuffled predictions (ddof=1), as in 'jablate ablate'", file=file)
 
     if handle is not None:
-        _plot_demo(handle, groups, regions, k)
+        _plot_demo(handle, groups, regions, k, format)
     return summaries
 
 
-def _plot_demo(handle, groups, regions, k):
+def _plot_demo(handle, groups, regions, k, format):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -286,7 +297,8 @@ def _plot_demo(handle, groups, regions, k):
     low, high = numpy.inf, -numpy.inf
     for name, (before, after) in groups.items():
         label = f"{name} {regions[name]}-{regions[name] + k}"
-        left.errorbar(before, after.mean(axis=1), yerr=after.std(axis=1), fmt="o",
+        spread = shuffle_effects(before, after)[1] if after.shape[1] > 1 else None
+        left.errorbar(before, after.mean(axis=1), yerr=spread, fmt="o",
             ms=3, alpha=0.7, color=colors[name], label=label)
         low = min(low, before.min(), after.min())
         high = max(high, before.max(), after.max())
@@ -311,5 +323,5 @@ def _plot_demo(handle, groups, regions, k):
     right.set_title(f"{MOTIF} ablation")
     figure.tight_layout()
 
-    figure.savefig(handle, format="png", dpi=100)
+    figure.savefig(handle, format=format, dpi=100)
     plt.close(figure)

@@ -46,6 +46,27 @@ def raising_model(X):
     raise ValueError("raising_model rejects every input")
 
 
+def jax_wrong_shape(X):
+    """A JAX function whose dense layer expects another length: it fails on every input."""
+
+    import jax.numpy as jnp
+
+    return X.reshape(X.shape[0], -1) @ jnp.ones((4 * 100, 1))
+
+
+def jax_model_factory():
+    """A function that returns a JAX model (``jax_model``)."""
+
+    return jax_model
+
+
+class JaxModelClass:
+    """A callable class: naming the class rather than an instance is refused."""
+
+    def __call__(self, X):
+        return jax_model(X)
+
+
 NOT_A_MODEL = 3
 
 
@@ -84,3 +105,21 @@ def slow_torch_model():
     """The same module, sleeping 0.2 s per call and touching $JABLATE_TEST_MARKER."""
 
     return _torch_module(slow=True)
+
+
+def torch_wrong_length():
+    """A torch module whose Linear layer expects sequences of length 100, not 40."""
+
+    import torch
+
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.Conv1d(4, 3, kernel_size=5), torch.nn.Flatten(),
+        torch.nn.Linear(3 * 96, 1)).eval()
+
+
+def __getattr__(name):
+    # TorchTinyConv: a torch.nn.Module class, built on first access so that importing
+    # this file does not import torch.
+    if name == "TorchTinyConv":
+        return type(_torch_module())
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -7,12 +7,18 @@ directory, with the repository and ``tests/`` on ``PYTHONPATH`` so that the mode
 """
 
 import concurrent.futures
+import csv
+import gzip
+import importlib.metadata
 import os
+import re
 import shutil
 import signal
+import struct
 import subprocess
 import sys
 import time
+import zlib
 from pathlib import Path
 
 import numpy
@@ -25,6 +31,7 @@ sys.path.insert(0, str(TESTS))
 N = 4
 SEED = 3
 PNG = b"\x89PNG\r\n\x1a\n"
+PDF = b"%PDF-"
 
 FASTA = """>s0 first record
 ACGTGATAAGCTTACGGCTCAGTTCAGCATGCAAGTCGAT
@@ -362,8 +369,8 @@ BAD = {
         "cannot load it as a torch.export program"),
     "output not summarisable": (GOOD, {"--model": "models_for_cli:complex_model"},
         "cannot summarise the model's output"),
-    "ValueError from the run": (GOOD, {"--model": "models_for_cli:raising_model"},
-        "jablate: error: raising_model rejects every input"),
+    "plot format unknown": (GOOD, {"--plot": "out.jpg", "--model":
+        "models_for_cli:raising_model"}, "must be .png, .pdf or .svg (found '.jpg')"),
 }
 
 # More bad input, checked by calling jablate.cli.main in this process (same code path,
@@ -392,13 +399,28 @@ BAD_IN_PROCESS = {
     "one file for two outputs": (GOOD, {"--plot": "out.tsv"},
         "--table and --plot name the same file"),
     "bad device name": (GOOD, {"--device": "cuda:x"}, "not a device name"),
+    "a class (torch)": (GOOD, {"--model": "models_for_cli:TorchTinyConv"},
+        "is a class"),
+    "a class (flax)": (GOOD, {"--model": "jablate.demo:DemoModel"}, "is a class"),
+    "a class (callable)": (GOOD, {"--model": "models_for_cli:JaxModelClass"},
+        "is a class"),
+    "seed out of range": (GOOD, {"--seed": "-1"}, "--seed: must be between 0 and"),
+    "dinucleotide region too short": (_regions("s0\t4\t10\ns1\t7\t9\n"),
+        {"--shuffle": "dinucleotide"}, "regions.tsv:2: region 7-9 is 2 long; --shuffle "
+        "dinucleotide needs at least 3 bases"),
+    "damaged gzip fasta": ({"seqs.fa": gzip.compress(FASTA.encode())[:40],
+        "regions.tsv": REGIONS}, {},
+        "cannot read 'seqs.fa': damaged gzip data"),
 }
 
 
 def _arguments(directory, files, options):
-    for name, text in files.items():
+    for name, content in files.items():
         (directory / name).parent.mkdir(parents=True, exist_ok=True)
-        (directory / name).write_text(text)
+        if isinstance(content, bytes):
+            (directory / name).write_bytes(content)
+        else:
+            (directory / name).write_text(content)
     arguments = {"--model": "models_for_cli:jax_model", "--fasta": "seqs.fa",
         "--regions": "regions.tsv", "--n": "2", "--out": "out.npz", "--table": "out.tsv",
         "--plot": "out.png", "--quiet": None}
@@ -451,6 +473,8 @@ def test_bad_input_in_process(case, tmp_path, monkeypatch, capsys):
 
     if case == "unavailable JAX device" and _cuda_for_jax():
         pytest.skip("JAX has a GPU here")
+    if "torch" in case:
+        pytest.importorskip("torch")
     files, options, expected = BAD_IN_PROCESS[case]
     args = _arguments(tmp_path, files, options)
     monkeypatch.chdir(tmp_path)
@@ -484,3 +508,253 @@ def test_interrupt_leaves_no_outputs(inputs, tmp_path):
     assert "interrupted" in _error_line(subprocess.CompletedProcess([], 130, stdout,
         stderr))
     assert sorted(os.listdir(tmp_path)) == ["model-called"]
+
+
+# --- a model that fails while it runs -----------------------------------------------------
+
+
+def _stderr_lines(text):
+    return [line for line in text.splitlines() if line.strip()
+        and not line.startswith(("WARNING", "W0", "I0", "E0"))]
+
+
+def test_model_failure_is_one_line(tmp_path):
+    # The issue's example: a Linear layer that expects another length (here 100, not 40).
+    pytest.importorskip("torch")
+    args = _arguments(tmp_path, GOOD, {"--model": "models_for_cli:torch_wrong_length"})
+    before = sorted(os.listdir(tmp_path))
+    result = run_cli(*args, cwd=tmp_path)
+    assert result.returncode == 1, result.stderr
+    assert _error_line(result).startswith("jablate: error: model "
+        "'models_for_cli:torch_wrong_length' failed: RuntimeError: mat1 and mat2 shapes "
+        "cannot be multiplied")
+    assert result.stdout == "" and sorted(os.listdir(tmp_path)) == before
+
+
+# model: the line that follows "jablate: error: model 'models_for_cli:MODEL' failed: "
+FAILING = {
+    "raising_model": "ValueError: raising_model rejects every input",
+    "jax_wrong_shape": "TypeError: dot_general requires contracting dimensions",
+}
+
+
+@pytest.mark.parametrize("model", list(FAILING))
+@pytest.mark.parametrize("debug", [None, "--debug", "ablate --debug"])
+def test_model_failure_in_process(model, debug, tmp_path, monkeypatch, capsys):
+    from jablate.cli import main
+
+    args = _arguments(tmp_path, GOOD, {"--model": f"models_for_cli:{model}"})
+    if debug == "--debug":
+        args = ["--debug"] + args  # before the subcommand
+    elif debug:
+        args = args + ["--debug"]  # after it
+    monkeypatch.chdir(tmp_path)
+    before = sorted(os.listdir(tmp_path))
+    assert main(args) == 1
+    captured = capsys.readouterr()
+    lines = _stderr_lines(captured.err)
+    expected = f"jablate: error: model 'models_for_cli:{model}' failed: {FAILING[model]}"
+    assert lines[-1].startswith(expected), captured.err
+    if debug:
+        assert "Traceback (most recent call last)" in captured.err
+    else:
+        assert len(lines) == 1, captured.err
+    assert captured.out == "" and sorted(os.listdir(tmp_path)) == before
+
+
+def test_debug_keeps_the_status_of_input_errors(tmp_path, monkeypatch, capsys):
+    from jablate.cli import main
+
+    args = _arguments(tmp_path, {"regions.tsv": REGIONS}, {"--fasta": "nope.fa"})
+    monkeypatch.chdir(tmp_path)
+    assert main(["--debug"] + args) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" in err
+    assert _stderr_lines(err)[-1].startswith("jablate: error: cannot read 'nope.fa'")
+
+
+def test_jablate_input_errors_keep_status_2(tmp_path, monkeypatch, capsys):
+    # Without the command line's own check, jablate's validation rejects a region too short
+    # for a dinucleotide shuffle: still bad input (2), not a failure of the model (1).
+    import jablate.cli
+    from jablate.cli import main
+
+    monkeypatch.setattr(jablate.cli, "_check_dinucleotide_widths", lambda *args: None)
+    args = _arguments(tmp_path, _regions("s0\t4\t10\ns1\t7\t9\n"),
+        {"--shuffle": "dinucleotide"})
+    monkeypatch.chdir(tmp_path)
+    before = sorted(os.listdir(tmp_path))
+    assert main(args) == 2
+    captured = capsys.readouterr()
+    line = _error_line(subprocess.CompletedProcess([], 2, captured.out, captured.err))
+    assert line.startswith("jablate: error: ") and "failed" not in line
+    assert sorted(os.listdir(tmp_path)) == before
+
+
+# --- formats, compressed inputs, version, documentation -------------------------------------
+
+
+def test_output_formats_follow_extension(tmp_path, monkeypatch, capsys):
+    from jablate.cli import main
+
+    files = _regions(REGIONS + 's1\t12\t18\tname, with "quotes"\n')
+    monkeypatch.chdir(tmp_path)
+    assert main(_arguments(tmp_path, files, {"--table": "t.csv", "--plot": "p.pdf",
+        "--out": "a.npz"})) == 0
+    assert main(_arguments(tmp_path, files, {"--table": "t.tsv", "--plot": "p.svg",
+        "--out": "b.npz"})) == 0
+    capsys.readouterr()
+
+    assert (tmp_path / "p.pdf").read_bytes().startswith(PDF)
+    svg = (tmp_path / "p.svg").read_bytes()
+    assert svg.startswith(b"<?xml") and b"<svg" in svg[:2000]
+    with open(tmp_path / "t.csv", newline="") as handle:
+        rows = list(csv.reader(handle))
+    header, tsv_rows = _read_table(tmp_path / "t.tsv")
+    assert rows == [header] + tsv_rows
+    assert rows[-1][0] == 'name, with "quotes"'
+    assert '"name, with ""quotes"""' in (tmp_path / "t.csv").read_text()
+
+
+@pytest.mark.parametrize("name, magic", [("demo.pdf", PDF), ("demo.svg", b"<?xml"),
+    ("demo.PNG", PNG)])
+def test_demo_plot_formats(name, magic, tmp_path, monkeypatch, capsys):
+    from jablate.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    assert main(["demo", "--plot", name, "--n", "2"]) == 0
+    assert (tmp_path / name).read_bytes().startswith(magic)
+
+
+def test_demo_unknown_plot_format(tmp_path, monkeypatch, capsys):
+    from jablate.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    assert main(["demo", "--plot", "demo.jpg"]) == 2
+    captured = capsys.readouterr()
+    assert _error_line(subprocess.CompletedProcess([], 2, captured.out, captured.err)) == (
+        "jablate: error: cannot write a plot to 'demo.jpg': its extension must be .png, "
+        ".pdf or .svg (found '.jpg')")
+    assert captured.out == "" and os.listdir(tmp_path) == []
+
+
+def _bgzf(data, block=50):
+    """``data`` as bgzip writes it: small gzip members with a 'BC' extra field, then the
+    empty end-of-file block."""
+
+    members = []
+    for chunk in [data[i:i + block] for i in range(0, len(data), block)] + [b""]:
+        deflate = zlib.compressobj(6, zlib.DEFLATED, -15)
+        compressed = deflate.compress(chunk) + deflate.flush()
+        header = b"\x1f\x8b\x08\x04" + bytes(4) + b"\x00\xff" + struct.pack("<H", 6) + \
+            b"BC" + struct.pack("<HH", 2, 25 + len(compressed))
+        members.append(header + compressed + struct.pack("<II", zlib.crc32(chunk),
+            len(chunk)))
+    return b"".join(members)
+
+
+def test_gzip_inputs(tmp_path, monkeypatch, capsys):
+    from jablate.cli import main
+    from jablate.io import read_fasta, read_regions
+
+    (tmp_path / "seqs.fa").write_text(FASTA)
+    (tmp_path / "regions.tsv").write_text(REGIONS)
+    (tmp_path / "seqs.fa.gz").write_bytes(gzip.compress(FASTA.encode()))
+    (tmp_path / "seqs.bgz.fa").write_bytes(_bgzf(FASTA.encode()))  # known by its bytes
+    (tmp_path / "regions.bed.gz").write_bytes(gzip.compress(REGIONS.encode()))
+    assert _bgzf(FASTA.encode()).endswith(bytes.fromhex(
+        "1f8b08040000000000ff0600424302001b0003000000000000000000"))  # bgzip's EOF block
+
+    plain = read_fasta(tmp_path / "seqs.fa")
+    assert read_fasta(tmp_path / "seqs.fa.gz") == plain
+    assert read_fasta(tmp_path / "seqs.bgz.fa") == plain
+    lengths = {name: len(s) for name, s in zip(*plain)}
+    assert read_regions(tmp_path / "regions.bed.gz", lengths) == \
+        read_regions(tmp_path / "regions.tsv", lengths)
+
+    monkeypatch.chdir(tmp_path)
+    common = ["ablate", "--model", "models_for_cli:jax_model", "--n", "2", "--quiet"]
+    assert main(common + ["--fasta", "seqs.fa", "--regions", "regions.tsv"]) == 0
+    expected = capsys.readouterr().out
+    assert main(common + ["--fasta", "seqs.fa.gz", "--regions", "regions.bed.gz"]) == 0
+    assert capsys.readouterr().out == expected
+
+
+def test_version(capsys):
+    import jablate
+    from jablate.cli import main
+
+    assert main(["--version"]) == 0
+    assert capsys.readouterr().out == f"jablate {jablate.__version__}\n"
+    assert jablate.__version__ == importlib.metadata.version("jablate")
+
+
+def test_factory_returning_a_jax_function(tmp_path, monkeypatch, capsys):
+    from jablate.cli import main
+
+    _arguments(tmp_path, GOOD, {})
+    monkeypatch.chdir(tmp_path)
+    tables = []
+    for model in ("models_for_cli:jax_model", "models_for_cli:jax_model_factory"):
+        assert main(["ablate", "--model", model, "--fasta", "seqs.fa", "--regions",
+            "regions.tsv", "--n", "2", "--quiet"]) == 0
+        tables.append(capsys.readouterr().out)
+    assert tables[0] == tables[1]
+
+
+def test_demo_and_ablate_share_the_z_score():
+    from jablate.cli import shuffle_effects, summarise
+    from jablate.demo import region_summary
+
+    rs = numpy.random.RandomState(0)
+    before, after = rs.normal(size=6), rs.normal(size=(6, 5))
+    after[0] = before[0]  # no shuffle changed anything: 0/0
+    drop, spread, z = shuffle_effects(before, after)
+    numpy.testing.assert_allclose(drop, before - after.mean(axis=1))
+    numpy.testing.assert_allclose(spread, after.std(axis=1, ddof=1))
+    assert numpy.isnan(z[0])
+    numpy.testing.assert_allclose(z[1:], drop[1:] / spread[1:])
+
+    heads = summarise(before[:, None, None], after[:, None, :, None], 6, 5)
+    numpy.testing.assert_array_equal(heads[0]["z"], z)
+    summary = region_summary(before, after)
+    numpy.testing.assert_array_equal(summary["z_each"], z)
+    assert summary["z"] == numpy.median(z[1:])
+    assert numpy.isnan(shuffle_effects(before, after[:, :1])[2]).all()  # n = 1
+
+
+def _documented(name, text):
+    """Whether ``text`` documents a column or npz key, output numbers written as H."""
+
+    generic = re.sub(r"^out\d+_", "outH_", re.sub(r"_\d+$", "_H", name))
+    if re.search(rf"(?<![\w]){re.escape(generic)}(?![\w])", text):
+        return True
+    prefix, summed, base = re.fullmatch(r"(outH_)?(sum_)?(\w+)", generic).groups()
+    return (all(part is None or f"'{part}'" in text for part in (prefix, summed))
+        and re.search(rf"(?<![\w]){base}(?![\w])", text) is not None)
+
+
+def test_help_and_readme_document_every_output(tmp_path, monkeypatch, capsys):
+    from jablate.cli import main
+
+    _arguments(tmp_path, GOOD, {})
+    monkeypatch.chdir(tmp_path)
+    columns, keys = set(), set()
+    for model in ("jax_model", "jax_two_heads"):
+        assert main(["ablate", "--model", f"models_for_cli:{model}", "--fasta", "seqs.fa",
+            "--regions", "regions.tsv", "--n", "2", "--quiet", "--table", f"{model}.tsv",
+            "--out", f"{model}.npz"]) == 0
+        columns |= set(_read_table(tmp_path / f"{model}.tsv")[0])
+        with numpy.load(tmp_path / f"{model}.npz") as npz:
+            keys |= set(npz.files)
+    assert {"out1_sum_z_score", "y_afters_1", "annotations"} <= columns | keys
+    capsys.readouterr()
+
+    assert main(["ablate", "--help"]) == 0
+    texts = {"ablate --help": capsys.readouterr().out,
+        "README.md": (REPO / "README.md").read_text()}
+    for where, text in texts.items():
+        missing = sorted(name for name in columns | keys if not _documented(name, text))
+        assert not missing, f"{where} does not document {missing}"
+        for words in ("ddof=1", ".csv", ".pdf", ".svg", "--debug"):
+            assert words in text, f"{where} does not mention {words}"
