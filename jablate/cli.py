@@ -28,8 +28,7 @@ import zipfile
 import numpy
 
 from . import __version__
-from .io import (AtomicFiles, format_table, one_hot_encode, plot_format, read_fasta,
-    read_regions)
+from .io import AtomicFiles, format_table, one_hot_encode, plot_format, read_fasta, read_regions
 
 __all__ = ["main", "build_parser", "load_model", "summarise", "shuffle_effects"]
 

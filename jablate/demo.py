@@ -264,7 +264,7 @@ def _ablate_and_report(X, annotations, regions, n, n_sequences, seed, verbose, f
     y_after = numpy.asarray(y_afters).reshape(len(annotations), n)
 
     groups, summaries = {}, {}
-    for index, (name, start) in enumerate(regions.items()):
+    for index, name in enumerate(regions):
         part = slice(index * n_sequences, (index + 1) * n_sequences)
         groups[name] = (y_before[part], y_after[part])
         summaries[name] = region_summary(*groups[name])
