@@ -118,6 +118,68 @@ def test_any_alphabet_and_unknown_bases_stay_zero():
         same(Y.sum(-1), X.sum(-1)[:, None])
 
 
+# --- pinned key streams --------------------------------------------------------------------
+# Exact shuffles for fixed keys, written down: an accidental change of the random stream
+# (key derivation, the sampler or its random words) fails here. A deliberate change
+# rewrites these strings, and the release notes say that old keys give new shuffles.
+
+PINNED_SEQS = ("ACGTTGCAACGTNACGGTACCATGCA", "TTGACCANGTACGATCGATTACAGGC")
+
+
+def encode(seq):
+    """(A, L) one-hot; 'N' is an all-zero column."""
+    return numpy.stack([[float(c == b) for c in seq] for b in "ACGT"]).astype(numpy.float32)
+
+
+def decode(x):
+    x = numpy.asarray(x)
+    return "".join("ACGT"[a] if x[a, i] else "N" for i, a in enumerate(x.argmax(0)))
+
+
+@pytest.fixture(scope="module")
+def pinned_X():
+    return jnp.asarray(numpy.stack([encode(s) for s in PINNED_SEQS]))
+
+
+def test_pinned_key_shuffles(pinned_X):
+    Y = jablate.shuffle(pinned_X, 3, 21, n=3, random_state=jax.random.key(0))
+    assert [[decode(y) for y in row] for row in Y] == [
+        ["ACGGTCACTCACTGNGTGACAATGCA", "ACGACGCATATGCTCAGGTNCATGCA",
+         "ACGAGCAGCTAGGCTCNATTCATGCA"],
+        ["TTGAANTACCAGTCTAAGTGCCAGGC", "TTGANTCTACGAGGATCCATACAGGC",
+         "TTGCAAGTTATAGCNAGTCACCAGGC"]]
+    Y = jablate.shuffle(pinned_X, 3, 21, n=3, random_state=jax.random.PRNGKey(42))
+    assert [[decode(y) for y in row] for row in Y] == [
+        ["ACGCCCNAGGGACTTTTGCAAATGCA", "ACGNTACTCGATTCCAACGGGATGCA",
+         "ACGTGATCCAACNACTGCGTGATGCA"],
+        ["TTGGACAGCAACANTTTACGTCAGGC", "TTGTCCGGAACTTCTGAANAACAGGC",
+         "TTGACTAGCATAAGTNCTAGCCAGGC"]]
+
+
+def test_pinned_key_first_shuffles(pinned_X):
+    x, shuffle = pinned_X[0], jax.jit(functional.shuffle)
+    assert [decode(shuffle(jax.random.key(k), x, 3, 21)) for k in range(3)] == [
+        "ACGCGACNGGATAACGTCCTTATGCA", "ACGCTGGAGTCGCCAATNTCAATGCA",
+        "ACGCATCTGCGGAATNACTCGATGCA"]
+    # the batch function's shuffle i of sequence j is the key-first one's on
+    # fold_in(fold_in(key, j), i)
+    key = jax.random.key(0)
+    Y = jablate.shuffle(pinned_X, 3, 21, n=3, random_state=key)
+    for j in range(2):
+        for i in range(3):
+            sub = jax.random.fold_in(jax.random.fold_in(key, j), i)
+            same(Y[j, i], shuffle(sub, pinned_X[j], 3, 21))
+
+
+def test_pinned_ablate_key_stream(pinned_X):
+    # the identity model returns the shuffled sequences that ablate drew in its compiled step
+    y_after = jablate.ablate(lambda x: x, pinned_X, 3, 21, n=2,
+                             random_state=jax.random.key(5)).y_after
+    assert [[decode(y) for y in row] for row in y_after] == [
+        ["ACGTCCGCTACNGTAATGCGAATGCA", "ACGCANATTGCACTGCGCGTAATGCA"],
+        ["TTGGATCACTCGNGTACATAACAGGC", "TTGNCATCGTATATGAACGCACAGGC"]]
+
+
 # --- predict --------------------------------------------------------------------------------
 
 def test_predict_compiles_once_per_batch_shape(X):
@@ -239,8 +301,10 @@ def test_ablate_annotations_equals_the_loop(X, shuffle_fn, seed):
     for h in range(2):
         assert got.y_befores[h].shape[:2] == (len(ANNOTATIONS), 1)
         assert got.y_afters[h].shape[:3] == (len(ANNOTATIONS), 1, 4)
-        numpy.testing.assert_allclose(got.y_befores[h], numpy.stack([b[h] for b, _ in loop]), rtol=1e-5)
-        numpy.testing.assert_allclose(got.y_afters[h], numpy.stack([a[h] for _, a in loop]), rtol=1e-5)
+        numpy.testing.assert_allclose(got.y_befores[h], numpy.stack([b[h] for b, _ in loop]),
+                                      rtol=1e-5)
+        numpy.testing.assert_allclose(got.y_afters[h], numpy.stack([a[h] for _, a in loop]),
+                                      rtol=1e-5)
 
 
 def test_ablate_annotations_args_follow_their_example(X):

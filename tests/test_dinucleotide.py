@@ -10,7 +10,9 @@ import numpy as np
 import pytest
 from scipy.stats import chisquare
 
+import jablate
 from jablate import dinucleotide as dn
+from jablate import functional
 from jablate.dinucleotide import dinucleotide_shuffle, symbols
 
 DNA = "ACGT"
@@ -76,7 +78,8 @@ def check_uniform(seq, alphabet, flank_left="", flank_right="", seed=0, sampler=
 
     valid = all_shuffles(seq)
     # The flanks are untouched in every draw.
-    np.testing.assert_array_equal(y[:, :, :start], np.broadcast_to(x[:, :start], y[:, :, :start].shape))
+    np.testing.assert_array_equal(y[:, :, :start],
+                                  np.broadcast_to(x[:, :start], y[:, :, :start].shape))
     np.testing.assert_array_equal(y[:, :, end:], np.broadcast_to(x[:, end:], y[:, :, end:].shape))
 
     counts = collections.Counter(decode(row, alphabet)[start:end] for row in y)
@@ -240,7 +243,8 @@ def test_batched_equals_unbatched_and_same_key_same_result():
     batched = np.asarray(shuffle_regions(keys, x, starts, ends))
     single = jax.jit(dinucleotide_shuffle)
     for i in range(6):
-        np.testing.assert_array_equal(batched[i], np.asarray(single(keys[i], x[i], starts[i], ends[i])))
+        np.testing.assert_array_equal(batched[i],
+                                      np.asarray(single(keys[i], x[i], starts[i], ends[i])))
     again = np.asarray(shuffle_regions(keys, x, starts, ends))
     np.testing.assert_array_equal(batched, again)
     # Nested vmap (sequences outside, keys inside) gives the same shuffles.
@@ -249,9 +253,11 @@ def test_batched_equals_unbatched_and_same_key_same_result():
     out = np.asarray(nested(keys2, x[:4], starts[:4], ends[:4]))
     for i in range(4):
         for j in range(3):
-            np.testing.assert_array_equal(out[i, j], np.asarray(single(keys2[i, j], x[i], starts[i], ends[i])))
+            want = single(keys2[i, j], x[i], starts[i], ends[i])
+            np.testing.assert_array_equal(out[i, j], np.asarray(want))
     # Different keys give different shuffles.
-    other = np.asarray(shuffle_regions(jax.random.split(jax.random.key(4), len(x)), x, starts, ends))
+    other_keys = jax.random.split(jax.random.key(4), len(x))
+    other = np.asarray(shuffle_regions(other_keys, x, starts, ends))
     assert (other != batched).any()
 
 
@@ -302,13 +308,72 @@ def test_symbols():
     x = encode("ACGTNNA")
     np.testing.assert_array_equal(np.asarray(symbols(x)), [0, 1, 2, 3, 4, 4, 0])
     assert symbols(x).dtype == jnp.int32
-    np.testing.assert_array_equal(np.asarray(symbols(encode("CAB", "ABC").astype(np.int8))), [2, 0, 1])
+    cab = encode("CAB", "ABC").astype(np.int8)
+    np.testing.assert_array_equal(np.asarray(symbols(cab)), [2, 0, 1])
 
 
 def test_below_is_the_high_word_of_the_64_bit_product():
     rng = np.random.default_rng(4)
     bits = rng.integers(0, 2**32, 20_000, dtype=np.uint64)
-    n = np.concatenate([rng.integers(1, 2**31 - 1, 10_000), rng.integers(1, 40_000, 10_000)]).astype(np.uint64)
+    n = np.concatenate([rng.integers(1, 2**31 - 1, 10_000),
+                        rng.integers(1, 40_000, 10_000)]).astype(np.uint64)
     expected = (bits * n) >> np.uint64(32)
     got = dn._below(jnp.asarray(bits.astype(np.uint32)), jnp.asarray(n.astype(np.int32)))
     np.testing.assert_array_equal(np.asarray(got), expected.astype(np.int64))
+
+
+# ---------------------------------------------------------------------------
+# Pinned key streams: exact shuffles for fixed keys and seeds, written down, so that
+# an accidental change of the random stream (key derivation, the tree or the walk
+# sampler, their random words) fails. A deliberate change rewrites these strings, and
+# the release notes say that old keys give new shuffles.
+
+PINNED_SEQS = ("ACGTTGCAACGTNACGGTACCATGCA", "TTGACCANGTACGATCGATTACAGGC")
+
+
+def pinned_batch():
+    return jnp.asarray(np.stack([encode(s) for s in PINNED_SEQS]))
+
+
+def test_pinned_batch_shuffles_for_a_key_and_an_int_seed():
+    X = pinned_batch()
+    Y = jablate.dinucleotide_shuffle(X, 2, 24, n=3, random_state=jax.random.key(0))
+    assert [[decode(y) for y in row] for row in Y] == [
+        ["ACGCGGTNATTGTGTAACCACACGCA", "ACGTGGCGTGTTNACCACAATACGCA",
+         "ACGGTTNAATGCCACACGTGTACGCA"],
+        ["TTGACAGACATATTACGANGTCCGGC", "TTGATCAGACACGTTATANGACCGGC",
+         "TTGACGACGATCACCATANGTTAGGC"]]
+    # an int seeds the key stream: random_state=7 is jax.random.key(7)
+    Y = jablate.dinucleotide_shuffle(X, 0, -1, n=3, random_state=7)
+    assert [[decode(y) for y in row] for row in Y] == [
+        ["ACGTGTTGCGCCGGTATNAACACACA", "ACGTGTTNACCATGCACGCGGTACAA",
+         "ATGTTNACGCCGTGTACGGCACAACA"],
+        ["TACGATTGCCACATTCGGANGTAGAC", "TACGGAGCATANGTTCCACGATTGAC",
+         "TTGACGCACCATACGTAGANGGATTC"]]
+    np.testing.assert_array_equal(
+        Y, jablate.dinucleotide_shuffle(X, 0, -1, n=3, random_state=jax.random.key(7)))
+
+
+def test_pinned_key_first_shuffles():
+    X, shuffle = pinned_batch(), jax.jit(functional.dinucleotide_shuffle)
+    assert [decode(shuffle(jax.random.key(k), X[0], 2, 24)) for k in range(3)] == [
+        "ACGCGGTACACGTNACCAATTGTGCA", "ACGGTNACGTTGCCATAACACGTGCA",
+        "ACGTNACGCAATTGTACACCGGTGCA"]
+    # the batch function's shuffle i of sequence j is the key-first one's on
+    # fold_in(fold_in(key, j), i)
+    key = jax.random.key(0)
+    Y = np.asarray(jablate.dinucleotide_shuffle(X, 2, 24, n=3, random_state=key))
+    for j in range(2):
+        for i in range(3):
+            sub = jax.random.fold_in(jax.random.fold_in(key, j), i)
+            np.testing.assert_array_equal(Y[j, i], shuffle(sub, X[j], 2, 24))
+
+
+def test_pinned_ablate_key_stream():
+    # the identity model returns the shuffles that ablate drew in its compiled step
+    y_after = jablate.ablate(lambda x: x, pinned_batch(), 2, 24, n=2,
+                             shuffle_fn=jablate.dinucleotide_shuffle,
+                             random_state=jax.random.key(5)).y_after
+    assert [[decode(y) for y in row] for row in y_after] == [
+        ["ACGTTNACGTACACAATGCCGTGGCA", "ACGCATTGTNAACCACGGTGTACGCA"],
+        ["TTGATAGATTACACANGTCCGACGGC", "TTGTTATANGAGATCACCGACACGGC"]]

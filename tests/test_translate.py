@@ -4,9 +4,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import require
 
 torch = pytest.importorskip("torch")
-bpnetlite = pytest.importorskip("bpnetlite")
+bpnetlite = require("bpnetlite")  # skips locally, fails when CI is set
 
 from bpnetlite import BPNet  # noqa: E402
 from bpnetlite.chrombpnet import ChromBPNet  # noqa: E402
