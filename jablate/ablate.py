@@ -7,8 +7,8 @@ import numpy
 
 from . import engine
 from .ersatz import METHODS, plan_shuffles, shuffle, warn_unchangeable
-from .frontdoor import (annotations as check_annotations, check_int, family, inputs, region,
-                        repeat_rows, stack, tree_to_family)
+from .frontdoor import annotations as check_annotations
+from .frontdoor import check_int, inputs, region, repeat_rows, stack, tree_to_family
 from .predict import predict, prepare
 from .results import PerturbationAnnotationsResult, PerturbationResult, PerturbationSummaryResult
 
@@ -184,7 +184,8 @@ def _materialised(model, X, start, end, n, shuffle_fn, args, random_state, func,
     return PerturbationResult(y_before, y_after)
 
 
-def ablate_annotations(model: Any, X: Any, annotations: Any, **kwargs: Any) -> PerturbationAnnotationsResult:
+def ablate_annotations(model: Any, X: Any, annotations: Any,
+                       **kwargs: Any) -> PerturbationAnnotationsResult:
     """Ablate each annotation on its own sequence; predictions before and after.
 
     Returns exactly what the loop ``ablate(model, X[i:i+1], start, end,

@@ -56,7 +56,7 @@ from jax import lax
 __all__ = ["dinucleotide_shuffle", "dinucleotide_counts", "symbols"]
 
 
-def symbols(x):
+def symbols(x: jax.Array) -> jax.Array:
     """The symbol index of each position of a one-hot sequence.
 
     Parameters
@@ -82,7 +82,8 @@ def symbols(x):
     return jnp.where(known, best, x.shape[0]).astype(jnp.int32)
 
 
-def dinucleotide_shuffle(key, x, start, end):
+def dinucleotide_shuffle(key: jax.Array, x: jax.Array, start: "int | jax.Array",
+                         end: "int | jax.Array") -> jax.Array:
     """Dinucleotide shuffle positions ``[start, end)`` of one one-hot sequence.
 
     The region is replaced by a sequence drawn uniformly at random from all
@@ -129,7 +130,8 @@ def dinucleotide_shuffle(key, x, start, end):
     # the walk.
     dtype = jnp.int16 if L <= 2 ** 15 else jnp.int32
     idx = jnp.arange(S, dtype=jnp.int32)
-    reserved = (idx[None, :] == tree[:, None]) & (idx != last)[:, None] & (counts.sum(axis=1) > 0)[:, None]
+    reserved = ((idx[None, :] == tree[:, None]) & (idx != last)[:, None]
+                & (counts.sum(axis=1) > 0)[:, None])
     cumulative = jnp.cumsum(counts - reserved.astype(jnp.int32), axis=1).astype(dtype)
     seed = jax.random.bits(key_walk, (2,), jnp.uint32)
     pos = jnp.arange(L, dtype=jnp.int32)
@@ -139,7 +141,8 @@ def dinucleotide_shuffle(key, x, start, end):
     return jnp.where(((pos >= start) & (pos < end))[None, :], y, x)
 
 
-def dinucleotide_counts(x, start, end):
+def dinucleotide_counts(x: jax.Array, start: "int | jax.Array",
+                        end: "int | jax.Array") -> tuple[jax.Array, jax.Array]:
     """The dinucleotide counts of positions ``[start, end)`` and the region's last symbol.
 
     Parameters
@@ -217,7 +220,8 @@ def _count_steps(codes, start, end, n_codes):
 
 @functools.lru_cache(maxsize=None)
 def _code_counter(n_codes):
-    return _batch_minor(functools.partial(_count_steps, n_codes=n_codes), broadcast=(True, False, False))
+    return _batch_minor(functools.partial(_count_steps, n_codes=n_codes),
+                        broadcast=(True, False, False))
 
 
 # A scan costs S * S operations per position, a scatter-add one slow update per
@@ -266,7 +270,7 @@ def _arborescences(S):
     for parents in itertools.product(*[[u for u in range(S) if u != v] for v in range(root)]):
         parent = list(parents) + [root]
 
-        def reaches_root(v):
+        def reaches_root(v, parent=parent):
             for _ in range(S):
                 v = parent[v]
             return v == root
@@ -331,7 +335,8 @@ def _hit_probabilities(G, root, v):
         total = row.sum()
         p = jnp.where(interior & (total > 0), row / jnp.where(total > 0, total, 1.0), 0.0)
         keep = idx != k
-        reduced = jnp.where(offdiag & keep[None, :] & keep[:, None], H + H[:, k, None] * p[None, :], 0.0)
+        reduced = jnp.where(offdiag & keep[None, :] & keep[:, None],
+                            H + H[:, k, None] * p[None, :], 0.0)
         return jnp.where(interior, reduced, H), exits.at[k].set(p)
 
     _, exits = lax.fori_loop(0, S, eliminate, (H, jnp.zeros_like(G)))

@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 from . import functional
 from .runner import outputs_of
 
+
 @dataclass(frozen=True)
 class Plan:
     """Work items of a run, each field of shape (M,) (``draws``: (M, 3)).
@@ -109,7 +110,7 @@ class PermutationShuffle:
 UNCHANGED = Unchanged()
 
 
-def key_table(keys) -> jax.Array:
+def key_table(keys: jax.Array) -> jax.Array:
     """Base keys as a (K,) array of typed keys."""
     return jnp.asarray(keys).reshape(-1)
 
@@ -212,7 +213,8 @@ def _draw_eagerly(X, table, items, draw):
     return draw(X, table, items)
 
 
-def run(model, X, args, draw, table, plan, batch_size, verbose=False, desc=None):
+def run(model: Model, X: jax.Array, args: tuple, draw: Callable, table: jax.Array, plan: Plan,
+        batch_size: int, verbose: bool = False, desc: Optional[str] = None) -> tuple[list, bool]:
     """Run ``model`` on every item of ``plan``, batch by batch.
 
     Steps are sharded over every local device; under ``jax.distributed`` each
@@ -237,8 +239,9 @@ def run(model, X, args, draw, table, plan, batch_size, verbose=False, desc=None)
     """
     local, total = _process_share(plan, 1)
     pending, chunks, multi = [], [], False
-    for ys, multi, valid, _, _ in _batches(model, X, args, draw, table, local, batch_size,
-                                           verbose, desc):
+    for ys, step_multi, valid, _, _ in _batches(model, X, args, draw, table, local, batch_size,
+                                                verbose, desc):
+        multi = step_multi
         if model.jittable:
             pending.append((ys, valid))
             if len(pending) > 1:  # keep one step in flight while copying the last
@@ -256,7 +259,8 @@ def _to_host(ys, valid):
 
 
 @partial(jax.jit, static_argnames=("draw", "n"))
-def shuffle_all(X, table, start, end, draw, n):
+def shuffle_all(X: jax.Array, table: jax.Array, start: int, end: int, draw: Callable,
+                n: int) -> jax.Array:
     """All ``n`` shuffles of every sequence of ``X``: jax.Array (N, n, A, L).
 
     Draws exactly what a plan of items ``j * n + i`` with draws ``(0, j, i)``
@@ -285,8 +289,9 @@ def _accumulate(sums, sqs, ys, shifts, groups, valid):
     return tuple(out_s), tuple(out_q)
 
 
-def run_mean_std(model, X, args, draw, table, plan, n, shifts, batch_size, verbose=False,
-                 desc=None):
+def run_mean_std(model: Model, X: jax.Array, args: tuple, draw: Callable, table: jax.Array,
+                 plan: Plan, n: int, shifts: list, batch_size: int, verbose: bool = False,
+                 desc: Optional[str] = None) -> list:
     """Per-group mean and standard deviation of the outputs over ``n`` shuffles.
 
     Items ``g * n + i`` of ``plan`` belong to group ``g``. Sums of the outputs'

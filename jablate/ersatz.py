@@ -8,7 +8,8 @@ import jax
 import jax.numpy as jnp
 import numpy
 
-from . import engine, functional, random as jrandom
+from . import engine, functional
+from . import random as jrandom
 from .frontdoor import check_int, inputs, region, to_family
 
 
@@ -69,11 +70,12 @@ def _chunked(fn, X, seq_idx, starts, ends, chunk=512):
         take = numpy.minimum(numpy.arange(lo, lo + chunk), G - 1)
         out = fn(X, *(jnp.asarray(numpy.asarray(a)[take], jnp.int32)
                       for a in (seq_idx, starts, ends)))
-        outs.append(jax.tree.map(lambda a: numpy.asarray(a)[:min(chunk, G - lo)], out))
+        valid = min(chunk, G - lo)
+        outs.append(jax.tree.map(lambda a, valid=valid: numpy.asarray(a)[:valid], out))
     return jax.tree.map(lambda *a: numpy.concatenate(a), *outs)
 
 
-def count_mono_arrangements(X, seq_idx, starts, ends) -> numpy.ndarray:
+def count_mono_arrangements(X: jax.Array, seq_idx: Any, starts: Any, ends: Any) -> numpy.ndarray:
     """Distinct arrangements of each region's symbols (unknown bases a symbol of their own):
     ``W! / prod_a c_a!``, in float64 (``inf`` when it overflows)."""
     counts = _chunked(_symbol_counts, X, seq_idx, starts, ends).astype(numpy.int64)
@@ -83,7 +85,8 @@ def count_mono_arrangements(X, seq_idx, starts, ends) -> numpy.ndarray:
         return numpy.round(numpy.exp(log))
 
 
-def count_dinucleotide_arrangements(X, seq_idx, starts, ends) -> numpy.ndarray:
+def count_dinucleotide_arrangements(X: jax.Array, seq_idx: Any, starts: Any,
+                                    ends: Any) -> numpy.ndarray:
     """Distinct sequences with each region's first and last symbols and dinucleotide
     counts, in float64 (``inf`` when it overflows).
 
@@ -118,7 +121,8 @@ class UnchangedRegionWarning(UserWarning):
     """Some regions have a single arrangement under the shuffle: ablating them measures nothing."""
 
 
-def warn_unchangeable(method, X, seq_idx, starts, ends, stacklevel=3) -> int:
+def warn_unchangeable(method: ShuffleMethod, X: jax.Array, seq_idx: Any, starts: Any, ends: Any,
+                      stacklevel: int = 3) -> int:
     """Warn when the shuffle cannot change some regions; return how many.
 
     A homopolymer under the mono shuffle, or a region whose dinucleotide counts
@@ -136,7 +140,8 @@ def warn_unchangeable(method, X, seq_idx, starts, ends, stacklevel=3) -> int:
     return stuck
 
 
-def plan_shuffles(method, random_state, seq_idx, starts, ends, n, per_annotation=False):
+def plan_shuffles(method: ShuffleMethod, random_state: Any, seq_idx: Any, starts: Any, ends: Any,
+                  n: int, per_annotation: bool = False) -> tuple:
     """Plan ``n`` shuffles for each of ``G`` groups (a sequence, or an annotation).
 
     Item ``g * n + i`` is shuffle ``i`` of group ``g``: sequence ``seq_idx[g]``,

@@ -37,7 +37,7 @@ def is_torch_module(model: Any) -> bool:
         c.__module__.startswith("torch.nn") and c.__name__ == "Module" for c in type(model).__mro__)
 
 
-def torch_bridge():
+def torch_bridge() -> Any:
     """The ``jablate.bridges.torch`` module, imported on first use."""
     from .bridges import torch as bridge
     return bridge
@@ -250,8 +250,9 @@ def args_batch(args: Any, n_examples: int) -> tuple:
     for i, a in enumerate(args):
         shape = getattr(a, "shape", None)
         if shape is None or len(shape) == 0 or shape[0] != n_examples:
+            got = None if shape is None else tuple(shape)
             raise ValueError(f"args[{i}] must have the batch size of X ({n_examples}) as its "
-                             f"first dimension; got shape {None if shape is None else tuple(shape)}.")
+                             f"first dimension; got shape {got}.")
     return tuple(args)
 
 

@@ -7,17 +7,27 @@ program serves regions of any position and width; compose them with
 ``jax.vmap`` for batches and ``jax.jit`` for speed.
 """
 
+from typing import Union
+
 import jax
 import jax.numpy as jnp
 from jax import lax
 
-from .dinucleotide import (_batch_minor, _below, _random_word, dinucleotide_counts,
-                           dinucleotide_shuffle, symbols)
+from .dinucleotide import (
+    _batch_minor,
+    _below,
+    _random_word,
+    dinucleotide_counts,
+    dinucleotide_shuffle,
+    symbols,
+)
+
+IntLike = Union[int, jax.Array]
 
 __all__ = ["shuffle", "permute_region", "dinucleotide_shuffle", "dinucleotide_counts", "symbols"]
 
 
-def permute_region(x, perm, start, end):
+def permute_region(x: jax.Array, perm: jax.Array, start: IntLike, end: IntLike) -> jax.Array:
     """Apply a region-relative permutation, as tangermeme's ``shuffle`` does.
 
     Parameters
@@ -40,7 +50,7 @@ def permute_region(x, perm, start, end):
     return jnp.take(x, src, axis=-1)
 
 
-def shuffle(key, x, start, end):
+def shuffle(key: jax.Array, x: jax.Array, start: IntLike, end: IntLike) -> jax.Array:
     """Shuffle positions ``[start, end)`` of one sequence uniformly at random.
 
     Keeps the count of every symbol in the region (unknown, all-zero columns

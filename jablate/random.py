@@ -11,13 +11,14 @@ Two kinds of stream exist:
 
 import numbers
 import os
+from typing import Any, Optional
 
 import jax
 import jax.numpy as jnp
 import numpy
 
 
-def is_key(x):
+def is_key(x: Any) -> bool:
     """True for a typed JAX key or a raw ``PRNGKey`` (uint32 array of shape (2,))."""
     if isinstance(x, jax.Array):
         if jnp.issubdtype(x.dtype, jax.dtypes.prng_key):
@@ -26,7 +27,7 @@ def is_key(x):
     return False
 
 
-def as_typed_key(key):
+def as_typed_key(key: jax.Array) -> jax.Array:
     """Return ``key`` as a typed scalar JAX key (raw ``PRNGKey`` data is wrapped)."""
     if jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
         return key
@@ -47,7 +48,7 @@ def _check(random_state):
         f"a numpy.random.RandomState or None; got {type(random_state).__name__}.")
 
 
-def key_from(random_state):
+def key_from(random_state: Any) -> jax.Array:
     """A typed JAX key from any accepted ``random_state``.
 
     A key is used as is; an int seeds ``jax.random.key``; a RandomState gives
@@ -68,7 +69,7 @@ def key_from(random_state):
     return jax.random.key(int(random_state))
 
 
-def tangermeme_stream(random_state):
+def tangermeme_stream(random_state: Any) -> Optional[numpy.random.RandomState]:
     """The RandomState tangermeme's ``shuffle`` would use, or None for a key stream.
 
     An int becomes a fresh ``RandomState(int)``, a RandomState is returned as is
@@ -82,7 +83,8 @@ def tangermeme_stream(random_state):
     return numpy.random.RandomState(int(random_state))
 
 
-def tangermeme_permutations(rs, n, width, pad_to=None):
+def tangermeme_permutations(rs: numpy.random.RandomState, n: int, width: int,
+                            pad_to: Optional[int] = None) -> numpy.ndarray:
     """Draw tangermeme's ``n`` permutations of ``range(width)`` from ``rs``.
 
     Returns

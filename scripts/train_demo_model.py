@@ -22,8 +22,16 @@ import numpy
 import optax
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-from jablate.demo import (DemoModel, LENGTH, MOTIF, WEIGHTS_PATH, contains_motif,  # noqa: E402
-    load_model, plant_motif, random_sequences)
+from jablate.demo import (  # noqa: E402
+    LENGTH,
+    MOTIF,
+    WEIGHTS_PATH,
+    DemoModel,
+    contains_motif,
+    load_model,
+    plant_motif,
+    random_sequences,
+)
 
 N_TRAIN = 8192
 N_VALID = 1024
