@@ -512,44 +512,19 @@ def _callable_without_arguments(obj):
 def _check_device(model_kind, device, translate):
     """The ``device=`` for ablate_annotations (None: leave it out); raise if unavailable.
 
-    A torch model gets the name as given; a JAX model gets the ``jax.Device`` (``cpu`` is
-    always there, so it only matters where JAX has an accelerator too).
+    Resolved by jablate's one device resolver (``jablate.frontdoor.resolve_device``), for
+    torch when a torch model runs in torch and for JAX otherwise, before the model runs.
     """
 
     if device is None:
         return None
-    if model_kind == "torch" and not translate:
-        import torch
-        try:
-            parsed = torch.device(device)
-        except (RuntimeError, ValueError):
-            raise CommandError(f"--device '{device}' is not a torch device") from None
-        if parsed.type == "cuda" and not torch.cuda.is_available():
-            raise CommandError(f"--device '{device}': CUDA is not available to torch")
-        if parsed.type == "cuda" and parsed.index is not None and \
-                parsed.index >= torch.cuda.device_count():
-            raise CommandError(f"--device '{device}': torch sees only "
-                f"{torch.cuda.device_count()} CUDA device(s)")
-        if parsed.type == "mps" and not torch.backends.mps.is_available():
-            raise CommandError(f"--device '{device}': MPS is not available to torch")
-        return device
+    from .frontdoor import resolve_device
 
-    import jax
-    platform, _, number = device.partition(":")
-    platform = {"cuda": "gpu", "rocm": "gpu"}.get(platform.lower(), platform.lower())
-    if not platform or (number and not number.isdigit()):
-        raise CommandError(f"--device '{device}' is not a device name (cpu, cuda, cuda:1...)")
+    framework = "torch" if model_kind == "torch" and not translate else "jax"
     try:
-        devices = jax.devices(platform)
-    except RuntimeError:
-        available = sorted({d.platform for d in jax.devices()})
-        raise CommandError(f"--device '{device}' is not available to JAX (available: "
-            f"{', '.join(available)})") from None
-    position = int(number) if number else 0
-    if position >= len(devices):
-        raise CommandError(f"--device '{device}': JAX sees only {len(devices)} "
-            f"{platform} device(s)")
-    return devices[position]
+        return resolve_device(device, framework, name="--device")
+    except ValueError as error:
+        raise CommandError(str(error).rstrip(".")) from None
 
 
 def _run(model, kind, X, annotations, args):

@@ -390,8 +390,8 @@ def resolve_device(device: Any, framework: str = "jax", name: str = "device") ->
         devices = []
     if not devices:
         available = sorted({d.platform for d in jax.devices()})
-        raise ValueError(f"{name} {str(device)!r} was requested but JAX sees no {platform} "
-                         f"device (available: {', '.join(available)}).")
+        raise ValueError(f"{name} {str(device)!r} is not available to JAX: it sees no "
+                         f"{platform} device (available: {', '.join(available)}).")
     index = 0 if index is None else index
     if index >= len(devices):
         raise ValueError(f"{name} {str(device)!r} was requested but JAX sees only "
