@@ -1,4 +1,5 @@
-"""jablate.bridges.torch_export.translate: torch modules lowered to jax.numpy, checked against torch."""
+"""jablate.bridges.torch_export.translate: torch modules lowered to jax.numpy, checked against
+torch."""
 
 import jax
 import jax.numpy as jnp
@@ -11,7 +12,6 @@ bpnetlite = require("bpnetlite")  # skips locally, fails when CI is set
 
 from bpnetlite import BPNet  # noqa: E402
 from bpnetlite.chrombpnet import ChromBPNet  # noqa: E402
-
 from jablate.bridges.torch_export import SUPPORTED_OPS, TranslatedModel, translate  # noqa: E402
 
 F = torch.nn.functional
@@ -292,24 +292,76 @@ def test_cache_hit_same_object_and_refreshed_params():
                                model.linear.bias.detach().numpy())
 
 
+class IssueFixedBatch(torch.nn.Module):
+    """The example of issue #10: int() on the batch size makes torch.export refuse a
+    symbolic batch, and the conv's output has 7 positions, a number the batch may take."""
+
+    def __init__(self, positions_first=False):
+        super().__init__()
+        self.conv = torch.nn.Conv1d(4, 3, 14)
+        self.positions_first = positions_first
+
+    def forward(self, x):
+        h = self.conv(x)                                    # (b, 3, 7) on length 20
+        b = int(h.shape[0])
+        per_position = h.permute(2, 0, 1).reshape(7, b * 3)
+        if self.positions_first:                            # (7, b * 3): batch not first
+            return per_position
+        return per_position.mean(0).reshape(b, 3)
+
+
+def test_fixed_batch_translation_is_right_at_every_batch():
+    torch.manual_seed(11)
+    module = IssueFixedBatch().eval()
+    tm = translate(module, torch.randn(2, 4, 20))
+    assert not tm.dynamic_batch and tm.static_batch == 2
+    for batch in (5, 1, 2, 7, 8):
+        x = torch.randn(batch, 4, 20)
+        with torch.no_grad():
+            want = module(x)
+        got = tm(to_jax(x))
+        assert got.shape == (batch, 3)
+        np.testing.assert_allclose(np.asarray(got), want.numpy(), rtol=1e-5, atol=1e-6)
+    # under jit and grad too: chunks run under vmap
+    x = torch.randn(5, 4, 20, requires_grad=True)
+    module(x).sum().backward()
+    g = jax.jit(jax.grad(lambda xs: tm.apply(tm.params, xs).sum()))(to_jax(x))
+    np.testing.assert_allclose(np.asarray(g), x.grad.numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_fixed_batch_without_batch_first_outputs_is_refused():
+    torch.manual_seed(12)
+    module = IssueFixedBatch(positions_first=True).eval()
+    tm = translate(module, torch.randn(2, 4, 20))
+    x = torch.randn(2, 4, 20)
+    with torch.no_grad():  # the traced batch itself is fine
+        np.testing.assert_allclose(np.asarray(tm(to_jax(x))), module(x).numpy(),
+                                   rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match=r"fixed batch size of 2.*batch of 5.*output 0 has "
+                                         r"shape \(7, 6\) at batch 2 and \(7, 9\) at batch 3"):
+        tm(jnp.zeros((5, 4, 20)))
+
+
 class FixedBatchView(torch.nn.Module):
-    """int() on the batch size makes torch.export refuse a symbolic batch."""
+    """Views with the batch size as a Python int, two outputs, an extra batched input."""
 
     def __init__(self):
         super().__init__()
         self.conv = torch.nn.Conv1d(4, 6, 3)
 
-    def forward(self, x):
-        h = self.conv(x)
+    def forward(self, x, scale):
+        h = self.conv(x) * scale[:, None, None]
         n = int(h.shape[0])
-        return h.view(n, -1).sum(-1) + h.new_zeros((n,)), h.reshape(n * 6, -1).mean(-1)
+        return h.view(n, -1).sum(-1) + h.new_zeros((n,)), h.reshape(n, 6, -1).mean(-1)
 
 
-def test_static_batch_fallback_accepts_any_batch():
-    torch.manual_seed(11)
+def test_fixed_batch_fallback_with_two_outputs_and_args():
+    torch.manual_seed(13)
     module = FixedBatchView().eval()
-    tm = check(module, torch.randn(2, 4, 20), batch=5)
-    assert not tm.dynamic_batch
+    tm = check(module, torch.randn(3, 4, 20), torch.rand(3), batch=5)
+    assert tm.static_batch == 3
+    with pytest.raises(ValueError, match="rows"):
+        tm(jnp.zeros((5, 4, 20)), jnp.ones(4))
 
 
 def test_shape_errors():
@@ -323,8 +375,9 @@ def test_shape_errors():
 
 def test_backend_jax_ablation_matches_torch():
     """The front door's backend='jax' translates the module; ablation equals torch's."""
-    import jablate
     from tangermeme.utils import random_one_hot
+
+    import jablate
 
     torch.manual_seed(0)
     module = torch.nn.Sequential(torch.nn.Conv1d(4, 8, 7), torch.nn.ReLU(),
@@ -333,7 +386,8 @@ def test_backend_jax_ablation_matches_torch():
     X = random_one_hot((3, 4, 60), random_state=0).float()
     ann = np.array([[0, 5, 20], [2, 30, 50]])
     for call in (lambda **kw: jablate.ablate(module, X, 10, 40, n=4, random_state=0, **kw),
-                 lambda **kw: jablate.ablate_annotations(module, X, ann, n=4, random_state=0, **kw)):
+                 lambda **kw: jablate.ablate_annotations(module, X, ann, n=4, random_state=0,
+                                                         **kw)):
         ref = call(device="cpu")
         got = call(backend="jax")
         for r, g in zip(ref, got):
@@ -352,3 +406,123 @@ def test_translates_a_loaded_export_program(tmp_path):
     got = translate(loaded, x[:1])(jnp.asarray(x.numpy()))
     with torch.no_grad():
         np.testing.assert_allclose(np.asarray(got), module(x).numpy(), rtol=1e-5, atol=1e-6)
+
+
+# --- torch.export programs saved at a fixed batch size ------------------------------------
+
+STATIC_BATCH = 3
+FASTA = """>a
+ACGTGATAAGCTTACGGCTCAGTTCAGCATGCAAGTCGAT
+>b
+TTGCAGATAAGGCTACNNNAAGTTCAGGATAAGCAAGTCC
+>c
+GGGATCGATAAGCTTACGGATAAGTTCAGCATGCAAGTCA
+>d
+acgtgataagcttacggatcaagttcagcaTGCAAGTCGG
+>e
+CCCCGATAAGTTTTGATAAGGGGGATAAGAAAATTTTCCA
+"""
+REGIONS = "a\t4\t10\nb\t0\t12\nc\t20\t35\nd\t30\t40\ne\t5\t25\n"
+
+
+class StaticConv(torch.nn.Module):
+    def __init__(self, length=40):
+        super().__init__()
+        self.conv = torch.nn.Conv1d(4, 6, 7, padding=3)
+        self.head = torch.nn.Conv1d(6, 2, 5)
+        self.linear = torch.nn.Linear(2 * (length - 4), 2)
+
+    def forward(self, x):
+        h = self.head(torch.relu(self.conv(x)))
+        return self.linear(h.flatten(1)), h.mean(1)
+
+
+@pytest.fixture(scope="module")
+def static_program(tmp_path_factory):
+    """A conv model and its torch.export program saved at a fixed batch of 3."""
+    torch.manual_seed(14)
+    model = StaticConv().eval()
+    path = tmp_path_factory.mktemp("static") / "static.pt2"
+    torch.export.save(torch.export.export(model, (torch.zeros(STATIC_BATCH, 4, 40),)), path)
+    return model, path
+
+
+def test_static_batch_program_runs_in_chunks(static_program):
+    from jablate.bridges.torch import StaticBatchModule, any_batch, exported_batch
+
+    model, path = static_program
+    loaded = torch.export.load(path).module()
+    assert exported_batch(loaded) == STATIC_BATCH
+    wrapped = any_batch(loaded)
+    assert isinstance(wrapped, StaticBatchModule) and any_batch(wrapped) is wrapped
+    tm = translate(loaded, torch.zeros(1, 4, 40))
+    assert tm.static_batch == STATIC_BATCH and translate(wrapped, torch.zeros(1, 4, 40)) is tm
+    for batch in (1, 3, 4, 8):
+        x = one_hot(batch, 40, seed=batch)
+        with torch.no_grad():
+            want = model(x)
+            assert_matches(wrapped(x), want, tol=1e-5)
+        assert_matches(tm(to_jax(x)), want, tol=1e-5)
+
+
+def _regions_and_sequences(directory):
+    from jablate.io import one_hot_encode, read_fasta, read_regions
+
+    (directory / "seqs.fa").write_text(FASTA)
+    (directory / "regions.tsv").write_text(REGIONS)
+    names, sequences = read_fasta(directory / "seqs.fa")
+    regions = read_regions(directory / "regions.tsv", {a: len(s) for a, s in
+                                                        zip(names, sequences)})
+    annotations = np.array([(names.index(r.sequence), r.start, r.end) for r in regions])
+    return one_hot_encode(sequences), annotations
+
+
+def _assert_close_outputs(got, want):
+    for g, w in zip(got, want):
+        g = [g] if not isinstance(g, (list, tuple)) else g
+        w = [w] if not isinstance(w, (list, tuple)) else w
+        assert len(g) == len(w)
+        for a, b in zip(g, w):
+            np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-5)
+
+
+def test_static_batch_program_through_the_api(static_program, tmp_path):
+    import jablate
+
+    model, path = static_program
+    X, annotations = _regions_and_sequences(tmp_path)
+    assert len(X) % STATIC_BATCH and len(annotations) % STATIC_BATCH
+    loaded = torch.export.load(path).module()
+    kwargs = dict(n=4, random_state=0, batch_size=4)
+    want = jablate.ablate_annotations(model, X, annotations, **kwargs)
+    _assert_close_outputs(jablate.ablate_annotations(loaded, X, annotations, **kwargs), want)
+    _assert_close_outputs(jablate.ablate_annotations(loaded, X, annotations, backend="jax",
+                                                     **kwargs), want)
+
+
+@pytest.mark.parametrize("translated", [False, True])
+def test_static_batch_program_through_the_command_line(static_program, tmp_path, translated):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import jablate
+
+    model, path = static_program
+    X, annotations = _regions_and_sequences(tmp_path)
+    repo = Path(__file__).resolve().parents[1]
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+        filter(None, [str(repo), os.environ.get("PYTHONPATH")])))
+    command = [sys.executable, "-m", "jablate", "ablate", "--model", str(path), "--fasta",
+               "seqs.fa", "--regions", "regions.tsv", "--n", "4", "--seed", "3", "--quiet",
+               "--out", "out.npz"] + (["--translate"] if translated else [])
+    result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("name\t")
+    want = jablate.ablate_annotations(model, X, annotations, n=4, random_state=3)
+    with np.load(tmp_path / "out.npz") as npz:
+        for i, (before, after) in enumerate(zip(*want)):
+            np.testing.assert_allclose(npz[f"y_befores_{i}"], before, rtol=1e-5, atol=1e-5)
+            np.testing.assert_allclose(npz[f"y_afters_{i}"], after, rtol=1e-5, atol=1e-5)
