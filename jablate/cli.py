@@ -467,7 +467,8 @@ def _load_exported(path):
             f"{type(error).__name__}: {error}") from None
     finally:
         logger.setLevel(level)
-    return program
+    from jablate.bridges.torch import any_batch  # a fixed-batch export runs in chunks of it
+    return any_batch(program)
 
 
 def _is_torch_module(obj):
