@@ -342,6 +342,29 @@ def test_fixed_batch_without_batch_first_outputs_is_refused():
         tm(jnp.zeros((5, 4, 20)))
 
 
+class HardcodedBatch(torch.nn.Module):
+    """A view that only works at batch 2: no other batch can be checked, so none is run."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv1d(4, 3, 5)
+
+    def forward(self, x):
+        return self.conv(x).reshape(2, 48).mean(-1)  # (b, 3, 16): b = 2 only
+
+
+def test_fixed_batch_that_cannot_be_checked_is_refused():
+    torch.manual_seed(15)
+    module = HardcodedBatch().eval()
+    x = torch.randn(2, 4, 20)
+    tm = translate(module, x)
+    with torch.no_grad():
+        np.testing.assert_allclose(np.asarray(tm(to_jax(x))), module(x).numpy(),
+                                   rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="at batch 2 only"):
+        tm(jnp.zeros((3, 4, 20)))
+
+
 class FixedBatchView(torch.nn.Module):
     """Views with the batch size as a Python int, two outputs, an extra batched input."""
 
