@@ -9,6 +9,8 @@ register themselves in their own modules (``_aten_elementwise``, ``_aten_linalg`
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+
 import jax
 import jax.numpy as jnp
 import torch
@@ -24,12 +26,12 @@ _DTYPES = {
 }
 
 
-def jax_dtype(dtype):
+def jax_dtype(dtype: torch.dtype) -> jnp.dtype:
     """The JAX dtype for a torch dtype (64-bit types narrow unless jax x64 is enabled)."""
     return jax.dtypes.canonicalize_dtype(_DTYPES[dtype])
 
 
-def to_jax(t):
+def to_jax(t: torch.Tensor) -> jax.Array:
     """A torch tensor as a JAX array on the default device (bfloat16 kept)."""
     t = t.detach().cpu()
     if t.dtype == torch.bfloat16:
@@ -37,17 +39,17 @@ def to_jax(t):
     return jnp.asarray(t.numpy(), jax_dtype(t.dtype))
 
 
-def is_float(x):
+def is_float(x: object) -> bool:
     """Whether `x` (an array or a Python number) has a floating or complex dtype."""
     return jnp.issubdtype(jnp.result_type(x), jnp.inexact)
 
 
-def as_float(x):
+def as_float(x: object) -> object:
     """`x` itself when it is floating, else `x` as float32 (torch's promotion for unary ops)."""
     return x if is_float(x) else jnp.asarray(x, jnp.float32)
 
 
-def register(*names):
+def register(*names: str) -> Callable[[Callable], Callable]:
     """Decorator: register a JAX implementation under one or more ATen op names.
 
     The implementation is called with the op's schema arguments by name (see
@@ -60,7 +62,7 @@ def register(*names):
     return deco
 
 
-def ntuple(v, n):
+def ntuple(v: int | Sequence[int], n: int) -> tuple:
     """An int or a list of one or `n` ints as a tuple of `n` ints."""
     if isinstance(v, (list, tuple)):
         v = tuple(v)
@@ -68,7 +70,7 @@ def ntuple(v, n):
     return (v,) * n
 
 
-def axes_arg(dim, ndim):
+def axes_arg(dim: int | Sequence[int] | None, ndim: int) -> int | tuple | None:
     """Torch reduction dims (None, [], int or list) as a JAX axis argument."""
     if dim is None or ndim == 0:
         return None

@@ -360,7 +360,8 @@ class StaticBatchModule(torch.nn.Module):
                   for a in torch.utils._pytree.tree_leaves(out.args[0] if out else ())]
         self._unbatched_outputs = [str(s) for s in shapes if not s or s[0] != self.batch]
 
-    def forward(self, x: torch.Tensor, *args):
+    def forward(self, x: torch.Tensor, *args: object) -> object:
+        """The program's outputs for the batch `x` (and batched `args`), any batch size."""
         n = x.shape[0]
         if n == self.batch:
             return self.module(x, *args)

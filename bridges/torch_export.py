@@ -216,7 +216,7 @@ class TranslatedModel:
         self.translation_seconds = seconds
         self._jit_apply = jax.jit(self.apply)
 
-    def __call__(self, x, *args):
+    def __call__(self, x: jax.Array, *args: object) -> object:
         """Run the translated model with its own parameters (jit-compiled).
 
         Parameters
@@ -234,7 +234,7 @@ class TranslatedModel:
         """
         return self._jit_apply(self.params, x, *args)
 
-    def apply(self, params, x, *args):
+    def apply(self, params: dict, x: jax.Array, *args: object) -> object:
         """Evaluate the graph with explicit parameters: ``apply(params, x, *args)``.
 
         Parameters
