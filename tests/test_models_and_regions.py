@@ -92,10 +92,11 @@ def test_memory_stays_flat_over_many_models():
         assert grown < 100, f"{kind}: RSS grew {grown:.0f} MB over 10 models of 16 MB"
 
 
-def test_a_torch_module_is_freed():
+@pytest.mark.parametrize("backend", [None, "jax"])
+def test_a_torch_module_is_freed(backend):
     torch = pytest.importorskip("torch")
     module = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(A * L, 2))
-    jablate.ablate(module, torch.from_numpy(X), 5, 25, n=2, random_state=0)
+    jablate.ablate(module, torch.from_numpy(X), 5, 25, n=2, random_state=0, backend=backend)
     ref = weakref.ref(module)
     del module
     gc.collect()
