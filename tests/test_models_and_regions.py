@@ -177,7 +177,8 @@ def test_devices_resolve_in_one_place():
     cpu = jax.devices("cpu")[0]
     assert resolve_device("cpu") == cpu and resolve_device("CPU:0") == cpu
     assert resolve_device(cpu) is cpu and resolve_device(None) is None
-    for bad, message in [("cuda:x", "not a device name"), ("tpu", "not available to JAX: it sees no tpu device"),
+    for bad, message in [("cuda:x", "not a device name"),
+                         ("tpu", "not available to JAX: it sees no tpu device"),
                          ("cpu:9", "JAX sees only 1 cpu device")]:
         with pytest.raises(ValueError, match=f"device '{bad}'.*{message}|{message}"):
             resolve_device(bad)
