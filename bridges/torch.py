@@ -271,7 +271,7 @@ def wrap(module, device=None, dtype=None):
         return tuple(jax.ShapeDtypeStruct((x.shape[0],) + s, d) for s, d in specs), multi
 
     def fn(x, *args):
-        if not isinstance(x, jax.core.Tracer) and not any(isinstance(a, jax.core.Tracer) for a in args):
+        if not any(isinstance(a, jax.core.Tracer) for a in (x, *args)):
             ys, multi = host_call(x, *args)
             ys = tuple(jnp.asarray(y) for y in ys)
             return ys if multi else ys[0]
