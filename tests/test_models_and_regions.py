@@ -79,17 +79,17 @@ def test_a_dropped_model_is_freed(kind):
 
 
 def test_memory_stays_flat_over_many_models():
-    """20 models with a 16 MB array each: 0.1.0 kept every one (over 320 MB)."""
+    """Models with a 16 MB array each: 0.1.0 kept every one (RSS grew ~23 MB a model)."""
     process = psutil.Process()
     for kind in ("linen", "closure"):
         _ablate(MAKERS[kind](0))  # warm up: compile and allocate once
         gc.collect()
         before = process.memory_info().rss
-        for seed in range(1, 11):
+        for seed in range(1, 9):
             _ablate(MAKERS[kind](seed))
             gc.collect()
         grown = (process.memory_info().rss - before) / 1e6
-        assert grown < 100, f"{kind}: RSS grew {grown:.0f} MB over 10 models of 16 MB"
+        assert grown < 64, f"{kind}: RSS grew {grown:.0f} MB over 8 models of 16 MB"
 
 
 @pytest.mark.parametrize("backend", [None, "jax"])
