@@ -119,6 +119,11 @@ def _resolve_dtype(model, dtype):
             return next(model.parameters()).dtype
         except (StopIteration, AttributeError):
             return torch.float32
+    if not isinstance(dtype, (str, torch.dtype)):  # a NumPy/JAX dtype or scalar type
+        try:
+            dtype = numpy.dtype(dtype).name
+        except TypeError:
+            raise ValueError(f"dtype {dtype!r} is not a dtype.") from None
     if isinstance(dtype, str):
         resolved = getattr(torch, dtype.replace("torch.", ""), None)
         if not isinstance(resolved, torch.dtype):

@@ -206,8 +206,10 @@ def ablate_annotations(model: Any, X: Any, annotations: Any,
         Passed to :func:`ablate` (``n``, ``shuffle_fn``, ``random_state``,
         ``func``, ``batch_size``, ...). An int ``random_state`` re-seeds for
         every annotation, a RandomState is shared across them, as in
-        tangermeme's loop. ``args`` have ``N`` rows, and annotation ``i`` uses
-        row ``example_idx`` of each (the loop's ``args[idx:idx+1]``).
+        tangermeme's loop. On the batched path (jablate's ``predict`` and
+        shuffles) ``args`` have ``N`` rows and annotation ``i`` uses row
+        ``example_idx`` of each. A foreign ``func`` or ``shuffle_fn`` runs
+        tangermeme's loop literally, ``args`` passed unchanged to every call.
 
     Returns
     -------
@@ -250,12 +252,12 @@ def ablate_annotations(model: Any, X: Any, annotations: Any,
 
 
 def _annotation_loop(model, X, ann, kwargs):
+    """tangermeme's loop, literally: ``ablate(model, X[idx:idx+1], start, end, **kwargs)``
+    for each annotation, ``args`` passed through unchanged as tangermeme passes them."""
     befores, afters = [], []
-    args = kwargs.pop("args", None)
     for idx, start, end in ann:
         rows = slice(int(idx), int(idx) + 1)
-        b, a = ablate(model, X[rows], start=int(start), end=int(end),
-                      args=None if args is None else [x[rows] for x in args], **kwargs)
+        b, a = ablate(model, X[rows], start=int(start), end=int(end), **kwargs)
         befores.append(b)
         afters.append(a)
     if isinstance(afters[0], (list, tuple)):

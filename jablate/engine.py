@@ -128,10 +128,15 @@ class _Devices:
     the batch size is rounded up to a multiple of the device count.
     """
 
-    def __init__(self, runner, X):
-        devices = list(X.devices()) if len(X.devices()) > 1 else jax.local_devices()
-        devices = [d for d in devices if d.platform == next(iter(X.devices())).platform]
-        self.count = len(devices) if runner.jittable else 1
+    def __init__(self, model, X):
+        platform = next(iter(X.devices())).platform
+        if model.device is not None or not model.jittable:
+            devices = [model.device]  # the caller chose one device (or torch places batches)
+        elif len(X.devices()) > 1:
+            devices = list(X.devices())
+        else:
+            devices = jax.local_devices(backend=platform)
+        self.count = len(devices)
         if self.count > 1:
             mesh = jax.sharding.Mesh(numpy.array(devices), ("batch",))
             self.split = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("batch"))
@@ -176,13 +181,15 @@ def _gather_processes(arrays, total):
 
 @dataclass(frozen=True)
 class Model:
-    """What the engine runs: a runner, its parameters, a post-processing ``func`` and
-    the input dtype (JAX runners; None keeps a float ``X`` and casts others to float32)."""
+    """What the engine runs: a runner, its parameters, a post-processing ``func``, the
+    input dtype (JAX runners; None keeps a float ``X`` and casts others to float32) and
+    the device the caller chose (None: every local device of ``X``'s platform)."""
 
     runner: Any
     params: Any = None
     post: Optional[Callable] = None
     dtype: Any = None
+    device: Any = None  # a jax.Device the caller chose: run there alone, unsharded
 
     @property
     def jittable(self) -> bool:
@@ -191,16 +198,16 @@ class Model:
 
 def _batches(model, X, args, draw, table, plan, batch_size, verbose, desc):
     """Yield ``(outputs, multi, valid, lo, size)`` per step; JAX outputs stay on the device."""
-    where = _Devices(model.runner, X)
+    where = _Devices(model, X)
     size = where.size(batch_size, len(plan))
     if model.jittable:
+        step = model.runner.step_for(model.post)
         params = where.replicate(model.params)
         X, args, table = where.replicate((X, args, table))
     for lo in tqdm(range(0, len(plan), size), disable=not verbose, desc=desc):
         items, valid = plan.batch(lo, size)
         if model.jittable:
-            y = model.runner.step(params, X, args, table, where.shard(items), draw=draw,
-                                  post=model.post, dtype=model.dtype)
+            y = step(params, X, args, table, where.shard(items), draw=draw, dtype=model.dtype)
         else:
             x = _draw_eagerly(X, table, items, draw)[:valid]
             y = model.runner(x, tuple(jnp.take(a, items[0][:valid], axis=0) for a in args))

@@ -62,9 +62,15 @@ def _dinucleotide_counts(X, seq_idx, starts, ends):
         seq_idx, starts, ends)
 
 
-def _chunked(fn, X, seq_idx, starts, ends, chunk=512):
-    """``fn`` over groups in chunks of one shape (one compiled program), on the host."""
+def _chunked(fn, X, seq_idx, starts, ends, budget=64 * 2**20):
+    """``fn`` over groups in chunks of one shape, on the host.
+
+    A chunk is a power of two of at most 512 groups, and small enough that its
+    gathered sequences (and the per-position work on them) stay near ``budget`` bytes.
+    """
     G = len(seq_idx)
+    per_group = 16 * (X.shape[1] + 1) * X.shape[2]
+    chunk = 1 << max(0, min(9, (G - 1).bit_length(), (budget // per_group).bit_length() - 1))
     outs = []
     for lo in range(0, G, chunk):
         take = numpy.minimum(numpy.arange(lo, lo + chunk), G - 1)
@@ -173,17 +179,21 @@ def plan_shuffles(method: ShuffleMethod, random_state: Any, seq_idx: Any, starts
             perms = jrandom.tangermeme_permutations(rs, n, int(widths[0]))
             return (engine.PermutationShuffle(), jnp.asarray(perms),
                     engine.Plan.build(draws=i, **item))
-        pad, table, by_width = int(widths.max()), [], {}
-        for w in widths:
-            if isinstance(random_state, numpy.random.RandomState):
-                table.append(jrandom.tangermeme_permutations(rs, n, int(w), pad))
-            else:  # an int: every annotation starts from RandomState(seed) again
-                if w not in by_width:
-                    by_width[w] = jrandom.tangermeme_permutations(
-                        jrandom.tangermeme_stream(random_state), n, int(w), pad)
-                table.append(by_width[w])
-        return (engine.PermutationShuffle(), jnp.asarray(numpy.concatenate(table)),
-                engine.Plan.build(draws=g * n + i, **item))
+        pad = 1 << (int(widths.max()) - 1).bit_length()  # fewer table shapes, fewer compiles
+        if isinstance(random_state, numpy.random.RandomState):  # one shared stream, in order
+            table = numpy.concatenate([jrandom.tangermeme_permutations(rs, n, int(w), pad)
+                                       for w in widths])
+            rows = g * n + i
+        else:  # an int: every annotation starts from RandomState(seed) again, so one block
+            # of n permutations per distinct width serves every annotation of that width
+            uniq, block = numpy.unique(widths, return_inverse=True)
+            table = numpy.concatenate([jrandom.tangermeme_permutations(
+                jrandom.tangermeme_stream(random_state), n, int(w), pad) for w in uniq])
+            rows = block[g] * n + i
+        table = numpy.pad(table, ((0, (1 << (len(table) - 1).bit_length()) - len(table)), (0, 0)),
+                          mode="edge")
+        return (engine.PermutationShuffle(), jnp.asarray(table),
+                engine.Plan.build(draws=rows, **item))
     zeros = numpy.zeros_like(g)
     if not per_annotation:
         key, ids = jrandom.key_from(random_state), (zeros, g, i)

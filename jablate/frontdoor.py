@@ -58,6 +58,9 @@ def to_jax(x: Any, name: str = "X") -> jax.Array:
     if fam == "jax":
         return x
     if fam == "numpy":
+        if x.dtype.kind not in "biuf":
+            raise ValueError(f"{name} must hold numbers (bool, int or float); got dtype "
+                             f"{x.dtype}.")
         if x.dtype == numpy.float64 and not jax.config.jax_enable_x64:
             x = x.astype(numpy.float32)
         return jnp.asarray(x)

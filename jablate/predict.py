@@ -38,7 +38,8 @@ def prepare(model: Any, inp: Inputs, func: Optional[Callable] = None, device: An
         import jax
         inp = Inputs(jax.device_put(inp.X, jdevice),
                      tuple(jax.device_put(a, jdevice) for a in inp.args), inp.family, inp.dtype)
-    return inp, engine.Model(runner, params, func, jax_dtype(dtype)), contextlib.nullcontext()
+    return (inp, engine.Model(runner, params, func, jax_dtype(dtype), jdevice),
+            contextlib.nullcontext())
 
 
 def predict(model: Any, X: Any, args: Optional[Any] = None, func: Optional[Callable] = None,
@@ -55,14 +56,20 @@ def predict(model: Any, X: Any, args: Optional[Any] = None, func: Optional[Calla
     ----------
     model: flax.linen.Module (bound), flax.nnx.Module, callable or torch.nn.Module
         Maps a batch ``(B, A, L)`` (plus ``*args``) to an array or a tuple/list
-        of arrays.
+        of arrays. Flax modules' parameters are arguments of the compiled
+        program, re-read on every call, and folds of one architecture share
+        one program. A plain callable is compiled once per object, with the
+        arrays it closes over as constants: to change its weights, pass a new
+        callable. Nothing jablate caches keeps the model alive.
     X: jax.Array, numpy.ndarray or torch.Tensor, shape=(N, A, L)
         One-hot sequences; all-zero columns (unknown bases) are allowed.
     args: tuple or list of arrays or None, optional
         Extra model inputs, each with ``N`` rows. Default is None.
     func: callable or None, optional
         Applied to the raw model output of each batch before it is kept
-        (inside the compiled program for JAX models). Default is None.
+        (inside the compiled program for JAX models, compiled once per
+        ``func`` object: pass a module-level function rather than a new
+        lambda on every call). Default is None.
     batch_size: int, optional
         Examples per model call. Default is 32.
     dtype: str, dtype or None, optional

@@ -30,6 +30,7 @@ from typing import Any, Callable, Optional
 
 import jax
 import jax.numpy as jnp
+import numpy
 
 from .frontdoor import is_torch_module, torch_bridge
 
@@ -63,50 +64,92 @@ class JaxRunner:
     apply: callable
         ``apply(params, x, *args)`` -> array or tuple/list of arrays. It must not
         hold the caller's model strongly (see the module docstring).
+
+    Notes
+    -----
+    :meth:`step_for` gives the compiled step for a post-processing ``func``
+    (``None`` for none). Steps for a ``func`` are held weakly: a ``func`` that
+    the caller drops takes its compiled programs (and what it closed over) along.
     """
 
     jittable = True
 
     def __init__(self, apply: Callable):
         self.apply = apply
-        self.step = jax.jit(partial(_step, self.apply),
-                            static_argnames=("draw", "post", "dtype"))
+        self._plain = self._compile(None)
+        self._posts: "weakref.WeakKeyDictionary[Callable, Callable]" = \
+            weakref.WeakKeyDictionary()
+
+    def _compile(self, post_ref):
+        return jax.jit(partial(_step, self.apply, post_ref),
+                       static_argnames=("draw", "dtype"))
+
+    def step_for(self, post: Optional[Callable]) -> Callable:
+        """The compiled ``step(params, X, args, table, items, draw=, dtype=)`` with ``post``."""
+        if post is None:
+            return self._plain
+        try:
+            step = self._posts.get(post)
+            if step is None:
+                step = self._posts[post] = self._compile(weakref.ref(post))
+            return step
+        except TypeError:  # not weak-referenceable: compiled for this call only
+            return self._compile(_Strong(post))
 
 
-def _step(apply, params, X, args, table, items, draw, post, dtype):
+def _step(apply, post_ref, params, X, args, table, items, draw, dtype):
     """One batch: build inputs from ``X`` and plan ``items`` with ``draw``, run the model."""
     x = draw(X, table, items)
     x = x.astype(dtype) if dtype is not None else (
         x if jnp.issubdtype(x.dtype, jnp.floating) else x.astype(jnp.float32))
     args = tuple(jnp.take(a, items[0], axis=0) for a in args)
     y = apply(params, x, *args)
-    if post is not None:
+    if post_ref is not None:
         outputs_of(y)
-        y = post(y)
-    ys, multi = outputs_of(y, "func" if post is not None else "the model")
+        y = _alive(post_ref)(y)
+    ys, multi = outputs_of(y, "func" if post_ref is not None else "the model")
     return list(ys) if multi else ys[0]
 
 
 # --- model kinds --------------------------------------------------------------------------
 
 _by_structure: "collections.OrderedDict[Any, JaxRunner]" = collections.OrderedDict()
-_by_model: "weakref.WeakKeyDictionary[Any, Any]" = weakref.WeakKeyDictionary()
+# Identity-keyed (a weak dictionary matches by ==, and models that compare equal can differ):
+# id(obj) or (id(owner), method function) -> (weak reference, runner); an entry leaves when
+# its object is collected.
+_by_id: dict = {}
+
+
+class _Strong:
+    """Stands in for a weak reference to an object that cannot be weakly referenced."""
+
+    def __init__(self, obj):
+        self.obj = obj
+
+    def __call__(self):
+        return self.obj
+
+
+def _alive(ref):
+    obj = ref()
+    if obj is None:  # only reachable if a caller keeps a runner after dropping the model
+        raise ValueError("the model this program was compiled for no longer exists.")
+    return obj
 
 
 def _linen_apply(structure, params, x, *args):
-    return structure.apply(params, x, *args)
+    from flax import errors
+    try:
+        return structure.apply(params, x, *args)
+    except (errors.ScopeCollectionNotFound, errors.ScopeParamNotFoundError) as error:
+        raise ValueError("model is a flax.linen Module bound without the variables it needs "
+                         f"({error}); bind the variables from module.init(...): "
+                         "module.bind(variables).") from None
 
 
 def _nnx_apply(graphdef, state, x, *args):
     from flax import nnx
     return nnx.merge(graphdef, state)(x, *args)
-
-
-def _alive(ref):
-    model = ref()
-    if model is None:  # only reachable if a caller keeps a runner after dropping the model
-        raise ValueError("the model this program was compiled for no longer exists.")
-    return model
 
 
 def _weak_pure_apply(ref, params, x, *args):
@@ -122,43 +165,54 @@ def _weak_method_call(ref, func, params, x, *args):
 
 
 def _linen_apply_weak(ref, params, x, *args):
-    return _alive(ref).unbind()[0].apply(params, x, *args)
+    return _linen_apply(_alive(ref).unbind()[0], params, x, *args)
+
+
+def _fingerprint(value):
+    """Types (and exact reprs of numbers) of a value, recursively: ``0.5`` and
+    ``numpy.float32(0.5)`` compare equal but compile to different programs."""
+    import dataclasses
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return (type(value),) + tuple((f.name, _fingerprint(getattr(value, f.name, None)))
+                                      for f in dataclasses.fields(value) if f.name != "parent")
+    if isinstance(value, (tuple, list)):
+        return (type(value),) + tuple(_fingerprint(v) for v in value)
+    if isinstance(value, dict):
+        return (type(value),) + tuple((k, _fingerprint(v)) for k, v in value.items())
+    if isinstance(value, (bool, int, float, complex, numpy.generic)):
+        return (type(value), repr(value))
+    return (type(value),)
 
 
 def _structure_runner(structure, apply):
     try:
-        hash(structure)
+        key = (structure, _fingerprint(structure))
+        hash(key)
     except TypeError:  # e.g. a module holding arrays as attributes
         return None
-    runner = _by_structure.get(structure)
+    runner = _by_structure.get(key)
     if runner is None:
-        runner = _by_structure[structure] = JaxRunner(partial(apply, structure))
+        runner = _by_structure[key] = JaxRunner(partial(apply, structure))
         while len(_by_structure) > STRUCTURE_CACHE_SIZE:
             _by_structure.popitem(last=False)
-    _by_structure.move_to_end(structure)
+    _by_structure.move_to_end(key)
     return runner
 
 
-def _weak_runner(model, build):
-    """The runner cached for ``model`` (weakly); a fresh one if it cannot be weakly referenced."""
+def _identity_runner(obj, build, method=None):
+    """The runner cached for ``obj`` (or its ``method``) by identity, held only while
+    ``obj`` lives; a fresh, uncached one when ``obj`` cannot be weakly referenced."""
+    key = id(obj) if method is None else (id(obj), method)
+    entry = _by_id.get(key)
+    if entry is not None and entry[0]() is obj:
+        return entry[1]
     try:
-        runner = _by_model.get(model)
-        ref = weakref.ref(model)
-    except TypeError:  # not weak-referenceable (or unhashable): no cache, compiled per call
-        return build(_Strong(model))
-    if runner is None:
-        runner = _by_model[model] = build(ref)
+        ref = weakref.ref(obj, lambda _, key=key: _by_id.pop(key, None))
+    except TypeError:  # not weak-referenceable: compiled per call
+        return build(_Strong(obj))
+    runner = build(weakref.ref(obj))
+    _by_id[key] = (ref, runner)
     return runner
-
-
-class _Strong:
-    """Stands in for a weak reference to a model that cannot be weakly referenced."""
-
-    def __init__(self, model):
-        self.model = model
-
-    def __call__(self):
-        return self.model
 
 
 def _class_error(model) -> ValueError:
@@ -231,34 +285,24 @@ def runner_for(model: Any, backend: Optional[str] = None,
             raise ValueError("model is an unbound flax.linen Module; pass module.bind(variables) "
                              "so that jablate has its weights.")
         structure, params = model.unbind()
-        if not params:
-            raise ValueError("model is a flax.linen Module bound to no variables; bind the "
-                             "variables from module.init(...) (module.bind(variables)).")
-        runner = _structure_runner(structure, _linen_apply)
-        if runner is None:
-            runner = _weak_runner(model, lambda ref: JaxRunner(
-                partial(_linen_apply_weak, ref)))
+        runner = _structure_runner(structure, _linen_apply) or _identity_runner(
+            model, lambda ref: JaxRunner(partial(_linen_apply_weak, ref)))
         return runner, params
     if kind == "nnx":
         from flax import nnx
         graphdef, state = nnx.split(model)
-        runner = _structure_runner(graphdef, _nnx_apply)
-        return runner or JaxRunner(partial(_nnx_apply, graphdef)), state
+        runner = _structure_runner(graphdef, _nnx_apply) or _identity_runner(
+            model, lambda ref: JaxRunner(partial(_nnx_apply, graphdef)))
+        return runner, state
     if callable(getattr(model, "apply", None)) and hasattr(model, "params"):
-        runner = _weak_runner(model, lambda ref: JaxRunner(partial(_weak_pure_apply, ref)))
-        return runner, model.params
+        return _identity_runner(model, lambda ref: JaxRunner(partial(_weak_pure_apply, ref))), \
+            model.params
     if not callable(model):
         raise ValueError(f"model must be a flax module, a callable on JAX arrays or a "
                          f"torch.nn.Module; got {type(model).__name__}.")
     if inspect.ismethod(model):  # a new bound-method object each time: key on its owner
-        owner, func = model.__self__, model.__func__
-        try:
-            methods = _by_model.setdefault(owner, {})
-            ref = weakref.ref(owner)
-        except TypeError:  # owner not weak-referenceable: an uncached runner
-            return JaxRunner(partial(_weak_call, _Strong(model))), None
-        if func not in methods:
-            methods[func] = JaxRunner(partial(_weak_method_call, ref, func))
-        return methods[func], None
-    return _weak_runner(model, lambda ref: JaxRunner(partial(_weak_call, ref))), None
+        func = model.__func__
+        return _identity_runner(model.__self__, lambda ref: JaxRunner(
+            partial(_weak_method_call, ref, func)), method=func), None
+    return _identity_runner(model, lambda ref: JaxRunner(partial(_weak_call, ref))), None
 

@@ -155,7 +155,7 @@ def _unbound_apply():
     (lambda: Conv, "class .*Conv, not a model; pass an instance"),
     (lambda: BigNNX, "class .*BigNNX, not a model; pass an instance"),
     (lambda: Conv(), "unbound flax.linen Module"),
-    (lambda: Conv().bind({}), "bound to no variables"),
+    (lambda: Conv().bind({}), "bound without the variables it needs"),
     (_unbound_apply, "unbound method Conv.apply"),
     (lambda: (lambda x: {"y": x.sum((1, 2))}), "must return an array or a tuple/list of arrays"),
     (lambda: 3, "model must be a flax module, a callable"),
@@ -242,3 +242,133 @@ def test_unchangeable_regions_are_counted_in_a_warning():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         jablate.ablate(model, Xw, 6, 12, n=2, random_state=0)  # every region can change
+
+
+# --- the runner cache matches models by identity, and compiles once per model ------------
+
+def test_models_that_compare_equal_keep_their_own_weights():
+    from dataclasses import dataclass, field
+
+    @dataclass(frozen=True)
+    class Scaled:
+        name: str
+        w: jax.Array = field(compare=False, hash=False)
+
+        def __call__(self, x):
+            return (x[:, 0] * self.w).sum(-1)
+
+        def other(self, x):
+            return (x[:, 1] * self.w).sum(-1)
+
+    one, five = Scaled("cnn", jnp.ones(L)), Scaled("cnn", 5 * jnp.ones(L))
+    assert one == five
+    numpy.testing.assert_allclose(jablate.predict(one, X), one(jnp.asarray(X)))
+    numpy.testing.assert_allclose(jablate.predict(five, X), five(jnp.asarray(X)))
+    # the object and one of its bound methods are different models
+    numpy.testing.assert_allclose(jablate.predict(one.other, X), one.other(jnp.asarray(X)))
+    numpy.testing.assert_allclose(jablate.predict(one, X), one(jnp.asarray(X)))
+
+
+def test_linen_fields_of_other_types_get_their_own_program():
+    class Scale(nn.Module):
+        scale: float
+
+        @nn.compact
+        def __call__(self, x):
+            return x[:, 0, :3] * self.scale
+
+    outs = []
+    for scale in (0.5, numpy.float32(0.5)):  # equal, but 0.5 * bf16 stays bf16
+        m = Scale(scale).bind({})
+        y = jablate.predict(m, X, dtype="bfloat16")
+        assert y.dtype == m(jnp.asarray(X, jnp.bfloat16)).dtype
+        outs.append(y.dtype)
+    assert outs[0] != outs[1]
+
+
+def test_a_parameter_free_linen_module_runs():
+    class Counts(nn.Module):
+        @nn.compact
+        def __call__(self, x):
+            return x.sum(-1)
+
+    m = Counts()
+    numpy.testing.assert_array_equal(jablate.predict(m.bind({}), X), X.sum(-1))
+
+
+def test_unhashable_and_array_holding_models_compile_once():
+    from dataclasses import dataclass
+
+    traces = []
+
+    @dataclass  # not frozen: unhashable
+    class Plain:
+        w: jax.Array
+
+        def __call__(self, x):
+            traces.append(1)
+            return (x[:, 2] * self.w).sum(-1)
+
+    class Field(nn.Module):
+        table: jax.Array
+
+        @nn.compact
+        def __call__(self, x):
+            traces.append(1)
+            return (x[:, 0] * self.table).sum(-1) + self.param("b", nn.initializers.zeros, ())
+
+    plain = Plain(jnp.ones(L))
+    field_model = Field(jnp.ones(L))
+    field_model = field_model.bind(field_model.init(jax.random.key(0), X[:1]))
+    for model in (plain, field_model):
+        traces.clear()
+        for _ in range(3):
+            jablate.predict(model, X, batch_size=8)
+        assert len(traces) == 1
+
+
+def test_func_is_compiled_once_and_freed_with_the_caller():
+    traces = []
+
+    def make_post():
+        big = jnp.ones(BIG)
+
+        def post(y):
+            traces.append(1)
+            return y * big[0]
+        return post
+
+    post = make_post()
+    model = _bound_big_linen(0)
+    for _ in range(2):
+        jablate.predict(model, X, func=post, batch_size=8)
+    assert len(traces) == 1
+    ref = weakref.ref(post)
+    del post
+    gc.collect()
+    assert ref() is None
+
+
+def test_foreign_func_annotations_pass_args_through_as_tangermeme():
+    seen = []
+
+    def func(model, X, args=None, **kwargs):
+        seen.append(None if args is None else args[0].shape)
+        return jablate.predict(model, X, args=args)
+
+    model = lambda x, a: x[:, 0].sum(-1) + a[:, 0]
+    args = (numpy.ones((1, 1), numpy.float32),)  # one row, used by every annotation
+    ann = numpy.array([[2, 5, 10], [4, 0, 3]])
+    jablate.ablate_annotations(model, X, ann, n=2, func=func, args=args, random_state=0)
+    assert seen == [(1, 1), (2, 1), (1, 1), (2, 1)]  # before (1 row), after (n rows)
+
+
+def test_numpy_and_object_inputs_give_value_errors():
+    with pytest.raises(ValueError, match="X must hold numbers"):
+        jablate.predict(lambda x: x, numpy.array([[["A"]]]))
+    torch = pytest.importorskip("torch")
+    module = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(A * L, 1))
+    y = jablate.predict(module, torch.from_numpy(X), dtype=numpy.float32)
+    torch.testing.assert_close(y, module(torch.from_numpy(X)).detach())
+    with pytest.raises(ValueError, match="dtype"):
+        jablate.predict(module, torch.from_numpy(X), dtype="bogus")
