@@ -3,6 +3,8 @@
     jablate [--version] [--debug] COMMAND
     jablate demo [--plot jablate-demo.png]
     jablate ablate --model SPEC --fasta seqs.fa --regions regions.bed [options]
+    jablate hits --model SPEC --genome hg38.fa --peaks peaks.narrowPeak --hits hits.tsv
+                 --out DIR [options]
 
 ``main(argv)`` returns the exit status: 0 on success, 2 for bad usage or input, 1 when the
 model fails while it runs (or on an unexpected error), 130 when interrupted. Every error is
@@ -116,7 +118,7 @@ def build_parser():
     Returns
     -------
     parser : argparse.ArgumentParser
-        With the subcommands ``demo`` and ``ablate``; each sets ``args.command``.
+        With the subcommands ``demo``, ``ablate`` and ``hits``; each sets ``args.command``.
     """
 
     parser = _Parser(prog="jablate", description="In-silico ablation for genomics "
@@ -174,7 +176,94 @@ def build_parser():
     ablate.add_argument("--translate", action="store_true",
         help="translate a torch model to JAX instead of bridging it (backend='jax')")
     _add_debug(ablate, argparse.SUPPRESS)
+    _add_hits(commands)
     return parser
+
+
+def _add_hits(commands):
+    from .genome import EFFECTS_HELP
+    from .genome_run import DEFAULT_CHUNK_SIZE
+
+    hits = commands.add_parser("hits", help="ablate every motif hit in the peaks of a "
+        "genome: a table of effects, resumable", formatter_class=argparse.
+        RawDescriptionHelpFormatter, description="One window of the model's input length "
+        "per peak (centred on the\nnarrowPeak summit, else the midpoint; windows that run "
+        "off their\nchromosome are skipped); each motif hit inside a window is shuffled "
+        "--n\ntimes (jablate.ablate_annotations) and its effect on every model\noutput "
+        "is written to DIR/effects.tsv, with DIR/summary.tsv, DIR/skipped.tsv\nand a "
+        "plot. Work is saved in chunks under DIR/parts: a killed run\ncontinues with "
+        "--resume, and --shard I/K splits it over cluster jobs.", epilog=EFFECTS_HELP +
+        _HITS_EPILOG)
+    hits.add_argument("--model", required=True, metavar="SPEC",
+        help="as for 'jablate ablate': 'package.module:attribute' or a .pt2 program")
+    hits.add_argument("--genome", required=True, metavar="FASTA",
+        help="the genome, plain or bgzip-compressed (.fa.gz from bgzip, not gzip); a "
+        ".fai index is written beside it when missing")
+    hits.add_argument("--peaks", required=True, metavar="FILE",
+        help="narrowPeak (summit in column 10) or BED; may be gzip-compressed")
+    hits.add_argument("--hits", required=True, metavar="FILE",
+        help="motif hits: BED, Fi-NeMo hits.tsv, FIMO TSV (1-based), or a table with "
+        "chrom, start, end[, name, strand, peak] columns; recognised by its first line")
+    hits.add_argument("--out", required=True, metavar="DIR",
+        help="the output directory (created when missing)")
+    hits.add_argument("--window", type=_positive_int, metavar="W",
+        help="the model's input length (2114 for BPNet); required unless a .pt2 "
+        "--model has a static input shape")
+    hits.add_argument("--n", type=_positive_int, default=20,
+        help="shuffles per hit (default: %(default)s)")
+    hits.add_argument("--shuffle", choices=("mono", "dinucleotide"), default="mono",
+        help="shuffle that keeps mono- or dinucleotide counts (default: %(default)s)")
+    hits.add_argument("--seed", type=_seed, default=0,
+        help="random seed; every hit is shuffled as tangermeme's ablate(..., "
+        "random_state=SEED) would shuffle it alone (default: %(default)s)")
+    hits.add_argument("--batch-size", type=_positive_int, default=64,
+        help="sequences per model call (default: %(default)s)")
+    hits.add_argument("--device", help="device for a torch model (cpu, cuda, cuda:1, "
+        "...); for a JAX model, the accelerator to run on")
+    hits.add_argument("--translate", action="store_true",
+        help="translate a torch model to JAX instead of bridging it (backend='jax')")
+    hits.add_argument("--incremental", choices=("auto", "on", "off"), default="auto",
+        help="the incremental engine, where this jablate has it (default: %(default)s)")
+    hits.add_argument("--profile", choices=("logits", "probs"), default="logits",
+        help="what profile outputs hold, for the Jensen-Shannon distance (default: "
+        "%(default)s)")
+    hits.add_argument("--plot", choices=("png", "pdf", "svg", "none"), default="png",
+        help="format of DIR/effects.FORMAT, or none (default: %(default)s)")
+    hits.add_argument("--resume", action="store_true",
+        help="reuse the finished chunks in DIR/parts (made with the same settings)")
+    hits.add_argument("--shard", type=_shard, metavar="I/K",
+        help="compute only chunks c with c %% K == I (0 <= I < K), for job arrays; a "
+        "later run without --shard (with --resume) assembles the table")
+    hits.add_argument("--chunk-size", type=_positive_int, default=DEFAULT_CHUNK_SIZE,
+        metavar="ROWS", help="(hit, window) rows per part file (default: %(default)s)")
+    hits.add_argument("--quiet", action="store_true", help="no progress bar or messages")
+    _add_debug(hits, argparse.SUPPRESS)
+
+
+_HITS_EPILOG = """
+DIR/parts/ holds one file per finished chunk and settings.json, what the
+results depend on (model, inputs' contents, --window, --n, --shuffle, --seed,
+--profile, --translate, --chunk-size). A run refuses parts made with other
+settings, and parts of this run without --resume (or --shard). --batch-size,
+--device and --incremental may change between resumed runs. Shards share DIR
+(one filesystem); index a genome once (samtools faidx, or any run) before
+starting shards that read it at the same time.
+
+exit status: 0 success; 2 bad usage or input (one line naming the file, line
+and cause; nothing written); 1 the model failed while it ran (finished chunks
+are kept for --resume); 130 interrupted.
+"""
+
+
+def _shard(text):
+    index, slash, count = text.partition("/")
+    try:
+        index, count = int(index), int(count)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not I/K (e.g. 0/4)") from None
+    if not slash or count < 1 or not 0 <= index < count:
+        raise argparse.ArgumentTypeError(f"'{text}': expected I/K with 0 <= I < K")
+    return index, count
 
 
 def _add_debug(parser, default):
@@ -343,7 +432,13 @@ def _ablate(args):
     return 0
 
 
-_COMMANDS = {"demo": _demo, "ablate": _ablate}
+def _hits(args):
+    from . import genome_run
+
+    return genome_run.run_hits(args, sys.modules[__name__])
+
+
+_COMMANDS = {"demo": _demo, "ablate": _ablate, "hits": _hits}
 
 
 def _check_dinucleotide_widths(regions, path):
@@ -528,7 +623,9 @@ def _check_device(model_kind, device, translate):
         raise CommandError(str(error).rstrip(".")) from None
 
 
-def _run(model, kind, X, annotations, args):
+def _run(model, kind, X, annotations, args, **extra):
+    """``ablate_annotations`` with the options in ``args`` (and ``extra`` keywords)."""
+
     import jablate
 
     if args.translate and kind != "torch":
@@ -545,6 +642,7 @@ def _run(model, kind, X, annotations, args):
 
     if device is not None:
         kwargs["device"] = device
+    kwargs.update(extra)
     try:
         return jablate.ablate_annotations(model, X, annotations, **kwargs)
     except Exception as error:
