@@ -1,0 +1,604 @@
+"""Genome-scale motif ablation (issue 12): ``jablate.genome`` and ``jablate hits``.
+
+A synthetic genome made here (three chromosomes of 30-50 kb, random bases without GATA)
+holds ``GATAAG`` planted at known positions near peak summits; the shipped demo model
+learned that motif, so ablating a planted hit must drop its prediction and ablating a
+control hit on random sequence must not. Hits are written as BED, Fi-NeMo and FIMO files.
+"""
+
+import gzip
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy
+import pandas
+import pytest
+
+from jablate import genome as jg
+from jablate.cli import main
+from jablate.demo import LENGTH
+
+REPO = Path(__file__).resolve().parents[1]
+TESTS = Path(__file__).resolve().parent
+sys.path.insert(0, str(TESTS))  # models named 'test_genome:...' on the command line
+MOTIF = "GATAAG"
+WIDTH = LENGTH  # the demo model's input length
+CHROMS = {"chr1": 50_000, "chr2": 50_000, "chr3": 30_000}
+MOTIF_OFFSET = 30  # the planted motif's start inside its window
+CONTROL_OFFSET = 70
+MODEL = "jablate.demo:load_model"
+
+
+# --- the synthetic data set -------------------------------------------------------------
+
+
+def _background(rs, length):
+    bases = numpy.array(list("ACGT"))[rs.randint(4, size=length)]
+    text = "".join(bases)
+    while "GATA" in text:  # no accidental sites: the demo model's max-pool sees only ours
+        text = text.replace("GATA", "CATA")
+    return text
+
+
+def make_dataset(root, seed=0):
+    """Write genome.fa, peaks.narrowPeak, hits in three formats; return what was planted.
+
+    Each chromosome gets peaks every 2,500 bp; around each summit s the window is
+    [s - 50, s + 50), GATAAG is planted at s - 20 (window offset 30) and a control hit on
+    random sequence lies at s + 20 (offset 70). Extra cases: a peak whose window runs off
+    chr1's start, a pair of peaks 30 bp apart (overlapping windows), a hit in no window
+    and a hit partly inside one. chr2 is soft-masked (lowercase) between 1,000 and 6,000.
+    """
+
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    rs = numpy.random.RandomState(seed)
+    sequences = {name: list(_background(rs, length)) for name, length in CHROMS.items()}
+    peaks, hits = [], []  # peaks: (chrom, start, end, name, summit offset)
+
+    def add_peak(chrom, summit, plant=True):
+        index = len(peaks)
+        low = max(summit - 150, 0)
+        peaks.append((chrom, low, summit + 150, f"peak{index}", summit - low))
+        if plant:
+            at = summit - WIDTH // 2 + MOTIF_OFFSET
+            sequences[chrom][at:at + len(MOTIF)] = MOTIF
+            hits.append(dict(chrom=chrom, start=at, end=at + 6, name="GATA", strand="+",
+                peak=index))
+            control = summit - WIDTH // 2 + CONTROL_OFFSET
+            hits.append(dict(chrom=chrom, start=control, end=control + 6, name="control",
+                strand="-", peak=index))
+        return index
+
+    for chrom, length in CHROMS.items():
+        for summit in range(1_500, length - 1_000, 2_500):
+            add_peak(chrom, summit)
+    off = add_peak("chr1", 30, plant=False)  # window [-20, 80) runs off chr1
+    hits.append(dict(chrom="chr1", start=40, end=46, name="control", strand="+", peak=off))
+    first = add_peak("chr3", 28_700)  # two peaks 30 bp apart: windows overlap
+    second = add_peak("chr3", 28_730, plant=False)
+    hits[-2]["peak"] = first  # the planted GATA of `first` lies in both windows
+    del second
+    hits.append(dict(chrom="chr2", start=49_500, end=49_506, name="control", strand="+",
+        peak=-1))  # in no window
+    edge = 1_500 - WIDTH // 2 - 3
+    hits.append(dict(chrom="chr1", start=edge, end=edge + 6, name="control", strand="+",
+        peak=0))  # partly inside peak 0's window
+
+    masked = sequences["chr2"]
+    masked[1_000:6_000] = [b.lower() for b in masked[1_000:6_000]]
+    with open(root / "genome.fa", "w") as handle:
+        for chrom, bases in sequences.items():
+            text = "".join(bases)
+            handle.write(f">{chrom} synthetic\n")
+            handle.writelines(text[i:i + 60] + "\n" for i in range(0, len(text), 60))
+    with open(root / "peaks.narrowPeak", "w") as handle:
+        for chrom, start, end, name, summit in peaks:
+            handle.write(f"{chrom}\t{start}\t{end}\t{name}\t0\t.\t5.0\t-1\t-1\t{summit}\n")
+    frame = pandas.DataFrame(hits)
+    write_bed(frame, root / "hits.bed")
+    write_finemo(frame, root / "hits.tsv", peaks)
+    write_fimo(frame, root / "fimo.tsv")
+    return frame
+
+
+def write_bed(frame, path):
+    with open(path, "w") as handle:
+        handle.write("track name=hits\n")
+        for row in frame.itertuples():
+            handle.write(f"{row.chrom}\t{row.start}\t{row.end}\t{row.name}\t0\t{row.strand}\n")
+
+
+def write_finemo(frame, path, peaks):
+    columns = ["chr", "start", "end", "start_untrimmed", "end_untrimmed", "motif_name",
+        "hit_coefficient", "hit_correlation", "hit_importance", "strand", "peak_name",
+        "peak_id"]
+    with open(path, "w") as handle:
+        handle.write("\t".join(columns) + "\n")
+        for row in frame.itertuples():
+            name = peaks[row.peak][3] if row.peak >= 0 else "NA"
+            handle.write(f"{row.chrom}\t{row.start}\t{row.end}\t{row.start - 1}\t"
+                f"{row.end + 1}\t{row.name}\t0.5\t0.9\t1.5\t{row.strand}\t{name}\t"
+                f"{row.peak}\n")
+
+
+def write_fimo(frame, path):
+    with open(path, "w") as handle:
+        handle.write("motif_id\tmotif_alt_id\tsequence_name\tstart\tstop\tstrand\tscore\t"
+            "p-value\tq-value\tmatched_sequence\n")
+        for row in frame.itertuples():
+            handle.write(f"MA0035.4\t{row.name}\t{row.chrom}\t{row.start + 1}\t{row.end}\t"
+                f"{row.strand}\t12.5\t1e-05\t0.01\tNNNNNN\n")
+        handle.write("\n# FIMO (Find Individual Motif Occurrences): Version 5.5.5\n")
+
+
+def slow_model():
+    """The demo model, pausing ``JABLATE_TEST_DELAY`` seconds per call (for the kill test).
+
+    The pause is a host callback inside the compiled program, so it happens on every call;
+    its value (0) is added to the output, so results equal the demo model's."""
+
+    import jax
+    import jax.numpy as jnp
+
+    from jablate.demo import load_model
+
+    model = load_model()
+    delay = float(os.environ.get("JABLATE_TEST_DELAY", "0"))
+
+    def pause():
+        time.sleep(delay)
+        return numpy.zeros((), numpy.float32)
+
+    def slow(X):
+        return model(X) + jax.pure_callback(pause, jax.ShapeDtypeStruct((), jnp.float32))
+
+    return slow
+
+
+def broken_model():
+    """A model that fails while it runs (for the exit status 1 test)."""
+
+    def broken(X):
+        raise RuntimeError("out of cheese")
+
+    return broken
+
+
+# --- fixtures and helpers ---------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("genome")
+    planted = make_dataset(root)
+    return root, planted
+
+
+def run(capsys, *args):
+    """``jablate ARGS`` in this process; return (status, stdout, stderr)."""
+
+    status = main([str(a) for a in args])
+    captured = capsys.readouterr()
+    return status, captured.out, captured.err
+
+
+def hits_args(root, out, hits="hits.tsv", *extra, model=MODEL, quiet=True):
+    return ["hits", "--model", model, "--genome", root / "genome.fa", "--peaks",
+        root / "peaks.narrowPeak", "--hits", root / hits, "--out", out, "--window", WIDTH,
+        "--n", 8, *(["--quiet"] if quiet else []), *extra]
+
+
+def decode(X, row, start, end):
+    return "".join("ACGT"[i] if X[row, i, j] else "N" for j in range(start, end)
+        for i in [int(X[row, :, j].argmax())])
+
+
+# --- the Python API -----------------------------------------------------------------------
+
+
+def test_windows_centre_on_summits_and_skip_those_off_the_chromosome(data):
+    root, planted = data
+    X, windows, skipped = jg.load_windows(root / "genome.fa", root / "peaks.narrowPeak",
+        WIDTH, return_skipped=True)
+    assert X.dtype == numpy.int8 and X.shape == (len(windows), 4, WIDTH)
+    assert list(skipped["peak"]) == [49] and skipped["reason"][0].startswith("its window")
+    peaks = pandas.read_csv(root / "peaks.narrowPeak", sep="\t", header=None)
+    kept = peaks.drop(index=49)
+    summits = (kept[1] + kept[9]).to_numpy()
+    assert (windows["window_start"].to_numpy() == summits - WIDTH // 2).all()
+    assert (windows["window_end"] - windows["window_start"] == WIDTH).all()
+    assert list(windows["peak"]) == list(kept.index)
+    # without a summit: the midpoint, as tangermeme's extract_loci
+    bed = pandas.DataFrame({"chrom": ["chr1"], "start": [1000], "end": [1301]})
+    _, middle = jg.load_windows(root / "genome.fa", bed, 10)
+    assert (middle["window_start"][0], middle["window_end"][0]) == (1145, 1155)
+    _, odd = jg.load_windows(root / "genome.fa", bed, 11)
+    assert (odd["window_start"][0], odd["window_end"][0]) == (1145, 1156)
+
+
+@pytest.mark.parametrize("hits", ["hits.tsv", "hits.bed", "fimo.tsv", "table", "frame"])
+def test_every_hit_format_finds_the_planted_motif(data, hits, tmp_path):
+    root, planted = data
+    X, windows = jg.load_windows(root / "genome.fa", root / "peaks.narrowPeak", WIDTH)
+    if hits == "table":
+        hits = tmp_path / "hits.txt"
+        planted.to_csv(hits, sep="\t", index=False)
+    elif hits == "frame":
+        hits = planted
+    else:
+        hits = root / hits
+    annotations, mapped, skipped = jg.hits_to_annotations(hits, windows,
+        return_skipped=True)
+    by_peak = not str(hits).endswith(("bed", "fimo.tsv"))
+    assert len(mapped) == len(annotations) == (100 if by_peak else 102)
+    gata = mapped["name"] == "GATA"
+    assert gata.sum() == (50 if by_peak else 51)
+    for window, start, end in annotations[gata.to_numpy()]:
+        assert decode(X, window, start, end) == MOTIF
+    own = mapped["peak"] != 51  # the second of the overlapping pair, planted 30 bp off
+    assert (mapped["offset_start"][gata & own] == MOTIF_OFFSET).all()
+    assert (mapped["offset_start"][~gata & own] == CONTROL_OFFSET).all()
+    assert (mapped["start"] - mapped["window_start"] == mapped["offset_start"]).all()
+    assert (mapped["peak"].to_numpy() == windows["peak"].to_numpy()[mapped["window"]]).all()
+    assert list(skipped["hit"]) == [98, 101, 102]
+    reasons = list(skipped["reason"])
+    if by_peak:
+        assert reasons == ["its peak's window runs off the chromosome", "in no window",
+            "only partly inside its peak's window"]
+    else:
+        assert reasons == ["in no window", "in no window", "only partly inside a window"]
+        # the planted GATA of the overlapping pair maps to both windows
+        assert sorted(mapped.loc[mapped["hit"] == 99, "peak"]) == [50, 51]
+
+
+def test_fimo_names_of_extracted_sequences_become_genome_coordinates(data, tmp_path):
+    root, planted = data
+    _, windows = jg.load_windows(root / "genome.fa", root / "peaks.narrowPeak", WIDTH)
+    path = tmp_path / "fimo.tsv"
+    path.write_text("motif_id\tmotif_alt_id\tsequence_name\tstart\tstop\tstrand\n"
+        "MA1\tGATA\tchr1:1450-1550\t31\t36\t+\n"      # bedtools getfasta names
+        "MA1\tGATA\tpeak0::chr1:1450-1550(-)\t65\t70\t-\n")
+    _, mapped = jg.hits_to_annotations(path, windows)
+    assert list(mapped["start"]) == [1480, 1480] and list(mapped["end"]) == [1486, 1486]
+
+
+def test_planted_hits_drop_and_controls_do_not(data):
+    import jablate
+
+    root, _ = data
+    X, windows = jg.load_windows(root / "genome.fa", root / "peaks.narrowPeak", WIDTH)
+    annotations, hits = jg.hits_to_annotations(root / "hits.tsv", windows)
+    result = jablate.ablate_annotations(slow_model(), X, annotations, n=8, random_state=0)
+    effects = jg.hit_effects(result, hits)
+    assert list(effects.columns[-5:]) == ["before", "after_mean", "after_sd", "drop", "z"]
+    gata = effects[effects["name"] == "GATA"]
+    control = effects[effects["name"] == "control"]
+    assert gata["drop"].min() > 0.3 and gata["drop"].median() > 0.8
+    assert (gata["z"] > 2).all()
+    assert control["drop"].abs().max() < 0.1
+    summary = jg.summarise_effects(effects)
+    assert list(summary["name"]) == ["GATA", "control"]
+    assert summary["frac_z_gt_2"][0] == 1.0 and summary["hits"][0] == 50
+
+    # a chunk of the hits, alone (other windows, other batch positions), gives their
+    # results: each hit's shuffles depend on the seed and its own window only
+    rows = numpy.arange(17, 41)
+    part = hits.iloc[rows].reset_index(drop=True)
+    used, inverse = numpy.unique(part["window"], return_inverse=True)
+    X_part = jg.fetch_windows(root / "genome.fa", windows, used, pad_to=32)
+    ann = numpy.stack([inverse, part["offset_start"], part["offset_end"]], 1)
+    alone = jg.hit_effects(jablate.ablate_annotations(slow_model(), X_part, ann, n=8,
+        random_state=0), part)
+    for column in ("before", "after_mean", "after_sd", "drop", "z"):  # float32 rounding
+        numpy.testing.assert_allclose(alone[column], effects[column].to_numpy()[rows],
+            rtol=1e-5, atol=1e-4 if column == "z" else 1e-6)
+
+
+def test_soft_masked_bases_are_ordinary_and_N_is_all_zero(data, tmp_path):
+    root, _ = data
+    text = (root / "genome.fa").read_text()
+    upper = tmp_path / "upper.fa"
+    upper.write_text("\n".join(line if line.startswith(">") else line.upper()
+        for line in text.splitlines()) + "\n")
+    X, windows = jg.load_windows(root / "genome.fa", root / "peaks.narrowPeak", WIDTH)
+    X_upper, _ = jg.load_windows(upper, root / "peaks.narrowPeak", WIDTH)
+    masked = (windows["chrom"] == "chr2") & (windows["window_end"] < 6_000)
+    assert masked.sum() == 2
+    numpy.testing.assert_array_equal(X, X_upper)
+    assert (X.sum(axis=1) == 1).all()
+    # N (and any IUPAC code) becomes an all-zero column
+    lines = upper.read_text().splitlines()
+    lines[1] = "NNNNNR" + lines[1][6:]
+    upper.write_text("\n".join(lines) + "\n")
+    frame = pandas.DataFrame({"chrom": ["chr1"], "start": [0], "end": [20]})
+    X_n, _ = jg.load_windows(upper, frame, 20)
+    assert (X_n[0, :, :6] == 0).all() and (X_n[0, :, 6:].sum(axis=0) == 1).all()
+
+
+def test_bgzip_genome_reads_like_the_plain_one_and_gzip_is_refused(data, tmp_path):
+    from Bio import bgzf
+
+    root, _ = data
+    with bgzf.BgzfWriter(str(tmp_path / "genome.fa.gz"), "wb") as handle:
+        handle.write((root / "genome.fa").read_bytes())
+    X, _ = jg.load_windows(root / "genome.fa", root / "peaks.narrowPeak", WIDTH)
+    X_bgzip, _ = jg.load_windows(tmp_path / "genome.fa.gz", root / "peaks.narrowPeak", WIDTH)
+    numpy.testing.assert_array_equal(X, X_bgzip)
+    with gzip.open(tmp_path / "plain.fa.gz", "wb") as handle:
+        handle.write((root / "genome.fa").read_bytes())
+    with pytest.raises(ValueError, match="not with bgzip.*recompress it with bgzip"):
+        jg.load_windows(tmp_path / "plain.fa.gz", root / "peaks.narrowPeak", WIDTH)
+
+
+def test_short_hits_are_skipped_for_the_dinucleotide_shuffle(data):
+    root, _ = data
+    _, windows = jg.load_windows(root / "genome.fa", root / "peaks.narrowPeak", WIDTH)
+    hits = pandas.DataFrame({"chrom": ["chr1", "chr1"], "start": [1460, 1470],
+        "end": [1462, 1473], "name": ["short", "ok"], "score": [1, 2]})
+    annotations, mapped, skipped = jg.hits_to_annotations(hits, windows, min_width=3,
+        return_skipped=True)
+    assert annotations.tolist() == [[0, 20, 23]] and list(mapped["score"]) == [2]
+    assert skipped["reason"][0].startswith("shorter than 3 bases")
+
+
+def test_profile_outputs_get_total_signal_and_jensen_shannon_distance(tmp_path):
+    from scipy.spatial.distance import jensenshannon
+
+    k, n, L = 3, 4, 10
+    logits = numpy.zeros((k, 1, 2, L), numpy.float32)
+    after = numpy.zeros((k, 1, n, 2, L), numpy.float32)
+    after[1, 0, :, 0, 0] = 50.0  # all mass on one position after: far from uniform
+    after[2] += 1.0  # a constant shift: the same softmax, more total
+    counts = numpy.arange(k, dtype=numpy.float32).reshape(k, 1, 1)
+    counts_after = numpy.repeat(counts[:, :, None], n, axis=2) - 1
+    hits = pandas.DataFrame({"hit": range(k), "name": ["a", "b", "c"]})
+    effects = jg.hit_effects(([logits, counts], [after, counts_after]), hits)
+    assert list(effects.columns[2:]) == ["out0_sum_before", "out0_sum_drop", "out0_jsd",
+        "out1_before", "out1_after_mean", "out1_after_sd", "out1_drop", "out1_z"]
+    spike = numpy.exp(after[1, 0, 0].ravel() - 50)
+    expected = jensenshannon(numpy.full(2 * L, 1 / (2 * L)), spike / spike.sum(), base=2)
+    numpy.testing.assert_allclose(effects["out0_jsd"], [0, expected, 0], atol=1e-7)
+    numpy.testing.assert_allclose(effects["out0_sum_drop"], [0, -50, -20])
+    numpy.testing.assert_allclose(effects["out1_drop"], [1, 1, 1])
+    assert effects["out1_z"].tolist() == [numpy.inf] * 3
+    probs = jg.hit_effects((logits + 1, after + 1), hits, profile="probs")
+    assert probs["jsd"][0] == 0 and 0 < probs["jsd"][1] < 1
+    with pytest.raises(ValueError, match="negative values"):
+        jg.hit_effects((logits - 1, after), hits, profile="probs")
+
+
+def test_plot_is_readable_with_50_motif_names(tmp_path):
+    rs = numpy.random.RandomState(0)
+    names = [f"motif_{i:02d}_{'X' * (i % 12)}" for i in range(50)]
+    effects = pandas.DataFrame({"hit": range(1000), "name": rs.choice(names, 1000),
+        "drop": rs.normal(size=1000), "z": rs.normal(size=1000) * 3})
+    summary = jg.summarise_effects(effects)
+    assert len(summary) == 50 and summary["median_drop"].is_monotonic_decreasing
+    jg.plot_effects(effects, tmp_path / "effects.svg")
+    text = (tmp_path / "effects.svg").read_text()
+    assert all(name in text for name in names)
+
+
+# --- the command line ---------------------------------------------------------------------
+
+
+def test_hits_command_writes_effects_summary_skipped_and_plot(data, tmp_path, capsys):
+    root, _ = data
+    out = tmp_path / "out"
+    status, stdout, stderr = run(capsys, *hits_args(root, out, "hits.bed", "--plot", "svg",
+        quiet=False))
+    assert status == 0, stderr
+    assert sorted(os.listdir(out)) == ["effects.svg", "effects.tsv", "parts", "skipped.tsv",
+        "summary.tsv"]
+    assert "3 skipped" in stderr and "wrote" in stderr
+    effects = pandas.read_csv(out / "effects.tsv", sep="\t", keep_default_na=False)
+    assert list(effects.columns) == ["hit", "line", "chrom", "start", "end", "name",
+        "strand", "score", "window", "peak", "window_start", "window_end", "offset_start",
+        "offset_end", "before", "after_mean", "after_sd", "drop", "z"]
+    assert len(effects) == 102 and effects["line"][0] == 2
+    summary = pandas.read_csv(out / "summary.tsv", sep="\t")
+    assert list(summary.columns) == ["name", "hits", "rows", "median_drop", "mean_drop",
+        "frac_z_gt_2"]
+    assert summary["name"].tolist() == ["GATA", "control"]
+    assert summary["median_drop"][0] > 0.8 and abs(summary["median_drop"][1]) < 0.05
+    skipped = pandas.read_csv(out / "skipped.tsv", sep="\t")
+    assert skipped["line"].tolist() == [100, 103, 104]
+    # the same run again is refused (its parts exist) until --resume, which reassembles
+    before = (out / "effects.tsv").read_bytes()
+    status, _, stderr = run(capsys, *hits_args(root, out, "hits.bed"))
+    assert status == 2 and "pass --resume" in stderr
+    assert run(capsys, *hits_args(root, out, "hits.bed", "--resume", "--plot", "svg"))[0] == 0
+    assert (out / "effects.tsv").read_bytes() == before
+
+
+def test_shards_then_assembly_equal_one_run(data, tmp_path, capsys):
+    root, _ = data
+    chunked = ["--chunk-size", 16, "--model", "test_genome:slow_model"]
+    single = tmp_path / "single"
+    assert run(capsys, *hits_args(root, single, "hits.tsv", *chunked))[0] == 0
+    sharded = tmp_path / "sharded"
+    status, _, stderr = run(capsys, *hits_args(root, sharded, "hits.tsv", *chunked,
+        "--shard", "1/2"))
+    assert status == 0 and not (sharded / "effects.tsv").exists()
+    assert sorted(os.listdir(sharded / "parts")) == ["chunk-000001.tsv", "chunk-000003.tsv",
+        "chunk-000005.tsv", "settings.json"]
+    # another run's settings are refused, with or without --resume; nothing changes
+    for extra in ([], ["--resume"], ["--shard", "0/2"]):
+        status, _, stderr = run(capsys, *hits_args(root, sharded, "hits.tsv", *chunked,
+            "--seed", 5, *extra))
+        assert status == 2 and "different settings (--seed: 0 there, 5 here)" in stderr
+        assert len(stderr.strip().splitlines()) == 1
+    assert len(os.listdir(sharded / "parts")) == 4
+    status, _, stderr = run(capsys, *hits_args(root, sharded, "hits.tsv", *chunked))
+    assert status == 2 and "holds 3 of 7 chunks of this run; pass --resume" in stderr
+    assert run(capsys, *hits_args(root, sharded, "hits.tsv", *chunked, "--shard",
+        "0/2"))[0] == 0
+    assert run(capsys, *hits_args(root, sharded, "hits.tsv", *chunked, "--resume"))[0] == 0
+    assert (sharded / "effects.tsv").read_bytes() == (single / "effects.tsv").read_bytes()
+    assert (sharded / "summary.tsv").read_bytes() == (single / "summary.tsv").read_bytes()
+
+
+def test_a_run_killed_by_sigkill_resumes_to_the_same_bytes(data, tmp_path, capsys):
+    root, _ = data
+    args = ["--chunk-size", 8, "--model", "test_genome:slow_model", "--plot", "none"]
+    reference = tmp_path / "reference"
+    assert run(capsys, *hits_args(root, reference, "hits.tsv", *args))[0] == 0
+
+    killed = tmp_path / "killed"
+    env = dict(os.environ, JABLATE_TEST_DELAY="0.4", PYTHONPATH=os.pathsep.join(
+        filter(None, [str(REPO), str(TESTS), os.environ.get("PYTHONPATH")])))
+    command = [sys.executable, "-m", "jablate", *map(str, hits_args(root, killed,
+        "hits.tsv", *args))]
+    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    try:
+        while not list((killed / "parts").glob("chunk-*.tsv")):
+            assert process.poll() is None, process.stderr.read().decode()
+            assert time.monotonic() < deadline, "no chunk finished in time"
+            time.sleep(0.05)
+    finally:
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+        process.stderr.close()
+    finished = list((killed / "parts").glob("chunk-*.tsv"))
+    assert 1 <= len(finished) < 13 and not (killed / "effects.tsv").exists()
+
+    status, _, stderr = run(capsys, *hits_args(root, killed, "hits.tsv", *args, "--resume"))
+    assert status == 0, stderr
+    assert (killed / "effects.tsv").read_bytes() == (reference / "effects.tsv").read_bytes()
+    assert not [p for p in os.listdir(killed / "parts") if p.startswith(".")]
+
+
+def _bad_inputs(root, tmp):
+    """(name, files to write, extra CLI arguments, expected message) per bad input."""
+
+    genome = (root / "genome.fa").read_text()
+    return [
+        ("missing chromosome in hits", {"hits.bed": "chr1\t10\t20\nchrX\t5\t9\n"}, {},
+         "hits.bed:2: chromosome 'chrX' is not in the genome"),
+        ("missing chromosome in peaks", {"peaks.bed": "chr1\t100\t300\nchr9\t1\t50\n"},
+         {"--peaks": "peaks.bed"}, "peaks.bed:2: chromosome 'chr9' is not in the genome"),
+        ("non-numeric start", {"hits.bed": "chr1\t10\t20\nchr1\tx\t30\n"}, {},
+         "hits.bed:2: start 'x' is not an integer"),
+        ("non-numeric end", {"hits.tsv": "chr\tstart\tend\tmotif_name\nchr1\t10\t2x\tA\n"},
+         {"--hits": "hits.tsv"}, "hits.tsv:2: end '2x' is not an integer"),
+        ("malformed peak", {"peaks.bed": "# peaks\nchr1\t100\n"}, {"--peaks": "peaks.bed"},
+         "peaks.bed:2: expected at least 3 tab-separated columns"),
+        ("end before start", {"hits.bed": "chr1\t10\t20\nchr1\t30\t30\n"}, {},
+         "hits.bed:2: end 30 is not after start 30"),
+        ("end before start in FIMO", {"fimo.tsv": "motif_id\tsequence_name\tstart\tstop\n"
+         "M\tchr1\t10\t5\n"}, {"--hits": "fimo.tsv"}, "fimo.tsv:2: stop 5 is before start 10"),
+        ("empty peaks", {"peaks.bed": "\n# nothing\n"}, {"--peaks": "peaks.bed"},
+         "peaks.bed: no peaks"),
+        ("empty hits", {"hits.bed": ""}, {}, "hits.bed: no hits"),
+        ("header only", {"hits.tsv": "chr\tstart\tend\tmotif_name\n"}, {"--hits": "hits.tsv"},
+         "hits.tsv: no hits (a finemo header, but no hits)"),
+        ("unrecognised format", {"hits.bed": "\nmotif\tposition\nGATA\t12\n"}, {},
+         "hits.bed:2: cannot recognise the hit format"),
+        ("window longer than a chromosome",
+         {"genome.fa": genome + ">chrS\n" + "ACGT" * 20 + "\n",
+          "peaks.bed": "chr1\t100\t300\nchrS\t10\t30\n"},
+         {"--genome": "genome.fa", "--peaks": "peaks.bed"},
+         "peaks.bed:2: the window of 100 bases is longer than chromosome 'chrS' (80 bases)"),
+        ("peak id beyond the peaks", {"hits.tsv": "chr\tstart\tend\tmotif_name\tpeak_id\n"
+         "chr1\t1480\t1486\tGATA\t0\nchr1\t1480\t1486\tGATA\t52\n"}, {"--hits": "hits.tsv"},
+         "hits.tsv:3: peak 52 does not exist"),
+        ("plain gzip genome", {"genome.fa.gz": gzip.compress(genome.encode())},
+         {"--genome": "genome.fa.gz"}, "it is gzip-compressed, but not with bgzip"),
+        ("incremental on", {}, {"--incremental": "on"},
+         "--incremental on: the incremental engine is not available"),
+        ("no window", {}, {"--window": None}, "--window is required"),
+    ]
+
+
+def test_bad_input_is_one_line_with_file_and_line_and_nothing_is_written(data, tmp_path,
+        capsys):
+    import inspect
+
+    import jablate
+
+    root, _ = data
+    has_incremental = "incremental" in inspect.signature(jablate.ablate_annotations).parameters
+    for case, files, options, expected in _bad_inputs(root, tmp_path):
+        if case == "incremental on" and has_incremental:
+            continue
+        folder = tmp_path / case.replace(" ", "_")
+        folder.mkdir()
+        for name, content in files.items():
+            mode = "wb" if isinstance(content, bytes) else "w"
+            with open(folder / name, mode) as handle:
+                handle.write(content)
+        arguments = {"--model": MODEL, "--genome": root / "genome.fa",
+            "--peaks": root / "peaks.narrowPeak", "--hits": folder / "hits.bed",
+            "--out": folder / "out", "--window": WIDTH}
+        if "hits.bed" not in files:
+            (folder / "hits.bed").write_text("chr1\t1480\t1486\tGATA\n")
+        for option, value in options.items():
+            if value is None:
+                del arguments[option]
+            else:
+                arguments[option] = value if option == "--incremental" else folder / value
+        argv = ["hits", *[str(x) for pair in arguments.items() for x in pair], "--quiet"]
+        status, stdout, stderr = run(capsys, *argv)
+        assert status == 2, (case, stderr)
+        assert stderr.count("\n") == 1 and expected in stderr, (case, stderr)
+        assert not (folder / "out").exists(), case
+
+
+def test_incremental_switch_is_passed_through_when_ablate_annotations_has_it(data, tmp_path,
+        capsys, monkeypatch):
+    import jablate
+
+    root, _ = data
+    real, seen = jablate.ablate_annotations, []
+
+    def ablate_annotations(model, X, annotations, incremental="auto", **kwargs):
+        seen.append(incremental)
+        return real(model, X, annotations, **kwargs)
+
+    monkeypatch.setattr(jablate, "ablate_annotations", ablate_annotations)
+    for mode, value in (("on", True), ("off", False), ("auto", "auto")):
+        status, _, stderr = run(capsys, *hits_args(root, tmp_path / mode, "hits.tsv",
+            "--incremental", mode, "--plot", "none"))
+        assert status == 0, stderr
+        assert set(seen) == {value}
+        seen.clear()
+
+
+def test_window_comes_from_a_static_pt2(tmp_path, data, capsys):
+    torch = pytest.importorskip("torch")
+    from jablate.cli import load_model
+    from jablate.genome_run import static_input_length
+
+    root, _ = data
+    module = torch.nn.Sequential(torch.nn.Conv1d(4, 2, 5, padding=2), torch.nn.Flatten(),
+        torch.nn.Linear(2 * WIDTH, 1))
+    program = torch.export.export(module.eval(), (torch.zeros(2, 4, WIDTH),))
+    torch.export.save(program, tmp_path / "model.pt2")
+    assert static_input_length(load_model(str(tmp_path / "model.pt2"))) == WIDTH
+    few = tmp_path / "few.bed"  # the exported batch is 2: each model call runs 2 rows
+    few.write_text("".join((root / "hits.bed").read_text().splitlines(True)[1:5]))
+    argv = hits_args(root, tmp_path / "out", few, model=tmp_path / "model.pt2")
+    argv[argv.index("--window") + 1] = 64
+    status, _, stderr = run(capsys, *argv)
+    assert status == 2 and "--window 64 differs from the input length 100" in stderr
+    argv = [a for a in argv if a not in ("--window", 64)]
+    status, _, stderr = run(capsys, *argv, "--plot", "none")
+    assert status == 0, stderr
+    assert len((tmp_path / "out" / "effects.tsv").read_text().splitlines()) == 5
+
+
+def test_a_model_failure_exits_1_with_one_line(data, tmp_path, capsys):
+    root, _ = data
+    status, _, stderr = run(capsys, *hits_args(root, tmp_path / "out", "hits.tsv",
+        model="test_genome:broken_model"))
+    assert status == 1
+    assert stderr == ("jablate: error: model 'test_genome:broken_model' failed: "
+        "RuntimeError: out of cheese\n")
+    assert not (tmp_path / "out" / "effects.tsv").exists()
