@@ -292,8 +292,27 @@ def plan_window(planner: Planner, ref, axis: int, start: Start, width: int) -> G
     planner.need(ref, axis, start.lo, start.hi + width)
     o = state.start.offset_from(start)
     if o is not None:
-        return Getter(_static_overlay(ref, state, start, width, o), frozenset({ref}))
-    return Getter(_dynamic_overlay(ref, state, start, width), frozenset({ref}))
+        compose = _static_overlay(ref, state, start, width, o)
+    else:
+        compose = _dynamic_overlay(ref, state, start, width)
+    return Getter(_reusing(ref, axis, start, width, compose), frozenset({ref}))
+
+
+def _reusing(ref, axis: int, start: Start, width: int, compose: Callable) -> Callable:
+    """``compose``, unless the pass already completed a window of ``ref`` holding this
+    one at a static offset (a convolution's input holds the residual branch's window):
+    then a slice of it."""
+    def get(ctx):
+        done = ctx.memo.setdefault(("windows", ref), [])
+        for other, other_width, value in done:
+            o = start.offset_from(other)
+            if o is not None and 0 <= o and o + width <= other_width:
+                return value if width == other_width else \
+                    lax.slice_in_dim(value, o, o + width, axis=axis)
+        value = compose(ctx)
+        done.append((start, width, value))
+        return value
+    return get
 
 
 def _static_overlay(ref, state: Window, start: Start, width: int, o: int) -> Callable:
@@ -310,7 +329,9 @@ def _static_overlay(ref, state: Window, start: Start, width: int, o: int) -> Cal
         if left:
             parts.append(ctx.reference(ref, first, left))
         if mid:
-            parts.append(lax.slice_in_dim(ctx.env[ref], cut_lo, cut_hi, axis=axis))
+            window = ctx.env[ref]
+            parts.append(window if mid == w else
+                         lax.slice_in_dim(window, cut_lo, cut_hi, axis=axis))
         if right:
             parts.append(ctx.reference(ref, first + left + mid, right))
         return parts[0] if len(parts) == 1 else jnp.concatenate(parts, axis=axis)
