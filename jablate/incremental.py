@@ -7,19 +7,21 @@ batch of one) and builds from its jaxpr:
 
 - ``reference(params, x, *args) -> (cache, outputs)``: the full forward pass on one
   unchanged sequence, keeping the activations the incremental pass reads;
-- ``apply(params, cache, x_window, s) -> outputs``: the model's outputs for that
-  sequence with positions ``[s, s + W)`` replaced by ``x_window``, computing each
-  layer only on the window its input change can reach (static width, traced ``s``:
-  one compiled program serves every region of width ``W``);
+- ``apply(params, cache, x_window, s, row=None) -> outputs``: the model's outputs
+  for that sequence with positions ``[s, s + W)`` replaced by ``x_window``, computing
+  each layer only on the window its input change can reach (static width, traced
+  ``s``: one compiled program serves every region of width ``W``);
 - ``summary``: per equation, how far its window reaches, where windowing stops and
   why, the predicted FLOP saving and the cache size.
 
-Both functions take one sequence; ``jax.vmap`` them over sequences or over items
-(each with its own sequence's cache and its own ``s``)::
+Both functions take one item; ``jax.vmap`` them over sequences and items. Items
+either carry their own sequence's cache, or index a cache of many sequences by
+``row`` (no per-item copy of the cache)::
 
     inc = analyze(apply, params, X[0], width=20)
-    cache, y_before = jax.vmap(inc.reference, (None, 0))(params, X)
-    y_after = jax.vmap(inc.apply, (None, 0, 0, 0))(params, cache, windows, starts)
+    cache, y_before = jax.vmap(inc.reference, (None, 0))(params, X)   # (N, ...)
+    y_after = jax.vmap(inc.apply, (None, None, 0, 0, 0))(params, cache, windows,
+                                                         starts, rows)
 
 Which equations are windowed follows from the jaxpr alone (rules per primitive in
 :mod:`jablate.incremental_rules`); an equation without a rule is computed in full,
@@ -185,8 +187,7 @@ def _plan_node(planner: Planner, node) -> tuple:
         except Unsupported as why:
             reason = str(why)
         else:
-            for r, s in zip(node.outputs, planned.states):
-                planner.states[r] = FULL if planned.mode == "delta" else s
+            planner.states.update(zip(node.outputs, planned.states))
             return _Step(node, planned.mode, planned.run, planned.reads, planned.fraction), None
     for r in node.outputs:
         planner.states[r] = FULL
@@ -244,11 +245,15 @@ def analyze(apply: Callable, params: Any, x: Any, width: int, args: tuple = ()) 
         ``reference(params, x, *args) -> (cache, outputs)`` with ``x`` (A, L): the
         outputs of the full pass for that sequence (each without its batch axis) and
         ``cache``, a dict of arrays (``summary.cache_bytes`` in all).
-        ``apply(params, cache, x_window, s) -> outputs`` with ``x_window`` (A, W) and
-        ``s`` an int in ``[0, L - W]`` (traced or not): the outputs for the sequence
-        whose positions ``[s, s + W)`` hold ``x_window``. A region ending past
-        ``L - W`` is handled by ``s = L - W`` with the unchanged positions copied into
-        ``x_window``; ``s`` out of range gives wrong results, not an error.
+        ``apply(params, cache, x_window, s, row=None) -> outputs`` with ``x_window``
+        (A, W) and ``s`` an int in ``[0, L - W]`` (traced or not): the outputs for the
+        sequence whose positions ``[s, s + W)`` hold ``x_window``. With ``row``, ``cache``
+        holds several sequences (``reference`` vmapped over them: a leading axis) and
+        the item's is ``cache[...][row]``; vmap over items with ``cache`` unbatched
+        reads only the slices each item needs instead of copying its sequence's cache.
+        A region ending past ``L - W`` is handled by ``s = L - W`` with the unchanged
+        positions copied into ``x_window``; ``s`` out of range gives wrong results,
+        not an error.
         ``summary``: a :class:`Summary`.
     """
     x = jax.ShapeDtypeStruct(jnp.shape(x), jnp.result_type(x))
@@ -304,7 +309,7 @@ def analyze(apply: Callable, params: Any, x: Any, width: int, args: tuple = ()) 
         cache = {cache_key(r): _pad(env[r], planner.pads(r)) for r in cached}
         return cache, jax.tree.unflatten(out_tree, [read(r) for r in graph.outputs])
 
-    def incremental_apply(params, cache, x_window, s):
+    def incremental_apply(params, cache, x_window, s, row=None):
         values = jax.tree.leaves(params)
         if len(values) != n_params:
             raise ValueError(f"apply: params has {len(values)} leaves, the analysed "
@@ -314,7 +319,8 @@ def analyze(apply: Callable, params: Any, x: Any, width: int, args: tuple = ()) 
                              f"got {jnp.shape(x_window)}")
         env = dict(zip(graph.inputs[:n_params], values))
         env[x_id] = jnp.asarray(x_window, x.dtype)
-        ctx = Context(planner, jnp.asarray(s, jnp.int32), cache, env)
+        ctx = Context(planner, jnp.asarray(s, jnp.int32), cache, env,
+                      None if row is None else jnp.asarray(row, jnp.int32))
         for step in live:
             env.update(zip(step.node.outputs, step.run(ctx)))
         return jax.tree.unflatten(out_tree, [g.fn(ctx) for g in outputs])

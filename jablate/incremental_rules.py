@@ -23,6 +23,7 @@ from jax import lax
 
 from .incremental_graph import ELEMENTWISE, REDUCTIONS, Lit, Node
 from .incremental_windows import (
+    FULL,
     Getter,
     Planner,
     Unsupported,
@@ -67,6 +68,17 @@ def _step(node: Node, states: list, getters: list, compute: Callable, fraction: 
         return compute(ctx, [g.fn(ctx) for g in getters])
     reads = frozenset().union(*(g.reads for g in getters))
     return Planned(mode, states, run, reads, fraction)
+
+
+def _delta(planner: Planner, node: Node, getters: list, w: Window) -> Planned:
+    """A map linear in its windowed operand, given ``getters`` for its operands with the
+    windowed one replaced by its change: the output is its reference plus the map of
+    the change, a full value (no position axis left)."""
+    out = node.outputs[0]
+    planner.need(out, None)
+    return _step(node, [FULL], getters,
+                 lambda ctx, vals: [ctx.unpadded(out) + node.bind(*vals)[0]],
+                 w.width / w.length, mode="delta")
 
 
 def _passthrough(planner: Planner, node: Node, axis: int, shift=0, changes=None) -> Planned:
@@ -154,12 +166,7 @@ def reduction(planner, node):
         return _passthrough(planner, node, w.axis - sum(a < w.axis for a in axes))
     if node.name != "reduce_sum":
         raise Unsupported(f"{node.name} over positions mixes them")
-    out = node.outputs[0]
-    planner.need(out, None)
-    getters = [plan_change(planner, ref)]
-    return _step(node, ["delta"], getters,
-                 lambda ctx, vals: [ctx.unpadded(out) + node.bind(*vals)[0]],
-                 w.width / w.length, mode="delta")
+    return _delta(planner, node, [plan_change(planner, ref)], w)
 
 
 def broadcast_in_dim(planner, node):
@@ -377,13 +384,9 @@ def dot_general(planner, node):
         group = 0 if p in mine[0] else 1
         po = theirs[group][list(mine[group]).index(p)]
         if group == 0:  # contracting positions: reference + product of the change
-            out = node.outputs[0]
-            planner.need(out, None)
             getters = order(plan_change(planner, ref),
                             plan_window(planner, other, po, w.start, w.width))
-            return _step(node, ["delta"], list(getters),
-                         lambda ctx, vals: [ctx.unpadded(out) + node.bind(*vals)[0]],
-                         w.width / w.length, mode="delta")
+            return _delta(planner, node, list(getters), w)
         q = list(mine[1]).index(p)
         getters = order(Getter(lambda ctx: ctx.env[ref], frozenset({ref})),
                         plan_window(planner, other, po, w.start, w.width))

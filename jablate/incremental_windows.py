@@ -207,11 +207,12 @@ class Planner:
 
 
 class Context:
-    """The traced incremental pass of one item: region start ``s``, this sequence's
-    ``cache``, and ``env``, the values computed so far (windows, full values)."""
+    """The traced incremental pass of one item: region start ``s``, the ``cache`` (of
+    this item's sequence, or of several sequences with this item's at index ``row``),
+    and ``env``, the values computed so far (windows, full values)."""
 
-    def __init__(self, planner: Planner, s, cache: dict, env: dict):
-        self.planner, self.s, self.cache, self.env = planner, s, cache, env
+    def __init__(self, planner: Planner, s, cache: dict, env: dict, row=None):
+        self.planner, self.s, self.cache, self.env, self.row = planner, s, cache, env, row
         self.memo: dict = {}
 
     def value(self, ref):
@@ -220,7 +221,9 @@ class Context:
     def padded(self, ref):
         """The reference (or constant) value of ``ref``, padded with zeros as planned."""
         if self.planner.state(ref) != CONST:
-            return self.cache[cache_key(ref)]
+            value = self.cache[cache_key(ref)]
+            return value if self.row is None else \
+                lax.dynamic_index_in_dim(value, self.row, 0, keepdims=False)
         key = ("padded", ref)
         if key not in self.memo:
             axis, lo, hi = self.planner.pads(ref)
@@ -235,14 +238,21 @@ class Context:
     def reference(self, ref, first, width: int):
         """The reference of ``ref`` on ``[first, first + width)`` (``first`` traced)."""
         axis, lo, _ = self.planner.pads(ref)
-        return lax.dynamic_slice_in_dim(self.padded(ref), first + lo, width, axis)
+        if self.row is None or self.planner.state(ref) == CONST:
+            return lax.dynamic_slice_in_dim(self.padded(ref), first + lo, width, axis)
+        value = self.cache[cache_key(ref)]  # one slice of the row: no copy of the row
+        starts = [self.row] + [0] * (value.ndim - 1)
+        starts[axis + 1] = first + lo
+        sizes = (1,) + value.shape[1:axis + 1] + (width,) + value.shape[axis + 2:]
+        return lax.dynamic_slice(value, starts, sizes)[0]
 
     def unpadded(self, ref):
         axis, lo, _ = self.planner.pads(ref)
         value = self.padded(ref)
-        if axis is None or lo == value.shape[axis] - self.planner.aval(ref).shape[axis] == 0:
+        length = None if axis is None else self.planner.aval(ref).shape[axis]
+        if length is None or value.shape[axis] == length:
             return value
-        return lax.slice_in_dim(value, lo, lo + self.planner.aval(ref).shape[axis], axis=axis)
+        return lax.slice_in_dim(value, lo, lo + length, axis=axis)
 
 
 def cache_key(ref: int) -> str:

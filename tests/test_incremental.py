@@ -236,12 +236,23 @@ def test_widths_ends_and_n_columns(width):
     assert_close(out, full)
 
 
-def test_small_conv_vmapped_starts_differ_per_item():
-    X = jnp.asarray(one_hot(4, 100, 0, n_columns=10))
-    apply, params = bound(SmallConv(), X)
-    starts = np.random.RandomState(3).randint(0, 91, size=16)
-    out, full, _ = incremental_vs_full(apply, params, X, 9, starts)
-    assert_close(out, full)
+def test_items_index_a_shared_cache_by_row():
+    L, W = 200, 9
+    X = jnp.asarray(one_hot(4, L, 0, n_columns=10))
+    ctl = jnp.asarray(np.random.RandomState(2).rand(4, 2, L).astype(np.float32))
+    apply, params = bound(BPNetFlax(n_filters=8, n_layers=2, n_control_tracks=2), X, ctl)
+    rs = np.random.RandomState(3)
+    rows, starts = rs.randint(0, 4, size=12), rs.randint(0, L - W + 1, size=12)
+    starts[:2] = 0, L - W
+    windows = one_hot(12, W, 4)
+    inc = analyze(apply, params, X[0], W, args=(ctl[0],))
+    cache, _ = jax.vmap(inc.reference, (None, 0, 0))(params, X, ctl)
+    run = jax.jit(jax.vmap(inc.apply, (None, None, 0, 0, 0)))
+    out = run(params, cache, jnp.asarray(windows), jnp.asarray(starts), jnp.asarray(rows))
+    changed = np.asarray(X)[rows].copy()
+    for i, s in enumerate(starts):
+        changed[i, :, s:s + W] = windows[i]
+    assert_close(jax.tree.leaves(out), jax.tree.leaves(apply(params, changed, ctl[rows])))
 
 
 def test_broken_rule_is_caught_by_comparing_with_the_full_pass():
