@@ -80,7 +80,8 @@ effects.tsv: one row per (hit, window); coordinates 0-based, end exclusive.
                   distribution over all its values: softmax of the logits
                   (--profile logits), or values over their sum (--profile
                   probs)
-summary.tsv: one row per motif name, sorted by the first median:
+summary.tsv: one row per motif name, sorted by the median drop of the first
+  per-sequence output (else by the first profile's median jsd), largest first:
   name, hits      the motif and its number of hits (rows: its effect rows; a
                   hit in two windows has two)
   median_drop, mean_drop
@@ -537,8 +538,9 @@ def summarise_effects(effects: pandas.DataFrame) -> pandas.DataFrame:
         One row per ``name``: ``hits`` (distinct hits), ``rows`` (effect rows), and for
         each per-sequence output ``median_drop``, ``mean_drop``, ``frac_z_gt_2`` (z > 2;
         nan counts as not), for each profile output ``median_jsd``, ``mean_jsd``,
-        ``median_sum_drop``, each with the output's prefix; sorted by the first median,
-        largest first (ties by name).
+        ``median_sum_drop``, each with the output's prefix; sorted by the median drop of
+        the first per-sequence output (else the first profile's median jsd), largest
+        first (ties by name).
     """
 
     scalar, profile = _measure_groups(effects.columns)
@@ -558,7 +560,8 @@ def summarise_effects(effects: pandas.DataFrame) -> pandas.DataFrame:
         summary[p + "median_jsd"] = groups[p + "jsd"].median().to_numpy()
         summary[p + "mean_jsd"] = groups[p + "jsd"].mean().to_numpy()
         summary[p + "median_sum_drop"] = groups[p + "sum_drop"].median().to_numpy()
-    medians = [c for c in summary.columns if c.endswith(("median_drop", "median_jsd"))]
+    medians = [c for c in summary.columns if c.endswith("median_drop")] + \
+        [c for c in summary.columns if c.endswith("median_jsd")]
     if medians:
         key = summary[medians[0]].fillna(-numpy.inf)
         summary = summary.assign(_key=key).sort_values(["_key", "name"],

@@ -366,6 +366,11 @@ def test_profile_outputs_get_total_signal_and_jensen_shannon_distance(tmp_path):
     numpy.testing.assert_allclose(effects["out0_sum_drop"], [0, -50, -20])
     numpy.testing.assert_allclose(effects["out1_drop"], [1, 1, 1])
     assert effects["out1_z"].tolist() == [numpy.inf] * 3
+    summary = jg.summarise_effects(effects)
+    assert list(summary.columns) == ["name", "hits", "rows", "out1_median_drop",
+        "out1_mean_drop", "out1_frac_z_gt_2", "out0_median_jsd", "out0_mean_jsd",
+        "out0_median_sum_drop"]
+    assert list(summary["name"]) == ["a", "b", "c"]  # by drop (all 1, ties by name), not jsd
     probs = jg.hit_effects((logits + 1, after + 1), hits, profile="probs")
     assert probs["jsd"][0] == 0 and 0 < probs["jsd"][1] < 1
     with pytest.raises(ValueError, match="negative values"):
