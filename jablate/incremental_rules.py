@@ -288,7 +288,9 @@ def _sliding(planner, node, ref, w: Window, out_axis: int, kernel: int, stride: 
     in_start = start.times(stride).shifted(-pad_lo)
     in_width = (width - 1) * stride + reach + 1
     read = plan_window(planner, ref, w.axis, in_start, in_width)
-    masked = in_start.lo < 0 or in_start.hi + in_width > w.length
+    # The cache pads references with zeros: only a window reaching past the ends, or a
+    # fill other than zero, needs masking.
+    masked = w.leaves or (fill != 0 and (in_start.lo < 0 or in_start.hi + in_width > w.length))
 
     def get(ctx):
         x = read.fn(ctx)
