@@ -98,8 +98,9 @@ class ConvAttention(nn.Module):
 
 
 class MultiHead(nn.Module):
-    """Three outputs: a per-position track (a dict entry), a softplus of the sum, and
-    the max over positions (which must run in full)."""
+    """Four outputs: a per-position track (a dict entry), a softplus of the sum, a
+    learned weighting of positions (a product contracting positions), and the max
+    over positions (which must run in full)."""
 
     @nn.compact
     def __call__(self, X):
@@ -107,7 +108,9 @@ class MultiHead(nn.Module):
             jnp.swapaxes(X, 1, 2)))
         track = nn.Conv(2, (3,), padding="SAME")(h)
         total = nn.softplus(jnp.sum(h, axis=1) @ jnp.ones((8, 1)))
+        weights = self.param("weights", nn.initializers.normal(1.0), (h.shape[1],))
         return {"track": jnp.swapaxes(track, 1, 2), "total": total,
+                "weighted": jnp.exp(jnp.einsum("blc,l->bc", h, weights) / 10),
                 "peak": jnp.max(nn.sigmoid(h), axis=(1, 2))[:, None]}
 
 
@@ -155,6 +158,7 @@ def test_small_conv_regions_everywhere():
     assert next(ly for ly in s.layers if ly.primitive == "reduce_sum").mode == "delta"
     cache, _ = inc.reference(params, X[0])
     assert s.cache_bytes == sum(v.nbytes for v in cache.values())
+    assert "conv_general_dilated" in s.table() and f"({s.flop_ratio:.1f}x)" in s.table()
 
 
 def test_bpnet_profile_and_counts_with_control_tracks():
@@ -198,7 +202,9 @@ def test_multi_output_dict():
     apply, params = bound(MultiHead(), X)
     out, full, inc = incremental_vs_full(apply, params, X, 12, [0, 60, 138])
     assert_close(out, full)
-    assert any(p == "reduce_max" for _, p, _ in inc.summary.stops)
+    assert [p for _, p, _ in inc.summary.stops] == ["reduce_max", "output"]
+    modes = {(ly.primitive, ly.mode) for ly in inc.summary.layers}
+    assert ("dot_general", "delta") in modes and ("reduce_sum", "delta") in modes
 
 
 def test_assorted_rules():
