@@ -5,6 +5,10 @@ Markdown report: a table per case, the targets met or missed, the machine, the v
 and the exact command. The full run writes ``benchmarks/RESULTS.md``; ``--quick`` (small
 sizes, for CI: it checks that the suite runs and asserts nothing about time) writes to
 a temporary file unless ``--out`` is given. Exits 1 when a case fails.
+
+Measurements made by separate scripts (``benchmarks.memory_profile``,
+``benchmarks.backend_overhead``) are pasted into ``RESULTS.md`` below the line
+:data:`KEEP_MARKER`; rewriting the report keeps everything from that line on.
 """
 
 import argparse
@@ -18,6 +22,19 @@ from dataclasses import dataclass
 HERE = os.path.dirname(os.path.abspath(__file__))
 DEFAULT_OUT = os.path.join(HERE, "RESULTS.md")
 QUICK_OUT = os.path.join(tempfile.gettempdir(), "jablate-benchmarks-quick.md")
+KEEP_MARKER = ("<!-- Separate measurements: everything below this line is kept when "
+               "`python -m benchmarks` rewrites this file. -->")
+
+
+def _kept(path):
+    """The part of an existing report from :data:`KEEP_MARKER` on ('' when none)."""
+    try:
+        with open(path) as f:
+            text = f.read()
+    except OSError:
+        return ""
+    at = text.find(KEEP_MARKER)
+    return "" if at < 0 else "\n" + text[at:]
 
 
 @dataclass
@@ -72,13 +89,13 @@ def _report(command, quick, machine, versions, started, sections, targets, faile
     head += [
         f"Command: `{command}` (from the repository root), started {started}.", "",
         "Protocol: tangermeme and jablate run in one process on the same inputs and the "
-        "same model weights, with the same `batch_size` (64 at full size) and `device='cpu'`; torch uses "
-        "`os.cpu_count()` threads, as XLA does. Each side is warmed up once (JAX compiles "
-        "there), then the sides run in turn A B C A B C ...; the tables give each side's "
-        "median and every run, and the ratio tangermeme median / side median (above 1: "
-        "jablate is faster). Memory cases run each side in its own subprocess and report "
-        "its peak resident set (`ru_maxrss`). Absolute times drift on a shared machine; "
-        "ratios from alternated runs hold better.", "",
+        "same model weights, with the same `batch_size` (64 at full size) and "
+        "`device='cpu'`; torch uses `os.cpu_count()` threads, as XLA does. Each side is "
+        "warmed up once (JAX compiles there), then the sides run in turn A B C A B C ...; "
+        "the tables give each side's median and every run, and the ratio tangermeme "
+        "median / side median (above 1: jablate is faster). Memory cases run each side in "
+        "its own subprocess and report its peak resident set (`ru_maxrss`). Absolute times "
+        "drift on a shared machine; ratios from alternated runs hold better.", "",
         "## Machine", "",
     ]
     head += [f"- {k}: {v}" for k, v in machine.items()]
@@ -109,9 +126,11 @@ def main(argv=None):
     out_dir = os.path.dirname(os.path.abspath(args.out))
     os.makedirs(out_dir, exist_ok=True)
 
+    kept = _kept(args.out)
+
     def write(done):
         text = _report(command, args.quick, machine, versions, started, sections, targets,
-                       failed, done)
+                       failed, done) + kept
         with open(args.out, "w") as f:
             f.write(text)
 

@@ -91,3 +91,25 @@ def from_torch(bpnet):
                        trimming=bpnet.trimming)
     params = {k: {n: jnp.asarray(v) for n, v in d.items()} for k, d in params.items()}
     return module.bind({"params": params})
+
+
+def to_arrays(model):
+    """A bound ``BPNetFlax`` as ``(config, arrays)``: its fields (JSON-able) and its
+    parameters as ``{'layer.leaf': numpy array}`` (for ``numpy.savez``), so that a
+    subprocess rebuilds it with :func:`from_arrays` without importing torch."""
+    config = {f: getattr(model, f) for f in ("n_filters", "n_layers", "n_outputs",
+                                             "n_control_tracks", "profile_output_bias",
+                                             "count_output_bias", "trimming")}
+    params = model.variables["params"]
+    arrays = {f"{layer}.{leaf}": numpy.asarray(value)
+              for layer, leaves in params.items() for leaf, value in leaves.items()}
+    return config, arrays
+
+
+def from_arrays(config, arrays):
+    """The bound ``BPNetFlax`` that :func:`to_arrays` took apart."""
+    params = {}
+    for name, value in arrays.items():
+        layer, leaf = name.split(".")
+        params.setdefault(layer, {})[leaf] = jnp.asarray(value)
+    return BPNetFlax(**config).bind({"params": params})

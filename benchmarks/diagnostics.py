@@ -67,7 +67,8 @@ def profile_head():
         return sum(t[:, k, :, k:k + x.shape[-1]] for k in range(75))
 
     err = float(jnp.max(jnp.abs(conv(h) - taps(h))) / jnp.max(jnp.abs(conv(h))))
-    return {"lax.conv_general_dilated, 64 x 64 ch x 2,114 bp -> 2 ch, 75 taps": _median(lambda: conv(h)),
+    return {"lax.conv_general_dilated, 64 x 64 ch x 2,114 bp -> 2 ch, 75 taps":
+            _median(lambda: conv(h)),
             f"matmul + shifted tap sum (max rel. difference {err:.1e})": _median(lambda: taps(h))}
 
 

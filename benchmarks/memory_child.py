@@ -1,9 +1,12 @@
 """One side of a memory case in its own process: ``python -m benchmarks.memory_child SPEC``.
 
 SPEC is JSON: ``side`` ('tangermeme', 'jablate', 'jablate-mean_std' or
-'jablate-bridge'), ``N``, ``L``, ``n``, ``start``, ``end``, ``batch_size``, ``seed``
-and ``weights`` (an .npz of :func:`benchmarks.models.small_conv_weights`), ``filters``,
-``width``. The inputs are built before the call; the last stdout line is JSON with the
+'jablate-bridge'), ``N``, ``L``, ``n``, ``start``, ``end``, ``batch_size``, ``seed``,
+``model`` ('small_conv', the default, or 'bpnet') and ``weights``: for 'small_conv' an
+.npz of :func:`benchmarks.models.small_conv_weights` with ``filters`` and ``width``; for
+'bpnet' an .npz of :func:`benchmarks.bpnet_flax.to_arrays` with its ``config`` (the JAX
+sides only: the flax port of bpnet-lite's BPNet, both outputs kept, profile and counts).
+The inputs are built before the call; the last stdout line is JSON with the
 resident set before the call, the seconds the call took and the output shapes. The
 parent reads the peak resident set from ``os.wait4``. Only the side's own framework is
 imported: the JAX sides never import torch unless they bridge a torch module.
@@ -75,7 +78,15 @@ def main(spec):
     common = dict(start=spec["start"], end=spec["end"], n=spec["n"], random_state=0,
                   batch_size=spec["batch_size"], device="cpu")
     side = spec["side"]
-    if side in ("tangermeme", "jablate-bridge"):
+    if spec.get("model", "small_conv") == "bpnet":
+        if side not in ("jablate", "jablate-mean_std"):
+            raise ValueError(f"side {side!r} is not measured with model 'bpnet'")
+        from benchmarks import bpnet_flax
+        from jablate import ablate
+        model = bpnet_flax.from_arrays(spec["config"], weights)
+        reduce = "mean_std" if side == "jablate-mean_std" else None
+        call = lambda: ablate(model, X, reduce=reduce, **common)
+    elif side in ("tangermeme", "jablate-bridge"):
         import torch
         torch.set_num_threads(os.cpu_count())
         model = models.load_small_conv_torch(weights, spec["filters"], spec["width"])
