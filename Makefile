@@ -19,6 +19,7 @@ demo: install
 	jablate demo
 
 test: install-test
+	$(PYTHON) -m ruff check .
 	$(PYTHON) -m pytest -q
 	# the benchmark suite at small sizes, so it never rots (asserts nothing about time)
 	$(PYTHON) -m benchmarks --quick --out $${TMPDIR:-/tmp}/jablate-benchmarks-quick.md
