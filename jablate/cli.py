@@ -26,6 +26,7 @@ import sys
 import threading
 import traceback
 import zipfile
+from typing import Any, Optional
 
 import numpy
 
@@ -112,7 +113,7 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
 
 
-def build_parser():
+def build_parser() -> argparse.ArgumentParser:
     """Build the argument parser of the ``jablate`` command.
 
     Returns
@@ -294,7 +295,7 @@ def _seed(text):
     return value
 
 
-def main(argv=None):
+def main(argv: Optional[list] = None) -> int:
     """Run the ``jablate`` command line.
 
     Parameters
@@ -452,7 +453,7 @@ def _check_dinucleotide_widths(regions, path):
 # --- the model -------------------------------------------------------------------------
 
 
-def load_model(spec):
+def load_model(spec: str) -> Any:
     """Load the model named by a ``--model`` SPEC.
 
     Parameters
@@ -680,7 +681,7 @@ def _heads(y):
     return list(y) if isinstance(y, (list, tuple)) else [y]
 
 
-def shuffle_effects(before, after):
+def shuffle_effects(before: Any, after: Any) -> tuple:
     """The drop, its spread over the shuffles and the z-score, per region.
 
     This is the one z-score of jablate's command line: the ``z_score`` column of
@@ -717,7 +718,7 @@ def shuffle_effects(before, after):
     return drop, spread, z
 
 
-def summarise(y_befores, y_afters, k, n):
+def summarise(y_befores: Any, y_afters: Any, k: int, n: int) -> list:
     """Reduce every output head to one number per region and shuffle.
 
     A head with more than one value per example (a profile, several tasks) is summarised by

@@ -13,6 +13,7 @@ command line calls it.
 
 import os
 import sys
+from typing import Any, Optional, TextIO
 
 import flax.linen as nn
 import numpy
@@ -70,7 +71,7 @@ class DemoModel(nn.Module):
         return nn.Dense(1)(h)
 
 
-def random_sequences(n, length=LENGTH, seed=0):
+def random_sequences(n: int, length: int = LENGTH, seed: int = 0) -> numpy.ndarray:
     """Draw uniform random DNA background sequences, one-hot encoded.
 
     Parameters
@@ -92,7 +93,7 @@ def random_sequences(n, length=LENGTH, seed=0):
     return numpy.eye(4, dtype=numpy.float32)[codes].transpose(0, 2, 1).copy()
 
 
-def plant_motif(X, positions, motif=MOTIF):
+def plant_motif(X: numpy.ndarray, positions: Any, motif: str = MOTIF) -> numpy.ndarray:
     """Write a motif into one-hot sequences.
 
     Parameters
@@ -118,7 +119,7 @@ def plant_motif(X, positions, motif=MOTIF):
     return X
 
 
-def contains_motif(X, motif=MOTIF):
+def contains_motif(X: numpy.ndarray, motif: str = MOTIF) -> numpy.ndarray:
     """Say which one-hot sequences contain a motif (forward strand).
 
     Parameters
@@ -140,7 +141,7 @@ def contains_motif(X, motif=MOTIF):
     return (windows == target).all(axis=-1).any(axis=-1)
 
 
-def load_model(path=WEIGHTS_PATH):
+def load_model(path: str = WEIGHTS_PATH) -> Any:
     """Load the demo model with its trained weights.
 
     Parameters
@@ -166,7 +167,7 @@ def load_model(path=WEIGHTS_PATH):
     return DemoModel(filters=filters, width=width).bind({"params": params})
 
 
-def region_summary(y_before, y_after):
+def region_summary(y_before: Any, y_after: Any) -> dict:
     """Summarise before/after predictions of one group of regions.
 
     Parameters
@@ -197,8 +198,8 @@ def region_summary(y_before, y_after):
         "z": z}
 
 
-def run_demo(plot="jablate-demo.png", n=20, n_sequences=64, seed=0, verbose=False,
-        file=None):
+def run_demo(plot: Optional[str] = "jablate-demo.png", n: int = 20, n_sequences: int = 64,
+             seed: int = 0, verbose: bool = False, file: Optional[TextIO] = None) -> dict:
     """Ablate a planted GATA motif and a control region with the demo model.
 
     ``GATAAG`` is planted at position 30 of ``n_sequences`` held-out random sequences of
