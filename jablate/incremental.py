@@ -43,7 +43,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .incremental_graph import Graph, Lit, flatten, flops, nbytes
-from .incremental_rules import apply_rule, broken
+from .incremental_rules import apply_rule, break_rule, broken
 from .incremental_windows import (
     ARG,
     CONST,
@@ -58,7 +58,7 @@ from .incremental_windows import (
     plan_full,
 )
 
-__all__ = ["Incremental", "Layer", "Summary", "analyze"]
+__all__ = ["Incremental", "Layer", "Summary", "analyze", "break_rule"]
 
 
 @dataclass(frozen=True)

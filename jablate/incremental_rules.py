@@ -8,6 +8,22 @@ reference plus the change). It raises :class:`Unsupported` with a reason when it
 cannot; the engine then computes that equation in full, and everything after it.
 A primitive without a rule is computed in full, so a missing rule costs speed,
 never correctness.
+
+Rules (``RULES``):
+
+- elementwise ops (``add``, ``mul``, ``max``, ``select_n``, ``exp``, ``logistic``,
+  ``integer_pow``, ``convert_element_type``, ...; see ``ELEMENTWISE``), broadcasting
+  against unchanged operands: the union of the operands' windows;
+- ``conv_general_dilated`` along positions (padding, dilation, strides; not input
+  dilation) and ``reduce_window_{max,min,sum}`` (pooling): the window widened by the
+  kernel's reach and rounded for strides;
+- ``dot_general`` with positions a free or batch axis (dense layers over channels),
+  or contracting positions against an unchanged operand (updated by its change);
+- ``reduce_*``/``argmax``/``argmin``/``cum*`` over other axes; ``reduce_sum`` over
+  positions (updated by its change);
+- ``transpose``, ``reshape`` keeping the position axis whole, ``squeeze``,
+  ``broadcast_in_dim``, ``rev``, ``split`` and ``concatenate`` along other axes;
+  ``slice``, ``pad`` and ``dynamic_slice`` (static start) along positions.
 """
 
 from __future__ import annotations
@@ -107,7 +123,7 @@ def elementwise(planner: Planner, node: Node) -> Planned:
     shape = planner.aval(node.outputs[0]).shape
     found = _windowed(planner, node)
     axis = planner.state(found[0][1]).axis
-    getters, whole = [], []
+    whole = []
     for r in node.inputs:
         s, a = planner.state(r), planner.aval(r).shape
         if isinstance(s, Window) and s.axis != axis:
