@@ -11,6 +11,7 @@ from importlib import metadata as _metadata
 from . import functional
 from .ablate import ablate, ablate_annotations
 from .ersatz import dinucleotide_shuffle, shuffle
+from .incremental_engine import report as incremental_report
 from .predict import predict
 from .results import PerturbationAnnotationsResult, PerturbationResult, PerturbationSummaryResult
 
@@ -21,5 +22,6 @@ except _metadata.PackageNotFoundError:  # run from a source tree that was never 
 
 __all__ = [
     "ablate", "ablate_annotations", "predict", "shuffle", "dinucleotide_shuffle", "functional",
+    "incremental_report",
     "PerturbationResult", "PerturbationAnnotationsResult", "PerturbationSummaryResult",
 ]

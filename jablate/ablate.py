@@ -5,7 +5,7 @@ from typing import Any, Callable, Optional
 
 import numpy
 
-from . import engine
+from . import engine, incremental_engine
 from .ersatz import METHODS, plan_shuffles, shuffle, warn_unchangeable
 from .frontdoor import annotations as check_annotations
 from .frontdoor import check_int, inputs, region, repeat_rows, stack, tree_to_family
@@ -41,8 +41,15 @@ def _check_reduce(reduce):
         raise ValueError(f"reduce must be one of {REDUCTIONS}; got {reduce!r}.")
 
 
+def _check_incremental(incremental):
+    if not (incremental == "auto" if isinstance(incremental, str) else
+            isinstance(incremental, bool)):
+        raise ValueError(f"incremental must be 'auto', True or False; got {incremental!r}.")
+    return incremental
+
+
 def _stream(model, inp, method, random_state, seq_idx, starts, ends, n, options,
-            per_annotation, reduce=None):
+            per_annotation, reduce=None, incremental=False):
     """Predict before (on ``seq_idx``) and after ``n`` shuffles of each group; host outputs."""
     batch_size = check_int(options.get("batch_size", 32), "batch_size", minimum=1)
     inp, bound, session = prepare(model, inp, options.get("func"), options.get("device"),
@@ -62,8 +69,16 @@ def _stream(model, inp, method, random_state, seq_idx, starts, ends, n, options,
                                         [numpy.asarray(b) for b in before], batch_size,
                                         verbose, "after")
         else:
-            after, _ = engine.run(bound, inp.X, inp.args, draw, table, plan, batch_size,
-                                  verbose, "after")
+            after = None
+            choice = incremental_engine.choose(bound, inp.X, inp.args, plan.ends - plan.starts,
+                                               incremental)
+            if choice.use:
+                ran = incremental_engine.run(bound, inp.X, inp.args, draw, table, plan,
+                                             verbose, "after (incremental)")
+                after = None if ran is None else ran[0]
+            if after is None:
+                after, _ = engine.run(bound, inp.X, inp.args, draw, table, plan, batch_size,
+                                      verbose, "after")
             after = [a.reshape(len(seq_idx), n, *a.shape[1:]) for a in after]
     return before, after, multi
 
@@ -71,7 +86,7 @@ def _stream(model, inp, method, random_state, seq_idx, starts, ends, n, options,
 def ablate(model: Any, X: Any, start: int = 0, end: int = -1, n: int = 20,
            shuffle_fn: Callable = shuffle, args: Optional[Any] = None, random_state: Any = None,
            func: Callable = predict, additional_func_kwargs: Optional[dict] = None,
-           reduce: Optional[str] = None, **kwargs: Any) -> Any:
+           reduce: Optional[str] = None, incremental: Any = False, **kwargs: Any) -> Any:
     """Make predictions before and after shuffling a region of sequences.
 
     A drop in the prediction after the region is shuffled says how much the
@@ -139,6 +154,7 @@ def ablate(model: Any, X: Any, start: int = 0, end: int = -1, n: int = 20,
     """
     n = check_int(n, "n", minimum=1)
     _check_reduce(reduce)
+    incremental = _check_incremental(incremental)
     method = METHODS.get(shuffle_fn)
     fast = func is predict and method is not None
     if not fast and args is not None:
@@ -153,7 +169,8 @@ def ablate(model: Any, X: Any, start: int = 0, end: int = -1, n: int = 20,
     if fast:
         options = _fast_kwargs(kwargs, extra)
         before, after, multi = _stream(model, inp, method, random_state, numpy.arange(N),
-                                       [start] * N, [end] * N, n, options, False, reduce)
+                                       [start] * N, [end] * N, n, options, False, reduce,
+                                       incremental)
         fam = inp.family
         pick = (lambda ys: ys) if multi else (lambda ys: ys[0])
         if reduce == "mean_std":
@@ -164,6 +181,9 @@ def ablate(model: Any, X: Any, start: int = 0, end: int = -1, n: int = 20,
                                   tree_to_family(pick(after), fam))
     if reduce is not None:
         raise ValueError("reduce='mean_std' needs jablate's own predict as func and jablate's "
+                         "shuffle or dinucleotide_shuffle as shuffle_fn.")
+    if incremental is True:
+        raise ValueError("incremental=True needs jablate's own predict as func and jablate's "
                          "shuffle or dinucleotide_shuffle as shuffle_fn.")
     return _materialised(model, X, start, end, n, shuffle_fn, args, random_state, func, extra,
                          kwargs)
@@ -184,7 +204,7 @@ def _materialised(model, X, start, end, n, shuffle_fn, args, random_state, func,
     return PerturbationResult(y_before, y_after)
 
 
-def ablate_annotations(model: Any, X: Any, annotations: Any,
+def ablate_annotations(model: Any, X: Any, annotations: Any, incremental: Any = False,
                        **kwargs: Any) -> PerturbationAnnotationsResult:
     """Ablate each annotation on its own sequence; predictions before and after.
 
@@ -230,18 +250,23 @@ def ablate_annotations(model: Any, X: Any, annotations: Any,
     method = METHODS.get(shuffle_fn)
     if "reduce" in kwargs:
         raise TypeError("ablate_annotations() does not take reduce")
+    incremental = _check_incremental(incremental)
     fast = func is predict and method is not None
     inp = inputs(X, kwargs.get("args") if fast else None)
     N, _, L = inp.X.shape
     ann = check_annotations(annotations, N, L, min_width=method.min_width if method else 1)
     if not fast:
+        if incremental is True:
+            raise ValueError("incremental=True needs jablate's own predict as func and "
+                             "jablate's shuffle or dinucleotide_shuffle as shuffle_fn.")
         return _annotation_loop(model, X, ann, kwargs)
     own = ("n", "shuffle_fn", "args", "random_state", "func", "additional_func_kwargs")
     n = check_int(kwargs.get("n", 20), "n", minimum=1)
     extra = _func_kwargs(func, kwargs.get("random_state"), kwargs.get("additional_func_kwargs"))
     options = _fast_kwargs({k: v for k, v in kwargs.items() if k not in own}, extra)
     before, after, multi = _stream(model, inp, method, kwargs.get("random_state"), ann[:, 0],
-                                   ann[:, 1], ann[:, 2], n, options, True)
+                                   ann[:, 1], ann[:, 2], n, options, True,
+                                   incremental=incremental)
     fam = inp.family
     ys = [(tree_to_family(b[:, None], fam), tree_to_family(a[:, None], fam))
           for b, a in zip(before, after)]

@@ -83,7 +83,8 @@ def symbols(x: jax.Array) -> jax.Array:
 
 
 def dinucleotide_shuffle(key: jax.Array, x: jax.Array, start: "int | jax.Array",
-                         end: "int | jax.Array") -> jax.Array:
+                         end: "int | jax.Array", offset: "int | jax.Array" = 0,
+                         length: "int | None" = None) -> jax.Array:
     """Dinucleotide shuffle positions ``[start, end)`` of one one-hot sequence.
 
     The region is replaced by a sequence drawn uniformly at random from all
@@ -107,6 +108,15 @@ def dinucleotide_shuffle(key: jax.Array, x: jax.Array, start: "int | jax.Array",
         End of the region, exclusive: ``0 <= start < end <= L``, already
         normalised (a negative ``end`` is not interpreted). A region shorter
         than three positions has a single dinucleotide shuffle, itself.
+    offset: int or traced int, optional
+        The absolute position of ``x``'s first column when ``x`` is a window cut
+        from a longer sequence (``start``/``end`` are then absolute too and must
+        lie inside the window). The random stream is indexed by absolute
+        positions, so a window gives exactly the shuffle of the whole sequence.
+        Default 0.
+    length: int or None, optional
+        The whole sequence's length when ``x`` is a window (chooses the same
+        integer width as the whole sequence's shuffle). Default ``L``.
 
     Returns
     -------
@@ -121,20 +131,21 @@ def dinucleotide_shuffle(key: jax.Array, x: jax.Array, start: "int | jax.Array",
     start, end = jnp.asarray(start, jnp.int32), jnp.asarray(end, jnp.int32)
     key_tree, key_walk = jax.random.split(key)
 
+    offset = jnp.asarray(offset, jnp.int32)
     s = symbols(x)
-    counts = _edge_counts(s, start, end, S)
-    first, last = s[start], s[end - 1]
+    counts = _edge_counts(s, start - offset, end - offset, S)
+    first, last = s[start - offset], s[end - 1 - offset]
     tree = _last_exit_tree(key_tree, counts.astype(jnp.float32), last)
 
     # Counts fit int16 for sequences up to 32,768 long, which halves the work of
     # the walk.
-    dtype = jnp.int16 if L <= 2 ** 15 else jnp.int32
+    dtype = jnp.int16 if (length or L) <= 2 ** 15 else jnp.int32
     idx = jnp.arange(S, dtype=jnp.int32)
     reserved = ((idx[None, :] == tree[:, None]) & (idx != last)[:, None]
                 & (counts.sum(axis=1) > 0)[:, None])
     cumulative = jnp.cumsum(counts - reserved.astype(jnp.int32), axis=1).astype(dtype)
     seed = jax.random.bits(key_walk, (2,), jnp.uint32)
-    pos = jnp.arange(L, dtype=jnp.int32)
+    pos = jnp.arange(L, dtype=jnp.int32) + offset
     path = _walk(cumulative, tree.astype(dtype), first.astype(dtype), seed, start, end, pos)
 
     y = (path[None, :] == jnp.arange(A, dtype=path.dtype)[:, None]).astype(x.dtype)

@@ -92,9 +92,28 @@ class KeyShuffle:
 
     def __call__(self, X, table, items):
         seq_idx, starts, ends, draws = items
-        keys = jax.vmap(lambda bji: jax.random.fold_in(
+        return jax.vmap(self.fn)(self._keys(table, draws), jnp.take(X, seq_idx, axis=0),
+                                 starts, ends)
+
+    def window(self, X, table, items, offsets, width):
+        """Only positions ``[offsets, offsets + width)`` of each item's shuffled
+        sequence, (B, A, width): the same values as ``self(X, table, items)`` there
+        (the region must lie inside the window)."""
+        seq_idx, starts, ends, draws = items
+        x = _windows(X, seq_idx, offsets, width)
+        length = X.shape[-1]
+        return jax.vmap(lambda k, xw, s, e, o: self.fn(k, xw, s, e, offset=o, length=length))(
+            self._keys(table, draws), x, starts, ends, offsets)
+
+    @staticmethod
+    def _keys(table, draws):
+        return jax.vmap(lambda bji: jax.random.fold_in(
             jax.random.fold_in(table[bji[0]], bji[1]), bji[2]))(draws)
-        return jax.vmap(self.fn)(keys, jnp.take(X, seq_idx, axis=0), starts, ends)
+
+
+def _windows(X, seq_idx, offsets, width):
+    return jax.vmap(lambda j, o: jax.lax.dynamic_slice_in_dim(X[j], o, width, 1))(
+        seq_idx, offsets)
 
 
 @dataclass(frozen=True)
@@ -105,6 +124,13 @@ class PermutationShuffle:
         seq_idx, starts, ends, draws = items
         return jax.vmap(functional.permute_region)(jnp.take(X, seq_idx, axis=0),
                                                    table[draws[:, 0]], starts, ends)
+
+    def window(self, X, table, items, offsets, width):
+        """As :meth:`KeyShuffle.window`."""
+        seq_idx, starts, ends, draws = items
+        return jax.vmap(functional.permute_region)(_windows(X, seq_idx, offsets, width),
+                                                   table[draws[:, 0]], starts - offsets,
+                                                   ends - offsets)
 
 
 UNCHANGED = Unchanged()

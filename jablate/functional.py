@@ -50,7 +50,8 @@ def permute_region(x: jax.Array, perm: jax.Array, start: IntLike, end: IntLike) 
     return jnp.take(x, src, axis=-1)
 
 
-def shuffle(key: jax.Array, x: jax.Array, start: IntLike, end: IntLike) -> jax.Array:
+def shuffle(key: jax.Array, x: jax.Array, start: IntLike, end: IntLike, offset: IntLike = 0,
+            length: int | None = None) -> jax.Array:
     """Shuffle positions ``[start, end)`` of one sequence uniformly at random.
 
     Keeps the count of every symbol in the region (unknown, all-zero columns
@@ -70,6 +71,15 @@ def shuffle(key: jax.Array, x: jax.Array, start: IntLike, end: IntLike) -> jax.A
         A one-hot sequence, any dtype.
     start, end: int or traced int
         ``0 <= start < end <= L``; start inclusive, end exclusive.
+    offset: int or traced int, optional
+        The absolute position of ``x``'s first column when ``x`` is a window cut
+        from a longer sequence (``start``/``end`` are then absolute too and must
+        lie inside the window). The random stream is indexed by absolute
+        positions, so a window gives exactly the shuffle of the whole sequence.
+        Default 0.
+    length: int or None, optional
+        The whole sequence's length when ``x`` is a window (chooses the same
+        integer width as the whole sequence's shuffle). Default ``L``.
 
     Returns
     -------
@@ -78,11 +88,11 @@ def shuffle(key: jax.Array, x: jax.Array, start: IntLike, end: IntLike) -> jax.A
     x = jnp.asarray(x)
     A, L = x.shape
     start, end = jnp.asarray(start, jnp.int32), jnp.asarray(end, jnp.int32)
-    pos = jnp.arange(L, dtype=jnp.int32)
+    pos = jnp.arange(L, dtype=jnp.int32) + jnp.asarray(offset, jnp.int32)
     inside = (pos >= start) & (pos < end)
     known = jnp.sum((x != 0) & inside[None, :], axis=1, dtype=jnp.int32)
     counts = jnp.concatenate([known, (end - start - jnp.sum(known))[None]])
-    dtype = jnp.int16 if L <= 2 ** 15 else jnp.int32
+    dtype = jnp.int16 if (length or L) <= 2 ** 15 else jnp.int32
     seed = jax.random.bits(key, (2,), jnp.uint32)
     path = _mono_walk(jnp.cumsum(counts).astype(dtype), seed, start, end, pos)
     y = (path[None, :] == jnp.arange(A, dtype=path.dtype)[:, None]).astype(x.dtype)

@@ -758,3 +758,21 @@ def test_help_and_readme_document_every_output(tmp_path, monkeypatch, capsys):
         assert not missing, f"{where} does not document {missing}"
         for words in ("ddof=1", ".csv", ".pdf", ".svg", "--debug"):
             assert words in text, f"{where} does not mention {words}"
+
+
+def test_incremental_engine_on_the_command_line(inputs, tmp_path):
+    import models_for_cli
+
+    result = _ok(run_cli("ablate", "--model", "models_for_cli:jax_model",
+        "--fasta", inputs / "seqs.fa", "--regions", inputs / "regions.tsv", "--n", N,
+        "--seed", SEED, "--quiet", "--incremental", "on", "--verbose",
+        "--out", tmp_path / "inc.npz", cwd=tmp_path))
+    assert "incremental analysis at width" in result.stderr and "cache" in result.stderr
+    y_befores, y_afters = _python_result(models_for_cli.jax_model, inputs)
+    with numpy.load(tmp_path / "inc.npz") as npz:
+        scale = numpy.abs(y_afters).max()
+        numpy.testing.assert_allclose(npz["y_afters"], y_afters, rtol=0, atol=1e-5 * scale)
+    torch_run = run_cli("ablate", "--model", "models_for_cli:torch_model",
+        "--fasta", inputs / "seqs.fa", "--regions", inputs / "regions.tsv", "--quiet",
+        "--incremental", "on", cwd=tmp_path)
+    assert torch_run.returncode == 2 and "translate it" in torch_run.stderr

@@ -1,0 +1,239 @@
+"""Running the shuffled items of an ablation incrementally (issue 11).
+
+:func:`run` is the incremental counterpart of :func:`jablate.engine.run` for the
+*after* items of a plan. Items are grouped in width buckets (powers of two, at
+most ``L``): a region of width ``w`` goes to the bucket ``W >= w``, its window
+starting at ``s = min(start, L - W)``, so the window holds the whole region and the
+unchanged bases around it. Per bucket one analysis (:func:`jablate.incremental.analyze`,
+cached on the runner, which dies with its model) and one compiled step serve every
+region. Reference activations are computed per chunk of sequences, so the cache
+stays under ``memory_budget`` bytes.
+
+Correctness never rests on the analysis alone: the first batch of a run is also
+computed by the full path and compared, within ``1e-4`` of each output's scale. On a
+mismatch :class:`IncrementalMismatchWarning` names where windowing stopped (or the
+broken rule) and the whole run falls back to the full path.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from functools import partial
+from typing import Any, Optional
+
+import jax
+import jax.numpy as jnp
+import numpy
+from tqdm.auto import tqdm
+
+from . import engine
+from .incremental import Incremental, analyze
+from .runner import outputs_of
+
+#: The default memory budget of the reference caches of one chunk of sequences.
+MEMORY_BUDGET = 2**30
+#: ``incremental="auto"`` uses the engine when the analysis predicts at least this saving.
+AUTO_MIN_SAVING = 1.5
+#: Items per incremental call are a power of two in [16, 256], sized so that a call does
+#: about this many FLOPs (BPNet's 20-bp windows: ~16 items, a small conv: 256).
+BATCH_FLOPS = 64e6
+CHECK_TOLERANCE = 1e-4
+
+
+class IncrementalMismatchWarning(UserWarning):
+    """The runtime check found the incremental results differ from the full path's."""
+
+
+@dataclass(frozen=True)
+class Choice:
+    """Whether a run goes incremental, and why (for messages and reports)."""
+
+    use: bool
+    reason: str
+
+
+def _cast(x, dtype):
+    if dtype is not None:
+        return x.astype(dtype)
+    return x if jnp.issubdtype(x.dtype, jnp.floating) else x.astype(jnp.float32)
+
+
+def bucket(width: int, length: int) -> int:
+    """The bucket of a region of ``width``: the next power of two, at most ``length``."""
+    return min(length, 1 << (int(width) - 1).bit_length())
+
+
+def _evaluator(model: engine.Model, X: jax.Array, args: tuple, width: int) -> dict:
+    """The analysis and compiled functions for ``width``, cached on the runner."""
+    store = model.runner.__dict__.setdefault("_incremental", {})
+    key = (width, X.shape[1:], str(X.dtype), model.dtype,
+           tuple((a.shape[1:], str(a.dtype)) for a in args))
+    if key not in store:
+        apply = model.runner.apply
+
+        def cast_apply(params, x, *a):
+            return apply(params, _cast(x, model.dtype), *a)
+
+        inc = analyze(cast_apply, model.params, X[0], width, tuple(a[0] for a in args))
+        store[key] = dict(
+            inc=inc,
+            reference=jax.jit(jax.vmap(inc.reference, (None, 0) + (0,) * len(args))),
+            step=jax.jit(partial(_step, inc), static_argnames=("draw",)))
+    return store[key]
+
+
+def _step(inc: Incremental, params, caches, X, table, items, rows, draw):
+    """One batch of items: each item's window, shuffled inside the step, run incrementally."""
+    starts = jnp.minimum(items[1], inc.length - inc.width)
+    windows = draw.window(X, table, items, starts, inc.width)  # (B, A, W), shuffled in-step
+    return jax.vmap(inc.apply, (None, None, 0, 0, 0))(params, caches, windows, starts, rows)
+
+
+def choose(model: engine.Model, X: jax.Array, args: tuple, widths: numpy.ndarray,
+           mode: Any) -> Choice:
+    """Decide whether the items of widths ``widths`` run incrementally.
+
+    Parameters
+    ----------
+    mode: 'auto', True or False
+        ``True`` raises ``ValueError`` when the engine cannot run this model.
+    """
+    if mode is False:
+        return Choice(False, "incremental=False")
+    problem = None
+    if not model.jittable:
+        problem = ("the model runs in torch; translate it (backend='jax') for the "
+                   "incremental engine")
+    elif model.post is not None:
+        problem = "predict's func post-processes the outputs"
+    elif jax.process_count() > 1:
+        problem = "jax.distributed runs use the full path"
+    elif model.device is None and len(jax.local_devices(
+            backend=next(iter(X.devices())).platform)) > 1:
+        problem = "several local devices: the full path shards over them"
+    if problem is not None:
+        if mode is True:
+            raise ValueError(f"incremental=True, but the incremental engine cannot run this "
+                             f"ablation: {problem}.")
+        return Choice(False, problem)
+    if mode is True:
+        return Choice(True, "incremental=True")
+    L = X.shape[-1]
+    ratios = []
+    for w in sorted({bucket(w, L) for w in widths}):
+        try:
+            ratios.append(_evaluator(model, X, args, w)["inc"].summary.flop_ratio)
+        except Exception as error:  # the analysis itself failed: the full path is exact
+            return Choice(False, f"the analysis failed: {type(error).__name__}: {error}")
+    saving = min(ratios)
+    if saving < AUTO_MIN_SAVING:
+        return Choice(False, f"predicted saving {saving:.2f}x < {AUTO_MIN_SAVING}x")
+    return Choice(True, f"predicted saving {saving:.1f}x")
+
+
+def run(model: engine.Model, X: jax.Array, args: tuple, draw: Any, table: jax.Array,
+        plan: engine.Plan, verbose: bool = False, desc: Optional[str] = None,
+        memory_budget: int = MEMORY_BUDGET) -> Optional[tuple[list, bool]]:
+    """Run every item of ``plan`` incrementally; None when the runtime check failed.
+
+    Returns
+    -------
+    outputs: list of host arrays, each (M, ...), in plan order
+    multi: bool
+    """
+    L = X.shape[-1]
+    widths = plan.ends - plan.starts
+    buckets = numpy.array([bucket(w, L) for w in widths])
+    outputs, multi, checked = None, False, False
+    total = len(plan)
+    bar = tqdm(total=total, disable=not verbose, desc=desc)
+    for W in sorted(set(buckets.tolist())):
+        ev = _evaluator(model, X, args, W)
+        per_item = max(ev["inc"].summary.flops_incremental, 1.0)
+        batch_size = 1 << min(8, max(4, int(BATCH_FLOPS // per_item).bit_length() - 1))
+        in_bucket = numpy.flatnonzero(buckets == W)
+        seqs = numpy.unique(plan.seq_idx[in_bucket])
+        per_chunk = max(1, min(len(seqs), memory_budget // max(ev["inc"].summary.cache_bytes, 1)))
+        per_chunk = 1 << (per_chunk.bit_length() - 1)  # a power of two: few shapes
+        for lo in range(0, len(seqs), per_chunk):
+            chunk = seqs[lo:lo + per_chunk]
+            padded = numpy.concatenate([chunk, numpy.repeat(chunk[-1:], per_chunk - len(chunk))])
+            caches, _ = ev["reference"](model.params, X[padded], *(a[padded] for a in args))
+            mine = in_bucket[numpy.isin(plan.seq_idx[in_bucket], chunk)]
+            rows_of = {int(s): r for r, s in enumerate(chunk)}
+            sub = plan.take(mine)
+            for b in range(0, len(sub), batch_size):
+                items, valid = sub.batch(b, batch_size)
+                rows = numpy.array([rows_of[int(s)] for s in items[0]], numpy.int32)
+                ys = ev["step"](model.params, caches, X, table, items, rows, draw=draw)
+                ys, multi = outputs_of(ys)
+                if not checked:
+                    full = model.runner.step_for(None)(model.params, X, args, table, items,
+                                                       draw=draw, dtype=model.dtype)
+                    if not _agree(ys, outputs_of(full)[0], ev["inc"], W):
+                        bar.close()
+                        return None
+                    checked = True
+                host = [numpy.asarray(y)[:valid] for y in ys]
+                if outputs is None:
+                    outputs = [numpy.empty((total,) + h.shape[1:], h.dtype) for h in host]
+                for out, h in zip(outputs, host):
+                    out[mine[b:b + valid]] = h
+                bar.update(valid)
+    bar.close()
+    return outputs, multi
+
+
+def _agree(ys, full, inc: Incremental, width: int) -> bool:
+    for y, f in zip(ys, full):
+        y, f = numpy.asarray(y, numpy.float64), numpy.asarray(f, numpy.float64)
+        scale = max(float(numpy.max(numpy.abs(f))), 1e-12)
+        if y.shape != f.shape or float(numpy.max(numpy.abs(y - f))) > CHECK_TOLERANCE * scale:
+            s = inc.summary
+            where = (f"the broken rule for {s.broken}" if s.broken else
+                     "; ".join(f"{name} ({why})" for _, name, why in s.stops[:3])
+                     or "no stop: every layer windowed")
+            warnings.warn(
+                f"the incremental engine disagreed with the full path on the first batch "
+                f"(width {width}; windowing stops at: {where}); finishing on the full path.",
+                IncrementalMismatchWarning, stacklevel=4)
+            return False
+    return True
+
+
+def report(model: Any, X: Any, width: int) -> str:
+    """The analysis of ``model`` at regions of ``width``, as a readable table.
+
+    Parameters
+    ----------
+    model: flax module, callable, pure model, or torch.nn.Module (translated first)
+    X: array, shape=(N, A, L)
+        Example inputs (their shape and dtype are used).
+    width: int
+        The region width, ``1 <= width <= L``.
+
+    Returns
+    -------
+    table: str
+        One row per equation that depends on the input: its mode (window, delta,
+        full), window width, reach on each side, FLOPs full and incremental, and why
+        windowing stops; then the predicted FLOP saving and the cache per sequence.
+
+    Raises
+    ------
+    ValueError
+        Bad ``X`` or ``width``, or a model jablate cannot run.
+    """
+    from .frontdoor import check_int, inputs, is_torch_module
+    from .predict import prepare
+
+    inp = inputs(X)
+    width = check_int(width, "width", minimum=1)
+    if width > inp.X.shape[-1]:
+        raise ValueError(f"width must be at most the sequence length {inp.X.shape[-1]}; "
+                         f"got {width}.")
+    inp, bound, _ = prepare(model, inp, backend="jax" if is_torch_module(model) else None)
+    if not bound.jittable:
+        raise ValueError("incremental_report needs a JAX model; translate a torch model.")
+    return _evaluator(bound, inp.X, inp.args, width)["inc"].summary.table()

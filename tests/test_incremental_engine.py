@@ -1,0 +1,125 @@
+"""The incremental engine inside ablate / ablate_annotations: on and off agree."""
+
+import warnings
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy
+import pytest
+
+import jablate
+from jablate import incremental_engine
+from jablate.incremental_rules import break_rule
+
+A, L = 4, 96
+rng = numpy.random.default_rng(0)
+X = numpy.eye(A, dtype=numpy.float32)[:, rng.integers(0, A, (6, L))].transpose(1, 0, 2).copy()
+X[1, :, 40:44] = 0  # unknown bases
+
+
+class Tower(nn.Module):
+    """Dilated convs, a profile head and a count head, with an extra input."""
+
+    @nn.compact
+    def __call__(self, x, bias):
+        h = nn.relu(nn.Conv(8, (7,), padding="SAME")(x.transpose(0, 2, 1)))
+        h = h + nn.relu(nn.Conv(8, (3,), kernel_dilation=(4,), padding="SAME")(h))
+        profile = nn.Conv(2, (9,), padding="SAME")(h)[:, 8:-8, :]
+        counts = nn.Dense(1)(h.mean(1)) + bias
+        return profile, counts
+
+
+@pytest.fixture(scope="module")
+def tower():
+    m = Tower()
+    return m.bind(m.init(jax.random.key(0), X[:1], numpy.zeros((1, 1), numpy.float32)))
+
+
+BIAS = (numpy.arange(6, dtype=numpy.float32)[:, None],)
+ANN = numpy.array([[0, 0, 1], [1, 30, 50], [2, 95, 96], [3, 0, L], [4, 60, 96], [5, 10, 17],
+                   [1, 0, 20], [0, 77, 93]])
+
+
+def _agree(on, off):
+    for a, b in zip(jax.tree.leaves(on), jax.tree.leaves(off)):
+        a, b = numpy.asarray(a), numpy.asarray(b)
+        numpy.testing.assert_allclose(a, b, atol=1e-5 * numpy.abs(b).max(), rtol=0)
+
+
+@pytest.mark.parametrize("shuffle_fn, random_state", [
+    (jablate.shuffle, 3), (jablate.shuffle, jax.random.key(3)),
+    (jablate.dinucleotide_shuffle, jax.random.key(4))])
+def test_annotations_with_mixed_widths_agree(tower, shuffle_fn, random_state):
+    ann = ANN if shuffle_fn is jablate.shuffle else ANN[(ANN[:, 2] - ANN[:, 1]) >= 3]
+    kw = dict(n=3, shuffle_fn=shuffle_fn, random_state=random_state, args=BIAS)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", jablate.ersatz.UnchangedRegionWarning)
+        on = jablate.ablate_annotations(tower, X, ann, incremental=True, **kw)
+        off = jablate.ablate_annotations(tower, X, ann, incremental=False, **kw)
+    _agree(on, off)
+
+
+def test_ablate_agrees_and_does_not_depend_on_batch_size(tower):
+    kw = dict(n=4, random_state=jax.random.key(1), args=BIAS)
+    on = jablate.ablate(tower, X, 20, 45, incremental=True, **kw)
+    off = jablate.ablate(tower, X, 20, 45, incremental=False, **kw)
+    _agree(on, off)
+    small = jablate.ablate(tower, X, 20, 45, incremental=True, batch_size=2, **kw)
+    _agree(small, on)
+
+
+def test_auto_uses_the_engine_only_when_it_pays():
+    mean_model = lambda x: jnp.cumsum(x[:, 0], -1)  # every output position depends on
+    bound = jablate.engine.Model(*jablate.runner.runner_for(mean_model))
+    choice = incremental_engine.choose(bound, jnp.asarray(X), (), numpy.array([5]), "auto")
+    assert not choice.use and "predicted saving" in choice.reason
+    conv = lambda x: jax.nn.relu(jax.lax.conv(x, jnp.ones((3, A, 5)), (1,), "SAME")).mean(-1)
+    bound = jablate.engine.Model(*jablate.runner.runner_for(conv))
+    assert incremental_engine.choose(bound, jnp.asarray(X), (), numpy.array([5]), "auto").use
+
+
+def test_a_broken_rule_is_caught_at_run_time_and_the_full_path_finishes(tower):
+    kw = dict(n=3, random_state=jax.random.key(2), args=BIAS)
+    off = jablate.ablate_annotations(tower, X, ANN[1:2], incremental=False, **kw)
+    jablate.runner._by_structure.clear()  # analyse afresh, under the broken rule
+    with break_rule("conv_general_dilated"):
+        with pytest.warns(incremental_engine.IncrementalMismatchWarning,
+                          match="broken rule for conv_general_dilated"):
+            on = jablate.ablate_annotations(tower, X, ANN[1:2], incremental=True, **kw)
+    jablate.runner._by_structure.clear()
+    for a, b in zip(jax.tree.leaves(on), jax.tree.leaves(off)):
+        numpy.testing.assert_array_equal(a, b)
+
+
+def test_one_analysis_and_program_per_width_bucket():
+    traces = []
+
+    def model(x):
+        traces.append(x.shape)
+        return jax.nn.relu(jax.lax.conv(x, jnp.ones((3, A, 5)), (1,), "SAME")).mean(-1)
+
+    ann = numpy.array([[0, 5, 10], [1, 20, 27], [2, 50, 58]])  # widths 5, 7, 8: bucket 8
+    for seed in range(2):
+        jablate.ablate_annotations(model, X, ann, n=2, random_state=seed, incremental=True)
+        if seed == 0:
+            first = len(traces)
+    assert len(traces) == first  # the second call (same shapes, other seed) traces nothing
+
+
+def test_bad_switches_are_value_errors():
+    torch = pytest.importorskip("torch")
+    module = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(A * L, 1))
+    with pytest.raises(ValueError, match="runs in torch; translate it"):
+        jablate.ablate(module, X, 0, 5, n=2, random_state=0, incremental=True)
+    for bad in ("yes", 1, None):
+        with pytest.raises(ValueError, match="incremental must be 'auto', True or False"):
+            jablate.ablate(lambda x: x.sum((1, 2)), X, 0, 5, incremental=bad)
+
+
+def test_report_names_the_layers_and_the_saving(tower):
+    conv = lambda x: jax.nn.relu(jax.lax.conv(x, jnp.ones((3, A, 5)), (1,), "SAME")).mean(-1)
+    table = incremental_engine.report(conv, X, 8)
+    assert "conv_general_dilated" in table and "incremental" in table and "cache" in table
+    with pytest.raises(ValueError, match="width must be at most"):
+        incremental_engine.report(conv, X, L + 1)
