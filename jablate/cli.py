@@ -231,7 +231,8 @@ def _add_hits(commands):
     hits.add_argument("--translate", action="store_true",
         help="translate a torch model to JAX instead of bridging it (backend='jax')")
     hits.add_argument("--incremental", choices=("auto", "on", "off"), default="off",
-        help="the incremental engine, where this jablate has it (default: %(default)s)")
+        help="compute only what a shuffle can change (see jablate ablate --help; "
+        "default: %(default)s)")
     hits.add_argument("--profile", choices=("logits", "probs"), default="logits",
         help="what profile outputs hold, for the Jensen-Shannon distance (default: "
         "%(default)s)")
