@@ -54,6 +54,9 @@ def _conv(input, weight, bias=None, stride=1, padding=0, dilation=1, transposed=
 def _few_wide_taps(weight):
     """A wide kernel with few outputs (a profile head: 75 taps, 2 outputs): XLA's CPU
     convolution runs these at a fraction of matmul speed."""
+    from ..lowering import plain_convolutions_wanted
+    if plain_convolutions_wanted():  # an analysis is tracing: keep the primitive
+        return False
     out_channels, _, width = weight.shape
     return width >= 8 and out_channels * width <= 256
 

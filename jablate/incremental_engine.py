@@ -29,6 +29,7 @@ from tqdm.auto import tqdm
 
 from . import engine
 from .incremental import Incremental, analyze
+from .lowering import plain_convolutions
 from .runner import outputs_of
 
 #: The default memory budget of the reference caches of one chunk of sequences.
@@ -75,7 +76,8 @@ def _evaluator(model: engine.Model, X: jax.Array, args: tuple, width: int) -> di
         def cast_apply(params, x, *a):
             return apply(params, _cast(x, model.dtype), *a)
 
-        inc = analyze(cast_apply, model.params, X[0], width, tuple(a[0] for a in args))
+        with plain_convolutions():  # the analysis sees convolutions, not their lowerings
+            inc = analyze(cast_apply, model.params, X[0], width, tuple(a[0] for a in args))
         store[key] = dict(
             inc=inc,
             reference=jax.jit(jax.vmap(inc.reference, (None, 0) + (0,) * len(args))),

@@ -123,3 +123,30 @@ def test_report_names_the_layers_and_the_saving(tower):
     assert "conv_general_dilated" in table and "incremental" in table and "cache" in table
     with pytest.raises(ValueError, match="width must be at most"):
         incremental_engine.report(conv, X, L + 1)
+
+
+@pytest.mark.parametrize("kind", ["bpnet", "chrombpnet"])
+def test_translated_bpnet_lite_models_agree(kind):
+    from conftest import require
+
+    torch = require("torch")
+    bpnetlite = require("bpnetlite")
+    torch.manual_seed(0)
+    if kind == "bpnet":
+        model = bpnetlite.BPNet(n_filters=4, n_layers=1, n_control_tracks=0, verbose=False)
+    else:
+        bias = bpnetlite.BPNet(n_filters=4, n_layers=1, n_outputs=1, n_control_tracks=0,
+                               verbose=False)
+        acc = bpnetlite.BPNet(n_filters=4, n_layers=1, n_outputs=1, n_control_tracks=0,
+                              verbose=False)
+        model = bpnetlite.chrombpnet.ChromBPNet(bias, acc)
+    model = model.eval()
+    Xb = numpy.eye(A, dtype=numpy.float32)[:, rng.integers(0, A, (3, 250))].transpose(1, 0, 2)
+    Xb = torch.from_numpy(Xb.copy())
+    ann = numpy.array([[0, 0, 16], [1, 115, 127], [2, 234, 250], [1, 100, 116]])  # bucket 16
+    kw = dict(n=2, random_state=jax.random.key(5), backend="jax")
+    on = jablate.ablate_annotations(model, Xb, ann, incremental=True, **kw)
+    off = jablate.ablate_annotations(model, Xb, ann, incremental=False, **kw)
+    _agree(on, off)
+    table = jablate.incremental_report(model, Xb, 32)  # convolutions, not their lowering
+    assert "conv_general_dilated" in table
