@@ -176,7 +176,7 @@ def build_parser() -> argparse.ArgumentParser:
     ablate.add_argument("--quiet", action="store_true", help="no progress bar")
     ablate.add_argument("--translate", action="store_true",
         help="translate a torch model to JAX instead of bridging it (backend='jax')")
-    ablate.add_argument("--incremental", choices=("auto", "on", "off"), default="off",
+    ablate.add_argument("--incremental", choices=("auto", "on", "off"), default="auto",
         help="compute only what a shuffle can change (JAX or --translate'd models): 'on' "
         "always (exit 2 where it cannot), 'auto' where the analysis predicts a 1.5x saving "
         "(default: %(default)s)")
@@ -230,7 +230,7 @@ def _add_hits(commands):
         "...); for a JAX model, the accelerator to run on")
     hits.add_argument("--translate", action="store_true",
         help="translate a torch model to JAX instead of bridging it (backend='jax')")
-    hits.add_argument("--incremental", choices=("auto", "on", "off"), default="off",
+    hits.add_argument("--incremental", choices=("auto", "on", "off"), default="auto",
         help="compute only what a shuffle can change (see jablate ablate --help; "
         "default: %(default)s)")
     hits.add_argument("--profile", choices=("logits", "probs"), default="logits",

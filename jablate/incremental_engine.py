@@ -36,6 +36,9 @@ from .runner import outputs_of
 MEMORY_BUDGET = 2**30
 #: ``incremental="auto"`` uses the engine when the analysis predicts at least this saving.
 AUTO_MIN_SAVING = 1.5
+#: ``"auto"`` analyses a model only for runs of at least this many shuffled items: below it
+#: the analysis and the extra compilations cost more than they can save.
+AUTO_MIN_ITEMS = 2048
 #: Items per incremental call are a power of two in [16, 256], sized so that a call does
 #: about this many FLOPs (BPNet's 20-bp windows: ~16 items, a small conv: 256).
 BATCH_FLOPS = 64e6
@@ -100,9 +103,14 @@ def choose(model: engine.Model, X: jax.Array, args: tuple, widths: numpy.ndarray
     ----------
     mode: 'auto', True or False
         ``True`` raises ``ValueError`` when the engine cannot run this model.
+        ``'auto'`` uses it for runs of at least :data:`AUTO_MIN_ITEMS` items whose
+        analysis predicts at least :data:`AUTO_MIN_SAVING` times fewer FLOPs.
     """
     if mode is False:
         return Choice(False, "incremental=False")
+    if mode == "auto" and len(widths) < AUTO_MIN_ITEMS:
+        return Choice(False, f"{len(widths)} items < {AUTO_MIN_ITEMS}: too few to pay for "
+                             "the analysis")
     problem = None
     if not model.jittable:
         problem = ("the model runs in torch; translate it (backend='jax') for the "
@@ -136,7 +144,7 @@ def choose(model: engine.Model, X: jax.Array, args: tuple, widths: numpy.ndarray
 
 def run(model: engine.Model, X: jax.Array, args: tuple, draw: Any, table: jax.Array,
         plan: engine.Plan, verbose: bool = False, desc: Optional[str] = None,
-        memory_budget: int = MEMORY_BUDGET) -> Optional[tuple[list, bool]]:
+        memory_budget: Optional[int] = None) -> Optional[tuple[list, bool]]:
     """Run every item of ``plan`` incrementally; None when the runtime check failed.
 
     Returns
@@ -144,6 +152,7 @@ def run(model: engine.Model, X: jax.Array, args: tuple, draw: Any, table: jax.Ar
     outputs: list of host arrays, each (M, ...), in plan order
     multi: bool
     """
+    memory_budget = MEMORY_BUDGET if memory_budget is None else memory_budget
     L = X.shape[-1]
     widths = plan.ends - plan.starts
     buckets = numpy.array([bucket(w, L) for w in widths])

@@ -72,11 +72,14 @@ def test_ablate_agrees_and_does_not_depend_on_batch_size(tower):
 def test_auto_uses_the_engine_only_when_it_pays():
     mean_model = lambda x: jnp.cumsum(x[:, 0], -1)  # every output position depends on
     bound = jablate.engine.Model(*jablate.runner.runner_for(mean_model))
-    choice = incremental_engine.choose(bound, jnp.asarray(X), (), numpy.array([5]), "auto")
+    many = numpy.full(4096, 5)
+    choice = incremental_engine.choose(bound, jnp.asarray(X), (), many, "auto")
     assert not choice.use and "predicted saving" in choice.reason
+    few = incremental_engine.choose(bound, jnp.asarray(X), (), many[:100], "auto")
+    assert not few.use and "too few" in few.reason
     conv = lambda x: jax.nn.relu(jax.lax.conv(x, jnp.ones((3, A, 5)), (1,), "SAME")).mean(-1)
     bound = jablate.engine.Model(*jablate.runner.runner_for(conv))
-    assert incremental_engine.choose(bound, jnp.asarray(X), (), numpy.array([5]), "auto").use
+    assert incremental_engine.choose(bound, jnp.asarray(X), (), many, "auto").use
 
 
 def test_a_broken_rule_is_caught_at_run_time_and_the_full_path_finishes(tower):
@@ -150,3 +153,12 @@ def test_translated_bpnet_lite_models_agree(kind):
     _agree(on, off)
     table = jablate.incremental_report(model, Xb, 32)  # convolutions, not their lowering
     assert "conv_general_dilated" in table
+
+
+def test_results_do_not_depend_on_the_chunking_of_the_cache(tower, monkeypatch):
+    kw = dict(n=2, random_state=jax.random.key(6), args=BIAS, incremental=True)
+    whole = jablate.ablate_annotations(tower, X, ANN, **kw)
+    monkeypatch.setattr(incremental_engine, "MEMORY_BUDGET", 1)  # one sequence per chunk
+    chunked = jablate.ablate_annotations(tower, X, ANN, **kw)
+    for a, b in zip(jax.tree.leaves(chunked), jax.tree.leaves(whole)):
+        numpy.testing.assert_array_equal(a, b)
