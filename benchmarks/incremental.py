@@ -1,0 +1,340 @@
+"""``python -m benchmarks.incremental [--quick] [--append PATH]``: issue 11's performance table.
+
+Incremental ablation (``incremental=True``) against jablate's full path
+(``incremental=False``) and against tangermeme 1.6, side by side in one process, alternated
+(A B C A B C ...) after one untimed warm-up each, medians (see :mod:`benchmarks.harness`):
+
+1. bpnet-lite ``BPNet(64 filters, 8 layers)``, 2,114 bp, **random weights**, translated
+   (``backend="jax"``): ``ablate_annotations`` of 500 × 20-bp regions on 100 sequences, n=20.
+2. Case 1: the same BPNet, ``ablate`` of 64 × 2,114 bp, one central 100-bp region, n=20.
+3. Case 3: the small conv of :mod:`benchmarks.cases` (flax, torch weights), 500 annotations.
+4. Peak RSS (``ru_maxrss``) of an incremental ``ablate`` of BPNet, n=100, in a subprocess.
+
+A tangermeme run longer than ``--tangermeme-once`` seconds (120) is timed once (its warm-up
+run) and not repeated. Prints a Markdown section; ``--append PATH`` appends it to PATH.
+
+``--child SPEC`` / ``--launch SPEC`` are the memory subprocess and its small launcher (the
+launcher imports only the standard library, so the measured child is forked from a small
+process: Linux carries ``ru_maxrss`` across ``exec``).
+"""
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+
+FULL = dict(bpnet_ann=dict(N=100, L=2114, k=500, width=20, n=20, batch_size=64, repeats=2),
+            case1=dict(N=64, L=2114, width=100, n=20, batch_size=64, repeats=3),
+            case3=dict(N=100, L=1000, k=500, width=20, n=20, batch_size=64, repeats=5),
+            memory=dict(N=2000, L=2114, n=100, width=100, batch_size=64),
+            bpnet=dict(n_filters=64, n_layers=8))
+QUICK = dict(bpnet_ann=dict(N=4, L=2114, k=6, width=20, n=2, batch_size=8, repeats=1),
+             case1=dict(N=4, L=2114, width=100, n=2, batch_size=8, repeats=1),
+             case3=dict(N=10, L=500, k=20, width=20, n=5, batch_size=16, repeats=2),
+             memory=dict(N=8, L=2114, n=4, width=100, batch_size=8),
+             bpnet=dict(n_filters=16, n_layers=4))
+
+
+# ---------------------------------------------------------------------------------------
+# memory subprocess
+
+
+def _vmhwm():
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    return None
+
+
+def child(spec):
+    import numpy
+    import torch
+
+    import jablate
+    from benchmarks import models
+
+    torch.set_num_threads(os.cpu_count())
+    model = models.bpnet_torch(spec["n_filters"], spec["n_layers"])
+    X = models.one_hot(spec["N"], spec["L"], seed=5)
+    start, end = models.centre(spec["L"], spec["width"])
+    t0 = time.perf_counter()
+    out = jablate.ablate(model, X, start=start, end=end, n=spec["n"], random_state=0,
+                         batch_size=spec["batch_size"], backend="jax", incremental=True)
+    leaves = [numpy.asarray(a) for part in tuple(out)
+              for a in (part if isinstance(part, (list, tuple)) else [part])]
+    seconds = time.perf_counter() - t0
+    print(json.dumps({"seconds": seconds, "shapes": [list(a.shape) for a in leaves],
+                      "ru_maxrss_self_bytes":
+                      resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+                      "vmhwm_bytes": _vmhwm()}))
+
+
+def launch(spec_json):
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ, PYTHONPATH=root + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    with tempfile.TemporaryFile() as err:
+        proc = subprocess.Popen([sys.executable, "-m", "benchmarks.incremental", "--child",
+                                 spec_json], stdout=subprocess.PIPE, stderr=err, env=env,
+                                cwd=root)
+        out = proc.stdout.read()
+        _, status, usage = os.wait4(proc.pid, 0)
+        proc.stdout.close()
+        code = os.waitstatus_to_exitcode(status)
+        if code != 0:
+            err.seek(0)
+            sys.stderr.write(err.read().decode(errors="replace")[-4000:])
+            sys.exit(code or 1)
+    result = json.loads(out.decode().strip().splitlines()[-1])
+    result["maxrss_bytes"] = usage.ru_maxrss * 1024
+    print(json.dumps(result))
+
+
+def run_memory(spec):
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.incremental", "--launch",
+                           json.dumps(spec)], capture_output=True, cwd=root)
+    if proc.returncode != 0:
+        raise RuntimeError(proc.stderr.decode(errors="replace")[-3000:])
+    return json.loads(proc.stdout.decode().strip().splitlines()[-1])
+
+
+# ---------------------------------------------------------------------------------------
+# timed comparisons
+
+
+def _load():
+    return " / ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+def compare(title, sides, repeats, once_after, log):
+    """Warm each side up (timed, not counted), then alternate ``repeats`` rounds.
+
+    A side whose warm-up took longer than ``once_after`` seconds is not repeated: its
+    warm-up time is its only time (``once=True``). Returns the warm-up outputs.
+    """
+    import gc
+
+    from .harness import block
+
+    log(f"{title} (load {_load()})")
+    outputs = {}
+    for side in sides:
+        gc.collect()
+        t0 = time.perf_counter()
+        outputs[side["name"]] = block(side["run"]())
+        side["warm"] = time.perf_counter() - t0
+        side["times"] = []
+        side["once"] = side.get("tangermeme", False) and side["warm"] > once_after
+        if side["once"]:
+            side["times"] = [side["warm"]]
+        log(f"  warm-up {side['name']}: {side['warm']:.2f} s"
+            + (" (> limit: timed once)" if side["once"] else ""))
+    for r in range(repeats):
+        for side in sides:
+            if side["once"]:
+                continue
+            gc.collect()
+            t0 = time.perf_counter()
+            out = block(side["run"]())
+            side["times"].append(time.perf_counter() - t0)
+            del out
+        log(f"  round {r + 1}: " + ", ".join(f"{s['name']} {s['times'][-1]:.2f} s"
+                                             for s in sides if not s["once"]))
+    return outputs
+
+
+def _median(ts):
+    import statistics
+    return statistics.median(ts)
+
+
+def _agreement(a, b):
+    from .cases import rel_diff
+    return rel_diff(tuple(a), tuple(b))
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(prog="python -m benchmarks.incremental",
+                                description=__doc__.split("\n")[0])
+    p.add_argument("--quick", action="store_true", help="tiny sizes; targets not judged")
+    p.add_argument("--rows", default="1,2,3,4", help="rows to run (default 1,2,3,4)")
+    p.add_argument("--memory-N", type=int, default=None,
+                   help="sequences for row 4 (default 2,000; 8 with --quick)")
+    p.add_argument("--tangermeme-once", type=float, default=120.0,
+                   help="a tangermeme warm-up longer than this (s) is its only timed run")
+    p.add_argument("--append", metavar="PATH", help="append the Markdown section to PATH")
+    p.add_argument("--child", help=argparse.SUPPRESS)
+    p.add_argument("--launch", help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.child:
+        return child(json.loads(args.child))
+    if args.launch:
+        return launch(args.launch)
+
+    import numpy
+    import torch
+    from tangermeme.ablate import ablate as tm_ablate
+    from tangermeme.ablate import ablate_annotations as tm_ablate_annotations
+
+    import jablate
+
+    from . import harness, models
+
+    torch.set_num_threads(os.cpu_count())
+    S = QUICK if args.quick else FULL
+    rows = {int(r) for r in args.rows.split(",") if r.strip()}
+    log = lambda m: print(m, file=sys.stderr, flush=True)
+    started, load_start = time.strftime("%Y-%m-%d %H:%M:%S %Z"), _load()
+    results = {}
+    bp = S["bpnet"]
+    bpnet = models.bpnet_torch(bp["n_filters"], bp["n_layers"]) if rows & {1, 2, 4} else None
+
+    def three(label, jab, tm, repeats):
+        sides = [dict(name="incremental", run=lambda: jab(True)),
+                 dict(name="full", run=lambda: jab(False)),
+                 dict(name="tangermeme", run=tm, tangermeme=True)]
+        outs = compare(label, sides, repeats, args.tangermeme_once, log)
+        diff = _agreement(outs["incremental"], outs["full"])
+        log(f"  incremental vs full: max |diff| / max |full| = {diff:.2e}")
+        results[label] = dict(sides={s["name"]: s for s in sides}, diff=diff)
+
+    if 1 in rows:
+        s = S["bpnet_ann"]
+        X = models.one_hot(s["N"], s["L"], seed=11)
+        rng = numpy.random.RandomState(12)
+        starts = rng.randint(0, s["L"] - s["width"] + 1, size=s["k"])
+        ann = numpy.stack([rng.randint(s["N"], size=s["k"]), starts, starts + s["width"]],
+                          axis=1).astype(numpy.int64)
+        Xt, ann_t = torch.from_numpy(X), torch.from_numpy(ann)
+        kw = dict(n=s["n"], random_state=0, batch_size=s["batch_size"])
+        three("1", lambda inc: jablate.ablate_annotations(bpnet, Xt, ann_t, backend="jax",
+                                                          incremental=inc, **kw),
+              lambda: tm_ablate_annotations(bpnet, Xt, ann_t, device="cpu", **kw),
+              s["repeats"])
+    if 2 in rows:
+        s = S["case1"]
+        X = models.one_hot(s["N"], s["L"], seed=1)
+        start, end = models.centre(s["L"], s["width"])
+        Xt = torch.from_numpy(X)
+        kw = dict(start=start, end=end, n=s["n"], random_state=0, batch_size=s["batch_size"])
+        three("2", lambda inc: jablate.ablate(bpnet, Xt, backend="jax", incremental=inc, **kw),
+              lambda: tm_ablate(bpnet, Xt, device="cpu", **kw), s["repeats"])
+    if 3 in rows:
+        s = S["case3"]
+        X = models.one_hot(s["N"], s["L"], seed=3)
+        rng = numpy.random.RandomState(4)
+        starts = rng.randint(0, s["L"] - s["width"] + 1, size=s["k"])
+        ann = numpy.stack([rng.randint(s["N"], size=s["k"]), starts, starts + s["width"]],
+                          axis=1).astype(numpy.int64)
+        torch_model = models.small_conv_torch(32, 11, seed=0)
+        flax_model = models.small_conv_flax(models.small_conv_weights(torch_model), 32, 11)
+        import jax.numpy as jnp
+        Xj, Xt, ann_t = jnp.asarray(X), torch.from_numpy(X), torch.from_numpy(ann)
+        kw = dict(n=s["n"], random_state=0, batch_size=s["batch_size"], device="cpu")
+        three("3", lambda inc: jablate.ablate_annotations(flax_model, Xj, ann,
+                                                          incremental=inc, **kw),
+              lambda: tm_ablate_annotations(torch_model, Xt, ann_t, **kw), s["repeats"])
+    if 4 in rows:
+        s = dict(S["memory"], **bp)
+        if args.memory_N:
+            s["N"] = args.memory_N
+        log(f"row 4: incremental ablate, N={s['N']} (load {_load()})")
+        results["4"] = dict(spec=s, r=run_memory(s))
+        log(f"  peak {results['4']['r']['maxrss_bytes'] / 1e9:.3f} GB in "
+            f"{results['4']['r']['seconds']:.1f} s")
+    load_end = _load()
+
+    text = report(args, S, results, started, load_start, load_end, harness)
+    print(text)
+    if args.append:
+        with open(args.append, "a") as f:
+            f.write("\n" + text)
+    return 0
+
+
+TARGETS = {"1": (4, 15), "2": (3, 8), "3": (10, 30)}
+LABELS = {
+    "1": "bpnet-lite BPNet (translated, random weights), `ablate_annotations`, 500 × 20 bp "
+         "on 100 × 2,114 bp, n=20",
+    "2": "Case 1: BPNet, `ablate`, 64 × 2,114 bp, 100-bp region, n=20",
+    "3": "Case 3: small conv (flax), `ablate_annotations`, 500 × 20 bp on 100 × 1,000 bp, "
+         "n=20",
+}
+
+
+def _verdict(value, target, quick):
+    if quick:
+        return "not judged (--quick)"
+    return "met" if value >= target else "**MISSED**"
+
+
+def report(args, S, results, started, load_start, load_end, harness):
+    import subprocess as sp
+    try:
+        commit = sp.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
+                        text=True).stdout.strip()
+    except OSError:
+        commit = "?"
+    cmd = " ".join(["python -m benchmarks.incremental"] + (sys.argv[1:] if args else []))
+    info = harness.machine_info()
+    lines = ["## Incremental ablation (issue 11), 2026-11-25", "",
+             f"`{cmd}` at commit {commit}, started {started}. Machine: {info['CPU']}, "
+             f"nproc {os.cpu_count()}, {info['Memory']}, JAX {info['JAX devices']}, torch "
+             f"threads {info['torch threads']}; load average {load_start} at the start, "
+             f"{load_end} at the end.", "",
+             "Protocol: in one process, the three sides of each row alternate (incremental, "
+             "full, tangermeme, ...) after one untimed warm-up each (translation and XLA "
+             "compiles happen there); medians. A tangermeme warm-up longer than "
+             f"{args.tangermeme_once:.0f} s is its only timed run (marked *once*). BPNet is "
+             "bpnet-lite's `BPNet(n_filters=64, n_layers=8, n_control_tracks=0)` with "
+             "**random weights** (`torch.manual_seed(0)`); jablate runs it with "
+             "`backend=\"jax\"` (translated), tangermeme runs the torch module; same "
+             "annotations / region, `batch_size`, `random_state=0`.", "",
+             ]
+    if any(k in results for k in TARGETS):
+        lines += ["| row | incremental (s) | full (s) | tangermeme (s) | full / incr. | "
+                  "tangermeme / incr. | targets | incr. vs full, max rel. diff |",
+                  "|---|---:|---:|---:|---:|---:|---|---:|"]
+    fmt = harness.fmt_s
+    verdicts = []
+    for key in ("1", "2", "3"):
+        if key not in results:
+            continue
+        sd, diff = results[key]["sides"], results[key]["diff"]
+        inc, full, tm = (_median(sd[n]["times"]) for n in ("incremental", "full", "tangermeme"))
+        r_full, r_tm = full / inc, tm / inc
+        t_full, t_tm = TARGETS[key]
+        once = " (*once*)" if sd["tangermeme"]["once"] else ""
+        runs = "; ".join(f"{n}: " + ", ".join(fmt(t) for t in sd[n]["times"])
+                         + f" (warm-up {fmt(sd[n]['warm'])})" for n in sd)
+        lines.append(f"| {LABELS[key]} | {fmt(inc)} | {fmt(full)} | {fmt(tm)}{once} | "
+                     f"{r_full:.2f}× | {r_tm:.2f}× | ≥{t_full}×: "
+                     f"{_verdict(r_full, t_full, args.quick)}; ≥{t_tm}×: "
+                     f"{_verdict(r_tm, t_tm, args.quick)} | {diff:.1e} |")
+        verdicts.append(f"- Row {key} runs: {runs}.")
+    lines.append("")
+    lines += verdicts
+    if "4" in results:
+        s, r = results["4"]["spec"], results["4"]["r"]
+        peak = r["maxrss_bytes"] / 1e9
+        full_size = s["N"] == FULL["memory"]["N"] and not args.quick
+        verdict = ("not judged (--quick)" if args.quick else
+                   ("met" if peak <= 1 else "**MISSED**") if full_size else
+                   f"not judged at the target's size (N={s['N']:,}, not 2,000)")
+        lines.append(
+            f"- Row 4, peak RSS of `jablate.ablate(BPNet, X, n={s['n']}, backend=\"jax\", "
+            f"incremental=True, batch_size={s['batch_size']})`, {s['N']:,} × {s['L']:,} bp, "
+            f"own subprocess (`ru_maxrss` from `os.wait4`; the child's own getrusage "
+            f"{r['ru_maxrss_self_bytes'] / 1e9:.3f} GB, VmHWM "
+            f"{(r['vmhwm_bytes'] or 0) / 1e9:.3f} GB): **{peak:.3f} GB** in "
+            f"{r['seconds']:.1f} s (target ≤ 1 GB at N=2,000: {verdict}).")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    sys.exit(main())
