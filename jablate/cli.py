@@ -157,16 +157,8 @@ def build_parser() -> argparse.ArgumentParser:
     ablate.add_argument("--regions", required=True, metavar="FILE",
         help="tab-separated 'sequence start end [name]' lines, 0-based, end exclusive "
         "(BED); may be gzip-compressed")
-    ablate.add_argument("--n", type=_positive_int, default=20,
-        help="shuffles per region (default: %(default)s)")
-    ablate.add_argument("--shuffle", choices=("mono", "dinucleotide"), default="mono",
-        help="shuffle that keeps mono- or dinucleotide counts (default: %(default)s)")
-    ablate.add_argument("--seed", type=_seed, default=0,
-        help="random seed; the same seed gives the same results (default: %(default)s)")
-    ablate.add_argument("--batch-size", type=_positive_int, default=64,
-        help="sequences per model call (default: %(default)s)")
-    ablate.add_argument("--device", help="device for a torch model (cpu, cuda, "
-        "cuda:1, ...); for a JAX model, the accelerator to run on")
+    _add_run_options(ablate, "region",
+        "random seed; the same seed gives the same results (default: %(default)s)")
     ablate.add_argument("--out", metavar="FILE.npz",
         help="all predictions before and after, and the regions")
     ablate.add_argument("--table", metavar="FILE.tsv", help="one row per region (see "
@@ -174,18 +166,37 @@ def build_parser() -> argparse.ArgumentParser:
     ablate.add_argument("--plot", metavar="FILE.png", help="drops per region; .png, .pdf "
         "or .svg")
     ablate.add_argument("--quiet", action="store_true", help="no progress bar")
-    ablate.add_argument("--translate", action="store_true",
-        help="translate a torch model to JAX instead of bridging it (backend='jax')")
-    ablate.add_argument("--incremental", choices=("auto", "on", "off"), default="auto",
-        help="compute only what a shuffle can change (JAX or --translate'd models): 'on' "
-        "always (exit 2 where it cannot), 'auto' where the analysis predicts a 1.5x saving "
-        "(default: %(default)s)")
     ablate.add_argument("--verbose", action="store_true",
         help="print the incremental engine's analysis of the model (jablate.incremental_report)"
         " on stderr before the run")
     _add_debug(ablate, argparse.SUPPRESS)
     _add_hits(commands)
     return parser
+
+
+def _add_run_options(parser, unit, seed_help):
+    """The options of a run that ``jablate ablate`` and ``jablate hits`` share; each
+    becomes a keyword of :func:`jablate.ablate_annotations` in :func:`_run`."""
+
+    parser.add_argument("--n", type=_positive_int, default=20,
+        help=f"shuffles per {unit} (default: %(default)s)")
+    parser.add_argument("--shuffle", choices=("mono", "dinucleotide"), default="mono",
+        help="shuffle that keeps mono- or dinucleotide counts (default: %(default)s)")
+    parser.add_argument("--seed", type=_seed, default=0, help=seed_help)
+    parser.add_argument("--batch-size", type=_positive_int, default=64,
+        help="sequences per model call (default: %(default)s)")
+    parser.add_argument("--device", help="device for a torch model (cpu, cuda, "
+        "cuda:1, ...); for a JAX model, the accelerator to run on")
+    parser.add_argument("--translate", action="store_true",
+        help="translate a torch model to JAX instead of bridging it (backend='jax')")
+    parser.add_argument("--incremental", choices=tuple(_INCREMENTAL), default="auto",
+        help="compute only what a shuffle can change (JAX or --translate'd models): 'on' "
+        "always (exit 2 where it cannot), 'auto' where the analysis predicts a 1.5x saving "
+        "for runs of at least 2,048 shuffled items (default: %(default)s)")
+
+
+#: ``--incremental`` as ablate_annotations' ``incremental=``.
+_INCREMENTAL = {"auto": "auto", "on": True, "off": False}
 
 
 def _add_hits(commands):
@@ -217,22 +228,8 @@ def _add_hits(commands):
     hits.add_argument("--window", type=_positive_int, metavar="W",
         help="the model's input length (2114 for BPNet); required unless a .pt2 "
         "--model has a static input shape")
-    hits.add_argument("--n", type=_positive_int, default=20,
-        help="shuffles per hit (default: %(default)s)")
-    hits.add_argument("--shuffle", choices=("mono", "dinucleotide"), default="mono",
-        help="shuffle that keeps mono- or dinucleotide counts (default: %(default)s)")
-    hits.add_argument("--seed", type=_seed, default=0,
-        help="random seed; every hit is shuffled as tangermeme's ablate(..., "
-        "random_state=SEED) would shuffle it alone (default: %(default)s)")
-    hits.add_argument("--batch-size", type=_positive_int, default=64,
-        help="sequences per model call (default: %(default)s)")
-    hits.add_argument("--device", help="device for a torch model (cpu, cuda, cuda:1, "
-        "...); for a JAX model, the accelerator to run on")
-    hits.add_argument("--translate", action="store_true",
-        help="translate a torch model to JAX instead of bridging it (backend='jax')")
-    hits.add_argument("--incremental", choices=("auto", "on", "off"), default="auto",
-        help="compute only what a shuffle can change (see jablate ablate --help; "
-        "default: %(default)s)")
+    _add_run_options(hits, "hit", "random seed; every hit is shuffled as tangermeme's "
+        "ablate(..., random_state=SEED) would shuffle it alone (default: %(default)s)")
     hits.add_argument("--profile", choices=("logits", "probs"), default="logits",
         help="what profile outputs hold, for the Jensen-Shannon distance (default: "
         "%(default)s)")
@@ -421,11 +418,9 @@ def _ablate(args):
 
         model = load_model(args.model)
         kind = "torch" if _is_torch_module(model) else "jax"
-        incremental = {"auto": "auto", "on": True, "off": False}[args.incremental]
         if args.verbose:
             _print_report(model, kind, X, annotations, args)
-        y_befores, y_afters = _run(model, kind, X, annotations, args,
-            incremental=incremental)
+        y_befores, y_afters = _run(model, kind, X, annotations, args)
         heads = summarise(y_befores, y_afters, len(regions), args.n)
 
         if "out" in handles:
@@ -667,7 +662,8 @@ def _run(model, kind, X, annotations, args, **extra):
     shuffle_fn = jablate.dinucleotide_shuffle if args.shuffle == "dinucleotide" else \
         jablate.shuffle
     kwargs = dict(n=args.n, shuffle_fn=shuffle_fn, random_state=args.seed,
-        batch_size=args.batch_size, verbose=not args.quiet)
+        batch_size=args.batch_size, verbose=not args.quiet,
+        incremental=_INCREMENTAL[args.incremental])
 
     if args.translate:
         kwargs["backend"] = "jax"

@@ -14,7 +14,6 @@ other hits, and a resumed or sharded run gives the bytes of an uninterrupted one
 """
 
 import argparse
-import inspect
 import json
 import math
 import os
@@ -100,23 +99,6 @@ def static_input_length(model: Any) -> Optional[int]:
     return shape[-1] if len(shape) >= 2 and isinstance(shape[-1], int) else None
 
 
-def _incremental_kwargs(mode, error):
-    """``incremental=`` for ablate_annotations, when this jablate's has that switch."""
-
-    import jablate
-
-    try:
-        accepted = "incremental" in inspect.signature(jablate.ablate_annotations).parameters
-    except (TypeError, ValueError):
-        accepted = False
-    if accepted:
-        return {"incremental": {"auto": "auto", "on": True, "off": False}[mode]}
-    if mode == "on":
-        raise error("--incremental on: the incremental engine is not available in this "
-            "version of jablate yet; use --incremental auto or off")
-    return {}
-
-
 def _is_export(spec):
     return spec.endswith(".pt2") or (os.path.isfile(spec) and ":" not in spec)
 
@@ -135,7 +117,6 @@ class _Run:
 
     def read_inputs(self):
         args = self.args
-        self.extra = _incremental_kwargs(args.incremental, self.error)
         self.fasta = open_genome(args.genome)
         lengths = genome_lengths(self.fasta)
         self.model = None
@@ -277,8 +258,7 @@ class _Run:
         X = fetch_windows(self.fasta, self.windows, rows, pad_to=size)
         annotations = numpy.stack([inverse, part["offset_start"].to_numpy(),
             part["offset_end"].to_numpy()], axis=1).astype(numpy.int64)
-        result = self.cli._run(self.model, self.kind, X, annotations, args, verbose=False,
-            **self.extra)
+        result = self.cli._run(self.model, self.kind, X, annotations, args, verbose=False)
         try:
             effects = hit_effects(result, part, args.profile)
         except ValueError as error:

@@ -516,23 +516,14 @@ def _bad_inputs(root, tmp):
          "hits.tsv:3: peak 52 does not exist"),
         ("plain gzip genome", {"genome.fa.gz": gzip.compress(genome.encode())},
          {"--genome": "genome.fa.gz"}, "it is gzip-compressed, but not with bgzip"),
-        ("incremental on", {}, {"--incremental": "on"},
-         "--incremental on: the incremental engine is not available"),
         ("no window", {}, {"--window": None}, "--window is required"),
     ]
 
 
 def test_bad_input_is_one_line_with_file_and_line_and_nothing_is_written(data, tmp_path,
         capsys):
-    import inspect
-
-    import jablate
-
     root, _ = data
-    has_incremental = "incremental" in inspect.signature(jablate.ablate_annotations).parameters
     for case, files, options, expected in _bad_inputs(root, tmp_path):
-        if case == "incremental on" and has_incremental:
-            continue
         folder = tmp_path / case.replace(" ", "_")
         folder.mkdir()
         for name, content in files.items():
@@ -548,7 +539,7 @@ def test_bad_input_is_one_line_with_file_and_line_and_nothing_is_written(data, t
             if value is None:
                 del arguments[option]
             else:
-                arguments[option] = value if option == "--incremental" else folder / value
+                arguments[option] = folder / value
         argv = ["hits", *[str(x) for pair in arguments.items() for x in pair], "--quiet"]
         status, stdout, stderr = run(capsys, *argv)
         assert status == 2, (case, stderr)
@@ -556,7 +547,7 @@ def test_bad_input_is_one_line_with_file_and_line_and_nothing_is_written(data, t
         assert not (folder / "out").exists(), case
 
 
-def test_incremental_switch_is_passed_through_when_ablate_annotations_has_it(data, tmp_path,
+def test_incremental_switch_is_passed_through(data, tmp_path,
         capsys, monkeypatch):
     import jablate
 
