@@ -272,15 +272,13 @@ class Inputs:
     dtype: Any  # X's dtype in its own family
 
 
-def inputs(X: Any, args: Any = None, device: Any = None) -> Inputs:
+def inputs(X: Any, args: Any = None) -> Inputs:
     """Validate and convert ``X`` (N, A, L) and ``args`` to JAX arrays.
 
     Parameters
     ----------
     X: jax.Array, numpy.ndarray or torch.Tensor, shape=(N, A, L)
     args: tuple or list of arrays with N rows, or None
-    device: jax.Device or None
-        Where to put the arrays (for JAX models run on a chosen device).
 
     Raises
     ------
@@ -302,8 +300,7 @@ def inputs(X: Any, args: Any = None, device: Any = None) -> Inputs:
                 raise ValueError(f"args[{i}] and X must be on the same device; got args[{i}] "
                                  f"on {a.device} and X on {X.device}.")
     argsj = tuple(to_jax(a, f"args[{i}]") for i, a in enumerate(args))
-    put = _committed if device is None else (lambda a: jax.device_put(a, device))
-    return Inputs(put(Xj), tuple(put(a) for a in argsj), fam, X.dtype)
+    return Inputs(_committed(Xj), tuple(_committed(a) for a in argsj), fam, X.dtype)
 
 
 def _committed(x):

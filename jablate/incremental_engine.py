@@ -63,9 +63,10 @@ def _cast(x, dtype):
     return x if jnp.issubdtype(x.dtype, jnp.floating) else x.astype(jnp.float32)
 
 
-def bucket(width: int, length: int) -> int:
-    """The bucket of a region of ``width``: the next power of two, at most ``length``."""
-    return min(length, 1 << (int(width) - 1).bit_length())
+def bucket(width: Any, length: int) -> Any:
+    """The bucket of regions of ``width`` (an int or an int array): the next power of
+    two, at most ``length``."""
+    return numpy.minimum(length, 1 << numpy.ceil(numpy.log2(width)).astype(numpy.int64))
 
 
 def _evaluator(model: engine.Model, X: jax.Array, args: tuple, width: int) -> dict:
@@ -131,7 +132,7 @@ def choose(model: engine.Model, X: jax.Array, args: tuple, widths: numpy.ndarray
         return Choice(True, "incremental=True")
     L = X.shape[-1]
     ratios = []
-    for w in sorted({bucket(w, L) for w in widths}):
+    for w in numpy.unique(bucket(widths, L)).tolist():
         try:
             ratios.append(_evaluator(model, X, args, w)["inc"].summary.flop_ratio)
         except Exception as error:  # the analysis itself failed: the full path is exact
@@ -155,7 +156,7 @@ def run(model: engine.Model, X: jax.Array, args: tuple, draw: Any, table: jax.Ar
     memory_budget = MEMORY_BUDGET if memory_budget is None else memory_budget
     L = X.shape[-1]
     widths = plan.ends - plan.starts
-    buckets = numpy.array([bucket(w, L) for w in widths])
+    buckets = bucket(widths, L)
     outputs, multi, checked = None, False, False
     total = len(plan)
     bar = tqdm(total=total, disable=not verbose, desc=desc)
