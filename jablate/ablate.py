@@ -41,10 +41,14 @@ def _check_reduce(reduce):
         raise ValueError(f"reduce must be one of {REDUCTIONS}; got {reduce!r}.")
 
 
-def _check_incremental(incremental):
+def _check_incremental(incremental, fast):
+    """``incremental`` checked: 'auto', True or False, and True only on the fast path."""
     if not (incremental == "auto" if isinstance(incremental, str) else
             isinstance(incremental, bool)):
         raise ValueError(f"incremental must be 'auto', True or False; got {incremental!r}.")
+    if incremental is True and not fast:
+        raise ValueError("incremental=True needs jablate's own predict as func and jablate's "
+                         "shuffle or dinucleotide_shuffle as shuffle_fn.")
     return incremental
 
 
@@ -166,9 +170,9 @@ def ablate(model: Any, X: Any, start: int = 0, end: int = -1, n: int = 20,
     """
     n = check_int(n, "n", minimum=1)
     _check_reduce(reduce)
-    incremental = _check_incremental(incremental)
     method = METHODS.get(shuffle_fn)
     fast = func is predict and method is not None
+    incremental = _check_incremental(incremental, fast)
     if not fast and args is not None:
         # A foreign func receives args as given (tangermeme passes them through, and its
         # deep_lift_shap takes per-reference args with more rows than X).
@@ -193,9 +197,6 @@ def ablate(model: Any, X: Any, start: int = 0, end: int = -1, n: int = 20,
                                   tree_to_family(pick(after), fam))
     if reduce is not None:
         raise ValueError("reduce='mean_std' needs jablate's own predict as func and jablate's "
-                         "shuffle or dinucleotide_shuffle as shuffle_fn.")
-    if incremental is True:
-        raise ValueError("incremental=True needs jablate's own predict as func and jablate's "
                          "shuffle or dinucleotide_shuffle as shuffle_fn.")
     return _materialised(model, X, start, end, n, shuffle_fn, args, random_state, func, extra,
                          kwargs)
@@ -274,15 +275,12 @@ def ablate_annotations(model: Any, X: Any, annotations: Any, incremental: Any = 
     method = METHODS.get(shuffle_fn)
     if "reduce" in kwargs:
         raise TypeError("ablate_annotations() does not take reduce")
-    incremental = _check_incremental(incremental)
     fast = func is predict and method is not None
+    incremental = _check_incremental(incremental, fast)
     inp = inputs(X, kwargs.get("args") if fast else None)
     N, _, L = inp.X.shape
     ann = check_annotations(annotations, N, L, min_width=method.min_width if method else 1)
     if not fast:
-        if incremental is True:
-            raise ValueError("incremental=True needs jablate's own predict as func and "
-                             "jablate's shuffle or dinucleotide_shuffle as shuffle_fn.")
         return _annotation_loop(model, X, ann, kwargs)
     own = ("n", "shuffle_fn", "args", "random_state", "func", "additional_func_kwargs")
     n = check_int(kwargs.get("n", 20), "n", minimum=1)

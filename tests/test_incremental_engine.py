@@ -115,6 +115,13 @@ def test_bad_switches_are_value_errors():
     module = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(A * L, 1))
     with pytest.raises(ValueError, match="runs in torch; translate it"):
         jablate.ablate(module, X, 0, 5, n=2, random_state=0, incremental=True)
+    foreign = lambda X, **kw: numpy.repeat(X[:, None], kw["n"], axis=1)
+    with pytest.raises(ValueError, match="incremental=True needs jablate's own predict"):
+        jablate.ablate(lambda x: x.sum((1, 2)), X, 0, 5, n=2, shuffle_fn=foreign,
+                       incremental=True)
+    with pytest.raises(ValueError, match="incremental=True needs jablate's own predict"):
+        jablate.ablate_annotations(lambda x: x.sum((1, 2)), X, ANN[:1], n=2,
+                                   shuffle_fn=foreign, incremental=True)
     for bad in ("yes", 1, None):
         with pytest.raises(ValueError, match="incremental must be 'auto', True or False"):
             jablate.ablate(lambda x: x.sum((1, 2)), X, 0, 5, incremental=bad)
