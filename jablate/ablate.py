@@ -64,25 +64,28 @@ def _stream(model, inp, method, random_state, seq_idx, starts, ends, n, options,
     verbose = options.get("verbose", False)
     uniq, inverse = numpy.unique(seq_idx, return_inverse=True)
     with session:
-        before, multi = engine.run(bound, inp.X, inp.args, engine.UNCHANGED, engine.no_table(),
-                                   engine.Plan.build(uniq, 0, inp.X.shape[-1]), batch_size,
-                                   verbose, "before")
-        before = [b[inverse] for b in before]
-        if reduce == "mean_std":
-            after = engine.run_mean_std(bound, inp.X, inp.args, draw, table, plan, n,
-                                        [numpy.asarray(b) for b in before], batch_size,
-                                        verbose, "after")
+        ran = None
+        choice = incremental_engine.choose(bound, inp.X, inp.args, plan.ends - plan.starts,
+                                           incremental)
+        if choice.use:
+            ran = incremental_engine.run(bound, inp.X, inp.args, draw, table, plan, uniq, n,
+                                         reduce, verbose=verbose, desc="ablate (incremental)")
+        if ran is not None:
+            before, after, multi = ran
+            before = [b[inverse] for b in before]
         else:
-            after = None
-            choice = incremental_engine.choose(bound, inp.X, inp.args, plan.ends - plan.starts,
-                                               incremental)
-            if choice.use:
-                ran = incremental_engine.run(bound, inp.X, inp.args, draw, table, plan,
-                                             verbose, "after (incremental)")
-                after = None if ran is None else ran[0]
-            if after is None:
+            before, multi = engine.run(bound, inp.X, inp.args, engine.UNCHANGED,
+                                       engine.no_table(),
+                                       engine.Plan.build(uniq, 0, inp.X.shape[-1]), batch_size,
+                                       verbose, "before")
+            before = [b[inverse] for b in before]
+            if reduce == "mean_std":
+                after = engine.run_mean_std(bound, inp.X, inp.args, draw, table, plan, n,
+                                            before, batch_size, verbose, "after")
+            else:
                 after, _ = engine.run(bound, inp.X, inp.args, draw, table, plan, batch_size,
                                       verbose, "after")
+        if reduce != "mean_std":
             after = [a.reshape(len(seq_idx), n, *a.shape[1:]) for a in after]
     return before, after, multi
 
@@ -141,14 +144,17 @@ def ablate(model: Any, X: Any, start: int = 0, end: int = -1, n: int = 20,
         Compute only what a shuffle can change (JAX models, and torch models
         with ``backend='jax'``): each layer on the window of positions the
         region can reach, from reference activations of the unshuffled
-        sequence; see :func:`jablate.incremental_report`. The first batch is
-        checked against the full path (a mismatch warns and finishes on the
-        full path); results agree with it to float32 rounding. ``'auto'``
-        (default) uses it for runs of at least 2,048 shuffled items whose
-        analysis predicts a 1.5x saving; ``True`` always (``ValueError`` where
-        it cannot run: a torch model, a foreign ``func``/``shuffle_fn``);
-        ``False`` never. ``reduce='mean_std'``, ``predict``'s ``func``, several
-        devices and ``jax.distributed`` use the full path.
+        sequence; see :func:`jablate.incremental_report`. The predictions
+        before shuffling come from the same reference passes. The first 16
+        items are checked against the full path (a mismatch warns and
+        finishes on the full path); results agree with it to float32
+        rounding. ``'auto'`` (default) uses it for runs of at least 2,048
+        shuffled items whose analysis predicts a 1.5x saving; ``True`` always
+        (``ValueError`` where it cannot run: a torch model, a foreign
+        ``func``/``shuffle_fn``); ``False`` never. It works with
+        ``reduce='mean_std'``; ``predict``'s ``func``, several devices and
+        ``jax.distributed`` use the full path. It sizes its own batches
+        (``batch_size`` applies to the full path).
     **kwargs:
         Passed to ``func``: for ``predict`` these are ``batch_size`` (32),
         ``dtype``, ``device``, ``verbose``, ``func`` and ``backend``.
@@ -239,14 +245,17 @@ def ablate_annotations(model: Any, X: Any, annotations: Any, incremental: Any = 
         Compute only what a shuffle can change (JAX models, and torch models
         with ``backend='jax'``): each layer on the window of positions the
         region can reach, from reference activations of the unshuffled
-        sequence; see :func:`jablate.incremental_report`. The first batch is
-        checked against the full path (a mismatch warns and finishes on the
-        full path); results agree with it to float32 rounding. ``'auto'``
-        (default) uses it for runs of at least 2,048 shuffled items whose
-        analysis predicts a 1.5x saving; ``True`` always (``ValueError`` where
-        it cannot run: a torch model, a foreign ``func``/``shuffle_fn``);
-        ``False`` never. ``reduce='mean_std'``, ``predict``'s ``func``, several
-        devices and ``jax.distributed`` use the full path.
+        sequence; see :func:`jablate.incremental_report`. The predictions
+        before shuffling come from the same reference passes. The first 16
+        items are checked against the full path (a mismatch warns and
+        finishes on the full path); results agree with it to float32
+        rounding. ``'auto'`` (default) uses it for runs of at least 2,048
+        shuffled items whose analysis predicts a 1.5x saving; ``True`` always
+        (``ValueError`` where it cannot run: a torch model, a foreign
+        ``func``/``shuffle_fn``); ``False`` never. It works with
+        ``reduce='mean_std'``; ``predict``'s ``func``, several devices and
+        ``jax.distributed`` use the full path. It sizes its own batches
+        (``batch_size`` applies to the full path).
     **kwargs:
         Passed to :func:`ablate` (``n``, ``shuffle_fn``, ``random_state``,
         ``func``, ``batch_size``, ...). An int ``random_state`` re-seeds for

@@ -636,13 +636,13 @@ def _print_report(model, kind, X, annotations, args):
 
     import jablate
 
-    from .incremental_engine import bucket
+    from .incremental_engine import buckets
 
     if kind == "torch" and not args.translate:
         print("jablate: incremental report: the model runs in torch (use --translate)",
             file=sys.stderr)
         return
-    width = bucket(int((annotations[:, 2] - annotations[:, 1]).max()), X.shape[-1])
+    width = int(buckets(annotations[:, 2] - annotations[:, 1], X.shape[-1]).max())
     try:
         table = jablate.incremental_report(model, X[:1], width)
     except ValueError as error:

@@ -312,10 +312,18 @@ def shuffle_all(X: jax.Array, table: jax.Array, start: int, end: int, draw: Call
 
 
 @partial(jax.jit, donate_argnums=(0, 1))
-def _accumulate(sums, sqs, ys, shifts, groups, valid):
+def accumulate(sums: tuple, sqs: tuple, ys: tuple, shifts: tuple, shift_rows: jax.Array,
+               groups: jax.Array, valid: jax.Array) -> tuple[tuple, tuple]:
+    """Add a batch of outputs to per-group sums and sums of squares (donated, on the device).
+
+    Item ``b`` (a row of every ``ys``) belongs to group ``groups[b]`` and is counted as its
+    difference from ``shifts[h][shift_rows[b]]``, which must be the same for every item of
+    a group (the shift keeps the variance well conditioned); rows where ``valid`` is False
+    are padding and count as nothing.
+    """
     out_s, out_q = [], []
     for s, q, y, shift in zip(sums, sqs, ys, shifts):
-        d = y.astype(s.dtype) - shift[groups]
+        d = y.astype(s.dtype) - shift[shift_rows].astype(s.dtype)
         d = jnp.where(valid.reshape((-1,) + (1,) * (d.ndim - 1)), d, 0)
         out_s.append(s.at[groups].add(d))
         out_q.append(q.at[groups].add(d * d))
@@ -352,7 +360,7 @@ def run_mean_std(model: Model, X: jax.Array, args: tuple, draw: Callable, table:
         mask = jnp.arange(size) < valid
         if not model.jittable:
             ys = tuple(_pad_rows(model.runner.to_jax(y), size) for y in ys)
-        sums, sqs = _accumulate(sums, sqs, ys, shifts, groups, mask)
+        sums, sqs = accumulate(sums, sqs, ys, shifts, groups, groups, mask)
     means, stds = [], []
     for s, q, shift in zip(sums, sqs, shifts):
         mean_d = s / n

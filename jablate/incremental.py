@@ -43,7 +43,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .incremental_graph import Graph, Lit, flatten, flops, nbytes
-from .incremental_rules import apply_rule, break_rule, broken
+from .incremental_rules import apply_rule, break_rule, broken, full_bind
 from .incremental_windows import (
     ARG,
     CONST,
@@ -294,7 +294,8 @@ def analyze(apply: Callable, params: Any, x: Any, width: int, args: tuple = ()) 
 
     cached = planner.cached()
     wanted = set(cached) | {r for r in graph.outputs if not isinstance(r, Lit)}
-    reference_nodes = _reference_nodes(graph, wanted)
+    reference_nodes = [(node, full_bind(node, _rhs_shape(planner, node)))
+                       for node in _reference_nodes(graph, wanted)]
     summary = _summary(planner, layers, stops, live_ids, region, length, width, cached)
 
     def reference(params, x, *args):
@@ -304,8 +305,8 @@ def analyze(apply: Callable, params: Any, x: Any, width: int, args: tuple = ()) 
                              f"model {n_params}")
         env = dict(zip(graph.inputs, [*values, x, *args]))
         read = lambda r: r.value if isinstance(r, Lit) else env[r]
-        for node in reference_nodes:
-            env.update(zip(node.outputs, node.bind(*map(read, node.inputs))))
+        for node, bind in reference_nodes:
+            env.update(zip(node.outputs, bind(*map(read, node.inputs))))
         cache = {cache_key(r): _pad(env[r], planner.pads(r)) for r in cached}
         return cache, jax.tree.unflatten(out_tree, [read(r) for r in graph.outputs])
 
@@ -326,6 +327,12 @@ def analyze(apply: Callable, params: Any, x: Any, width: int, args: tuple = ()) 
         return jax.tree.unflatten(out_tree, [g.fn(ctx) for g in outputs])
 
     return Incremental(reference, incremental_apply, summary, length, width)
+
+
+def _rhs_shape(planner, node):
+    if len(node.inputs) != 2 or isinstance(node.inputs[1], Lit):
+        return None
+    return planner.aval(node.inputs[1]).shape
 
 
 def _pad(value, pads):

@@ -39,9 +39,18 @@ AUTO_MIN_SAVING = 1.5
 #: ``"auto"`` analyses a model only for runs of at least this many shuffled items: below it
 #: the analysis and the extra compilations cost more than they can save.
 AUTO_MIN_ITEMS = 2048
-#: Items per incremental call are a power of two in [16, 256], sized so that a call does
-#: about this many FLOPs (BPNet's 20-bp windows: ~16 items, a small conv: 256).
-BATCH_FLOPS = 64e6
+#: Items per incremental call are a power of two in [16, 1024], sized so that a call does
+#: about this many FLOPs (BPNet: 16 items, a small conv: 1,024). Measured on a 2-core CPU:
+#: BPNet's incremental step was fastest at 8-16 items, the small conv's at 1,024.
+BATCH_FLOPS = 128e6
+#: Reference passes run on chunks of at most this many FLOPs (BPNet: 16 sequences, the
+#: fastest chunk measured; a small conv: up to 256).
+REFERENCE_FLOPS = 8e9
+#: Up to this many distinct region widths get a program each; more are bucketed by
+#: powers of two.
+EXACT_BUCKETS = 4
+#: The runtime check compares the first this many items with the full path.
+CHECK_ITEMS = 16
 CHECK_TOLERANCE = 1e-4
 
 
@@ -63,10 +72,14 @@ def _cast(x, dtype):
     return x if jnp.issubdtype(x.dtype, jnp.floating) else x.astype(jnp.float32)
 
 
-def bucket(width: Any, length: int) -> Any:
-    """The bucket of regions of ``width`` (an int or an int array): the next power of
-    two, at most ``length``."""
-    return numpy.minimum(length, 1 << numpy.ceil(numpy.log2(width)).astype(numpy.int64))
+def buckets(widths: Any, length: int) -> numpy.ndarray:
+    """The width bucket of each region width in ``widths`` (an int array): the widths
+    themselves when there are at most :data:`EXACT_BUCKETS` distinct ones, else the
+    next power of two (at most ``length``), so a run compiles a handful of programs."""
+    widths = numpy.asarray(widths, numpy.int64).reshape(-1)
+    if len(numpy.unique(widths)) <= EXACT_BUCKETS:
+        return widths.copy()
+    return numpy.minimum(length, 1 << numpy.ceil(numpy.log2(widths)).astype(numpy.int64))
 
 
 def _evaluator(model: engine.Model, X: jax.Array, args: tuple, width: int) -> dict:
@@ -132,7 +145,7 @@ def choose(model: engine.Model, X: jax.Array, args: tuple, widths: numpy.ndarray
         return Choice(True, "incremental=True")
     L = X.shape[-1]
     ratios = []
-    for w in numpy.unique(bucket(widths, L)).tolist():
+    for w in numpy.unique(buckets(widths, L)).tolist():
         try:
             ratios.append(_evaluator(model, X, args, w)["inc"].summary.flop_ratio)
         except Exception as error:  # the analysis itself failed: the full path is exact
@@ -143,43 +156,127 @@ def choose(model: engine.Model, X: jax.Array, args: tuple, widths: numpy.ndarray
     return Choice(True, f"predicted saving {saving:.1f}x")
 
 
+class _Collect:
+    """Keeps every item's outputs on the host, in plan order."""
+
+    def __init__(self, total: int):
+        self.total, self.outputs = total, None
+
+    def add(self, ys, positions, chunk_outputs, rows):
+        host = [numpy.asarray(y)[:len(positions)] for y in ys]
+        if self.outputs is None:
+            self.outputs = [numpy.empty((self.total,) + h.shape[1:], h.dtype) for h in host]
+        for out, h in zip(self.outputs, host):
+            out[positions] = h
+
+    def result(self, before_of_item):
+        return self.outputs
+
+
+class _MeanStd:
+    """Per-group mean and standard deviation over the ``n`` items of each group (items
+    ``g * n + i`` of the plan), accumulated on the device around the group's reference
+    outputs (its sequence's prediction before shuffling), as
+    :func:`jablate.engine.run_mean_std` does."""
+
+    def __init__(self, total: int, n: int):
+        self.n, self.groups, self.sums, self.sqs = n, total // n, None, None
+
+    def add(self, ys, positions, chunk_outputs, rows):
+        size = ys[0].shape[0]
+        padded = numpy.zeros(size, numpy.int64)
+        padded[:len(positions)] = positions
+        if self.sums is None:
+            self.sums = tuple(jnp.zeros((self.groups,) + y.shape[1:], jnp.float32) for y in ys)
+            self.sqs = tuple(jnp.zeros_like(s) for s in self.sums)
+        self.sums, self.sqs = engine.accumulate(
+            self.sums, self.sqs, ys, chunk_outputs, rows, jnp.asarray(padded // self.n),
+            jnp.arange(size) < len(positions))
+
+    def result(self, before_of_group):
+        stats = []
+        for s, q, shift in zip(self.sums, self.sqs, before_of_group):
+            mean_d = numpy.asarray(s, numpy.float64) / self.n
+            var = numpy.maximum(numpy.asarray(q, numpy.float64) / self.n - mean_d ** 2, 0)
+            stats.append(((shift + mean_d).astype(numpy.float32),
+                          numpy.sqrt(var).astype(numpy.float32)))
+        return stats
+
+
 def run(model: engine.Model, X: jax.Array, args: tuple, draw: Any, table: jax.Array,
-        plan: engine.Plan, verbose: bool = False, desc: Optional[str] = None,
-        memory_budget: Optional[int] = None) -> Optional[tuple[list, bool]]:
-    """Run every item of ``plan`` incrementally; None when the runtime check failed.
+        plan: engine.Plan, sequences: numpy.ndarray, n: int, reduce: Optional[str] = None,
+        batch_size: Optional[int] = None, verbose: bool = False, desc: Optional[str] = None,
+        memory_budget: Optional[int] = None) -> Optional[tuple[list, list, bool]]:
+    """Predictions before (on ``sequences``) and after every item of ``plan``, incrementally.
+
+    The predictions before shuffling are the reference passes' outputs. Items are
+    processed by width bucket, then by chunk of sequences (the reference caches of a
+    chunk stay under ``memory_budget`` bytes), in batches dispatched ahead of the
+    copies of earlier results. The first :data:`CHECK_ITEMS` items are also run by the
+    full path and compared; on a mismatch an :class:`IncrementalMismatchWarning` is
+    issued and None is returned (the caller runs the full path).
+
+    Parameters
+    ----------
+    plan: engine.Plan with M items, ``n`` consecutive ones per group (``M = G * n``)
+    sequences: int array (S,)
+        The sorted distinct sequences whose predictions before shuffling are wanted;
+        must hold every ``plan.seq_idx``.
+    reduce: None or 'mean_std'
+        None keeps every item's outputs; 'mean_std' the per-group mean and (population)
+        standard deviation over its ``n`` items, accumulated on the device.
+    batch_size: int or None
+        Items per call; None sizes calls by :data:`BATCH_FLOPS`.
 
     Returns
     -------
-    outputs: list of host arrays, each (M, ...), in plan order
+    before: list of host arrays, each (S, ...)
+    after: list of host arrays, each (M, ...) (or (mean, std) pairs, each (G, ...))
     multi: bool
+        Whether the model returns a tuple or list.
     """
     memory_budget = MEMORY_BUDGET if memory_budget is None else memory_budget
+    sequences = numpy.asarray(sequences)
     L = X.shape[-1]
-    widths = plan.ends - plan.starts
-    buckets = bucket(widths, L)
-    outputs, multi, checked = None, False, False
-    total = len(plan)
-    bar = tqdm(total=total, disable=not verbose, desc=desc)
-    for W in sorted(set(buckets.tolist())):
+    width_of = buckets(plan.ends - plan.starts, L)
+    sink = _MeanStd(len(plan), n) if reduce == "mean_std" else _Collect(len(plan))
+    before, multi, checked = None, False, False
+    bar = tqdm(total=len(plan), disable=not verbose, desc=desc)
+    pending = []
+    for W in sorted(set(width_of.tolist())):
         ev = _evaluator(model, X, args, W)
-        per_item = max(ev["inc"].summary.flops_incremental, 1.0)
-        batch_size = 1 << min(8, max(4, int(BATCH_FLOPS // per_item).bit_length() - 1))
-        in_bucket = numpy.flatnonzero(buckets == W)
-        seqs = numpy.unique(plan.seq_idx[in_bucket])
-        per_chunk = max(1, min(len(seqs), memory_budget // max(ev["inc"].summary.cache_bytes, 1)))
-        per_chunk = 1 << (per_chunk.bit_length() - 1)  # a power of two: few shapes
+        summary = ev["inc"].summary
+        size = batch_size or 1 << min(10, max(4, int(
+            BATCH_FLOPS // max(summary.flops_incremental, 1.0)).bit_length() - 1))
+        in_bucket = numpy.flatnonzero(width_of == W)
+        # the first bucket's reference passes give every sequence's prediction before
+        first = before is None
+        seqs = sequences if first else numpy.unique(plan.seq_idx[in_bucket])
+        per_chunk = min(memory_budget // max(summary.cache_bytes, 1),
+                        REFERENCE_FLOPS // max(summary.flops_full, 1), 256)
+        per_chunk = 1 << (max(1, min(int(per_chunk), 2 * len(seqs) - 1)).bit_length() - 1)
         for lo in range(0, len(seqs), per_chunk):
             chunk = seqs[lo:lo + per_chunk]
             padded = numpy.concatenate([chunk, numpy.repeat(chunk[-1:], per_chunk - len(chunk))])
-            caches, _ = ev["reference"](model.params, X[padded], *(a[padded] for a in args))
+            caches, outputs = ev["reference"](model.params, X[padded], *(a[padded] for a in args))
+            outputs, multi = outputs_of(outputs)
+            if before is None:
+                before = [numpy.empty((len(sequences),) + o.shape[1:], o.dtype) for o in outputs]
+            if first:
+                for b, o in zip(before, outputs):
+                    b[numpy.searchsorted(sequences, chunk)] = numpy.asarray(o)[:len(chunk)]
             mine = in_bucket[numpy.isin(plan.seq_idx[in_bucket], chunk)]
-            rows_of = {int(s): r for r, s in enumerate(chunk)}
-            sub = plan.take(mine)
-            for b in range(0, len(sub), batch_size):
-                items, valid = sub.batch(b, batch_size)
-                rows = numpy.array([rows_of[int(s)] for s in items[0]], numpy.int32)
-                ys = ev["step"](model.params, caches, X, table, items, rows, draw=draw)
-                ys, multi = outputs_of(ys)
+            rows_all = numpy.searchsorted(chunk, plan.seq_idx[mine]).astype(numpy.int32)
+            b = 0
+            while b < len(mine):
+                step = size if checked else min(size, CHECK_ITEMS)
+                take = numpy.minimum(numpy.arange(b, b + step), len(mine) - 1)
+                items = tuple(a[mine[take]] for a in (plan.seq_idx, plan.starts, plan.ends)) \
+                    + (plan.draws[mine[take]],)
+                rows = rows_all[take]
+                ys, multi = outputs_of(ev["step"](model.params, caches, X, table, items, rows,
+                                                  draw=draw))
+                valid = min(step, len(mine) - b)
                 if not checked:
                     full = model.runner.step_for(None)(model.params, X, args, table, items,
                                                        draw=draw, dtype=model.dtype)
@@ -187,14 +284,18 @@ def run(model: engine.Model, X: jax.Array, args: tuple, draw: Any, table: jax.Ar
                         bar.close()
                         return None
                     checked = True
-                host = [numpy.asarray(y)[:valid] for y in ys]
-                if outputs is None:
-                    outputs = [numpy.empty((total,) + h.shape[1:], h.dtype) for h in host]
-                for out, h in zip(outputs, host):
-                    out[mine[b:b + valid]] = h
+                pending.append((ys, mine[b:b + valid], outputs, rows))
+                if len(pending) > 1:  # one step in flight while the last one is copied
+                    sink.add(*pending.pop(0))
                 bar.update(valid)
+                b += step
+    for p in pending:
+        sink.add(*p)
     bar.close()
-    return outputs, multi
+    if reduce == "mean_std":
+        group_seq = numpy.searchsorted(sequences, plan.seq_idx[::n])
+        return before, sink.result([b[group_seq] for b in before]), multi
+    return before, sink.result(None), multi
 
 
 def _agree(ys, full, inc: Incremental, width: int) -> bool:

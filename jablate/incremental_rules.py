@@ -31,7 +31,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import math
-from typing import Callable, NamedTuple
+from typing import Callable, NamedTuple, Optional
 
 import jax.numpy as jnp
 import numpy as np
@@ -331,14 +331,44 @@ def conv_general_dilated(planner, node):
     kernel = rhs_shape[rhs_spec[2 + i]]
     padding = tuple(tuple(x) for x in p["padding"])
     valid = padding[:i] + ((0, 0),) + padding[i + 1:]
-    if len(lhs_spec) == 3 and p["window_strides"] == (1,) and p["feature_group_count"] == 1 \
-            and kernel >= 8 and rhs_shape[rhs_spec[0]] * kernel <= 256:
+    if _by_taps(node, rhs_shape):
         compute = lambda ctx, vals: [_conv1d_by_taps(*vals, p["dimension_numbers"],
                                                      p["rhs_dilation"][0])]
     else:
         compute = lambda ctx, vals: node.bind(*vals, padding=valid)
     return _sliding(planner, node, lhs, w, out_spec[2 + i], kernel, p["window_strides"][i],
                     p["rhs_dilation"][i], padding[i][0], 0, compute, [plan_full(planner, rhs)])
+
+
+def _by_taps(node: Node, rhs_shape: tuple) -> bool:
+    """Whether a 1-D convolution runs faster as :func:`_conv1d_by_taps` (many taps, few
+    outputs, stride 1, no groups)."""
+    p = node.params
+    lhs_spec, rhs_spec, _ = p["dimension_numbers"]
+    kernel = rhs_shape[rhs_spec[2]] if len(rhs_spec) == 3 else 0
+    return (len(lhs_spec) == 3 and p["window_strides"] == (1,)
+            and p["feature_group_count"] == 1 and p["batch_group_count"] == 1
+            and p["lhs_dilation"] == (1,) and kernel >= 8
+            and rhs_shape[rhs_spec[0]] * kernel <= 256)
+
+
+def full_bind(node: Node, rhs_shape: Optional[tuple] = None) -> Callable:
+    """How the reference pass computes ``node`` in full: ``node.bind``, except for the
+    1-D convolutions :func:`_conv1d_by_taps` runs faster (with their padding applied
+    first)."""
+    if node.name != "conv_general_dilated" or rhs_shape is None \
+            or not _by_taps(node, rhs_shape) or min(node.params["padding"][0]) < 0:
+        return node.bind
+    p = node.params
+    lhs_spec = p["dimension_numbers"][0]
+    (lo, hi), = p["padding"]
+
+    def run(x, kernel):
+        widths = [(0, 0)] * 3
+        widths[lhs_spec[2]] = (lo, hi)
+        return [_conv1d_by_taps(jnp.pad(x, widths), kernel, p["dimension_numbers"],
+                                p["rhs_dilation"][0])]
+    return run
 
 
 def _conv1d_by_taps(x, kernel, dimension_numbers, dilation: int):

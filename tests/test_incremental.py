@@ -52,7 +52,8 @@ def incremental_vs_full(apply, params, X, width, starts, args=(), seed=1, n_colu
     apply = jax.jit(apply)
     item_args = [a[seq] for a in args]
     for a, b in zip(jax.tree.leaves(before), jax.tree.leaves(apply(params, X[seq], *item_args))):
-        np.testing.assert_allclose(a[seq], b, rtol=1e-6, atol=1e-6)
+        # the reference pass may sum in another order (long kernels run as taps)
+        np.testing.assert_allclose(a[seq], b, rtol=0, atol=2e-6 * np.abs(b).max())
     full = apply(params, jnp.asarray(changed), *item_args)
     return jax.tree.leaves(out), jax.tree.leaves(full), inc
 
