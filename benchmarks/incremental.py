@@ -8,21 +8,18 @@ Incremental ablation (``incremental=True``) against jablate's full path
    (``backend="jax"``): ``ablate_annotations`` of 500 × 20-bp regions on 100 sequences, n=20.
 2. Case 1: the same BPNet, ``ablate`` of 64 × 2,114 bp, one central 100-bp region, n=20.
 3. Case 3: the small conv of :mod:`benchmarks.cases` (flax, torch weights), 500 annotations.
-4. Peak RSS (``ru_maxrss``) of an incremental ``ablate`` of BPNet, n=100, in a subprocess.
+4. Case 4 with the engine on: peak RSS (``ru_maxrss``) of ``ablate(..., incremental=True)``
+   on the small one-output conv of ``python -m benchmarks``' case 4, 2,000 × 2,114 bp, n=100,
+   every shuffle kept and with ``reduce='mean_std'``, each in its own subprocess
+   (:mod:`benchmarks.memory_child`).
 
 A tangermeme run longer than ``--tangermeme-once`` seconds (120) is timed once (its warm-up
 run) and not repeated. Prints a Markdown section; ``--append PATH`` appends it to PATH.
 
-``--child SPEC`` / ``--launch SPEC`` are the memory subprocess and its small launcher (the
-launcher imports only the standard library, so the measured child is forked from a small
-process: Linux carries ``ru_maxrss`` across ``exec``).
 """
 
 import argparse
-import json
 import os
-import resource
-import subprocess
 import sys
 import tempfile
 import time
@@ -30,77 +27,39 @@ import time
 FULL = dict(bpnet_ann=dict(N=100, L=2114, k=500, width=20, n=20, batch_size=64, repeats=2),
             case1=dict(N=64, L=2114, width=100, n=20, batch_size=64, repeats=3),
             case3=dict(N=100, L=1000, k=500, width=20, n=20, batch_size=64, repeats=5),
-            memory=dict(N=2000, L=2114, n=100, width=100, batch_size=64),
+            memory=dict(N=2000, L=2114, n=100, width=100, filters=8, kernel=7, batch_size=64),
             bpnet=dict(n_filters=64, n_layers=8))
 QUICK = dict(bpnet_ann=dict(N=4, L=2114, k=6, width=20, n=2, batch_size=8, repeats=1),
              case1=dict(N=4, L=2114, width=100, n=2, batch_size=8, repeats=1),
              case3=dict(N=10, L=500, k=20, width=20, n=5, batch_size=16, repeats=2),
-             memory=dict(N=8, L=2114, n=4, width=100, batch_size=8),
+             memory=dict(N=40, L=2114, n=10, width=100, filters=8, kernel=7, batch_size=64),
              bpnet=dict(n_filters=16, n_layers=4))
 
 
 # ---------------------------------------------------------------------------------------
-# memory subprocess
-
-
-def _vmhwm():
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024
-    return None
-
-
-def child(spec):
-    import numpy
-    import torch
-
-    import jablate
-    from benchmarks import models
-
-    torch.set_num_threads(os.cpu_count())
-    model = models.bpnet_torch(spec["n_filters"], spec["n_layers"])
-    X = models.one_hot(spec["N"], spec["L"], seed=5)
-    start, end = models.centre(spec["L"], spec["width"])
-    t0 = time.perf_counter()
-    out = jablate.ablate(model, X, start=start, end=end, n=spec["n"], random_state=0,
-                         batch_size=spec["batch_size"], backend="jax", incremental=True)
-    leaves = [numpy.asarray(a) for part in tuple(out)
-              for a in (part if isinstance(part, (list, tuple)) else [part])]
-    seconds = time.perf_counter() - t0
-    print(json.dumps({"seconds": seconds, "shapes": [list(a.shape) for a in leaves],
-                      "ru_maxrss_self_bytes":
-                      resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
-                      "vmhwm_bytes": _vmhwm()}))
-
-
-def launch(spec_json):
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    env = dict(os.environ, PYTHONPATH=root + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    with tempfile.TemporaryFile() as err:
-        proc = subprocess.Popen([sys.executable, "-m", "benchmarks.incremental", "--child",
-                                 spec_json], stdout=subprocess.PIPE, stderr=err, env=env,
-                                cwd=root)
-        out = proc.stdout.read()
-        _, status, usage = os.wait4(proc.pid, 0)
-        proc.stdout.close()
-        code = os.waitstatus_to_exitcode(status)
-        if code != 0:
-            err.seek(0)
-            sys.stderr.write(err.read().decode(errors="replace")[-4000:])
-            sys.exit(code or 1)
-    result = json.loads(out.decode().strip().splitlines()[-1])
-    result["maxrss_bytes"] = usage.ru_maxrss * 1024
-    print(json.dumps(result))
+# memory: case 4 of ``python -m benchmarks`` with the engine on
 
 
 def run_memory(spec):
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    proc = subprocess.run([sys.executable, "-m", "benchmarks.incremental", "--launch",
-                           json.dumps(spec)], capture_output=True, cwd=root)
-    if proc.returncode != 0:
-        raise RuntimeError(proc.stderr.decode(errors="replace")[-3000:])
-    return json.loads(proc.stdout.decode().strip().splitlines()[-1])
+    """Peak RSS of case 4's ``ablate`` (small conv, one output) with ``incremental=True``,
+    every shuffle kept and ``reduce='mean_std'``, each in its own process
+    (:func:`benchmarks.harness.run_child`)."""
+    import numpy
+
+    from . import harness, models
+
+    start, end = models.centre(spec["L"], spec["width"])
+    torch_model = models.small_conv_torch(spec["filters"], spec["kernel"], seed=0)
+    out = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        weights = os.path.join(tmp, "weights.npz")
+        numpy.savez(weights, **models.small_conv_weights(torch_model))
+        child = dict(N=spec["N"], L=spec["L"], n=spec["n"], start=start, end=end,
+                     batch_size=spec["batch_size"], seed=5, weights=weights,
+                     filters=spec["filters"], width=spec["kernel"], incremental=True)
+        for side in ("jablate", "jablate-mean_std"):
+            out[side] = harness.run_child(dict(child, side=side))
+    return out
 
 
 # ---------------------------------------------------------------------------------------
@@ -168,13 +127,7 @@ def main(argv=None):
     p.add_argument("--tangermeme-once", type=float, default=120.0,
                    help="a tangermeme warm-up longer than this (s) is its only timed run")
     p.add_argument("--append", metavar="PATH", help="append the Markdown section to PATH")
-    p.add_argument("--child", help=argparse.SUPPRESS)
-    p.add_argument("--launch", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
-    if args.child:
-        return child(json.loads(args.child))
-    if args.launch:
-        return launch(args.launch)
 
     import numpy
     import torch
@@ -240,13 +193,13 @@ def main(argv=None):
                                                           incremental=inc, **kw),
               lambda: tm_ablate_annotations(torch_model, Xt, ann_t, **kw), s["repeats"])
     if 4 in rows:
-        s = dict(S["memory"], **bp)
+        s = dict(S["memory"])
         if args.memory_N:
             s["N"] = args.memory_N
         log(f"row 4: incremental ablate, N={s['N']} (load {_load()})")
         results["4"] = dict(spec=s, r=run_memory(s))
-        log(f"  peak {results['4']['r']['maxrss_bytes'] / 1e9:.3f} GB in "
-            f"{results['4']['r']['seconds']:.1f} s")
+        for side, r in results["4"]["r"].items():
+            log(f"  {side}: peak {r['maxrss_bytes'] / 1e9:.3f} GB in {r['seconds']:.1f} s")
     load_end = _load()
 
     text = report(args, S, results, started, load_start, load_end, harness)
@@ -320,19 +273,22 @@ def report(args, S, results, started, load_start, load_end, harness):
     lines.append("")
     lines += verdicts
     if "4" in results:
-        s, r = results["4"]["spec"], results["4"]["r"]
-        peak = r["maxrss_bytes"] / 1e9
+        s = results["4"]["spec"]
         full_size = s["N"] == FULL["memory"]["N"] and not args.quick
-        verdict = ("not judged (--quick)" if args.quick else
-                   ("met" if peak <= 1 else "**MISSED**") if full_size else
-                   f"not judged at the target's size (N={s['N']:,}, not 2,000)")
-        lines.append(
-            f"- Row 4, peak RSS of `jablate.ablate(BPNet, X, n={s['n']}, backend=\"jax\", "
-            f"incremental=True, batch_size={s['batch_size']})`, {s['N']:,} × {s['L']:,} bp, "
-            f"own subprocess (`ru_maxrss` from `os.wait4`; the child's own getrusage "
-            f"{r['ru_maxrss_self_bytes'] / 1e9:.3f} GB, VmHWM "
-            f"{(r['vmhwm_bytes'] or 0) / 1e9:.3f} GB): **{peak:.3f} GB** in "
-            f"{r['seconds']:.1f} s (target ≤ 1 GB at N=2,000: {verdict}).")
+        for side, r in results["4"]["r"].items():
+            peak = r["maxrss_bytes"] / 1e9
+            verdict = ("not judged (--quick)" if args.quick else
+                       ("met" if peak <= 1 else "**MISSED**") if full_size else
+                       f"not judged at the target's size (N={s['N']:,}, not 2,000)")
+            reduce = ", reduce='mean_std'" if side.endswith("mean_std") else ""
+            lines.append(
+                f"- Row 4 (case 4 of `python -m benchmarks`: Conv1d(4 → {s['filters']}, width "
+                f"{s['kernel']}) → ReLU → mean → Linear, one output, flax), peak RSS of "
+                f"`jablate.ablate(model, X, n={s['n']}, incremental=True{reduce}, "
+                f"batch_size={s['batch_size']})`, {s['N']:,} × {s['L']:,} bp, central "
+                f"{s['width']}-bp region, own subprocess (`ru_maxrss` via `os.wait4`; VmHWM "
+                f"{(r.get('vmhwm_bytes') or 0) / 1e9:.3f} GB): **{peak:.3f} GB** in "
+                f"{r['seconds']:.1f} s (target ≤ 1 GB at N=2,000: {verdict}).")
     return "\n".join(lines) + "\n"
 
 

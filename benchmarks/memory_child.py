@@ -78,6 +78,8 @@ def main(spec):
     common = dict(start=spec["start"], end=spec["end"], n=spec["n"], random_state=0,
                   batch_size=spec["batch_size"], device="cpu")
     side = spec["side"]
+    if "incremental" in spec and side != "tangermeme":
+        common["incremental"] = spec["incremental"]
     if spec.get("model", "small_conv") == "bpnet":
         if side not in ("jablate", "jablate-mean_std"):
             raise ValueError(f"side {side!r} is not measured with model 'bpnet'")
