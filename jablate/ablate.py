@@ -152,7 +152,7 @@ def ablate(model: Any, X: Any, start: int = 0, end: int = -1, n: int = 20,
         shuffled items whose analysis predicts a 1.5x saving; ``True`` always
         (``ValueError`` where it cannot run: a torch model, a foreign
         ``func``/``shuffle_fn``); ``False`` never. It works with
-        ``reduce='mean_std'``; ``predict``'s ``func``, several devices and
+        ``reduce='mean_std'`` and ``predict``'s ``func``; several devices and
         ``jax.distributed`` use the full path. It sizes its own batches
         (``batch_size`` applies to the full path).
     **kwargs:
@@ -253,7 +253,7 @@ def ablate_annotations(model: Any, X: Any, annotations: Any, incremental: Any = 
         shuffled items whose analysis predicts a 1.5x saving; ``True`` always
         (``ValueError`` where it cannot run: a torch model, a foreign
         ``func``/``shuffle_fn``); ``False`` never. It works with
-        ``reduce='mean_std'``; ``predict``'s ``func``, several devices and
+        ``reduce='mean_std'`` and ``predict``'s ``func``; several devices and
         ``jax.distributed`` use the full path. It sizes its own batches
         (``batch_size`` applies to the full path).
     **kwargs:

@@ -129,8 +129,6 @@ def choose(model: engine.Model, X: jax.Array, args: tuple, widths: numpy.ndarray
     if not model.jittable:
         problem = ("the model runs in torch; translate it (backend='jax') for the "
                    "incremental engine")
-    elif model.post is not None:
-        problem = "predict's func post-processes the outputs"
     elif jax.process_count() > 1:
         problem = "jax.distributed runs use the full path"
     elif model.device is None and len(jax.local_devices(
@@ -241,6 +239,9 @@ def run(model: engine.Model, X: jax.Array, args: tuple, draw: Any, table: jax.Ar
     width_of = buckets(plan.ends - plan.starts, L)
     sink = _MeanStd(len(plan), n) if reduce == "mean_std" else _Collect(len(plan))
     before, multi, checked = None, False, False
+    # predict's ``func``: applied to each batch's outputs (compiled once per ``func``)
+    post = (lambda y: y) if model.post is None else jax.jit(model.post)
+    where = "func" if model.post is not None else "the model"
     bar = tqdm(total=len(plan), disable=not verbose, desc=desc)
     pending = []
     for W in sorted(set(width_of.tolist())):
@@ -259,7 +260,7 @@ def run(model: engine.Model, X: jax.Array, args: tuple, draw: Any, table: jax.Ar
             chunk = seqs[lo:lo + per_chunk]
             padded = numpy.concatenate([chunk, numpy.repeat(chunk[-1:], per_chunk - len(chunk))])
             caches, outputs = ev["reference"](model.params, X[padded], *(a[padded] for a in args))
-            outputs, multi = outputs_of(outputs)
+            outputs, multi = outputs_of(post(outputs), where)
             if before is None:
                 before = [numpy.empty((len(sequences),) + o.shape[1:], o.dtype) for o in outputs]
             if first:
@@ -274,12 +275,12 @@ def run(model: engine.Model, X: jax.Array, args: tuple, draw: Any, table: jax.Ar
                 items = tuple(a[mine[take]] for a in (plan.seq_idx, plan.starts, plan.ends)) \
                     + (plan.draws[mine[take]],)
                 rows = rows_all[take]
-                ys, multi = outputs_of(ev["step"](model.params, caches, X, table, items, rows,
-                                                  draw=draw))
+                ys, multi = outputs_of(post(ev["step"](model.params, caches, X, table, items,
+                                                       rows, draw=draw)), where)
                 valid = min(step, len(mine) - b)
                 if not checked:
-                    full = model.runner.step_for(None)(model.params, X, args, table, items,
-                                                       draw=draw, dtype=model.dtype)
+                    full = model.runner.step_for(model.post)(model.params, X, args, table,
+                                                             items, draw=draw, dtype=model.dtype)
                     if not _agree(ys, outputs_of(full)[0], ev["inc"], W):
                         bar.close()
                         return None

@@ -204,3 +204,26 @@ def _agree_summary(on, off):
         scale = numpy.abs(numpy.asarray(parts[1])).max()
         for a, b in zip(parts[::2], parts[1::2]):
             numpy.testing.assert_allclose(a, b, rtol=0, atol=1e-5 * scale)
+
+
+def _counts_only(y):
+    """predict's ``func``: keep the count head, squared (a non-linear post-processing)."""
+    return y[1] ** 2
+
+
+def test_predicts_func_runs_on_the_engine(tower, monkeypatch):
+    calls = []
+    real = incremental_engine.run
+    monkeypatch.setattr(incremental_engine, "run", lambda *a, **k: calls.append(1) or real(*a, **k))
+    kw = dict(n=3, random_state=jax.random.key(8), args=BIAS,
+              additional_func_kwargs=dict(func=_counts_only))
+    on = jablate.ablate_annotations(tower, X, ANN[1:6], incremental=True, **kw)
+    assert calls, "the incremental engine did not run"
+    off = jablate.ablate_annotations(tower, X, ANN[1:6], incremental=False, **kw)
+    assert numpy.asarray(on.y_afters).shape == (5, 1, 3, 1)
+    _agree(on, off)
+    whole = jablate.ablate_annotations(tower, X, ANN[1:6], incremental=False,
+                                       **{k: v for k, v in kw.items()
+                                          if k != "additional_func_kwargs"})
+    numpy.testing.assert_allclose(numpy.asarray(off.y_afters),
+                                  numpy.asarray(whole.y_afters[1]) ** 2, rtol=1e-6)
