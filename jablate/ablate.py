@@ -5,7 +5,7 @@ from typing import Any, Callable, Optional
 
 import numpy
 
-from . import engine, incremental_engine
+from . import engine, incremental_engine, per_sequence
 from .ersatz import METHODS, plan_shuffles, shuffle, warn_unchangeable
 from .frontdoor import annotations as check_annotations
 from .frontdoor import check_int, inputs, region, repeat_rows, stack, tree_to_family
@@ -27,9 +27,18 @@ def _func_kwargs(func, random_state, additional_func_kwargs):
     return extra
 
 
-def _fast_kwargs(kwargs, extra):
-    """predict's keywords for the fast path; anything else is a TypeError, as Python's."""
+def _fast_kwargs(kwargs, extra, spec=None):
+    """predict's keywords for the fast path; anything else is a TypeError, as Python's.
+
+    With a :class:`~jablate.per_sequence.SequenceFunc` the keywords that are not the
+    engine's own (``batch_size``, ``dtype``, ``device``, ``verbose``, ``backend``) are
+    the func's, checked by ``spec.options``: returns ``(engine keywords, options)``.
+    """
     merged = {**kwargs, **extra}
+    if spec is not None:
+        own = {k: v for k, v in merged.items() if k in _PREDICT_KEYWORDS and k != "func"}
+        rest = {k: v for k, v in merged.items() if k not in own}
+        return own, spec.options(rest)
     for key in merged:
         if key not in _PREDICT_KEYWORDS:
             raise TypeError(f"predict() got an unexpected keyword argument {key!r}")
@@ -53,8 +62,12 @@ def _check_incremental(incremental, fast):
 
 
 def _stream(model, inp, method, random_state, seq_idx, starts, ends, n, options,
-            per_annotation, reduce=None, incremental="auto"):
-    """Predict before (on ``seq_idx``) and after ``n`` shuffles of each group; host outputs."""
+            per_annotation, reduce=None, incremental="auto", spec=None, spec_options=None):
+    """Predict before (on ``seq_idx``) and after ``n`` shuffles of each group; host outputs.
+
+    With ``spec`` (a :class:`~jablate.per_sequence.SequenceFunc`) the func of ``spec``
+    takes the place of the model's predictions, before and after.
+    """
     batch_size = check_int(options.get("batch_size", 32), "batch_size", minimum=1)
     inp, bound, session = prepare(model, inp, options.get("func"), options.get("device"),
                                   options.get("dtype"), options.get("backend"))
@@ -63,6 +76,11 @@ def _stream(model, inp, method, random_state, seq_idx, starts, ends, n, options,
                                       per_annotation)
     verbose = options.get("verbose", False)
     uniq, inverse = numpy.unique(seq_idx, return_inverse=True)
+    if spec is not None:
+        with session:
+            return _stream_func(bound, inp, spec, spec_options, random_state, draw, table,
+                                plan, uniq, inverse, n, per_annotation, reduce, batch_size,
+                                verbose)
     with session:
         ran = None
         choice = incremental_engine.choose(bound, inp.X, inp.args, plan.ends - plan.starts,
@@ -87,6 +105,30 @@ def _stream(model, inp, method, random_state, seq_idx, starts, ends, n, options,
                                       verbose, "after")
         if reduce != "mean_std":
             after = [a.reshape(len(seq_idx), n, *a.shape[1:]) for a in after]
+    return before, after, multi
+
+
+def _stream_func(bound, inp, spec, spec_options, random_state, draw, table, plan, uniq,
+                 inverse, n, per_annotation, reduce, batch_size, verbose):
+    """``_stream`` for a func of one sequence: the func on the unshuffled sequences, then
+    on every shuffle, as rows ``m`` of the materialised calls (keys ``fold_in(base, m)``:
+    a sequence's own index, ``g * n + i`` for the shuffles; per annotation, as
+    tangermeme's loop calls ``ablate(X[idx:idx+1])``, 0 and ``i``)."""
+    base = spec.key(random_state)
+    L = inp.X.shape[-1]
+    before_rows = numpy.zeros(len(uniq)) if per_annotation else uniq
+    before, multi = per_sequence.run(bound, spec, spec_options, inp.X, inp.args,
+                                     engine.UNCHANGED, engine.no_table(),
+                                     engine.Plan.build(uniq, 0, L), before_rows, base,
+                                     batch_size, verbose=verbose, desc="before")
+    before = [b[inverse] for b in before]
+    rows = numpy.arange(len(plan)) % n if per_annotation else numpy.arange(len(plan))
+    after, _ = per_sequence.run(bound, spec, spec_options, inp.X, inp.args, draw, table, plan,
+                                rows, base, batch_size, n=n,
+                                shifts=before if reduce == "mean_std" else None,
+                                verbose=verbose, desc="after")
+    if reduce != "mean_std":
+        after = [a.reshape(len(inverse), n, *a.shape[1:]) for a in after]
     return before, after, multi
 
 
@@ -152,8 +194,9 @@ def ablate(model: Any, X: Any, start: int = 0, end: int = -1, n: int = 20,
         shuffled items whose analysis predicts a 1.5x saving; ``True`` always
         (``ValueError`` where it cannot run: a torch model, a foreign
         ``func``/``shuffle_fn``); ``False`` never. It works with
-        ``reduce='mean_std'`` and ``predict``'s ``func``; several devices and
-        ``jax.distributed`` use the full path. It sizes its own batches
+        ``reduce='mean_std'`` and ``predict``'s ``func``, shards its batches
+        over local devices and splits the groups between ``jax.distributed``
+        processes as the full path does. It sizes its own batches
         (``batch_size`` applies to the full path).
     **kwargs:
         Passed to ``func``: for ``predict`` these are ``batch_size`` (32),
@@ -177,8 +220,9 @@ def ablate(model: Any, X: Any, start: int = 0, end: int = -1, n: int = 20,
     n = check_int(n, "n", minimum=1)
     _check_reduce(reduce)
     method = METHODS.get(shuffle_fn)
-    fast = func is predict and method is not None
-    incremental = _check_incremental(incremental, fast)
+    spec = getattr(func, "sequence_func", None) if method is not None else None
+    fast = method is not None and (func is predict or spec is not None)
+    incremental = _check_incremental(incremental, fast and spec is None)
     if not fast and args is not None:
         # A foreign func receives args as given (tangermeme passes them through, and its
         # deep_lift_shap takes per-reference args with more rows than X).
@@ -189,10 +233,11 @@ def ablate(model: Any, X: Any, start: int = 0, end: int = -1, n: int = 20,
     start, end = region(start, end, L, min_width=method.min_width if method else 1)
     extra = _func_kwargs(func, random_state, additional_func_kwargs)
     if fast:
-        options = _fast_kwargs(kwargs, extra)
+        options, spec_options = _fast_kwargs(kwargs, extra, spec) if spec else \
+            (_fast_kwargs(kwargs, extra), None)
         before, after, multi = _stream(model, inp, method, random_state, numpy.arange(N),
                                        [start] * N, [end] * N, n, options, False, reduce,
-                                       incremental)
+                                       incremental, spec, spec_options)
         fam = inp.family
         pick = (lambda ys: ys) if multi else (lambda ys: ys[0])
         if reduce == "mean_std":
@@ -253,8 +298,9 @@ def ablate_annotations(model: Any, X: Any, annotations: Any, incremental: Any = 
         shuffled items whose analysis predicts a 1.5x saving; ``True`` always
         (``ValueError`` where it cannot run: a torch model, a foreign
         ``func``/``shuffle_fn``); ``False`` never. It works with
-        ``reduce='mean_std'`` and ``predict``'s ``func``; several devices and
-        ``jax.distributed`` use the full path. It sizes its own batches
+        ``reduce='mean_std'`` and ``predict``'s ``func``, shards its batches
+        over local devices and splits the groups between ``jax.distributed``
+        processes as the full path does. It sizes its own batches
         (``batch_size`` applies to the full path).
     **kwargs:
         Passed to :func:`ablate` (``n``, ``shuffle_fn``, ``random_state``,
@@ -284,8 +330,9 @@ def ablate_annotations(model: Any, X: Any, annotations: Any, incremental: Any = 
     method = METHODS.get(shuffle_fn)
     if "reduce" in kwargs:
         raise TypeError("ablate_annotations() does not take reduce")
-    fast = func is predict and method is not None
-    incremental = _check_incremental(incremental, fast)
+    spec = getattr(func, "sequence_func", None) if method is not None else None
+    fast = method is not None and (func is predict or spec is not None)
+    incremental = _check_incremental(incremental, fast and spec is None)
     inp = inputs(X, kwargs.get("args") if fast else None)
     N, _, L = inp.X.shape
     ann = check_annotations(annotations, N, L, min_width=method.min_width if method else 1)
@@ -294,10 +341,13 @@ def ablate_annotations(model: Any, X: Any, annotations: Any, incremental: Any = 
     own = ("n", "shuffle_fn", "args", "random_state", "func", "additional_func_kwargs")
     n = check_int(kwargs.get("n", 20), "n", minimum=1)
     extra = _func_kwargs(func, kwargs.get("random_state"), kwargs.get("additional_func_kwargs"))
-    options = _fast_kwargs({k: v for k, v in kwargs.items() if k not in own}, extra)
+    options = {k: v for k, v in kwargs.items() if k not in own}
+    options, spec_options = _fast_kwargs(options, extra, spec) if spec else \
+        (_fast_kwargs(options, extra), None)
     before, after, multi = _stream(model, inp, method, kwargs.get("random_state"), ann[:, 0],
                                    ann[:, 1], ann[:, 2], n, options, True,
-                                   incremental=incremental)
+                                   incremental=incremental, spec=spec,
+                                   spec_options=spec_options)
     fam = inp.family
     ys = [(tree_to_family(b[:, None], fam), tree_to_family(a[:, None], fam))
           for b, a in zip(before, after)]

@@ -146,7 +146,7 @@ def no_table() -> jax.Array:
     return jnp.zeros((1, 1), jnp.int32)
 
 
-class _Devices:
+class Devices:
     """Where a run's steps execute: every local device, the batch axis split across them.
 
     With one device this places nothing. With several, each step's items are
@@ -179,7 +179,7 @@ class _Devices:
         return tree if self.count == 1 else jax.device_put(tree, self.split)
 
 
-def _process_share(plan, n):
+def process_share(plan: Plan, n: int) -> tuple:
     """This process's share of ``plan`` under ``jax.distributed``: whole groups of ``n``
     items, padded so every process runs the same number of items."""
     count = jax.process_count()
@@ -192,7 +192,7 @@ def _process_share(plan, n):
     return plan.take(take), len(plan)
 
 
-def _gather_processes(arrays, total):
+def gather_processes(arrays: list, total: Optional[int]) -> list:
     """Concatenate every process's share (in process order); all processes get it all."""
     if total is None:
         return arrays
@@ -224,7 +224,7 @@ class Model:
 
 def _batches(model, X, args, draw, table, plan, batch_size, verbose, desc):
     """Yield ``(outputs, multi, valid, lo, size)`` per step; JAX outputs stay on the device."""
-    where = _Devices(model, X)
+    where = Devices(model, X)
     size = where.size(batch_size, len(plan))
     if model.jittable:
         step = model.runner.step_for(model.post)
@@ -270,7 +270,7 @@ def run(model: Model, X: jax.Array, args: tuple, draw: Callable, table: jax.Arra
     multi: bool
         Whether the model (or ``func``) returned a tuple or list.
     """
-    local, total = _process_share(plan, 1)
+    local, total = process_share(plan, 1)
     pending, chunks, multi = [], [], False
     for ys, step_multi, valid, _, _ in _batches(model, X, args, draw, table, local, batch_size,
                                                 verbose, desc):
@@ -284,7 +284,7 @@ def run(model: Model, X: jax.Array, args: tuple, draw: Callable, table: jax.Arra
     chunks.extend(_to_host(*p) for p in pending)
     concat = numpy.concatenate if model.jittable else model.runner.concat
     outputs = [concat([c[h] for c in chunks]) for h in range(len(chunks[0]))]
-    return _gather_processes(outputs, total), multi
+    return gather_processes(outputs, total), multi
 
 
 def _to_host(ys, valid):
@@ -345,7 +345,7 @@ def run_mean_std(model: Model, X: jax.Array, args: tuple, draw: Callable, table:
     -------
     stats: list of (mean, std) host arrays, each (G, ...)
     """
-    local, total = _process_share(plan, n)
+    local, total = process_share(plan, n)
     first = 0 if total is None else (jax.process_index() * len(local)) // n
     shifts = tuple(jnp.asarray(numpy.asarray(s)[first:first + len(local) // n], jnp.float32)
                    for s in shifts)
@@ -367,7 +367,7 @@ def run_mean_std(model: Model, X: jax.Array, args: tuple, draw: Callable, table:
         means.append(numpy.asarray(shift + mean_d))
         stds.append(numpy.asarray(jnp.sqrt(jnp.maximum(q / n - mean_d * mean_d, 0))))
     groups = None if total is None else total // n
-    return list(zip(_gather_processes(means, groups), _gather_processes(stds, groups)))
+    return list(zip(gather_processes(means, groups), gather_processes(stds, groups)))
 
 
 def _pad_rows(y, size):

@@ -1,15 +1,16 @@
 """Running the shuffled items of an ablation incrementally (issue 11).
 
-:func:`run` is the incremental counterpart of :func:`jablate.engine.run` for the
-*after* items of a plan. Items are grouped in width buckets (powers of two, at
-most ``L``): a region of width ``w`` goes to the bucket ``W >= w``, its window
+:func:`run` is the incremental counterpart of :func:`jablate.engine.run` for an
+ablation: predictions before (from the reference passes) and after every shuffle.
+Items are grouped in width buckets (each width, when a run has at most four, else
+powers of two, at most ``L``): a region of width ``w`` goes to the bucket ``W >= w``, its window
 starting at ``s = min(start, L - W)``, so the window holds the whole region and the
 unchanged bases around it. Per bucket one analysis (:func:`jablate.incremental.analyze`,
 cached on the runner, which dies with its model) and one compiled step serve every
 region. Reference activations are computed per chunk of sequences, so the cache
 stays under ``memory_budget`` bytes.
 
-Correctness never rests on the analysis alone: the first batch of a run is also
+Correctness never rests on the analysis alone: the first 16 items of a run are also
 computed by the full path and compared, within ``1e-4`` of each output's scale. On a
 mismatch :class:`IncrementalMismatchWarning` names where windowing stopped (or the
 broken rule) and the whole run falls back to the full path.
@@ -129,11 +130,6 @@ def choose(model: engine.Model, X: jax.Array, args: tuple, widths: numpy.ndarray
     if not model.jittable:
         problem = ("the model runs in torch; translate it (backend='jax') for the "
                    "incremental engine")
-    elif jax.process_count() > 1:
-        problem = "jax.distributed runs use the full path"
-    elif model.device is None and len(jax.local_devices(
-            backend=next(iter(X.devices())).platform)) > 1:
-        problem = "several local devices: the full path shards over them"
     if problem is not None:
         if mode is True:
             raise ValueError(f"incremental=True, but the incremental engine cannot run this "
@@ -214,6 +210,12 @@ def run(model: engine.Model, X: jax.Array, args: tuple, draw: Any, table: jax.Ar
     full path and compared; on a mismatch an :class:`IncrementalMismatchWarning` is
     issued and None is returned (the caller runs the full path).
 
+    As :func:`jablate.engine.run`: each step's items are sharded over the local devices
+    (the chunk's caches replicated, its reference pass sharded by sequence), and under
+    ``jax.distributed`` every process runs its share of whole groups and receives every
+    output (each process computes the references of all ``sequences``; all processes
+    take the full path if the check fails in any).
+
     Parameters
     ----------
     plan: engine.Plan with M items, ``n`` consecutive ones per group (``M = G * n``)
@@ -236,6 +238,10 @@ def run(model: engine.Model, X: jax.Array, args: tuple, draw: Any, table: jax.Ar
     memory_budget = MEMORY_BUDGET if memory_budget is None else memory_budget
     sequences = numpy.asarray(sequences)
     L = X.shape[-1]
+    n_groups = len(plan) // n
+    plan, total = engine.process_share(plan, n)  # this process's whole groups
+    devices = engine.Devices(model, X)
+    params, X, args, table = devices.replicate((model.params, X, args, table))
     width_of = buckets(plan.ends - plan.starts, L)
     sink = _MeanStd(len(plan), n) if reduce == "mean_std" else _Collect(len(plan))
     before, multi, checked = None, False, False
@@ -247,8 +253,8 @@ def run(model: engine.Model, X: jax.Array, args: tuple, draw: Any, table: jax.Ar
     for W in sorted(set(width_of.tolist())):
         ev = _evaluator(model, X, args, W)
         summary = ev["inc"].summary
-        size = batch_size or 1 << min(10, max(4, int(
-            BATCH_FLOPS // max(summary.flops_incremental, 1.0)).bit_length() - 1))
+        size = devices.size(batch_size or 1 << min(10, max(4, int(
+            BATCH_FLOPS // max(summary.flops_incremental, 1.0)).bit_length() - 1)), 1 << 30)
         in_bucket = numpy.flatnonzero(width_of == W)
         # the first bucket's reference passes give every sequence's prediction before
         first = before is None
@@ -256,10 +262,13 @@ def run(model: engine.Model, X: jax.Array, args: tuple, draw: Any, table: jax.Ar
         per_chunk = min(memory_budget // max(summary.cache_bytes, 1),
                         REFERENCE_FLOPS // max(summary.flops_full, 1), 256)
         per_chunk = 1 << (max(1, min(int(per_chunk), 2 * len(seqs) - 1)).bit_length() - 1)
+        per_chunk = devices.size(per_chunk, 1 << 30)  # a multiple of the device count
         for lo in range(0, len(seqs), per_chunk):
             chunk = seqs[lo:lo + per_chunk]
             padded = numpy.concatenate([chunk, numpy.repeat(chunk[-1:], per_chunk - len(chunk))])
-            caches, outputs = ev["reference"](model.params, X[padded], *(a[padded] for a in args))
+            caches, outputs = ev["reference"](params, *devices.shard(
+                (X[padded],) + tuple(a[padded] for a in args)))
+            caches = devices.replicate(caches)  # every device's items read any sequence
             outputs, multi = outputs_of(post(outputs), where)
             if before is None:
                 before = [numpy.empty((len(sequences),) + o.shape[1:], o.dtype) for o in outputs]
@@ -270,18 +279,20 @@ def run(model: engine.Model, X: jax.Array, args: tuple, draw: Any, table: jax.Ar
             rows_all = numpy.searchsorted(chunk, plan.seq_idx[mine]).astype(numpy.int32)
             b = 0
             while b < len(mine):
-                step = size if checked else min(size, CHECK_ITEMS)
+                step = size if checked else min(size, devices.size(CHECK_ITEMS, 1 << 30))
                 take = numpy.minimum(numpy.arange(b, b + step), len(mine) - 1)
                 items = tuple(a[mine[take]] for a in (plan.seq_idx, plan.starts, plan.ends)) \
                     + (plan.draws[mine[take]],)
                 rows = rows_all[take]
-                ys, multi = outputs_of(post(ev["step"](model.params, caches, X, table, items,
-                                                       rows, draw=draw)), where)
+                ys, multi = outputs_of(post(ev["step"](params, caches, X, table,
+                                                       *devices.shard((items, rows)),
+                                                       draw=draw)), where)
                 valid = min(step, len(mine) - b)
                 if not checked:
-                    full = model.runner.step_for(model.post)(model.params, X, args, table,
-                                                             items, draw=draw, dtype=model.dtype)
-                    if not _agree(ys, outputs_of(full)[0], ev["inc"], W):
+                    full = model.runner.step_for(model.post)(params, X, args, table,
+                                                             devices.shard(items), draw=draw,
+                                                             dtype=model.dtype)
+                    if not _everywhere(_agree(ys, outputs_of(full)[0], ev["inc"], W)):
                         bar.close()
                         return None
                     checked = True
@@ -295,8 +306,19 @@ def run(model: engine.Model, X: jax.Array, args: tuple, draw: Any, table: jax.Ar
     bar.close()
     if reduce == "mean_std":
         group_seq = numpy.searchsorted(sequences, plan.seq_idx[::n])
-        return before, sink.result([b[group_seq] for b in before]), multi
-    return before, sink.result(None), multi
+        stats = sink.result([b[group_seq] for b in before])
+        means = engine.gather_processes([m for m, _ in stats], None if total is None else n_groups)
+        stds = engine.gather_processes([s for _, s in stats], None if total is None else n_groups)
+        return before, list(zip(means, stds)), multi
+    return before, engine.gather_processes(sink.result(None), total), multi
+
+
+def _everywhere(ok: bool) -> bool:
+    """``ok`` in every process of a ``jax.distributed`` run (all take the same path)."""
+    if jax.process_count() == 1:
+        return ok
+    from jax.experimental import multihost_utils
+    return bool(numpy.all(multihost_utils.process_allgather(numpy.array([ok]))))
 
 
 def _agree(ys, full, inc: Incremental, width: int) -> bool:

@@ -37,6 +37,12 @@ def results():
     ann = numpy.array([[1, 3, 9], [7, 20, 50], [1, 30, 33], [9, 0, 60], [4, 5, 25]])
     r = jablate.ablate_annotations(model, X, ann, n=4, random_state=key, batch_size=5)
     out["ann_befores"], out["ann_afters"] = r.y_befores[0], r.y_afters[1]
+    # the incremental engine, sharded the same way (its own batch sizes)
+    r = jablate.ablate_annotations(model, X, ann, n=4, random_state=key, incremental=True)
+    out["inc_befores"], out["inc_afters"] = r.y_befores[1], r.y_afters[0]
+    r = jablate.ablate(model, X, 10, 40, n=5, random_state=key, reduce="mean_std",
+                       incremental=True)
+    out["inc_mean"], out["inc_std"] = r.y_after_mean[0], r.y_after_std[1]
     return {k: numpy.asarray(v) for k, v in out.items()}
 
 
