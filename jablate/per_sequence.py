@@ -1,0 +1,154 @@
+"""jablate funcs of one sequence (attributions) on ``ablate``'s fast path.
+
+``ablate(model, X, start, end, func=jablate.deep_lift_shap)`` (or
+``func=jablate.saturation_mutagenesis``) means, as in tangermeme::
+
+    y_before = func(model, X, **kw)
+    y_after = func(model, shuffle(X, start, end, n).reshape(N * n, A, L), **kw)
+
+Here the shuffled inputs are never materialised: each compiled step draws one batch of
+shuffles (as :mod:`jablate.engine` does for predictions) and applies the func's pure
+per-sequence function to each of them, so ``y_after`` streams out batch by batch, or
+accumulates into a per-sequence mean and standard deviation (``reduce='mean_std'``).
+
+A func says how it runs here with a :class:`SequenceFunc` (its ``sequence_func``
+attribute): a builder of the pure function ``fn(params, x (A, L), key, *args)`` of one
+sequence, and a check of its keywords. The random key of row ``m`` of the materialised
+call is ``fold_in(base, m)`` (see :func:`position_keys`), so the fast path gives what
+calling the func on the materialised shuffles gives.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import partial
+from typing import Any, Callable, Optional
+
+import jax
+import jax.numpy as jnp
+import numpy
+from tqdm.auto import tqdm
+
+from . import engine
+from .runner import outputs_of
+
+
+@dataclass(frozen=True)
+class SequenceFunc:
+    """How ``ablate`` runs a jablate func on its fast path.
+
+    Attributes
+    ----------
+    name: str
+        The func's name, for messages.
+    options: callable
+        ``options(kwargs: dict) -> tuple``: the func's keywords checked (``ValueError``
+        naming a bad one, ``TypeError`` for an unknown one, before any model runs) and
+        turned into a hashable tuple of ``(name, value)`` pairs.
+    build: callable
+        ``build(apply, params, x, args, options) -> fn`` with ``fn(params, x, key,
+        *args)``: the func's result for one sequence ``x`` (A, L) (an array or a tuple of
+        arrays), drawing any randomness from ``key``; ``args`` are that sequence's extra
+        model inputs. ``params``, ``x`` and ``args`` (one sequence's) are examples for
+        shapes and dtypes.
+    key: callable
+        ``key(random_state) -> JAX key``: the base key the func itself draws from for
+        that ``random_state``.
+    """
+
+    name: str
+    options: Callable
+    build: Callable
+    key: Callable
+
+
+def position_keys(base: jax.Array, positions: jax.Array) -> jax.Array:
+    """The key of each row ``positions[b]`` of a materialised call: ``fold_in(base, m)``."""
+    return jax.vmap(lambda m: jax.random.fold_in(base, m))(positions)
+
+
+def _step(fn, params, X, args, table, items, positions, base, draw, dtype):
+    x = draw(X, table, items)
+    x = x.astype(dtype) if dtype is not None else (
+        x if jnp.issubdtype(x.dtype, jnp.floating) else x.astype(jnp.float32))
+    rows = tuple(jnp.take(a, items[0], axis=0) for a in args)
+    keys = position_keys(base, positions)
+    return jax.vmap(fn, (None, 0, 0) + (0,) * len(rows))(params, x, keys, *rows)
+
+
+def compiled(model: engine.Model, spec: SequenceFunc, options: tuple, X: jax.Array,
+             args: tuple) -> Callable:
+    """The compiled step of ``spec`` with ``options`` for ``model``, cached on its runner
+    (which dies with the model): one program per batch shape."""
+    store = model.runner.__dict__.setdefault("_sequence_funcs", {})
+    key = (spec.name, options, X.shape[1:], str(X.dtype), model.dtype,
+           tuple((a.shape[1:], str(a.dtype)) for a in args))
+    if key not in store:
+        fn = spec.build(model.runner.apply, model.params, X[0], tuple(a[0] for a in args),
+                        options)
+        store[key] = jax.jit(partial(_step, fn), static_argnames=("draw", "dtype"))
+    return store[key]
+
+
+def run(model: engine.Model, spec: SequenceFunc, options: tuple, X: jax.Array, args: tuple,
+        draw: Any, table: jax.Array, plan: engine.Plan, positions: numpy.ndarray,
+        base: jax.Array, batch_size: int, n: Optional[int] = None,
+        shifts: Optional[list] = None, verbose: bool = False,
+        desc: Optional[str] = None) -> tuple[list, bool]:
+    """Apply the func to every item of ``plan``, batch by batch.
+
+    Parameters
+    ----------
+    plan: engine.Plan with M items
+    positions: int array (M,)
+        Each item's row in the materialised call (its key is ``fold_in(base, row)``).
+    base: JAX key
+    shifts: None, or a list of host arrays (G, ...) (one per output)
+        Given, items ``g * n + i`` form group ``g`` and only the per-group mean and
+        (population) standard deviation over its ``n`` items are kept, accumulated on
+        the device as differences from ``shifts`` (say, the func on the unshuffled
+        sequence: ``reduce='mean_std'``).
+
+    Returns
+    -------
+    outputs: list of host arrays, each (M, ...), or (mean, std) pairs, each (M / n, ...)
+    multi: bool
+    """
+    if not model.jittable:
+        raise ValueError(f"func={spec.name} runs JAX models; translate a torch model first "
+                         "(backend='jax').")
+    step = compiled(model, spec, options, X, args)
+    size = max(1, min(batch_size, len(plan)))
+    positions = numpy.asarray(positions, numpy.int32)
+    chunks, pending, multi, sums, sqs = [], [], False, None, None
+    if shifts is not None:
+        shifts = tuple(jnp.asarray(numpy.asarray(h), jnp.float32) for h in shifts)
+        sums = tuple(jnp.zeros_like(h) for h in shifts)
+        sqs = tuple(jnp.zeros_like(h) for h in shifts)
+    for lo in tqdm(range(0, len(plan), size), disable=not verbose, desc=desc):
+        items, valid = plan.batch(lo, size)
+        at = positions[numpy.minimum(numpy.arange(lo, lo + size), len(plan) - 1)]
+        ys, multi = outputs_of(step(model.params, X, args, table, items, jnp.asarray(at), base,
+                                    draw=draw, dtype=model.dtype), spec.name)
+        if shifts is not None:
+            groups = jnp.asarray(numpy.minimum(numpy.arange(lo, lo + size), len(plan) - 1) // n)
+            sums, sqs = engine.accumulate(sums, sqs, ys, shifts, groups, groups,
+                                          jnp.arange(size) < valid)
+            continue
+        pending.append((ys, valid))
+        if len(pending) > 1:
+            chunks.append(_to_host(*pending.pop(0)))
+    if shifts is not None:
+        stats = []
+        for s, q, shift in zip(sums, sqs, shifts):
+            mean_d = numpy.asarray(s, numpy.float64) / n
+            var = numpy.maximum(numpy.asarray(q, numpy.float64) / n - mean_d ** 2, 0)
+            stats.append(((numpy.asarray(shift, numpy.float64) + mean_d).astype(numpy.float32),
+                          numpy.sqrt(var).astype(numpy.float32)))
+        return stats, multi
+    chunks.extend(_to_host(*p) for p in pending)
+    return [numpy.concatenate([c[h] for c in chunks]) for h in range(len(chunks[0]))], multi
+
+
+def _to_host(ys, valid):
+    return tuple(numpy.asarray(y)[:valid] for y in ys)
