@@ -10,6 +10,7 @@ from importlib import metadata as _metadata
 
 from . import functional
 from .ablate import ablate, ablate_annotations
+from .deeplift import deep_lift_shap
 from .ersatz import dinucleotide_shuffle, shuffle
 from .incremental_engine import report as incremental_report
 from .predict import predict
@@ -24,4 +25,5 @@ __all__ = [
     "ablate", "ablate_annotations", "predict", "shuffle", "dinucleotide_shuffle", "functional",
     "incremental_report",
     "PerturbationResult", "PerturbationAnnotationsResult", "PerturbationSummaryResult",
+    "deep_lift_shap",
 ]

@@ -8,7 +8,15 @@ import numpy
 from . import engine, incremental_engine, per_sequence
 from .ersatz import METHODS, plan_shuffles, shuffle, warn_unchangeable
 from .frontdoor import annotations as check_annotations
-from .frontdoor import check_int, inputs, region, repeat_rows, stack, tree_to_family
+from .frontdoor import (
+    check_int,
+    inputs,
+    is_torch_module,
+    region,
+    repeat_rows,
+    stack,
+    tree_to_family,
+)
 from .predict import predict, prepare
 from .results import PerturbationAnnotationsResult, PerturbationResult, PerturbationSummaryResult
 
@@ -27,18 +35,30 @@ def _func_kwargs(func, random_state, additional_func_kwargs):
     return extra
 
 
+def _engine_keywords(merged):
+    return {k: v for k, v in merged.items() if k in _PREDICT_KEYWORDS and k != "func"}
+
+
+def _sequence_func(func, method, kwargs, extra):
+    """``(spec, options)`` when ``func`` runs on the fast path as a func of one sequence
+    (jablate's ``deep_lift_shap``, ``saturation_mutagenesis``), else ``(None, None)``.
+    The func's keywords (all but the engine's ``batch_size``, ``dtype``, ``device``,
+    ``verbose``, ``backend``) are checked here, before any model runs."""
+    spec = getattr(func, "sequence_func", None)
+    if spec is None or method is None:
+        return None, None
+    merged = {**kwargs, **extra}
+    engine_kw = _engine_keywords(merged)
+    options = spec.options({k: v for k, v in merged.items() if k not in engine_kw})
+    return (None, None) if options is None else (spec, options)
+
+
 def _fast_kwargs(kwargs, extra, spec=None):
     """predict's keywords for the fast path; anything else is a TypeError, as Python's.
-
-    With a :class:`~jablate.per_sequence.SequenceFunc` the keywords that are not the
-    engine's own (``batch_size``, ``dtype``, ``device``, ``verbose``, ``backend``) are
-    the func's, checked by ``spec.options``: returns ``(engine keywords, options)``.
-    """
+    With a func of one sequence (``spec``), the engine's own keywords."""
     merged = {**kwargs, **extra}
     if spec is not None:
-        own = {k: v for k, v in merged.items() if k in _PREDICT_KEYWORDS and k != "func"}
-        rest = {k: v for k, v in merged.items() if k not in own}
-        return own, spec.options(rest)
+        return _engine_keywords(merged)
     for key in merged:
         if key not in _PREDICT_KEYWORDS:
             raise TypeError(f"predict() got an unexpected keyword argument {key!r}")
@@ -69,8 +89,11 @@ def _stream(model, inp, method, random_state, seq_idx, starts, ends, n, options,
     takes the place of the model's predictions, before and after.
     """
     batch_size = check_int(options.get("batch_size", 32), "batch_size", minimum=1)
+    backend = options.get("backend")
+    if spec is not None and backend is None and is_torch_module(model):
+        backend = "jax"  # jablate's attribution funcs run torch modules translated
     inp, bound, session = prepare(model, inp, options.get("func"), options.get("device"),
-                                  options.get("dtype"), options.get("backend"))
+                                  options.get("dtype"), backend)
     warn_unchangeable(method, inp.X, seq_idx, starts, ends, stacklevel=4)
     draw, table, plan = plan_shuffles(method, random_state, seq_idx, starts, ends, n,
                                       per_annotation)
@@ -220,7 +243,8 @@ def ablate(model: Any, X: Any, start: int = 0, end: int = -1, n: int = 20,
     n = check_int(n, "n", minimum=1)
     _check_reduce(reduce)
     method = METHODS.get(shuffle_fn)
-    spec = getattr(func, "sequence_func", None) if method is not None else None
+    extra = _func_kwargs(func, random_state, additional_func_kwargs)
+    spec, spec_options = _sequence_func(func, method, kwargs, extra)
     fast = method is not None and (func is predict or spec is not None)
     incremental = _check_incremental(incremental, fast and spec is None)
     if not fast and args is not None:
@@ -231,10 +255,8 @@ def ablate(model: Any, X: Any, start: int = 0, end: int = -1, n: int = 20,
         inp = inputs(X, args)
     N, _, L = inp.X.shape
     start, end = region(start, end, L, min_width=method.min_width if method else 1)
-    extra = _func_kwargs(func, random_state, additional_func_kwargs)
     if fast:
-        options, spec_options = _fast_kwargs(kwargs, extra, spec) if spec else \
-            (_fast_kwargs(kwargs, extra), None)
+        options = _fast_kwargs(kwargs, extra, spec)
         before, after, multi = _stream(model, inp, method, random_state, numpy.arange(N),
                                        [start] * N, [end] * N, n, options, False, reduce,
                                        incremental, spec, spec_options)
@@ -330,7 +352,10 @@ def ablate_annotations(model: Any, X: Any, annotations: Any, incremental: Any = 
     method = METHODS.get(shuffle_fn)
     if "reduce" in kwargs:
         raise TypeError("ablate_annotations() does not take reduce")
-    spec = getattr(func, "sequence_func", None) if method is not None else None
+    own = ("n", "shuffle_fn", "args", "random_state", "func", "additional_func_kwargs")
+    extra = _func_kwargs(func, kwargs.get("random_state"), kwargs.get("additional_func_kwargs"))
+    options = {k: v for k, v in kwargs.items() if k not in own}
+    spec, spec_options = _sequence_func(func, method, options, extra)
     fast = method is not None and (func is predict or spec is not None)
     incremental = _check_incremental(incremental, fast and spec is None)
     inp = inputs(X, kwargs.get("args") if fast else None)
@@ -338,12 +363,8 @@ def ablate_annotations(model: Any, X: Any, annotations: Any, incremental: Any = 
     ann = check_annotations(annotations, N, L, min_width=method.min_width if method else 1)
     if not fast:
         return _annotation_loop(model, X, ann, kwargs)
-    own = ("n", "shuffle_fn", "args", "random_state", "func", "additional_func_kwargs")
     n = check_int(kwargs.get("n", 20), "n", minimum=1)
-    extra = _func_kwargs(func, kwargs.get("random_state"), kwargs.get("additional_func_kwargs"))
-    options = {k: v for k, v in kwargs.items() if k not in own}
-    options, spec_options = _fast_kwargs(options, extra, spec) if spec else \
-        (_fast_kwargs(options, extra), None)
+    options = _fast_kwargs(options, extra, spec)
     before, after, multi = _stream(model, inp, method, kwargs.get("random_state"), ann[:, 0],
                                    ann[:, 1], ann[:, 2], n, options, True,
                                    incremental=incremental, spec=spec,

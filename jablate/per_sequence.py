@@ -42,24 +42,34 @@ class SequenceFunc:
     name: str
         The func's name, for messages.
     options: callable
-        ``options(kwargs: dict) -> tuple``: the func's keywords checked (``ValueError``
-        naming a bad one, ``TypeError`` for an unknown one, before any model runs) and
-        turned into a hashable tuple of ``(name, value)`` pairs.
+        ``options(kwargs: dict) -> tuple or None``: the func's keywords checked
+        (``ValueError`` naming a bad one, ``TypeError`` for an unknown one, before any
+        model runs) and turned into a hashable tuple; None when the fast path cannot
+        give what these keywords ask for (``ablate`` then calls the func on the
+        materialised shuffles, as tangermeme does).
     build: callable
         ``build(apply, params, x, args, options) -> fn`` with ``fn(params, x, key,
-        *args)``: the func's result for one sequence ``x`` (A, L) (an array or a tuple of
-        arrays), drawing any randomness from ``key``; ``args`` are that sequence's extra
-        model inputs. ``params``, ``x`` and ``args`` (one sequence's) are examples for
-        shapes and dtypes.
+        *args) -> (result, diagnostics)``: the func's result for one sequence ``x``
+        (A, L) (an array), drawing any randomness from ``key``, and a vector (K,) of
+        diagnostics (K may be 0); ``args`` are that sequence's extra model inputs.
+        ``params``, ``x`` and ``args`` (one sequence's) are examples for shapes.
     key: callable
         ``key(random_state) -> JAX key``: the base key the func itself draws from for
         that ``random_state``.
+    check: callable
+        ``check(sums, maxima, count, options)``: told the sums and maxima of the
+        diagnostics over all ``count`` sequences of a call, warns as the func would.
+    per_step: callable
+        ``per_step(batch_size, options) -> int``: sequences per compiled step for the
+        func's own ``batch_size`` (say, sequence-reference pairs). Default: itself.
     """
 
     name: str
     options: Callable
     build: Callable
     key: Callable
+    check: Callable
+    per_step: Callable = lambda batch_size, options: batch_size
 
 
 def position_keys(base: jax.Array, positions: jax.Array) -> jax.Array:
@@ -74,6 +84,13 @@ def _step(fn, params, X, args, table, items, positions, base, draw, dtype):
     rows = tuple(jnp.take(a, items[0], axis=0) for a in args)
     keys = position_keys(base, positions)
     return jax.vmap(fn, (None, 0, 0) + (0,) * len(rows))(params, x, keys, *rows)
+
+
+@partial(jax.jit, donate_argnums=(0, 1))
+def _diagnose(sums, maxima, diagnostics, valid):
+    d = jnp.where(valid[:, None], diagnostics, 0)
+    m = jnp.where(valid[:, None], diagnostics, -jnp.inf)
+    return sums + d.sum(0), jnp.maximum(maxima, m.max(0))
 
 
 def compiled(model: engine.Model, spec: SequenceFunc, options: tuple, X: jax.Array,
@@ -113,14 +130,16 @@ def run(model: engine.Model, spec: SequenceFunc, options: tuple, X: jax.Array, a
     -------
     outputs: list of host arrays, each (M, ...), or (mean, std) pairs, each (M / n, ...)
     multi: bool
+
+    The func's diagnostics over the M items go to ``spec.check`` before returning.
     """
     if not model.jittable:
         raise ValueError(f"func={spec.name} runs JAX models; translate a torch model first "
                          "(backend='jax').")
     step = compiled(model, spec, options, X, args)
-    size = max(1, min(batch_size, len(plan)))
+    size = max(1, min(spec.per_step(batch_size, options), len(plan)))
     positions = numpy.asarray(positions, numpy.int32)
-    chunks, pending, multi, sums, sqs = [], [], False, None, None
+    chunks, pending, multi, sums, sqs, diag = [], [], False, None, None, None
     if shifts is not None:
         shifts = tuple(jnp.asarray(numpy.asarray(h), jnp.float32) for h in shifts)
         sums = tuple(jnp.zeros_like(h) for h in shifts)
@@ -128,8 +147,13 @@ def run(model: engine.Model, spec: SequenceFunc, options: tuple, X: jax.Array, a
     for lo in tqdm(range(0, len(plan), size), disable=not verbose, desc=desc):
         items, valid = plan.batch(lo, size)
         at = positions[numpy.minimum(numpy.arange(lo, lo + size), len(plan) - 1)]
-        ys, multi = outputs_of(step(model.params, X, args, table, items, jnp.asarray(at), base,
-                                    draw=draw, dtype=model.dtype), spec.name)
+        y, diagnostics = step(model.params, X, args, table, items, jnp.asarray(at), base,
+                              draw=draw, dtype=model.dtype)
+        if diag is None:
+            diag = (jnp.zeros(diagnostics.shape[1:], jnp.float32),
+                    jnp.full(diagnostics.shape[1:], -jnp.inf, jnp.float32))
+        diag = _diagnose(*diag, diagnostics.astype(jnp.float32), jnp.arange(size) < valid)
+        ys, multi = outputs_of(y, spec.name)
         if shifts is not None:
             groups = jnp.asarray(numpy.minimum(numpy.arange(lo, lo + size), len(plan) - 1) // n)
             sums, sqs = engine.accumulate(sums, sqs, ys, shifts, groups, groups,
@@ -138,6 +162,7 @@ def run(model: engine.Model, spec: SequenceFunc, options: tuple, X: jax.Array, a
         pending.append((ys, valid))
         if len(pending) > 1:
             chunks.append(_to_host(*pending.pop(0)))
+    spec.check(numpy.asarray(diag[0]), numpy.asarray(diag[1]), len(plan), options)
     if shifts is not None:
         stats = []
         for s, q, shift in zip(sums, sqs, shifts):

@@ -1,0 +1,121 @@
+"""jablate's attribution funcs inside ablate and ablate_annotations (issue 13).
+
+``ablate(func=jablate.deep_lift_shap)`` streams: shuffles and references are drawn in
+the compiled step. It must give exactly what calling the func on the materialised
+shuffles gives (tangermeme's definition of ``ablate``), and, through that path, what
+tangermeme's own ``ablate(func=deep_lift_shap)`` gives with the same references.
+"""
+
+import warnings
+
+import jax
+import jax.numpy as jnp
+import numpy
+import pytest
+from conftest import require
+
+import jablate
+
+A, L = 4, 80
+rng = numpy.random.default_rng(0)
+X = numpy.eye(A, dtype=numpy.float32)[:, rng.integers(0, A, (5, L))].transpose(1, 0, 2).copy()
+X[3, :, 60:63] = 0  # unknown bases
+W = jnp.asarray(rng.normal(size=(6, A, 7)).astype(numpy.float32))
+V = jnp.asarray(rng.normal(size=(6, 2)).astype(numpy.float32))
+KW = dict(n_shuffles=4, target=1)
+
+
+def model(x):
+    return jax.nn.relu(jax.lax.conv(x, W, (1,), "SAME")).mean(-1) @ V
+
+
+def materialised(func, random_state, start, end, n, **kw):
+    """tangermeme's definition: the func on X, then on the flattened shuffles."""
+    shuffled = numpy.asarray(jablate.shuffle(X, start, end, n=n, random_state=random_state))
+    before = func(model, X, random_state=random_state, **kw)
+    after = func(model, shuffled.reshape(-1, A, L), random_state=random_state, **kw)
+    return numpy.asarray(before), numpy.asarray(after).reshape(len(X), n, A, L)
+
+
+@pytest.mark.parametrize("random_state", [jax.random.key(3), 7])
+def test_deep_lift_shap_in_ablate_equals_the_materialised_call(random_state):
+    r = jablate.ablate(model, X, 20, 50, n=3, func=jablate.deep_lift_shap,
+                       random_state=random_state, additional_func_kwargs=KW)
+    before, after = materialised(jablate.deep_lift_shap, random_state, 20, 50, 3, **KW)
+    assert numpy.asarray(r.y_before).shape == (5, A, L)
+    assert numpy.asarray(r.y_after).shape == (5, 3, A, L)
+    scale = numpy.abs(after).max()
+    numpy.testing.assert_allclose(r.y_before, before, rtol=0, atol=1e-6 * scale)
+    numpy.testing.assert_allclose(r.y_after, after, rtol=0, atol=1e-6 * scale)
+    # results do not depend on batch_size (sequence-reference pairs per step)
+    small = jablate.ablate(model, X, 20, 50, n=3, func=jablate.deep_lift_shap,
+                           random_state=random_state, additional_func_kwargs=KW, batch_size=4)
+    numpy.testing.assert_allclose(small.y_after, r.y_after, rtol=0, atol=1e-5 * scale)
+
+
+def test_deep_lift_shap_mean_std_and_annotations():
+    key = jax.random.key(5)
+    kept = jablate.ablate(model, X, 10, 40, n=4, func=jablate.deep_lift_shap, random_state=key,
+                          additional_func_kwargs=KW)
+    summary = jablate.ablate(model, X, 10, 40, n=4, func=jablate.deep_lift_shap,
+                             random_state=key, additional_func_kwargs=KW, reduce="mean_std")
+    after = numpy.asarray(kept.y_after, numpy.float64)
+    scale = numpy.abs(after).max()
+    numpy.testing.assert_allclose(summary.y_before, kept.y_before, rtol=0, atol=1e-6 * scale)
+    numpy.testing.assert_allclose(summary.y_after_mean, after.mean(1), rtol=0, atol=1e-5 * scale)
+    numpy.testing.assert_allclose(summary.y_after_std, after.std(1), rtol=0, atol=1e-3 * scale)
+
+    ann = numpy.array([[0, 3, 20], [2, 40, 60], [0, 60, 70]])
+    r = jablate.ablate_annotations(model, X, ann, n=2, func=jablate.deep_lift_shap,
+                                   random_state=key, additional_func_kwargs=KW)
+    for k, (j, s, e) in enumerate(ann):  # tangermeme's loop: ablate(X[idx:idx+1]) each
+        one = jablate.ablate(model, X[j:j + 1], s, e, n=2, func=jablate.deep_lift_shap,
+                             random_state=key, additional_func_kwargs=KW)
+        numpy.testing.assert_array_equal(r.y_befores[k], one.y_before)
+        numpy.testing.assert_array_equal(r.y_afters[k], one.y_after)
+
+
+def test_deep_lift_shap_in_ablate_checks_its_keywords_and_convergence():
+    with pytest.raises(ValueError, match="n_shuffles"):
+        jablate.ablate(model, X, 20, 50, n=2, func=jablate.deep_lift_shap,
+                       additional_func_kwargs=dict(n_shuffles=0))
+    with pytest.raises(ValueError, match="target must index"):
+        jablate.ablate(model, X, 20, 50, n=2, func=jablate.deep_lift_shap, random_state=0,
+                       additional_func_kwargs=dict(target=5))
+    with pytest.raises(TypeError, match="unexpected keyword argument 'bogus'"):
+        jablate.ablate(model, X, 20, 50, n=2, func=jablate.deep_lift_shap,
+                       additional_func_kwargs=dict(bogus=1))
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        # warning_threshold=0: float32 rounding alone passes it, so the check must warn
+        jablate.ablate(model, X, 20, 50, n=2, func=jablate.deep_lift_shap, random_state=0,
+                       additional_func_kwargs=dict(n_shuffles=3, warning_threshold=0.0))
+    assert any("Convergence deltas too high" in str(w.message) for w in caught)
+
+
+def test_deep_lift_shap_in_ablate_equals_tangermeme():
+    """Through the materialised path with tangermeme's own references (seeded the way
+    tangermeme seeds them), jablate's ablate equals tangermeme's ablate."""
+    torch = require("torch")
+    require("tangermeme")
+    from tangermeme.ablate import ablate as tm_ablate
+    from tangermeme.deep_lift_shap import deep_lift_shap as tm_dls
+    from tangermeme.ersatz import dinucleotide_shuffle as tm_dinucleotide
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv1d(4, 6, 7, padding=3), torch.nn.ReLU(),
+                              torch.nn.AdaptiveAvgPool1d(1), torch.nn.Flatten(),
+                              torch.nn.Linear(6, 2)).eval()
+    Xt = torch.from_numpy(X[[0, 1, 2, 4]])
+    kw = dict(n_shuffles=3, target=1, references=tm_dinucleotide)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        want = tm_ablate(net, Xt, 20, 50, n=2, func=tm_dls, random_state=0, device="cpu",
+                         additional_func_kwargs=kw)
+        got = jablate.ablate(net, Xt, 20, 50, n=2, func=jablate.deep_lift_shap,
+                             random_state=0, additional_func_kwargs=kw)
+    for g, w in zip(got, want):
+        w = w.detach().numpy()
+        numpy.testing.assert_allclose(numpy.asarray(g), w, rtol=0,
+                                      atol=1e-4 * numpy.abs(w).max())
