@@ -13,6 +13,7 @@ from .ablate import ablate, ablate_annotations
 from .deeplift import deep_lift_shap
 from .ersatz import dinucleotide_shuffle, shuffle
 from .incremental_engine import report as incremental_report
+from .ism import SaturationMutagenesisRawResult, saturation_mutagenesis
 from .predict import predict
 from .results import PerturbationAnnotationsResult, PerturbationResult, PerturbationSummaryResult
 
@@ -23,7 +24,7 @@ except _metadata.PackageNotFoundError:  # run from a source tree that was never 
 
 __all__ = [
     "ablate", "ablate_annotations", "predict", "shuffle", "dinucleotide_shuffle", "functional",
-    "incremental_report",
+    "incremental_report", "saturation_mutagenesis", "SaturationMutagenesisRawResult",
     "PerturbationResult", "PerturbationAnnotationsResult", "PerturbationSummaryResult",
     "deep_lift_shap",
 ]

@@ -1235,7 +1235,9 @@ def _ablate_options(kwargs: dict) -> Optional[tuple]:
             method.min_width, _rules_key(rules), float(threshold))
 
 
-def _ablate_build(apply, params, x, args, options):
+def _ablate_build(apply, params, x, args, options, exact):
+    if not exact:
+        return None  # one exact function
     target, hypothetical, R, key_fn, min_width, rules_key, threshold = options
     if x.shape[-1] < min_width:
         raise ValueError(f"references: the shuffle needs sequences of at least {min_width} "

@@ -20,6 +20,7 @@ calling the func on the materialised shuffles gives.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from functools import partial
 from typing import Any, Callable, Optional
@@ -30,6 +31,7 @@ import numpy
 from tqdm.auto import tqdm
 
 from . import engine
+from .incremental_engine import CHECK_TOLERANCE, IncrementalMismatchWarning
 from .runner import outputs_of
 
 
@@ -48,11 +50,16 @@ class SequenceFunc:
         give what these keywords ask for (``ablate`` then calls the func on the
         materialised shuffles, as tangermeme does).
     build: callable
-        ``build(apply, params, x, args, options) -> fn`` with ``fn(params, x, key,
+        ``build(apply, params, x, args, options, exact) -> fn`` with ``fn(params, x, key,
         *args) -> (result, diagnostics)``: the func's result for one sequence ``x``
         (A, L) (an array), drawing any randomness from ``key``, and a vector (K,) of
         diagnostics (K may be 0); ``args`` are that sequence's extra model inputs.
         ``params``, ``x`` and ``args`` (one sequence's) are examples for shapes.
+        ``exact=False`` may return a faster function whose results are not certain (the
+        incremental engine); it may also return None (no faster function: the exact one
+        serves). Then the first batch of every run is also computed with
+        ``exact=True`` and compared within ``CHECK_TOLERANCE`` of its scale; on a
+        mismatch an ``IncrementalMismatchWarning`` is issued and the run finishes exactly.
     key: callable
         ``key(random_state) -> JAX key``: the base key the func itself draws from for
         that ``random_state``.
@@ -94,17 +101,30 @@ def _diagnose(sums, maxima, diagnostics, valid):
 
 
 def compiled(model: engine.Model, spec: SequenceFunc, options: tuple, X: jax.Array,
-             args: tuple) -> Callable:
-    """The compiled step of ``spec`` with ``options`` for ``model``, cached on its runner
-    (which dies with the model): one program per batch shape."""
+             args: tuple, exact: bool = True) -> Optional[Callable]:
+    """The compiled step of ``spec`` with ``options`` for ``model`` (None: the inexact
+    one does not exist), cached on its runner (which dies with the model): one program
+    per batch shape."""
     store = model.runner.__dict__.setdefault("_sequence_funcs", {})
-    key = (spec.name, options, X.shape[1:], str(X.dtype), model.dtype,
+    key = (spec.name, options, exact, X.shape[1:], str(X.dtype), model.dtype,
            tuple((a.shape[1:], str(a.dtype)) for a in args))
     if key not in store:
-        fn = spec.build(model.runner.apply, model.params, X[0], tuple(a[0] for a in args),
-                        options)
-        store[key] = jax.jit(partial(_step, fn), static_argnames=("draw", "dtype"))
+        dtype = model.dtype or (X.dtype if jnp.issubdtype(X.dtype, jnp.floating)
+                                else jnp.float32)
+        fn = spec.build(model.runner.apply, model.params, jnp.zeros(X.shape[1:], dtype),
+                        tuple(a[0] for a in args), options, exact)
+        store[key] = None if fn is None else jax.jit(partial(_step, fn),
+                                                     static_argnames=("draw", "dtype"))
     return store[key]
+
+
+def _agree(fast, exact) -> bool:
+    for y, f in zip(fast, exact):
+        y, f = numpy.asarray(y, numpy.float64), numpy.asarray(f, numpy.float64)
+        scale = max(float(numpy.max(numpy.abs(f))), 1e-12)
+        if y.shape != f.shape or float(numpy.max(numpy.abs(y - f))) > CHECK_TOLERANCE * scale:
+            return False
+    return True
 
 
 def run(model: engine.Model, spec: SequenceFunc, options: tuple, X: jax.Array, args: tuple,
@@ -136,7 +156,9 @@ def run(model: engine.Model, spec: SequenceFunc, options: tuple, X: jax.Array, a
     if not model.jittable:
         raise ValueError(f"func={spec.name} runs JAX models; translate a torch model first "
                          "(backend='jax').")
-    step = compiled(model, spec, options, X, args)
+    step = compiled(model, spec, options, X, args, exact=False) or \
+        compiled(model, spec, options, X, args)
+    checked = step is compiled(model, spec, options, X, args)
     size = max(1, min(spec.per_step(batch_size, options), len(plan)))
     positions = numpy.asarray(positions, numpy.int32)
     chunks, pending, multi, sums, sqs, diag = [], [], False, None, None, None
@@ -149,6 +171,16 @@ def run(model: engine.Model, spec: SequenceFunc, options: tuple, X: jax.Array, a
         at = positions[numpy.minimum(numpy.arange(lo, lo + size), len(plan) - 1)]
         y, diagnostics = step(model.params, X, args, table, items, jnp.asarray(at), base,
                               draw=draw, dtype=model.dtype)
+        if not checked:
+            exact = compiled(model, spec, options, X, args)
+            y_exact, d_exact = exact(model.params, X, args, table, items, jnp.asarray(at),
+                                     base, draw=draw, dtype=model.dtype)
+            checked = True
+            if not _agree(outputs_of(y)[0], outputs_of(y_exact)[0]):
+                warnings.warn(f"{spec.name}: the incremental engine disagreed with the full "
+                              "path on the first batch; finishing on the full path.",
+                              IncrementalMismatchWarning, stacklevel=3)
+                step, y, diagnostics = exact, y_exact, d_exact
         if diag is None:
             diag = (jnp.zeros(diagnostics.shape[1:], jnp.float32),
                     jnp.full(diagnostics.shape[1:], -jnp.inf, jnp.float32))

@@ -34,7 +34,8 @@ def materialised(func, random_state, start, end, n, **kw):
     shuffled = numpy.asarray(jablate.shuffle(X, start, end, n=n, random_state=random_state))
     before = func(model, X, random_state=random_state, **kw)
     after = func(model, shuffled.reshape(-1, A, L), random_state=random_state, **kw)
-    return numpy.asarray(before), numpy.asarray(after).reshape(len(X), n, A, L)
+    after = numpy.asarray(after)
+    return numpy.asarray(before), after.reshape(len(X), n, *after.shape[1:])
 
 
 @pytest.mark.parametrize("random_state", [jax.random.key(3), 7])
@@ -119,3 +120,43 @@ def test_deep_lift_shap_in_ablate_equals_tangermeme():
         w = w.detach().numpy()
         numpy.testing.assert_allclose(numpy.asarray(g), w, rtol=0,
                                       atol=1e-4 * numpy.abs(w).max())
+
+
+def _ism(model, X, **kw):
+    kw.pop("random_state", None)  # ISM draws nothing
+    return jablate.saturation_mutagenesis(model, X, start=10, end=70, target=1, **kw)
+
+
+@pytest.mark.parametrize("incremental", [True, False])
+def test_saturation_mutagenesis_in_ablate_equals_the_materialised_call(incremental):
+    key = jax.random.key(9)
+    kw = dict(start=10, end=70, target=1, incremental=incremental)
+    r = jablate.ablate(model, X, 20, 50, n=2, func=jablate.saturation_mutagenesis,
+                       random_state=key, additional_func_kwargs=kw)
+    before, after = materialised(_ism, key, 20, 50, 2)
+    assert numpy.asarray(r.y_after).shape == (5, 2, A, 60)
+    # an attribution is a difference of outputs: compare at the outputs' scale
+    scale = float(numpy.abs(numpy.asarray(model(jnp.asarray(X)))).max())
+    numpy.testing.assert_allclose(r.y_before, before, rtol=0, atol=1e-5 * scale)
+    numpy.testing.assert_allclose(r.y_after, after, rtol=0, atol=1e-5 * scale)
+
+
+def test_saturation_mutagenesis_in_ablate_checks_the_incremental_engine():
+    from jablate.incremental_engine import IncrementalMismatchWarning
+    from jablate.incremental_rules import break_rule
+
+    def other(x):  # a model of its own: its analysis is made under the broken rule
+        return jax.nn.relu(jax.lax.conv(x, W * 2, (1,), "SAME")).mean(-1) @ V
+
+    kw = dict(start=0, end=30, target=0, incremental=True)
+    exact = jablate.ablate(other, X, 5, 25, n=2, func=jablate.saturation_mutagenesis,
+                           random_state=0, additional_func_kwargs=dict(kw, incremental=False))
+    with break_rule("conv_general_dilated"):
+        with pytest.warns(IncrementalMismatchWarning, match="saturation_mutagenesis"):
+            got = jablate.ablate(other, X, 5, 25, n=2, func=jablate.saturation_mutagenesis,
+                                 random_state=0, additional_func_kwargs=kw)
+    for g, e in zip(got, exact):
+        numpy.testing.assert_array_equal(g, e)
+    with pytest.raises(ValueError, match="hypothetical"):
+        jablate.ablate(model, X, 5, 25, n=2, func=jablate.saturation_mutagenesis,
+                       additional_func_kwargs=dict(hypothetical="yes"))
