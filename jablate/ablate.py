@@ -39,18 +39,26 @@ def _engine_keywords(merged):
     return {k: v for k, v in merged.items() if k in _PREDICT_KEYWORDS and k != "func"}
 
 
-def _sequence_func(func, method, kwargs, extra):
-    """``(spec, options)`` when ``func`` runs on the fast path as a func of one sequence
-    (jablate's ``deep_lift_shap``, ``saturation_mutagenesis``), else ``(None, None)``.
-    The func's keywords (all but the engine's ``batch_size``, ``dtype``, ``device``,
-    ``verbose``, ``backend``) are checked here, before any model runs."""
+def _sequence_func(func, method, kwargs, extra, incremental):
+    """``(spec, options, random_state)`` when ``func`` runs on the fast path as a func of
+    one sequence (jablate's ``deep_lift_shap``, ``saturation_mutagenesis``), else
+    ``(None, None, None)``. The func's keywords (all but the engine's ``batch_size``,
+    ``dtype``, ``device``, ``verbose``, ``backend``) are checked here, before any model
+    runs; ``random_state`` is the func's own (from ``additional_func_kwargs``, else
+    ablate's). ablate's ``incremental`` reaches a func that has an incremental path
+    unless its own keywords set one; ``backend='torch'`` asks for the func's torch path,
+    so it is called on the materialised shuffles."""
     spec = getattr(func, "sequence_func", None)
-    if spec is None or method is None:
-        return None, None
     merged = {**kwargs, **extra}
+    if spec is None or method is None or merged.get("backend") == "torch":
+        return None, None, None
+    if spec.takes_incremental:
+        merged.setdefault("incremental", incremental)
     engine_kw = _engine_keywords(merged)
     options = spec.options({k: v for k, v in merged.items() if k not in engine_kw})
-    return (None, None) if options is None else (spec, options)
+    if options is None:
+        return None, None, None
+    return spec, options, merged.get("random_state")
 
 
 def _fast_kwargs(kwargs, extra, spec=None):
@@ -76,13 +84,15 @@ def _check_incremental(incremental, fast):
             isinstance(incremental, bool)):
         raise ValueError(f"incremental must be 'auto', True or False; got {incremental!r}.")
     if incremental is True and not fast:
-        raise ValueError("incremental=True needs jablate's own predict as func and jablate's "
+        raise ValueError("incremental=True needs jablate's own predict (or "
+                         "saturation_mutagenesis) as func and jablate's "
                          "shuffle or dinucleotide_shuffle as shuffle_fn.")
     return incremental
 
 
 def _stream(model, inp, method, random_state, seq_idx, starts, ends, n, options,
-            per_annotation, reduce=None, incremental="auto", spec=None, spec_options=None):
+            per_annotation, reduce=None, incremental="auto", spec=None, spec_options=None,
+            func_random_state=None):
     """Predict before (on ``seq_idx``) and after ``n`` shuffles of each group; host outputs.
 
     With ``spec`` (a :class:`~jablate.per_sequence.SequenceFunc`) the func of ``spec``
@@ -101,7 +111,7 @@ def _stream(model, inp, method, random_state, seq_idx, starts, ends, n, options,
     uniq, inverse = numpy.unique(seq_idx, return_inverse=True)
     if spec is not None:
         with session:
-            return _stream_func(bound, inp, spec, spec_options, random_state, draw, table,
+            return _stream_func(bound, inp, spec, spec_options, func_random_state, draw, table,
                                 plan, uniq, inverse, n, per_annotation, reduce, batch_size,
                                 verbose)
     with session:
@@ -136,7 +146,10 @@ def _stream_func(bound, inp, spec, spec_options, random_state, draw, table, plan
     """``_stream`` for a func of one sequence: the func on the unshuffled sequences, then
     on every shuffle, as rows ``m`` of the materialised calls (keys ``fold_in(base, m)``:
     a sequence's own index, ``g * n + i`` for the shuffles; per annotation, as
-    tangermeme's loop calls ``ablate(X[idx:idx+1])``, 0 and ``i``)."""
+    tangermeme's loop calls ``ablate(X[idx:idx+1])``, 0 and ``i``). As in the
+    materialised calls, the func turns ``random_state`` into a key once for the
+    predictions before and once for those after (a RandomState gives two seeds; per
+    annotation tangermeme's loop would draw two per annotation, here two per call)."""
     base = spec.key(random_state)
     L = inp.X.shape[-1]
     before_rows = numpy.zeros(len(uniq)) if per_annotation else uniq
@@ -147,7 +160,7 @@ def _stream_func(bound, inp, spec, spec_options, random_state, draw, table, plan
     before = [b[inverse] for b in before]
     rows = numpy.arange(len(plan)) % n if per_annotation else numpy.arange(len(plan))
     after, _ = per_sequence.run(bound, spec, spec_options, inp.X, inp.args, draw, table, plan,
-                                rows, base, batch_size, n=n,
+                                rows, spec.key(random_state), batch_size, n=n,
                                 shifts=before if reduce == "mean_std" else None,
                                 verbose=verbose, desc="after")
     if reduce != "mean_std":
@@ -244,9 +257,11 @@ def ablate(model: Any, X: Any, start: int = 0, end: int = -1, n: int = 20,
     _check_reduce(reduce)
     method = METHODS.get(shuffle_fn)
     extra = _func_kwargs(func, random_state, additional_func_kwargs)
-    spec, spec_options = _sequence_func(func, method, kwargs, extra)
+    spec, spec_options, func_random_state = _sequence_func(func, method, kwargs, extra,
+                                                           incremental)
     fast = method is not None and (func is predict or spec is not None)
-    incremental = _check_incremental(incremental, fast and spec is None)
+    incremental = _check_incremental(incremental, fast and (
+        spec is None or spec.takes_incremental))
     if not fast and args is not None:
         # A foreign func receives args as given (tangermeme passes them through, and its
         # deep_lift_shap takes per-reference args with more rows than X).
@@ -259,7 +274,7 @@ def ablate(model: Any, X: Any, start: int = 0, end: int = -1, n: int = 20,
         options = _fast_kwargs(kwargs, extra, spec)
         before, after, multi = _stream(model, inp, method, random_state, numpy.arange(N),
                                        [start] * N, [end] * N, n, options, False, reduce,
-                                       incremental, spec, spec_options)
+                                       incremental, spec, spec_options, func_random_state)
         fam = inp.family
         pick = (lambda ys: ys) if multi else (lambda ys: ys[0])
         if reduce == "mean_std":
@@ -355,9 +370,11 @@ def ablate_annotations(model: Any, X: Any, annotations: Any, incremental: Any = 
     own = ("n", "shuffle_fn", "args", "random_state", "func", "additional_func_kwargs")
     extra = _func_kwargs(func, kwargs.get("random_state"), kwargs.get("additional_func_kwargs"))
     options = {k: v for k, v in kwargs.items() if k not in own}
-    spec, spec_options = _sequence_func(func, method, options, extra)
+    spec, spec_options, func_random_state = _sequence_func(func, method, options, extra,
+                                                           incremental)
     fast = method is not None and (func is predict or spec is not None)
-    incremental = _check_incremental(incremental, fast and spec is None)
+    incremental = _check_incremental(incremental, fast and (
+        spec is None or spec.takes_incremental))
     inp = inputs(X, kwargs.get("args") if fast else None)
     N, _, L = inp.X.shape
     ann = check_annotations(annotations, N, L, min_width=method.min_width if method else 1)
@@ -368,7 +385,8 @@ def ablate_annotations(model: Any, X: Any, annotations: Any, incremental: Any = 
     before, after, multi = _stream(model, inp, method, kwargs.get("random_state"), ann[:, 0],
                                    ann[:, 1], ann[:, 2], n, options, True,
                                    incremental=incremental, spec=spec,
-                                   spec_options=spec_options)
+                                   spec_options=spec_options,
+                                   func_random_state=func_random_state)
     fam = inp.family
     ys = [(tree_to_family(b[:, None], fam), tree_to_family(a[:, None], fam))
           for b, a in zip(before, after)]

@@ -2,6 +2,7 @@
 
 import warnings
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Callable
 
 import jax
@@ -46,14 +47,23 @@ def _log_factorials(n):
     return numpy.concatenate([[0.0], numpy.cumsum(numpy.log(numpy.arange(1, n + 1)))])
 
 
-@jax.jit
-def _symbol_counts(X, seq_idx, starts, ends):
+@partial(jax.jit, static_argnames=("width",))
+def _symbol_counts_in(X, seq_idx, starts, ends, width):
+    """Symbol counts of regions no wider than ``width``, read from a window of ``width``
+    positions around each (not the whole sequence)."""
     def one(j, s, e):
-        sym = functional.symbols(X[j])
-        pos = jnp.arange(sym.shape[0])
+        offset = jnp.clip(s, 0, X.shape[2] - width)
+        sym = functional.symbols(jax.lax.dynamic_slice_in_dim(X[j], offset, width, 1))
+        pos = offset + jnp.arange(width)
         inside = (pos >= s) & (pos < e)
         return jnp.sum((sym[None, :] == jnp.arange(X.shape[1] + 1)[:, None]) & inside, axis=1)
     return jax.vmap(one)(seq_idx, starts, ends)
+
+
+def _symbol_counts(X, seq_idx, starts, ends):
+    widest = int(numpy.max(numpy.asarray(ends) - numpy.asarray(starts)))
+    width = min(X.shape[2], 1 << max(0, widest - 1).bit_length())  # few shapes
+    return _symbol_counts_in(X, seq_idx, starts, ends, width=width)
 
 
 @jax.jit

@@ -73,12 +73,15 @@ def _cast(x, dtype):
     return x if jnp.issubdtype(x.dtype, jnp.floating) else x.astype(jnp.float32)
 
 
-def buckets(widths: Any, length: int) -> numpy.ndarray:
+def buckets(widths: Any, length: int, exact: Optional[bool] = None) -> numpy.ndarray:
     """The width bucket of each region width in ``widths`` (an int array): the widths
-    themselves when there are at most :data:`EXACT_BUCKETS` distinct ones, else the
-    next power of two (at most ``length``), so a run compiles a handful of programs."""
+    themselves when there are at most :data:`EXACT_BUCKETS` distinct ones (or as
+    ``exact`` says, decided on a whole plan), else the next power of two (at most
+    ``length``), so a run compiles a handful of programs."""
     widths = numpy.asarray(widths, numpy.int64).reshape(-1)
-    if len(numpy.unique(widths)) <= EXACT_BUCKETS:
+    if exact is None:
+        exact = len(numpy.unique(widths)) <= EXACT_BUCKETS
+    if exact:
         return widths.copy()
     return numpy.minimum(length, 1 << numpy.ceil(numpy.log2(widths)).astype(numpy.int64))
 
@@ -239,23 +242,26 @@ def run(model: engine.Model, X: jax.Array, args: tuple, draw: Any, table: jax.Ar
     sequences = numpy.asarray(sequences)
     L = X.shape[-1]
     n_groups = len(plan) // n
+    exact = len(numpy.unique(plan.ends - plan.starts)) <= EXACT_BUCKETS  # the whole plan's
+    every_bucket = sorted(set(buckets(plan.ends - plan.starts, L, exact).tolist()))
     plan, total = engine.process_share(plan, n)  # this process's whole groups
     devices = engine.Devices(model, X)
     params, X, args, table = devices.replicate((model.params, X, args, table))
-    width_of = buckets(plan.ends - plan.starts, L)
+    width_of = buckets(plan.ends - plan.starts, L, exact)  # this process's items
     sink = _MeanStd(len(plan), n) if reduce == "mean_std" else _Collect(len(plan))
-    before, multi, checked = None, False, False
+    before, multi = None, False
     # predict's ``func``: applied to each batch's outputs (compiled once per ``func``)
     post = (lambda y: y) if model.post is None else jax.jit(model.post)
     where = "func" if model.post is not None else "the model"
     bar = tqdm(total=len(plan), disable=not verbose, desc=desc)
     pending = []
-    for W in sorted(set(width_of.tolist())):
+    for W in every_bucket:  # every process, every bucket, in one order (collectives)
         ev = _evaluator(model, X, args, W)
         summary = ev["inc"].summary
         size = devices.size(batch_size or 1 << min(10, max(4, int(
             BATCH_FLOPS // max(summary.flops_incremental, 1.0)).bit_length() - 1)), 1 << 30)
         in_bucket = numpy.flatnonzero(width_of == W)
+        checked = False  # every bucket has its own program: each is checked
         # the first bucket's reference passes give every sequence's prediction before
         first = before is None
         seqs = sequences if first else numpy.unique(plan.seq_idx[in_bucket])
@@ -275,7 +281,14 @@ def run(model: engine.Model, X: jax.Array, args: tuple, draw: Any, table: jax.Ar
             if first:
                 for b, o in zip(before, outputs):
                     b[numpy.searchsorted(sequences, chunk)] = numpy.asarray(o)[:len(chunk)]
+            elif reduce == "mean_std":  # shifts: the first bucket's values, whatever bucket
+                outputs = tuple(jnp.asarray(b[numpy.searchsorted(sequences, padded)])
+                                for b in before)
             mine = in_bucket[numpy.isin(plan.seq_idx[in_bucket], chunk)]
+            if not checked and len(mine) > 2:  # check the regions nearest both ends first
+                edges = numpy.unique([numpy.argmin(plan.starts[mine]),
+                                      numpy.argmax(plan.ends[mine])])
+                mine = numpy.concatenate([mine[edges], numpy.delete(mine, edges)])
             rows_all = numpy.searchsorted(chunk, plan.seq_idx[mine]).astype(numpy.int32)
             b = 0
             while b < len(mine):
@@ -301,6 +314,10 @@ def run(model: engine.Model, X: jax.Array, args: tuple, draw: Any, table: jax.Ar
                     sink.add(*pending.pop(0))
                 bar.update(valid)
                 b += step
+        if not checked:  # no item of this bucket here: agree with the processes that had some
+            if not _everywhere(True):
+                bar.close()
+                return None
     for p in pending:
         sink.add(*p)
     bar.close()

@@ -347,6 +347,7 @@ def _by_taps(node: Node, rhs_shape: tuple) -> bool:
     lhs_spec, rhs_spec, _ = p["dimension_numbers"]
     kernel = rhs_shape[rhs_spec[2]] if len(rhs_spec) == 3 else 0
     return (len(lhs_spec) == 3 and p["window_strides"] == (1,)
+            and p.get("precision") is None and p.get("preferred_element_type") is None
             and p["feature_group_count"] == 1 and p["batch_group_count"] == 1
             and p["lhs_dilation"] == (1,) and kernel >= 8
             and rhs_shape[rhs_spec[0]] * kernel <= 256)

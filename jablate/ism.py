@@ -719,4 +719,4 @@ def _no_check(sums, maxima, count, options) -> None:
 
 saturation_mutagenesis.sequence_func = SequenceFunc(
     "saturation_mutagenesis", _ablate_options, _ablate_build, _no_key, _no_check,
-    per_step=lambda batch_size, options: 1)
+    per_step=lambda batch_size, options: 1, takes_incremental=True)

@@ -69,6 +69,9 @@ class SequenceFunc:
     per_step: callable
         ``per_step(batch_size, options) -> int``: sequences per compiled step for the
         func's own ``batch_size`` (say, sequence-reference pairs). Default: itself.
+    takes_incremental: bool
+        Whether the func has an ``incremental`` keyword ('auto', True, False), which
+        ``ablate``'s own ``incremental`` sets unless the func's keywords do.
     """
 
     name: str
@@ -77,6 +80,7 @@ class SequenceFunc:
     key: Callable
     check: Callable
     per_step: Callable = lambda batch_size, options: batch_size
+    takes_incremental: bool = False
 
 
 def position_keys(base: jax.Array, positions: jax.Array) -> jax.Array:

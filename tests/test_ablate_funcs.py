@@ -160,3 +160,48 @@ def test_saturation_mutagenesis_in_ablate_checks_the_incremental_engine():
     with pytest.raises(ValueError, match="hypothetical"):
         jablate.ablate(model, X, 5, 25, n=2, func=jablate.saturation_mutagenesis,
                        additional_func_kwargs=dict(hypothetical="yes"))
+
+
+def test_the_funcs_own_keywords_win_as_in_the_materialised_call():
+    """The func's own random_state (from additional_func_kwargs) draws its references;
+    ablate's incremental reaches saturation_mutagenesis; backend='torch' is the func's
+    torch path, called on the materialised shuffles."""
+    key = jax.random.key(1)
+    kw = dict(KW, random_state=jax.random.key(2))
+    r = jablate.ablate(model, X, 20, 50, n=2, func=jablate.deep_lift_shap, random_state=key,
+                       additional_func_kwargs=kw)
+    shuffled = numpy.asarray(jablate.shuffle(X, 20, 50, n=2, random_state=key))
+    before = jablate.deep_lift_shap(model, X, **kw)
+    after = jablate.deep_lift_shap(model, shuffled.reshape(-1, A, L), **kw)
+    numpy.testing.assert_array_equal(r.y_before, before)
+    numpy.testing.assert_array_equal(numpy.asarray(r.y_after).reshape(-1, A, L), after)
+
+    calls = []
+    real = jablate.ism._ablate_build
+    def spy(apply, params, x, args, options, exact):
+        calls.append((options[-1], exact))
+        return real(apply, params, x, args, options, exact)
+    spec = jablate.saturation_mutagenesis.sequence_func
+    import dataclasses
+    jablate.saturation_mutagenesis.sequence_func = dataclasses.replace(spec, build=spy)
+    try:
+        jablate.ablate(lambda x: model(x) * 1.0, X, 20, 50, n=2,
+                       func=jablate.saturation_mutagenesis, incremental=False,
+                       additional_func_kwargs=dict(start=0, end=10))
+    finally:
+        jablate.saturation_mutagenesis.sequence_func = spec
+    assert calls and all(mode is False for mode, _ in calls)
+
+    torch = require("torch")
+    require("tangermeme")
+    net = torch.nn.Sequential(torch.nn.Conv1d(4, 3, 5, padding=2), torch.nn.ReLU(),
+                              torch.nn.AdaptiveAvgPool1d(1), torch.nn.Flatten()).eval()
+    Xt = torch.from_numpy(X[:2])
+    kw = dict(start=30, end=40, backend="torch")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        got = jablate.ablate(net, Xt, 0, 20, n=2, func=jablate.saturation_mutagenesis,
+                             random_state=0, additional_func_kwargs=kw)
+    shuffled = jablate.shuffle(Xt, 0, 20, n=2, random_state=0).reshape(-1, A, L)
+    want = jablate.saturation_mutagenesis(net, shuffled, **kw)
+    numpy.testing.assert_allclose(got.y_after.reshape(-1, A, 10), want, rtol=1e-6, atol=1e-7)
