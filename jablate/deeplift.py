@@ -66,6 +66,7 @@ from .frontdoor import (
     to_jax,
     torch_bridge,
 )
+from .incremental_graph import call_body
 from .lowering import plain_convolutions
 from .per_sequence import SequenceFunc
 from .predict import prepare
@@ -274,16 +275,6 @@ def _bind(primitive, params, *values):
     return list(out) if primitive.multiple_results else [out]
 
 
-def _inner(eqn):
-    for key in ("jaxpr", "call_jaxpr", "fun_jaxpr"):
-        inner = eqn.params.get(key)
-        if isinstance(inner, jcore.ClosedJaxpr):
-            return inner.jaxpr, inner.consts
-        if isinstance(inner, jcore.Jaxpr):
-            return inner, ()
-    return None
-
-
 def _flatten(closed) -> tuple[list, list, tuple, tuple]:
     """Nodes, avals ((shape, dtype) per variable id), input ids and output refs of a
     ClosedJaxpr with calls inlined, and every variable operand of an elementwise
@@ -303,7 +294,7 @@ def _flatten(closed) -> tuple[list, list, tuple, tuple]:
 
         for eqn in jaxpr.eqns:
             args = tuple(read(a) for a in eqn.invars)
-            inner = _inner(eqn) if eqn.primitive.name in _CALLS else None
+            inner = call_body(eqn) if eqn.primitive.name in _CALLS else None
             if inner is not None and len(inner[0].invars) == len(args):
                 env.update(zip(eqn.outvars, walk(inner[0], inner[1], args)))
                 continue
@@ -1119,12 +1110,7 @@ def deep_lift_shap(model: Any, X: Any, args: Optional[Any] = None, target: int =
                               else jnp.float32)
     example_x = jax.ShapeDtypeStruct((A, L), x_dtype)
     example_args = tuple(jax.ShapeDtypeStruct(a.shape[1:], a.dtype) for a in inp.args)
-    graph = _graph_for(runner, rules, params, example_x, example_args)
-    if not -graph.n_outputs <= target < graph.n_outputs:
-        raise ValueError(f"target must index the model's {graph.n_outputs} output(s); "
-                         f"got {target}.")
-    if graph.unknown:
-        raise _unknown_error(graph.unknown)
+    graph = _checked(_graph_for(runner, rules, params, example_x, example_args), target)
 
     if key_fn is None and not given:
         table = to_jax(_foreign_references(references, X, n_shuffles, random_state, N),
@@ -1163,6 +1149,17 @@ def deep_lift_shap(model: Any, X: Any, args: Optional[Any] = None, target: int =
     if return_references:
         return AttributionReferencesResult(result, to_family(jnp.asarray(table), inp.family))
     return result
+
+
+def _checked(graph: _Graph, target: int) -> _Graph:
+    """``graph``, after checking ``target`` against its outputs and that every nonlinear
+    primitive has a rule (errors before any model runs)."""
+    if not -graph.n_outputs <= target < graph.n_outputs:
+        raise ValueError(f"target must index the model's {graph.n_outputs} output(s); "
+                         f"got {target}.")
+    if graph.unknown:
+        raise _unknown_error(graph.unknown)
+    return graph
 
 
 def _rules_key(rules: dict) -> tuple:
@@ -1243,12 +1240,7 @@ def _ablate_build(apply, params, x, args, options, exact):
         raise ValueError(f"references: the shuffle needs sequences of at least {min_width} "
                          f"positions; X has {x.shape[-1]}.")
     rules = {name: rule.obj for name, rule in rules_key}
-    graph = _trace(apply, rules, params, x, args)
-    if not -graph.n_outputs <= target < graph.n_outputs:
-        raise ValueError(f"target must index the model's {graph.n_outputs} output(s); "
-                         f"got {target}.")
-    if graph.unknown:
-        raise _unknown_error(graph.unknown)
+    graph = _checked(_trace(apply, rules, params, x, args), target)
     core = partial(_core, apply, target % graph.n_outputs, hypothetical, R, key_fn, rules,
                    False, None)
 

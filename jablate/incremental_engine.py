@@ -338,21 +338,33 @@ def _everywhere(ok: bool) -> bool:
     return bool(numpy.all(multihost_utils.process_allgather(numpy.array([ok]))))
 
 
-def _agree(ys, full, inc: Incremental, width: int) -> bool:
+def agree(ys: Any, full: Any) -> bool:
+    """Whether the outputs ``ys`` equal ``full`` (the exact path's) within
+    :data:`CHECK_TOLERANCE` of each output's largest absolute value."""
     for y, f in zip(ys, full):
         y, f = numpy.asarray(y, numpy.float64), numpy.asarray(f, numpy.float64)
         scale = max(float(numpy.max(numpy.abs(f))), 1e-12)
         if y.shape != f.shape or float(numpy.max(numpy.abs(y - f))) > CHECK_TOLERANCE * scale:
-            s = inc.summary
-            where = (f"the broken rule for {s.broken}" if s.broken else
-                     "; ".join(f"{name} ({why})" for _, name, why in s.stops[:3])
-                     or "no stop: every layer windowed")
-            warnings.warn(
-                f"the incremental engine disagreed with the full path on the first batch "
-                f"(width {width}; windowing stops at: {where}); finishing on the full path.",
-                IncrementalMismatchWarning, stacklevel=4)
             return False
     return True
+
+
+def stops_text(inc: Incremental) -> str:
+    """Where windowing stops in ``inc`` (or the broken rule), for mismatch warnings."""
+    s = inc.summary
+    return (f"the broken rule for {s.broken}" if s.broken else
+            "; ".join(f"{name} ({why})" for _, name, why in s.stops[:3])
+            or "no stop: every layer windowed")
+
+
+def _agree(ys, full, inc: Incremental, width: int) -> bool:
+    if agree(ys, full):
+        return True
+    warnings.warn(
+        f"the incremental engine disagreed with the full path on the first batch "
+        f"(width {width}; windowing stops at: {stops_text(inc)}); finishing on the full "
+        f"path.", IncrementalMismatchWarning, stacklevel=4)
+    return False
 
 
 def report(model: Any, X: Any, width: int) -> str:

@@ -77,7 +77,7 @@ class Graph(NamedTuple):
     outputs: tuple
 
 
-def _inner(eqn):
+def call_body(eqn):
     """The jaxpr a call-like equation runs on its operands, with its constants."""
     for key in ("jaxpr", "call_jaxpr", "fun_jaxpr"):
         inner = eqn.params.get(key)
@@ -108,7 +108,7 @@ def flatten(closed: Any) -> Graph:
 
         for eqn in jaxpr.eqns:
             ins = tuple(read(a) for a in eqn.invars)
-            inner = _inner(eqn) if eqn.primitive.name in CALLS else None
+            inner = call_body(eqn) if eqn.primitive.name in CALLS else None
             if inner is not None and len(inner[0].invars) == len(ins) \
                     and len(inner[0].outvars) == len(eqn.outvars):
                 outs = walk(inner[0], inner[1], ins)

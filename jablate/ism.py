@@ -40,10 +40,11 @@ from .incremental_engine import (
     AUTO_MIN_ITEMS,
     AUTO_MIN_SAVING,
     BATCH_FLOPS,
-    CHECK_TOLERANCE,
     MEMORY_BUDGET,
     IncrementalMismatchWarning,
     _cast,
+    agree,
+    stops_text,
 )
 from .lowering import plain_convolutions
 from .per_sequence import SequenceFunc
@@ -441,20 +442,13 @@ def _check(model, ev, caches, X, args, seq, pos, char, size, batch_size, start, 
 
 
 def _agree(ys, full, inc: Incremental) -> bool:
-    for y, f in zip(ys, full):
-        y, f = numpy.asarray(y, numpy.float64), numpy.asarray(f, numpy.float64)
-        scale = max(float(numpy.max(numpy.abs(f))), 1e-12)
-        if float(numpy.max(numpy.abs(y - f))) > CHECK_TOLERANCE * scale:
-            s = inc.summary
-            where = (f"the broken rule for {s.broken}" if s.broken else
-                     "; ".join(f"{name} ({why})" for _, name, why in s.stops[:3])
-                     or "no stop: every layer windowed")
-            warnings.warn(
-                f"saturation_mutagenesis: the incremental engine disagreed with the full "
-                f"path on the first batch (windowing stops at: {where}); finishing on the "
-                f"full path.", IncrementalMismatchWarning, stacklevel=4)
-            return False
-    return True
+    if agree(ys, full):
+        return True
+    warnings.warn(
+        f"saturation_mutagenesis: the incremental engine disagreed with the full path on "
+        f"the first batch (windowing stops at: {stops_text(inc)}); finishing on the full "
+        f"path.", IncrementalMismatchWarning, stacklevel=4)
+    return False
 
 
 # --- the front door ------------------------------------------------------------------------

@@ -31,7 +31,7 @@ import numpy
 from tqdm.auto import tqdm
 
 from . import engine
-from .incremental_engine import CHECK_TOLERANCE, IncrementalMismatchWarning
+from .incremental_engine import IncrementalMismatchWarning, agree
 from .runner import outputs_of
 
 
@@ -58,7 +58,7 @@ class SequenceFunc:
         ``exact=False`` may return a faster function whose results are not certain (the
         incremental engine); it may also return None (no faster function: the exact one
         serves). Then the first batch of every run is also computed with
-        ``exact=True`` and compared within ``CHECK_TOLERANCE`` of its scale; on a
+        ``exact=True`` and compared (:func:`jablate.incremental_engine.agree`); on a
         mismatch an ``IncrementalMismatchWarning`` is issued and the run finishes exactly.
     key: callable
         ``key(random_state) -> JAX key``: the base key the func itself draws from for
@@ -122,15 +122,6 @@ def compiled(model: engine.Model, spec: SequenceFunc, options: tuple, X: jax.Arr
     return store[key]
 
 
-def _agree(fast, exact) -> bool:
-    for y, f in zip(fast, exact):
-        y, f = numpy.asarray(y, numpy.float64), numpy.asarray(f, numpy.float64)
-        scale = max(float(numpy.max(numpy.abs(f))), 1e-12)
-        if y.shape != f.shape or float(numpy.max(numpy.abs(y - f))) > CHECK_TOLERANCE * scale:
-            return False
-    return True
-
-
 def run(model: engine.Model, spec: SequenceFunc, options: tuple, X: jax.Array, args: tuple,
         draw: Any, table: jax.Array, plan: engine.Plan, positions: numpy.ndarray,
         base: jax.Array, batch_size: int, n: Optional[int] = None,
@@ -180,7 +171,7 @@ def run(model: engine.Model, spec: SequenceFunc, options: tuple, X: jax.Array, a
             y_exact, d_exact = exact(model.params, X, args, table, items, jnp.asarray(at),
                                      base, draw=draw, dtype=model.dtype)
             checked = True
-            if not _agree(outputs_of(y)[0], outputs_of(y_exact)[0]):
+            if not agree(outputs_of(y)[0], outputs_of(y_exact)[0]):
                 warnings.warn(f"{spec.name}: the incremental engine disagreed with the full "
                               "path on the first batch; finishing on the full path.",
                               IncrementalMismatchWarning, stacklevel=3)
