@@ -107,6 +107,21 @@ def compare(title, sides, repeats, once_after, log):
     return outputs
 
 
+def _annotations(s, seed):
+    """Random sequences (``seed``) and ``k`` regions of ``width`` on them (``seed + 1``):
+    rows ``(sequence, start, end)``."""
+    import numpy
+
+    from . import models
+
+    X = models.one_hot(s["N"], s["L"], seed=seed)
+    rng = numpy.random.RandomState(seed + 1)
+    starts = rng.randint(0, s["L"] - s["width"] + 1, size=s["k"])
+    ann = numpy.stack([rng.randint(s["N"], size=s["k"]), starts, starts + s["width"]],
+                      axis=1).astype(numpy.int64)
+    return X, ann
+
+
 def _median(ts):
     import statistics
     return statistics.median(ts)
@@ -129,7 +144,6 @@ def main(argv=None):
     p.add_argument("--append", metavar="PATH", help="append the Markdown section to PATH")
     args = p.parse_args(argv)
 
-    import numpy
     import torch
     from tangermeme.ablate import ablate as tm_ablate
     from tangermeme.ablate import ablate_annotations as tm_ablate_annotations
@@ -158,11 +172,7 @@ def main(argv=None):
 
     if 1 in rows:
         s = S["bpnet_ann"]
-        X = models.one_hot(s["N"], s["L"], seed=11)
-        rng = numpy.random.RandomState(12)
-        starts = rng.randint(0, s["L"] - s["width"] + 1, size=s["k"])
-        ann = numpy.stack([rng.randint(s["N"], size=s["k"]), starts, starts + s["width"]],
-                          axis=1).astype(numpy.int64)
+        X, ann = _annotations(s, seed=11)
         Xt, ann_t = torch.from_numpy(X), torch.from_numpy(ann)
         kw = dict(n=s["n"], random_state=0, batch_size=s["batch_size"])
         three("1", lambda inc: jablate.ablate_annotations(bpnet, Xt, ann_t, backend="jax",
@@ -179,11 +189,7 @@ def main(argv=None):
               lambda: tm_ablate(bpnet, Xt, device="cpu", **kw), s["repeats"])
     if 3 in rows:
         s = S["case3"]
-        X = models.one_hot(s["N"], s["L"], seed=3)
-        rng = numpy.random.RandomState(4)
-        starts = rng.randint(0, s["L"] - s["width"] + 1, size=s["k"])
-        ann = numpy.stack([rng.randint(s["N"], size=s["k"]), starts, starts + s["width"]],
-                          axis=1).astype(numpy.int64)
+        X, ann = _annotations(s, seed=3)
         torch_model = models.small_conv_torch(32, 11, seed=0)
         flax_model = models.small_conv_flax(models.small_conv_weights(torch_model), 32, 11)
         import jax.numpy as jnp

@@ -80,9 +80,7 @@ def _check_reduce(reduce):
 
 def _check_incremental(incremental, fast):
     """``incremental`` checked: 'auto', True or False, and True only on the fast path."""
-    if not (incremental == "auto" if isinstance(incremental, str) else
-            isinstance(incremental, bool)):
-        raise ValueError(f"incremental must be 'auto', True or False; got {incremental!r}.")
+    incremental_engine.check_mode(incremental)
     if incremental is True and not fast:
         raise ValueError("incremental=True needs jablate's own predict (or "
                          "saturation_mutagenesis) as func and jablate's "

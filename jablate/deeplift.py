@@ -70,6 +70,7 @@ from .incremental_graph import call_body
 from .lowering import plain_convolutions
 from .per_sequence import SequenceFunc
 from .predict import prepare
+from .runner import cast_input, input_dtype
 
 #: ``|z - z_ref|`` below which a rule uses the gradient (tangermeme's threshold).
 EPSILON = 1e-6
@@ -840,9 +841,7 @@ _graphs: "weakref.WeakKeyDictionary[Any, dict]" = weakref.WeakKeyDictionary()
 
 
 def _step(core, draw, dtype, params, X, args, idx, table):
-    x = jnp.take(X, idx, axis=0)
-    x = x.astype(dtype) if dtype is not None else (
-        x if jnp.issubdtype(x.dtype, jnp.floating) else x.astype(jnp.float32))
+    x = cast_input(jnp.take(X, idx, axis=0), dtype)
     args = tuple(jnp.take(a, idx, axis=0) for a in args)
     if draw:
         keys = jax.vmap(lambda j: jax.random.fold_in(table, j))(idx)
@@ -920,7 +919,7 @@ def _tangermeme_path(model, X, args, target, batch_size, references, key_fn, n_s
     bridge = torch_bridge()
     if key_fn is not None:
         key = jrandom.key_from(random_state)
-        Xf = inp.X if jnp.issubdtype(inp.X.dtype, jnp.floating) else inp.X.astype(jnp.float32)
+        Xf = cast_input(inp.X, None)
         references = _draw_all(key, Xf, key_fn, n_shuffles)
         random_state = None
     if family(references) is not None:
@@ -1106,8 +1105,7 @@ def deep_lift_shap(model: Any, X: Any, args: Optional[Any] = None, target: int =
                                 dtype, device, verbose, inp)
     inp, bound, _ = prepare(model, inp, None, device, dtype, backend)
     runner, params = bound.runner, bound.params
-    x_dtype = bound.dtype or (inp.X.dtype if jnp.issubdtype(inp.X.dtype, jnp.floating)
-                              else jnp.float32)
+    x_dtype = input_dtype(inp.X.dtype, bound.dtype)
     example_x = jax.ShapeDtypeStruct((A, L), x_dtype)
     example_args = tuple(jax.ShapeDtypeStruct(a.shape[1:], a.dtype) for a in inp.args)
     graph = _checked(_graph_for(runner, rules, params, example_x, example_args), target)

@@ -278,17 +278,31 @@ def run(model: Model, X: jax.Array, args: tuple, draw: Callable, table: jax.Arra
         if model.jittable:
             pending.append((ys, valid))
             if len(pending) > 1:  # keep one step in flight while copying the last
-                chunks.append(_to_host(*pending.pop(0)))
+                chunks.append(to_host(*pending.pop(0)))
         else:
             chunks.append(ys)
-    chunks.extend(_to_host(*p) for p in pending)
+    chunks.extend(to_host(*p) for p in pending)
     concat = numpy.concatenate if model.jittable else model.runner.concat
     outputs = [concat([c[h] for c in chunks]) for h in range(len(chunks[0]))]
     return gather_processes(outputs, total), multi
 
 
-def _to_host(ys, valid):
+def to_host(ys: tuple, valid: int) -> tuple:
+    """The first ``valid`` rows of each of a step's outputs, on the host."""
     return tuple(numpy.asarray(y)[:valid] for y in ys)
+
+
+def summarize(sums: tuple, sqs: tuple, shifts: Any, n: int) -> list:
+    """``(mean, std)`` host arrays (float32, computed in float64) per output from the sums
+    and sums of squares of ``n`` differences from ``shifts`` per group, as
+    :func:`accumulate` keeps them (population standard deviation)."""
+    stats = []
+    for s, q, shift in zip(sums, sqs, shifts):
+        mean_d = numpy.asarray(s, numpy.float64) / n
+        var = numpy.maximum(numpy.asarray(q, numpy.float64) / n - mean_d ** 2, 0)
+        stats.append(((numpy.asarray(shift, numpy.float64) + mean_d).astype(numpy.float32),
+                      numpy.sqrt(var).astype(numpy.float32)))
+    return stats
 
 
 @partial(jax.jit, static_argnames=("draw", "n"))

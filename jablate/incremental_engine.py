@@ -31,7 +31,7 @@ from tqdm.auto import tqdm
 from . import engine
 from .incremental import Incremental, analyze
 from .lowering import plain_convolutions
-from .runner import outputs_of
+from .runner import cast_input, outputs_of
 
 #: The default memory budget of the reference caches of one chunk of sequences.
 MEMORY_BUDGET = 2**30
@@ -67,12 +67,6 @@ class Choice:
     reason: str
 
 
-def _cast(x, dtype):
-    if dtype is not None:
-        return x.astype(dtype)
-    return x if jnp.issubdtype(x.dtype, jnp.floating) else x.astype(jnp.float32)
-
-
 def buckets(widths: Any, length: int, exact: Optional[bool] = None) -> numpy.ndarray:
     """The width bucket of each region width in ``widths`` (an int array): the widths
     themselves when there are at most :data:`EXACT_BUCKETS` distinct ones (or as
@@ -86,8 +80,10 @@ def buckets(widths: Any, length: int, exact: Optional[bool] = None) -> numpy.nda
     return numpy.minimum(length, 1 << numpy.ceil(numpy.log2(widths)).astype(numpy.int64))
 
 
-def _evaluator(model: engine.Model, X: jax.Array, args: tuple, width: int) -> dict:
-    """The analysis and compiled functions for ``width``, cached on the runner."""
+def evaluator(model: engine.Model, X: jax.Array, args: tuple, width: int) -> dict:
+    """The analysis at ``width`` (``inc``), its compiled ``reference`` pass (vmapped over
+    sequences) and the ablation ``step``, cached on the runner (which dies with its model).
+    Raises what the analysis raises."""
     store = model.runner.__dict__.setdefault("_incremental", {})
     key = (width, X.shape[1:], str(X.dtype), model.dtype,
            tuple((a.shape[1:], str(a.dtype)) for a in args))
@@ -95,7 +91,7 @@ def _evaluator(model: engine.Model, X: jax.Array, args: tuple, width: int) -> di
         apply = model.runner.apply
 
         def cast_apply(params, x, *a):
-            return apply(params, _cast(x, model.dtype), *a)
+            return apply(params, cast_input(x, model.dtype), *a)
 
         with plain_convolutions():  # the analysis sees convolutions, not their lowerings
             inc = analyze(cast_apply, model.params, X[0], width, tuple(a[0] for a in args))
@@ -144,7 +140,7 @@ def choose(model: engine.Model, X: jax.Array, args: tuple, widths: numpy.ndarray
     ratios = []
     for w in numpy.unique(buckets(widths, L)).tolist():
         try:
-            ratios.append(_evaluator(model, X, args, w)["inc"].summary.flop_ratio)
+            ratios.append(evaluator(model, X, args, w)["inc"].summary.flop_ratio)
         except Exception as error:  # the analysis itself failed: the full path is exact
             return Choice(False, f"the analysis failed: {type(error).__name__}: {error}")
     saving = min(ratios)
@@ -191,13 +187,7 @@ class _MeanStd:
             jnp.arange(size) < len(positions))
 
     def result(self, before_of_group):
-        stats = []
-        for s, q, shift in zip(self.sums, self.sqs, before_of_group):
-            mean_d = numpy.asarray(s, numpy.float64) / self.n
-            var = numpy.maximum(numpy.asarray(q, numpy.float64) / self.n - mean_d ** 2, 0)
-            stats.append(((shift + mean_d).astype(numpy.float32),
-                          numpy.sqrt(var).astype(numpy.float32)))
-        return stats
+        return engine.summarize(self.sums, self.sqs, before_of_group, self.n)
 
 
 def run(model: engine.Model, X: jax.Array, args: tuple, draw: Any, table: jax.Array,
@@ -256,7 +246,7 @@ def run(model: engine.Model, X: jax.Array, args: tuple, draw: Any, table: jax.Ar
     bar = tqdm(total=len(plan), disable=not verbose, desc=desc)
     pending = []
     for W in every_bucket:  # every process, every bucket, in one order (collectives)
-        ev = _evaluator(model, X, args, W)
+        ev = evaluator(model, X, args, W)
         summary = ev["inc"].summary
         size = devices.size(batch_size or 1 << min(10, max(4, int(
             BATCH_FLOPS // max(summary.flops_incremental, 1.0)).bit_length() - 1)), 1 << 30)
@@ -305,7 +295,7 @@ def run(model: engine.Model, X: jax.Array, args: tuple, draw: Any, table: jax.Ar
                     full = model.runner.step_for(model.post)(params, X, args, table,
                                                              devices.shard(items), draw=draw,
                                                              dtype=model.dtype)
-                    if not _everywhere(_agree(ys, outputs_of(full)[0], ev["inc"], W)):
+                    if not _everywhere(confirmed(ys, outputs_of(full)[0], ev["inc"])):
                         bar.close()
                         return None
                     checked = True
@@ -357,14 +347,24 @@ def stops_text(inc: Incremental) -> str:
             or "no stop: every layer windowed")
 
 
-def _agree(ys, full, inc: Incremental, width: int) -> bool:
+def confirmed(ys: Any, full: Any, inc: Incremental, who: str = "") -> bool:
+    """:func:`agree`, or else an :class:`IncrementalMismatchWarning` saying where the
+    windows of ``inc`` stop (``who`` prefixes the message); the caller finishes exactly."""
     if agree(ys, full):
         return True
     warnings.warn(
-        f"the incremental engine disagreed with the full path on the first batch "
-        f"(width {width}; windowing stops at: {stops_text(inc)}); finishing on the full "
+        f"{who}the incremental engine disagreed with the full path on the first batch "
+        f"(width {inc.width}; windowing stops at: {stops_text(inc)}); finishing on the full "
         f"path.", IncrementalMismatchWarning, stacklevel=4)
     return False
+
+
+def check_mode(incremental: Any) -> Any:
+    """``incremental`` checked: 'auto', True or False (``ValueError`` otherwise)."""
+    if not (incremental == "auto" if isinstance(incremental, str) else
+            isinstance(incremental, bool)):
+        raise ValueError(f"incremental must be 'auto', True or False; got {incremental!r}.")
+    return incremental
 
 
 def report(model: Any, X: Any, width: int) -> str:
@@ -401,4 +401,4 @@ def report(model: Any, X: Any, width: int) -> str:
     inp, bound, _ = prepare(model, inp, backend="jax" if is_torch_module(model) else None)
     if not bound.jittable:
         raise ValueError("incremental_report needs a JAX model; translate a torch model.")
-    return _evaluator(bound, inp.X, inp.args, width)["inc"].summary.table()
+    return evaluator(bound, inp.X, inp.args, width)["inc"].summary.table()

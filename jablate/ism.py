@@ -17,7 +17,6 @@ vmap-able function of ``(params, x, *args)`` (for ``ablate(func=...)``).
 
 from __future__ import annotations
 
-import warnings
 from functools import partial
 from typing import Any, Callable, NamedTuple, Optional, Union
 
@@ -41,15 +40,14 @@ from .incremental_engine import (
     AUTO_MIN_SAVING,
     BATCH_FLOPS,
     MEMORY_BUDGET,
-    IncrementalMismatchWarning,
-    _cast,
-    agree,
-    stops_text,
+    check_mode,
+    confirmed,
+    evaluator,
 )
 from .lowering import plain_convolutions
 from .per_sequence import SequenceFunc
 from .predict import prepare
-from .runner import outputs_of
+from .runner import cast_input, outputs_of
 
 __all__ = ["SaturationMutagenesisRawResult", "ism_fn", "saturation_mutagenesis"]
 
@@ -275,7 +273,7 @@ def _programs(model: engine.Model) -> dict:
 def _full_step(apply, params, x, args, pos, char, dtype):
     """The model on a batch of sequences ``x`` (B, A, L) with ``char`` at ``pos`` (pos < 0:
     unchanged). ``N`` is not part of its shape: one program per batch shape."""
-    y = apply(params, _cast(jax.vmap(_substitute)(x, pos, char), dtype), *args)
+    y = apply(params, cast_input(jax.vmap(_substitute)(x, pos, char), dtype), *args)
     outputs_of(y)
     return y
 
@@ -311,21 +309,15 @@ def _evaluator(model: engine.Model, X: jax.Array, args: tuple) -> dict:
     key = ("incremental", X.shape[1:], str(X.dtype), str(model.dtype),
            tuple((a.shape[1:], str(a.dtype)) for a in args))
     if key not in store:
-        apply, dtype = model.runner.apply, model.dtype
-
-        def cast_apply(params, x, *a):
-            return apply(params, _cast(x, dtype), *a)
-
-        try:
-            with plain_convolutions():  # the analysis sees convolutions, not their lowerings
-                inc = analyze(cast_apply, model.params, X[0], 1, tuple(a[0] for a in args))
+        try:  # the analysis is ablation's, at width 1 (one analysis serves both)
+            ev = evaluator(model, X, args, 1)
         except Exception as error:  # noqa: BLE001 - any failure means: use the full path
             store[key] = f"the analysis failed: {type(error).__name__}: {error}"
         else:
             store[key] = dict(
-                inc=inc,
-                reference=jax.jit(jax.vmap(inc.reference, (None, 0) + (0,) * len(args))),
-                step=jax.jit(partial(_incremental_step, inc, A=X.shape[1], dtype=X.dtype)))
+                inc=ev["inc"], reference=ev["reference"],
+                step=jax.jit(partial(_incremental_step, ev["inc"], A=X.shape[1],
+                                     dtype=X.dtype)))
     entry = store[key]
     if isinstance(entry, str):
         raise RuntimeError(entry)
@@ -438,27 +430,11 @@ def _check(model, ev, caches, X, args, seq, pos, char, size, batch_size, start, 
     ys = ev["step"](model.params, caches, pos[inc_take], char[inc_take], seq[inc_take] - seq[0])
     full = _full(model)(model.params, *_take(X, args, seq[full_take]), pos[full_take],
                         char[full_take], dtype=model.dtype)
-    return _agree([y[:n] for y in ys], [f[:n] for f in jax.tree.leaves(full)], ev["inc"])
-
-
-def _agree(ys, full, inc: Incremental) -> bool:
-    if agree(ys, full):
-        return True
-    warnings.warn(
-        f"saturation_mutagenesis: the incremental engine disagreed with the full path on "
-        f"the first batch (windowing stops at: {stops_text(inc)}); finishing on the full "
-        f"path.", IncrementalMismatchWarning, stacklevel=4)
-    return False
+    return confirmed([y[:n] for y in ys], [f[:n] for f in jax.tree.leaves(full)], ev["inc"],
+                     "saturation_mutagenesis: ")
 
 
 # --- the front door ------------------------------------------------------------------------
-
-
-def _check_incremental(incremental: Any) -> Any:
-    if not (incremental == "auto" if isinstance(incremental, str) else
-            isinstance(incremental, bool)):
-        raise ValueError(f"incremental must be 'auto', True or False; got {incremental!r}.")
-    return incremental
 
 
 def _tangermeme(model, X, args, inp, start, end, batch_size, target, hypothetical,
@@ -581,7 +557,7 @@ def saturation_mutagenesis(model: Any, X: Any, args: Optional[Any] = None, start
     key = _target_key(target)
     hypothetical = _check_flag(hypothetical, "hypothetical")
     raw_outputs = _check_flag(raw_outputs, "raw_outputs")
-    incremental = _check_incremental(incremental)
+    incremental = check_mode(incremental)
     if backend not in (None, "torch", "jax"):
         raise ValueError(f"backend must be None, 'torch' or 'jax'; got {backend!r}.")
     inp = inputs(X, args)
@@ -669,7 +645,7 @@ def _ablate_options(kwargs: dict) -> Optional[tuple]:
     end = check_int(kwargs.get("end", -1), "end")
     target = _target_key(kwargs.get("target"))
     hypothetical = _check_flag(kwargs.get("hypothetical", False), "hypothetical")
-    mode = _check_incremental(kwargs.get("incremental", "auto"))
+    mode = check_mode(kwargs.get("incremental", "auto"))
     if _check_flag(kwargs.get("raw_outputs", False), "raw_outputs"):
         return None
     return (start, end, target, hypothetical, mode)

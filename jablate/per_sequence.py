@@ -32,7 +32,7 @@ from tqdm.auto import tqdm
 
 from . import engine
 from .incremental_engine import IncrementalMismatchWarning, agree
-from .runner import outputs_of
+from .runner import cast_input, input_dtype, outputs_of
 
 
 @dataclass(frozen=True)
@@ -89,9 +89,7 @@ def position_keys(base: jax.Array, positions: jax.Array) -> jax.Array:
 
 
 def _step(fn, params, X, args, table, items, positions, base, draw, dtype):
-    x = draw(X, table, items)
-    x = x.astype(dtype) if dtype is not None else (
-        x if jnp.issubdtype(x.dtype, jnp.floating) else x.astype(jnp.float32))
+    x = cast_input(draw(X, table, items), dtype)
     rows = tuple(jnp.take(a, items[0], axis=0) for a in args)
     keys = position_keys(base, positions)
     return jax.vmap(fn, (None, 0, 0) + (0,) * len(rows))(params, x, keys, *rows)
@@ -113,9 +111,8 @@ def compiled(model: engine.Model, spec: SequenceFunc, options: tuple, X: jax.Arr
     key = (spec.name, options, exact, X.shape[1:], str(X.dtype), model.dtype,
            tuple((a.shape[1:], str(a.dtype)) for a in args))
     if key not in store:
-        dtype = model.dtype or (X.dtype if jnp.issubdtype(X.dtype, jnp.floating)
-                                else jnp.float32)
-        fn = spec.build(model.runner.apply, model.params, jnp.zeros(X.shape[1:], dtype),
+        fn = spec.build(model.runner.apply, model.params,
+                        jnp.zeros(X.shape[1:], input_dtype(X.dtype, model.dtype)),
                         tuple(a[0] for a in args), options, exact)
         store[key] = None if fn is None else jax.jit(partial(_step, fn),
                                                      static_argnames=("draw", "dtype"))
@@ -151,9 +148,9 @@ def run(model: engine.Model, spec: SequenceFunc, options: tuple, X: jax.Array, a
     if not model.jittable:
         raise ValueError(f"func={spec.name} runs JAX models; translate a torch model first "
                          "(backend='jax').")
-    step = compiled(model, spec, options, X, args, exact=False) or \
-        compiled(model, spec, options, X, args)
-    checked = step is compiled(model, spec, options, X, args)
+    exact = compiled(model, spec, options, X, args)
+    fast = compiled(model, spec, options, X, args, exact=False)
+    step, checked = (exact, True) if fast is None else (fast, False)
     size = max(1, min(spec.per_step(batch_size, options), len(plan)))
     positions = numpy.asarray(positions, numpy.int32)
     chunks, pending, multi, sums, sqs, diag = [], [], False, None, None, None
@@ -167,7 +164,6 @@ def run(model: engine.Model, spec: SequenceFunc, options: tuple, X: jax.Array, a
         y, diagnostics = step(model.params, X, args, table, items, jnp.asarray(at), base,
                               draw=draw, dtype=model.dtype)
         if not checked:
-            exact = compiled(model, spec, options, X, args)
             y_exact, d_exact = exact(model.params, X, args, table, items, jnp.asarray(at),
                                      base, draw=draw, dtype=model.dtype)
             checked = True
@@ -188,19 +184,10 @@ def run(model: engine.Model, spec: SequenceFunc, options: tuple, X: jax.Array, a
             continue
         pending.append((ys, valid))
         if len(pending) > 1:
-            chunks.append(_to_host(*pending.pop(0)))
+            chunks.append(engine.to_host(*pending.pop(0)))
     spec.check(numpy.asarray(diag[0]), numpy.asarray(diag[1]), len(plan), options)
     if shifts is not None:
-        stats = []
-        for s, q, shift in zip(sums, sqs, shifts):
-            mean_d = numpy.asarray(s, numpy.float64) / n
-            var = numpy.maximum(numpy.asarray(q, numpy.float64) / n - mean_d ** 2, 0)
-            stats.append(((numpy.asarray(shift, numpy.float64) + mean_d).astype(numpy.float32),
-                          numpy.sqrt(var).astype(numpy.float32)))
-        return stats, multi
-    chunks.extend(_to_host(*p) for p in pending)
+        return engine.summarize(sums, sqs, shifts, n), multi
+    chunks.extend(engine.to_host(*p) for p in pending)
     return [numpy.concatenate([c[h] for c in chunks]) for h in range(len(chunks[0]))], multi
 
-
-def _to_host(ys, valid):
-    return tuple(numpy.asarray(y)[:valid] for y in ys)

@@ -97,11 +97,22 @@ class JaxRunner:
             return self._compile(_Strong(post))
 
 
+def input_dtype(dtype_of_x: Any, dtype: Any) -> Any:
+    """The dtype a JAX model gets its inputs in: ``dtype`` when given, else the inputs'
+    own when they are floats, else float32."""
+    if dtype is not None:
+        return dtype
+    return dtype_of_x if jnp.issubdtype(dtype_of_x, jnp.floating) else jnp.float32
+
+
+def cast_input(x: jax.Array, dtype: Any) -> jax.Array:
+    """``x`` in :func:`input_dtype`."""
+    return x.astype(input_dtype(x.dtype, dtype))
+
+
 def _step(apply, post_ref, params, X, args, table, items, draw, dtype):
     """One batch: build inputs from ``X`` and plan ``items`` with ``draw``, run the model."""
-    x = draw(X, table, items)
-    x = x.astype(dtype) if dtype is not None else (
-        x if jnp.issubdtype(x.dtype, jnp.floating) else x.astype(jnp.float32))
+    x = cast_input(draw(X, table, items), dtype)
     args = tuple(jnp.take(a, items[0], axis=0) for a in args)
     y = apply(params, x, *args)
     if post_ref is not None:
