@@ -62,6 +62,7 @@ from .frontdoor import (
     family,
     inputs,
     is_torch_module,
+    not_one_hot,
     to_family,
     to_jax,
     torch_bridge,
@@ -69,7 +70,7 @@ from .frontdoor import (
 from .incremental_graph import call_body
 from .lowering import plain_convolutions
 from .per_sequence import SequenceFunc
-from .predict import prepare
+from .predict import prepare, torch_dtype
 from .runner import cast_input, input_dtype
 
 #: ``|z - z_ref|`` below which a rule uses the gradient (tangermeme's threshold).
@@ -874,14 +875,76 @@ def _graph_for(runner, rules, params, x, args):
     return cache[sig]
 
 
-def _check_one_hot(R, N, A, L):
+def _check_one_hot(R, N, A, L, only_warn=False):
     if R.ndim != 4 or R.shape[0] != N or R.shape[2:] != (A, L) or R.shape[1] == 0:
         raise ValueError(f"references must have shape (N, n_shuffles, A, L) = ({N}, -1, {A}, "
                          f"{L}) for X of shape ({N}, {A}, {L}); got {tuple(R.shape)}.")
     binary = bool(jnp.all((R == 0) | (R == 1)))
     if not binary or not bool(jnp.all(jnp.sum(R, axis=2) <= 1)):
-        raise ValueError("references must be one-hot encoded along axis 2 (all-zero "
-                         "columns allowed); pass a callable for other baselines.")
+        not_one_hot("references must be one-hot encoded along axis 2 (all-zero columns "
+                    "allowed); pass a callable for other baselines.", only_warn, stacklevel=4)
+
+
+# Elementwise activations of torch.nn outside tangermeme's table: tangermeme's _nonlinear on
+# them asks for the rescale rule that jablate applies to what they lower to.
+_ELEMENTWISE_EXTRA = ("Hardtanh", "Hardsigmoid", "Hardswish", "Hardshrink", "Tanhshrink",
+                      "Softsign", "Threshold")
+
+
+def _torch_ops(ops: Any, backend: Optional[str]) -> Optional[dict]:
+    """tangermeme's ``additional_nonlinear_ops`` checked for ``backend``.
+
+    With ``backend='torch'`` it goes to tangermeme unchanged. On the JAX path an
+    entry is accepted when it asks for what jablate does anyway to the primitives
+    the module lowers to: tangermeme's ``_nonlinear`` (the rescale rule) for an
+    elementwise activation class of ``torch.nn`` (those of tangermeme's table and
+    Hardtanh, Hardsigmoid, Hardswish, Hardshrink, Tanhshrink, Softsign, Threshold),
+    its ``_maxpool`` for ``MaxPool1d``/``MaxPool2d`` and its ``_softmax`` for
+    ``Softmax``. Such entries change nothing; anything else raises ``ValueError``.
+    """
+    if ops is None:
+        return None
+    if not isinstance(ops, dict):
+        raise ValueError("additional_nonlinear_ops must be None or a dict {torch module class: "
+                         f"tangermeme rule}}; got {type(ops).__name__}.")
+    if backend == "torch" or not ops:
+        return ops
+    utils = sys.modules.get("tangermeme._deep_lift_utils")
+    accepted = {}
+    if utils is not None:  # a tangermeme rule implies tangermeme (and torch) are loaded
+        import torch
+        built_in = utils._build_nonlinear_ops()
+        for name in ("_nonlinear", "_maxpool", "_softmax"):
+            rule = getattr(utils, name, None)
+            if rule is not None:
+                accepted[id(rule)] = {k for k, v in built_in.items() if v is rule}
+        nonlinear = getattr(utils, "_nonlinear", None)
+        if nonlinear is not None:
+            accepted[id(nonlinear)] |= {getattr(torch.nn, n) for n in _ELEMENTWISE_EXTRA
+                                        if hasattr(torch.nn, n)}
+    for key, rule in ops.items():
+        try:
+            known = key in accepted.get(id(rule), ())
+        except TypeError:  # an unhashable key
+            known = False
+        if not known:
+            raise ValueError(
+                f"additional_nonlinear_ops {{{_name_of(key)}: {_name_of(rule)}}} cannot run on "
+                "the JAX backend: jablate attributes the JAX primitives a torch module is "
+                "translated to, not torch modules, and takes over only tangermeme's own "
+                "_nonlinear rule for torch.nn's elementwise activations, _maxpool for "
+                "MaxPool1d/MaxPool2d and _softmax for Softmax (which it applies already). "
+                "Pass a JAX rule through additional_nonlinear_rules={primitive name: rule} "
+                "(e.g. {'mul': jablate.deeplift.rescale_first} for bpnet-lite's "
+                "_ProfileLogitScaling registered with _nonlinear), or run tangermeme on the "
+                "torch module with backend='torch'.")
+    return ops
+
+
+def _name_of(obj: Any) -> str:
+    name = getattr(obj, "__qualname__", None) or getattr(obj, "__name__", None)
+    module = getattr(obj, "__module__", None)
+    return f"{module}.{name}" if name and module else repr(obj)
 
 
 def _foreign_references(fn, X, n, random_state, N):
@@ -904,7 +967,7 @@ def _foreign_references(fn, X, n, random_state, N):
 def _tangermeme_path(model, X, args, target, batch_size, references, key_fn, n_shuffles,
                      return_references, hypothetical, warning_threshold, rules,
                      print_convergence_deltas, raw_outputs, random_state, dtype, device,
-                     verbose, inp):
+                     verbose, inp, ops, only_warn):
     """``backend='torch'``: tangermeme's own deep_lift_shap on the torch module."""
     try:
         from tangermeme.deep_lift_shap import deep_lift_shap as tangermeme_dls
@@ -914,8 +977,8 @@ def _tangermeme_path(model, X, args, target, batch_size, references, key_fn, n_s
                          "JAX.") from None
     if rules:
         raise ValueError("additional_nonlinear_rules are jaxpr rules and need the JAX "
-                         "backend; with backend='torch' pass tangermeme's "
-                         "additional_nonlinear_ops to tangermeme yourself.")
+                         "backend; with backend='torch' pass tangermeme's torch rules as "
+                         "additional_nonlinear_ops.")
     bridge = torch_bridge()
     if key_fn is not None:
         key = jrandom.key_from(random_state)
@@ -931,8 +994,10 @@ def _tangermeme_path(model, X, args, target, batch_size, references, key_fn, n_s
                          references=references, n_shuffles=n_shuffles,
                          return_references=return_references, hypothetical=hypothetical,
                          warning_threshold=warning_threshold,
+                         additional_nonlinear_ops=ops,
                          print_convergence_deltas=print_convergence_deltas,
-                         raw_outputs=raw_outputs, dtype=dtype, device=device,
+                         raw_outputs=raw_outputs, only_warn=only_warn,
+                         dtype=torch_dtype(model, dtype, inp.family), device=device,
                          random_state=random_state, verbose=verbose)
     if return_references:
         return AttributionReferencesResult(*(to_family(o, inp.family) for o in out))
@@ -946,7 +1011,9 @@ def deep_lift_shap(model: Any, X: Any, args: Optional[Any] = None, target: int =
                    additional_nonlinear_rules: Optional[dict] = None,
                    print_convergence_deltas: bool = False, raw_outputs: bool = False,
                    random_state: Any = None, dtype: Any = None, device: Any = None,
-                   verbose: bool = False, backend: Optional[str] = None) -> Any:
+                   verbose: bool = False, backend: Optional[str] = None,
+                   additional_nonlinear_ops: Optional[dict] = None,
+                   only_warn: bool = False) -> Any:
     """DeepLIFT/SHAP attributions, as tangermeme's ``deep_lift_shap``, on JAX.
 
     For every sequence and each of its references, the model runs on both and
@@ -967,7 +1034,9 @@ def deep_lift_shap(model: Any, X: Any, args: Optional[Any] = None, target: int =
         optionally followed by axes of length 1 (wrap multi-output models, e.g.
         with bpnet-lite's ``CountWrapper`` or ``ProfileWrapper``). A torch module
         is translated to JAX (``jablate.bridges.torch.translate``) unless
-        ``backend='torch'``.
+        ``backend='torch'``. Run in evaluation mode, as :func:`jablate.predict`
+        runs it (an nnx module through an eval view; the module keeps its
+        mode).
     X: jax.Array, numpy.ndarray or torch.Tensor, shape=(N, A, L)
         One-hot sequences; all-zero columns (unknown bases) are allowed.
     args: tuple or list of arrays or None, optional
@@ -1030,8 +1099,13 @@ def deep_lift_shap(model: Any, X: Any, args: Optional[Any] = None, target: int =
         seeds ``jax.random.key``. For a foreign ``references`` callable an int
         or None, as tangermeme. None: fresh entropy. Default is None.
     dtype: str, dtype or None, optional
-        The dtype the model runs in; default keeps a float ``X`` and casts
-        others to float32.
+        The dtype the model runs in, spelled as JAX, NumPy or torch spell it
+        (``'float16'``, ``jnp.bfloat16``, ``numpy.float32``, ``torch.float16``);
+        default keeps a float ``X`` and casts others to float32. float64 needs
+        JAX's 64-bit mode (``jax.config.update("jax_enable_x64", True)`` before
+        any JAX work, or ``JAX_ENABLE_X64=1``); without it a ``ValueError``
+        says so rather than computing in float32. With ``backend='torch'`` it is
+        tangermeme's autocast dtype (float64 needs a float64 module).
     device: str, jax.Device or None, optional
         The JAX device; default JAX's default device.
     verbose: bool, optional
@@ -1040,6 +1114,24 @@ def deep_lift_shap(model: Any, X: Any, args: Optional[Any] = None, target: int =
         For a torch module: None or 'jax' translates it to JAX; 'torch' runs
         tangermeme's ``deep_lift_shap`` (jablate's references are drawn and
         passed to it). Default None.
+    additional_nonlinear_ops: dict or None, optional
+        tangermeme's rules for torch modules, ``{torch module class: hook}``.
+        With ``backend='torch'`` they go to tangermeme unchanged. On the JAX
+        path only entries that ask for what jablate already does to the
+        primitives a translated module lowers to are accepted (and change
+        nothing): tangermeme's ``_nonlinear`` (rescale) for an elementwise
+        activation of ``torch.nn`` (ReLU, ELU, GELU, SiLU, Sigmoid, Tanh,
+        Softplus, Hardtanh, ...), its ``_maxpool`` for ``MaxPool1d`` and
+        ``MaxPool2d``, its ``_softmax`` for ``Softmax``. Any other entry (a
+        custom torch hook, ``integrated_gradients_op``, ``_nonlinear`` for a
+        module that is not an elementwise activation, ...) raises
+        ``ValueError``: give a JAX rule through ``additional_nonlinear_rules``
+        or use ``backend='torch'``. Default None.
+    only_warn: bool, optional
+        tangermeme's: when ``X`` or given ``references`` are not one-hot (values
+        other than 0 and 1, or a column summing above 1), warn (``UserWarning``)
+        and go on instead of raising ``ValueError``. Shapes are still checked.
+        It does not silence the convergence-delta warnings. Default False.
 
     Returns
     -------
@@ -1057,8 +1149,10 @@ def deep_lift_shap(model: Any, X: Any, args: Optional[Any] = None, target: int =
         the model's outputs), ``batch_size``, ``n_shuffles``, ``references``
         (wrong shape, not one-hot, or sequences shorter than 3 for the
         dinucleotide shuffle), ``random_state``, ``additional_nonlinear_rules``,
-        ``backend``, ``device`` or ``dtype``, or a model that does not return one
-        (B, n_outputs) array.
+        ``backend``, ``device``, ``dtype`` (also float64 without JAX's 64-bit
+        mode), ``additional_nonlinear_ops`` (an entry the JAX path cannot honour)
+        or ``only_warn``, or a model that does not return one (B, n_outputs)
+        array.
     NotImplementedError
         For a model with operations on input-dependent values that have no
         DeepLIFT rule; the message names all of them.
@@ -1070,7 +1164,12 @@ def deep_lift_shap(model: Any, X: Any, args: Optional[Any] = None, target: int =
             or not warning_threshold >= 0:
         raise ValueError(f"warning_threshold must be a number >= 0; got {warning_threshold!r}.")
     rules = _rule_table(additional_nonlinear_rules)
-    inp = inputs(X, args)
+    if not isinstance(only_warn, (bool, numpy.bool_)):
+        raise ValueError(f"only_warn must be True or False; got {only_warn!r}.")
+    if backend not in (None, "torch", "jax"):
+        raise ValueError(f"backend must be None, 'torch' or 'jax'; got {backend!r}.")
+    ops = _torch_ops(additional_nonlinear_ops, backend)
+    inp = inputs(X, args, only_warn=bool(only_warn))
     N, A, L = inp.X.shape
 
     given = family(references) is not None
@@ -1088,7 +1187,7 @@ def deep_lift_shap(model: Any, X: Any, args: Optional[Any] = None, target: int =
                          f" or an array (N, n_shuffles, A, L); got {type(references).__name__}.")
     if given:
         table = to_jax(references, "references")
-        _check_one_hot(table, N, A, L)
+        _check_one_hot(table, N, A, L, bool(only_warn))
     if key_fn is not None:
         key = jrandom.key_from(random_state)
     elif not given and random_state is not None and (
@@ -1102,7 +1201,7 @@ def deep_lift_shap(model: Any, X: Any, args: Optional[Any] = None, target: int =
         return _tangermeme_path(model, X, args, target, batch_size, references, key_fn,
                                 n_shuffles, return_references, hypothetical, warning_threshold,
                                 rules, print_convergence_deltas, raw_outputs, random_state,
-                                dtype, device, verbose, inp)
+                                dtype, device, verbose, inp, ops, bool(only_warn))
     inp, bound, _ = prepare(model, inp, None, device, dtype, backend)
     runner, params = bound.runner, bound.params
     x_dtype = input_dtype(inp.X.dtype, bound.dtype)
@@ -1204,7 +1303,8 @@ def _warn_summary(n_high, n_pairs, largest, mean_delta, mean_difference, thresho
 
 _ABLATE_KEYWORDS = ("target", "n_shuffles", "hypothetical", "references", "warning_threshold",
                     "additional_nonlinear_rules", "print_convergence_deltas", "raw_outputs",
-                    "return_references", "random_state")
+                    "return_references", "random_state", "additional_nonlinear_ops",
+                    "only_warn")
 
 
 def _ablate_options(kwargs: dict) -> Optional[tuple]:
@@ -1221,6 +1321,9 @@ def _ablate_options(kwargs: dict) -> Optional[tuple]:
             or not threshold >= 0:
         raise ValueError(f"warning_threshold must be a number >= 0; got {threshold!r}.")
     rules = _rule_table(kwargs.get("additional_nonlinear_rules"))
+    _torch_ops(kwargs.get("additional_nonlinear_ops"), "jax")  # ablate's funcs run on JAX
+    if not isinstance(kwargs.get("only_warn", False), (bool, numpy.bool_)):
+        raise ValueError(f"only_warn must be True or False; got {kwargs['only_warn']!r}.")
     references = kwargs.get("references", dinucleotide_shuffle)
     method = None if family(references) is not None else METHODS.get(references)
     if method is None or any(kwargs.get(k) for k in ("raw_outputs", "return_references",

@@ -292,16 +292,23 @@ def to_host(ys: tuple, valid: int) -> tuple:
     return tuple(numpy.asarray(y)[:valid] for y in ys)
 
 
+def accumulator_dtype(dtype: Any) -> Any:
+    """The dtype sums of outputs of ``dtype`` accumulate in: float64 for float64 outputs
+    (a run with ``jax_enable_x64`` asked for them), float32 for everything else."""
+    return jnp.float64 if jnp.dtype(dtype) == jnp.float64 else jnp.float32
+
+
 def summarize(sums: tuple, sqs: tuple, shifts: Any, n: int) -> list:
-    """``(mean, std)`` host arrays (float32, computed in float64) per output from the sums
-    and sums of squares of ``n`` differences from ``shifts`` per group, as
+    """``(mean, std)`` host arrays (in the sums' dtype, computed in float64) per output from
+    the sums and sums of squares of ``n`` differences from ``shifts`` per group, as
     :func:`accumulate` keeps them (population standard deviation)."""
     stats = []
     for s, q, shift in zip(sums, sqs, shifts):
         mean_d = numpy.asarray(s, numpy.float64) / n
         var = numpy.maximum(numpy.asarray(q, numpy.float64) / n - mean_d ** 2, 0)
-        stats.append(((numpy.asarray(shift, numpy.float64) + mean_d).astype(numpy.float32),
-                      numpy.sqrt(var).astype(numpy.float32)))
+        dtype = numpy.asarray(s).dtype
+        stats.append(((numpy.asarray(shift, numpy.float64) + mean_d).astype(dtype),
+                      numpy.sqrt(var).astype(dtype)))
     return stats
 
 
@@ -352,8 +359,8 @@ def run_mean_std(model: Model, X: jax.Array, args: tuple, draw: Callable, table:
     Items ``g * n + i`` of ``plan`` belong to group ``g``. Sums of the outputs'
     differences from ``shifts`` (one array (G, ...) per output, e.g. the
     predictions before shuffling) and of their squares accumulate on the device
-    (float32), so memory is of order G rather than G * n. Sharded and split
-    across processes as :func:`run`.
+    (float32; float64 for float64 outputs), so memory is of order G rather than
+    G * n. Sharded and split across processes as :func:`run`.
 
     Returns
     -------
@@ -361,8 +368,8 @@ def run_mean_std(model: Model, X: jax.Array, args: tuple, draw: Callable, table:
     """
     local, total = process_share(plan, n)
     first = 0 if total is None else (jax.process_index() * len(local)) // n
-    shifts = tuple(jnp.asarray(numpy.asarray(s)[first:first + len(local) // n], jnp.float32)
-                   for s in shifts)
+    shifts = tuple(jnp.asarray(numpy.asarray(s)[first:first + len(local) // n],
+                               accumulator_dtype(numpy.asarray(s).dtype)) for s in shifts)
     if total is not None:  # the padded tail of the last process repeats its last group
         shifts = tuple(jnp.concatenate([s, jnp.repeat(s[-1:], len(local) // n - s.shape[0], 0)])
                        for s in shifts)

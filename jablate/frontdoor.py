@@ -10,6 +10,7 @@ recognised by its type's module and handed to ``jablate.bridges.torch``.
 from __future__ import annotations
 
 import numbers
+import warnings
 from dataclasses import dataclass
 from typing import Any, Optional, Sequence
 
@@ -134,8 +135,18 @@ def _one_hot_flags(X):
     return binary, at_most_one
 
 
-def check_X(X: jax.Array, name: str = "X") -> None:
+def check_X(X: jax.Array, name: str = "X", only_warn: bool = False) -> None:
     """Check a JAX array ``X`` of shape (N, A, L) is one-hot (all-zero columns allowed).
+
+    Parameters
+    ----------
+    X: jax.Array
+    name: str, optional
+        The parameter's name for messages. Default 'X'.
+    only_warn: bool, optional
+        tangermeme's ``only_warn``: values that are not one-hot give a
+        ``UserWarning`` instead of the ``ValueError`` (the shape checks still
+        raise: nothing can run on another shape). Default False.
 
     Raises
     ------
@@ -155,10 +166,30 @@ def check_X(X: jax.Array, name: str = "X") -> None:
         raise ValueError(f"{name} must be a real one-hot array; got dtype {X.dtype}.")
     binary, at_most_one = _one_hot_flags(X)
     if not bool(binary):
-        raise ValueError(f"{name} must be one-hot encoded: it holds values other than 0 and 1.")
+        not_one_hot(f"{name} must be one-hot encoded: it holds values other than 0 and 1.",
+                    only_warn)
     if not bool(at_most_one):
-        raise ValueError(f"{name} must be one-hot encoded: a column along axis 1 sums above 1 "
-                         "(unknown bases are all-zero columns).")
+        not_one_hot(f"{name} must be one-hot encoded: a column along axis 1 sums above 1 "
+                    "(unknown bases are all-zero columns)." + _swapped(X, name), only_warn)
+
+
+def _swapped(X, name):
+    """A hint when ``X`` looks like (N, L, A): an alphabet-sized last axis, a longer middle."""
+    N, middle, last = X.shape
+    if last <= 20 < middle or (last in (4, 5) and middle > last):
+        return (f" {name} has shape {tuple(X.shape)}: the axes look swapped, (N, L, A) "
+                f"instead of (N, A, L); pass {name}.transpose(0, 2, 1) (numpy, JAX) or "
+                f"{name}.permute(0, 2, 1) (torch).")
+    return ""
+
+
+def not_one_hot(message: str, only_warn: bool, stacklevel: int = 5) -> None:
+    """Raise ``ValueError(message)``, or with ``only_warn`` (tangermeme's) warn and go on."""
+    if only_warn:
+        warnings.warn(message + " (only_warn=True: continuing with these values.)",
+                      UserWarning, stacklevel=stacklevel)
+    else:
+        raise ValueError(message)
 
 
 def region(start: Any, end: Any, length: int, min_width: int = 1) -> tuple[int, int]:
@@ -272,13 +303,16 @@ class Inputs:
     dtype: Any  # X's dtype in its own family
 
 
-def inputs(X: Any, args: Any = None) -> Inputs:
+def inputs(X: Any, args: Any = None, only_warn: bool = False) -> Inputs:
     """Validate and convert ``X`` (N, A, L) and ``args`` to JAX arrays.
 
     Parameters
     ----------
     X: jax.Array, numpy.ndarray or torch.Tensor, shape=(N, A, L)
     args: tuple or list of arrays with N rows, or None
+    only_warn: bool, optional
+        Warn rather than raise when ``X`` is not one-hot (see :func:`check_X`).
+        Default False.
 
     Raises
     ------
@@ -292,7 +326,7 @@ def inputs(X: Any, args: Any = None) -> Inputs:
         if not (X.is_floating_point() or kind in ("torch.int8", "torch.uint8", "torch.bool")):
             raise ValueError(f"X must be a float, int8, uint8 or bool tensor; got {X.dtype}.")
     Xj = to_jax(X, "X")
-    check_X(Xj)
+    check_X(Xj, only_warn=only_warn)
     args = args_batch(args, Xj.shape[0])
     if fam == "torch":
         for i, a in enumerate(args):
@@ -310,21 +344,53 @@ def _committed(x):
     return jax.device_put(x, next(iter(x.devices()))) if len(x.devices()) == 1 else x
 
 
-def jax_dtype(dtype: Any) -> Any:
-    """A JAX input dtype from tangermeme's ``dtype`` (None, str, NumPy/JAX/torch dtype).
+#: How to turn on JAX's 64-bit types (without them JAX computes float64 requests in float32).
+_X64_HINT = ('turn 64-bit types on before any JAX work: jax.config.update("jax_enable_x64", '
+             'True), or set JAX_ENABLE_X64=1 in the environment')
+
+
+def jax_dtype(dtype: Any, name: str = "dtype") -> Any:
+    """A JAX input dtype from tangermeme's ``dtype``.
+
+    Accepts every spelling ``jnp.dtype`` accepts (``'float16'``, ``numpy.float32``,
+    ``jnp.bfloat16``, ``numpy.dtype('float64')``, ...), torch dtypes
+    (``torch.float16``) and their names (``'torch.float16'``). Python's ``float``,
+    ``int`` and ``complex`` mean JAX's default types, as in ``jnp.zeros(3, float)``.
+
+    Returns
+    -------
+    dtype: numpy.dtype or None
+        None for None.
 
     Raises
     ------
     ValueError
-        If JAX knows no such dtype.
+        If it is not a numeric dtype JAX knows, or a 64-bit one (``float64``,
+        ``int64``, ...) while JAX runs without 64-bit types (``jax_enable_x64``
+        off), where JAX would silently compute in 32 bits instead.
     """
     if dtype is None:
         return None
-    name = str(dtype).replace("torch.", "")
+    spelling = dtype
+    if type(dtype).__module__.split(".")[0] == "torch":  # a torch.dtype, without torch
+        dtype = str(dtype)
+    if isinstance(dtype, str) and dtype.startswith("torch."):
+        dtype = dtype[len("torch."):]
     try:
-        return jnp.dtype(name)
-    except TypeError:
-        raise ValueError(f"dtype {dtype!r} is not a dtype JAX knows.") from None
+        resolved = jnp.dtype(dtype)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} {spelling!r} is not a dtype JAX knows (for example "
+                         "'float32', jnp.bfloat16, numpy.float16 or torch.float16).") from None
+    if not (jnp.issubdtype(resolved, jnp.number) or resolved == numpy.bool_):
+        raise ValueError(f"{name} {spelling!r} is not a numeric dtype; got {resolved}.")
+    if any(dtype is t for t in (float, int, complex)):  # Python's types: JAX's defaults
+        return jax.dtypes.canonicalize_dtype(resolved)
+    if jax.dtypes.canonicalize_dtype(resolved) != resolved:
+        raise ValueError(f"{name} {spelling!r} asks for {resolved}, but JAX runs without "
+                         f"64-bit types and would compute in "
+                         f"{jax.dtypes.canonicalize_dtype(resolved)} instead: {_X64_HINT}; "
+                         f"or pass {name}=None or 'float32'.")
+    return resolved
 
 
 # --- devices -----------------------------------------------------------------------------

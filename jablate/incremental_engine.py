@@ -180,7 +180,8 @@ class _MeanStd:
         padded = numpy.zeros(size, numpy.int64)
         padded[:len(positions)] = positions
         if self.sums is None:
-            self.sums = tuple(jnp.zeros((self.groups,) + y.shape[1:], jnp.float32) for y in ys)
+            self.sums = tuple(jnp.zeros((self.groups,) + y.shape[1:],
+                                        engine.accumulator_dtype(y.dtype)) for y in ys)
             self.sqs = tuple(jnp.zeros_like(s) for s in self.sums)
         self.sums, self.sqs = engine.accumulate(
             self.sums, self.sqs, ys, chunk_outputs, rows, jnp.asarray(padded // self.n),

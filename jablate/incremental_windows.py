@@ -243,6 +243,7 @@ class Context:
         value = self.cache[cache_key(ref)]  # one slice of the row: no copy of the row
         starts = [self.row] + [0] * (value.ndim - 1)
         starts[axis + 1] = first + lo
+        starts = [jnp.asarray(i, jnp.int32) for i in starts]  # one index dtype under x64 too
         sizes = (1,) + value.shape[1:axis + 1] + (width,) + value.shape[axis + 2:]
         return lax.dynamic_slice(value, starts, sizes)[0]
 

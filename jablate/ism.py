@@ -17,6 +17,7 @@ vmap-able function of ``(params, x, *args)`` (for ``ablate(func=...)``).
 
 from __future__ import annotations
 
+import weakref
 from functools import partial
 from typing import Any, Callable, NamedTuple, Optional, Union
 
@@ -46,8 +47,8 @@ from .incremental_engine import (
 )
 from .lowering import plain_convolutions
 from .per_sequence import SequenceFunc
-from .predict import prepare
-from .runner import cast_input, outputs_of
+from .predict import prepare, torch_dtype
+from .runner import _alive, _Strong, cast_input, outputs_of
 
 __all__ = ["SaturationMutagenesisRawResult", "ism_fn", "saturation_mutagenesis"]
 
@@ -270,12 +271,39 @@ def _programs(model: engine.Model) -> dict:
     return model.runner.__dict__.setdefault("_ism", {})
 
 
-def _full_step(apply, params, x, args, pos, char, dtype):
-    """The model on a batch of sequences ``x`` (B, A, L) with ``char`` at ``pos`` (pos < 0:
-    unchanged). ``N`` is not part of its shape: one program per batch shape."""
+def _post_programs(model: engine.Model) -> tuple[dict, Any]:
+    """The programs for ``model.post`` (tangermeme's ``func``) and a reference to it.
+
+    Held weakly, as :meth:`jablate.runner.JaxRunner.step_for` holds its steps: a
+    ``func`` the caller drops takes its programs along; one that cannot be weakly
+    referenced gets programs for this call only.
+    """
+    if model.post is None:
+        return _programs(model), None
+    posts = _programs(model).setdefault("posts", weakref.WeakKeyDictionary())
+    try:
+        return posts.setdefault(model.post, {}), weakref.ref(model.post)
+    except TypeError:
+        return {}, _Strong(model.post)
+
+
+def _post(post_ref, y):
+    """``y`` (a batch of model outputs) through ``func``, checked, when there is one."""
+    if post_ref is None:
+        return y
+    outputs_of(y)
+    y = _alive(post_ref)(y)
+    outputs_of(y, "func")
+    return y
+
+
+def _full_step(apply, post_ref, params, x, args, pos, char, dtype):
+    """The model (and ``func``) on a batch of sequences ``x`` (B, A, L) with ``char`` at
+    ``pos`` (pos < 0: unchanged). ``N`` is not part of its shape: one program per batch
+    shape."""
     y = apply(params, cast_input(jax.vmap(_substitute)(x, pos, char), dtype), *args)
     outputs_of(y)
-    return y
+    return _post(post_ref, y)
 
 
 @jax.jit
@@ -284,17 +312,17 @@ def _take(X, args, seq):
 
 
 def _full(model: engine.Model) -> Callable:
-    store = _programs(model)
+    store, post_ref = _post_programs(model)
     if "full" not in store:
-        store["full"] = jax.jit(partial(_full_step, model.runner.apply),
+        store["full"] = jax.jit(partial(_full_step, model.runner.apply, post_ref),
                                 static_argnames=("dtype",))
     return store["full"]
 
 
-def _incremental_step(inc, params, caches, pos, char, rows, A, dtype):
+def _incremental_step(inc, post_ref, params, caches, pos, char, rows, A, dtype):
     windows = jax.nn.one_hot(char, A, dtype=dtype)[:, :, None]
-    return jax.tree.leaves(jax.vmap(inc.apply, (None, None, 0, 0, 0))(params, caches, windows,
-                                                                        pos, rows))
+    y = jax.vmap(inc.apply, (None, None, 0, 0, 0))(params, caches, windows, pos, rows)
+    return jax.tree.leaves(_post(post_ref, y))
 
 
 def _evaluator(model: engine.Model, X: jax.Array, args: tuple) -> dict:
@@ -314,14 +342,16 @@ def _evaluator(model: engine.Model, X: jax.Array, args: tuple) -> dict:
         except Exception as error:  # noqa: BLE001 - any failure means: use the full path
             store[key] = f"the analysis failed: {type(error).__name__}: {error}"
         else:
-            store[key] = dict(
-                inc=ev["inc"], reference=ev["reference"],
-                step=jax.jit(partial(_incremental_step, ev["inc"], A=X.shape[1],
-                                     dtype=X.dtype)))
+            store[key] = dict(inc=ev["inc"], reference=ev["reference"])
     entry = store[key]
     if isinstance(entry, str):
         raise RuntimeError(entry)
-    return entry
+    steps, post_ref = _post_programs(model)  # the step applies func (the analysis does not)
+    step_key = ("incremental step",) + key
+    if step_key not in steps:
+        steps[step_key] = jax.jit(partial(_incremental_step, entry["inc"], post_ref,
+                                          A=X.shape[1], dtype=X.dtype))
+    return dict(entry, step=steps[step_key])
 
 
 def _choose(model: engine.Model, X: jax.Array, args: tuple, n_items: int,
@@ -438,7 +468,7 @@ def _check(model, ev, caches, X, args, seq, pos, char, size, batch_size, start, 
 
 
 def _tangermeme(model, X, args, inp, start, end, batch_size, target, hypothetical,
-                raw_outputs, dtype, device, verbose, fast):
+                raw_outputs, dtype, device, verbose, fast, func):
     """tangermeme's own ``saturation_mutagenesis`` on the torch module, in ``X``'s family."""
     try:
         from tangermeme.saturation_mutagenesis import saturation_mutagenesis as reference
@@ -453,7 +483,8 @@ def _tangermeme(model, X, args, inp, start, end, batch_size, target, hypothetica
                      for a, b in zip(args, inp.args))
     out = reference(model, X, args=args, start=start, end=end, batch_size=batch_size,
                     target=target, hypothetical=hypothetical, raw_outputs=raw_outputs,
-                    dtype=dtype, device=device, verbose=verbose, fast=fast)
+                    dtype=torch_dtype(model, dtype, inp.family), device=device,
+                    verbose=verbose, func=func, fast=fast)
     as_list = lambda y: list(y) if isinstance(y, (tuple, list)) else y
     if raw_outputs:
         return SaturationMutagenesisRawResult(tree_to_family(as_list(out[0]), inp.family),
@@ -466,7 +497,8 @@ def saturation_mutagenesis(model: Any, X: Any, args: Optional[Any] = None, start
                            target: Union[int, slice, None] = None, hypothetical: bool = False,
                            raw_outputs: bool = False, dtype: Any = None, device: Any = None,
                            verbose: bool = False, backend: Optional[str] = None,
-                           incremental: Any = "auto") -> Any:
+                           incremental: Any = "auto", func: Optional[Callable] = None,
+                           fast: Optional[bool] = None) -> Any:
     """In-silico saturation mutagenesis, as tangermeme's ``saturation_mutagenesis``.
 
     Every position in ``[start, end)`` of every sequence is substituted by every other
@@ -486,7 +518,9 @@ def saturation_mutagenesis(model: Any, X: Any, args: Optional[Any] = None, start
     Parameters
     ----------
     model: flax.linen.Module (bound), flax.nnx.Module, callable, pure model or torch.nn.Module
-        Anything :func:`jablate.predict` accepts. A torch module is translated to JAX
+        Anything :func:`jablate.predict` accepts, run in evaluation mode as there (an
+        nnx module through an eval view: Dropout off, BatchNorm on its running
+        statistics; the module keeps its own mode). A torch module is translated to JAX
         (``backend=None`` or ``'jax'``) or handed to tangermeme (``backend='torch'``).
     X: jax.Array, numpy.ndarray or torch.Tensor, shape=(N, A, L)
         One-hot sequences; all-zero columns (unknown bases) get all ``A`` substitutions.
@@ -510,8 +544,13 @@ def saturation_mutagenesis(model: Any, X: Any, args: Optional[Any] = None, start
     raw_outputs: bool, optional
         Return the predictions instead of attributions. Default False.
     dtype: str, dtype or None, optional
-        The input dtype the model sees (JAX); tangermeme's autocast dtype
-        (``backend='torch'``). Default None: float32 (or ``X``'s float dtype).
+        The input dtype the model sees (JAX), spelled as JAX, NumPy or torch spell it
+        (``'float16'``, ``jnp.bfloat16``, ``numpy.float32``, ``torch.float16``);
+        tangermeme's autocast dtype (``backend='torch'``; float64 there needs a
+        float64 module). float64 on JAX needs its 64-bit mode
+        (``jax.config.update("jax_enable_x64", True)`` before any JAX work, or
+        ``JAX_ENABLE_X64=1``); without it a ``ValueError`` says so rather than
+        computing in float32. Default None: float32 (or ``X``'s float dtype).
     device: str, jax.Device, torch.device or None, optional
         Where the model runs. Default None (JAX's default device).
     verbose: bool, optional
@@ -526,6 +565,22 @@ def saturation_mutagenesis(model: Any, X: Any, args: Optional[Any] = None, start
         has at least 2,048 substitutions). ``True``: always (``ValueError`` when it cannot
         run). ``False``: full passes. With ``backend='torch'``, ``'auto'`` and ``False``
         become tangermeme's ``fast=True`` and ``fast=False``. Default 'auto'.
+    func: callable or None, optional
+        tangermeme's: applied to each batch of predictions, identically to those of the
+        original sequences and of every substitution, so that ``target`` and the
+        attributions are computed on its values (e.g. select one output head, or apply
+        a final nonlinearity). On the JAX path it must be a JAX-traceable function of
+        the model's output batch (an array or tuple/list of arrays), and it runs inside
+        the compiled step, on the full and the incremental path alike (compiled once
+        per ``func`` object: pass a module-level function rather than a new lambda per
+        call). With ``backend='torch'`` tangermeme applies it to torch tensors. Default
+        None.
+    fast: bool or None, optional
+        tangermeme's name for the incremental engine: ``True`` is
+        ``incremental='auto'``, ``False`` is ``incremental=False``. Giving both
+        ``fast`` and an ``incremental`` other than 'auto' that disagree (``fast=False``
+        with ``incremental=True``, ``fast=True`` with ``incremental=False``) raises
+        ``ValueError``. Default None (``incremental`` decides).
 
     Returns
     -------
@@ -543,7 +598,9 @@ def saturation_mutagenesis(model: Any, X: Any, args: Optional[Any] = None, start
     ValueError
         Before any model call: bad ``X``, ``args``, ``start``, ``end``, ``batch_size``,
         ``target`` (also one that does not index the output), ``hypothetical``,
-        ``raw_outputs``, ``backend``, ``incremental``, ``dtype`` or ``device``; a model
+        ``raw_outputs``, ``backend``, ``incremental``, ``fast`` (also one that
+        contradicts ``incremental``), ``func`` (not callable), ``dtype`` (also float64
+        without JAX's 64-bit mode) or ``device``; a model
         with several outputs without ``raw_outputs=True``; ``incremental=True`` where the
         engine cannot run; ``backend='torch'`` without a torch module or tangermeme.
 
@@ -557,7 +614,9 @@ def saturation_mutagenesis(model: Any, X: Any, args: Optional[Any] = None, start
     key = _target_key(target)
     hypothetical = _check_flag(hypothetical, "hypothetical")
     raw_outputs = _check_flag(raw_outputs, "raw_outputs")
-    incremental = check_mode(incremental)
+    incremental = _mode(check_mode(incremental), fast)
+    if func is not None and not callable(func):
+        raise ValueError(f"func must be a callable or None; got {type(func).__name__}.")
     if backend not in (None, "torch", "jax"):
         raise ValueError(f"backend must be None, 'torch' or 'jax'; got {backend!r}.")
     inp = inputs(X, args)
@@ -570,8 +629,8 @@ def saturation_mutagenesis(model: Any, X: Any, args: Optional[Any] = None, start
             raise ValueError("incremental=True needs the JAX backend; with backend='torch', "
                              "tangermeme's own fast path decides (incremental='auto').")
         return _tangermeme(model, X, args, inp, start, end, batch_size, target, hypothetical,
-                           raw_outputs, dtype, device, verbose, incremental is not False)
-    inp, bound, _ = prepare(model, inp, None, device, dtype,
+                           raw_outputs, dtype, device, verbose, incremental is not False, func)
+    inp, bound, _ = prepare(model, inp, func, device, dtype,
                             "jax" if is_torch_module(model) else backend)
     X_, args_ = inp.X, inp.args
     full = _full(bound)
@@ -627,9 +686,30 @@ def saturation_mutagenesis(model: Any, X: Any, args: Optional[Any] = None, start
     return tree_to_family(attr, inp.family)
 
 
+def _mode(incremental: Any, fast: Any) -> Any:
+    """``incremental`` after tangermeme's ``fast`` (True: 'auto', False: False).
+
+    Raises
+    ------
+    ValueError
+        For a ``fast`` that is not None, True or False, or one that contradicts a
+        non-default ``incremental``.
+    """
+    if fast is None:
+        return incremental
+    fast = _check_flag(fast, "fast")
+    if incremental == "auto":
+        return "auto" if fast else False
+    if incremental is not fast:
+        raise ValueError(f"fast={fast} (tangermeme's name for incremental='auto' or False) "
+                         f"contradicts incremental={incremental}; pass only one of them.")
+    return incremental
+
+
 # --- on ablate's fast path -----------------------------------------------------------------
 
-_ABLATE_KEYWORDS = ("start", "end", "target", "hypothetical", "raw_outputs", "incremental")
+_ABLATE_KEYWORDS = ("start", "end", "target", "hypothetical", "raw_outputs", "incremental",
+                    "func", "fast")
 #: Substitutions per ``lax.map`` step of one sequence inside ``ablate`` on the full path.
 ABLATE_EDITS = 32
 
@@ -645,9 +725,12 @@ def _ablate_options(kwargs: dict) -> Optional[tuple]:
     end = check_int(kwargs.get("end", -1), "end")
     target = _target_key(kwargs.get("target"))
     hypothetical = _check_flag(kwargs.get("hypothetical", False), "hypothetical")
-    mode = check_mode(kwargs.get("incremental", "auto"))
-    if _check_flag(kwargs.get("raw_outputs", False), "raw_outputs"):
-        return None
+    mode = _mode(check_mode(kwargs.get("incremental", "auto")), kwargs.get("fast"))
+    post = kwargs.get("func")
+    if post is not None and not callable(post):
+        raise ValueError(f"func must be a callable or None; got {type(post).__name__}.")
+    if _check_flag(kwargs.get("raw_outputs", False), "raw_outputs") or post is not None:
+        return None  # func: the materialised path applies it
     return (start, end, target, hypothetical, mode)
 
 

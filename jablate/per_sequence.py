@@ -155,7 +155,8 @@ def run(model: engine.Model, spec: SequenceFunc, options: tuple, X: jax.Array, a
     positions = numpy.asarray(positions, numpy.int32)
     chunks, pending, multi, sums, sqs, diag = [], [], False, None, None, None
     if shifts is not None:
-        shifts = tuple(jnp.asarray(numpy.asarray(h), jnp.float32) for h in shifts)
+        shifts = tuple(jnp.asarray(numpy.asarray(h), engine.accumulator_dtype(
+            numpy.asarray(h).dtype)) for h in shifts)
         sums = tuple(jnp.zeros_like(h) for h in shifts)
         sqs = tuple(jnp.zeros_like(h) for h in shifts)
     for lo in tqdm(range(0, len(plan), size), disable=not verbose, desc=desc):

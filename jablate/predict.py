@@ -6,8 +6,94 @@ import contextlib
 from typing import Any, Callable, Optional
 
 from . import engine
-from .frontdoor import Inputs, check_int, inputs, jax_dtype, resolve_device, tree_to_family
+from .frontdoor import (
+    Inputs,
+    check_int,
+    inputs,
+    jax_dtype,
+    resolve_device,
+    torch_bridge,
+    tree_to_family,
+)
 from .runner import runner_for
+
+
+def torch_dtype(model: Any, dtype: Any, family: str, device: Any = None,
+                name: str = "dtype") -> Any:
+    """The torch dtype a torch module runs in for tangermeme's ``dtype``.
+
+    tangermeme casts each batch to ``dtype`` and autocasts to it where torch
+    can (float16 and bfloat16 on the CPU); torch has no autocast to float64,
+    so float64 inputs need a module whose parameters are float64.
+
+    Parameters
+    ----------
+    model: torch.nn.Module
+    dtype: str, torch/NumPy/JAX dtype or None
+    family: str
+        The array family of ``X``, which the results come back in.
+    device: torch.device or None, optional
+    name: str, optional
+        The parameter's name for error messages.
+
+    Returns
+    -------
+    dtype: torch.dtype or None
+        None for None (the module's parameter dtype).
+
+    Raises
+    ------
+    ValueError
+        For a name torch does not know; for float64 with a module whose
+        parameters are not float64 (torch would fail on the first batch), or
+        with a JAX ``X`` while JAX runs without 64-bit types (the results could
+        not come back in float64).
+    """
+    if dtype is None:
+        return None
+    bridge = torch_bridge()
+    torch = bridge.torch
+    resolved = bridge._resolve_dtype(model, dtype)
+    if resolved == torch.float64:
+        kinds = {str(p.dtype).replace("torch.", "") for p in model.parameters()
+                 if p.is_floating_point()}
+        if kinds - {"float64"}:
+            raise ValueError(
+                f"{name} {dtype!r} feeds the torch module float64 inputs, but its parameters "
+                f"are {', '.join(sorted(kinds))}, and torch autocasts only to float16 and "
+                "bfloat16 (tangermeme's dtype is an autocast dtype), so the module would "
+                f"fail on the first batch; convert it with model.double(), or leave {name}="
+                "None.")
+        if family == "jax":
+            import jax
+            if not jax.config.jax_enable_x64:
+                from .frontdoor import _X64_HINT
+                raise ValueError(f"{name} {dtype!r}: the results come back as JAX arrays "
+                                 f"like X, which hold float64 only with 64-bit types: "
+                                 f"{_X64_HINT}; or pass X as a NumPy array or torch tensor.")
+    return resolved
+
+
+@contextlib.contextmanager
+def _torch_session(runner: Any, device: Any, dtype: Any, func: Optional[Callable]):
+    """The torch runner's session (device, dtype, ``func``, eval mode) under tangermeme's
+    autocast."""
+    with runner.session(device=device, dtype=dtype, func=func), _autocast(dtype, device):
+        yield runner
+
+
+def _autocast(dtype: Any, device: Any) -> Any:
+    """tangermeme's autocast: to float16/bfloat16 on the CPU, to anything but float32 on
+    CUDA; no autocast elsewhere."""
+    if dtype is None:
+        return contextlib.nullcontext()
+    torch = torch_bridge().torch
+    kind = (device.type if device is not None else
+            "cuda" if torch.cuda.is_available() else "cpu")
+    if (kind == "cpu" and dtype in (torch.float16, torch.bfloat16)) or (
+            kind == "cuda" and dtype not in (torch.float32, torch.float64)):
+        return torch.autocast(device_type=kind, dtype=dtype)
+    return contextlib.nullcontext()
 
 
 def prepare(model: Any, inp: Inputs, func: Optional[Callable] = None, device: Any = None,
@@ -32,13 +118,15 @@ def prepare(model: Any, inp: Inputs, func: Optional[Callable] = None, device: An
     runner, params = runner_for(model, backend=backend, example=inp.X)
     if not runner.jittable:
         device = resolve_device(device, "torch")
-        return inp, engine.Model(runner), runner.session(device=device, dtype=dtype, func=func)
+        dtype = torch_dtype(runner.model, dtype, inp.family, device)
+        return inp, engine.Model(runner), _torch_session(runner, device, dtype, func)
+    jdtype = jax_dtype(dtype)
     jdevice = resolve_device(device, "jax")
     if jdevice is not None:
         import jax
         inp = Inputs(jax.device_put(inp.X, jdevice),
                      tuple(jax.device_put(a, jdevice) for a in inp.args), inp.family, inp.dtype)
-    return (inp, engine.Model(runner, params, func, jax_dtype(dtype), jdevice),
+    return (inp, engine.Model(runner, params, func, jdtype, jdevice),
             contextlib.nullcontext())
 
 
@@ -51,6 +139,12 @@ def predict(model: Any, X: Any, args: Optional[Any] = None, func: Optional[Calla
     batch is padded to ``batch_size`` and repeated calls with the same shapes
     never recompile. torch modules run eagerly under ``torch.inference_mode``
     through the DLPack bridge, on ``device``.
+
+    Models run in evaluation mode, as tangermeme runs them: a torch module is
+    put in ``eval()`` for the call and its mode restored after; an nnx module
+    runs through an eval view (``nnx.view``: Dropout off, BatchNorm on its
+    running statistics) that shares its arrays, so the module itself stays in
+    the mode it was in.
 
     Parameters
     ----------
@@ -73,8 +167,15 @@ def predict(model: Any, X: Any, args: Optional[Any] = None, func: Optional[Calla
     batch_size: int, optional
         Examples per model call. Default is 32.
     dtype: str, dtype or None, optional
-        Input dtype. torch: default is the model's parameter dtype. JAX:
-        default keeps a float ``X`` and casts others to float32.
+        Input dtype, spelled as JAX, NumPy or torch spell it (``'float16'``,
+        ``jnp.bfloat16``, ``numpy.float32``, ``torch.float16``). JAX: default
+        keeps a float ``X`` and casts others to float32; float64 needs JAX's
+        64-bit mode (``jax.config.update("jax_enable_x64", True)`` before any
+        JAX work, or ``JAX_ENABLE_X64=1``), and without it raises
+        ``ValueError`` rather than computing in float32. torch: tangermeme's
+        autocast dtype (batches cast to it, autocast to float16/bfloat16 on
+        the CPU); default is the model's parameter dtype; float64 needs a
+        float64 module.
     device: str, torch.device, jax.Device or None, optional
         torch: default CUDA when available, as tangermeme. JAX: default
         device when None.

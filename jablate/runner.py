@@ -252,6 +252,29 @@ def _flax_kind(model):
     return None
 
 
+#: The attributes ``nnx.Module.eval()`` sets: Dropout's and BatchNorm's inference modes.
+_NNX_EVAL = dict(deterministic=True, use_running_average=True)
+
+
+def eval_view(model: Any) -> Any:
+    """An ``nnx.Module`` in evaluation mode, without touching ``model``.
+
+    What ``model.eval()`` would do (``deterministic=True``,
+    ``use_running_average=True`` on every submodule that has them: Dropout off,
+    BatchNorm on its running statistics), on a view that shares ``model``'s
+    arrays: the caller's module keeps its mode, as torch modules do around
+    tangermeme's calls.
+    """
+    from flax import nnx
+    if hasattr(nnx, "view"):  # flax >= 0.12: a new graph over the same variables
+        view = nnx.view(model, raise_if_not_found=False, **_NNX_EVAL)
+    else:  # older flax: a copy of the graph (the arrays are shared, not copied)
+        view = nnx.merge(*nnx.split(model))
+    # Modules without set_view that keep such a flag themselves (as Module.eval() sets them)
+    view.set_attributes(raise_if_not_found=False, **_NNX_EVAL)
+    return view
+
+
 def runner_for(model: Any, backend: Optional[str] = None,
                example: Optional[jax.Array] = None) -> tuple[Any, Any]:
     """The runner of ``model`` and its current parameters.
@@ -271,6 +294,15 @@ def runner_for(model: Any, backend: Optional[str] = None,
     params: pytree or None
         The parameters to pass to ``runner.step`` (re-read on every call, so
         updated weights are used).
+
+    Notes
+    -----
+    Models run in evaluation mode, as tangermeme runs torch modules: an nnx
+    module through :func:`eval_view` (Dropout off, BatchNorm on its running
+    statistics; the module itself keeps its mode), a torch module in
+    ``eval()`` for the call, its mode restored after. A flax.linen module's
+    mode is an argument of its ``__call__`` that jablate cannot see: bind or
+    wrap it for inference (e.g. ``lambda x: module(x, train=False)``).
 
     Raises
     ------
@@ -301,7 +333,7 @@ def runner_for(model: Any, backend: Optional[str] = None,
         return runner, params
     if kind == "nnx":
         from flax import nnx
-        graphdef, state = nnx.split(model)
+        graphdef, state = nnx.split(eval_view(model))
         runner = _structure_runner(graphdef, _nnx_apply) or _identity_runner(
             model, lambda ref: JaxRunner(partial(_nnx_apply, graphdef)))
         return runner, state

@@ -1,0 +1,368 @@
+"""Issue 17, friction a newcomer met: tangermeme's keyword names (``additional_nonlinear_ops``,
+``only_warn``, ``func``, ``fast``), dtypes spelled as JAX, NumPy and torch spell them, float64
+honoured or refused (never silently float32), and nnx modules run in eval mode."""
+
+import os
+import subprocess
+import sys
+import textwrap
+import warnings
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from conftest import require
+from flax import nnx
+
+import jablate
+from jablate import frontdoor, ism
+
+torch = require("torch")
+tangermeme_utils = require("tangermeme._deep_lift_utils")
+tangermeme_dls = require("tangermeme.deep_lift_shap")
+
+A, L = 4, 60
+rng = np.random.RandomState(0)
+X = np.eye(A, dtype=np.float32)[rng.randint(0, A, (2, L))].transpose(0, 2, 1).copy()
+W = rng.normal(size=(A, L)).astype(np.float32)
+
+
+def tanh_model(x):
+    """A JAX model whose DeepLIFT and ISM values have closed forms: tanh(sum(W * x) / 3)."""
+    return jnp.tanh(jnp.einsum("nal,al->n", x, W) / 3)[:, None]
+
+
+def tanh_numpy(x):
+    return np.tanh(np.einsum("nal,al->n", x, W.astype(np.float64)) / 3)
+
+
+def rescale_attributions(x, refs):
+    """DeepLIFT of tanh_model: multipliers W * secant; projected, averaged, times x."""
+    s = np.einsum("nal,al->n", x, W) / 3
+    out = []
+    for n in range(x.shape[0]):
+        per_ref = []
+        for r in refs[n]:
+            s_r = np.einsum("al,al->", r, W) / 3
+            m = W / 3 * (np.tanh(s[n]) - np.tanh(s_r)) / (s[n] - s_r)
+            per_ref.append(m - (r * m).sum(0, keepdims=True))
+        out.append(np.mean(per_ref, axis=0) * x[n])
+    return np.array(out)
+
+
+class ConvELU(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv1d(A, 6, 5, padding=2)
+        self.act = torch.nn.ELU()
+        self.dense = torch.nn.Linear(6, 2)
+
+    def forward(self, x):
+        return self.dense(self.act(self.conv(x)).mean(-1))
+
+
+def close(got, want, tol=1e-5):
+    got, want = np.asarray(got, np.float64), np.asarray(want, np.float64)
+    assert got.shape == want.shape
+    assert np.abs(got - want).max() <= tol * max(np.abs(want).max(), 1e-12), \
+        np.abs(got - want).max()
+
+
+def quiet(fn, *args, **kwargs):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return fn(*args, **kwargs)
+
+
+# --- 1. tangermeme's keyword names ------------------------------------------------------------
+
+
+def test_deep_lift_shap_takes_tangermemes_own_rules():
+    torch.manual_seed(0)
+    model = ConvELU()
+    refs = np.array(jablate.dinucleotide_shuffle(X, n=3, random_state=1))
+    plain = quiet(jablate.deep_lift_shap, model, X, references=refs)
+    ops = {torch.nn.ELU: tangermeme_utils._nonlinear, torch.nn.MaxPool1d:
+           tangermeme_utils._maxpool, torch.nn.Softmax: tangermeme_utils._softmax}
+    same = quiet(jablate.deep_lift_shap, model, X, references=refs, additional_nonlinear_ops=ops)
+    np.testing.assert_array_equal(np.asarray(same), np.asarray(plain))
+    assert np.abs(np.asarray(plain)).max() > 1e-3
+    # backend='torch': the rules and only_warn go to tangermeme unchanged
+    Xt, Rt = torch.from_numpy(X), torch.from_numpy(refs)
+    theirs = quiet(tangermeme_dls.deep_lift_shap, model, Xt, references=Rt, device="cpu",
+                   additional_nonlinear_ops=ops, only_warn=True)
+    ours = quiet(jablate.deep_lift_shap, model, Xt, references=Rt, device="cpu",
+                 backend="torch", additional_nonlinear_ops=ops, only_warn=True)
+    close(ours, theirs, 1e-6)
+    close(ours, plain, 1e-4)
+
+
+@pytest.mark.parametrize("ops", [
+    {torch.nn.ELU: lambda module, grad_input, grad_output: grad_input},  # a custom hook
+    {ConvELU: tangermeme_utils._nonlinear},  # a whole module rescaled as one function
+    {torch.nn.ELU: tangermeme_utils._maxpool},
+    {torch.nn.LayerNorm: tangermeme_utils._layernorm},
+    {torch.nn.ELU: tangermeme_dls.integrated_gradients_op()},
+])
+def test_deep_lift_shap_refuses_rules_jax_cannot_run(ops):
+    with pytest.raises(ValueError, match="additional_nonlinear_ops") as info:
+        jablate.deep_lift_shap(ConvELU(), X, additional_nonlinear_ops=ops)
+    assert "additional_nonlinear_rules" in str(info.value)
+    assert "backend='torch'" in str(info.value)
+    with pytest.raises(ValueError, match="additional_nonlinear_ops must be None or a dict"):
+        jablate.deep_lift_shap(tanh_model, X, additional_nonlinear_ops=[torch.nn.ELU])
+
+
+def test_deep_lift_shap_only_warn():
+    refs = np.asarray(jablate.dinucleotide_shuffle(X, n=3, random_state=0))
+    soft = X.copy()
+    soft[0, :, 10] = 0.25  # not one-hot
+    with pytest.raises(ValueError, match="X must be one-hot"):
+        jablate.deep_lift_shap(tanh_model, soft, references=refs)
+    with pytest.warns(UserWarning, match="X must be one-hot.*only_warn=True"):
+        got = jablate.deep_lift_shap(tanh_model, soft, references=refs, only_warn=True)
+    close(got, rescale_attributions(soft, refs))
+    uniform = np.full_like(refs, 0.25)  # a uniform baseline, given as an array
+    with pytest.raises(ValueError, match="references must be one-hot"):
+        jablate.deep_lift_shap(tanh_model, X, references=uniform)
+    with pytest.warns(UserWarning, match="references must be one-hot"):
+        got = jablate.deep_lift_shap(tanh_model, X, references=uniform, only_warn=True)
+    close(got, rescale_attributions(X, uniform))
+    with pytest.raises(ValueError, match="only_warn"):
+        jablate.deep_lift_shap(tanh_model, X, only_warn="yes")
+
+
+class SmallCNN(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+        h = nn.relu(nn.Conv(6, (7,), padding="SAME")(jnp.swapaxes(x, 1, 2)))
+        h = nn.relu(nn.Conv(6, (7,), padding="SAME")(h))
+        return nn.Dense(3)(h.mean(1))
+
+
+def head(y):
+    """A func as tangermeme's: a batch of predictions in, a batch out."""
+    return jnp.tanh(y[:, 1:]) * 3
+
+
+def brute_ism(f, x):
+    """Saturation mutagenesis by hand (NumPy): f maps (B, A, L) to (B, k)."""
+    y0 = np.asarray(f(x)).mean(-1)
+    delta = np.zeros(x.shape)
+    for n in range(x.shape[0]):
+        edits = np.repeat(x[n][None, None], A, 1).repeat(x.shape[2], 0)  # (L, A, A, L)
+        for p in range(x.shape[2]):
+            edits[p, :, :, p] = np.eye(A)
+        ys = np.asarray(f(edits.reshape(-1, A, x.shape[2]))).mean(-1).reshape(x.shape[2], A)
+        delta[n] = ys.T - y0[n]
+    return (delta - delta.mean(1, keepdims=True)) * x
+
+
+def test_saturation_mutagenesis_func():
+    module = SmallCNN()
+    model = module.bind(module.init(jax.random.key(0), jnp.zeros((1, A, L))))
+    want = brute_ism(lambda x: head(model(jnp.asarray(x))), X)
+    assert np.abs(want).max() > 1e-3
+    for incremental in (True, False):
+        got = jablate.saturation_mutagenesis(model, X, func=head, incremental=incremental)
+        close(got, want, 1e-5)
+    raw = jablate.saturation_mutagenesis(model, X, func=head, raw_outputs=True,
+                                         incremental=True)
+    close(raw.y0, head(model(jnp.asarray(X))), 1e-6)
+    assert raw.y_hat.shape == (2, A, L, 2)
+    with pytest.raises(ValueError, match="func must be a callable"):
+        jablate.saturation_mutagenesis(model, X, func="head")
+    # torch: tangermeme's func, on torch tensors
+    torch.manual_seed(0)
+    tmodel = ConvELU()
+    Xt = torch.from_numpy(X[:, :, :20].copy())
+    got = jablate.saturation_mutagenesis(tmodel, Xt, func=lambda y: y[:, 1:] * 2,
+                                         backend="torch", fast=False, device="cpu")
+    want = brute_ism(lambda x: tmodel(torch.as_tensor(x, dtype=torch.float32)).detach()[:, 1:]
+                     * 2, X[:, :, :20])
+    close(got, want, 1e-5)
+
+
+def test_saturation_mutagenesis_fast(monkeypatch):
+    modes = []
+    choose = ism._choose
+    monkeypatch.setattr(ism, "_choose", lambda *a: modes.append(a[-1]) or choose(*a))
+    want = brute_ism(tanh_model, X[:1])
+    for fast, incremental, mode in ((True, "auto", "auto"), (False, "auto", False),
+                                    (True, True, True), (False, False, False),
+                                    (None, True, True)):
+        got = jablate.saturation_mutagenesis(tanh_model, X[:1], fast=fast,
+                                             incremental=incremental)
+        assert modes[-1] == mode
+        close(got, want, 1e-5)
+    for fast, incremental in ((False, True), (True, False)):
+        with pytest.raises(ValueError, match="fast=.*contradicts incremental"):
+            jablate.saturation_mutagenesis(tanh_model, X, fast=fast, incremental=incremental)
+    with pytest.raises(ValueError, match="fast must be True or False"):
+        jablate.saturation_mutagenesis(tanh_model, X, fast="yes")
+
+
+# --- 2. dtypes as JAX, NumPy and torch users write them --------------------------------------
+
+
+@pytest.mark.parametrize("spelling, want", [
+    (jnp.float32, "float32"), (np.float32, "float32"), (jnp.bfloat16, "bfloat16"),
+    (jnp.float16, "float16"), (np.dtype("float16"), "float16"), ("bfloat16", "bfloat16"),
+    ("torch.float16", "float16"), (float, "float32"),
+])
+def test_dtype_spellings(spelling, want):
+    assert frontdoor.jax_dtype(spelling) == jnp.dtype(want)
+    seen = jablate.predict(lambda x: x.sum(-1), X, dtype=spelling)
+    assert seen.dtype == jnp.dtype(want)
+    close(seen, X.sum(-1))
+
+
+def test_torch_dtype_spellings():
+    for spelling, want in ((torch.float16, "float16"), (torch.bfloat16, "bfloat16"),
+                           (torch.half, "float16"), (torch.float32, "float32")):
+        assert frontdoor.jax_dtype(spelling) == jnp.dtype(want)
+    with pytest.raises(ValueError, match="dtype 'float17' is not a dtype JAX knows"):
+        jablate.predict(tanh_model, X, dtype="float17")
+    with pytest.raises(ValueError, match="dtype .* is not a numeric dtype"):
+        jablate.predict(tanh_model, X, dtype=object)
+
+
+# --- 3. float64: honoured with JAX's 64-bit mode, refused without it -------------------------
+
+FLOAT64 = [torch.float64, "float64", np.dtype("float64"), jnp.float64, np.float64]
+
+
+@pytest.mark.parametrize("spelling", FLOAT64)
+def test_float64_without_x64_is_refused(spelling):
+    if jax.config.jax_enable_x64:
+        pytest.skip("this session runs with JAX's 64-bit types on")
+    calls = (lambda: jablate.predict(tanh_model, X, dtype=spelling),
+             lambda: jablate.deep_lift_shap(tanh_model, X, dtype=spelling),
+             lambda: jablate.saturation_mutagenesis(tanh_model, X, dtype=spelling),
+             lambda: jablate.ablate(tanh_model, X, 5, 15, n=2, dtype=spelling))
+    for call in calls:
+        with pytest.raises(ValueError, match="dtype .*float64.*jax_enable_x64.*JAX_ENABLE_X64=1"):
+            call()
+
+
+def test_float64_with_x64_in_a_subprocess():
+    code = textwrap.dedent("""
+        import jax, jax.numpy as jnp, numpy as np, torch, jablate
+        assert jax.config.jax_enable_x64
+        rs = np.random.RandomState(0)
+        X = np.eye(4, dtype=np.float32)[rs.randint(0, 4, (2, 20))].transpose(0, 2, 1).copy()
+        W = rs.normal(size=(4, 20))
+        f = lambda x: jnp.tanh(jnp.einsum("nal,al->n", x, W) / 3)[:, None]
+        ref = lambda x: np.tanh(np.einsum("nal,al->n", x, W) / 3)
+        for d in (torch.float64, "float64", np.dtype("float64"), jnp.float64):
+            y = jablate.predict(f, X, dtype=d)
+            assert y.dtype == np.float64, y.dtype
+            assert np.abs(y[:, 0] - ref(X.astype(np.float64))).max() < 1e-13
+        refs = np.asarray(jablate.dinucleotide_shuffle(X, n=3, random_state=0))
+        a = jablate.deep_lift_shap(f, X, references=refs, dtype="float64")
+        assert a.dtype == np.float64, a.dtype
+        want = np.mean([ref(X) - ref(refs[:, k]) for k in range(3)], axis=0)
+        assert np.abs(a.sum((1, 2)) - want).max() < 1e-12  # DeepLIFT sums exactly
+        s = jablate.saturation_mutagenesis(f, X, dtype=jnp.float64)
+        assert s.dtype == np.float64, s.dtype
+        edits = np.repeat(X[:, None, None], 4, 2).repeat(20, 1)
+        for p in range(20):
+            edits[:, p, :, :, p] = np.eye(4)
+        d = ref(edits.reshape(-1, 4, 20)).reshape(2, 20, 4).transpose(0, 2, 1)
+        d -= ref(X)[:, None, None]
+        assert np.abs(s - (d - d.mean(1, keepdims=True)) * X).max() < 1e-13
+        # the summaries of reduce="mean_std" keep float64 too (full and incremental paths)
+        for incremental in (False, True):
+            y0, y1 = jablate.ablate(f, X, 2, 12, n=4, random_state=0, dtype="float64",
+                                    incremental=incremental)
+            b, m, sd = jablate.ablate(f, X, 2, 12, n=4, random_state=0, dtype="float64",
+                                      reduce="mean_std", incremental=incremental)
+            assert m.dtype == sd.dtype == np.float64, (m.dtype, sd.dtype)
+            assert np.abs(m - y1.mean(1)).max() < 1e-13 and np.abs(sd - y1.std(1)).max() < 1e-13
+        print("ok")
+    """)
+    env = dict(os.environ, JAX_ENABLE_X64="1", JAX_PLATFORMS="cpu")
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.strip().endswith("ok"), done.stderr[-3000:]
+
+
+def test_float64_on_the_torch_bridge():
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv1d(A, 3, 5), torch.nn.Flatten())
+    for spelling in FLOAT64:
+        with pytest.raises(ValueError, match="dtype .*float64.*parameters are float32.*double"):
+            jablate.predict(model, X, dtype=spelling, device="cpu")
+    with pytest.raises(ValueError, match="dtype .*float64.*parameters are float32"):
+        jablate.saturation_mutagenesis(model, torch.from_numpy(X), dtype="float64",
+                                       backend="torch", device="cpu")
+    model = model.double()
+    y = jablate.predict(model, X, dtype=torch.float64, device="cpu")
+    assert y.dtype == np.float64
+    with torch.no_grad():
+        want = model(torch.from_numpy(X).double()).numpy()
+    np.testing.assert_array_equal(y, want)
+    assert jablate.predict(model, torch.from_numpy(X), dtype="float64",
+                           device="cpu").dtype == torch.float64
+    with pytest.raises(ValueError, match="dtype 'float64'.*JAX arrays.*jax_enable_x64"):
+        jablate.predict(model, jnp.asarray(X), dtype="float64", device="cpu")
+
+
+def test_half_precision_autocasts_on_the_torch_bridge():
+    tangermeme_predict = require("tangermeme.predict")
+    torch.manual_seed(0)
+    model = ConvELU()
+    Xt = torch.from_numpy(X)
+    for dtype in (torch.bfloat16, "float16"):
+        ours = jablate.predict(model, Xt, dtype=dtype, device="cpu")
+        theirs = tangermeme_predict.predict(model, Xt, dtype=dtype, device="cpu")
+        assert ours.dtype == theirs.dtype
+        torch.testing.assert_close(ours, theirs, rtol=0, atol=0)
+
+
+# --- 4. nnx modules in eval mode ---------------------------------------------------------------
+
+
+class DropNorm(nnx.Module):
+    def __init__(self, rngs):
+        self.conv = nnx.Conv(A, 6, kernel_size=(5,), rngs=rngs)
+        self.norm = nnx.BatchNorm(6, rngs=rngs)
+        self.drop = nnx.Dropout(0.5, rngs=rngs)
+        self.dense = nnx.Linear(6, 2, rngs=rngs)
+
+    def __call__(self, x):
+        h = self.drop(jax.nn.relu(self.norm(self.conv(jnp.swapaxes(x, 1, 2)))))
+        return self.dense(h.mean(1))
+
+
+def test_nnx_modules_run_in_eval_mode():
+    model = DropNorm(nnx.Rngs(0))
+    model.norm.mean[...] = jnp.linspace(-0.5, 0.5, 6)
+    model.norm.var[...] = jnp.linspace(0.5, 2.0, 6)
+    assert not model.drop.deterministic and not model.norm.use_running_average
+    got = jablate.predict(model, X, batch_size=1)
+    ism_raw = jablate.saturation_mutagenesis(model, X, raw_outputs=True, incremental=False)
+    # the module keeps the mode it was in
+    assert not model.drop.deterministic and not model.norm.use_running_average
+    model.eval()
+    want = model(jnp.asarray(X))
+    close(got, want, 1e-6)
+    close(ism_raw.y0, want, 1e-6)
+    # in eval mode the result is the same, and the module stays in eval mode
+    close(jablate.predict(model, X), want, 1e-6)
+    assert model.drop.deterministic and model.norm.use_running_average
+
+
+def test_swapped_axes_get_a_hint():
+    Xt = np.eye(4, dtype=np.float32)[np.random.RandomState(0).randint(4, size=(2,
+        30))]  # (N, L, A)
+    with pytest.raises(ValueError, match=r"axes look swapped, \(N, L, A\).*"
+                       r"X.transpose\(0, 2, 1\)"):
+        jablate.predict(lambda x: x.sum((1, 2)), Xt)
+    # a one-hot (N, A, L) never gets the hint, nor does a wrong value of another shape
+    X = Xt.transpose(0, 2, 1) * 2
+    with pytest.raises(ValueError) as error:
+        jablate.predict(lambda x: x.sum((1, 2)), X)
+    assert "swapped" not in str(error.value)
