@@ -8,14 +8,19 @@ torch modules bridged through DLPack.
 
 from importlib import metadata as _metadata
 
-from . import functional
+from . import effects, functional
 from .ablate import ablate, ablate_annotations
 from .deeplift import deep_lift_shap
 from .ersatz import dinucleotide_shuffle, shuffle
 from .incremental_engine import report as incremental_report
 from .ism import SaturationMutagenesisRawResult, saturation_mutagenesis
 from .predict import predict
-from .results import PerturbationAnnotationsResult, PerturbationResult, PerturbationSummaryResult
+from .results import (
+    PerturbationAnnotationsResult,
+    PerturbationAnnotationsSummaryResult,
+    PerturbationResult,
+    PerturbationSummaryResult,
+)
 
 try:
     __version__ = _metadata.version("jablate")
@@ -26,5 +31,5 @@ __all__ = [
     "ablate", "ablate_annotations", "predict", "shuffle", "dinucleotide_shuffle", "functional",
     "incremental_report", "saturation_mutagenesis", "SaturationMutagenesisRawResult",
     "PerturbationResult", "PerturbationAnnotationsResult", "PerturbationSummaryResult",
-    "deep_lift_shap",
+    "PerturbationAnnotationsSummaryResult", "deep_lift_shap", "effects",
 ]

@@ -18,7 +18,12 @@ from .frontdoor import (
     tree_to_family,
 )
 from .predict import predict, prepare
-from .results import PerturbationAnnotationsResult, PerturbationResult, PerturbationSummaryResult
+from .results import (
+    PerturbationAnnotationsResult,
+    PerturbationAnnotationsSummaryResult,
+    PerturbationResult,
+    PerturbationSummaryResult,
+)
 
 REDUCTIONS = (None, "mean_std")
 _PREDICT_KEYWORDS = ("batch_size", "dtype", "device", "verbose", "func", "backend")
@@ -304,7 +309,7 @@ def _materialised(model, X, start, end, n, shuffle_fn, args, random_state, func,
 
 
 def ablate_annotations(model: Any, X: Any, annotations: Any, incremental: Any = "auto",
-                       **kwargs: Any) -> PerturbationAnnotationsResult:
+                       reduce: Optional[str] = None, **kwargs: Any) -> Any:
     """Ablate each annotation on its own sequence; predictions before and after.
 
     Returns exactly what the loop ``ablate(model, X[i:i+1], start, end,
@@ -337,6 +342,14 @@ def ablate_annotations(model: Any, X: Any, annotations: Any, incremental: Any = 
         over local devices and splits the groups between ``jax.distributed``
         processes as the full path does. It sizes its own batches
         (``batch_size`` applies to the full path).
+    reduce: None or 'mean_std', optional
+        None (default) keeps every shuffle's output. 'mean_std' keeps only each
+        annotation's mean and population standard deviation (``ddof=0``) over
+        the ``n`` shuffles, accumulated on the device, so memory is of order
+        ``k`` rather than ``k * n``: what genome-scale runs need. It needs
+        jablate's own ``func`` and ``shuffle_fn`` (``ValueError`` otherwise).
+        :func:`jablate.effects.from_mean_std` turns it into the tables' drop,
+        spread (``ddof=1``) and z.
     **kwargs:
         Passed to :func:`ablate` (``n``, ``shuffle_fn``, ``random_state``,
         ``func``, ``batch_size``, ...). An int ``random_state`` re-seeds for
@@ -350,21 +363,24 @@ def ablate_annotations(model: Any, X: Any, annotations: Any, incremental: Any = 
     -------
     PerturbationAnnotationsResult(y_befores, y_afters)
         Shapes ``(k, 1, ...)`` and ``(k, 1, n, ...)``; lists of such for a
-        multi-output model, in ``X``'s family.
+        multi-output model, in ``X``'s family. With ``reduce='mean_std'``, a
+        PerturbationAnnotationsSummaryResult(y_befores, y_after_means,
+        y_after_stds), each ``(k, 1, ...)``.
 
     Raises
     ------
     ValueError
         Bad ``X`` or ``annotations`` (not (k, 3) integers, empty, an example
-        index outside ``X``, a region outside its sequence), before any model call.
+        index outside ``X``, a region outside its sequence), or ``reduce``
+        (unknown, or 'mean_std' with a foreign ``func``/``shuffle_fn``),
+        before any model call.
     TypeError
         Unknown keyword arguments reaching ``func``.
     """
     shuffle_fn = kwargs.get("shuffle_fn", shuffle)
     func = kwargs.get("func", predict)
     method = METHODS.get(shuffle_fn)
-    if "reduce" in kwargs:
-        raise TypeError("ablate_annotations() does not take reduce")
+    _check_reduce(reduce)
     own = ("n", "shuffle_fn", "args", "random_state", "func", "additional_func_kwargs")
     extra = _func_kwargs(func, kwargs.get("random_state"), kwargs.get("additional_func_kwargs"))
     options = {k: v for k, v in kwargs.items() if k not in own}
@@ -377,21 +393,24 @@ def ablate_annotations(model: Any, X: Any, annotations: Any, incremental: Any = 
     N, _, L = inp.X.shape
     ann = check_annotations(annotations, N, L, min_width=method.min_width if method else 1)
     if not fast:
+        if reduce is not None:
+            raise ValueError("reduce='mean_std' needs jablate's own predict as func and "
+                             "jablate's shuffle or dinucleotide_shuffle as shuffle_fn.")
         return _annotation_loop(model, X, ann, kwargs)
     n = check_int(kwargs.get("n", 20), "n", minimum=1)
     options = _fast_kwargs(options, extra, spec)
     before, after, multi = _stream(model, inp, method, kwargs.get("random_state"), ann[:, 0],
-                                   ann[:, 1], ann[:, 2], n, options, True,
+                                   ann[:, 1], ann[:, 2], n, options, True, reduce=reduce,
                                    incremental=incremental, spec=spec,
                                    spec_options=spec_options,
                                    func_random_state=func_random_state)
     fam = inp.family
-    ys = [(tree_to_family(b[:, None], fam), tree_to_family(a[:, None], fam))
-          for b, a in zip(before, after)]
-    befores, afters = [y[0] for y in ys], [y[1] for y in ys]
-    if not multi:
-        befores, afters = befores[0], afters[0]
-    return PerturbationAnnotationsResult(befores, afters)
+    pick = (lambda ys: ys) if multi else (lambda ys: ys[0])
+    one = lambda ys: pick([tree_to_family(y[:, None], fam) for y in ys])
+    if reduce == "mean_std":
+        mean, std = zip(*after)
+        return PerturbationAnnotationsSummaryResult(one(before), one(mean), one(std))
+    return PerturbationAnnotationsResult(one(before), one(after))
 
 
 def _annotation_loop(model, X, ann, kwargs):

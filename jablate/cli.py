@@ -25,15 +25,16 @@ import signal
 import sys
 import threading
 import traceback
+import warnings
 import zipfile
 from typing import Any, Optional
 
 import numpy
 
-from . import __version__
+from . import __version__, effects
 from .io import AtomicFiles, format_table, one_hot_encode, plot_format, read_fasta, read_regions
 
-__all__ = ["main", "build_parser", "load_model", "summarise", "shuffle_effects"]
+__all__ = ["main", "build_parser", "load_model", "summarise"]
 
 _PACKAGE = os.path.dirname(os.path.realpath(__file__))
 _SEED_LIMIT = 2**32 - 1
@@ -48,9 +49,14 @@ output table (--table FILE, or standard output without it), one row per region:
   mean_after      the mean prediction over the --n shuffles of the region
   mean_drop       mean_before - mean_after
   z_score         mean_drop / sd, where sd is the standard deviation of the n
-                  shuffled predictions (ddof=1, the sample sd): nan when n is 1
-                  or nothing changed (0/0), +-inf for a drop without spread.
-                  'jablate demo' uses the same z-score for each sequence.
+                  shuffled predictions (ddof=1, the sample sd). nan, never
+                  +-inf, where it means nothing: n is 1; the shuffle cannot
+                  change the region (a homopolymer, an all-N stretch; ACAC
+                  under --shuffle dinucleotide), where mean_drop is then
+                  exactly 0; or sd is below float resolution, sd < 16 * eps *
+                  scale (eps the outputs' machine epsilon, 2^-23 for float32;
+                  scale the largest |prediction| of the region, before or
+                  after). 'jablate demo' uses the same z-score per sequence.
   An output with more than one value per sequence (a profile, several tasks)
   is summed over its non-batch axes before anything else, and its columns
   start with 'sum_' (sum_mean_before ...). A model with several outputs gets
@@ -219,10 +225,16 @@ def _add_hits(commands):
         help="the genome, plain or bgzip-compressed (.fa.gz from bgzip, not gzip); a "
         ".fai index is written beside it when missing")
     hits.add_argument("--peaks", required=True, metavar="FILE",
-        help="narrowPeak (summit in column 10) or BED; may be gzip-compressed")
+        help="narrowPeak (summit in column 10) or BED, with or without a header line; "
+        "may be gzip-compressed")
     hits.add_argument("--hits", required=True, metavar="FILE",
         help="motif hits: BED, Fi-NeMo hits.tsv, FIMO TSV (1-based), or a table with "
         "chrom, start, end[, name, strand, peak] columns; recognised by its first line")
+    hits.add_argument("--fimo-intervals", choices=("bedtools", "samtools"),
+        default="bedtools", help="how a FIMO sequence_name such as chr1:4751-5250 (FIMO "
+        "run on extracted sequences) counts: 'bedtools' getfasta's 0-based start, end "
+        "exclusive, or 'samtools' faidx's 1-based start, end inclusive (default: "
+        "%(default)s)")
     hits.add_argument("--out", required=True, metavar="DIR",
         help="the output directory (created when missing)")
     hits.add_argument("--window", type=_positive_int, metavar="W",
@@ -235,10 +247,16 @@ def _add_hits(commands):
         "%(default)s)")
     hits.add_argument("--plot", choices=("png", "pdf", "svg", "none"), default="png",
         help="format of DIR/effects.FORMAT, or none (default: %(default)s)")
+    hits.add_argument("--output-names", metavar="NAMES", type=_names,
+        help="comma-separated names of the model's outputs, in order, for the plot's "
+        "axes: 'profile,log counts' for BPNet and ChromBPNet gives 'profile JSD' and "
+        "'log counts drop' (default: 'output 0', 'output 1', ...; 'profile' for a "
+        "profile output)")
     hits.add_argument("--resume", action="store_true",
         help="reuse the finished chunks in DIR/parts (made with the same settings)")
     hits.add_argument("--shard", type=_shard, metavar="I/K",
-        help="compute only chunks c with c %% K == I (0 <= I < K), for job arrays; a "
+        help="compute only chunks c with c %% K == I (0 <= I < K), for job arrays; "
+        "'slurm' takes I and K from a Slurm job array's variables (see below); a "
         "later run without --shard (with --resume) assembles the table")
     hits.add_argument("--chunk-size", type=_positive_int, default=DEFAULT_CHUNK_SIZE,
         metavar="ROWS", help="(hit, window) rows per part file (default: %(default)s)")
@@ -249,19 +267,57 @@ def _add_hits(commands):
 _HITS_EPILOG = """
 DIR/parts/ holds one file per finished chunk and settings.json, what the
 results depend on (model, inputs' contents, --window, --n, --shuffle, --seed,
---profile, --translate, --chunk-size). A run refuses parts made with other
-settings, and parts of this run without --resume (or --shard). --batch-size,
---device and --incremental may change between resumed runs. Shards share DIR
-(one filesystem); index a genome once (samtools faidx, or any run) before
-starting shards that read it at the same time.
+--profile, --translate, --chunk-size, --fimo-intervals). A run refuses parts
+made with other settings, and parts of this run without --resume (or
+--shard). --batch-size, --device and --incremental may change between resumed
+runs. Shards share DIR (one filesystem); index a genome once (samtools faidx,
+or any run) before starting shards that read it at the same time.
+
+A Slurm job array needs no arithmetic: --shard slurm reads
+SLURM_ARRAY_TASK_ID, SLURM_ARRAY_TASK_MIN, SLURM_ARRAY_TASK_COUNT and
+SLURM_ARRAY_TASK_STEP, so that task t of --array=MIN-MAX:STEP computes shard
+(t - MIN) / STEP of COUNT:
+  sbatch --array=0-31 --wrap "jablate hits ... --out DIR --shard slurm"
+  jablate hits ... --out DIR --resume      # afterwards: assembles DIR/effects.tsv
 
 exit status: 0 success; 2 bad usage or input (one line naming the file, line
 and cause; nothing written); 1 the model failed while it ran (finished chunks
-are kept for --resume); 130 interrupted.
+are kept for --resume); 130 interrupted (finished chunks are kept for
+--resume).
 """
 
 
+_SLURM = ("SLURM_ARRAY_TASK_ID", "SLURM_ARRAY_TASK_MIN", "SLURM_ARRAY_TASK_COUNT",
+    "SLURM_ARRAY_TASK_STEP")
+
+
+def _slurm_shard():
+    """``(I, K)`` of this Slurm array task, from the variables Slurm sets."""
+
+    values = {}
+    for name in _SLURM:
+        text = os.environ.get(name)
+        if text is None and name in ("SLURM_ARRAY_TASK_MIN", "SLURM_ARRAY_TASK_STEP"):
+            text = "0" if name.endswith("MIN") else "1"
+        if text is None:
+            raise argparse.ArgumentTypeError(f"'slurm': {name} is not set (is this a task "
+                "of a Slurm job array, sbatch --array=...?)")
+        try:
+            values[name] = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"'slurm': {name}='{text}' is not an "
+                "integer") from None
+    task, low, count, step = (values[name] for name in _SLURM)
+    if step < 1 or (task - low) % step or not 0 <= (task - low) // step < count:
+        raise argparse.ArgumentTypeError(f"'slurm': task {task} is not one of the {count} "
+            f"tasks {low}, {low + step}, ... (SLURM_ARRAY_TASK_MIN={low}, "
+            f"SLURM_ARRAY_TASK_STEP={step})")
+    return (task - low) // step, count
+
+
 def _shard(text):
+    if text.strip().lower() == "slurm":
+        return _slurm_shard()
     index, slash, count = text.partition("/")
     try:
         index, count = int(index), int(count)
@@ -270,6 +326,14 @@ def _shard(text):
     if not slash or count < 1 or not 0 <= index < count:
         raise argparse.ArgumentTypeError(f"'{text}': expected I/K with 0 <= I < K")
     return index, count
+
+
+def _names(text):
+    names = [name.strip() for name in text.split(",")]
+    if not all(names):
+        raise argparse.ArgumentTypeError(f"'{text}' holds an empty name (expected "
+            "NAME,NAME,...)")
+    return names
 
 
 def _add_debug(parser, default):
@@ -333,24 +397,54 @@ def _main(parser, argv, interrupted):
         if args.command is None:
             parser.print_help()
             return 0
-        return _COMMANDS[args.command](args)
+        with warnings.catch_warnings():
+            warnings.showwarning = _warning_line(getattr(args, "quiet", False))
+            return _COMMANDS[args.command](args)
     except BrokenPipeError:
         # stdout was closed early (e.g. `jablate ablate ... | head`).
         sys.stdout = open(os.devnull, "w")
         return 1
     except KeyboardInterrupt:
-        print("jablate: interrupted; no output written", file=sys.stderr)
+        print(f"jablate: interrupted; {_kept(args)}", file=sys.stderr)
         return 130
     except Exception as error:
         if interrupted():
             # Ctrl-C inside a model call can surface as another exception.
-            print("jablate: interrupted; no output written", file=sys.stderr)
+            print(f"jablate: interrupted; {_kept(args)}", file=sys.stderr)
             return 130
         status, message = _report(error)
         if getattr(args, "debug", False):
             traceback.print_exception(error)
         print(f"jablate: error: {message}", file=sys.stderr)
         return status
+
+
+def _warning_line(quiet):
+    """``warnings.showwarning`` for the command line: one ``jablate:`` line per warning, no
+    source line; with ``--quiet`` nothing for jablate's notes on regions that cannot
+    change (the tables say so with nan)."""
+
+    from .ersatz import UnchangedRegionWarning
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        if quiet and issubclass(category, UnchangedRegionWarning):
+            return
+        print(f"jablate: warning: {_one_line(message)}", file=sys.stderr)
+
+    return show
+
+
+def _kept(args):
+    """What an interrupted command leaves: nothing, or the finished chunks of ``hits``."""
+
+    if getattr(args, "command", None) == "hits":
+        parts = os.path.join(args.out, "parts")
+        names = os.listdir(parts) if os.path.isdir(parts) else []
+        chunks = sum(name.startswith("chunk-") and name.endswith(".tsv") for name in names)
+        if chunks:
+            return (f"{chunks} finished chunks are kept in {parts}: run the same command "
+                "with --resume to continue")
+    return "no output written"
 
 
 def _report(error):
@@ -421,7 +515,8 @@ def _ablate(args):
         if args.verbose:
             _print_report(model, kind, X, annotations, args)
         y_befores, y_afters = _run(model, kind, X, annotations, args)
-        heads = summarise(y_befores, y_afters, len(regions), args.n)
+        changes = effects.changeable(_shuffle_fn(args), X, annotations)
+        heads = summarise(y_befores, y_afters, len(regions), args.n, changes)
 
         if "out" in handles:
             _write_npz(handles["out"], y_befores, y_afters, regions, annotations)
@@ -650,6 +745,12 @@ def _print_report(model, kind, X, annotations, args):
     print(f"jablate: incremental analysis at width {width}:\n{table}", file=sys.stderr)
 
 
+def _shuffle_fn(args):
+    import jablate
+
+    return jablate.dinucleotide_shuffle if args.shuffle == "dinucleotide" else jablate.shuffle
+
+
 def _run(model, kind, X, annotations, args, **extra):
     """``ablate_annotations`` with the options in ``args`` (and ``extra`` keywords)."""
 
@@ -659,9 +760,7 @@ def _run(model, kind, X, annotations, args, **extra):
         raise CommandError("--translate translates torch models to JAX; --model names a "
             "JAX model")
     device = _check_device(kind, args.device, args.translate)
-    shuffle_fn = jablate.dinucleotide_shuffle if args.shuffle == "dinucleotide" else \
-        jablate.shuffle
-    kwargs = dict(n=args.n, shuffle_fn=shuffle_fn, random_state=args.seed,
+    kwargs = dict(n=args.n, shuffle_fn=_shuffle_fn(args), random_state=args.seed,
         batch_size=args.batch_size, verbose=not args.quiet,
         incremental=_INCREMENTAL[args.incremental])
 
@@ -708,44 +807,8 @@ def _heads(y):
     return list(y) if isinstance(y, (list, tuple)) else [y]
 
 
-def shuffle_effects(before: Any, after: Any) -> tuple:
-    """The drop, its spread over the shuffles and the z-score, per region.
-
-    This is the one z-score of jablate's command line: the ``z_score`` column of
-    ``jablate ablate`` and, per sequence, ``jablate demo``'s.
-
-    Parameters
-    ----------
-    before : array-like, shape (k,)
-        The prediction for each of k unshuffled sequences (or regions).
-    after : array-like, shape (k, n)
-        The prediction after each of the n shuffles.
-
-    Returns
-    -------
-    drop : numpy.ndarray, shape (k,)
-        ``before - mean(after)`` over the shuffles.
-    spread : numpy.ndarray, shape (k,)
-        The standard deviation of ``after`` over the shuffles with ``ddof=1`` (the sample
-        standard deviation); ``nan`` when n is 1.
-    z : numpy.ndarray, shape (k,)
-        ``drop / spread``: ``nan`` for 0/0 (nothing changed) and when n is 1, ``±inf`` for
-        a drop without spread.
-    """
-
-    before = numpy.asarray(before, dtype=numpy.float64)
-    after = numpy.asarray(after, dtype=numpy.float64)
-    drop = before - after.mean(axis=1)
-    if after.shape[1] > 1:
-        spread = after.std(axis=1, ddof=1)
-    else:
-        spread = numpy.full(after.shape[0], numpy.nan)
-    with numpy.errstate(divide="ignore", invalid="ignore"):
-        z = drop / spread
-    return drop, spread, z
-
-
-def summarise(y_befores: Any, y_afters: Any, k: int, n: int) -> list:
+def summarise(y_befores: Any, y_afters: Any, k: int, n: int,
+              changes: Optional[Any] = None) -> list:
     """Reduce every output head to one number per region and shuffle.
 
     A head with more than one value per example (a profile, several tasks) is summarised by
@@ -761,16 +824,20 @@ def summarise(y_befores: Any, y_afters: Any, k: int, n: int) -> list:
         Number of regions.
     n : int
         Number of shuffles.
+    changes : array-like of bool, shape (k,), optional
+        Whether the shuffle can change each region (:func:`jablate.effects.changeable`).
+        Default None: all can.
 
     Returns
     -------
     heads : list of dict
         One per head, with ``before`` (k,), ``after`` (k, n), ``drop`` (k,):
         ``before - mean(after)``, ``spread`` (k,): the standard deviation of ``after`` over
-        shuffles (ddof=1; ``nan`` when n is 1), ``z`` (k,): ``drop / spread`` (``nan`` for
-        0/0, ``±inf`` for a drop without spread), ``summed``: whether values were summed, and
-        ``label``: the column prefix (``""``, ``"sum_"``, ``"out0_"``, ``"out0_sum_"``...).
-        ``drop``, ``spread`` and ``z`` are those of :func:`shuffle_effects`.
+        shuffles (ddof=1; ``nan`` when n is 1), ``z`` (k,): ``drop / spread``, ``summed``:
+        whether values were summed, and ``label``: the column prefix (``""``, ``"sum_"``,
+        ``"out0_"``, ``"out0_sum_"``...). ``drop``, ``spread`` and ``z`` follow
+        :func:`jablate.effects.shuffle_effects` (``nan`` z where the region cannot change,
+        n is 1 or the spread is below float resolution; never ``±inf``).
 
     Raises
     ------
@@ -799,9 +866,12 @@ def summarise(y_befores: Any, y_afters: Any, k: int, n: int) -> list:
                 f"before and {after.shape} after, expected ({k}, 1, ...) and "
                 f"({k}, 1, {n}, ...)")
         summed = before[0, 0].size > 1
+        eps = effects.float_resolution(before, after)
+        scale = numpy.maximum(numpy.abs(before).reshape(k, -1).sum(axis=1, dtype=numpy.float64),
+            numpy.abs(after).reshape(k, n, -1).sum(axis=2, dtype=numpy.float64).max(axis=1))
         before = before.reshape(k, -1).sum(axis=1, dtype=numpy.float64)
         after = after.reshape(k, n, -1).sum(axis=2, dtype=numpy.float64)
-        drop, spread, z = shuffle_effects(before, after)
+        drop, spread, z = effects.shuffle_effects(before, after, changes, scale, eps=eps)
         label = (f"out{h}_" if len(befores) > 1 else "") + ("sum_" if summed else "")
         heads.append(dict(before=before, after=after, drop=drop, spread=spread, z=z,
             summed=summed, label=label))

@@ -18,7 +18,7 @@ from typing import Any, Optional, TextIO
 import flax.linen as nn
 import numpy
 
-from .cli import shuffle_effects
+from .effects import changeable, shuffle_effects
 from .io import AtomicFiles, plot_format
 
 __all__ = [
@@ -167,7 +167,7 @@ def load_model(path: str = WEIGHTS_PATH) -> Any:
     return DemoModel(filters=filters, width=width).bind({"params": params})
 
 
-def region_summary(y_before: Any, y_after: Any) -> dict:
+def region_summary(y_before: Any, y_after: Any, changes: Optional[Any] = None) -> dict:
     """Summarise before/after predictions of one group of regions.
 
     Parameters
@@ -176,22 +176,26 @@ def region_summary(y_before: Any, y_after: Any) -> dict:
         Prediction for each of the k sequences before ablation.
     y_after : numpy.ndarray, shape (k, n)
         Prediction after each of the n shuffles.
+    changes : array-like of bool, shape (k,), optional
+        Whether the shuffle can change each region (:func:`jablate.effects.changeable`).
+        Default None: all can.
 
     Returns
     -------
     summary : dict
         ``before``, ``after`` (means over sequences and shuffles), ``drop``
         (``before - after``), ``z_each`` (k,): each sequence's z-score from
-        :func:`jablate.cli.shuffle_effects` (its drop over the sample standard deviation,
-        ``ddof=1``, of its n shuffled predictions; the ``z_score`` of ``jablate ablate``),
-        and ``z``: the median of ``z_each`` over the sequences where it is defined
-        (``nan`` when it is nowhere: n is 1, or no shuffle changed anything).
+        :func:`jablate.effects.shuffle_effects` (its drop over the sample standard
+        deviation, ``ddof=1``, of its n shuffled predictions; the ``z_score`` of ``jablate
+        ablate``, ``nan`` where it means nothing), and ``z``: the median of ``z_each`` over
+        the sequences where it is defined (``nan`` when it is nowhere: n is 1, or no
+        shuffle changed anything).
     """
 
     y_before, y_after = numpy.asarray(y_before), numpy.asarray(y_after)
     before = float(numpy.mean(y_before))
     after = float(numpy.mean(y_after))
-    _, _, z_each = shuffle_effects(y_before, y_after)
+    z_each = shuffle_effects(y_before, y_after, changes).z
     defined = z_each[~numpy.isnan(z_each)]
     z = float(numpy.median(defined)) if defined.size else numpy.nan
     return {"before": before, "after": after, "drop": before - after, "z_each": z_each,
@@ -264,11 +268,12 @@ def _ablate_and_report(X, annotations, regions, n, n_sequences, seed, verbose, f
     y_before = numpy.asarray(y_befores).reshape(len(annotations))
     y_after = numpy.asarray(y_afters).reshape(len(annotations), n)
 
+    changes = changeable(jablate.shuffle, X, annotations)
     groups, summaries = {}, {}
     for index, name in enumerate(regions):
         part = slice(index * n_sequences, (index + 1) * n_sequences)
         groups[name] = (y_before[part], y_after[part])
-        summaries[name] = region_summary(*groups[name])
+        summaries[name] = region_summary(*groups[name], changes[part])
 
     print(f"jablate demo: {n_sequences} random sequences of length {LENGTH} with "
         f"{MOTIF} planted at {MOTIF_START}-{MOTIF_START + k}; each region shuffled "
@@ -288,40 +293,53 @@ def _ablate_and_report(X, annotations, regions, n, n_sequences, seed, verbose, f
     return summaries
 
 
+#: What the demo model predicts, for axis labels.
+OUTPUT_LABEL = "GATA score (model output; trained 1 = motif, 0 = none)"
+
+
 def _plot_demo(handle, groups, regions, k, format):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.patches import Patch
 
     colors = {"motif": "tab:red", "control": "tab:blue"}
-    figure, (left, right) = plt.subplots(1, 2, figsize=(9, 4))
+    figure, (left, right) = plt.subplots(1, 2, figsize=(10, 4.4))
     low, high = numpy.inf, -numpy.inf
+    n = next(iter(groups.values()))[1].shape[1]
     for name, (before, after) in groups.items():
-        label = f"{name} {regions[name]}-{regions[name] + k}"
-        spread = shuffle_effects(before, after)[1] if after.shape[1] > 1 else None
+        label = f"{name} region {regions[name]}-{regions[name] + k}"
+        spread = shuffle_effects(before, after).spread if n > 1 else None
         left.errorbar(before, after.mean(axis=1), yerr=spread, fmt="o",
             ms=3, alpha=0.7, color=colors[name], label=label)
         low = min(low, before.min(), after.min())
         high = max(high, before.max(), after.max())
-    left.plot([low, high], [low, high], color="grey", lw=1, ls="--")
-    left.set_xlabel("prediction before")
-    left.set_ylabel("prediction after (mean ± sd over shuffles)")
-    left.legend(frameon=False)
-    left.set_title("each sequence")
+    left.plot([low, high], [low, high], color="grey", lw=1, ls="--", label="no change")
+    left.set_xlabel("before: " + OUTPUT_LABEL, fontsize=8)
+    left.set_ylabel(f"after: mean over {n} shuffles", fontsize=8)
+    left.legend(frameon=False, fontsize=8)
+    left.set_title("each sequence (error bars: sd over its shuffles, ddof=1)", fontsize=9)
 
     names = list(groups)
     befores = [groups[name][0].mean() for name in names]
     afters = [groups[name][1].mean() for name in names]
-    spreads = [groups[name][1].mean(axis=0).std() for name in names]
+    # the mean over sequences of each shuffle, then its spread over the n shuffles
+    spreads = [groups[name][1].mean(axis=0).std(ddof=1) if n > 1 else 0.0 for name in names]
     x = numpy.arange(len(names))
-    right.bar(x - 0.2, befores, width=0.4, color="lightgrey", label="before")
+    right.bar(x - 0.2, befores, width=0.4, color="lightgrey", edgecolor="grey")
     right.bar(x + 0.2, afters, width=0.4, yerr=spreads, capsize=3,
-        color=[colors[name] for name in names], label="after")
-    right.set_xticks(x, [f"{name}\n{regions[name]}-{regions[name] + k}" for name in names])
-    right.set_ylabel("mean prediction")
-    right.set_ylim(min(0, *afters) * 1.3, max(befores + afters) * 1.3)
-    right.legend(frameon=False, loc="upper center", ncol=2)
-    right.set_title(f"{MOTIF} ablation")
+        color=[colors[name] for name in names])
+    right.set_xticks(x, [f"{name} region\n{regions[name]}-{regions[name] + k}"
+        for name in names])
+    right.set_ylabel(f"mean over {len(groups[names[0]][0])} sequences:\n" + OUTPUT_LABEL,
+        fontsize=8)
+    right.set_ylim(min(0, *afters) * 1.3, max(befores + afters) * 1.35)
+    handles = [Patch(facecolor="lightgrey", edgecolor="grey", label="before")] + [
+        Patch(facecolor=colors[name], label=f"after shuffling the {name} region")
+        for name in names]
+    right.legend(handles=handles, frameon=False, loc="upper right", fontsize=8)
+    right.set_title(f"{MOTIF} ablation (error bars: sd of the mean over the {n} shuffles)",
+        fontsize=9)
     figure.tight_layout()
 
     figure.savefig(handle, format=format, dpi=100)

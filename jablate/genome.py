@@ -16,11 +16,13 @@ the same steps in resumable chunks (:mod:`jablate.genome_run`).
 """
 
 import os
+import re
 from typing import Any, Optional, Sequence
 
 import numpy
 import pandas
 
+from .effects import float_resolution, shuffle_effects
 from .genome_files import genome_lengths, open_genome, read_hits, read_peaks
 from .io import one_hot_encode
 
@@ -35,6 +37,7 @@ __all__ = [
     "map_hits",
     "effects_tsv",
     "measure_columns",
+    "measure_labels",
     "EFFECTS_HELP",
     "PROFILE_MODES",
 ]
@@ -62,6 +65,9 @@ effects.tsv: one row per (hit, window); coordinates 0-based, end exclusive.
                   the window on the genome
   offset_start, offset_end
                   the hit inside the window (the shuffled region)
+  arrangements    how many distinct sequences the --shuffle can make of the
+                  hit (1: it cannot change it, e.g. a homopolymer, an all-N
+                  stretch, ACAC under --shuffle dinucleotide); inf when huge
  the effects, for each model output (prefix 'outH_' when there are several):
   an output with one value per sequence (log counts), or one per task (a
   prefix 'taskT_' each):
@@ -69,8 +75,13 @@ effects.tsv: one row per (hit, window); coordinates 0-based, end exclusive.
   after_mean      the mean prediction over the --n shuffles of the hit
   after_sd        their standard deviation (ddof=1; nan when n is 1)
   drop            before - after_mean
-  z               drop / after_sd (nan for 0/0, +-inf for a drop without
-                  spread)
+  z               drop / after_sd; nan, never +-inf, where it means nothing:
+                  n is 1; the shuffle cannot change the hit (a homopolymer,
+                  an all-N stretch; ACAC under --shuffle dinucleotide), where
+                  drop and after_sd are then exactly 0; or after_sd is below
+                  float resolution, after_sd < 16 * eps * scale (eps the
+                  outputs' machine epsilon, 2^-23 for float32; scale the
+                  largest |prediction| of the row, before or after)
   an output with a position axis (a profile; per-sequence shape (positions,)
   or more axes, positions last: (strands, positions) for BPNet):
   sum_before      the output summed over all its axes, before (total signal)
@@ -79,16 +90,20 @@ effects.tsv: one row per (hit, window); coordinates 0-based, end exclusive.
                   before and the mean of the n profiles after, each made a
                   distribution over all its values: softmax of the logits
                   (--profile logits), or values over their sum (--profile
-                  probs)
+                  probs); exactly 0, as is sum_drop, where the shuffle cannot
+                  change the hit
 summary.tsv: one row per motif name, sorted by the median drop of the first
   per-sequence output (else by the first profile's median jsd), largest first:
   name, hits      the motif and its number of hits (rows: its effect rows; a
                   hit in two windows has two)
   median_drop, mean_drop
                   of 'drop' over its rows (per output and task, prefixed so)
-  frac_z_gt_2     the fraction of its rows with z > 2 (nan z counts as not)
-  median_jsd, mean_jsd, median_sum_drop
+  frac_z_gt_2     the fraction of its rows with z > 2, among the rows whose
+                  z is not nan (nan when none has one)
+  nan_z           how many of its rows have z = nan
+  median_jsd, mean_jsd, median_sum_drop, nan_jsd
                   the same for profile outputs
+  Every statistic skips nan values.
 skipped.tsv: hits measured nowhere (hit, line, chrom, start, end, name,
   reason): in no window, only partly inside one, outside their peak's window,
   their peak's window off the chromosome, or too short for the shuffle.
@@ -342,7 +357,7 @@ def map_hits(hits: pandas.DataFrame, windows: pandas.DataFrame,
 
 
 def hits_to_annotations(hits: Any, windows: pandas.DataFrame, min_width: int = 1,
-        return_skipped: bool = False) -> tuple:
+        return_skipped: bool = False, interval_names: str = "bedtools") -> tuple:
     """Map motif hits into the windows; annotations for :func:`jablate.ablate_annotations`.
 
     A hit that names its peak (Fi-NeMo's ``peak_id``, a DataFrame's ``peak``) maps to
@@ -363,6 +378,9 @@ def hits_to_annotations(hits: Any, windows: pandas.DataFrame, min_width: int = 1
         Shortest hit to keep; 3 for ``jablate.dinucleotide_shuffle``. Default 1.
     return_skipped : bool, optional
         Also return the skipped hits with the reason. Default False.
+    interval_names : {"bedtools", "samtools"}, optional
+        How a FIMO file's interval names ``chrom:start-end`` count: bedtools' 0-based,
+        end exclusive (default), or samtools' 1-based, end inclusive.
 
     Returns
     -------
@@ -387,7 +405,8 @@ def hits_to_annotations(hits: Any, windows: pandas.DataFrame, min_width: int = 1
     """
 
     if not isinstance(hits, pandas.DataFrame) or "format" not in hits.attrs:
-        hits = read_hits(hits, windows.attrs.get("lengths"), windows.attrs.get("n_peaks"))
+        hits = read_hits(hits, windows.attrs.get("lengths"), windows.attrs.get("n_peaks"),
+            interval_names=interval_names)
     mapped, skipped = map_hits(hits, windows, min_width)
     annotations = mapped[["window", "offset_start", "offset_end"]].to_numpy(
         dtype=numpy.int64).reshape(-1, 3)
@@ -417,8 +436,8 @@ def _js_distance(p, q):
     return numpy.sqrt(numpy.clip(divergence, 0.0, None))
 
 
-def hit_effects(result: Any, mapped_hits: pandas.DataFrame, profile: str = "logits") -> \
-        pandas.DataFrame:
+def hit_effects(result: Any, mapped_hits: pandas.DataFrame, profile: str = "logits",
+        arrangements: Optional[Any] = None) -> pandas.DataFrame:
     """The effect of ablating each hit, per model output, beside the hit's columns.
 
     Parameters
@@ -433,6 +452,12 @@ def hit_effects(result: Any, mapped_hits: pandas.DataFrame, profile: str = "logi
         How a profile output becomes a distribution for the Jensen-Shannon distance:
         softmax of logits (BPNet, ChromBPNet), or non-negative values over their sum.
         Default ``"logits"``.
+    arrangements : array-like, shape (k,), optional
+        How many distinct sequences the shuffle can make of each hit
+        (:func:`jablate.effects.arrangements` on the same ``X``, annotations and shuffle);
+        written as the column ``arrangements``. Where it is 1 the shuffle cannot change
+        the hit: ``drop``, ``after_sd``, ``sum_drop`` and ``jsd`` are exactly 0 and ``z``
+        is nan. Default None: no such column, and every hit is taken to change.
 
     Returns
     -------
@@ -443,7 +468,9 @@ def hit_effects(result: Any, mapped_hits: pandas.DataFrame, profile: str = "logi
         after_mean``) and ``z`` (``drop / after_sd``); for an output with a position
         axis (two or more axes per sequence, positions last, e.g. BPNet's (strands,
         positions)), ``sum_before``, ``sum_drop`` and ``jsd``, the Jensen-Shannon
-        distance (base 2) between the profile before and the mean profile after. See
+        distance (base 2) between the profile before and the mean profile after. ``z``
+        follows :func:`jablate.effects.shuffle_effects`: nan (never ±inf) where n is 1,
+        the hit cannot change, or ``after_sd`` is below float resolution. See
         :data:`EFFECTS_HELP`.
 
     Raises
@@ -452,8 +479,6 @@ def hit_effects(result: Any, mapped_hits: pandas.DataFrame, profile: str = "logi
         When the shapes do not match ``mapped_hits``, ``profile`` is unknown, or
         ``profile="probs"`` meets negative values.
     """
-
-    from .cli import shuffle_effects
 
     if profile not in PROFILE_MODES:
         raise ValueError(f"profile must be one of {PROFILE_MODES}; got {profile!r}")
@@ -464,7 +489,17 @@ def hit_effects(result: Any, mapped_hits: pandas.DataFrame, profile: str = "logi
     k = len(mapped_hits)
     effects = mapped_hits.copy()
     measures = {}
+    if arrangements is None:
+        can = numpy.ones(k, dtype=bool)
+    else:
+        counts = numpy.asarray(arrangements, dtype=numpy.float64).reshape(-1)
+        if counts.shape != (k,):
+            raise ValueError(f"arrangements must hold one count per hit ({k}); got shape "
+                f"{counts.shape}")
+        measures["arrangements"] = counts
+        can = counts > 1
     for h, (before, after) in enumerate(zip(befores, afters)):
+        eps = float_resolution(before, after)
         before = numpy.asarray(before, dtype=numpy.float64)
         after = numpy.asarray(after, dtype=numpy.float64)
         prefix = f"out{h}_" if multi else ""
@@ -480,7 +515,7 @@ def hit_effects(result: Any, mapped_hits: pandas.DataFrame, profile: str = "logi
             a = after.reshape(k, n, tasks)
             for t in range(tasks):
                 p = prefix + (f"task{t}_" if tasks > 1 else "")
-                drop, spread, z = shuffle_effects(b[:, t], a[:, :, t])
+                drop, spread, z = shuffle_effects(b[:, t], a[:, :, t], can, eps=eps)
                 measures.update({p + "before": b[:, t], p + "after_mean": a[:, :, t].mean(1),
                     p + "after_sd": spread, p + "drop": drop, p + "z": z})
         else:
@@ -491,9 +526,10 @@ def hit_effects(result: Any, mapped_hits: pandas.DataFrame, profile: str = "logi
                     "probabilities: use profile='logits'")
             sum_before = b.sum(axis=1)
             measures[prefix + "sum_before"] = sum_before
-            measures[prefix + "sum_drop"] = sum_before - a.sum(axis=2).mean(axis=1)
-            measures[prefix + "jsd"] = _js_distance(_distribution(b, profile),
-                _distribution(a, profile).mean(axis=1))
+            measures[prefix + "sum_drop"] = numpy.where(can,
+                sum_before - a.sum(axis=2).mean(axis=1), 0.0)
+            measures[prefix + "jsd"] = numpy.where(can, _js_distance(
+                _distribution(b, profile), _distribution(a, profile).mean(axis=1)), 0.0)
     for name, values in measures.items():
         column = name
         while column in mapped_hits.columns:
@@ -524,6 +560,16 @@ def measure_columns(columns: Sequence[str]) -> list:
         [p + c for p in profile for c in ("jsd", "sum_drop")]
 
 
+def _nan_count(values):
+    return int(numpy.isnan(values.to_numpy(dtype=float)).sum())
+
+
+def _fraction_above_2(z):
+    z = z.to_numpy(dtype=float)
+    z = z[~numpy.isnan(z)]
+    return float((z > 2).mean()) if z.size else numpy.nan
+
+
 def summarise_effects(effects: pandas.DataFrame) -> pandas.DataFrame:
     """Summarise effects per motif name.
 
@@ -536,11 +582,13 @@ def summarise_effects(effects: pandas.DataFrame) -> pandas.DataFrame:
     -------
     summary : pandas.DataFrame
         One row per ``name``: ``hits`` (distinct hits), ``rows`` (effect rows), and for
-        each per-sequence output ``median_drop``, ``mean_drop``, ``frac_z_gt_2`` (z > 2;
-        nan counts as not), for each profile output ``median_jsd``, ``mean_jsd``,
-        ``median_sum_drop``, each with the output's prefix; sorted by the median drop of
-        the first per-sequence output (else the first profile's median jsd), largest
-        first (ties by name).
+        each per-sequence output ``median_drop``, ``mean_drop``, ``frac_z_gt_2`` (the
+        fraction of the rows with a z that have z > 2; nan when none has one) and
+        ``nan_z`` (rows whose z is nan), for each profile output ``median_jsd``,
+        ``mean_jsd``, ``median_sum_drop`` and ``nan_jsd``, each with the output's prefix.
+        Every statistic skips nan values. Sorted by the median drop of the first
+        per-sequence output (else the first profile's median jsd), largest first (ties by
+        name).
     """
 
     scalar, profile = _measure_groups(effects.columns)
@@ -554,12 +602,13 @@ def summarise_effects(effects: pandas.DataFrame) -> pandas.DataFrame:
         drop = groups[p + "drop"]
         summary[p + "median_drop"] = drop.median().to_numpy()
         summary[p + "mean_drop"] = drop.mean().to_numpy()
-        summary[p + "frac_z_gt_2"] = groups[p + "z"].apply(
-            lambda z: float((z.to_numpy(dtype=float) > 2).mean())).to_numpy()
+        summary[p + "frac_z_gt_2"] = groups[p + "z"].apply(_fraction_above_2).to_numpy()
+        summary[p + "nan_z"] = groups[p + "z"].apply(_nan_count).to_numpy()
     for p in profile:
         summary[p + "median_jsd"] = groups[p + "jsd"].median().to_numpy()
         summary[p + "mean_jsd"] = groups[p + "jsd"].mean().to_numpy()
         summary[p + "median_sum_drop"] = groups[p + "sum_drop"].median().to_numpy()
+        summary[p + "nan_jsd"] = groups[p + "jsd"].apply(_nan_count).to_numpy()
     medians = [c for c in summary.columns if c.endswith("median_drop")] + \
         [c for c in summary.columns if c.endswith("median_jsd")]
     if medians:
@@ -569,12 +618,64 @@ def summarise_effects(effects: pandas.DataFrame) -> pandas.DataFrame:
     return summary.reset_index(drop=True)
 
 
+def measure_labels(columns: Sequence[str], output_names: Optional[Sequence[str]] = None) -> \
+        list:
+    """The measures :func:`plot_effects` draws, with axis labels a reader understands.
+
+    Parameters
+    ----------
+    columns : sequence of str
+        The columns of an effects table.
+    output_names : sequence of str, optional
+        A name per model output, in order (for BPNet ``["profile", "log counts"]``).
+        Default: ``"output H"`` for a model with several outputs, ``"prediction"`` for one,
+        and ``"profile"`` for an output with a position axis.
+
+    Returns
+    -------
+    measures : list of (str, str)
+        ``(column, label)`` for the ``drop`` of each per-sequence output (and task) and the
+        ``jsd`` of each profile, e.g. ``("out1_drop", "log counts drop")``,
+        ``("out0_jsd", "profile JSD")``.
+
+    Raises
+    ------
+    ValueError
+        When ``output_names`` does not name every output of the table.
+    """
+
+    scalar, profile = _measure_groups(columns)
+    outputs = sorted({int(m[1]) for p in scalar + profile for m in [re.match(r"out(\d+)_",
+        p)] if m}) or [None]
+    if output_names is not None:
+        output_names = list(output_names)
+        if len(output_names) != len(outputs):
+            raise ValueError(f"output_names has {len(output_names)} names; the effects "
+                f"table has {len(outputs)} model output(s)")
+
+    def name(prefix, kind):
+        match = re.match(r"(?:out(\d+)_)?(?:task(\d+)_)?", prefix)
+        h, task = match.group(1), match.group(2)
+        if output_names is not None:
+            base = output_names[outputs.index(int(h) if h is not None else None)]
+        elif kind == "profile":
+            base = "profile" if h is None else f"profile (output {h})"
+        else:
+            base = "prediction" if h is None else f"output {h}"
+        return base + (f", task {task}" if task is not None else "")
+
+    return [(p + "drop", f"{name(p, 'scalar')} drop") for p in scalar] + \
+        [(p + "jsd", f"{name(p, 'profile')} JSD") for p in profile]
+
+
 def plot_effects(effects: pandas.DataFrame, file: Any, format: Optional[str] = None,
-        max_motifs: int = 100) -> None:
+        max_motifs: int = 100, output_names: Optional[Sequence[str]] = None) -> None:
     """Draw each motif's distribution of effects, motifs sorted by median effect.
 
     One panel per measure (``drop`` of each per-sequence output, ``jsd`` of each
     profile), a horizontal box per motif name, sharing the order of the first panel.
+    Axis labels name the outputs (``output_names``); small effects get a common power of
+    ten beside the axis (``×10⁻³``) instead of long tick labels.
 
     Parameters
     ----------
@@ -587,20 +688,26 @@ def plot_effects(effects: pandas.DataFrame, file: Any, format: Optional[str] = N
     max_motifs : int, optional
         With more motif names, only the ``max_motifs`` with the largest medians are drawn
         (the title says so). Default 100.
+    output_names : sequence of str, optional
+        A name per model output for the axis labels (see :func:`measure_labels`).
+
+    Raises
+    ------
+    ValueError
+        When ``output_names`` does not name every output.
     """
 
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator, ScalarFormatter
 
-    scalar, profile = _measure_groups(effects.columns)
-    measures = [(p + "drop", f"{p}drop" if p else "drop") for p in scalar] + \
-        [(p + "jsd", f"{p}jsd" if p else "jsd") for p in profile]
+    measures = measure_labels(effects.columns, output_names)
     summary = summarise_effects(effects)
     names = list(summary["name"])
     shown = names[:max_motifs]
     count = dict(zip(summary["name"], summary["rows"]))
-    height = max(3.0, 0.24 * len(shown) + 1.6)
+    height = max(3.0, 0.24 * len(shown) + 1.8)
     figure, axes = plt.subplots(1, max(len(measures), 1), squeeze=False, sharey=True,
         figsize=(3.2 + 3.6 * max(len(measures), 1), height))
     groups = effects.groupby("name")
@@ -616,12 +723,17 @@ def plot_effects(effects: pandas.DataFrame, file: Any, format: Optional[str] = N
         except TypeError:  # matplotlib < 3.10
             axis.boxplot(data, vert=False, **style)
         axis.axvline(0, color="grey", lw=0.8, ls="--")
+        axis.xaxis.set_major_locator(MaxNLocator(nbins=4))
+        formatter = ScalarFormatter(useMathText=True)
+        formatter.set_powerlimits((-2, 3))
+        axis.xaxis.set_major_formatter(formatter)
         axis.set_xlabel(label)
     axes[0][0].set_yticks(positions, labels, fontsize=8 if len(shown) <= 60 else 6)
     axes[0][0].set_ylim(-1, len(shown))
+    axes[0][0].set_ylabel("motif (effect rows)")
     more = f"; {len(shown)} of {len(names)} motifs" if len(shown) < len(names) else ""
-    figure.suptitle(f"effect of ablating each motif's hits (number of hits){more}",
-        fontsize=10)
+    figure.suptitle(f"effect of shuffling each motif's hits: drop = before − mean after; "
+        f"JSD = profile change{more}", fontsize=10)
     figure.tight_layout()
     if format is None:
         format = os.path.splitext(os.fspath(file))[1].lstrip(".").lower()

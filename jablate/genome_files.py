@@ -17,7 +17,7 @@ import pandas
 from .io import InputError, _read_lines
 
 __all__ = ["open_genome", "genome_lengths", "genome_digest", "read_peaks", "read_hits",
-    "HIT_FORMATS", "HIT_COLUMNS", "file_digest"]
+    "HIT_FORMATS", "HIT_COLUMNS", "INTERVAL_NAMES", "file_digest"]
 
 #: What :func:`read_hits` recognises, by the name it stores in ``hits.attrs["format"]``.
 HIT_FORMATS = ("bed", "finemo", "fimo", "table")
@@ -28,7 +28,9 @@ HIT_COLUMNS = ("hit", "line", "chrom", "start", "end", "name", "strand")
 WINDOW_COLUMNS = ("window", "peak", "window_start", "window_end", "offset_start", "offset_end")
 
 _GZIP_MAGIC = b"\x1f\x8b"
-# bedtools getfasta names: 'chr1:100-200', 'chr1:100-200(+)', 'name::chr1:100-200'
+# bedtools getfasta / samtools faidx names: 'chr1:100-200', 'chr1:100-200(+)', 'name::chr1:100-200'
+#: Conventions of interval names ``chrom:start-end`` (``read_hits``' ``interval_names``).
+INTERVAL_NAMES = ("bedtools", "samtools")
 _INTERVAL_NAME = re.compile(r"^(?:.*::)?(?P<chrom>.+):(?P<start>\d+)-(?P<end>\d+)"
     r"(?:\((?P<strand>[+-])\))?$")
 
@@ -202,6 +204,8 @@ def read_peaks(peaks: Any, lengths: Optional[dict] = None, width: Optional[int] 
         for number, fields in _lines(path, "peaks"):
             if fields[0].startswith("#"):
                 continue
+            if not rows and _is_header(fields):
+                continue  # a header line ('chrom start end ...'), as hits files may have
             where = f"{path}:{number}"
             if len(fields) < 3:
                 raise InputError(f"{where}: expected at least 3 tab-separated columns "
@@ -242,6 +246,13 @@ def read_peaks(peaks: Any, lengths: Optional[dict] = None, width: Optional[int] 
     return frame if lines is not None else frame.drop(columns="line")
 
 
+def _is_header(fields):
+    """Whether the first data line of a peak file names its columns: neither its start nor
+    its end is a number (a malformed data line has at least one of them)."""
+    numeric = lambda text: text.lstrip("-").isdigit()
+    return len(fields) >= 3 and not numeric(fields[1]) and not numeric(fields[2])
+
+
 def _peaks_from_frame(frame):
     missing = [c for c in ("chrom", "start", "end") if c not in frame.columns]
     if missing:
@@ -276,17 +287,19 @@ def _header_kind(fields):
 
 
 def read_hits(hits: Any, lengths: Optional[dict] = None, n_peaks: Optional[int] = None,
-        genome: Optional[str] = None, peaks_name: str = "the peaks") -> pandas.DataFrame:
+        genome: Optional[str] = None, peaks_name: str = "the peaks",
+        interval_names: str = "bedtools") -> pandas.DataFrame:
     """Read motif hits from a BED, Fi-NeMo, FIMO or tabular file, or check a DataFrame.
 
     The format is recognised from the first line that is not blank:
 
     * FIMO (MEME suite) TSV: a header with ``motif_id`` (or ``#pattern name``),
       ``sequence_name``, ``start``, ``stop``...; 1-based, inclusive. ``sequence_name`` is
-      a chromosome, or a bedtools-style interval name ``chrom:start-end`` (optionally
-      ``name::`` before it and ``(+)``/``(-)`` after it) when FIMO scanned extracted
-      sequences; positions are then made genomic (counted from the interval's end on
-      ``(-)``). The name is ``motif_alt_id`` when present, else ``motif_id``.
+      a chromosome, or an interval name ``chrom:start-end`` (optionally ``name::``
+      before it and ``(+)``/``(-)`` after it) when FIMO scanned extracted sequences;
+      positions are then made genomic (counted from the interval's end on ``(-)``).
+      ``interval_names`` says how to read such a name. The name is ``motif_alt_id`` when
+      present, else ``motif_id``.
     * Fi-NeMo ``hits.tsv``: a header with ``chr``, ``start``, ``end``, ``motif_name``...;
       0-based, half-open; ``peak_id`` (when present) is the hit's peak: the 0-based index
       of its line in the peak file.
@@ -307,6 +320,11 @@ def read_hits(hits: Any, lengths: Optional[dict] = None, n_peaks: Optional[int] 
         The number of peaks; when given, a peak index must be below it.
     genome, peaks_name : str, optional
         Names for messages.
+    interval_names : {"bedtools", "samtools"}, optional
+        The convention of FIMO ``sequence_name`` intervals ``chrom:start-end``:
+        ``"bedtools"`` (``bedtools getfasta``: 0-based start, end exclusive) or
+        ``"samtools"`` (``samtools faidx``: 1-based start, end inclusive). Default
+        ``"bedtools"``.
 
     Returns
     -------
@@ -329,6 +347,9 @@ def read_hits(hits: Any, lengths: Optional[dict] = None, n_peaks: Optional[int] 
         an integer in ``[0, n_peaks)``.
     """
 
+    if interval_names not in INTERVAL_NAMES:
+        raise InputError(f"interval_names must be one of {INTERVAL_NAMES}; got "
+            f"{interval_names!r}")
     label = _genome_label(genome)
     if isinstance(hits, pandas.DataFrame):
         return _hits_from_frame(hits, lengths, n_peaks, label, peaks_name)
@@ -363,7 +384,7 @@ def read_hits(hits: Any, lengths: Optional[dict] = None, n_peaks: Optional[int] 
         where = f"{path}:{number}"
         if header is not None and len(fields) < len(header):
             fields = fields + [""] * (len(header) - len(fields))
-        record = parse[kind](fields, header, where, lengths)
+        record = parse[kind](fields, header, where, lengths, interval_names)
         _check_interval(record[0], record[1], record[2], where, lengths, label, "hit")
         if n_peaks is not None and record[5] >= n_peaks:
             raise InputError(f"{where}: peak {record[5]} does not exist: {peaks_name} "
@@ -393,7 +414,7 @@ def _peak_id(text, where, label="peak_id"):
     return value
 
 
-def _bed_hit(fields, header, where, lengths):
+def _bed_hit(fields, header, where, lengths, interval_names=None):
     if len(fields) < 3:
         raise InputError(f"{where}: expected at least 3 tab-separated columns (chrom, "
             f"start, end), found {len(fields)}")
@@ -403,21 +424,21 @@ def _bed_hit(fields, header, where, lengths):
         strand, -1)
 
 
-def _finemo_hit(fields, header, where, lengths):
+def _finemo_hit(fields, header, where, lengths, interval_names=None):
     get = lambda name, required=True: _field(fields, header, name, where, required)
     strand = get("strand", False) or "."
     return (get("chr"), _int(get("start"), "start", where), _int(get("end"), "end", where),
         get("motif_name") or ".", strand, _peak_id(get("peak_id", False), where))
 
 
-def _table_hit(fields, header, where, lengths):
+def _table_hit(fields, header, where, lengths, interval_names=None):
     get = lambda name, required=True: _field(fields, header, name, where, required)
     return (get("chrom"), _int(get("start"), "start", where), _int(get("end"), "end", where),
         get("name", False) or ".", get("strand", False) or ".",
         _peak_id(get("peak", False), where, "peak"))
 
 
-def _fimo_hit(fields, header, where, lengths):
+def _fimo_hit(fields, header, where, lengths, interval_names="bedtools"):
     get = lambda name, required=True: _field(fields, header, name, where, required)
     motif_id = get("motif_id", False) or get("pattern_name", False) or "."
     name = get("motif_alt_id", False) or motif_id
@@ -435,6 +456,11 @@ def _fimo_hit(fields, header, where, lengths):
         if match is not None and match["chrom"] in lengths:
             chrom = match["chrom"]
             low, high = int(match["start"]), int(match["end"])
+            if interval_names == "samtools":  # 1-based, inclusive: the same bases
+                low -= 1
+                if low < 0:
+                    raise InputError(f"{where}: sequence '{sequence}' starts at 0, which "
+                        "is no 1-based (samtools) position; is it a bedtools name?")
             if stop > high - low:
                 raise InputError(f"{where}: stop {stop} lies past the end of sequence "
                     f"'{sequence}' ({high - low} bases)")

@@ -26,6 +26,8 @@ from typing import Any, Optional
 import numpy
 import pandas
 
+from .effects import arrangements
+from .ersatz import UnchangedRegionWarning
 from .genome import (
     effects_tsv,
     fetch_windows,
@@ -44,12 +46,13 @@ from .genome_files import (
     read_hits,
     read_peaks,
 )
+from .io import new_file_mode
 
 __all__ = ["run_hits", "static_input_length", "SETTINGS_FILE", "DEFAULT_CHUNK_SIZE"]
 
 SETTINGS_FILE = "settings.json"
 DEFAULT_CHUNK_SIZE = 256
-_FORMAT = 1
+_FORMAT = 2  # 2: the arrangements column; nan is an ordinary value
 _OPTIONS = {
     "format": "the parts' format version",
     "model": "--model",
@@ -64,6 +67,7 @@ _OPTIONS = {
     "profile": "--profile",
     "translate": "--translate",
     "chunk_size": "--chunk-size",
+    "fimo_intervals": "--fimo-intervals",
 }
 _DIGESTS = {"model_file", "genome", "peaks", "hits"}
 
@@ -136,7 +140,7 @@ class _Run:
         peaks = read_peaks(args.peaks, lengths, width, genome=args.genome)
         self.windows = peak_windows(peaks, lengths, width)
         hits = read_hits(args.hits, lengths, len(peaks), genome=args.genome,
-            peaks_name=f"'{args.peaks}'")
+            peaks_name=f"'{args.peaks}'", interval_names=args.fimo_intervals)
         min_width = 3 if args.shuffle == "dinucleotide" else 1
         self.mapped, self.skipped = map_hits(hits, self.windows, min_width)
         reasons = ", ".join(f"{count} {reason}" for reason, count in
@@ -159,6 +163,7 @@ class _Run:
             "hits": _digest(args.hits), "window": width, "n": args.n,
             "shuffle": args.shuffle, "seed": args.seed, "profile": args.profile,
             "translate": args.translate, "chunk_size": args.chunk_size,
+            "fimo_intervals": args.fimo_intervals,
         }
 
     def finished_chunks(self):
@@ -226,29 +231,13 @@ class _Run:
     def compute(self, chunks, done_rows, total_rows):
         from tqdm.auto import tqdm
 
-        from .ersatz import UnchangedRegionWarning
-
-        unchanged = 0
         bar = tqdm(total=total_rows, initial=done_rows, unit="hit", desc="hits",
             disable=self.args.quiet, file=sys.stderr, dynamic_ncols=True, smoothing=0.05)
         try:
             for chunk in chunks:
-                with warnings.catch_warnings(record=True) as caught:
-                    warnings.simplefilter("always", UnchangedRegionWarning)
-                    rows = self.compute_chunk(chunk)
-                for warning in caught:
-                    if issubclass(warning.category, UnchangedRegionWarning):
-                        unchanged += int(str(warning.message).split()[0])
-                    else:
-                        warnings.warn_explicit(warning.message, warning.category,
-                            warning.filename, warning.lineno)
-                bar.update(rows)
+                bar.update(self.compute_chunk(chunk))
         finally:
             bar.close()
-        if unchanged:
-            self.say(f"{unchanged} hits cannot be changed by the {self.args.shuffle} "
-                "shuffle (e.g. homopolymers): every shuffle equals the original, so their "
-                "drop is 0 and z is nan")
 
     def compute_chunk(self, chunk):
         args = self.args
@@ -258,9 +247,13 @@ class _Run:
         X = fetch_windows(self.fasta, self.windows, rows, pad_to=size)
         annotations = numpy.stack([inverse, part["offset_start"].to_numpy(),
             part["offset_end"].to_numpy()], axis=1).astype(numpy.int64)
-        result = self.cli._run(self.model, self.kind, X, annotations, args, verbose=False)
+        counts = arrangements(self.cli._shuffle_fn(args), X, annotations)
+        with warnings.catch_warnings():  # counted from `counts` instead
+            warnings.simplefilter("ignore", UnchangedRegionWarning)
+            result = self.cli._run(self.model, self.kind, X, annotations, args,
+                verbose=False)
         try:
-            effects = hit_effects(result, part, args.profile)
+            effects = hit_effects(result, part, args.profile, counts)
         except ValueError as error:
             raise self.error(f"cannot compute effects: {error}") from None
         _write_atomically(os.path.join(self.parts, _part_name(chunk)),
@@ -286,10 +279,19 @@ class _Run:
                     while block := part.read(1 << 20):
                         handles["effects.tsv"].write(block)
             effects = _read_effects(paths)
+            unchanged = int((effects["arrangements"] <= 1).sum())
+            if unchanged:
+                self.say(f"{unchanged} hits cannot be changed by the {args.shuffle} shuffle "
+                    "(arrangements = 1 in effects.tsv: homopolymers, all-N stretches...): "
+                    "every shuffle equals the original, so their drop is 0 and z is nan")
             handles["summary.tsv"].write(effects_tsv(summarise_effects(effects)).encode())
             handles["skipped.tsv"].write(effects_tsv(self.skipped).encode())
             if "plot" in handles:
-                plot_effects(effects, handles["plot"], args.plot)
+                try:
+                    plot_effects(effects, handles["plot"], args.plot,
+                        output_names=args.output_names)
+                except ValueError as error:
+                    raise self.error(f"--output-names: {error}") from None
         for name in os.listdir(self.parts):  # temporaries of killed runs
             if name.startswith(".chunk-"):
                 os.unlink(os.path.join(self.parts, name))
@@ -318,6 +320,30 @@ def run_hits(args: argparse.Namespace, cli: ModuleType) -> int:
     run.read_inputs()
     done = run.finished_chunks()
     run.load_model()
+    created = [path for path in (args.out, run.parts, os.path.join(run.parts,
+        SETTINGS_FILE)) if not os.path.exists(path)]
+    try:
+        return _work(run, args, done)
+    except BaseException:
+        _remove_if_no_parts(run.parts, created, run.chunks)
+        raise
+
+
+def _remove_if_no_parts(parts, created, chunks):
+    """After a failure, remove what this run created (settings.json, the folders) when no
+    finished chunk is there to resume from."""
+
+    names = set(os.listdir(parts)) if os.path.isdir(parts) else set()
+    if names & {_part_name(c) for c in range(chunks)}:
+        return
+    for path in reversed(created):  # the settings, then parts/, then --out
+        try:
+            os.unlink(path) if path.endswith(SETTINGS_FILE) else os.rmdir(path)
+        except OSError:  # another shard's files, or already gone
+            pass
+
+
+def _work(run, args, done):
     run.write_settings()
     shard = args.shard
     mine = [c for c in range(run.chunks) if shard is None or c % shard[1] == shard[0]]
@@ -369,6 +395,7 @@ def _load_settings(path, error):
 def _temporary(directory, name):
     descriptor, path = tempfile.mkstemp(dir=directory, prefix=f".{name}.", suffix=".part")
     os.close(descriptor)
+    os.chmod(path, new_file_mode())  # mkstemp makes it 0600; outputs are all one mode
     return path
 
 
@@ -391,11 +418,14 @@ def _read_effects(paths):
     """The assembled effects, for the summary and the plot (only the columns they use)."""
 
     header = open(paths[0], encoding="utf-8").readline().rstrip("\n").split("\t")
-    wanted = [c for c in ("hit", "name") if c in header] + measure_columns(header)
+    wanted = [c for c in ("hit", "name", "arrangements") if c in header] + \
+        measure_columns(header)
     frames = [pandas.read_csv(path, sep="\t", usecols=wanted, dtype={"name": str},
         keep_default_na=False) for path in paths]
     effects = pandas.concat(frames, ignore_index=True)
     for column in wanted:
-        if column != "name":
+        if column == "hit":
             effects[column] = pandas.to_numeric(effects[column])
+        elif column != "name":  # measures: 'nan' (and 'inf') are ordinary values
+            effects[column] = effects[column].astype(numpy.float64)
     return effects

@@ -25,6 +25,7 @@ __all__ = [
     "plot_format",
     "format_table",
     "AtomicFiles",
+    "new_file_mode",
 ]
 
 PLOT_FORMATS = ("png", "pdf", "svg")
@@ -316,6 +317,13 @@ def _umask():
     return mask
 
 
+def new_file_mode() -> int:
+    """The permissions ``open()`` gives a new file: ``0o666`` less the umask (``0o644``
+    under the usual umask 022). Temporary files made private by ``mkstemp`` get them
+    before they are moved into place, so every output has one mode."""
+    return 0o666 & ~_umask()
+
+
 class AtomicFiles:
     """Write several output files so that each appears whole or not at all.
 
@@ -364,7 +372,7 @@ class AtomicFiles:
         except OSError as error:
             reason = error.strerror or str(error)
             raise InputError(f"cannot write '{path}': {reason}") from None
-        os.chmod(temporary, 0o666 & ~_umask())  # mkstemp makes it private (0600)
+        os.chmod(temporary, new_file_mode())  # mkstemp makes it private (0600)
         handle = os.fdopen(descriptor, "wb")
         self._pending.append((handle, temporary, path))
         return handle

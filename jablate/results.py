@@ -37,3 +37,18 @@ class PerturbationSummaryResult(NamedTuple):
     y_before: Any
     y_after_mean: Any
     y_after_std: Any
+
+
+class PerturbationAnnotationsSummaryResult(NamedTuple):
+    """Per-annotation summary over the ``n`` shuffles (``ablate_annotations(...,
+    reduce="mean_std")``).
+
+    ``y_befores``, ``y_after_means`` and ``y_after_stds`` have shape ``(k, 1, ...)``, as
+    ``y_befores`` of :class:`PerturbationAnnotationsResult` (population standard
+    deviation over the shuffles, ``ddof=0``; :func:`jablate.effects.from_mean_std` gives
+    the tables' statistics). Lists of such arrays for a multi-output model.
+    """
+
+    y_befores: Any
+    y_after_means: Any
+    y_after_stds: Any

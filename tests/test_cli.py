@@ -703,8 +703,9 @@ def test_factory_returning_a_jax_function(tmp_path, monkeypatch, capsys):
 
 
 def test_demo_and_ablate_share_the_z_score():
-    from jablate.cli import shuffle_effects, summarise
+    from jablate.cli import summarise
     from jablate.demo import region_summary
+    from jablate.effects import shuffle_effects
 
     rs = numpy.random.RandomState(0)
     before, after = rs.normal(size=6), rs.normal(size=(6, 5))

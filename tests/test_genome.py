@@ -365,11 +365,11 @@ def test_profile_outputs_get_total_signal_and_jensen_shannon_distance(tmp_path):
     numpy.testing.assert_allclose(effects["out0_jsd"], [0, expected, 0], atol=1e-7)
     numpy.testing.assert_allclose(effects["out0_sum_drop"], [0, -50, -20])
     numpy.testing.assert_allclose(effects["out1_drop"], [1, 1, 1])
-    assert effects["out1_z"].tolist() == [numpy.inf] * 3
+    assert numpy.isnan(effects["out1_z"]).all()  # a drop without spread: nan, never inf
     summary = jg.summarise_effects(effects)
     assert list(summary.columns) == ["name", "hits", "rows", "out1_median_drop",
-        "out1_mean_drop", "out1_frac_z_gt_2", "out0_median_jsd", "out0_mean_jsd",
-        "out0_median_sum_drop"]
+        "out1_mean_drop", "out1_frac_z_gt_2", "out1_nan_z", "out0_median_jsd",
+        "out0_mean_jsd", "out0_median_sum_drop", "out0_nan_jsd"]
     assert list(summary["name"]) == ["a", "b", "c"]  # by drop (all 1, ties by name), not jsd
     probs = jg.hit_effects((logits + 1, after + 1), hits, profile="probs")
     assert probs["jsd"][0] == 0 and 0 < probs["jsd"][1] < 1
@@ -404,11 +404,11 @@ def test_hits_command_writes_effects_summary_skipped_and_plot(data, tmp_path, ca
     effects = pandas.read_csv(out / "effects.tsv", sep="\t", keep_default_na=False)
     assert list(effects.columns) == ["hit", "line", "chrom", "start", "end", "name",
         "strand", "score", "window", "peak", "window_start", "window_end", "offset_start",
-        "offset_end", "before", "after_mean", "after_sd", "drop", "z"]
+        "offset_end", "arrangements", "before", "after_mean", "after_sd", "drop", "z"]
     assert len(effects) == 102 and effects["line"][0] == 2
     summary = pandas.read_csv(out / "summary.tsv", sep="\t")
     assert list(summary.columns) == ["name", "hits", "rows", "median_drop", "mean_drop",
-        "frac_z_gt_2"]
+        "frac_z_gt_2", "nan_z"]
     assert summary["name"].tolist() == ["GATA", "control"]
     assert summary["median_drop"][0] > 0.8 and abs(summary["median_drop"][1]) < 0.05
     skipped = pandas.read_csv(out / "skipped.tsv", sep="\t")
@@ -598,3 +598,209 @@ def test_a_model_failure_exits_1_with_one_line(data, tmp_path, capsys):
     assert stderr == ("jablate: error: model 'test_genome:broken_model' failed: "
         "RuntimeError: out of cheese\n")
     assert not (tmp_path / "out" / "effects.tsv").exists()
+
+
+# --- hits that cannot change (issue 17) -------------------------------------------------
+
+
+def _unchangeable_dataset(root):
+    """One chromosome, a peak every 400 bp; in each window a poly-A (10 bp), an ACAC
+    repeat (10 bp), an all-N stretch (6 bp) and an ordinary random hit (20 bp).
+
+    Returns the hits' kinds in file order."""
+
+    root.mkdir(parents=True, exist_ok=True)
+    rs = numpy.random.RandomState(7)
+    bases = list(_background(rs, 4_000))
+    peaks, hits, kinds = [], [], []
+    plants = {"polyA": (10, "A" * 10), "ACAC": (25, "AC" * 5), "N": (40, "N" * 6),
+        "ordinary": (55, None)}
+    for summit in range(200, 3_800, 400):
+        low = summit - WIDTH // 2
+        peaks.append(f"chr1\t{summit - 100}\t{summit + 100}\tp{len(peaks)}\t0\t.\t1\t-1\t-1\t100\n")
+        for kind, (offset, text) in plants.items():
+            start = low + offset
+            if text is not None:
+                bases[start:start + len(text)] = text
+            end = start + (len(text) if text is not None else 20)
+            hits.append(f"chr1\t{start}\t{end}\t{kind}\n")
+            kinds.append(kind)
+    (root / "genome.fa").write_text(">chr1\n" + "".join(bases) + "\n")
+    (root / "peaks.narrowPeak").write_text("".join(peaks))
+    (root / "hits.bed").write_text("".join(hits))
+    return kinds
+
+
+def test_hits_that_cannot_change_get_nan_z_and_the_run_finishes_and_resumes(tmp_path,
+        capsys):
+    root = tmp_path / "data"
+    kinds = numpy.array(_unchangeable_dataset(root))
+    stuck = {"mono": {"polyA", "N"}, "dinucleotide": {"polyA", "ACAC", "N"}}
+    for shuffle, n in (("mono", 8), ("dinucleotide", 8), ("mono", 1)):
+        out = tmp_path / f"{shuffle}-{n}"
+        argv = ["hits", "--model", MODEL, "--genome", root / "genome.fa", "--peaks",
+            root / "peaks.narrowPeak", "--hits", root / "hits.bed", "--out", out,
+            "--window", WIDTH, "--n", n, "--shuffle", shuffle, "--chunk-size", 16]
+        status, _, stderr = run(capsys, *argv, "--shard", "0/2")
+        assert status == 0, stderr
+        status, _, stderr = run(capsys, *argv, "--resume")
+        assert status == 0, stderr
+        cannot = numpy.isin(kinds, list(stuck[shuffle]))
+        assert f"{cannot.sum()} hits cannot be changed" in stderr
+        effects = pandas.read_csv(out / "effects.tsv", sep="\t", keep_default_na=False,
+            na_values={"z": ["nan"], "after_sd": ["nan"]})
+        assert effects["name"].tolist() == kinds.tolist()
+        assert (effects["drop"][cannot] == 0).all()
+        assert effects["z"][cannot].isna().all()
+        if n > 1:
+            assert (effects["after_sd"][cannot] == 0).all()
+            assert numpy.isfinite(effects["z"][~cannot]).all()
+        else:
+            assert effects["z"].isna().all()
+        assert not numpy.isinf(effects["z"]).any()
+        summary = pandas.read_csv(out / "summary.tsv", sep="\t").set_index("name")
+        for kind in set(kinds):
+            expected = (kinds == kind).sum() if (kind in stuck[shuffle] or n == 1) else 0
+            assert summary.loc[kind, "nan_z"] == expected, (shuffle, n, kind)
+        if n > 1:
+            assert numpy.isnan(summary.loc["polyA", "frac_z_gt_2"])
+            assert 0 <= summary.loc["ordinary", "frac_z_gt_2"] <= 1
+        # one uninterrupted run gives the same bytes
+        single = tmp_path / f"{shuffle}-{n}-single"
+        assert run(capsys, *argv[:argv.index("--out") + 1], single,
+            *argv[argv.index("--out") + 2:])[0] == 0
+        assert (single / "effects.tsv").read_bytes() == (out / "effects.tsv").read_bytes()
+
+
+def test_plot_of_small_effects_has_readable_ticks_and_names_the_outputs(tmp_path,
+        monkeypatch):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rs = numpy.random.RandomState(1)
+    k = 300
+    effects = pandas.DataFrame({"hit": range(k), "name": rs.choice(["GATA", "CTCF",
+        "control"], k), "out0_sum_drop": rs.normal(size=k) * 1e-3,
+        "out0_jsd": rs.uniform(size=k) * 1e-3, "out1_drop": rs.normal(size=k) * 1e-3 + 5e-4,
+        "out1_z": rs.normal(size=k)})
+    figures = []
+    monkeypatch.setattr(plt, "close", lambda figure=None: figures.append(figure))
+    jg.plot_effects(effects, tmp_path / "effects.png", output_names=["profile",
+        "log counts"])
+    (figure,) = figures
+    figure.canvas.draw()
+    renderer = figure.canvas.get_renderer()
+    labels = [axis.get_xlabel() for axis in figure.axes]
+    assert labels == ["log counts drop", "profile JSD"]
+    for axis in figure.axes:
+        boxes = [t.get_window_extent(renderer) for t in axis.get_xticklabels()
+            if t.get_text()]
+        assert len(boxes) >= 2
+        for a, b in zip(boxes, boxes[1:]):
+            assert a.x1 < b.x0, [t.get_text() for t in axis.get_xticklabels()]
+        # small values share one power of ten instead of long labels
+        assert axis.xaxis.get_offset_text().get_text()
+        assert max(len(t.get_text()) for t in axis.get_xticklabels()) <= 20
+    plt.close(figure)
+    assert jg.measure_labels(effects.columns) == [("out1_drop", "output 1 drop"),
+        ("out0_jsd", "profile (output 0) JSD")]
+    with pytest.raises(ValueError, match="output_names has 1 names"):
+        jg.measure_labels(effects.columns, ["counts"])
+
+
+def test_samtools_interval_names_are_one_based(data, tmp_path):
+    root, _ = data
+    _, windows = jg.load_windows(root / "genome.fa", root / "peaks.narrowPeak", WIDTH)
+    path = tmp_path / "fimo.tsv"
+    # the same bases, chr1:1450-1550 in bedtools' 0-based half-open form, are
+    # chr1:1451-1550 in samtools faidx's 1-based inclusive form
+    path.write_text("motif_id\tmotif_alt_id\tsequence_name\tstart\tstop\tstrand\n"
+        "MA1\tGATA\tchr1:1451-1550\t31\t36\t+\n"
+        "MA1\tGATA\tchr1:1451-1550(-)\t65\t70\t-\n")
+    _, mapped = jg.hits_to_annotations(path, windows, interval_names="samtools")
+    assert list(mapped["start"]) == [1480, 1480] and list(mapped["end"]) == [1486, 1486]
+    _, default = jg.hits_to_annotations(path, windows)  # bedtools: one base further on
+    assert list(default["start"]) == [1481, 1480]  # (-) counts from the same end
+    with pytest.raises(ValueError, match="interval_names"):
+        jg.hits_to_annotations(path, windows, interval_names="ucsc")
+
+
+def test_cli_nits_of_a_new_user(data, tmp_path, capsys, monkeypatch):
+    root, _ = data
+    few = tmp_path / "few.bed"
+    few.write_text("".join((root / "hits.bed").read_text().splitlines(True)[1:9]))
+    # a peak file with a header line, as hits files may have one
+    peaks = tmp_path / "peaks.tsv"
+    peaks.write_text("chrom\tstart\tend\tname\tscore\tstrand\tsignal\tp\tq\tsummit\n" +
+        (root / "peaks.narrowPeak").read_text())
+    argv = ["hits", "--model", MODEL, "--genome", root / "genome.fa", "--peaks", peaks,
+        "--hits", few, "--window", WIDTH, "--n", 4, "--plot", "none", "--chunk-size", 2]
+    out = tmp_path / "plain"
+    status, _, stderr = run(capsys, *argv, "--out", out, "--quiet")
+    assert status == 0, stderr
+    # every output and part has one mode: what open() gives a new file
+    umask = os.umask(0)
+    os.umask(umask)
+    modes = {p.name: p.stat().st_mode & 0o777 for p in [*out.iterdir(),
+        *(out / "parts").iterdir()] if p.is_file()}
+    assert set(modes.values()) == {0o666 & ~umask}, modes
+
+    # --shard slurm: task 7 of --array=3-11:4 (tasks 3, 7, 11) is shard 1 of 3
+    monkeypatch.setenv("SLURM_ARRAY_TASK_ID", "7")
+    monkeypatch.setenv("SLURM_ARRAY_TASK_MIN", "3")
+    monkeypatch.setenv("SLURM_ARRAY_TASK_COUNT", "3")
+    monkeypatch.setenv("SLURM_ARRAY_TASK_STEP", "4")
+    sharded = tmp_path / "slurm"
+    assert run(capsys, *argv, "--out", sharded, "--quiet", "--shard", "slurm")[0] == 0
+    assert sorted(p.name for p in (sharded / "parts").glob("chunk-*")) == [
+        "chunk-000001.tsv"]
+    monkeypatch.setenv("SLURM_ARRAY_TASK_ID", "8")
+    status, _, stderr = run(capsys, *argv, "--out", sharded, "--quiet", "--shard", "slurm")
+    assert status == 2 and "task 8 is not one of the 3 tasks 3, 7, ..." in stderr
+    monkeypatch.delenv("SLURM_ARRAY_TASK_ID")
+    status, _, stderr = run(capsys, *argv, "--out", sharded, "--shard", "slurm")
+    assert status == 2 and "SLURM_ARRAY_TASK_ID is not set" in stderr
+
+    # a run that fails before any chunk is finished leaves nothing behind
+    broken = tmp_path / "broken"
+    status, _, stderr = run(capsys, *argv[:2], "test_genome:broken_model", *argv[3:],
+        "--out", broken)
+    assert status == 1 and not broken.exists()
+
+    # a homopolymer region: one jablate: line without --quiet, nothing with it
+    (tmp_path / "seqs.fa").write_text(">s\n" + "ACGTGATAAG" * 6 + "AAAAAAAAAA" * 4 + "\n")
+    (tmp_path / "regions.bed").write_text("s\t70\t90\n")
+    ablate = ["ablate", "--model", MODEL, "--fasta", tmp_path / "seqs.fa", "--regions",
+        tmp_path / "regions.bed", "--n", 3]
+    status, stdout, stderr = run(capsys, *ablate)
+    assert status == 0
+    assert stderr.startswith("jablate: warning: 1 of 1 regions cannot be changed")
+    assert "warnings.warn" not in stderr and "UnchangedRegionWarning" not in stderr
+    row = stdout.splitlines()[1].split("\t")
+    assert row[-2:] == ["0", "nan"]  # mean_drop exactly 0, z_score nan
+    status, stdout, stderr = run(capsys, *ablate, "--quiet")
+    assert status == 0 and stderr == ""
+
+
+def test_an_interrupted_hits_run_says_that_resume_continues(data, tmp_path):
+    root, _ = data
+    out = tmp_path / "out"
+    env = dict(os.environ, JABLATE_TEST_DELAY="0.4", PYTHONPATH=os.pathsep.join(
+        filter(None, [str(REPO), str(TESTS), os.environ.get("PYTHONPATH")])))
+    command = [sys.executable, "-m", "jablate", *map(str, hits_args(root, out, "hits.tsv",
+        "--chunk-size", 8, "--model", "test_genome:slow_model", "--plot", "none"))]
+    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    try:
+        while not list((out / "parts").glob("chunk-*.tsv")):
+            assert process.poll() is None, process.stderr.read()
+            assert time.monotonic() < deadline, "no chunk finished in time"
+            time.sleep(0.05)
+    finally:
+        process.send_signal(signal.SIGINT)
+        _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130
+    assert "finished chunks are kept in" in stderr and "--resume to continue" in stderr
+    assert "no output written" not in stderr

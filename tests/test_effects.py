@@ -1,0 +1,128 @@
+"""The effect statistics (jablate.effects): drop, spread, z and their nan rules (issue 17)."""
+
+import itertools
+import sys
+from pathlib import Path
+
+import numpy
+import pytest
+
+import jablate
+from jablate import effects
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+
+def test_z_is_drop_over_the_sample_sd():
+    rs = numpy.random.RandomState(0)
+    before, after = rs.normal(size=6), rs.normal(size=(6, 5))
+    drop, spread, z = effects.shuffle_effects(before, after)
+    numpy.testing.assert_allclose(drop, before - after.mean(axis=1))
+    numpy.testing.assert_allclose(spread, after.std(axis=1, ddof=1))
+    numpy.testing.assert_allclose(z, drop / spread)
+
+
+def test_no_spread_gives_nan_z_never_inf():
+    # a control region whose shuffles all predict the same float32 value, and a before
+    # that differs from it by rounding only: z was +inf
+    after = numpy.full((3, 20), 0.7, dtype=numpy.float32)
+    before = numpy.float32(0.7) + numpy.array([3e-8, 0.0, -6e-8], numpy.float32)
+    drop, spread, z = effects.shuffle_effects(before, after)
+    assert (spread == 0).all() and numpy.isnan(z).all()
+    # a spread of one float32 ulp is still below resolution
+    after[0, 0] = numpy.nextafter(after[0, 0], numpy.float32(1))
+    assert numpy.isnan(effects.shuffle_effects(before, after).z[0])
+    # a resolvable spread gives a finite z: 1e-4 of a scale of 0.7 is far above 16 ulps
+    after[1, :10] += numpy.float32(1e-4)
+    z = effects.shuffle_effects(before, after).z
+    assert numpy.isfinite(z[1]) and z[1] < 0
+    # in float64 the same relative spread of 1e-9 is resolvable
+    after64 = numpy.full((1, 4), 0.7)
+    after64[0, :2] += 1e-9
+    assert numpy.isfinite(effects.shuffle_effects(numpy.array([0.71]), after64).z).all()
+
+
+def test_regions_that_cannot_change_get_drop_0_and_nan_z():
+    before = numpy.array([1.0, 2.0, 3.0])
+    after = numpy.array([[1.0, 1.0], [2.0 - 1e-7, 2.0 + 1e-7], [1.0, 2.0]])
+    drop, spread, z = effects.shuffle_effects(before, after, changes=[False, False, True])
+    assert drop[:2].tolist() == [0.0, 0.0] and spread[:2].tolist() == [0.0, 0.0]
+    assert numpy.isnan(z[:2]).all() and z[2] == pytest.approx(1.5 / numpy.sqrt(0.5))
+    # n = 1: no spread to speak of
+    assert numpy.isnan(effects.shuffle_effects(before, after[:, :1]).z).all()
+    with pytest.raises(ValueError, match="changes"):
+        effects.shuffle_effects(before, after, changes=[True])
+
+
+def _brute_arrangements(seq):
+    return len(set(itertools.permutations(seq)))
+
+
+def _brute_dinucleotide(seq):
+    pairs = sorted(zip(seq, seq[1:]))
+    return len({p for p in itertools.permutations(seq) if p[0] == seq[0] and
+        p[-1] == seq[-1] and sorted(zip(p, p[1:])) == pairs})
+
+
+def test_arrangements_count_what_the_shuffles_can_make():
+    seqs = ["AAAAAA", "ACACAC", "NNNNNN", "ACGTAC", "AACCGA", "GATTAC"]
+    X = numpy.zeros((len(seqs), 4, 8), numpy.float32)
+    for i, s in enumerate(seqs):
+        for j, c in enumerate(s):
+            if c != "N":
+                X[i, "ACGT".index(c), j + 1] = 1
+    ann = numpy.array([[i, 1, 7] for i in range(len(seqs))])
+    mono = effects.arrangements(jablate.shuffle, X, ann)
+    di = effects.arrangements(jablate.dinucleotide_shuffle, X, ann)
+    assert mono.tolist() == [_brute_arrangements(s) for s in seqs]
+    assert di.tolist() == [_brute_dinucleotide(s) for s in seqs]
+    assert effects.changeable(jablate.shuffle, X, ann).tolist() == [False, True, False,
+        True, True, True]
+    with pytest.raises(ValueError, match="foreign shuffle"):
+        effects.changeable(lambda X, **k: X, X, ann)
+
+
+def test_a_mean_std_result_gives_the_tables_statistics():
+    import models_for_cli
+
+    X = numpy.eye(4, dtype=numpy.float32)[numpy.random.RandomState(3).randint(4, size=(5,
+        40))].transpose(0, 2, 1)
+    kwargs = dict(start=10, end=30, n=6, random_state=0, batch_size=8)
+    before, after = jablate.ablate(models_for_cli.jax_model, X, **kwargs)
+    summary = jablate.ablate(models_for_cli.jax_model, X, reduce="mean_std", **kwargs)
+    full = effects.shuffle_effects(before[:, 0], after[:, :, 0])
+    reduced = effects.from_mean_std(summary[0][:, 0], summary[1][:, 0], summary[2][:, 0], 6)
+    for a, b in zip(full, reduced):
+        numpy.testing.assert_allclose(a, b, rtol=1e-5)
+    # the population sd is not the tables' spread
+    assert not numpy.allclose(summary[2][:, 0], full.spread)
+    with pytest.raises(ValueError, match="n must be"):
+        effects.from_mean_std(before[:, 0], before[:, 0], before[:, 0], 0)
+
+
+@pytest.mark.parametrize("incremental", [False, True])
+def test_ablate_annotations_mean_std_equals_the_full_result(incremental):
+    import models_for_cli
+
+    X = numpy.eye(4, dtype=numpy.float32)[numpy.random.RandomState(4).randint(4, size=(3,
+        60))].transpose(0, 2, 1)
+    ann = numpy.array([[0, 5, 15], [2, 20, 44], [1, 0, 8], [2, 50, 60]])
+    kwargs = dict(n=5, random_state=1, batch_size=8, incremental=incremental)
+    for model in (models_for_cli.jax_model, models_for_cli.jax_two_heads):
+        befores, afters = jablate.ablate_annotations(model, X, ann, **kwargs)
+        summary = jablate.ablate_annotations(model, X, ann, reduce="mean_std", **kwargs)
+        assert isinstance(summary, jablate.PerturbationAnnotationsSummaryResult)
+        heads = zip(*(v if isinstance(v, list) else [v] for v in (befores, afters,
+            *summary)))
+        for before, after, b, mean, std in heads:
+            assert b.shape == mean.shape == std.shape == before.shape
+            numpy.testing.assert_array_equal(b, before)
+            numpy.testing.assert_allclose(mean, numpy.asarray(after).mean(axis=2),
+                rtol=1e-5, atol=1e-5)
+            numpy.testing.assert_allclose(std, numpy.asarray(after).std(axis=2),
+                rtol=1e-4, atol=1e-5)
+    with pytest.raises(ValueError, match="reduce must be one of"):
+        jablate.ablate_annotations(models_for_cli.jax_model, X, ann, reduce="median")
+    with pytest.raises(ValueError, match="reduce='mean_std' needs"):
+        jablate.ablate_annotations(models_for_cli.jax_model, X, ann, reduce="mean_std",
+            shuffle_fn=lambda X, start, end, n, random_state: numpy.repeat(X[:, None], n, 1))
