@@ -1221,9 +1221,8 @@ def deep_lift_shap(model: Any, X: Any, args: Optional[Any] = None, target: int =
         table = key
     draw = not (given or key_fn is None or return_references)
     R = n_shuffles if draw else table.shape[1]
-    if bound.device is not None:
-        table = jax.device_put(table, bound.device)
-        params = jax.device_put(params, bound.device)
+    table = jax.device_put(table, bound.placement.primary)  # jablate.placement's policy
+    params = jax.device_put(params, bound.placement.primary)
 
     per_step = max(1, batch_size // R)
     chunk = None if batch_size >= R else batch_size

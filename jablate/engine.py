@@ -155,13 +155,14 @@ class Devices:
     """
 
     def __init__(self, model, X):
-        platform = next(iter(X.devices())).platform
         if model.device is not None or not model.jittable:
             devices = [model.device]  # the caller chose one device (or torch places batches)
+        elif model.placement is not None:
+            devices = list(model.placement.devices)  # jablate.placement's policy
         elif len(X.devices()) > 1:
             devices = list(X.devices())
         else:
-            devices = jax.local_devices(backend=platform)
+            devices = jax.local_devices(backend=next(iter(X.devices())).platform)
         self.count = len(devices)
         if self.count > 1:
             mesh = jax.sharding.Mesh(numpy.array(devices), ("batch",))
@@ -208,14 +209,16 @@ def gather_processes(arrays: list, total: Optional[int]) -> list:
 @dataclass(frozen=True)
 class Model:
     """What the engine runs: a runner, its parameters, a post-processing ``func``, the
-    input dtype (JAX runners; None keeps a float ``X`` and casts others to float32) and
-    the device the caller chose (None: every local device of ``X``'s platform)."""
+    input dtype (JAX runners; None keeps a float ``X`` and casts others to float32), the
+    device the caller chose, and where the run computes (:class:`jablate.placement.
+    Placement`; None: every local device of ``X``'s platform)."""
 
     runner: Any
     params: Any = None
     post: Optional[Callable] = None
     dtype: Any = None
     device: Any = None  # a jax.Device the caller chose: run there alone, unsharded
+    placement: Any = None  # jablate.placement.Placement, from predict.prepare
 
     @property
     def jittable(self) -> bool:

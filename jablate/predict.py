@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 from typing import Any, Callable, Optional
 
-from . import engine
+from . import engine, placement
 from .frontdoor import (
     Inputs,
     check_int,
@@ -103,7 +103,9 @@ def prepare(model: Any, inp: Inputs, func: Optional[Callable] = None, device: An
     Returns
     -------
     inp: Inputs
-        Placed on ``device`` for a JAX model.
+        For a JAX model, placed by jablate's one device policy
+        (:mod:`jablate.placement`): on ``device`` when given, else on JAX's default
+        device, whatever device ``X`` arrived on.
     model: engine.Model
         Runner, parameters, post-processing ``func`` and input dtype.
     session: context manager
@@ -122,11 +124,10 @@ def prepare(model: Any, inp: Inputs, func: Optional[Callable] = None, device: An
         return inp, engine.Model(runner), _torch_session(runner, device, dtype, func)
     jdtype = jax_dtype(dtype)
     jdevice = resolve_device(device, "jax")
-    if jdevice is not None:
-        import jax
-        inp = Inputs(jax.device_put(inp.X, jdevice),
-                     tuple(jax.device_put(a, jdevice) for a in inp.args), inp.family, inp.dtype)
-    return (inp, engine.Model(runner, params, func, jdtype, jdevice),
+    where = placement.current(inp.X, jdevice)
+    X, args = placement.place((inp.X, inp.args), where)
+    inp = Inputs(X, tuple(args), inp.family, inp.dtype)
+    return (inp, engine.Model(runner, params, func, jdtype, jdevice, where),
             contextlib.nullcontext())
 
 
