@@ -21,6 +21,8 @@ import jax.numpy as jnp
 import numpy
 import torch
 
+from jablate.errors import InputError
+
 __all__ = ["from_torch", "to_torch", "torch_to_numpy", "wrap", "TorchRunner", "translate",
            "any_batch", "exported_batch", "StaticBatchModule"]
 
@@ -90,16 +92,16 @@ def torch_device(kind: str, index: Optional[int] = None, name: str = "device") -
     try:
         device = torch.device(kind if index is None else f"{kind}:{index}")
     except (RuntimeError, ValueError):
-        raise ValueError(f"{name} {label!r} is not a torch device.") from None
+        raise InputError(f"{name} {label!r} is not a torch device.") from None
     if device.type == "cuda":
         if not torch.cuda.is_available():
-            raise ValueError(f"{name} {label!r} was requested but torch sees no CUDA device; "
+            raise InputError(f"{name} {label!r} was requested but torch sees no CUDA device; "
                              "pass device='cpu'.")
         if device.index is not None and device.index >= torch.cuda.device_count():
-            raise ValueError(f"{name} {label!r} was requested but torch sees only "
+            raise InputError(f"{name} {label!r} was requested but torch sees only "
                              f"{torch.cuda.device_count()} CUDA device(s).")
     if device.type == "mps" and not torch.backends.mps.is_available():
-        raise ValueError(f"{name} {label!r} was requested but MPS is not available to torch.")
+        raise InputError(f"{name} {label!r} was requested but MPS is not available to torch.")
     return device
 
 
@@ -123,11 +125,11 @@ def _resolve_dtype(model, dtype):
         try:
             dtype = numpy.dtype(dtype).name
         except TypeError:
-            raise ValueError(f"dtype {dtype!r} is not a dtype.") from None
+            raise InputError(f"dtype {dtype!r} is not a dtype.") from None
     if isinstance(dtype, str):
         resolved = getattr(torch, dtype.replace("torch.", ""), None)
         if not isinstance(resolved, torch.dtype):
-            raise ValueError(f"dtype {dtype!r} is not a torch dtype.")
+            raise InputError(f"dtype {dtype!r} is not a torch dtype.")
         return resolved
     return dtype
 
@@ -371,7 +373,7 @@ class StaticBatchModule(torch.nn.Module):
         if n == self.batch:
             return self.module(x, *args)
         if self._unbatched_outputs:
-            raise ValueError(
+            raise InputError(
                 f"this torch.export program was exported at a batch size of {self.batch}, "
                 f"and its output(s) of traced shape {', '.join(self._unbatched_outputs)} do "
                 f"not have the batch first, so it cannot run on {n} sequences in chunks of "
@@ -386,7 +388,7 @@ class StaticBatchModule(torch.nn.Module):
             is_tensor = isinstance(t, torch.Tensor) and t.ndim > 0
             traced_batched = shape is None or shape[:1] == (self.batch,)
             if is_tensor and traced_batched and shape is not None and t.shape[0] != n:
-                raise ValueError(f"input {i} has {t.shape[0]} rows; the first input has {n}.")
+                raise InputError(f"input {i} has {t.shape[0]} rows; the first input has {n}.")
             batched.append(is_tensor and traced_batched and t.shape[0] == n)
         outputs = []
         for start in range(0, n, self.batch):

@@ -46,6 +46,8 @@ import numpy as np
 import torch
 import torch.utils._pytree as torch_pytree
 
+from jablate.errors import InputError
+
 from ._aten_table import OPS, to_jax
 from ._interpreter import compile_graph, evaluate, meta_shape, op_key, unsupported
 from .torch import StaticBatchModule, exported_batch
@@ -262,7 +264,7 @@ class TranslatedModel:
         """
         leaves = torch_pytree.tree_flatten(((x,) + tuple(args), {}))[0]
         if len(leaves) != len(self._user_inputs):
-            raise ValueError(f"{self.name} was translated with {len(self._user_inputs)} "
+            raise InputError(f"{self.name} was translated with {len(self._user_inputs)} "
                              f"input(s); got {len(leaves)}. Pass the same arguments as to "
                              "translate() (None where the example had None).")
         for (placeholder, batched, shape), value in zip(self._user_inputs, leaves):
@@ -270,7 +272,7 @@ class TranslatedModel:
                 got = tuple(jnp.shape(value))
                 want = shape[1:] if batched else shape
                 if (got[1:] if batched else got) != want or len(got) != len(shape):
-                    raise ValueError(
+                    raise InputError(
                         f"input '{placeholder}' of {self.name} has shape {got}; it was "
                         f"translated for shape {('batch',) + want if batched else want}. "
                         "Translate again for other non-batch dimensions.")
@@ -292,7 +294,7 @@ class TranslatedModel:
         """Batch `n` in chunks of the traced batch size, under ``jax.vmap``."""
         size = self.static_batch
         if self._unchunkable is not None:
-            raise ValueError(
+            raise InputError(
                 f"{self.name} was translated at a fixed batch size of {size} (torch.export "
                 f"could not keep the batch symbolic), and it cannot run on a batch of {n} in "
                 f"chunks of {size}: {self._unchunkable}. Pass exactly {size} at a time, or "
@@ -300,7 +302,7 @@ class TranslatedModel:
         batched = [i for i, (_, b, _) in enumerate(self._user_inputs) if b]
         for i in batched:
             if jnp.shape(leaves[i])[0] != n:
-                raise ValueError(f"input '{self._user_inputs[i][0]}' of {self.name} has "
+                raise InputError(f"input '{self._user_inputs[i][0]}' of {self.name} has "
                                  f"{jnp.shape(leaves[i])[0]} rows; the first input has {n}.")
         pad = -n % size
 
@@ -416,7 +418,7 @@ def translate(module: torch.nn.Module, example_input, *example_args) -> Translat
     inputs = [_as_torch(example_input, "example_input", device)]
     inputs += [_as_torch(a, f"example_args[{i}]", device) for i, a in enumerate(example_args)]
     if not isinstance(inputs[0], torch.Tensor) or inputs[0].ndim == 0:
-        raise ValueError("translate(): example_input must be an array with a batch "
+        raise InputError("translate(): example_input must be an array with a batch "
                          "dimension, e.g. shape (N, 4, L).")
     n = inputs[0].shape[0]
     batched = [isinstance(t, torch.Tensor) and t.ndim > 0 and t.shape[0] == n for t in inputs]

@@ -11,6 +11,7 @@ from importlib import metadata as _metadata
 from . import effects, functional
 from .ablate import ablate, ablate_annotations
 from .deeplift import deep_lift_shap
+from .errors import InputError
 from .ersatz import dinucleotide_shuffle, shuffle
 from .incremental_engine import report as incremental_report
 from .ism import SaturationMutagenesisRawResult, saturation_mutagenesis
@@ -31,5 +32,5 @@ __all__ = [
     "ablate", "ablate_annotations", "predict", "shuffle", "dinucleotide_shuffle", "functional",
     "incremental_report", "saturation_mutagenesis", "SaturationMutagenesisRawResult",
     "PerturbationResult", "PerturbationAnnotationsResult", "PerturbationSummaryResult",
-    "PerturbationAnnotationsSummaryResult", "deep_lift_shap", "effects",
+    "PerturbationAnnotationsSummaryResult", "deep_lift_shap", "effects", "InputError",
 ]

@@ -6,6 +6,7 @@ from typing import Any, Callable, Optional
 import numpy
 
 from . import engine, incremental_engine, per_sequence
+from .errors import InputError
 from .ersatz import METHODS, plan_shuffles, shuffle, warn_unchangeable
 from .frontdoor import annotations as check_annotations
 from .frontdoor import (
@@ -80,14 +81,14 @@ def _fast_kwargs(kwargs, extra, spec=None):
 
 def _check_reduce(reduce):
     if reduce not in REDUCTIONS:
-        raise ValueError(f"reduce must be one of {REDUCTIONS}; got {reduce!r}.")
+        raise InputError(f"reduce must be one of {REDUCTIONS}; got {reduce!r}.")
 
 
 def _check_incremental(incremental, fast):
     """``incremental`` checked: 'auto', True or False, and True only on the fast path."""
     incremental_engine.check_mode(incremental)
     if incremental is True and not fast:
-        raise ValueError("incremental=True needs jablate's own predict (or "
+        raise InputError("incremental=True needs jablate's own predict (or "
                          "saturation_mutagenesis) as func and jablate's "
                          "shuffle or dinucleotide_shuffle as shuffle_fn.")
     return incremental
@@ -287,7 +288,7 @@ def ablate(model: Any, X: Any, start: int = 0, end: int = -1, n: int = 20,
         return PerturbationResult(tree_to_family(pick(before), fam),
                                   tree_to_family(pick(after), fam))
     if reduce is not None:
-        raise ValueError("reduce='mean_std' needs jablate's own predict as func and jablate's "
+        raise InputError("reduce='mean_std' needs jablate's own predict as func and jablate's "
                          "shuffle or dinucleotide_shuffle as shuffle_fn.")
     return _materialised(model, X, start, end, n, shuffle_fn, args, random_state, func, extra,
                          kwargs)
@@ -394,7 +395,7 @@ def ablate_annotations(model: Any, X: Any, annotations: Any, incremental: Any = 
     ann = check_annotations(annotations, N, L, min_width=method.min_width if method else 1)
     if not fast:
         if reduce is not None:
-            raise ValueError("reduce='mean_std' needs jablate's own predict as func and "
+            raise InputError("reduce='mean_std' needs jablate's own predict as func and "
                              "jablate's shuffle or dinucleotide_shuffle as shuffle_fn.")
         return _annotation_loop(model, X, ann, kwargs)
     n = check_int(kwargs.get("n", 20), "n", minimum=1)

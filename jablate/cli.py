@@ -15,7 +15,6 @@ only when everything succeeded.
 
 import argparse
 import contextlib
-import dis
 import importlib
 import importlib.util
 import inspect
@@ -32,11 +31,11 @@ from typing import Any, Optional
 import numpy
 
 from . import __version__, effects
+from .errors import InputError
 from .io import AtomicFiles, format_table, one_hot_encode, plot_format, read_fasta, read_regions
 
 __all__ = ["main", "build_parser", "load_model", "summarise"]
 
-_PACKAGE = os.path.dirname(os.path.realpath(__file__))
 _SEED_LIMIT = 2**32 - 1
 _DINUCLEOTIDE_MIN_WIDTH = 3  # jablate.dinucleotide_shuffle's shortest region
 
@@ -85,8 +84,6 @@ ran (one line naming the model and the cause; --debug for the traceback);
 """
 
 
-class CommandError(Exception):
-    """Bad input found by the command line; the message is shown as one line."""
 
 
 class ModelFailure(Exception):
@@ -452,7 +449,7 @@ def _report(error):
 
     if isinstance(error, ModelFailure):
         return 1, str(error)
-    if isinstance(error, (CommandError, ValueError, TypeError, OSError)):
+    if isinstance(error, (InputError, ValueError, TypeError, OSError)):
         return 2, _one_line(error)
     return 1, (f"unexpected {type(error).__name__}: {_one_line(error)} (run again with "
         "--debug for the traceback)")
@@ -503,7 +500,7 @@ def _ablate(args):
     for option, path in paths.items():
         real = os.path.realpath(path)
         if real in seen:
-            raise CommandError(f"--{seen[real]} and --{option} name the same file '{path}'")
+            raise InputError(f"--{seen[real]} and --{option} name the same file '{path}'")
         seen[real] = option
     plot = plot_format(args.plot) if args.plot is not None else None
 
@@ -547,7 +544,7 @@ _COMMANDS = {"demo": _demo, "ablate": _ablate, "hits": _hits}
 def _check_dinucleotide_widths(regions, path):
     for region in regions:
         if region.end - region.start < _DINUCLEOTIDE_MIN_WIDTH:
-            raise CommandError(f"{path}:{region.line}: region {region.start}-{region.end} "
+            raise InputError(f"{path}:{region.line}: region {region.start}-{region.end} "
                 f"is {region.end - region.start} long; --shuffle dinucleotide needs at "
                 f"least {_DINUCLEOTIDE_MIN_WIDTH} bases")
 
@@ -576,7 +573,7 @@ def load_model(spec: str) -> Any:
 
     Raises
     ------
-    CommandError
+    InputError
         When the module cannot be imported, the attribute does not exist, the ``.pt2``
         file cannot be loaded, or the object is a class or not a usable model.
     """
@@ -585,7 +582,7 @@ def load_model(spec: str) -> Any:
         return _load_exported(spec)
     module_name, colon, attribute = spec.rpartition(":")
     if not colon or not module_name or not attribute:
-        raise CommandError(f"--model '{spec}' is neither 'package.module:attribute' nor "
+        raise InputError(f"--model '{spec}' is neither 'package.module:attribute' nor "
             "a torch.export .pt2 file")
 
     module = _import(module_name, spec)
@@ -594,28 +591,28 @@ def load_model(spec: str) -> Any:
         try:
             obj = getattr(obj, part)
         except AttributeError:
-            raise CommandError(f"--model '{spec}': module '{module_name}' has no "
+            raise InputError(f"--model '{spec}': module '{module_name}' has no "
                 f"attribute '{attribute}'") from None
 
     if inspect.isclass(obj):
-        raise CommandError(f"--model '{spec}' is a class, and an instance made here would "
+        raise InputError(f"--model '{spec}' is a class, and an instance made here would "
             f"have untrained weights; name an instance with its weights loaded, or a "
             f"function that returns one")
     if _is_model_object(obj):
         return _prepare(obj, spec)
     if not callable(obj):
-        raise CommandError(f"--model '{spec}' is a {type(obj).__name__}, not a model "
+        raise InputError(f"--model '{spec}' is a {type(obj).__name__}, not a model "
             "(expected a torch.nn.Module, a flax module or a function)")
     if _callable_without_arguments(obj):
         try:
             made = obj()
         except Exception as error:
-            raise CommandError(f"--model '{spec}': calling it with no arguments failed: "
+            raise InputError(f"--model '{spec}': calling it with no arguments failed: "
                 f"{type(error).__name__}: {error}") from error
         if _is_model_object(made):
             return _prepare(made, spec)
         if inspect.isclass(made) or not callable(made):
-            raise CommandError(f"--model '{spec}' returned a {type(made).__name__}, not a "
+            raise InputError(f"--model '{spec}' returned a {type(made).__name__}, not a "
                 "model")
         return made
     return obj
@@ -628,7 +625,7 @@ def _import(module_name, spec):
     try:
         if module_name.endswith(".py"):
             if not os.path.isfile(module_name):
-                raise CommandError(f"--model '{spec}': no such file '{module_name}'")
+                raise InputError(f"--model '{spec}': no such file '{module_name}'")
             name = os.path.splitext(os.path.basename(module_name))[0]
             loader = importlib.util.spec_from_file_location(name, module_name)
             module = importlib.util.module_from_spec(loader)
@@ -636,24 +633,24 @@ def _import(module_name, spec):
             loader.loader.exec_module(module)
             return module
         return importlib.import_module(module_name)
-    except CommandError:
+    except InputError:
         raise
     except Exception as error:
-        raise CommandError(f"--model '{spec}': cannot import '{module_name}': "
+        raise InputError(f"--model '{spec}': cannot import '{module_name}': "
             f"{type(error).__name__}: {error}") from error
 
 
 def _load_exported(path):
     if not os.path.isfile(path):
         reason = "it is a directory" if os.path.isdir(path) else "No such file"
-        raise CommandError(f"--model '{path}': cannot read '{path}': {reason}")
+        raise InputError(f"--model '{path}': cannot read '{path}': {reason}")
     try:
         import torch
     except ImportError:
-        raise CommandError(f"--model '{path}': loading a .pt2 program needs torch, "
+        raise InputError(f"--model '{path}': loading a .pt2 program needs torch, "
             "which is not installed") from None
     if not zipfile.is_zipfile(path):
-        raise CommandError(f"--model '{path}': cannot load it as a torch.export program: "
+        raise InputError(f"--model '{path}': cannot load it as a torch.export program: "
             "not a .pt2 archive (torch.export.save writes one)")
     logger = logging.getLogger("torch.export")
     level = logger.level
@@ -661,7 +658,7 @@ def _load_exported(path):
     try:
         program = torch.export.load(path).module()
     except Exception as error:
-        raise CommandError(f"--model '{path}': cannot load it as a torch.export program: "
+        raise InputError(f"--model '{path}': cannot load it as a torch.export program: "
             f"{type(error).__name__}: {error}") from None
     finally:
         logger.setLevel(level)
@@ -688,7 +685,7 @@ def _is_model_object(obj):
 def _prepare(model, spec):
     linen = sys.modules.get("flax.linen")
     if linen is not None and isinstance(model, linen.Module) and model.scope is None:
-        raise CommandError(f"--model '{spec}' is an unbound flax module; name a bound "
+        raise InputError(f"--model '{spec}' is an unbound flax module; name a bound "
             "one (module.bind(variables)) or a function returning it")
     if _is_torch_module(model):
         try:
@@ -723,7 +720,7 @@ def _check_device(model_kind, device, translate):
     try:
         return resolve_device(device, framework, name="--device")
     except ValueError as error:
-        raise CommandError(str(error).rstrip(".")) from None
+        raise InputError(str(error).rstrip(".")) from None
 
 
 def _print_report(model, kind, X, annotations, args):
@@ -741,7 +738,7 @@ def _print_report(model, kind, X, annotations, args):
     try:
         table = jablate.incremental_report(model, X[:1], width)
     except ValueError as error:
-        raise CommandError(f"--verbose: {error}") from None
+        raise InputError(f"--verbose: {error}") from None
     print(f"jablate: incremental analysis at width {width}:\n{table}", file=sys.stderr)
 
 
@@ -757,7 +754,7 @@ def _run(model, kind, X, annotations, args, **extra):
     import jablate
 
     if args.translate and kind != "torch":
-        raise CommandError("--translate translates torch models to JAX; --model names a "
+        raise InputError("--translate translates torch models to JAX; --model names a "
             "JAX model")
     device = _check_device(kind, args.device, args.translate)
     kwargs = dict(n=args.n, shuffle_fn=_shuffle_fn(args), random_state=args.seed,
@@ -772,32 +769,10 @@ def _run(model, kind, X, annotations, args, **extra):
     kwargs.update(extra)
     try:
         return jablate.ablate_annotations(model, X, annotations, **kwargs)
+    except InputError:
+        raise  # jablate's own checks: bad input, exit status 2
     except Exception as error:
-        if _raised_by_jablate(error):
-            raise
         raise ModelFailure(args.model, error) from error
-
-
-def _raised_by_jablate(error):
-    """Whether ``error`` is one of jablate's own checks rejecting its input.
-
-    Those are ValueErrors and TypeErrors raised by a ``raise`` statement in a module of the
-    jablate package itself (not its bridges, JAX, torch or the model), and they come before
-    any model call. Anything else escaping a run is reported as the model's failure.
-    """
-
-    if not isinstance(error, (ValueError, TypeError)) or error.__traceback__ is None:
-        return False
-    last = error.__traceback__
-    while last.tb_next is not None:
-        last = last.tb_next
-    code = last.tb_frame.f_code
-    if os.path.dirname(os.path.realpath(code.co_filename)) != _PACKAGE:
-        return False
-    # An error from something jablate called (numpy, JAX) also ends in a jablate frame
-    # when the callee is C code or JAX filtered its frames: there it stops at a call.
-    return any(instruction.offset == last.tb_lasti and instruction.opname == "RAISE_VARARGS"
-        for instruction in dis.get_instructions(code))
 
 
 # --- summaries and outputs ------------------------------------------------------------
@@ -841,13 +816,13 @@ def summarise(y_befores: Any, y_afters: Any, k: int, n: int,
 
     Raises
     ------
-    CommandError
+    InputError
         When an output is not a real-valued array with the expected leading axes.
     """
 
     befores, afters = _heads(y_befores), _heads(y_afters)
     if len(befores) != len(afters):
-        raise CommandError(f"cannot summarise the model's output: {len(befores)} "
+        raise InputError(f"cannot summarise the model's output: {len(befores)} "
             f"output(s) before ablation but {len(afters)} after")
 
     heads = []
@@ -856,13 +831,13 @@ def summarise(y_befores: Any, y_afters: Any, k: int, n: int,
         try:
             before, after = numpy.asarray(before), numpy.asarray(after)
         except Exception as error:
-            raise CommandError(f"cannot summarise {where}: {type(error).__name__}: "
+            raise InputError(f"cannot summarise {where}: {type(error).__name__}: "
                 f"{error}") from None
         if before.dtype.kind not in "biuf" or after.dtype.kind not in "biuf":
-            raise CommandError(f"cannot summarise {where}: it holds {before.dtype} "
+            raise InputError(f"cannot summarise {where}: it holds {before.dtype} "
                 "values, not real numbers")
         if before.shape[:2] != (k, 1) or after.shape[:3] != (k, 1, n):
-            raise CommandError(f"cannot summarise {where}: got shapes {before.shape} "
+            raise InputError(f"cannot summarise {where}: got shapes {before.shape} "
                 f"before and {after.shape} after, expected ({k}, 1, ...) and "
                 f"({k}, 1, {n}, ...)")
         summed = before[0, 0].size > 1

@@ -56,6 +56,7 @@ from tqdm.auto import tqdm
 
 from . import functional
 from . import random as jrandom
+from .errors import InputError
 from .ersatz import METHODS, dinucleotide_shuffle
 from .frontdoor import (
     check_int,
@@ -691,13 +692,13 @@ def _trace(apply, rules, params, x, args) -> _Graph:
         closed, out = jax.make_jaxpr(apply, return_shape=True)(
             jax.tree.map(_spec, params), _spec(x, (1,)), *(_spec(a, (1,)) for a in args))
     if not hasattr(out, "shape"):
-        raise ValueError("deep_lift_shap needs a model that returns one array of shape "
+        raise InputError("deep_lift_shap needs a model that returns one array of shape "
                          "(batch, n_outputs); this one returns a "
                          f"{type(out).__name__}. Wrap it to return one output (as "
                          "bpnet-lite's CountWrapper and ProfileWrapper do).")
     shape = tuple(out.shape)
     if len(shape) < 2 or math.prod(shape[2:]) != 1:
-        raise ValueError("deep_lift_shap needs a model that returns shape (batch, "
+        raise InputError("deep_lift_shap needs a model that returns shape (batch, "
                          "n_outputs), optionally followed by axes of length 1; it returns "
                          f"{shape[1:]} per example. Wrap it so that it returns one value per "
                          "output, e.g. by summing or slicing the extra axes.")
@@ -714,13 +715,13 @@ def _rule_table(rules: Any) -> dict:
     if rules is None:
         return {}
     if not isinstance(rules, dict):
-        raise ValueError("additional_nonlinear_rules must be a dict mapping primitive names "
+        raise InputError("additional_nonlinear_rules must be a dict mapping primitive names "
                          f"to rules, or None; got {type(rules).__name__}.")
     table = {}
     for key, rule in rules.items():
         name = key if isinstance(key, str) else getattr(key, "name", None)
         if not isinstance(name, str) or not callable(rule):
-            raise ValueError("additional_nonlinear_rules must map primitive names (such as "
+            raise InputError("additional_nonlinear_rules must map primitive names (such as "
                              "'sin') to callables such as jablate.deeplift.rescale; got "
                              f"{key!r}: {rule!r}.")
         table[name] = rule
@@ -877,7 +878,7 @@ def _graph_for(runner, rules, params, x, args):
 
 def _check_one_hot(R, N, A, L, only_warn=False):
     if R.ndim != 4 or R.shape[0] != N or R.shape[2:] != (A, L) or R.shape[1] == 0:
-        raise ValueError(f"references must have shape (N, n_shuffles, A, L) = ({N}, -1, {A}, "
+        raise InputError(f"references must have shape (N, n_shuffles, A, L) = ({N}, -1, {A}, "
                          f"{L}) for X of shape ({N}, {A}, {L}); got {tuple(R.shape)}.")
     binary = bool(jnp.all((R == 0) | (R == 1)))
     if not binary or not bool(jnp.all(jnp.sum(R, axis=2) <= 1)):
@@ -905,7 +906,7 @@ def _torch_ops(ops: Any, backend: Optional[str]) -> Optional[dict]:
     if ops is None:
         return None
     if not isinstance(ops, dict):
-        raise ValueError("additional_nonlinear_ops must be None or a dict {torch module class: "
+        raise InputError("additional_nonlinear_ops must be None or a dict {torch module class: "
                          f"tangermeme rule}}; got {type(ops).__name__}.")
     if backend == "torch" or not ops:
         return ops
@@ -928,7 +929,7 @@ def _torch_ops(ops: Any, backend: Optional[str]) -> Optional[dict]:
         except TypeError:  # an unhashable key
             known = False
         if not known:
-            raise ValueError(
+            raise InputError(
                 f"additional_nonlinear_ops {{{_name_of(key)}: {_name_of(rule)}}} cannot run on "
                 "the JAX backend: jablate attributes the JAX primitives a torch module is "
                 "translated to, not torch modules, and takes over only tangermeme's own "
@@ -972,11 +973,11 @@ def _tangermeme_path(model, X, args, target, batch_size, references, key_fn, n_s
     try:
         from tangermeme.deep_lift_shap import deep_lift_shap as tangermeme_dls
     except ImportError:
-        raise ValueError("backend='torch' runs tangermeme's deep_lift_shap, and tangermeme "
+        raise InputError("backend='torch' runs tangermeme's deep_lift_shap, and tangermeme "
                          "is not installed; leave backend=None to translate the module to "
                          "JAX.") from None
     if rules:
-        raise ValueError("additional_nonlinear_rules are jaxpr rules and need the JAX "
+        raise InputError("additional_nonlinear_rules are jaxpr rules and need the JAX "
                          "backend; with backend='torch' pass tangermeme's torch rules as "
                          "additional_nonlinear_ops.")
     bridge = torch_bridge()
@@ -1162,12 +1163,12 @@ def deep_lift_shap(model: Any, X: Any, args: Optional[Any] = None, target: int =
     target = check_int(target, "target")
     if isinstance(warning_threshold, bool) or not isinstance(warning_threshold, numbers.Real) \
             or not warning_threshold >= 0:
-        raise ValueError(f"warning_threshold must be a number >= 0; got {warning_threshold!r}.")
+        raise InputError(f"warning_threshold must be a number >= 0; got {warning_threshold!r}.")
     rules = _rule_table(additional_nonlinear_rules)
     if not isinstance(only_warn, (bool, numpy.bool_)):
-        raise ValueError(f"only_warn must be True or False; got {only_warn!r}.")
+        raise InputError(f"only_warn must be True or False; got {only_warn!r}.")
     if backend not in (None, "torch", "jax"):
-        raise ValueError(f"backend must be None, 'torch' or 'jax'; got {backend!r}.")
+        raise InputError(f"backend must be None, 'torch' or 'jax'; got {backend!r}.")
     ops = _torch_ops(additional_nonlinear_ops, backend)
     inp = inputs(X, args, only_warn=bool(only_warn))
     N, A, L = inp.X.shape
@@ -1180,10 +1181,10 @@ def deep_lift_shap(model: Any, X: Any, args: Optional[Any] = None, target: int =
         key_fn = references
         min_width = 3 if references is functional.dinucleotide_shuffle else 1
     if key_fn is not None and L < min_width:
-        raise ValueError(f"references: {references.__name__} needs sequences of at least "
+        raise InputError(f"references: {references.__name__} needs sequences of at least "
                          f"{min_width} positions; X has {L}.")
     if key_fn is None and not given and not callable(references):
-        raise ValueError("references must be a callable (such as jablate.dinucleotide_shuffle)"
+        raise InputError("references must be a callable (such as jablate.dinucleotide_shuffle)"
                          f" or an array (N, n_shuffles, A, L); got {type(references).__name__}.")
     if given:
         table = to_jax(references, "references")
@@ -1192,7 +1193,7 @@ def deep_lift_shap(model: Any, X: Any, args: Optional[Any] = None, target: int =
         key = jrandom.key_from(random_state)
     elif not given and random_state is not None and (
             isinstance(random_state, bool) or not isinstance(random_state, numbers.Integral)):
-        raise ValueError("random_state must be an int or None for a references function "
+        raise InputError("random_state must be an int or None for a references function "
                          f"that is not jablate's; got {type(random_state).__name__}.")
 
     if backend is None and is_torch_module(model):
@@ -1213,7 +1214,7 @@ def deep_lift_shap(model: Any, X: Any, args: Optional[Any] = None, target: int =
         table = to_jax(_foreign_references(references, X, n_shuffles, random_state, N),
                        "references")
         if table.ndim != 4 or table.shape[:1] + table.shape[2:] != (N, A, L):
-            raise ValueError(f"references({type(X).__name__}, n={n_shuffles}) must return "
+            raise InputError(f"references({type(X).__name__}, n={n_shuffles}) must return "
                              f"shape ({N}, {n_shuffles}, {A}, {L}); got {tuple(table.shape)}.")
     elif key_fn is not None and return_references:
         table = _draw_all(key, inp.X, key_fn, n_shuffles).astype(x_dtype)
@@ -1251,7 +1252,7 @@ def _checked(graph: _Graph, target: int) -> _Graph:
     """``graph``, after checking ``target`` against its outputs and that every nonlinear
     primitive has a rule (errors before any model runs)."""
     if not -graph.n_outputs <= target < graph.n_outputs:
-        raise ValueError(f"target must index the model's {graph.n_outputs} output(s); "
+        raise InputError(f"target must index the model's {graph.n_outputs} output(s); "
                          f"got {target}.")
     if graph.unknown:
         raise _unknown_error(graph.unknown)
@@ -1318,11 +1319,11 @@ def _ablate_options(kwargs: dict) -> Optional[tuple]:
     threshold = kwargs.get("warning_threshold", 0.001)
     if isinstance(threshold, bool) or not isinstance(threshold, numbers.Real) \
             or not threshold >= 0:
-        raise ValueError(f"warning_threshold must be a number >= 0; got {threshold!r}.")
+        raise InputError(f"warning_threshold must be a number >= 0; got {threshold!r}.")
     rules = _rule_table(kwargs.get("additional_nonlinear_rules"))
     _torch_ops(kwargs.get("additional_nonlinear_ops"), "jax")  # ablate's funcs run on JAX
     if not isinstance(kwargs.get("only_warn", False), (bool, numpy.bool_)):
-        raise ValueError(f"only_warn must be True or False; got {kwargs['only_warn']!r}.")
+        raise InputError(f"only_warn must be True or False; got {kwargs['only_warn']!r}.")
     references = kwargs.get("references", dinucleotide_shuffle)
     method = None if family(references) is not None else METHODS.get(references)
     if method is None or any(kwargs.get(k) for k in ("raw_outputs", "return_references",
@@ -1337,7 +1338,7 @@ def _ablate_build(apply, params, x, args, options, exact):
         return None  # one exact function
     target, hypothetical, R, key_fn, min_width, rules_key, threshold = options
     if x.shape[-1] < min_width:
-        raise ValueError(f"references: the shuffle needs sequences of at least {min_width} "
+        raise InputError(f"references: the shuffle needs sequences of at least {min_width} "
                          f"positions; X has {x.shape[-1]}.")
     rules = {name: rule.obj for name, rule in rules_key}
     graph = _checked(_trace(apply, rules, params, x, args), target)

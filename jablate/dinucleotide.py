@@ -53,6 +53,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from .errors import InputError
+
 __all__ = ["dinucleotide_shuffle", "dinucleotide_counts", "symbols"]
 
 
@@ -125,7 +127,7 @@ def dinucleotide_shuffle(key: jax.Array, x: jax.Array, start: "int | jax.Array",
     """
     x = jnp.asarray(x)
     if x.ndim != 2:
-        raise ValueError(f"x must be one sequence of shape (A, L); got shape {x.shape}.")
+        raise InputError(f"x must be one sequence of shape (A, L); got shape {x.shape}.")
     A, L = x.shape
     S = A + 1
     start, end = jnp.asarray(start, jnp.int32), jnp.asarray(end, jnp.int32)

@@ -32,6 +32,8 @@ from typing import Any, NamedTuple, Optional
 
 import numpy
 
+from .errors import InputError
+
 __all__ = [
     "RESOLUTION",
     "Effects",
@@ -100,7 +102,7 @@ def _can_change(changes, k):
         return numpy.ones(k, dtype=bool)
     changes = numpy.asarray(changes, dtype=bool).reshape(-1)
     if changes.shape != (k,):
-        raise ValueError(f"changes must hold one flag per region ({k}); got shape "
+        raise InputError(f"changes must hold one flag per region ({k}); got shape "
                          f"{changes.shape}.")
     return changes
 
@@ -142,7 +144,7 @@ def shuffle_effects(before: Any, after: Any, changes: Optional[Any] = None,
     before = numpy.asarray(before, dtype=numpy.float64)
     after = numpy.asarray(after, dtype=numpy.float64)
     if before.ndim != 1 or after.ndim != 2 or after.shape[0] != before.shape[0]:
-        raise ValueError(f"before must have shape (k,) and after (k, n); got {before.shape} "
+        raise InputError(f"before must have shape (k,) and after (k, n); got {before.shape} "
                          f"and {after.shape}.")
     k, n = after.shape
     can_change = _can_change(changes, k)
@@ -189,13 +191,13 @@ def from_mean_std(before: Any, mean: Any, std: Any, n: int,
     """
 
     if isinstance(n, bool) or not isinstance(n, (int, numpy.integer)) or n < 1:
-        raise ValueError(f"n must be a positive integer; got {n!r}.")
+        raise InputError(f"n must be a positive integer; got {n!r}.")
     eps = float_resolution(before, mean)
     before = numpy.asarray(before, dtype=numpy.float64)
     mean = numpy.asarray(mean, dtype=numpy.float64)
     std = numpy.asarray(std, dtype=numpy.float64)
     if not (before.shape == mean.shape == std.shape) or before.ndim != 1:
-        raise ValueError(f"before, mean and std must have one shape (k,); got "
+        raise InputError(f"before, mean and std must have one shape (k,); got "
                          f"{before.shape}, {mean.shape} and {std.shape}.")
     can_change = _can_change(changes, before.shape[0])
     drop = numpy.where(can_change, before - mean, 0.0)
@@ -237,7 +239,7 @@ def arrangements(shuffle_fn: Any, X: Any, annotations: Any) -> numpy.ndarray:
 
     method = METHODS.get(shuffle_fn)
     if method is None:
-        raise ValueError(f"shuffle_fn {shuffle_fn!r} is not one of jablate's shuffles; "
+        raise InputError(f"shuffle_fn {shuffle_fn!r} is not one of jablate's shuffles; "
                          "the arrangements of a foreign shuffle cannot be counted.")
     ann = numpy.asarray(annotations, dtype=numpy.int64).reshape(-1, 3)
     if len(ann) == 0:

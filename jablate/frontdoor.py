@@ -18,6 +18,8 @@ import jax
 import jax.numpy as jnp
 import numpy
 
+from .errors import InputError
+
 # --- array families --------------------------------------------------------------------
 
 
@@ -60,14 +62,14 @@ def to_jax(x: Any, name: str = "X") -> jax.Array:
         return x
     if fam == "numpy":
         if x.dtype.kind not in "biuf":
-            raise ValueError(f"{name} must hold numbers (bool, int or float); got dtype "
+            raise InputError(f"{name} must hold numbers (bool, int or float); got dtype "
                              f"{x.dtype}.")
         if x.dtype == numpy.float64 and not jax.config.jax_enable_x64:
             x = x.astype(numpy.float32)
         return jnp.asarray(x)
     if fam == "torch":
         return torch_bridge().from_torch(x)
-    raise ValueError(f"{name} must be a JAX array, a numpy.ndarray or a torch.Tensor; "
+    raise InputError(f"{name} must be a JAX array, a numpy.ndarray or a torch.Tensor; "
                      f"got {type(x).__name__}.")
 
 
@@ -121,10 +123,10 @@ def _is_int(v: Any) -> bool:
 def check_int(value: Any, name: str, minimum: Optional[int] = None) -> int:
     """Return ``value`` as an int, or raise ``ValueError`` naming ``name``."""
     if not _is_int(value):
-        raise ValueError(f"{name} must be an integer; got {value!r}.")
+        raise InputError(f"{name} must be an integer; got {value!r}.")
     value = int(value)
     if minimum is not None and value < minimum:
-        raise ValueError(f"{name} must be at least {minimum}; got {value}.")
+        raise InputError(f"{name} must be at least {minimum}; got {value}.")
     return value
 
 
@@ -156,14 +158,14 @@ def check_X(X: jax.Array, name: str = "X", only_warn: bool = False) -> None:
         other than 0 and 1, or a column that sums above 1.
     """
     if X.ndim != 3:
-        raise ValueError(f"{name} must have shape (N, A, L) (3 dimensions); got shape "
+        raise InputError(f"{name} must have shape (N, A, L) (3 dimensions); got shape "
                          f"{tuple(X.shape)}.")
     if X.shape[0] == 0:
-        raise ValueError(f"{name} must hold at least one example; got shape {tuple(X.shape)}.")
+        raise InputError(f"{name} must hold at least one example; got shape {tuple(X.shape)}.")
     if 0 in X.shape:
-        raise ValueError(f"{name} must not be empty; got shape {tuple(X.shape)}.")
+        raise InputError(f"{name} must not be empty; got shape {tuple(X.shape)}.")
     if jnp.issubdtype(X.dtype, jnp.complexfloating):
-        raise ValueError(f"{name} must be a real one-hot array; got dtype {X.dtype}.")
+        raise InputError(f"{name} must be a real one-hot array; got dtype {X.dtype}.")
     binary, at_most_one = _one_hot_flags(X)
     if not bool(binary):
         not_one_hot(f"{name} must be one-hot encoded: it holds values other than 0 and 1.",
@@ -189,7 +191,7 @@ def not_one_hot(message: str, only_warn: bool, stacklevel: int = 5) -> None:
         warnings.warn(message + " (only_warn=True: continuing with these values.)",
                       UserWarning, stacklevel=stacklevel)
     else:
-        raise ValueError(message)
+        raise InputError(message)
 
 
 def region(start: Any, end: Any, length: int, min_width: int = 1) -> tuple[int, int]:
@@ -214,13 +216,13 @@ def region(start: Any, end: Any, length: int, min_width: int = 1) -> tuple[int, 
     if end < 0:
         end = length + 1 + end
     if start < 0:
-        raise ValueError(f"start must be >= 0; got {start}.")
+        raise InputError(f"start must be >= 0; got {start}.")
     if end > length:
-        raise ValueError(f"end must be <= the sequence length {length}; got {end}.")
+        raise InputError(f"end must be <= the sequence length {length}; got {end}.")
     if end <= start:
-        raise ValueError(f"end must come after start; got start={start}, end={end}.")
+        raise InputError(f"end must come after start; got start={start}, end={end}.")
     if end - start < min_width:
-        raise ValueError(f"the region [start, end) must be at least {min_width} long for this "
+        raise InputError(f"the region [start, end) must be at least {min_width} long for this "
                          f"shuffle; got start={start}, end={end}.")
     return start, end
 
@@ -244,22 +246,22 @@ def annotations(annotations: Any, n_examples: int, length: int,
         if a.size and numpy.issubdtype(a.dtype, numpy.floating) and numpy.all(a == numpy.round(a)):
             a = a.astype(numpy.int64)
         else:
-            raise ValueError(f"annotations must be integers (example_idx, start, end); got "
+            raise InputError(f"annotations must be integers (example_idx, start, end); got "
                              f"dtype {a.dtype}.")
     if a.ndim != 2 or a.shape[1] != 3:
-        raise ValueError(f"annotations must have shape (k, 3): rows of (example_idx, start, "
+        raise InputError(f"annotations must have shape (k, 3): rows of (example_idx, start, "
                          f"end); got shape {a.shape}.")
     if a.shape[0] == 0:
-        raise ValueError("annotations must hold at least one annotation; got none.")
+        raise InputError("annotations must hold at least one annotation; got none.")
     idx, starts, ends = a[:, 0], a[:, 1], a[:, 2]
     bad = numpy.flatnonzero((idx < 0) | (idx >= n_examples))
     if bad.size:
-        raise ValueError(f"annotations[{bad[0]}] names example {idx[bad[0]]}, outside X with "
+        raise InputError(f"annotations[{bad[0]}] names example {idx[bad[0]]}, outside X with "
                          f"{n_examples} sequences.")
     bad = numpy.flatnonzero((starts < 0) | (ends > length) | (ends - starts < min_width))
     if bad.size:
         i = bad[0]
-        raise ValueError(f"annotations[{i}] has region [{starts[i]}, {ends[i]}), which must "
+        raise InputError(f"annotations[{i}] has region [{starts[i]}, {ends[i]}), which must "
                          f"satisfy 0 <= start, start + {min_width} <= end <= {length}.")
     return a.astype(numpy.int64)
 
@@ -280,12 +282,12 @@ def args_batch(args: Any, n_examples: int) -> tuple:
     if args is None:
         return ()
     if not isinstance(args, (tuple, list)):
-        raise ValueError(f"args must be a tuple or list of arrays; got {type(args).__name__}.")
+        raise InputError(f"args must be a tuple or list of arrays; got {type(args).__name__}.")
     for i, a in enumerate(args):
         shape = getattr(a, "shape", None)
         if shape is None or len(shape) == 0 or shape[0] != n_examples:
             got = None if shape is None else tuple(shape)
-            raise ValueError(f"args[{i}] must have the batch size of X ({n_examples}) as its "
+            raise InputError(f"args[{i}] must have the batch size of X ({n_examples}) as its "
                              f"first dimension; got shape {got}.")
     return tuple(args)
 
@@ -324,14 +326,14 @@ def inputs(X: Any, args: Any = None, only_warn: bool = False) -> Inputs:
     if fam == "torch":
         kind = str(X.dtype)
         if not (X.is_floating_point() or kind in ("torch.int8", "torch.uint8", "torch.bool")):
-            raise ValueError(f"X must be a float, int8, uint8 or bool tensor; got {X.dtype}.")
+            raise InputError(f"X must be a float, int8, uint8 or bool tensor; got {X.dtype}.")
     Xj = to_jax(X, "X")
     check_X(Xj, only_warn=only_warn)
     args = args_batch(args, Xj.shape[0])
     if fam == "torch":
         for i, a in enumerate(args):
             if family(a) == "torch" and a.device != X.device:
-                raise ValueError(f"args[{i}] and X must be on the same device; got args[{i}] "
+                raise InputError(f"args[{i}] and X must be on the same device; got args[{i}] "
                                  f"on {a.device} and X on {X.device}.")
     argsj = tuple(to_jax(a, f"args[{i}]") for i, a in enumerate(args))
     return Inputs(_committed(Xj), tuple(_committed(a) for a in argsj), fam, X.dtype)
@@ -379,14 +381,14 @@ def jax_dtype(dtype: Any, name: str = "dtype") -> Any:
     try:
         resolved = jnp.dtype(dtype)
     except (TypeError, ValueError):
-        raise ValueError(f"{name} {spelling!r} is not a dtype JAX knows (for example "
+        raise InputError(f"{name} {spelling!r} is not a dtype JAX knows (for example "
                          "'float32', jnp.bfloat16, numpy.float16 or torch.float16).") from None
     if not (jnp.issubdtype(resolved, jnp.number) or resolved == numpy.bool_):
-        raise ValueError(f"{name} {spelling!r} is not a numeric dtype; got {resolved}.")
+        raise InputError(f"{name} {spelling!r} is not a numeric dtype; got {resolved}.")
     if any(dtype is t for t in (float, int, complex)):  # Python's types: JAX's defaults
         return jax.dtypes.canonicalize_dtype(resolved)
     if jax.dtypes.canonicalize_dtype(resolved) != resolved:
-        raise ValueError(f"{name} {spelling!r} asks for {resolved}, but JAX runs without "
+        raise InputError(f"{name} {spelling!r} asks for {resolved}, but JAX runs without "
                          f"64-bit types and would compute in "
                          f"{jax.dtypes.canonicalize_dtype(resolved)} instead: {_X64_HINT}; "
                          f"or pass {name}=None or 'float32'.")
@@ -410,7 +412,7 @@ def parse_device(device: Any, name: str = "device") -> tuple[str, Optional[int]]
     text = str(device).strip().lower()
     kind, colon, number = text.partition(":")
     if not kind.isidentifier() or (colon and not number.isdigit()):
-        raise ValueError(f"{name} {str(device)!r} is not a device name (cpu, cuda, cuda:1, "
+        raise InputError(f"{name} {str(device)!r} is not a device name (cpu, cuda, cuda:1, "
                          "gpu, tpu, mps).")
     return kind, int(number) if colon else None
 
@@ -456,10 +458,10 @@ def resolve_device(device: Any, framework: str = "jax", name: str = "device") ->
         devices = []
     if not devices:
         available = sorted({d.platform for d in jax.devices()})
-        raise ValueError(f"{name} {str(device)!r} is not available to JAX: it sees no "
+        raise InputError(f"{name} {str(device)!r} is not available to JAX: it sees no "
                          f"{platform} device (available: {', '.join(available)}).")
     index = 0 if index is None else index
     if index >= len(devices):
-        raise ValueError(f"{name} {str(device)!r} was requested but JAX sees only "
+        raise InputError(f"{name} {str(device)!r} was requested but JAX sees only "
                          f"{len(devices)} {platform} device(s).")
     return devices[index]

@@ -23,6 +23,7 @@ import numpy
 import pandas
 
 from .effects import float_resolution, shuffle_effects
+from .errors import InputError
 from .genome_files import genome_lengths, open_genome, read_hits, read_peaks
 from .io import one_hot_encode
 
@@ -481,7 +482,7 @@ def hit_effects(result: Any, mapped_hits: pandas.DataFrame, profile: str = "logi
     """
 
     if profile not in PROFILE_MODES:
-        raise ValueError(f"profile must be one of {PROFILE_MODES}; got {profile!r}")
+        raise InputError(f"profile must be one of {PROFILE_MODES}; got {profile!r}")
     y_befores, y_afters = result
     multi = isinstance(y_befores, (list, tuple))
     befores = list(y_befores) if multi else [y_befores]
@@ -494,7 +495,7 @@ def hit_effects(result: Any, mapped_hits: pandas.DataFrame, profile: str = "logi
     else:
         counts = numpy.asarray(arrangements, dtype=numpy.float64).reshape(-1)
         if counts.shape != (k,):
-            raise ValueError(f"arrangements must hold one count per hit ({k}); got shape "
+            raise InputError(f"arrangements must hold one count per hit ({k}); got shape "
                 f"{counts.shape}")
         measures["arrangements"] = counts
         can = counts > 1
@@ -505,7 +506,7 @@ def hit_effects(result: Any, mapped_hits: pandas.DataFrame, profile: str = "logi
         prefix = f"out{h}_" if multi else ""
         if before.shape[:2] != (k, 1) or after.shape[:2] != (k, 1) or after.ndim < 3 or \
                 after.shape[3:] != before.shape[2:]:
-            raise ValueError(f"output {h}: shapes {before.shape} before and {after.shape} "
+            raise InputError(f"output {h}: shapes {before.shape} before and {after.shape} "
                 f"after do not fit {k} hits: expected ({k}, 1, ...) and ({k}, 1, n, ...)")
         n = after.shape[2]
         shape = before.shape[2:]
@@ -522,7 +523,7 @@ def hit_effects(result: Any, mapped_hits: pandas.DataFrame, profile: str = "logi
             b = before.reshape(k, -1)
             a = after.reshape(k, n, -1)
             if profile == "probs" and ((b < 0).any() or (a < 0).any()):
-                raise ValueError(f"output {h} has negative values, so it holds no "
+                raise InputError(f"output {h} has negative values, so it holds no "
                     "probabilities: use profile='logits'")
             sum_before = b.sum(axis=1)
             measures[prefix + "sum_before"] = sum_before
@@ -650,7 +651,7 @@ def measure_labels(columns: Sequence[str], output_names: Optional[Sequence[str]]
     if output_names is not None:
         output_names = list(output_names)
         if len(output_names) != len(outputs):
-            raise ValueError(f"output_names has {len(output_names)} names; the effects "
+            raise InputError(f"output_names has {len(output_names)} names; the effects "
                 f"table has {len(outputs)} model output(s)")
 
     def name(prefix, kind):

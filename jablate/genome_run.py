@@ -27,6 +27,7 @@ import numpy
 import pandas
 
 from .effects import arrangements
+from .errors import InputError
 from .ersatz import UnchangedRegionWarning
 from .genome import (
     effects_tsv,
@@ -112,7 +113,7 @@ class _Run:
 
     def __init__(self, args, cli):
         self.args, self.cli = args, cli
-        self.error = cli.CommandError
+        self.error = InputError
         self.say = (lambda message: None) if args.quiet else \
             (lambda message: print(f"jablate: {message}", file=sys.stderr, flush=True))
         self.parts = os.path.join(args.out, "parts")
@@ -313,7 +314,7 @@ def run_hits(args: argparse.Namespace, cli: ModuleType) -> int:
     Returns
     -------
     status : int
-        0; errors are raised (``cli.CommandError`` for bad input, exit status 2).
+        0; errors are raised (:class:`jablate.InputError` for bad input, exit status 2).
     """
 
     run = _Run(args, cli)
@@ -371,7 +372,6 @@ def _digest(path):
     try:
         return file_digest(path)
     except OSError as error:  # already read once, so this is rare
-        from .io import InputError
         raise InputError(f"cannot read '{path}': {error.strerror or error}") from None
 
 

@@ -42,6 +42,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from .errors import InputError
 from .incremental_graph import Graph, Lit, flatten, flops, nbytes
 from .incremental_rules import apply_rule, break_rule, broken, full_bind
 from .incremental_windows import (
@@ -159,7 +160,7 @@ def _trace(apply, params, x, args):
         leaves, treedef = jax.tree.flatten(outs)
         for leaf in leaves:
             if jnp.ndim(leaf) == 0 or jnp.shape(leaf)[0] != 1:
-                raise ValueError(f"analyze: the model returned an output of shape "
+                raise InputError(f"analyze: the model returned an output of shape "
                                  f"{jnp.shape(leaf)} for a batch of one; every output needs a "
                                  "leading batch axis")
         tree.append(treedef)
@@ -258,10 +259,10 @@ def analyze(apply: Callable, params: Any, x: Any, width: int, args: tuple = ()) 
     """
     x = jax.ShapeDtypeStruct(jnp.shape(x), jnp.result_type(x))
     if len(x.shape) != 2:
-        raise ValueError(f"analyze: x must be one sequence of shape (A, L), got {x.shape}")
+        raise InputError(f"analyze: x must be one sequence of shape (A, L), got {x.shape}")
     length = x.shape[1]
     if not 1 <= int(width) <= length:
-        raise ValueError(f"analyze: width must be in [1, {length}], got {width}")
+        raise InputError(f"analyze: width must be in [1, {length}], got {width}")
     width = int(width)
     args = tuple(jax.ShapeDtypeStruct(jnp.shape(a), jnp.result_type(a)) for a in args)
     graph, out_tree = _trace(apply, params, x, args)
@@ -301,7 +302,7 @@ def analyze(apply: Callable, params: Any, x: Any, width: int, args: tuple = ()) 
     def reference(params, x, *args):
         values = jax.tree.leaves(params)
         if len(values) != n_params:
-            raise ValueError(f"reference: params has {len(values)} leaves, the analysed "
+            raise InputError(f"reference: params has {len(values)} leaves, the analysed "
                              f"model {n_params}")
         env = dict(zip(graph.inputs, [*values, x, *args]))
         read = lambda r: r.value if isinstance(r, Lit) else env[r]
@@ -313,10 +314,10 @@ def analyze(apply: Callable, params: Any, x: Any, width: int, args: tuple = ()) 
     def incremental_apply(params, cache, x_window, s, row=None):
         values = jax.tree.leaves(params)
         if len(values) != n_params:
-            raise ValueError(f"apply: params has {len(values)} leaves, the analysed "
+            raise InputError(f"apply: params has {len(values)} leaves, the analysed "
                              f"model {n_params}")
         if jnp.shape(x_window) != (x.shape[0], width):
-            raise ValueError(f"apply: x_window must have shape {(x.shape[0], width)}, "
+            raise InputError(f"apply: x_window must have shape {(x.shape[0], width)}, "
                              f"got {jnp.shape(x_window)}")
         env = dict(zip(graph.inputs[:n_params], values))
         env[x_id] = jnp.asarray(x_window, x.dtype)

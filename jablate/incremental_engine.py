@@ -29,6 +29,7 @@ import numpy
 from tqdm.auto import tqdm
 
 from . import engine
+from .errors import InputError
 from .incremental import Incremental, analyze
 from .lowering import plain_convolutions
 from .runner import cast_input, outputs_of
@@ -131,7 +132,7 @@ def choose(model: engine.Model, X: jax.Array, args: tuple, widths: numpy.ndarray
                    "incremental engine")
     if problem is not None:
         if mode is True:
-            raise ValueError(f"incremental=True, but the incremental engine cannot run this "
+            raise InputError(f"incremental=True, but the incremental engine cannot run this "
                              f"ablation: {problem}.")
         return Choice(False, problem)
     if mode is True:
@@ -364,7 +365,7 @@ def check_mode(incremental: Any) -> Any:
     """``incremental`` checked: 'auto', True or False (``ValueError`` otherwise)."""
     if not (incremental == "auto" if isinstance(incremental, str) else
             isinstance(incremental, bool)):
-        raise ValueError(f"incremental must be 'auto', True or False; got {incremental!r}.")
+        raise InputError(f"incremental must be 'auto', True or False; got {incremental!r}.")
     return incremental
 
 
@@ -397,9 +398,9 @@ def report(model: Any, X: Any, width: int) -> str:
     inp = inputs(X)
     width = check_int(width, "width", minimum=1)
     if width > inp.X.shape[-1]:
-        raise ValueError(f"width must be at most the sequence length {inp.X.shape[-1]}; "
+        raise InputError(f"width must be at most the sequence length {inp.X.shape[-1]}; "
                          f"got {width}.")
     inp, bound, _ = prepare(model, inp, backend="jax" if is_torch_module(model) else None)
     if not bound.jittable:
-        raise ValueError("incremental_report needs a JAX model; translate a torch model.")
+        raise InputError("incremental_report needs a JAX model; translate a torch model.")
     return evaluator(bound, inp.X, inp.args, width)["inc"].summary.table()

@@ -15,6 +15,8 @@ import zlib
 
 import numpy
 
+from .errors import InputError
+
 __all__ = [
     "InputError",
     "Region",
@@ -30,10 +32,6 @@ __all__ = [
 
 PLOT_FORMATS = ("png", "pdf", "svg")
 _GZIP_MAGIC = b"\x1f\x8b"
-
-
-class InputError(ValueError):
-    """A problem with an input file; the message says what is wrong and where."""
 
 
 class Region(tuple):
@@ -238,7 +236,7 @@ def one_hot_encode(sequences, alphabet="ACGT", dtype=numpy.float32):
 
     lengths = {len(sequence) for sequence in sequences}
     if len(lengths) > 1:
-        raise ValueError(f"sequences must have one length, found lengths {sorted(lengths)}")
+        raise InputError(f"sequences must have one length, found lengths {sorted(lengths)}")
     length = lengths.pop() if lengths else 0
 
     lookup = numpy.full(256, -1, dtype=numpy.int64)

@@ -27,6 +27,7 @@ import numpy
 from tqdm.auto import tqdm
 
 from . import engine
+from .errors import InputError
 from .frontdoor import (
     check_int,
     family,
@@ -82,7 +83,7 @@ def _target_key(target: Any) -> Any:
                 check_int(part, "target (slice bounds)")
         return (target.start, target.stop, target.step)
     if isinstance(target, bool) or not isinstance(target, (int, numpy.integer)):
-        raise ValueError(f"target must be None, an int or a slice; got {target!r}.")
+        raise InputError(f"target must be None, an int or a slice; got {target!r}.")
     return int(target)
 
 
@@ -106,7 +107,7 @@ def _substitute(x: jax.Array, pos: jax.Array, char: jax.Array) -> jax.Array:
 
 def _check_flag(value: Any, name: str) -> bool:
     if not isinstance(value, (bool, numpy.bool_)):
-        raise ValueError(f"{name} must be True or False; got {value!r}.")
+        raise InputError(f"{name} must be True or False; got {value!r}.")
     return bool(value)
 
 
@@ -114,7 +115,7 @@ def _check_outputs(shapes: Any, target: Any, raw_outputs: bool) -> bool:
     """Whether the model has several outputs; ``ValueError`` for what tangermeme rejects."""
     multi = isinstance(shapes, (tuple, list))
     if multi and not raw_outputs:
-        raise ValueError("raw_outputs=True is required for models that return several "
+        raise InputError("raw_outputs=True is required for models that return several "
                          "outputs: the attribution assumes a single output array.")
     if not raw_outputs:
         shape = tuple(shapes.shape)
@@ -122,7 +123,7 @@ def _check_outputs(shapes: Any, target: Any, raw_outputs: bool) -> bool:
         picked = (len(range(*slice(*target).indices(size))) if isinstance(target, tuple) else
                   size if target is None else int(-size <= target < size))
         if target is not None and not picked:
-            raise ValueError(f"target {_show(target)} does not index the model's output of "
+            raise InputError(f"target {_show(target)} does not index the model's output of "
                              f"shape {shape} along axis 1.")
     return multi
 
@@ -187,7 +188,7 @@ def ism_fn(apply: Callable, *, start: int = 0, end: int = -1, target: Any = None
     size = check_int(batch_size, "batch_size", minimum=1)
     if incremental is not None and (not isinstance(incremental, Incremental)
                                     or incremental.width != 1):
-        raise ValueError("incremental must be None or the Incremental of analyze(apply, "
+        raise InputError("incremental must be None or the Incremental of analyze(apply, "
                          "params, x, 1, args), at width 1.")
 
     def f(params, x, *args):
@@ -199,7 +200,7 @@ def ism_fn(apply: Callable, *, start: int = 0, end: int = -1, target: Any = None
         clean = jnp.sum(span, axis=0) == 1  # one-hot column: its identity edit is skipped
         if incremental is not None:
             if incremental.length != L:
-                raise ValueError(f"incremental was analysed at length {incremental.length}, "
+                raise InputError(f"incremental was analysed at length {incremental.length}, "
                                  f"x has {L}.")
             cache, y0 = incremental.reference(params, x, *args)
 
@@ -363,7 +364,7 @@ def _choose(model: engine.Model, X: jax.Array, args: tuple, n_items: int,
         ev = _evaluator(model, X, args)
     except RuntimeError as error:
         if mode is True:
-            raise ValueError(f"incremental=True, but the incremental engine cannot run this "
+            raise InputError(f"incremental=True, but the incremental engine cannot run this "
                              f"model: {error}.") from None
         return None
     if mode is True or ev["inc"].summary.flop_ratio >= AUTO_MIN_SAVING:
@@ -473,7 +474,7 @@ def _tangermeme(model, X, args, inp, start, end, batch_size, target, hypothetica
     try:
         from tangermeme.saturation_mutagenesis import saturation_mutagenesis as reference
     except ImportError:
-        raise ValueError("backend='torch' runs tangermeme's saturation_mutagenesis, and "
+        raise InputError("backend='torch' runs tangermeme's saturation_mutagenesis, and "
                          "tangermeme is not installed: pip install tangermeme, or leave "
                          "backend=None to translate the module to JAX.") from None
     if family(X) != "torch":
@@ -616,17 +617,17 @@ def saturation_mutagenesis(model: Any, X: Any, args: Optional[Any] = None, start
     raw_outputs = _check_flag(raw_outputs, "raw_outputs")
     incremental = _mode(check_mode(incremental), fast)
     if func is not None and not callable(func):
-        raise ValueError(f"func must be a callable or None; got {type(func).__name__}.")
+        raise InputError(f"func must be a callable or None; got {type(func).__name__}.")
     if backend not in (None, "torch", "jax"):
-        raise ValueError(f"backend must be None, 'torch' or 'jax'; got {backend!r}.")
+        raise InputError(f"backend must be None, 'torch' or 'jax'; got {backend!r}.")
     inp = inputs(X, args)
     N, A, L = inp.X.shape
     start, end = region(start, end, L)
     if backend == "torch":
         if not is_torch_module(model):
-            raise ValueError("backend='torch' needs a torch.nn.Module as model.")
+            raise InputError("backend='torch' needs a torch.nn.Module as model.")
         if incremental is True:
-            raise ValueError("incremental=True needs the JAX backend; with backend='torch', "
+            raise InputError("incremental=True needs the JAX backend; with backend='torch', "
                              "tangermeme's own fast path decides (incremental='auto').")
         return _tangermeme(model, X, args, inp, start, end, batch_size, target, hypothetical,
                            raw_outputs, dtype, device, verbose, incremental is not False, func)
@@ -701,7 +702,7 @@ def _mode(incremental: Any, fast: Any) -> Any:
     if incremental == "auto":
         return "auto" if fast else False
     if incremental is not fast:
-        raise ValueError(f"fast={fast} (tangermeme's name for incremental='auto' or False) "
+        raise InputError(f"fast={fast} (tangermeme's name for incremental='auto' or False) "
                          f"contradicts incremental={incremental}; pass only one of them.")
     return incremental
 
@@ -728,7 +729,7 @@ def _ablate_options(kwargs: dict) -> Optional[tuple]:
     mode = _mode(check_mode(kwargs.get("incremental", "auto")), kwargs.get("fast"))
     post = kwargs.get("func")
     if post is not None and not callable(post):
-        raise ValueError(f"func must be a callable or None; got {type(post).__name__}.")
+        raise InputError(f"func must be a callable or None; got {type(post).__name__}.")
     if _check_flag(kwargs.get("raw_outputs", False), "raw_outputs") or post is not None:
         return None  # func: the materialised path applies it
     return (start, end, target, hypothetical, mode)
@@ -751,7 +752,7 @@ def _ablate_build(apply, params, x, args, options, exact):
                 inc = analyze(apply, params, x, 1, args)
         except Exception as error:  # noqa: BLE001 - any failure means: use the full path
             if mode is True:
-                raise ValueError(f"incremental=True, but the incremental engine cannot run "
+                raise InputError(f"incremental=True, but the incremental engine cannot run "
                                  f"this model: {type(error).__name__}: {error}.") from None
             return None
         if mode == "auto" and inc.summary.flop_ratio < AUTO_MIN_SAVING:

@@ -31,6 +31,7 @@ import numpy
 from tqdm.auto import tqdm
 
 from . import engine
+from .errors import InputError
 from .incremental_engine import IncrementalMismatchWarning, agree
 from .runner import cast_input, input_dtype, outputs_of
 
@@ -146,7 +147,7 @@ def run(model: engine.Model, spec: SequenceFunc, options: tuple, X: jax.Array, a
     The func's diagnostics over the M items go to ``spec.check`` before returning.
     """
     if not model.jittable:
-        raise ValueError(f"func={spec.name} runs JAX models; translate a torch model first "
+        raise InputError(f"func={spec.name} runs JAX models; translate a torch model first "
                          "(backend='jax').")
     exact = compiled(model, spec, options, X, args)
     fast = compiled(model, spec, options, X, args, exact=False)

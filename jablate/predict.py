@@ -6,6 +6,7 @@ import contextlib
 from typing import Any, Callable, Optional
 
 from . import engine, placement
+from .errors import InputError
 from .frontdoor import (
     Inputs,
     check_int,
@@ -58,7 +59,7 @@ def torch_dtype(model: Any, dtype: Any, family: str, device: Any = None,
         kinds = {str(p.dtype).replace("torch.", "") for p in model.parameters()
                  if p.is_floating_point()}
         if kinds - {"float64"}:
-            raise ValueError(
+            raise InputError(
                 f"{name} {dtype!r} feeds the torch module float64 inputs, but its parameters "
                 f"are {', '.join(sorted(kinds))}, and torch autocasts only to float16 and "
                 "bfloat16 (tangermeme's dtype is an autocast dtype), so the module would "
@@ -68,7 +69,7 @@ def torch_dtype(model: Any, dtype: Any, family: str, device: Any = None,
             import jax
             if not jax.config.jax_enable_x64:
                 from .frontdoor import _X64_HINT
-                raise ValueError(f"{name} {dtype!r}: the results come back as JAX arrays "
+                raise InputError(f"{name} {dtype!r}: the results come back as JAX arrays "
                                  f"like X, which hold float64 only with 64-bit types: "
                                  f"{_X64_HINT}; or pass X as a NumPy array or torch tensor.")
     return resolved

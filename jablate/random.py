@@ -17,6 +17,8 @@ import jax
 import jax.numpy as jnp
 import numpy
 
+from .errors import InputError
+
 
 def is_key(x: Any) -> bool:
     """True for a typed JAX key or a raw ``PRNGKey`` (uint32 array of shape (2,))."""
@@ -41,9 +43,9 @@ def _check(random_state):
         return
     if isinstance(random_state, numbers.Integral) and not isinstance(random_state, bool):
         if not 0 <= int(random_state) < 2**32:
-            raise ValueError(f"random_state must be between 0 and 2**32 - 1; got {random_state}.")
+            raise InputError(f"random_state must be between 0 and 2**32 - 1; got {random_state}.")
         return
-    raise ValueError(
+    raise InputError(
         "random_state must be a JAX key (jax.random.key or jax.random.PRNGKey), an int, "
         f"a numpy.random.RandomState or None; got {type(random_state).__name__}.")
 

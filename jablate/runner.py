@@ -32,6 +32,7 @@ import jax
 import jax.numpy as jnp
 import numpy
 
+from .errors import InputError
 from .frontdoor import is_torch_module, torch_bridge
 
 #: How many flax model structures keep their compiled programs.
@@ -51,7 +52,7 @@ def outputs_of(y: Any, where: str = "the model") -> tuple[tuple, bool]:
     for i, leaf in enumerate(ys):
         if not hasattr(leaf, "shape") or not hasattr(leaf, "dtype"):
             what = f"output {i}" if multi else "its output"
-            raise ValueError(f"{where} must return an array or a tuple/list of arrays; "
+            raise InputError(f"{where} must return an array or a tuple/list of arrays; "
                              f"{what} is a {type(leaf).__name__}.")
     return ys, multi
 
@@ -144,7 +145,7 @@ class _Strong:
 def _alive(ref):
     obj = ref()
     if obj is None:  # only reachable if a caller keeps a runner after dropping the model
-        raise ValueError("the model this program was compiled for no longer exists.")
+        raise InputError("the model this program was compiled for no longer exists.")
     return obj
 
 
@@ -153,7 +154,7 @@ def _linen_apply(structure, params, x, *args):
     try:
         return structure.apply(params, x, *args)
     except (errors.ScopeCollectionNotFound, errors.ScopeParamNotFoundError) as error:
-        raise ValueError("model is a flax.linen Module bound without the variables it needs "
+        raise InputError("model is a flax.linen Module bound without the variables it needs "
                          f"({error}); bind the variables from module.init(...): "
                          "module.bind(variables).") from None
 
@@ -246,7 +247,7 @@ def _flax_kind(model):
     owner = getattr(model, "__self__", None)
     if inspect.ismethod(model) and isinstance(owner, nn.Module) and model.__name__ in (
             "apply", "init", "init_with_output"):
-        raise ValueError(f"model is the unbound method {type(owner).__name__}.{model.__name__}; "
+        raise InputError(f"model is the unbound method {type(owner).__name__}.{model.__name__}; "
                          "pass the module bound to its variables, module.bind(variables), or "
                          "a function of X such as lambda x: module.apply(variables, x).")
     return None
@@ -311,7 +312,7 @@ def runner_for(model: Any, backend: Optional[str] = None,
         module, an unknown ``backend``, or something that is not a model.
     """
     if backend not in (None, "torch", "jax"):
-        raise ValueError(f"backend must be None, 'torch' or 'jax'; got {backend!r}.")
+        raise InputError(f"backend must be None, 'torch' or 'jax'; got {backend!r}.")
     if inspect.isclass(model):
         raise _class_error(model)
     if is_torch_module(model):
@@ -321,11 +322,11 @@ def runner_for(model: Any, backend: Optional[str] = None,
         else:
             return torch_bridge().TorchRunner(model), None
     elif backend == "torch":
-        raise ValueError("backend='torch' needs a torch.nn.Module as model.")
+        raise InputError("backend='torch' needs a torch.nn.Module as model.")
     kind = _flax_kind(model)
     if kind == "linen":
         if model.scope is None:
-            raise ValueError("model is an unbound flax.linen Module; pass module.bind(variables) "
+            raise InputError("model is an unbound flax.linen Module; pass module.bind(variables) "
                              "so that jablate has its weights.")
         structure, params = model.unbind()
         runner = _structure_runner(structure, _linen_apply) or _identity_runner(
@@ -341,7 +342,7 @@ def runner_for(model: Any, backend: Optional[str] = None,
         return _identity_runner(model, lambda ref: JaxRunner(partial(_weak_pure_apply, ref))), \
             model.params
     if not callable(model):
-        raise ValueError(f"model must be a flax module, a callable on JAX arrays or a "
+        raise InputError(f"model must be a flax module, a callable on JAX arrays or a "
                          f"torch.nn.Module; got {type(model).__name__}.")
     if inspect.ismethod(model):  # a new bound-method object each time: key on its owner
         func = model.__func__
