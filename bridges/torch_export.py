@@ -50,7 +50,7 @@ from jablate.errors import InputError
 
 from ._aten_table import OPS, to_jax
 from ._interpreter import compile_graph, evaluate, meta_shape, op_key, unsupported
-from .torch import StaticBatchModule, exported_batch
+from ._static_batch import StaticBatchModule, exported_batch
 
 __all__ = ["translate", "TranslatedModel", "SUPPORTED_OPS"]
 

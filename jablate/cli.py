@@ -15,24 +15,20 @@ only when everything succeeded.
 
 import argparse
 import contextlib
-import importlib
-import importlib.util
-import inspect
-import logging
 import os
 import signal
 import sys
 import threading
 import traceback
 import warnings
-import zipfile
 from typing import Any, Optional
 
 import numpy
 
 from . import __version__, effects
-from .errors import InputError
+from .errors import InputError, ModelFailure, one_line
 from .io import AtomicFiles, format_table, one_hot_encode, plot_format, read_fasta, read_regions
+from .loading import INCREMENTAL, RunOptions, load_model, model_kind, run_annotations
 
 __all__ = ["main", "build_parser", "load_model", "summarise"]
 
@@ -84,30 +80,6 @@ ran (one line naming the model and the cause; --debug for the traceback);
 """
 
 
-
-
-class ModelFailure(Exception):
-    """An exception raised while the model ran; reported as one line, exit status 1.
-
-    Parameters
-    ----------
-    spec : str
-        The ``--model`` SPEC.
-    error : BaseException
-        What the model raised.
-    """
-
-    def __init__(self, spec, error):
-        super().__init__(spec, error)
-        self.spec, self.error = spec, error
-
-    def __str__(self):
-        return (f"model '{self.spec}' failed: {type(self.error).__name__}: "
-            f"{_one_line(self.error)}")
-
-
-def _one_line(error):
-    return " ".join(str(error).split()) or type(error).__name__
 
 
 class _Parser(argparse.ArgumentParser):
@@ -192,14 +164,12 @@ def _add_run_options(parser, unit, seed_help):
         "cuda:1, ...); for a JAX model, the accelerator to run on")
     parser.add_argument("--translate", action="store_true",
         help="translate a torch model to JAX instead of bridging it (backend='jax')")
-    parser.add_argument("--incremental", choices=tuple(_INCREMENTAL), default="auto",
+    parser.add_argument("--incremental", choices=tuple(INCREMENTAL), default="auto",
         help="compute only what a shuffle can change (JAX or --translate'd models): 'on' "
         "always (exit 2 where it cannot), 'auto' where the analysis predicts a 1.5x saving "
         "for runs of at least 2,048 shuffled items (default: %(default)s)")
 
 
-#: ``--incremental`` as ablate_annotations' ``incremental=``.
-_INCREMENTAL = {"auto": "auto", "on": True, "off": False}
 
 
 def _add_hits(commands):
@@ -426,7 +396,7 @@ def _warning_line(quiet):
     def show(message, category, filename, lineno, file=None, line=None):
         if quiet and issubclass(category, UnchangedRegionWarning):
             return
-        print(f"jablate: warning: {_one_line(message)}", file=sys.stderr)
+        print(f"jablate: warning: {one_line(message)}", file=sys.stderr)
 
     return show
 
@@ -450,8 +420,8 @@ def _report(error):
     if isinstance(error, ModelFailure):
         return 1, str(error)
     if isinstance(error, (InputError, ValueError, TypeError, OSError)):
-        return 2, _one_line(error)
-    return 1, (f"unexpected {type(error).__name__}: {_one_line(error)} (run again with "
+        return 2, one_line(error)
+    return 1, (f"unexpected {type(error).__name__}: {one_line(error)} (run again with "
         "--debug for the traceback)")
 
 
@@ -508,11 +478,12 @@ def _ablate(args):
         handles = {option: files.open(path) for option, path in paths.items()}
 
         model = load_model(args.model)
-        kind = "torch" if _is_torch_module(model) else "jax"
+        kind = model_kind(model)
         if args.verbose:
             _print_report(model, kind, X, annotations, args)
-        y_befores, y_afters = _run(model, kind, X, annotations, args)
-        changes = effects.changeable(_shuffle_fn(args), X, annotations)
+        options = RunOptions.from_args(args)
+        y_befores, y_afters = run_annotations(model, X, annotations, options)
+        changes = effects.changeable(options.shuffle_fn(), X, annotations)
         heads = summarise(y_befores, y_afters, len(regions), args.n, changes)
 
         if "out" in handles:
@@ -535,7 +506,7 @@ def _ablate(args):
 def _hits(args):
     from . import genome_run
 
-    return genome_run.run_hits(args, sys.modules[__name__])
+    return genome_run.run_hits(args)
 
 
 _COMMANDS = {"demo": _demo, "ablate": _ablate, "hits": _hits}
@@ -550,177 +521,6 @@ def _check_dinucleotide_widths(regions, path):
 
 
 # --- the model -------------------------------------------------------------------------
-
-
-def load_model(spec: str) -> Any:
-    """Load the model named by a ``--model`` SPEC.
-
-    Parameters
-    ----------
-    spec : str
-        ``module:attribute`` (dotted attribute allowed; the module may also be a ``.py``
-        file path) or the path of a ``torch.export`` program (``.pt2``). The module is
-        imported with the current directory first on ``sys.path``. The attribute may be a
-        ``torch.nn.Module``, a bound flax module, an nnx module, a function that returns
-        one (or a JAX function) when called with no arguments, or a JAX function of the
-        one-hot batch ``X`` (N, A, L). A class is refused: calling it would make a model
-        with fresh, untrained weights.
-
-    Returns
-    -------
-    model : torch.nn.Module or callable
-        Ready to pass to :func:`jablate.ablate_annotations` (torch modules in eval mode).
-
-    Raises
-    ------
-    InputError
-        When the module cannot be imported, the attribute does not exist, the ``.pt2``
-        file cannot be loaded, or the object is a class or not a usable model.
-    """
-
-    if spec.endswith(".pt2") or (os.path.isfile(spec) and ":" not in spec):
-        return _load_exported(spec)
-    module_name, colon, attribute = spec.rpartition(":")
-    if not colon or not module_name or not attribute:
-        raise InputError(f"--model '{spec}' is neither 'package.module:attribute' nor "
-            "a torch.export .pt2 file")
-
-    module = _import(module_name, spec)
-    obj = module
-    for part in attribute.split("."):
-        try:
-            obj = getattr(obj, part)
-        except AttributeError:
-            raise InputError(f"--model '{spec}': module '{module_name}' has no "
-                f"attribute '{attribute}'") from None
-
-    if inspect.isclass(obj):
-        raise InputError(f"--model '{spec}' is a class, and an instance made here would "
-            f"have untrained weights; name an instance with its weights loaded, or a "
-            f"function that returns one")
-    if _is_model_object(obj):
-        return _prepare(obj, spec)
-    if not callable(obj):
-        raise InputError(f"--model '{spec}' is a {type(obj).__name__}, not a model "
-            "(expected a torch.nn.Module, a flax module or a function)")
-    if _callable_without_arguments(obj):
-        try:
-            made = obj()
-        except Exception as error:
-            raise InputError(f"--model '{spec}': calling it with no arguments failed: "
-                f"{type(error).__name__}: {error}") from error
-        if _is_model_object(made):
-            return _prepare(made, spec)
-        if inspect.isclass(made) or not callable(made):
-            raise InputError(f"--model '{spec}' returned a {type(made).__name__}, not a "
-                "model")
-        return made
-    return obj
-
-
-def _import(module_name, spec):
-    cwd = os.getcwd()
-    if cwd not in sys.path and "" not in sys.path:
-        sys.path.insert(0, cwd)
-    try:
-        if module_name.endswith(".py"):
-            if not os.path.isfile(module_name):
-                raise InputError(f"--model '{spec}': no such file '{module_name}'")
-            name = os.path.splitext(os.path.basename(module_name))[0]
-            loader = importlib.util.spec_from_file_location(name, module_name)
-            module = importlib.util.module_from_spec(loader)
-            sys.modules[name] = module
-            loader.loader.exec_module(module)
-            return module
-        return importlib.import_module(module_name)
-    except InputError:
-        raise
-    except Exception as error:
-        raise InputError(f"--model '{spec}': cannot import '{module_name}': "
-            f"{type(error).__name__}: {error}") from error
-
-
-def _load_exported(path):
-    if not os.path.isfile(path):
-        reason = "it is a directory" if os.path.isdir(path) else "No such file"
-        raise InputError(f"--model '{path}': cannot read '{path}': {reason}")
-    try:
-        import torch
-    except ImportError:
-        raise InputError(f"--model '{path}': loading a .pt2 program needs torch, "
-            "which is not installed") from None
-    if not zipfile.is_zipfile(path):
-        raise InputError(f"--model '{path}': cannot load it as a torch.export program: "
-            "not a .pt2 archive (torch.export.save writes one)")
-    logger = logging.getLogger("torch.export")
-    level = logger.level
-    logger.setLevel(logging.ERROR)  # torch logs a traceback before raising
-    try:
-        program = torch.export.load(path).module()
-    except Exception as error:
-        raise InputError(f"--model '{path}': cannot load it as a torch.export program: "
-            f"{type(error).__name__}: {error}") from None
-    finally:
-        logger.setLevel(level)
-    from jablate.bridges.torch import any_batch  # a fixed-batch export runs in chunks of it
-    return any_batch(program)
-
-
-def _is_torch_module(obj):
-    torch = sys.modules.get("torch")
-    return torch is not None and isinstance(obj, torch.nn.Module)
-
-
-def _is_flax_module(obj):
-    linen = sys.modules.get("flax.linen")
-    nnx = sys.modules.get("flax.nnx")
-    return ((linen is not None and isinstance(obj, linen.Module)) or
-        (nnx is not None and isinstance(obj, nnx.Module)))
-
-
-def _is_model_object(obj):
-    return not inspect.isclass(obj) and (_is_torch_module(obj) or _is_flax_module(obj))
-
-
-def _prepare(model, spec):
-    linen = sys.modules.get("flax.linen")
-    if linen is not None and isinstance(model, linen.Module) and model.scope is None:
-        raise InputError(f"--model '{spec}' is an unbound flax module; name a bound "
-            "one (module.bind(variables)) or a function returning it")
-    if _is_torch_module(model):
-        try:
-            model.eval()
-        except Exception:  # exported programs do not all support eval()
-            pass
-    return model
-
-
-def _callable_without_arguments(obj):
-    try:
-        inspect.signature(obj).bind()
-    except TypeError:
-        return False
-    except ValueError:  # no signature (some builtins)
-        return False
-    return True
-
-
-def _check_device(model_kind, device, translate):
-    """The ``device=`` for ablate_annotations (None: leave it out); raise if unavailable.
-
-    Resolved by jablate's one device resolver (``jablate.frontdoor.resolve_device``), for
-    torch when a torch model runs in torch and for JAX otherwise, before the model runs.
-    """
-
-    if device is None:
-        return None
-    from .frontdoor import resolve_device
-
-    framework = "torch" if model_kind == "torch" and not translate else "jax"
-    try:
-        return resolve_device(device, framework, name="--device")
-    except ValueError as error:
-        raise InputError(str(error).rstrip(".")) from None
 
 
 def _print_report(model, kind, X, annotations, args):
@@ -740,39 +540,6 @@ def _print_report(model, kind, X, annotations, args):
     except ValueError as error:
         raise InputError(f"--verbose: {error}") from None
     print(f"jablate: incremental analysis at width {width}:\n{table}", file=sys.stderr)
-
-
-def _shuffle_fn(args):
-    import jablate
-
-    return jablate.dinucleotide_shuffle if args.shuffle == "dinucleotide" else jablate.shuffle
-
-
-def _run(model, kind, X, annotations, args, **extra):
-    """``ablate_annotations`` with the options in ``args`` (and ``extra`` keywords)."""
-
-    import jablate
-
-    if args.translate and kind != "torch":
-        raise InputError("--translate translates torch models to JAX; --model names a "
-            "JAX model")
-    device = _check_device(kind, args.device, args.translate)
-    kwargs = dict(n=args.n, shuffle_fn=_shuffle_fn(args), random_state=args.seed,
-        batch_size=args.batch_size, verbose=not args.quiet,
-        incremental=_INCREMENTAL[args.incremental])
-
-    if args.translate:
-        kwargs["backend"] = "jax"
-
-    if device is not None:
-        kwargs["device"] = device
-    kwargs.update(extra)
-    try:
-        return jablate.ablate_annotations(model, X, annotations, **kwargs)
-    except InputError:
-        raise  # jablate's own checks: bad input, exit status 2
-    except Exception as error:
-        raise ModelFailure(args.model, error) from error
 
 
 # --- summaries and outputs ------------------------------------------------------------

@@ -1,6 +1,6 @@
 """jablate's one input error."""
 
-__all__ = ["InputError"]
+__all__ = ["InputError", "ModelFailure", "one_line"]
 
 
 class InputError(ValueError):
@@ -10,3 +10,29 @@ class InputError(ValueError):
     wrong (the parameter, or the file and line) and what was expected. Raised before any
     model runs; the command line turns it into one line and exit status 2.
     """
+
+
+class ModelFailure(Exception):
+    """An exception raised while the model ran (not jablate's input checks); the command
+    line reports it as one line, exit status 1.
+
+    Parameters
+    ----------
+    spec : str
+        The ``--model`` SPEC.
+    error : BaseException
+        What the model raised.
+    """
+
+    def __init__(self, spec: str, error: BaseException):
+        super().__init__(spec, error)
+        self.spec, self.error = spec, error
+
+    def __str__(self):
+        return (f"model '{self.spec}' failed: {type(self.error).__name__}: "
+            f"{one_line(self.error)}")
+
+
+def one_line(error: BaseException) -> str:
+    """``error``'s message on one line (its type's name when it has none)."""
+    return " ".join(str(error).split()) or type(error).__name__

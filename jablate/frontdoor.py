@@ -19,6 +19,7 @@ import jax.numpy as jnp
 import numpy
 
 from .errors import InputError
+from .placement import parse_device
 
 # --- array families --------------------------------------------------------------------
 
@@ -398,23 +399,6 @@ def jax_dtype(dtype: Any, name: str = "dtype") -> Any:
 # --- devices -----------------------------------------------------------------------------
 
 _PLATFORM_ALIASES = {"cuda": "gpu", "rocm": "gpu"}
-
-
-def parse_device(device: Any, name: str = "device") -> tuple[str, Optional[int]]:
-    """Split a device name ('cpu', 'cuda', 'cuda:1', 'gpu', 'tpu', 'mps') into
-    ``(kind, index)``; ``index`` is None when not given.
-
-    Raises
-    ------
-    ValueError
-        If it is not of that form.
-    """
-    text = str(device).strip().lower()
-    kind, colon, number = text.partition(":")
-    if not kind.isidentifier() or (colon and not number.isdigit()):
-        raise InputError(f"{name} {str(device)!r} is not a device name (cpu, cuda, cuda:1, "
-                         "gpu, tpu, mps).")
-    return kind, int(number) if colon else None
 
 
 def resolve_device(device: Any, framework: str = "jax", name: str = "device") -> Any:

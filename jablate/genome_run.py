@@ -20,7 +20,6 @@ import os
 import sys
 import tempfile
 import warnings
-from types import ModuleType
 from typing import Any, Optional
 
 import numpy
@@ -48,6 +47,7 @@ from .genome_files import (
     read_peaks,
 )
 from .io import new_file_mode
+from .loading import RunOptions, check_device, load_model, model_kind, run_annotations
 
 __all__ = ["run_hits", "static_input_length", "SETTINGS_FILE", "DEFAULT_CHUNK_SIZE"]
 
@@ -83,7 +83,7 @@ def static_input_length(model: Any) -> Optional[int]:
     Parameters
     ----------
     model : object
-        As returned by :func:`jablate.cli.load_model`.
+        As returned by :func:`jablate.loading.load_model`.
 
     Returns
     -------
@@ -111,8 +111,9 @@ def _is_export(spec):
 class _Run:
     """One ``jablate hits`` invocation; see :func:`run_hits`."""
 
-    def __init__(self, args, cli):
-        self.args, self.cli = args, cli
+    def __init__(self, args):
+        self.args = args
+        self.options = RunOptions.from_args(args)
         self.error = InputError
         self.say = (lambda message: None) if args.quiet else \
             (lambda message: print(f"jablate: {message}", file=sys.stderr, flush=True))
@@ -127,7 +128,7 @@ class _Run:
         self.model = None
         width = args.window
         if _is_export(args.model):
-            self.model = self.cli.load_model(args.model)
+            self.model = load_model(args.model)
             static = static_input_length(self.model)
             if static is not None and width is not None and width != static:
                 raise self.error(f"--window {width} differs from the input length {static} "
@@ -201,14 +202,14 @@ class _Run:
         return done
 
     def load_model(self):
-        args, cli = self.args, self.cli
+        args = self.args
         if self.model is None:
-            self.model = cli.load_model(args.model)
-        self.kind = "torch" if cli._is_torch_module(self.model) else "jax"
-        if args.translate and self.kind != "torch":
+            self.model = load_model(args.model)
+        kind = model_kind(self.model)
+        if args.translate and kind != "torch":
             raise self.error("--translate translates torch models to JAX; --model names a "
                 "JAX model")
-        cli._check_device(self.kind, args.device, args.translate)
+        check_device(kind, args.device, args.translate)
 
     # --- work ---------------------------------------------------------------------------
 
@@ -248,10 +249,10 @@ class _Run:
         X = fetch_windows(self.fasta, self.windows, rows, pad_to=size)
         annotations = numpy.stack([inverse, part["offset_start"].to_numpy(),
             part["offset_end"].to_numpy()], axis=1).astype(numpy.int64)
-        counts = arrangements(self.cli._shuffle_fn(args), X, annotations)
+        counts = arrangements(self.options.shuffle_fn(), X, annotations)
         with warnings.catch_warnings():  # counted from `counts` instead
             warnings.simplefilter("ignore", UnchangedRegionWarning)
-            result = self.cli._run(self.model, self.kind, X, annotations, args,
+            result = run_annotations(self.model, X, annotations, self.options,
                 verbose=False)
         try:
             effects = hit_effects(result, part, args.profile, counts)
@@ -301,15 +302,13 @@ class _Run:
             + (f"; {len(self.skipped)} hits skipped" if len(self.skipped) else ""))
 
 
-def run_hits(args: argparse.Namespace, cli: ModuleType) -> int:
+def run_hits(args: argparse.Namespace) -> int:
     """Run ``jablate hits``.
 
     Parameters
     ----------
     args : argparse.Namespace
         The parsed options of ``jablate hits`` (see ``jablate hits --help``).
-    cli : module
-        :mod:`jablate.cli`, whose model loading, runner and errors this uses.
 
     Returns
     -------
@@ -317,7 +316,7 @@ def run_hits(args: argparse.Namespace, cli: ModuleType) -> int:
         0; errors are raised (:class:`jablate.InputError` for bad input, exit status 2).
     """
 
-    run = _Run(args, cli)
+    run = _Run(args)
     run.read_inputs()
     done = run.finished_chunks()
     run.load_model()

@@ -22,7 +22,9 @@ from typing import Any, Optional, Sequence
 
 import jax
 
-__all__ = ["Placement", "decide", "current", "place", "default_device"]
+from .errors import InputError
+
+__all__ = ["Placement", "decide", "current", "place", "default_device", "parse_device"]
 
 
 @dataclass(frozen=True)
@@ -134,3 +136,20 @@ def place(tree: Any, where: Placement) -> Any:
         return jax.device_put(x, where.primary)
 
     return jax.tree.map(one, tree)
+
+
+def parse_device(device: Any, name: str = "device") -> tuple[str, Optional[int]]:
+    """Split a device name ('cpu', 'cuda', 'cuda:1', 'gpu', 'tpu', 'mps') into
+    ``(kind, index)``; ``index`` is None when not given.
+
+    Raises
+    ------
+    ValueError
+        If it is not of that form.
+    """
+    text = str(device).strip().lower()
+    kind, colon, number = text.partition(":")
+    if not kind.isidentifier() or (colon and not number.isdigit()):
+        raise InputError(f"{name} {str(device)!r} is not a device name (cpu, cuda, cuda:1, "
+                         "gpu, tpu, mps).")
+    return kind, int(number) if colon else None
