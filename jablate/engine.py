@@ -18,9 +18,18 @@ from typing import Any, Callable, Optional
 import jax
 import jax.numpy as jnp
 import numpy
-from tqdm.auto import tqdm
 
 from . import functional
+from .execute import (  # noqa: F401 (to_host, accumulate, summarize, accumulator_dtype: API)
+    Collect,
+    Job,
+    MeanStd,
+    accumulate,
+    accumulator_dtype,
+    execute,
+    summarize,
+    to_host,
+)
 from .runner import outputs_of
 
 
@@ -225,23 +234,33 @@ class Model:
         return self.runner.jittable
 
 
-def _batches(model, X, args, draw, table, plan, batch_size, verbose, desc):
-    """Yield ``(outputs, multi, valid, lo, size)`` per step; JAX outputs stay on the device."""
+def _job(model, X, args, draw, table, plan, batch_size, verbose, desc):
+    """The :class:`jablate.execute.Job` of ``model`` over ``plan``: a step per batch of
+    items, sharded over the run's devices. Whether the model (or ``func``) returned
+    several outputs is kept in ``multi[0]`` once a step ran."""
     where = Devices(model, X)
     size = where.size(batch_size, len(plan))
+    multi = [False]
+    what = "func" if model.post is not None else "the model"
     if model.jittable:
-        step = model.runner.step_for(model.post)
+        compiled = model.runner.step_for(model.post)
         params = where.replicate(model.params)
         X, args, table = where.replicate((X, args, table))
-    for lo in tqdm(range(0, len(plan), size), disable=not verbose, desc=desc):
-        items, valid = plan.batch(lo, size)
-        if model.jittable:
-            y = step(params, X, args, table, where.shard(items), draw=draw, dtype=model.dtype)
-        else:
+
+        def step(items, lo):
+            y = compiled(params, X, args, table, items, draw=draw, dtype=model.dtype)
+            ys, multi[0] = outputs_of(y, what)
+            return ys
+    else:
+        def step(items, lo):
+            valid = min(size, len(plan) - lo)
             x = _draw_eagerly(X, table, items, draw)[:valid]
             y = model.runner(x, tuple(jnp.take(a, items[0][:valid], axis=0) for a in args))
-        ys, multi = outputs_of(y, "func" if model.post is not None else "the model")
-        yield ys, multi, valid, lo, size
+            ys, multi[0] = outputs_of(y, what)
+            return ys
+    job = Job(plan, step, size, where.shard if model.jittable else (lambda items: items),
+              verbose, desc)
+    return job, multi
 
 
 @partial(jax.jit, static_argnames=("draw",))
@@ -251,7 +270,8 @@ def _draw_eagerly(X, table, items, draw):
 
 def run(model: Model, X: jax.Array, args: tuple, draw: Callable, table: jax.Array, plan: Plan,
         batch_size: int, verbose: bool = False, desc: Optional[str] = None) -> tuple[list, bool]:
-    """Run ``model`` on every item of ``plan``, batch by batch.
+    """Run ``model`` on every item of ``plan``, batch by batch (:func:`jablate.execute.
+    execute` into a :class:`~jablate.execute.Collect`).
 
     Steps are sharded over every local device; under ``jax.distributed`` each
     process runs its share of the items and every process receives all outputs.
@@ -274,45 +294,44 @@ def run(model: Model, X: jax.Array, args: tuple, draw: Callable, table: jax.Arra
         Whether the model (or ``func``) returned a tuple or list.
     """
     local, total = process_share(plan, 1)
-    pending, chunks, multi = [], [], False
-    for ys, step_multi, valid, _, _ in _batches(model, X, args, draw, table, local, batch_size,
-                                                verbose, desc):
-        multi = step_multi
-        if model.jittable:
-            pending.append((ys, valid))
-            if len(pending) > 1:  # keep one step in flight while copying the last
-                chunks.append(to_host(*pending.pop(0)))
-        else:
-            chunks.append(ys)
-    chunks.extend(to_host(*p) for p in pending)
-    concat = numpy.concatenate if model.jittable else model.runner.concat
-    outputs = [concat([c[h] for c in chunks]) for h in range(len(chunks[0]))]
-    return gather_processes(outputs, total), multi
+    job, multi = _job(model, X, args, draw, table, local, batch_size, verbose, desc)
+    sink = Collect() if model.jittable else Collect(host=False, concat=model.runner.concat)
+    outputs = execute(job, sink)
+    return gather_processes(outputs, total), multi[0]
 
 
-def to_host(ys: tuple, valid: int) -> tuple:
-    """The first ``valid`` rows of each of a step's outputs, on the host."""
-    return tuple(numpy.asarray(y)[:valid] for y in ys)
+def run_mean_std(model: Model, X: jax.Array, args: tuple, draw: Callable, table: jax.Array,
+                 plan: Plan, n: int, shifts: list, batch_size: int, verbose: bool = False,
+                 desc: Optional[str] = None) -> list:
+    """Per-group mean and standard deviation of the outputs over ``n`` shuffles
+    (:func:`jablate.execute.execute` into a :class:`~jablate.execute.MeanStd`).
 
+    Items ``g * n + i`` of ``plan`` belong to group ``g``. Sums of the outputs'
+    differences from ``shifts`` (one array (G, ...) per output, e.g. the
+    predictions before shuffling) and of their squares accumulate on the device
+    (float32; float64 for float64 outputs), so memory is of order G rather than
+    G * n. Sharded and split across processes as :func:`run`.
 
-def accumulator_dtype(dtype: Any) -> Any:
-    """The dtype sums of outputs of ``dtype`` accumulate in: float64 for float64 outputs
-    (a run with ``jax_enable_x64`` asked for them), float32 for everything else."""
-    return jnp.float64 if jnp.dtype(dtype) == jnp.float64 else jnp.float32
-
-
-def summarize(sums: tuple, sqs: tuple, shifts: Any, n: int) -> list:
-    """``(mean, std)`` host arrays (in the sums' dtype, computed in float64) per output from
-    the sums and sums of squares of ``n`` differences from ``shifts`` per group, as
-    :func:`accumulate` keeps them (population standard deviation)."""
-    stats = []
-    for s, q, shift in zip(sums, sqs, shifts):
-        mean_d = numpy.asarray(s, numpy.float64) / n
-        var = numpy.maximum(numpy.asarray(q, numpy.float64) / n - mean_d ** 2, 0)
-        dtype = numpy.asarray(s).dtype
-        stats.append(((numpy.asarray(shift, numpy.float64) + mean_d).astype(dtype),
-                      numpy.sqrt(var).astype(dtype)))
-    return stats
+    Returns
+    -------
+    stats: list of (mean, std) host arrays, each (G, ...)
+    """
+    local, total = process_share(plan, n)
+    first = 0 if total is None else (jax.process_index() * len(local)) // n
+    shifts = [numpy.asarray(s)[first:first + len(local) // n] for s in shifts]
+    if total is not None:  # the padded tail of the last process repeats its last group
+        shifts = [numpy.concatenate([s, numpy.repeat(s[-1:], len(local) // n - s.shape[0], 0)])
+                  for s in shifts]
+    job, _ = _job(model, X, args, draw, table, local, batch_size, verbose, desc)
+    if not model.jittable:  # torch outputs, as JAX arrays of the batch's padded size
+        torch_step = job.step
+        job = Job(job.plan, lambda items, lo: tuple(
+            _pad_rows(model.runner.to_jax(y), job.size) for y in torch_step(items, lo)),
+            job.size, job.shard, job.progress, job.desc)
+    stats = execute(job, MeanStd(shifts, n, len(local)))
+    means, stds = [m for m, _ in stats], [sd for _, sd in stats]
+    groups = None if total is None else total // n
+    return list(zip(gather_processes(means, groups), gather_processes(stds, groups)))
 
 
 @partial(jax.jit, static_argnames=("draw", "n"))
@@ -333,65 +352,6 @@ def shuffle_all(X: jax.Array, table: jax.Array, start: int, end: int, draw: Call
         return jax.vmap(lambda i: draw.fn(jax.random.fold_in(key_j, i), x, start, end))(shuffles)
 
     return jax.vmap(per_sequence)(X, jnp.arange(X.shape[0]))
-
-
-@partial(jax.jit, donate_argnums=(0, 1))
-def accumulate(sums: tuple, sqs: tuple, ys: tuple, shifts: tuple, shift_rows: jax.Array,
-               groups: jax.Array, valid: jax.Array) -> tuple[tuple, tuple]:
-    """Add a batch of outputs to per-group sums and sums of squares (donated, on the device).
-
-    Item ``b`` (a row of every ``ys``) belongs to group ``groups[b]`` and is counted as its
-    difference from ``shifts[h][shift_rows[b]]``, which must be the same for every item of
-    a group (the shift keeps the variance well conditioned); rows where ``valid`` is False
-    are padding and count as nothing.
-    """
-    out_s, out_q = [], []
-    for s, q, y, shift in zip(sums, sqs, ys, shifts):
-        d = y.astype(s.dtype) - shift[shift_rows].astype(s.dtype)
-        d = jnp.where(valid.reshape((-1,) + (1,) * (d.ndim - 1)), d, 0)
-        out_s.append(s.at[groups].add(d))
-        out_q.append(q.at[groups].add(d * d))
-    return tuple(out_s), tuple(out_q)
-
-
-def run_mean_std(model: Model, X: jax.Array, args: tuple, draw: Callable, table: jax.Array,
-                 plan: Plan, n: int, shifts: list, batch_size: int, verbose: bool = False,
-                 desc: Optional[str] = None) -> list:
-    """Per-group mean and standard deviation of the outputs over ``n`` shuffles.
-
-    Items ``g * n + i`` of ``plan`` belong to group ``g``. Sums of the outputs'
-    differences from ``shifts`` (one array (G, ...) per output, e.g. the
-    predictions before shuffling) and of their squares accumulate on the device
-    (float32; float64 for float64 outputs), so memory is of order G rather than
-    G * n. Sharded and split across processes as :func:`run`.
-
-    Returns
-    -------
-    stats: list of (mean, std) host arrays, each (G, ...)
-    """
-    local, total = process_share(plan, n)
-    first = 0 if total is None else (jax.process_index() * len(local)) // n
-    shifts = tuple(jnp.asarray(numpy.asarray(s)[first:first + len(local) // n],
-                               accumulator_dtype(numpy.asarray(s).dtype)) for s in shifts)
-    if total is not None:  # the padded tail of the last process repeats its last group
-        shifts = tuple(jnp.concatenate([s, jnp.repeat(s[-1:], len(local) // n - s.shape[0], 0)])
-                       for s in shifts)
-    sums = tuple(jnp.zeros_like(s) for s in shifts)
-    sqs = tuple(jnp.zeros_like(s) for s in shifts)
-    for ys, _, valid, lo, size in _batches(model, X, args, draw, table, local, batch_size,
-                                           verbose, desc):
-        groups = jnp.asarray(numpy.minimum(numpy.arange(lo, lo + size), len(local) - 1) // n)
-        mask = jnp.arange(size) < valid
-        if not model.jittable:
-            ys = tuple(_pad_rows(model.runner.to_jax(y), size) for y in ys)
-        sums, sqs = accumulate(sums, sqs, ys, shifts, groups, groups, mask)
-    means, stds = [], []
-    for s, q, shift in zip(sums, sqs, shifts):
-        mean_d = s / n
-        means.append(numpy.asarray(shift + mean_d))
-        stds.append(numpy.asarray(jnp.sqrt(jnp.maximum(q / n - mean_d * mean_d, 0))))
-    groups = None if total is None else total // n
-    return list(zip(gather_processes(means, groups), gather_processes(stds, groups)))
 
 
 def _pad_rows(y, size):

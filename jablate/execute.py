@@ -206,14 +206,17 @@ class Job:
         Items per step (a multiple of the device count).
     shard: callable
         Places a batch's items on the run's devices (identity for one device).
+    progress: bool
+        Show a progress bar over the batches.
     desc: str or None
-        The progress bar's label; None shows none.
+        The progress bar's label.
     """
 
     plan: Any
     step: Callable
     size: int
     shard: Callable = lambda items: items
+    progress: bool = False
     desc: Optional[str] = None
 
 
@@ -235,7 +238,7 @@ def execute(job: Job, sink: Any) -> Any:
     What ``sink.result()`` returns.
     """
     plan = job.plan
-    for lo in tqdm(range(0, len(plan), job.size), disable=job.desc is None, desc=job.desc):
+    for lo in tqdm(range(0, len(plan), job.size), disable=not job.progress, desc=job.desc):
         items, valid = plan.batch(lo, job.size)
         sink.add(job.step(job.shard(items), lo), lo, valid)
     return sink.result()
