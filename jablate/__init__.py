@@ -10,6 +10,7 @@ from importlib import metadata as _metadata
 
 from . import effects, functional
 from .ablate import ablate, ablate_annotations
+from .caches import clear_caches
 from .deeplift import deep_lift_shap
 from .errors import InputError
 from .ersatz import dinucleotide_shuffle, shuffle
@@ -33,4 +34,5 @@ __all__ = [
     "incremental_report", "saturation_mutagenesis", "SaturationMutagenesisRawResult",
     "PerturbationResult", "PerturbationAnnotationsResult", "PerturbationSummaryResult",
     "PerturbationAnnotationsSummaryResult", "deep_lift_shap", "effects", "InputError",
+    "clear_caches",
 ]

@@ -1,13 +1,15 @@
 """``ablate`` and ``ablate_annotations``: one streaming engine behind both."""
 
 import inspect
-from typing import Any, Callable, Optional
+import warnings
+from typing import Any, Callable, Literal, NamedTuple, Optional
 
 import numpy
 
 from . import engine, incremental_engine, per_sequence
+from .behaviour import PREDICT, PartialFallbackWarning, PredictFunc
 from .errors import InputError
-from .ersatz import METHODS, plan_shuffles, shuffle, warn_unchangeable
+from .ersatz import method_of, plan_shuffles, shuffle, warn_unchangeable
 from .frontdoor import annotations as check_annotations
 from .frontdoor import (
     check_int,
@@ -26,8 +28,11 @@ from .results import (
     PerturbationSummaryResult,
 )
 
+#: ``reduce``'s values: keep every shuffle's output, or a per-group mean and std.
+Reduce = Optional[Literal["mean_std"]]
 REDUCTIONS = (None, "mean_std")
-_PREDICT_KEYWORDS = ("batch_size", "dtype", "device", "verbose", "func", "backend")
+#: predict's keywords, which ablate's fast path honours.
+_PREDICT_KEYWORDS = PREDICT.keywords
 
 
 def _func_kwargs(func, random_state, additional_func_kwargs):
@@ -45,32 +50,66 @@ def _engine_keywords(merged):
     return {k: v for k, v in merged.items() if k in _PREDICT_KEYWORDS and k != "func"}
 
 
-def _sequence_func(func, method, kwargs, extra, incremental):
-    """``(spec, options, random_state)`` when ``func`` runs on the fast path as a func of
-    one sequence (jablate's ``deep_lift_shap``, ``saturation_mutagenesis``), else
-    ``(None, None, None)``. The func's keywords (all but the engine's ``batch_size``,
-    ``dtype``, ``device``, ``verbose``, ``backend``) are checked here, before any model
-    runs; ``random_state`` is the func's own (from ``additional_func_kwargs``, else
-    ablate's). ablate's ``incremental`` reaches a func that has an incremental path
-    unless its own keywords set one; ``backend='torch'`` asks for the func's torch path,
-    so it is called on the materialised shuffles."""
-    spec = getattr(func, "sequence_func", None)
-    merged = {**kwargs, **extra}
-    if spec is None or method is None or merged.get("backend") == "torch":
-        return None, None, None
-    if spec.takes_incremental:
-        merged.setdefault("incremental", incremental)
-    engine_kw = _engine_keywords(merged)
-    options = spec.options({k: v for k, v in merged.items() if k not in engine_kw})
+class _FuncPlan(NamedTuple):
+    """How ``ablate`` runs its ``func``.
+
+    ``fast``: on the fast path; ``spec``: the :class:`~jablate.per_sequence.SequenceFunc`
+    (None for predict); ``options``: its checked keywords; ``keywords``: the func's
+    keywords (those a ``functools.partial`` binds, under ``**kwargs`` and
+    ``additional_func_kwargs``); ``random_state``: the func's own.
+    """
+
+    fast: bool
+    keywords: dict
+    spec: Optional[per_sequence.SequenceFunc] = None
+    options: Optional[tuple] = None
+    random_state: Any = None
+
+
+def _plan_func(func, method, kwargs, extra, incremental):
+    """How ``func`` runs, from the value it carries (:func:`jablate.per_sequence.spec_of`).
+
+    On the fast path when the shuffle is jablate's (``method``) and ``func`` is
+    ``predict``, or a func of one sequence (``deep_lift_shap``,
+    ``saturation_mutagenesis``) whose keywords (all but the engine's ``batch_size``,
+    ``dtype``, ``device``, ``verbose``, ``backend``) the fast path can honour; they are
+    checked here, before any model runs. A ``functools.partial``'s bound keywords count
+    as the func's, the call's own winning as in a call. ablate's ``incremental`` reaches
+    a func that has an incremental path unless its own keywords set one;
+    ``backend='torch'`` asks for the func's torch path, so it is called on the
+    materialised shuffles."""
+    call = {**kwargs, **extra}
+    own = per_sequence.spec_of(func, stacklevel=4) if method is not None else None
+    if own is None:
+        return _FuncPlan(False, call)
+    merged = {**own.keywords, **call}
+    if isinstance(own.spec, PredictFunc):
+        return _FuncPlan(True, merged)
+    spec = own.spec
+    if merged.get("backend") == "torch":
+        return _FuncPlan(False, merged)
+
+    def options_of(keywords):
+        keywords = dict(keywords)
+        if spec.takes_incremental:
+            keywords.setdefault("incremental", incremental)
+        engine_kw = _engine_keywords(keywords)
+        return spec.options({k: v for k, v in keywords.items() if k not in engine_kw})
+
+    options = options_of(merged)
     if options is None:
-        return None, None, None
-    return spec, options, merged.get("random_state")
+        if own.keywords and options_of(call) is not None:
+            warnings.warn(f"func={own.shown}: the fast path cannot give what these bound "
+                          f"keywords ask for ({', '.join(own.keywords)}), so the partial is "
+                          "called as it is, on the materialised path (tangermeme's).",
+                          PartialFallbackWarning, stacklevel=3)
+        return _FuncPlan(False, merged)
+    return _FuncPlan(True, merged, spec, options, merged.get("random_state"))
 
 
-def _fast_kwargs(kwargs, extra, spec=None):
+def _fast_kwargs(merged, spec=None):
     """predict's keywords for the fast path; anything else is a TypeError, as Python's.
     With a func of one sequence (``spec``), the engine's own keywords."""
-    merged = {**kwargs, **extra}
     if spec is not None:
         return _engine_keywords(merged)
     for key in merged:
@@ -82,11 +121,13 @@ def _fast_kwargs(kwargs, extra, spec=None):
 def _check_reduce(reduce):
     if reduce not in REDUCTIONS:
         raise InputError(f"reduce must be one of {REDUCTIONS}; got {reduce!r}.")
+    return reduce
 
 
 def _check_incremental(incremental, fast):
-    """``incremental`` checked: 'auto', True or False, and True only on the fast path."""
-    incremental_engine.check_mode(incremental)
+    """``incremental`` checked (:func:`jablate.incremental_engine.check_mode`), and True
+    only on the fast path."""
+    incremental = incremental_engine.check_mode(incremental)
     if incremental is True and not fast:
         raise InputError("incremental=True needs jablate's own predict (or "
                          "saturation_mutagenesis) as func and jablate's "
@@ -175,7 +216,8 @@ def _stream_func(bound, inp, spec, spec_options, random_state, draw, table, plan
 def ablate(model: Any, X: Any, start: int = 0, end: int = -1, n: int = 20,
            shuffle_fn: Callable = shuffle, args: Optional[Any] = None, random_state: Any = None,
            func: Callable = predict, additional_func_kwargs: Optional[dict] = None,
-           reduce: Optional[str] = None, incremental: Any = "auto", **kwargs: Any) -> Any:
+           reduce: Reduce = None, incremental: incremental_engine.Mode = "auto",
+           **kwargs: Any) -> Any:
     """Make predictions before and after shuffling a region of sequences.
 
     A drop in the prediction after the region is shuffled says how much the
@@ -202,7 +244,11 @@ def ablate(model: Any, X: Any, start: int = 0, end: int = -1, n: int = 20,
         Shuffles per sequence. Default is 20.
     shuffle_fn: callable, optional
         ``jablate.shuffle`` (default), ``jablate.dinucleotide_shuffle`` or any
-        ``f(X, start=, end=, n=, random_state=) -> (N, n, A, L)``.
+        ``f(X, start=, end=, n=, random_state=) -> (N, n, A, L)``. A
+        ``functools.partial`` of jablate's shuffles runs on the fast path when it
+        binds nothing but keywords that change nothing there (``verbose``); one that
+        binds anything else (``start``, ``end``, ``n`` and ``random_state`` are
+        ablate's own) is called as it is, with a ``PartialFallbackWarning``.
     args: tuple or list of arrays or None, optional
         Extra model inputs with ``N`` rows; repeated ``n`` times per sequence
         for the shuffled batch. Default is None.
@@ -214,7 +260,13 @@ def ablate(model: Any, X: Any, start: int = 0, end: int = -1, n: int = 20,
         ``random_state`` not already in ``additional_func_kwargs``.
     func: callable, optional
         Called as ``func(model, X, args=..., **kwargs, **additional_func_kwargs)``
-        before and after shuffling. Default is ``jablate.predict``.
+        before and after shuffling. Default is ``jablate.predict``. A
+        ``functools.partial`` of ``predict``, ``deep_lift_shap`` or
+        ``saturation_mutagenesis`` runs as the function itself with its bound
+        keywords (as if passed through ``additional_func_kwargs``; the call's own
+        win, as in a call of the partial); one binding positional arguments,
+        ``model``, ``X`` or ``args`` is called as it is, with a
+        ``PartialFallbackWarning``.
     additional_func_kwargs: dict or None, optional
         More keywords for ``func``, kept apart from this function's own.
     reduce: None or 'mean_std', optional
@@ -259,13 +311,12 @@ def ablate(model: Any, X: Any, start: int = 0, end: int = -1, n: int = 20,
     """
     n = check_int(n, "n", minimum=1)
     _check_reduce(reduce)
-    method = METHODS.get(shuffle_fn)
+    method = method_of(shuffle_fn)
     extra = _func_kwargs(func, random_state, additional_func_kwargs)
-    spec, spec_options, func_random_state = _sequence_func(func, method, kwargs, extra,
-                                                           incremental)
-    fast = method is not None and (func is predict or spec is not None)
+    plan = _plan_func(func, method, kwargs, extra, incremental)
+    fast = method is not None and plan.fast
     incremental = _check_incremental(incremental, fast and (
-        spec is None or spec.takes_incremental))
+        plan.spec is None or plan.spec.takes_incremental))
     if not fast and args is not None:
         # A foreign func receives args as given (tangermeme passes them through, and its
         # deep_lift_shap takes per-reference args with more rows than X).
@@ -275,10 +326,11 @@ def ablate(model: Any, X: Any, start: int = 0, end: int = -1, n: int = 20,
     N, _, L = inp.X.shape
     start, end = region(start, end, L, min_width=method.min_width if method else 1)
     if fast:
-        options = _fast_kwargs(kwargs, extra, spec)
+        options = _fast_kwargs(plan.keywords, plan.spec)
         before, after, multi = _stream(model, inp, method, random_state, numpy.arange(N),
                                        [start] * N, [end] * N, n, options, False, reduce,
-                                       incremental, spec, spec_options, func_random_state)
+                                       incremental, plan.spec, plan.options,
+                                       plan.random_state)
         fam = inp.family
         pick = (lambda ys: ys) if multi else (lambda ys: ys[0])
         if reduce == "mean_std":
@@ -309,8 +361,9 @@ def _materialised(model, X, start, end, n, shuffle_fn, args, random_state, func,
     return PerturbationResult(y_before, y_after)
 
 
-def ablate_annotations(model: Any, X: Any, annotations: Any, incremental: Any = "auto",
-                       reduce: Optional[str] = None, **kwargs: Any) -> Any:
+def ablate_annotations(model: Any, X: Any, annotations: Any,
+                       incremental: incremental_engine.Mode = "auto", reduce: Reduce = None,
+                       **kwargs: Any) -> Any:
     """Ablate each annotation on its own sequence; predictions before and after.
 
     Returns exactly what the loop ``ablate(model, X[i:i+1], start, end,
@@ -380,16 +433,15 @@ def ablate_annotations(model: Any, X: Any, annotations: Any, incremental: Any = 
     """
     shuffle_fn = kwargs.get("shuffle_fn", shuffle)
     func = kwargs.get("func", predict)
-    method = METHODS.get(shuffle_fn)
+    method = method_of(shuffle_fn)
     _check_reduce(reduce)
     own = ("n", "shuffle_fn", "args", "random_state", "func", "additional_func_kwargs")
     extra = _func_kwargs(func, kwargs.get("random_state"), kwargs.get("additional_func_kwargs"))
     options = {k: v for k, v in kwargs.items() if k not in own}
-    spec, spec_options, func_random_state = _sequence_func(func, method, options, extra,
-                                                           incremental)
-    fast = method is not None and (func is predict or spec is not None)
+    plan = _plan_func(func, method, options, extra, incremental)
+    fast = method is not None and plan.fast
     incremental = _check_incremental(incremental, fast and (
-        spec is None or spec.takes_incremental))
+        plan.spec is None or plan.spec.takes_incremental))
     inp = inputs(X, kwargs.get("args") if fast else None)
     N, _, L = inp.X.shape
     ann = check_annotations(annotations, N, L, min_width=method.min_width if method else 1)
@@ -399,12 +451,12 @@ def ablate_annotations(model: Any, X: Any, annotations: Any, incremental: Any = 
                              "jablate's shuffle or dinucleotide_shuffle as shuffle_fn.")
         return _annotation_loop(model, X, ann, kwargs)
     n = check_int(kwargs.get("n", 20), "n", minimum=1)
-    options = _fast_kwargs(options, extra, spec)
+    options = _fast_kwargs(plan.keywords, plan.spec)
     before, after, multi = _stream(model, inp, method, kwargs.get("random_state"), ann[:, 0],
                                    ann[:, 1], ann[:, 2], n, options, True, reduce=reduce,
-                                   incremental=incremental, spec=spec,
-                                   spec_options=spec_options,
-                                   func_random_state=func_random_state)
+                                   incremental=incremental, spec=plan.spec,
+                                   spec_options=plan.options,
+                                   func_random_state=plan.random_state)
     fam = inp.family
     pick = (lambda ys: ys) if multi else (lambda ys: ys[0])
     one = lambda ys: pick([tree_to_family(y[:, None], fam) for y in ys])

@@ -43,7 +43,6 @@ import math
 import numbers
 import sys
 import warnings
-import weakref
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, Callable, NamedTuple, Optional
@@ -54,10 +53,11 @@ import numpy
 from jax.extend import core as jcore
 from tqdm.auto import tqdm
 
-from . import functional
 from . import random as jrandom
+from .behaviour import carries
+from .caches import for_runner
 from .errors import InputError
-from .ersatz import METHODS, dinucleotide_shuffle
+from .ersatz import dinucleotide_shuffle, key_shuffle_of
 from .frontdoor import (
     check_int,
     family,
@@ -72,7 +72,7 @@ from .incremental_graph import call_body
 from .lowering import plain_convolutions
 from .per_sequence import SequenceFunc
 from .predict import prepare, torch_dtype
-from .runner import cast_input, input_dtype
+from .runner import Backend, cast_input, check_backend, input_dtype
 
 #: ``|z - z_ref|`` below which a rule uses the gradient (tangermeme's threshold).
 EPSILON = 1e-6
@@ -838,10 +838,6 @@ def attribution_fn(apply: Callable, *, target: int, hypothetical: bool, n_shuffl
 
 # --- the front door ----------------------------------------------------------------------
 
-_steps: "weakref.WeakKeyDictionary[Any, dict]" = weakref.WeakKeyDictionary()
-_graphs: "weakref.WeakKeyDictionary[Any, dict]" = weakref.WeakKeyDictionary()
-
-
 def _step(core, draw, dtype, params, X, args, idx, table):
     x = cast_input(jnp.take(X, idx, axis=0), dtype)
     args = tuple(jnp.take(a, idx, axis=0) for a in args)
@@ -856,7 +852,7 @@ def _step(core, draw, dtype, params, X, args, idx, table):
 def _step_for(runner, settings, rules, draw, dtype):
     """The compiled step of ``runner`` for ``settings`` (``_core``'s, with ``rules``
     last but two), cached on the runner, which holds the model only weakly."""
-    cache = _steps.setdefault(runner, {})
+    cache = for_runner(runner, "deeplift.steps")
     key = (settings, _rules_key(rules), draw, dtype)
     step = cache.get(key)
     if step is None:
@@ -870,7 +866,7 @@ def _graph_for(runner, rules, params, x, args):
     """The analysed graph for these shapes (cached on the runner), for early errors."""
     sig = (jax.tree.structure(params), _rules_key(rules),
            tuple((s.shape, str(s.dtype)) for s in map(_spec, jax.tree.leaves((params, x, args)))))
-    cache = _graphs.setdefault(runner, {})
+    cache = for_runner(runner, "deeplift.graphs")
     if sig not in cache:
         cache[sig] = _trace(runner.apply, rules, params, x, args)
     return cache[sig]
@@ -1005,6 +1001,74 @@ def _tangermeme_path(model, X, args, target, batch_size, references, key_fn, n_s
     return to_family(out, inp.family)
 
 
+# --- on ablate's fast path ---------------------------------------------------------------
+
+_ABLATE_KEYWORDS = ("target", "n_shuffles", "hypothetical", "references", "warning_threshold",
+                    "additional_nonlinear_rules", "print_convergence_deltas", "raw_outputs",
+                    "return_references", "random_state", "additional_nonlinear_ops",
+                    "only_warn")
+
+
+def _ablate_options(kwargs: dict) -> Optional[tuple]:
+    """deep_lift_shap's keywords inside ``ablate``, checked; None for those only the
+    materialised path gives (given or foreign references, raw outputs, references
+    returned, deltas printed)."""
+    for name in kwargs:
+        if name not in _ABLATE_KEYWORDS:
+            raise TypeError(f"deep_lift_shap() got an unexpected keyword argument {name!r}")
+    target = check_int(kwargs.get("target", 0), "target")
+    n_shuffles = check_int(kwargs.get("n_shuffles", 20), "n_shuffles", minimum=1)
+    threshold = kwargs.get("warning_threshold", 0.001)
+    if isinstance(threshold, bool) or not isinstance(threshold, numbers.Real) \
+            or not threshold >= 0:
+        raise InputError(f"warning_threshold must be a number >= 0; got {threshold!r}.")
+    rules = _rule_table(kwargs.get("additional_nonlinear_rules"))
+    _torch_ops(kwargs.get("additional_nonlinear_ops"), "jax")  # ablate's funcs run on JAX
+    if not isinstance(kwargs.get("only_warn", False), (bool, numpy.bool_)):
+        raise InputError(f"only_warn must be True or False; got {kwargs['only_warn']!r}.")
+    references = kwargs.get("references", dinucleotide_shuffle)
+    shuffle = None if family(references) is not None else key_shuffle_of(references,
+                                                                         stacklevel=6)
+    if shuffle is None or any(kwargs.get(k) for k in ("raw_outputs", "return_references",
+                                                      "print_convergence_deltas")):
+        return None
+    return (target, bool(kwargs.get("hypothetical", False)), n_shuffles, shuffle.key_fn,
+            shuffle.min_width, _rules_key(rules), float(threshold))
+
+
+def _ablate_build(apply, params, x, args, options, exact):
+    if not exact:
+        return None  # one exact function
+    target, hypothetical, R, key_fn, min_width, rules_key, threshold = options
+    if x.shape[-1] < min_width:
+        raise InputError(f"references: the shuffle needs sequences of at least {min_width} "
+                         f"positions; X has {x.shape[-1]}.")
+    rules = {name: rule.obj for name, rule in rules_key}
+    graph = _checked(_trace(apply, rules, params, x, args), target)
+    core = partial(_core, apply, target % graph.n_outputs, hypothetical, R, key_fn, rules,
+                   False, None)
+
+    def fn(params, x, key, *args):
+        attributions, deltas, differences = core(params, x, key, None, *args)
+        return attributions, jnp.stack([jnp.sum(deltas > threshold), jnp.sum(deltas),
+                                        jnp.sum(jnp.abs(differences)), jnp.max(deltas)])
+    return fn
+
+
+def _ablate_check(sums, maxima, count, options):
+    R, threshold = options[2], options[-1]
+    pairs = count * R
+    _warn_summary(int(sums[0]), pairs, float(maxima[3]), float(sums[1]) / pairs,
+                  float(sums[2]) / pairs, threshold)
+
+
+#: How ``ablate`` runs ``deep_lift_shap`` as its ``func`` (the value it carries).
+DEEP_LIFT_SHAP = SequenceFunc(
+    "deep_lift_shap", _ablate_options, _ablate_build, jrandom.key_from, _ablate_check,
+    per_step=lambda batch_size, options: max(1, batch_size // options[2]))
+
+
+@carries(DEEP_LIFT_SHAP)
 def deep_lift_shap(model: Any, X: Any, args: Optional[Any] = None, target: int = 0,
                    batch_size: int = 32, references: Any = dinucleotide_shuffle,
                    n_shuffles: int = 20, return_references: bool = False,
@@ -1012,7 +1076,7 @@ def deep_lift_shap(model: Any, X: Any, args: Optional[Any] = None, target: int =
                    additional_nonlinear_rules: Optional[dict] = None,
                    print_convergence_deltas: bool = False, raw_outputs: bool = False,
                    random_state: Any = None, dtype: Any = None, device: Any = None,
-                   verbose: bool = False, backend: Optional[str] = None,
+                   verbose: bool = False, backend: Backend = None,
                    additional_nonlinear_ops: Optional[dict] = None,
                    only_warn: bool = False) -> Any:
     """DeepLIFT/SHAP attributions, as tangermeme's ``deep_lift_shap``, on JAX.
@@ -1057,7 +1121,11 @@ def deep_lift_shap(model: Any, X: Any, args: Optional[Any] = None, target: int =
         ``fold_in(fold_in(key, j), i)``, so that they equal
         ``jablate.dinucleotide_shuffle(X, n=n_shuffles, random_state=key)``. An
         array of shape (N, R, A, L), one-hot (all-zero columns allowed): used as
-        given, ``n_shuffles`` ignored. Any other callable (e.g. tangermeme's
+        given, ``n_shuffles`` ignored. A ``functools.partial`` of
+        ``jablate.dinucleotide_shuffle`` or ``jablate.shuffle`` binding nothing
+        (or ``verbose``) is drawn as they are; one binding more is called as any
+        other callable, with a ``PartialFallbackWarning`` (a partial of a
+        key-first form binding anything is refused). Any other callable (e.g. tangermeme's
         ``dinucleotide_shuffle``) is called on the host in ``X``'s family, as
         tangermeme calls it: ``references(X, n=n_shuffles)``, or with an int
         ``random_state`` reference ``k`` of each sequence with seed
@@ -1167,22 +1235,17 @@ def deep_lift_shap(model: Any, X: Any, args: Optional[Any] = None, target: int =
     rules = _rule_table(additional_nonlinear_rules)
     if not isinstance(only_warn, (bool, numpy.bool_)):
         raise InputError(f"only_warn must be True or False; got {only_warn!r}.")
-    if backend not in (None, "torch", "jax"):
-        raise InputError(f"backend must be None, 'torch' or 'jax'; got {backend!r}.")
+    check_backend(backend)
     ops = _torch_ops(additional_nonlinear_ops, backend)
     inp = inputs(X, args, only_warn=bool(only_warn))
     N, A, L = inp.X.shape
 
     given = family(references) is not None
-    key_fn, min_width = None, 1
-    if not given and any(references is m for m in METHODS):
-        key_fn, min_width = METHODS[references].key_fn, METHODS[references].min_width
-    elif references is functional.shuffle or references is functional.dinucleotide_shuffle:
-        key_fn = references
-        min_width = 3 if references is functional.dinucleotide_shuffle else 1
-    if key_fn is not None and L < min_width:
-        raise InputError(f"references: {references.__name__} needs sequences of at least "
-                         f"{min_width} positions; X has {L}.")
+    shuffle = None if given else key_shuffle_of(references)
+    key_fn = None if shuffle is None else shuffle.key_fn
+    if shuffle is not None and L < shuffle.min_width:
+        raise InputError(f"references: {shuffle.name} needs sequences of at least "
+                         f"{shuffle.min_width} positions; X has {L}.")
     if key_fn is None and not given and not callable(references):
         raise InputError("references must be a callable (such as jablate.dinucleotide_shuffle)"
                          f" or an array (N, n_shuffles, A, L); got {type(references).__name__}.")
@@ -1297,68 +1360,3 @@ def _warn_summary(n_high, n_pairs, largest, mean_delta, mean_difference, thresho
         warnings.warn(f"Convergence deltas are {relative:.1%} of the output differences: an "
                       "operation of the model is not attributed exactly (see "
                       "additional_nonlinear_rules).", RuntimeWarning, stacklevel=4)
-
-
-# --- on ablate's fast path ---------------------------------------------------------------
-
-_ABLATE_KEYWORDS = ("target", "n_shuffles", "hypothetical", "references", "warning_threshold",
-                    "additional_nonlinear_rules", "print_convergence_deltas", "raw_outputs",
-                    "return_references", "random_state", "additional_nonlinear_ops",
-                    "only_warn")
-
-
-def _ablate_options(kwargs: dict) -> Optional[tuple]:
-    """deep_lift_shap's keywords inside ``ablate``, checked; None for those only the
-    materialised path gives (given or foreign references, raw outputs, references
-    returned, deltas printed)."""
-    for name in kwargs:
-        if name not in _ABLATE_KEYWORDS:
-            raise TypeError(f"deep_lift_shap() got an unexpected keyword argument {name!r}")
-    target = check_int(kwargs.get("target", 0), "target")
-    n_shuffles = check_int(kwargs.get("n_shuffles", 20), "n_shuffles", minimum=1)
-    threshold = kwargs.get("warning_threshold", 0.001)
-    if isinstance(threshold, bool) or not isinstance(threshold, numbers.Real) \
-            or not threshold >= 0:
-        raise InputError(f"warning_threshold must be a number >= 0; got {threshold!r}.")
-    rules = _rule_table(kwargs.get("additional_nonlinear_rules"))
-    _torch_ops(kwargs.get("additional_nonlinear_ops"), "jax")  # ablate's funcs run on JAX
-    if not isinstance(kwargs.get("only_warn", False), (bool, numpy.bool_)):
-        raise InputError(f"only_warn must be True or False; got {kwargs['only_warn']!r}.")
-    references = kwargs.get("references", dinucleotide_shuffle)
-    method = None if family(references) is not None else METHODS.get(references)
-    if method is None or any(kwargs.get(k) for k in ("raw_outputs", "return_references",
-                                                     "print_convergence_deltas")):
-        return None
-    return (target, bool(kwargs.get("hypothetical", False)), n_shuffles, method.key_fn,
-            method.min_width, _rules_key(rules), float(threshold))
-
-
-def _ablate_build(apply, params, x, args, options, exact):
-    if not exact:
-        return None  # one exact function
-    target, hypothetical, R, key_fn, min_width, rules_key, threshold = options
-    if x.shape[-1] < min_width:
-        raise InputError(f"references: the shuffle needs sequences of at least {min_width} "
-                         f"positions; X has {x.shape[-1]}.")
-    rules = {name: rule.obj for name, rule in rules_key}
-    graph = _checked(_trace(apply, rules, params, x, args), target)
-    core = partial(_core, apply, target % graph.n_outputs, hypothetical, R, key_fn, rules,
-                   False, None)
-
-    def fn(params, x, key, *args):
-        attributions, deltas, differences = core(params, x, key, None, *args)
-        return attributions, jnp.stack([jnp.sum(deltas > threshold), jnp.sum(deltas),
-                                        jnp.sum(jnp.abs(differences)), jnp.max(deltas)])
-    return fn
-
-
-def _ablate_check(sums, maxima, count, options):
-    R, threshold = options[2], options[-1]
-    pairs = count * R
-    _warn_summary(int(sums[0]), pairs, float(maxima[3]), float(sums[1]) / pairs,
-                  float(sums[2]) / pairs, threshold)
-
-
-deep_lift_shap.sequence_func = SequenceFunc(
-    "deep_lift_shap", _ablate_options, _ablate_build, jrandom.key_from, _ablate_check,
-    per_step=lambda batch_size, options: max(1, batch_size // options[2]))

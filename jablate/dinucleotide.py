@@ -53,6 +53,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from .behaviour import carries, key_first
+from .caches import memoize
 from .errors import InputError
 
 __all__ = ["dinucleotide_shuffle", "dinucleotide_counts", "symbols"]
@@ -84,6 +86,7 @@ def symbols(x: jax.Array) -> jax.Array:
     return jnp.where(known, best, x.shape[0]).astype(jnp.int32)
 
 
+@carries(key_first(min_width=3))
 def dinucleotide_shuffle(key: jax.Array, x: jax.Array, start: "int | jax.Array",
                          end: "int | jax.Array", offset: "int | jax.Array" = 0,
                          length: "int | None" = None) -> jax.Array:
@@ -231,7 +234,7 @@ def _count_steps(codes, start, end, n_codes):
     return lax.scan(count, jnp.zeros((n_codes,) + batch, dtype), (codes, positions))[0]
 
 
-@functools.lru_cache(maxsize=None)
+@memoize("dinucleotide.code_counter")
 def _code_counter(n_codes):
     return _batch_minor(functools.partial(_count_steps, n_codes=n_codes),
                         broadcast=(True, False, False))
@@ -271,7 +274,7 @@ def _tree_graph(E, root):
                      jnp.where(present[:, None], W, is_root[None, :].astype(E.dtype)))
 
 
-@functools.lru_cache(maxsize=None)
+@memoize("dinucleotide.arborescences")
 def _arborescences(S):
     """Every spanning arborescence of the complete graph on ``S`` vertices
     directed into vertex ``S - 1``: ``trees`` (n, S) int32, ``trees[t, v]`` the

@@ -235,9 +235,9 @@ def arrangements(shuffle_fn: Any, X: Any, annotations: Any) -> numpy.ndarray:
         arrangements cannot be counted).
     """
 
-    from .ersatz import METHODS
+    from .ersatz import method_of
 
-    method = METHODS.get(shuffle_fn)
+    method = method_of(shuffle_fn, refuse=True)
     if method is None:
         raise InputError(f"shuffle_fn {shuffle_fn!r} is not one of jablate's shuffles; "
                          "the arrangements of a foreign shuffle cannot be counted.")

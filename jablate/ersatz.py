@@ -3,7 +3,7 @@
 import warnings
 from dataclasses import dataclass
 from functools import partial
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
 import jax
 import jax.numpy as jnp
@@ -11,6 +11,8 @@ import numpy
 
 from . import engine, functional
 from . import random as jrandom
+from .behaviour import KeyFirstShuffle, PartialFallbackWarning, carries, describe, find
+from .errors import InputError
 from .frontdoor import check_int, inputs, region, to_family
 
 
@@ -34,6 +36,10 @@ class ShuffleMethod:
         ``count_arrangements(X, seq_idx, starts, ends) -> (G,) float`` — the
         number of distinct sequences the shuffle can give each region
         (1 means it cannot change the region).
+    honours: tuple of str
+        Keywords a ``functools.partial`` of the shuffle may bind and still run on
+        the fast path (they change nothing there). Any other bound argument sends
+        the partial to the materialised path (see :func:`method_of`).
     """
 
     name: str
@@ -41,6 +47,7 @@ class ShuffleMethod:
     min_width: int
     tangermeme_permutations: bool
     count_arrangements: Callable
+    honours: tuple = ()
 
 
 def _log_factorials(n):
@@ -128,9 +135,107 @@ def count_dinucleotide_arrangements(X: jax.Array, seq_idx: Any, starts: Any,
         return numpy.where(tau < 0.5, 0.0, numpy.round(numpy.exp(log)))
 
 
-MONO = ShuffleMethod("shuffle", functional.shuffle, 1, True, count_mono_arrangements)
-DINUCLEOTIDE = ShuffleMethod("dinucleotide_shuffle", functional.dinucleotide_shuffle, 3,
-                             False, count_dinucleotide_arrangements)
+def _method(key_fn: Callable, tangermeme_permutations: bool, count_arrangements: Callable,
+            honours: tuple = ()) -> ShuffleMethod:
+    """The batch method over the key-first shuffle ``key_fn`` (its name and width)."""
+    key = find(key_fn).value
+    return ShuffleMethod(key.name, key.key_fn, key.min_width, tangermeme_permutations,
+                         count_arrangements, honours)
+
+
+MONO = _method(functional.shuffle, True, count_mono_arrangements)
+DINUCLEOTIDE = _method(functional.dinucleotide_shuffle, False, count_dinucleotide_arrangements,
+                       honours=("verbose",))
+
+#: The keywords ``ablate`` passes a ``shuffle_fn`` itself; a value bound by a
+#: ``functools.partial`` would be overridden by them.
+CALL_KEYWORDS = ("start", "end", "n", "random_state")
+
+
+def _unhonoured(found: Any, honours: tuple) -> list:
+    return ([f"positional argument {i + 1}" for i in range(len(found.args))]
+            + [k for k in found.keywords if k not in honours])
+
+
+def method_of(fn: Any, role: str = "shuffle_fn", refuse: bool = False,
+              stacklevel: int = 3) -> Optional[ShuffleMethod]:
+    """The :class:`ShuffleMethod` the engine runs for ``fn``, or None to call ``fn`` itself.
+
+    The one lookup of a batch shuffle: ``fn`` is jablate's ``shuffle`` or
+    ``dinucleotide_shuffle`` (by the value it carries, not by identity), or a
+    ``functools.partial`` of one. A partial binding only keywords in
+    ``method.honours`` runs on the fast path. One binding anything else (positional
+    arguments; ``start``, ``end``, ``n`` or ``random_state``, which the engine passes
+    itself and would override; any other keyword) is called as it is: None, with a
+    :class:`~jablate.behaviour.PartialFallbackWarning` naming the arguments (or, with
+    ``refuse``, an ``InputError``).
+
+    Parameters
+    ----------
+    fn: any
+    role: str, optional
+        The parameter's name, for messages. Default 'shuffle_fn'.
+    refuse: bool, optional
+        Raise rather than fall back (where no materialised path exists).
+    stacklevel: int, optional
+        For the warning: 3 points at the caller of the function that calls this one.
+
+    Returns
+    -------
+    method: ShuffleMethod or None
+        None for a foreign function (or a partial that falls back).
+    """
+    found = find(fn)
+    if found is None or not isinstance(found.value, ShuffleMethod):
+        return None
+    method = found.value
+    unhonoured = _unhonoured(found, method.honours)
+    if not unhonoured:
+        return method
+    overridden = [k for k in unhonoured if k in CALL_KEYWORDS] if role == "shuffle_fn" else []
+    message = (f"{role}={describe(fn, found)} binds {', '.join(unhonoured)}; the fast path "
+               f"honours {' and '.join(method.honours) or 'no bound argument'}"
+               + (f" ({', '.join(overridden)}: ablate passes start, end, n and random_state "
+                  "itself, which override a bound value)" if overridden else ""))
+    if refuse:
+        raise InputError(f"{message}; pass jablate.{method.name} itself.")
+    warnings.warn(f"{message}, so the partial is called as it is, on the materialised "
+                  "path (tangermeme's), not the fast path.", PartialFallbackWarning,
+                  stacklevel=stacklevel)
+    return None
+
+
+def key_shuffle_of(fn: Any, role: str = "references",
+                   stacklevel: int = 3) -> Optional[KeyFirstShuffle]:
+    """The key-first shuffle the engine draws with for ``fn``, or None to call ``fn`` itself.
+
+    The one lookup of a shuffle drawn per sequence inside compiled steps (as
+    ``deep_lift_shap``'s ``references``): jablate's batch shuffles (their key-first
+    core; a ``functools.partial`` of one as :func:`method_of` says, falling back with a
+    warning) and the key-first shuffles of :mod:`jablate.functional` themselves (a
+    partial of one binding anything is refused: jablate calls them
+    ``key_fn(key, x, start, end)`` and has no other path for them).
+
+    Raises
+    ------
+    ValueError
+        ``InputError`` for a partial of a key-first shuffle that binds arguments.
+    """
+    found = find(fn)
+    if found is None:
+        return None
+    if isinstance(found.value, KeyFirstShuffle):
+        unhonoured = _unhonoured(found, ())
+        if unhonoured:
+            raise InputError(f"{role}={describe(fn, found)} binds {', '.join(unhonoured)}; "
+                             "jablate calls its key-first shuffles as key_fn(key, x, start, "
+                             "end) and cannot honour bound arguments: pass "
+                             f"jablate.functional.{found.value.name} itself.")
+        return found.value
+    method = method_of(fn, role, stacklevel=stacklevel + 1)
+    if method is None:
+        return None
+    return KeyFirstShuffle(method.name, method.key_fn, method.min_width)
 
 
 class UnchangedRegionWarning(UserWarning):
@@ -231,6 +336,7 @@ def _shuffle(method, X, start, end, n, random_state):
     return Y if Y.dtype == inp.dtype else Y.astype(inp.dtype)
 
 
+@carries(MONO)
 def shuffle(X: Any, start: int = 0, end: int = -1, n: int = 1, random_state: Any = None) -> Any:
     """Shuffle a region of each sequence ``n`` times, keeping its symbol counts.
 
@@ -267,6 +373,7 @@ def shuffle(X: Any, start: int = 0, end: int = -1, n: int = 1, random_state: Any
     return _shuffle(MONO, X, start, end, n, random_state)
 
 
+@carries(DINUCLEOTIDE)
 def dinucleotide_shuffle(X: Any, start: int = 0, end: int = -1, n: int = 20,
                          random_state: Any = None, verbose: bool = False) -> Any:
     """Shuffle a region of each sequence ``n`` times, keeping its dinucleotide counts.
@@ -305,6 +412,3 @@ def dinucleotide_shuffle(X: Any, start: int = 0, end: int = -1, n: int = 20,
     """
     return _shuffle(DINUCLEOTIDE, X, start, end, n, random_state)
 
-
-#: jablate's own batch shuffles and what the engine runs for each.
-METHODS = {shuffle: MONO, dinucleotide_shuffle: DINUCLEOTIDE}

@@ -13,6 +13,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from .behaviour import carries, key_first
 from .dinucleotide import (
     _batch_minor,
     _below,
@@ -50,6 +51,7 @@ def permute_region(x: jax.Array, perm: jax.Array, start: IntLike, end: IntLike) 
     return jnp.take(x, src, axis=-1)
 
 
+@carries(key_first(min_width=1))
 def shuffle(key: jax.Array, x: jax.Array, start: IntLike, end: IntLike, offset: IntLike = 0,
             length: int | None = None) -> jax.Array:
     """Shuffle positions ``[start, end)`` of one sequence uniformly at random.

@@ -21,7 +21,7 @@ from __future__ import annotations
 import warnings
 from dataclasses import dataclass
 from functools import partial
-from typing import Any, Optional
+from typing import Any, Literal, Optional
 
 import jax
 import jax.numpy as jnp
@@ -29,6 +29,7 @@ import numpy
 from tqdm.auto import tqdm
 
 from . import engine
+from .caches import for_runner
 from .errors import InputError
 from .incremental import Incremental, analyze
 from .lowering import plain_convolutions
@@ -54,6 +55,12 @@ EXACT_BUCKETS = 4
 #: The runtime check compares the first this many items with the full path.
 CHECK_ITEMS = 16
 CHECK_TOLERANCE = 1e-4
+
+#: The ``incremental`` option of ``ablate``, ``ablate_annotations`` and
+#: ``saturation_mutagenesis``: ``'auto'`` (when the analysis predicts a saving), True
+#: (always; an error where the engine cannot run) or False (never). Checked by
+#: :func:`check_mode`, the one place.
+Mode = Literal["auto", True, False]
 
 
 class IncrementalMismatchWarning(UserWarning):
@@ -85,7 +92,7 @@ def evaluator(model: engine.Model, X: jax.Array, args: tuple, width: int) -> dic
     """The analysis at ``width`` (``inc``), its compiled ``reference`` pass (vmapped over
     sequences) and the ablation ``step``, cached on the runner (which dies with its model).
     Raises what the analysis raises."""
-    store = model.runner.__dict__.setdefault("_incremental", {})
+    store = for_runner(model.runner, "incremental_engine.evaluators")
     key = (width, X.shape[1:], str(X.dtype), model.dtype,
            tuple((a.shape[1:], str(a.dtype)) for a in args))
     if key not in store:
@@ -111,7 +118,7 @@ def _step(inc: Incremental, params, caches, X, table, items, rows, draw):
 
 
 def choose(model: engine.Model, X: jax.Array, args: tuple, widths: numpy.ndarray,
-           mode: Any) -> Choice:
+           mode: Mode) -> Choice:
     """Decide whether the items of widths ``widths`` run incrementally.
 
     Parameters
@@ -361,8 +368,9 @@ def confirmed(ys: Any, full: Any, inc: Incremental, who: str = "") -> bool:
     return False
 
 
-def check_mode(incremental: Any) -> Any:
-    """``incremental`` checked: 'auto', True or False (``ValueError`` otherwise)."""
+def check_mode(incremental: Any) -> Mode:
+    """``incremental`` checked: 'auto', True or False (``InputError``, a ``ValueError``,
+    otherwise). The one check of the option, for every function that takes it."""
     if not (incremental == "auto" if isinstance(incremental, str) else
             isinstance(incremental, bool)):
         raise InputError(f"incremental must be 'auto', True or False; got {incremental!r}.")

@@ -27,6 +27,8 @@ import numpy
 from tqdm.auto import tqdm
 
 from . import engine
+from .behaviour import carries
+from .caches import for_runner
 from .errors import InputError
 from .frontdoor import (
     check_int,
@@ -42,6 +44,7 @@ from .incremental_engine import (
     AUTO_MIN_SAVING,
     BATCH_FLOPS,
     MEMORY_BUDGET,
+    Mode,
     check_mode,
     confirmed,
     evaluator,
@@ -49,7 +52,7 @@ from .incremental_engine import (
 from .lowering import plain_convolutions
 from .per_sequence import SequenceFunc
 from .predict import prepare, torch_dtype
-from .runner import _alive, _Strong, cast_input, outputs_of
+from .runner import Backend, _alive, _Strong, cast_input, check_backend, outputs_of
 
 __all__ = ["SaturationMutagenesisRawResult", "ism_fn", "saturation_mutagenesis"]
 
@@ -269,7 +272,7 @@ def ism_fn(apply: Callable, *, start: int = 0, end: int = -1, target: Any = None
 
 def _programs(model: engine.Model) -> dict:
     """This module's compiled programs, cached on the runner (which dies with its model)."""
-    return model.runner.__dict__.setdefault("_ism", {})
+    return for_runner(model.runner, "ism.programs")
 
 
 def _post_programs(model: engine.Model) -> tuple[dict, Any]:
@@ -281,7 +284,7 @@ def _post_programs(model: engine.Model) -> tuple[dict, Any]:
     """
     if model.post is None:
         return _programs(model), None
-    posts = _programs(model).setdefault("posts", weakref.WeakKeyDictionary())
+    posts = for_runner(model.runner, "ism.posts", weakref.WeakKeyDictionary)
     try:
         return posts.setdefault(model.post, {}), weakref.ref(model.post)
     except TypeError:
@@ -493,12 +496,83 @@ def _tangermeme(model, X, args, inp, start, end, batch_size, target, hypothetica
     return tree_to_family(out, inp.family)
 
 
+# --- on ablate's fast path -----------------------------------------------------------------
+
+_ABLATE_KEYWORDS = ("start", "end", "target", "hypothetical", "raw_outputs", "incremental",
+                    "func", "fast")
+#: Substitutions per ``lax.map`` step of one sequence inside ``ablate`` on the full path.
+ABLATE_EDITS = 32
+
+
+def _ablate_options(kwargs: dict) -> Optional[tuple]:
+    """saturation_mutagenesis's keywords inside ``ablate``, checked; None for
+    ``raw_outputs=True`` (only the materialised path gives its structure)."""
+    for name in kwargs:
+        if name not in _ABLATE_KEYWORDS:
+            raise TypeError(f"saturation_mutagenesis() got an unexpected keyword argument "
+                            f"{name!r}")
+    start = check_int(kwargs.get("start", 0), "start")
+    end = check_int(kwargs.get("end", -1), "end")
+    target = _target_key(kwargs.get("target"))
+    hypothetical = _check_flag(kwargs.get("hypothetical", False), "hypothetical")
+    mode = _mode(check_mode(kwargs.get("incremental", "auto")), kwargs.get("fast"))
+    post = kwargs.get("func")
+    if post is not None and not callable(post):
+        raise InputError(f"func must be a callable or None; got {type(post).__name__}.")
+    if _check_flag(kwargs.get("raw_outputs", False), "raw_outputs") or post is not None:
+        return None  # func: the materialised path applies it
+    return (start, end, target, hypothetical, mode)
+
+
+def _ablate_build(apply, params, x, args, options, exact):
+    """ISM of one (shuffled) sequence; with ``exact=False`` through the incremental
+    engine (one reference pass, each substitution on its windows) when it applies (and,
+    for 'auto', predicts a saving), else None."""
+    start, end, target, hypothetical, mode = options
+    target = slice(*target) if isinstance(target, tuple) else target
+    kw = dict(start=start, end=end, target=target, hypothetical=hypothetical)
+    if exact:
+        f = ism_fn(apply, batch_size=ABLATE_EDITS, **kw)
+    elif mode is False:
+        return None
+    else:
+        try:
+            with plain_convolutions():  # the analysis sees convolutions, not their lowerings
+                inc = analyze(apply, params, x, 1, args)
+        except Exception as error:  # noqa: BLE001 - any failure means: use the full path
+            if mode is True:
+                raise InputError(f"incremental=True, but the incremental engine cannot run "
+                                 f"this model: {type(error).__name__}: {error}.") from None
+            return None
+        if mode == "auto" and inc.summary.flop_ratio < AUTO_MIN_SAVING:
+            return None
+        per_edit = max(inc.summary.flops_incremental, 1.0)
+        edits = 1 << min(10, max(4, int(BATCH_FLOPS // per_edit).bit_length() - 1))
+        f = ism_fn(apply, batch_size=edits, incremental=inc, **kw)
+    return lambda params, x, key, *a: (f(params, x, *a), jnp.zeros((0,), jnp.float32))
+
+
+def _no_key(random_state: Any) -> jax.Array:
+    return jax.random.key(0)  # ISM draws nothing
+
+
+def _no_check(sums, maxima, count, options) -> None:
+    return None  # ISM has no diagnostics
+
+
+#: How ``ablate`` runs ``saturation_mutagenesis`` as its ``func`` (the value it carries).
+SATURATION_MUTAGENESIS = SequenceFunc(
+    "saturation_mutagenesis", _ablate_options, _ablate_build, _no_key, _no_check,
+    per_step=lambda batch_size, options: 1, takes_incremental=True)
+
+
+@carries(SATURATION_MUTAGENESIS)
 def saturation_mutagenesis(model: Any, X: Any, args: Optional[Any] = None, start: int = 0,
                            end: int = -1, batch_size: int = 32,
                            target: Union[int, slice, None] = None, hypothetical: bool = False,
                            raw_outputs: bool = False, dtype: Any = None, device: Any = None,
-                           verbose: bool = False, backend: Optional[str] = None,
-                           incremental: Any = "auto", func: Optional[Callable] = None,
+                           verbose: bool = False, backend: Backend = None,
+                           incremental: Mode = "auto", func: Optional[Callable] = None,
                            fast: Optional[bool] = None) -> Any:
     """In-silico saturation mutagenesis, as tangermeme's ``saturation_mutagenesis``.
 
@@ -618,8 +692,7 @@ def saturation_mutagenesis(model: Any, X: Any, args: Optional[Any] = None, start
     incremental = _mode(check_mode(incremental), fast)
     if func is not None and not callable(func):
         raise InputError(f"func must be a callable or None; got {type(func).__name__}.")
-    if backend not in (None, "torch", "jax"):
-        raise InputError(f"backend must be None, 'torch' or 'jax'; got {backend!r}.")
+    check_backend(backend)
     inp = inputs(X, args)
     N, A, L = inp.X.shape
     start, end = region(start, end, L)
@@ -687,7 +760,7 @@ def saturation_mutagenesis(model: Any, X: Any, args: Optional[Any] = None, start
     return tree_to_family(attr, inp.family)
 
 
-def _mode(incremental: Any, fast: Any) -> Any:
+def _mode(incremental: Mode, fast: Optional[bool]) -> Mode:
     """``incremental`` after tangermeme's ``fast`` (True: 'auto', False: False).
 
     Raises
@@ -705,72 +778,3 @@ def _mode(incremental: Any, fast: Any) -> Any:
         raise InputError(f"fast={fast} (tangermeme's name for incremental='auto' or False) "
                          f"contradicts incremental={incremental}; pass only one of them.")
     return incremental
-
-
-# --- on ablate's fast path -----------------------------------------------------------------
-
-_ABLATE_KEYWORDS = ("start", "end", "target", "hypothetical", "raw_outputs", "incremental",
-                    "func", "fast")
-#: Substitutions per ``lax.map`` step of one sequence inside ``ablate`` on the full path.
-ABLATE_EDITS = 32
-
-
-def _ablate_options(kwargs: dict) -> Optional[tuple]:
-    """saturation_mutagenesis's keywords inside ``ablate``, checked; None for
-    ``raw_outputs=True`` (only the materialised path gives its structure)."""
-    for name in kwargs:
-        if name not in _ABLATE_KEYWORDS:
-            raise TypeError(f"saturation_mutagenesis() got an unexpected keyword argument "
-                            f"{name!r}")
-    start = check_int(kwargs.get("start", 0), "start")
-    end = check_int(kwargs.get("end", -1), "end")
-    target = _target_key(kwargs.get("target"))
-    hypothetical = _check_flag(kwargs.get("hypothetical", False), "hypothetical")
-    mode = _mode(check_mode(kwargs.get("incremental", "auto")), kwargs.get("fast"))
-    post = kwargs.get("func")
-    if post is not None and not callable(post):
-        raise InputError(f"func must be a callable or None; got {type(post).__name__}.")
-    if _check_flag(kwargs.get("raw_outputs", False), "raw_outputs") or post is not None:
-        return None  # func: the materialised path applies it
-    return (start, end, target, hypothetical, mode)
-
-
-def _ablate_build(apply, params, x, args, options, exact):
-    """ISM of one (shuffled) sequence; with ``exact=False`` through the incremental
-    engine (one reference pass, each substitution on its windows) when it applies (and,
-    for 'auto', predicts a saving), else None."""
-    start, end, target, hypothetical, mode = options
-    target = slice(*target) if isinstance(target, tuple) else target
-    kw = dict(start=start, end=end, target=target, hypothetical=hypothetical)
-    if exact:
-        f = ism_fn(apply, batch_size=ABLATE_EDITS, **kw)
-    elif mode is False:
-        return None
-    else:
-        try:
-            with plain_convolutions():  # the analysis sees convolutions, not their lowerings
-                inc = analyze(apply, params, x, 1, args)
-        except Exception as error:  # noqa: BLE001 - any failure means: use the full path
-            if mode is True:
-                raise InputError(f"incremental=True, but the incremental engine cannot run "
-                                 f"this model: {type(error).__name__}: {error}.") from None
-            return None
-        if mode == "auto" and inc.summary.flop_ratio < AUTO_MIN_SAVING:
-            return None
-        per_edit = max(inc.summary.flops_incremental, 1.0)
-        edits = 1 << min(10, max(4, int(BATCH_FLOPS // per_edit).bit_length() - 1))
-        f = ism_fn(apply, batch_size=edits, incremental=inc, **kw)
-    return lambda params, x, key, *a: (f(params, x, *a), jnp.zeros((0,), jnp.float32))
-
-
-def _no_key(random_state: Any) -> jax.Array:
-    return jax.random.key(0)  # ISM draws nothing
-
-
-def _no_check(sums, maxima, count, options) -> None:
-    return None  # ISM has no diagnostics
-
-
-saturation_mutagenesis.sequence_func = SequenceFunc(
-    "saturation_mutagenesis", _ablate_options, _ablate_build, _no_key, _no_check,
-    per_step=lambda batch_size, options: 1, takes_incremental=True)

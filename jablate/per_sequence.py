@@ -11,19 +11,20 @@ shuffles (as :mod:`jablate.engine` does for predictions) and applies the func's 
 per-sequence function to each of them, so ``y_after`` streams out batch by batch, or
 accumulates into a per-sequence mean and standard deviation (``reduce='mean_std'``).
 
-A func says how it runs here with a :class:`SequenceFunc` (its ``sequence_func``
-attribute): a builder of the pure function ``fn(params, x (A, L), key, *args)`` of one
-sequence, and a check of its keywords. The random key of row ``m`` of the materialised
-call is ``fold_in(base, m)`` (see :func:`position_keys`), so the fast path gives what
-calling the func on the materialised shuffles gives.
+A func says how it runs here with a :class:`SequenceFunc`, the value it carries from its
+definition (``@behaviour.carries(SequenceFunc(...))``, read by :func:`spec_of`): a builder
+of the pure function ``fn(params, x (A, L), key, *args)`` of one sequence, and a check of
+its keywords. The random key of row ``m`` of the materialised call is ``fold_in(base,
+m)`` (see :func:`position_keys`), so the fast path gives what calling the func on the
+materialised shuffles gives.
 """
 
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Mapping, Optional, Union
 
 import jax
 import jax.numpy as jnp
@@ -31,6 +32,8 @@ import numpy
 from tqdm.auto import tqdm
 
 from . import engine
+from .behaviour import PartialFallbackWarning, PredictFunc, describe, find
+from .caches import for_runner
 from .errors import InputError
 from .incremental_engine import IncrementalMismatchWarning, agree
 from .runner import cast_input, input_dtype, outputs_of
@@ -84,6 +87,65 @@ class SequenceFunc:
     takes_incremental: bool = False
 
 
+#: What ``ablate`` passes every func itself: ``model`` and ``X`` by position, ``args`` by
+#: keyword. A ``functools.partial`` binding one of them is called as it is.
+CALL_ARGUMENTS = ("model", "X", "args")
+
+
+@dataclass(frozen=True)
+class OwnFunc:
+    """One of jablate's funcs as ``ablate``'s ``func``, as :func:`spec_of` found it.
+
+    Attributes
+    ----------
+    spec: behaviour.PredictFunc or SequenceFunc
+        How the engine runs it.
+    keywords: dict
+        Keywords bound by a ``functools.partial``; the engine merges them under the
+        call's keywords (``**kwargs``, ``additional_func_kwargs``), which win, as in a
+        call of the partial.
+    shown: str
+        The func, for messages.
+    """
+
+    spec: Union[PredictFunc, SequenceFunc]
+    keywords: Mapping[str, Any] = field(default_factory=dict)
+    shown: str = ""
+
+
+def spec_of(func: Any, role: str = "func", stacklevel: int = 3) -> Optional[OwnFunc]:
+    """How the engine runs ``func``: the one lookup of ``ablate``'s funcs.
+
+    ``func`` is jablate's ``predict``, ``deep_lift_shap`` or ``saturation_mutagenesis``
+    (by the value it carries from its definition, not by identity), or a
+    ``functools.partial`` of one: its bound keywords are the func's keywords, as if
+    passed through ``additional_func_kwargs`` (the call's own win, as in a call of the
+    partial), and the func's own check (:attr:`SequenceFunc.options`) decides whether
+    the fast path can give what they ask for. A partial binding positional arguments or
+    one of ``model``, ``X``, ``args`` (which ``ablate`` passes itself) is called as it
+    is, on the materialised path, with a :class:`~jablate.behaviour.PartialFallbackWarning`
+    naming them.
+
+    Returns
+    -------
+    own: OwnFunc or None
+        None for a foreign func (or a partial that falls back).
+    """
+    found = find(func)
+    if found is None or not isinstance(found.value, (PredictFunc, SequenceFunc)):
+        return None
+    unhonoured = ([f"positional argument {i + 1}" for i in range(len(found.args))]
+                  + [k for k in found.keywords if k in CALL_ARGUMENTS])
+    shown = describe(func, found)
+    if unhonoured:
+        warnings.warn(f"{role}={shown} binds {', '.join(unhonoured)}, which ablate passes "
+                      "itself (model and X by position, args by keyword): the partial is "
+                      "called as it is, on the materialised path (tangermeme's), not the "
+                      "fast path.", PartialFallbackWarning, stacklevel=stacklevel)
+        return None
+    return OwnFunc(found.value, dict(found.keywords), shown)
+
+
 def position_keys(base: jax.Array, positions: jax.Array) -> jax.Array:
     """The key of each row ``positions[b]`` of a materialised call: ``fold_in(base, m)``."""
     return jax.vmap(lambda m: jax.random.fold_in(base, m))(positions)
@@ -108,7 +170,7 @@ def compiled(model: engine.Model, spec: SequenceFunc, options: tuple, X: jax.Arr
     """The compiled step of ``spec`` with ``options`` for ``model`` (None: the inexact
     one does not exist), cached on its runner (which dies with the model): one program
     per batch shape."""
-    store = model.runner.__dict__.setdefault("_sequence_funcs", {})
+    store = for_runner(model.runner, "per_sequence.steps")
     key = (spec.name, options, exact, X.shape[1:], str(X.dtype), model.dtype,
            tuple((a.shape[1:], str(a.dtype)) for a in args))
     if key not in store:

@@ -6,6 +6,7 @@ import contextlib
 from typing import Any, Callable, Optional
 
 from . import engine, placement
+from .behaviour import PREDICT, carries
 from .errors import InputError
 from .frontdoor import (
     Inputs,
@@ -16,7 +17,7 @@ from .frontdoor import (
     torch_bridge,
     tree_to_family,
 )
-from .runner import runner_for
+from .runner import Backend, runner_for
 
 
 def torch_dtype(model: Any, dtype: Any, family: str, device: Any = None,
@@ -98,7 +99,7 @@ def _autocast(dtype: Any, device: Any) -> Any:
 
 
 def prepare(model: Any, inp: Inputs, func: Optional[Callable] = None, device: Any = None,
-            dtype: Any = None, backend: Optional[str] = None):
+            dtype: Any = None, backend: Backend = None):
     """The engine's view of ``model`` for inputs ``inp``.
 
     Returns
@@ -132,9 +133,10 @@ def prepare(model: Any, inp: Inputs, func: Optional[Callable] = None, device: An
             contextlib.nullcontext())
 
 
+@carries(PREDICT)
 def predict(model: Any, X: Any, args: Optional[Any] = None, func: Optional[Callable] = None,
             batch_size: int = 32, dtype: Any = None, device: Any = None, verbose: bool = False,
-            backend: Optional[str] = None) -> Any:
+            backend: Backend = None) -> Any:
     """Make predictions for ``X`` in batches, as tangermeme's ``predict`` does.
 
     JAX models run as one ``jit``-compiled program per batch shape: the last

@@ -26,17 +26,30 @@ import collections
 import inspect
 import weakref
 from functools import partial
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Literal, Optional
 
 import jax
 import jax.numpy as jnp
 import numpy
 
+from .caches import for_runner, register
 from .errors import InputError
 from .frontdoor import is_torch_module, torch_bridge
 
 #: How many flax model structures keep their compiled programs.
 STRUCTURE_CACHE_SIZE = 32
+
+#: The ``backend`` option: None (torch modules run in torch for ``predict``/``ablate``,
+#: translated for the attribution functions), ``'torch'`` or ``'jax'`` (translate).
+Backend = Optional[Literal["torch", "jax"]]
+
+
+def check_backend(backend: Any) -> Backend:
+    """``backend`` checked: None, 'torch' or 'jax' (``InputError`` otherwise). The one
+    check of the option."""
+    if backend not in (None, "torch", "jax"):
+        raise InputError(f"backend must be None, 'torch' or 'jax'; got {backend!r}.")
+    return backend
 
 
 def outputs_of(y: Any, where: str = "the model") -> tuple[tuple, bool]:
@@ -66,6 +79,12 @@ class JaxRunner:
         ``apply(params, x, *args)`` -> array or tuple/list of arrays. It must not
         hold the caller's model strongly (see the module docstring).
 
+    Attributes
+    ----------
+    caches: dict
+        The runner's caches by name (compiled programs, analyses), reached through
+        :func:`jablate.caches.for_runner` only; they die with the runner.
+
     Notes
     -----
     :meth:`step_for` gives the compiled step for a post-processing ``func``
@@ -77,9 +96,7 @@ class JaxRunner:
 
     def __init__(self, apply: Callable):
         self.apply = apply
-        self._plain = self._compile(None)
-        self._posts: "weakref.WeakKeyDictionary[Callable, Callable]" = \
-            weakref.WeakKeyDictionary()
+        self.caches: dict = {}
 
     def _compile(self, post_ref):
         return jax.jit(partial(_step, self.apply, post_ref),
@@ -88,11 +105,15 @@ class JaxRunner:
     def step_for(self, post: Optional[Callable]) -> Callable:
         """The compiled ``step(params, X, args, table, items, draw=, dtype=)`` with ``post``."""
         if post is None:
-            return self._plain
+            plain = for_runner(self, "runner.step")
+            if "step" not in plain:
+                plain["step"] = self._compile(None)
+            return plain["step"]
+        posts = for_runner(self, "runner.posts", weakref.WeakKeyDictionary)
         try:
-            step = self._posts.get(post)
+            step = posts.get(post)
             if step is None:
-                step = self._posts[post] = self._compile(weakref.ref(post))
+                step = posts[post] = self._compile(weakref.ref(post))
             return step
         except TypeError:  # not weak-referenceable: compiled for this call only
             return self._compile(_Strong(post))
@@ -125,11 +146,12 @@ def _step(apply, post_ref, params, X, args, table, items, draw, dtype):
 
 # --- model kinds --------------------------------------------------------------------------
 
-_by_structure: "collections.OrderedDict[Any, JaxRunner]" = collections.OrderedDict()
+_by_structure: "collections.OrderedDict[Any, JaxRunner]" = register(
+    "runner.by_structure", collections.OrderedDict())
 # Identity-keyed (a weak dictionary matches by ==, and models that compare equal can differ):
 # id(obj) or (id(owner), method function) -> (weak reference, runner); an entry leaves when
 # its object is collected.
-_by_id: dict = {}
+_by_id: dict = register("runner.by_id", {})
 
 
 class _Strong:
@@ -276,7 +298,7 @@ def eval_view(model: Any) -> Any:
     return view
 
 
-def runner_for(model: Any, backend: Optional[str] = None,
+def runner_for(model: Any, backend: Backend = None,
                example: Optional[jax.Array] = None) -> tuple[Any, Any]:
     """The runner of ``model`` and its current parameters.
 
@@ -311,8 +333,7 @@ def runner_for(model: Any, backend: Optional[str] = None,
         For a class instead of an instance, an unbound or uninitialised flax
         module, an unknown ``backend``, or something that is not a model.
     """
-    if backend not in (None, "torch", "jax"):
-        raise InputError(f"backend must be None, 'torch' or 'jax'; got {backend!r}.")
+    check_backend(backend)
     if inspect.isclass(model):
         raise _class_error(model)
     if is_torch_module(model):

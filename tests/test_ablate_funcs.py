@@ -181,15 +181,15 @@ def test_the_funcs_own_keywords_win_as_in_the_materialised_call():
     def spy(apply, params, x, args, options, exact):
         calls.append((options[-1], exact))
         return real(apply, params, x, args, options, exact)
-    spec = jablate.saturation_mutagenesis.sequence_func
+    spec = jablate.saturation_mutagenesis.__jablate__
     import dataclasses
-    jablate.saturation_mutagenesis.sequence_func = dataclasses.replace(spec, build=spy)
+    jablate.saturation_mutagenesis.__jablate__ = dataclasses.replace(spec, build=spy)
     try:
         jablate.ablate(lambda x: model(x) * 1.0, X, 20, 50, n=2,
                        func=jablate.saturation_mutagenesis, incremental=False,
                        additional_func_kwargs=dict(start=0, end=10))
     finally:
-        jablate.saturation_mutagenesis.sequence_func = spec
+        jablate.saturation_mutagenesis.__jablate__ = spec
     assert calls and all(mode is False for mode, _ in calls)
 
     torch = require("torch")
