@@ -29,12 +29,12 @@ from typing import Any, Callable, Mapping, Optional, Union
 import jax
 import jax.numpy as jnp
 import numpy
-from tqdm.auto import tqdm
 
 from . import engine
 from .behaviour import PartialFallbackWarning, PredictFunc, describe, find
 from .caches import for_runner
 from .errors import InputError
+from .execute import Collect, Job, MeanStd, checked, execute
 from .incremental_engine import IncrementalMismatchWarning, agree
 from .runner import cast_input, input_dtype, outputs_of
 
@@ -213,45 +213,40 @@ def run(model: engine.Model, spec: SequenceFunc, options: tuple, X: jax.Array, a
                          "(backend='jax').")
     exact = compiled(model, spec, options, X, args)
     fast = compiled(model, spec, options, X, args, exact=False)
-    step, checked = (exact, True) if fast is None else (fast, False)
     size = max(1, min(spec.per_step(batch_size, options), len(plan)))
     positions = numpy.asarray(positions, numpy.int32)
-    chunks, pending, multi, sums, sqs, diag = [], [], False, None, None, None
-    if shifts is not None:
-        shifts = tuple(jnp.asarray(numpy.asarray(h), engine.accumulator_dtype(
-            numpy.asarray(h).dtype)) for h in shifts)
-        sums = tuple(jnp.zeros_like(h) for h in shifts)
-        sqs = tuple(jnp.zeros_like(h) for h in shifts)
-    for lo in tqdm(range(0, len(plan), size), disable=not verbose, desc=desc):
-        items, valid = plan.batch(lo, size)
-        at = positions[numpy.minimum(numpy.arange(lo, lo + size), len(plan) - 1)]
-        y, diagnostics = step(model.params, X, args, table, items, jnp.asarray(at), base,
-                              draw=draw, dtype=model.dtype)
-        if not checked:
-            y_exact, d_exact = exact(model.params, X, args, table, items, jnp.asarray(at),
-                                     base, draw=draw, dtype=model.dtype)
-            checked = True
-            if not agree(outputs_of(y)[0], outputs_of(y_exact)[0]):
-                warnings.warn(f"{spec.name}: the incremental engine disagreed with the full "
-                              "path on the first batch; finishing on the full path.",
-                              IncrementalMismatchWarning, stacklevel=3)
-                step, y, diagnostics = exact, y_exact, d_exact
-        if diag is None:
-            diag = (jnp.zeros(diagnostics.shape[1:], jnp.float32),
-                    jnp.full(diagnostics.shape[1:], -jnp.inf, jnp.float32))
-        diag = _diagnose(*diag, diagnostics.astype(jnp.float32), jnp.arange(size) < valid)
-        ys, multi = outputs_of(y, spec.name)
-        if shifts is not None:
-            groups = jnp.asarray(numpy.minimum(numpy.arange(lo, lo + size), len(plan) - 1) // n)
-            sums, sqs = engine.accumulate(sums, sqs, ys, shifts, groups, groups,
-                                          jnp.arange(size) < valid)
-            continue
-        pending.append((ys, valid))
-        if len(pending) > 1:
-            chunks.append(engine.to_host(*pending.pop(0)))
+
+    def call(program):
+        def step(items, lo):
+            at = positions[numpy.minimum(numpy.arange(lo, lo + size), len(plan) - 1)]
+            return program(model.params, X, args, table, items, jnp.asarray(at), base,
+                           draw=draw, dtype=model.dtype)
+        return step
+
+    def mismatch():
+        warnings.warn(f"{spec.name}: the incremental engine disagreed with the full path on "
+                      "the first batch; finishing on the full path.",
+                      IncrementalMismatchWarning, stacklevel=6)
+
+    inner = call(exact) if fast is None else checked(
+        call(fast), call(exact), lambda a, b: agree(outputs_of(a[0])[0], outputs_of(b[0])[0]),
+        mismatch)
+    state = {"diag": None, "multi": False}
+
+    def step(items, lo):
+        y, diagnostics = inner(items, lo)
+        if state["diag"] is None:
+            state["diag"] = (jnp.zeros(diagnostics.shape[1:], jnp.float32),
+                             jnp.full(diagnostics.shape[1:], -jnp.inf, jnp.float32))
+        valid = min(size, len(plan) - lo)
+        state["diag"] = _diagnose(*state["diag"], diagnostics.astype(jnp.float32),
+                                  jnp.arange(size) < valid)
+        ys, state["multi"] = outputs_of(y, spec.name)
+        return ys
+
+    sink = Collect() if shifts is None else MeanStd(shifts, n, len(plan))
+    out = execute(Job(plan, step, size, progress=verbose, desc=desc), sink)
+    diag = state["diag"]
     spec.check(numpy.asarray(diag[0]), numpy.asarray(diag[1]), len(plan), options)
-    if shifts is not None:
-        return engine.summarize(sums, sqs, shifts, n), multi
-    chunks.extend(engine.to_host(*p) for p in pending)
-    return [numpy.concatenate([c[h] for c in chunks]) for h in range(len(chunks[0]))], multi
+    return out, state["multi"]
 
