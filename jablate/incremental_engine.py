@@ -31,6 +31,7 @@ from tqdm.auto import tqdm
 from . import engine
 from .caches import for_runner
 from .errors import InputError
+from .execute import Job, execute
 from .incremental import Incremental, analyze
 from .lowering import plain_convolutions
 from .runner import cast_input, outputs_of
@@ -199,6 +200,129 @@ class _MeanStd:
         return engine.summarize(self.sums, self.sqs, before_of_group, self.n)
 
 
+class _Items:
+    """The items ``mine`` of ``plan`` (one chunk's, in one width bucket), each with its
+    sequence's row in the chunk's reference caches; a plan for :func:`jablate.execute.
+    execute` whose batches ``((seq_idx, starts, ends, draws), rows)`` are padded by
+    repeating the last item."""
+
+    def __init__(self, plan: engine.Plan, mine: numpy.ndarray, rows: numpy.ndarray):
+        self.plan, self.mine, self.rows = plan, mine, rows
+
+    def __len__(self):
+        return len(self.mine)
+
+    def take(self, lo: int, size: int) -> numpy.ndarray:
+        return numpy.minimum(numpy.arange(lo, lo + size), len(self.mine) - 1)
+
+    def batch(self, lo: int, size: int) -> tuple:
+        take = self.take(lo, size)
+        m = self.mine[take]
+        plan = self.plan
+        items = (plan.seq_idx[m], plan.starts[m], plan.ends[m], plan.draws[m])
+        return (items, self.rows[take]), min(size, len(self.mine) - lo)
+
+
+class _InFlight:
+    """The sink of every job of one incremental run: each batch's outputs go to ``sink``
+    (:class:`_Collect` or :class:`_MeanStd`) one step behind, across jobs, so a copy
+    overlaps the next step; one progress bar counts the items."""
+
+    def __init__(self, sink, bar):
+        self.sink, self.bar, self.pending = sink, bar, []
+        self.items, self.outputs = None, None
+
+    def job(self, items: _Items, outputs: tuple) -> "_InFlight":
+        """Route the next job's batches: its items and its chunk's reference outputs."""
+        self.items, self.outputs = items, outputs
+        return self
+
+    def add(self, ys, lo, valid):
+        items = self.items
+        self.pending.append((ys, items.mine[lo:lo + valid], self.outputs,
+                             items.rows[items.take(lo, ys[0].shape[0])]))
+        if len(self.pending) > 1:  # one step in flight while the last one is copied
+            self.sink.add(*self.pending.pop(0))
+        self.bar.update(valid)
+
+    def result(self):
+        return None  # the run reads its sink once every job is done (see flush)
+
+    def flush(self):
+        for p in self.pending:
+            self.sink.add(*p)
+        self.pending.clear()
+
+
+class _Mismatch(Exception):
+    """The incremental engine disagreed with the full path on a bucket's first batch."""
+
+
+def _bucket(model, X, args, draw, table, plan, sequences, W, width_of, params, devices,
+            batch_size, memory_budget, before, multi, reduce, post, where, flight):
+    """One width bucket of :func:`run`: per chunk of sequences, the reference pass, then
+    the bucket's items of the chunk through the executor (the first
+    ``CHECK_ITEMS`` items of the bucket as a job of their own, checked against the full
+    path). Returns ``(before, multi, checked)``; raises :class:`_Mismatch`."""
+    ev = evaluator(model, X, args, W)
+    summary = ev["inc"].summary
+    size = devices.size(batch_size or 1 << min(10, max(4, int(
+        BATCH_FLOPS // max(summary.flops_incremental, 1.0)).bit_length() - 1)), 1 << 30)
+    in_bucket = numpy.flatnonzero(width_of == W)
+    state = {"checked": False, "multi": multi}  # every bucket has its own program: checked
+    # the first bucket's reference passes give every sequence's prediction before
+    first = before is None
+    seqs = sequences if first else numpy.unique(plan.seq_idx[in_bucket])
+    per_chunk = min(memory_budget // max(summary.cache_bytes, 1),
+                    REFERENCE_FLOPS // max(summary.flops_full, 1), 256)
+    per_chunk = 1 << (max(1, min(int(per_chunk), 2 * len(seqs) - 1)).bit_length() - 1)
+    per_chunk = devices.size(per_chunk, 1 << 30)  # a multiple of the device count
+    full = model.runner.step_for(model.post)
+    for lo in range(0, len(seqs), per_chunk):
+        chunk = seqs[lo:lo + per_chunk]
+        padded = numpy.concatenate([chunk, numpy.repeat(chunk[-1:], per_chunk - len(chunk))])
+        caches, outputs = ev["reference"](params, *devices.shard(
+            (X[padded],) + tuple(a[padded] for a in args)))
+        caches = devices.replicate(caches)  # every device's items read any sequence
+        outputs, state["multi"] = outputs_of(post(outputs), where)
+        if before is None:
+            before = [numpy.empty((len(sequences),) + o.shape[1:], o.dtype) for o in outputs]
+        if first:
+            for b, o in zip(before, outputs):
+                b[numpy.searchsorted(sequences, chunk)] = numpy.asarray(o)[:len(chunk)]
+        elif reduce == "mean_std":  # shifts: the first bucket's values, whatever bucket
+            outputs = tuple(jnp.asarray(b[numpy.searchsorted(sequences, padded)])
+                            for b in before)
+        mine = in_bucket[numpy.isin(plan.seq_idx[in_bucket], chunk)]
+        if not state["checked"] and len(mine) > 2:  # the regions nearest both ends first
+            edges = numpy.unique([numpy.argmin(plan.starts[mine]),
+                                  numpy.argmax(plan.ends[mine])])
+            mine = numpy.concatenate([mine[edges], numpy.delete(mine, edges)])
+        rows = numpy.searchsorted(chunk, plan.seq_idx[mine]).astype(numpy.int32)
+
+        def step(batch, lo, caches=caches):
+            items, item_rows = batch
+            ys, state["multi"] = outputs_of(post(ev["step"](params, caches, X, table, items,
+                                                            item_rows, draw=draw)), where)
+            if not state["checked"]:
+                reference = full(params, X, args, table, items, draw=draw, dtype=model.dtype)
+                if not _everywhere(confirmed(ys, outputs_of(reference)[0], ev["inc"])):
+                    raise _Mismatch
+                state["checked"] = True
+            return ys
+
+        jobs = []
+        if not state["checked"] and len(mine):  # a first, smaller batch: the check
+            check = min(size, devices.size(CHECK_ITEMS, 1 << 30))
+            jobs.append((_Items(plan, mine[:check], rows[:check]), check))
+            mine, rows = mine[check:], rows[check:]
+        jobs.append((_Items(plan, mine, rows), size))
+        for items, job_size in jobs:
+            if len(items):
+                execute(Job(items, step, job_size, devices.shard), flight.job(items, outputs))
+    return before, state["multi"], state["checked"]
+
+
 def run(model: engine.Model, X: jax.Array, args: tuple, draw: Any, table: jax.Array,
         plan: engine.Plan, sequences: numpy.ndarray, n: int, reduce: Optional[str] = None,
         batch_size: Optional[int] = None, verbose: bool = False, desc: Optional[str] = None,
@@ -253,72 +377,19 @@ def run(model: engine.Model, X: jax.Array, args: tuple, draw: Any, table: jax.Ar
     post = (lambda y: y) if model.post is None else jax.jit(model.post)
     where = "func" if model.post is not None else "the model"
     bar = tqdm(total=len(plan), disable=not verbose, desc=desc)
-    pending = []
-    for W in every_bucket:  # every process, every bucket, in one order (collectives)
-        ev = evaluator(model, X, args, W)
-        summary = ev["inc"].summary
-        size = devices.size(batch_size or 1 << min(10, max(4, int(
-            BATCH_FLOPS // max(summary.flops_incremental, 1.0)).bit_length() - 1)), 1 << 30)
-        in_bucket = numpy.flatnonzero(width_of == W)
-        checked = False  # every bucket has its own program: each is checked
-        # the first bucket's reference passes give every sequence's prediction before
-        first = before is None
-        seqs = sequences if first else numpy.unique(plan.seq_idx[in_bucket])
-        per_chunk = min(memory_budget // max(summary.cache_bytes, 1),
-                        REFERENCE_FLOPS // max(summary.flops_full, 1), 256)
-        per_chunk = 1 << (max(1, min(int(per_chunk), 2 * len(seqs) - 1)).bit_length() - 1)
-        per_chunk = devices.size(per_chunk, 1 << 30)  # a multiple of the device count
-        for lo in range(0, len(seqs), per_chunk):
-            chunk = seqs[lo:lo + per_chunk]
-            padded = numpy.concatenate([chunk, numpy.repeat(chunk[-1:], per_chunk - len(chunk))])
-            caches, outputs = ev["reference"](params, *devices.shard(
-                (X[padded],) + tuple(a[padded] for a in args)))
-            caches = devices.replicate(caches)  # every device's items read any sequence
-            outputs, multi = outputs_of(post(outputs), where)
-            if before is None:
-                before = [numpy.empty((len(sequences),) + o.shape[1:], o.dtype) for o in outputs]
-            if first:
-                for b, o in zip(before, outputs):
-                    b[numpy.searchsorted(sequences, chunk)] = numpy.asarray(o)[:len(chunk)]
-            elif reduce == "mean_std":  # shifts: the first bucket's values, whatever bucket
-                outputs = tuple(jnp.asarray(b[numpy.searchsorted(sequences, padded)])
-                                for b in before)
-            mine = in_bucket[numpy.isin(plan.seq_idx[in_bucket], chunk)]
-            if not checked and len(mine) > 2:  # check the regions nearest both ends first
-                edges = numpy.unique([numpy.argmin(plan.starts[mine]),
-                                      numpy.argmax(plan.ends[mine])])
-                mine = numpy.concatenate([mine[edges], numpy.delete(mine, edges)])
-            rows_all = numpy.searchsorted(chunk, plan.seq_idx[mine]).astype(numpy.int32)
-            b = 0
-            while b < len(mine):
-                step = size if checked else min(size, devices.size(CHECK_ITEMS, 1 << 30))
-                take = numpy.minimum(numpy.arange(b, b + step), len(mine) - 1)
-                items = tuple(a[mine[take]] for a in (plan.seq_idx, plan.starts, plan.ends)) \
-                    + (plan.draws[mine[take]],)
-                rows = rows_all[take]
-                ys, multi = outputs_of(post(ev["step"](params, caches, X, table,
-                                                       *devices.shard((items, rows)),
-                                                       draw=draw)), where)
-                valid = min(step, len(mine) - b)
-                if not checked:
-                    full = model.runner.step_for(model.post)(params, X, args, table,
-                                                             devices.shard(items), draw=draw,
-                                                             dtype=model.dtype)
-                    if not _everywhere(confirmed(ys, outputs_of(full)[0], ev["inc"])):
-                        bar.close()
-                        return None
-                    checked = True
-                pending.append((ys, mine[b:b + valid], outputs, rows))
-                if len(pending) > 1:  # one step in flight while the last one is copied
-                    sink.add(*pending.pop(0))
-                bar.update(valid)
-                b += step
-        if not checked:  # no item of this bucket here: agree with the processes that had some
-            if not _everywhere(True):
-                bar.close()
-                return None
-    for p in pending:
-        sink.add(*p)
+    flight = _InFlight(sink, bar)
+    try:
+        for W in every_bucket:  # every process, every bucket, in one order (collectives)
+            before, multi, checked = _bucket(model, X, args, draw, table, plan, sequences,
+                                             W, width_of, params, devices, batch_size,
+                                             memory_budget, before, multi, reduce, post,
+                                             where, flight)
+            if not checked and not _everywhere(True):  # no item of this bucket here
+                raise _Mismatch
+    except _Mismatch:
+        bar.close()
+        return None
+    flight.flush()
     bar.close()
     if reduce == "mean_std":
         group_seq = numpy.searchsorted(sequences, plan.seq_idx[::n])
