@@ -135,14 +135,42 @@ def _check_incremental(incremental, fast):
     return incremental
 
 
-def _stream(model, inp, method, random_state, seq_idx, starts, ends, n, options,
-            per_annotation, reduce=None, incremental="auto", spec=None, spec_options=None,
-            func_random_state=None):
-    """Predict before (on ``seq_idx``) and after ``n`` shuffles of each group; host outputs.
+class _Ablation(NamedTuple):
+    """One ablation on the fast path, as :func:`_stream` runs it.
 
-    With ``spec`` (a :class:`~jablate.per_sequence.SequenceFunc`) the func of ``spec``
-    takes the place of the model's predictions, before and after.
+    ``method``: the shuffle's :class:`~jablate.ersatz.ShuffleMethod`; ``random_state``;
+    ``seq_idx``, ``starts``, ``ends``: the groups (a sequence and its region each);
+    ``n`` shuffles per group; ``options``: the engine's keywords (``batch_size``,
+    ``device``, ``dtype``, ``verbose``, ``func``, ``backend``); ``per_annotation``:
+    tangermeme's loop over annotations (re-seeded per annotation); ``reduce``;
+    ``incremental``; ``func``: how the func runs (:class:`_FuncPlan`).
     """
+
+    method: Any
+    random_state: Any
+    seq_idx: Any
+    starts: Any
+    ends: Any
+    n: int
+    options: dict
+    per_annotation: bool
+    reduce: Optional[str]
+    incremental: Any
+    func: _FuncPlan
+
+
+def _stream(model, inp, job: _Ablation):
+    """Predict before (on ``job.seq_idx``) and after ``job.n`` shuffles of each group; host
+    outputs.
+
+    With a func of one sequence (``job.func.spec``, a
+    :class:`~jablate.per_sequence.SequenceFunc`) that func takes the place of the
+    model's predictions, before and after.
+    """
+    method, random_state, seq_idx, starts, ends, n, options, per_annotation, reduce, \
+        incremental = job[:10]
+    spec, spec_options, func_random_state = job.func.spec, job.func.options, \
+        job.func.random_state
     batch_size = check_int(options.get("batch_size", 32), "batch_size", minimum=1)
     backend = options.get("backend")
     if spec is not None and backend is None and is_torch_module(model):
@@ -152,42 +180,36 @@ def _stream(model, inp, method, random_state, seq_idx, starts, ends, n, options,
     warn_unchangeable(method, inp.X, seq_idx, starts, ends, stacklevel=4)
     draw, table, plan = plan_shuffles(method, random_state, seq_idx, starts, ends, n,
                                       per_annotation)
-    verbose = options.get("verbose", False)
+    stream = engine.Stream(bound, inp.X, inp.args, plan, draw, table, batch_size,
+                           options.get("verbose", False))
     uniq, inverse = numpy.unique(seq_idx, return_inverse=True)
     if spec is not None:
         with session:
-            return _stream_func(bound, inp, spec, spec_options, func_random_state, draw, table,
-                                plan, uniq, inverse, n, per_annotation, reduce, batch_size,
-                                verbose)
+            return _stream_func(stream, spec, spec_options, func_random_state, uniq, inverse,
+                                n, per_annotation, reduce)
     with session:
         ran = None
         choice = incremental_engine.choose(bound, inp.X, inp.args, plan.ends - plan.starts,
                                            incremental)
         if choice.use:
-            ran = incremental_engine.run(bound, inp.X, inp.args, draw, table, plan, uniq, n,
-                                         reduce, verbose=verbose, desc="ablate (incremental)")
+            ran = incremental_engine.run(stream, uniq, n, reduce, desc="ablate (incremental)")
         if ran is not None:
             before, after, multi = ran
             before = [b[inverse] for b in before]
         else:
-            before, multi = engine.run(bound, inp.X, inp.args, engine.UNCHANGED,
-                                       engine.no_table(),
-                                       engine.Plan.build(uniq, 0, inp.X.shape[-1]), batch_size,
-                                       verbose, "before")
+            before, multi = engine.run(stream.unshuffled(uniq), "before")
             before = [b[inverse] for b in before]
             if reduce == "mean_std":
-                after = engine.run_mean_std(bound, inp.X, inp.args, draw, table, plan, n,
-                                            before, batch_size, verbose, "after")
+                after = engine.run_mean_std(stream, n, before, "after")
             else:
-                after, _ = engine.run(bound, inp.X, inp.args, draw, table, plan, batch_size,
-                                      verbose, "after")
+                after, _ = engine.run(stream, "after")
         if reduce != "mean_std":
             after = [a.reshape(len(seq_idx), n, *a.shape[1:]) for a in after]
     return before, after, multi
 
 
-def _stream_func(bound, inp, spec, spec_options, random_state, draw, table, plan, uniq,
-                 inverse, n, per_annotation, reduce, batch_size, verbose):
+def _stream_func(stream, spec, spec_options, random_state, uniq, inverse, n, per_annotation,
+                 reduce):
     """``_stream`` for a func of one sequence: the func on the unshuffled sequences, then
     on every shuffle, as rows ``m`` of the materialised calls (keys ``fold_in(base, m)``:
     a sequence's own index, ``g * n + i`` for the shuffles; per annotation, as
@@ -196,18 +218,14 @@ def _stream_func(bound, inp, spec, spec_options, random_state, draw, table, plan
     predictions before and once for those after (a RandomState gives two seeds; per
     annotation tangermeme's loop would draw two per annotation, here two per call)."""
     base = spec.key(random_state)
-    L = inp.X.shape[-1]
     before_rows = numpy.zeros(len(uniq)) if per_annotation else uniq
-    before, multi = per_sequence.run(bound, spec, spec_options, inp.X, inp.args,
-                                     engine.UNCHANGED, engine.no_table(),
-                                     engine.Plan.build(uniq, 0, L), before_rows, base,
-                                     batch_size, verbose=verbose, desc="before")
+    before, multi = per_sequence.run(stream.unshuffled(uniq), spec, spec_options, before_rows,
+                                     base, desc="before")
     before = [b[inverse] for b in before]
-    rows = numpy.arange(len(plan)) % n if per_annotation else numpy.arange(len(plan))
-    after, _ = per_sequence.run(bound, spec, spec_options, inp.X, inp.args, draw, table, plan,
-                                rows, spec.key(random_state), batch_size, n=n,
-                                shifts=before if reduce == "mean_std" else None,
-                                verbose=verbose, desc="after")
+    M = len(stream.plan)
+    rows = numpy.arange(M) % n if per_annotation else numpy.arange(M)
+    after, _ = per_sequence.run(stream, spec, spec_options, rows, spec.key(random_state), n=n,
+                                shifts=before if reduce == "mean_std" else None, desc="after")
     if reduce != "mean_std":
         after = [a.reshape(len(inverse), n, *a.shape[1:]) for a in after]
     return before, after, multi
@@ -327,10 +345,9 @@ def ablate(model: Any, X: Any, start: int = 0, end: int = -1, n: int = 20,
     start, end = region(start, end, L, min_width=method.min_width if method else 1)
     if fast:
         options = _fast_kwargs(plan.keywords, plan.spec)
-        before, after, multi = _stream(model, inp, method, random_state, numpy.arange(N),
-                                       [start] * N, [end] * N, n, options, False, reduce,
-                                       incremental, plan.spec, plan.options,
-                                       plan.random_state)
+        before, after, multi = _stream(model, inp, _Ablation(
+            method, random_state, numpy.arange(N), [start] * N, [end] * N, n, options, False,
+            reduce, incremental, plan))
         fam = inp.family
         pick = (lambda ys: ys) if multi else (lambda ys: ys[0])
         if reduce == "mean_std":
@@ -452,11 +469,9 @@ def ablate_annotations(model: Any, X: Any, annotations: Any,
         return _annotation_loop(model, X, ann, kwargs)
     n = check_int(kwargs.get("n", 20), "n", minimum=1)
     options = _fast_kwargs(plan.keywords, plan.spec)
-    before, after, multi = _stream(model, inp, method, kwargs.get("random_state"), ann[:, 0],
-                                   ann[:, 1], ann[:, 2], n, options, True, reduce=reduce,
-                                   incremental=incremental, spec=plan.spec,
-                                   spec_options=plan.options,
-                                   func_random_state=plan.random_state)
+    before, after, multi = _stream(model, inp, _Ablation(
+        method, kwargs.get("random_state"), ann[:, 0], ann[:, 1], ann[:, 2], n, options, True,
+        reduce, incremental, plan))
     fam = inp.family
     pick = (lambda ys: ys) if multi else (lambda ys: ys[0])
     one = lambda ys: pick([tree_to_family(y[:, None], fam) for y in ys])

@@ -11,7 +11,7 @@ model, so the shuffled inputs are never held in memory all at once. Only model
 outputs go back to the host.
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from typing import Any, Callable, Optional
 
@@ -234,10 +234,53 @@ class Model:
         return self.runner.jittable
 
 
-def _job(model, X, args, draw, table, plan, batch_size, verbose, desc):
-    """The :class:`jablate.execute.Job` of ``model`` over ``plan``: a step per batch of
-    items, sharded over the run's devices. Whether the model (or ``func``) returned
-    several outputs is kept in ``multi[0]`` once a step ran."""
+@dataclass(frozen=True)
+class Stream:
+    """What a run streams through a model, as one value: the bound model, the inputs, the
+    items (``plan``) and how items become inputs (``draw`` and its ``table``).
+
+    Attributes
+    ----------
+    model: Model
+    X: jax.Array, shape=(N, A, L)
+    args: tuple of jax.Array, each (N, ...)
+    plan: Plan
+        The items, one model input each.
+    draw: UNCHANGED, KeyShuffle or PermutationShuffle
+        How a batch of items becomes model inputs. Default :data:`UNCHANGED`.
+    table: jax.Array or None
+        The draw's data (base keys or permutations); None: :func:`no_table`.
+    batch_size: int
+        Items per model call on the full path. Default 32.
+    verbose: bool
+        Progress bars. Default False.
+    """
+
+    model: Model
+    X: jax.Array
+    args: tuple
+    plan: Plan
+    draw: Any = UNCHANGED
+    table: Any = None
+    batch_size: int = 32
+    verbose: bool = False
+
+    def __post_init__(self):
+        if self.table is None:
+            object.__setattr__(self, "table", no_table())
+
+    def unshuffled(self, sequences: Any) -> "Stream":
+        """The same run on ``sequences`` as they are (the predictions before shuffling)."""
+        return replace(self, plan=Plan.build(sequences, 0, self.X.shape[-1]), draw=UNCHANGED,
+                       table=no_table())
+
+
+def _job(stream, plan, desc):
+    """The :class:`jablate.execute.Job` of ``stream``'s model over ``plan``: a step per
+    batch of items, sharded over the run's devices. Whether the model (or ``func``)
+    returned several outputs is kept in ``multi[0]`` once a step ran."""
+    model, X, args, draw, table = stream.model, stream.X, stream.args, stream.draw, stream.table
+    batch_size, verbose = stream.batch_size, stream.verbose
     where = Devices(model, X)
     size = where.size(batch_size, len(plan))
     multi = [False]
@@ -268,8 +311,7 @@ def _draw_eagerly(X, table, items, draw):
     return draw(X, table, items)
 
 
-def run(model: Model, X: jax.Array, args: tuple, draw: Callable, table: jax.Array, plan: Plan,
-        batch_size: int, verbose: bool = False, desc: Optional[str] = None) -> tuple[list, bool]:
+def run(stream: Stream, desc: Optional[str] = None) -> tuple[list, bool]:
     """Run ``model`` on every item of ``plan``, batch by batch (:func:`jablate.execute.
     execute` into a :class:`~jablate.execute.Collect`).
 
@@ -278,14 +320,11 @@ def run(model: Model, X: jax.Array, args: tuple, draw: Callable, table: jax.Arra
 
     Parameters
     ----------
-    model: Model
-    X: jax.Array, shape=(N, A, L)
-    args: tuple of jax.Array, each (N, ...)
-    draw: UNCHANGED, KeyShuffle or PermutationShuffle
-        How items become inputs; ``table`` is its data (keys or permutations).
-    plan: Plan with M items
-    batch_size: int
-        Items per model call; the last batch is padded so every step has one shape.
+    stream: Stream
+        The model, the inputs and M items; ``stream.batch_size`` items per model call
+        (the last batch is padded so every step has one shape).
+    desc: str, optional
+        The progress bar's label.
 
     Returns
     -------
@@ -293,20 +332,19 @@ def run(model: Model, X: jax.Array, args: tuple, draw: Callable, table: jax.Arra
     multi: bool
         Whether the model (or ``func``) returned a tuple or list.
     """
-    local, total = process_share(plan, 1)
-    job, multi = _job(model, X, args, draw, table, local, batch_size, verbose, desc)
+    local, total = process_share(stream.plan, 1)
+    job, multi = _job(stream, local, desc)
+    model = stream.model
     sink = Collect() if model.jittable else Collect(host=False, concat=model.runner.concat)
     outputs = execute(job, sink)
     return gather_processes(outputs, total), multi[0]
 
 
-def run_mean_std(model: Model, X: jax.Array, args: tuple, draw: Callable, table: jax.Array,
-                 plan: Plan, n: int, shifts: list, batch_size: int, verbose: bool = False,
-                 desc: Optional[str] = None) -> list:
+def run_mean_std(stream: Stream, n: int, shifts: list, desc: Optional[str] = None) -> list:
     """Per-group mean and standard deviation of the outputs over ``n`` shuffles
     (:func:`jablate.execute.execute` into a :class:`~jablate.execute.MeanStd`).
 
-    Items ``g * n + i`` of ``plan`` belong to group ``g``. Sums of the outputs'
+    Items ``g * n + i`` of ``stream.plan`` belong to group ``g``. Sums of the outputs'
     differences from ``shifts`` (one array (G, ...) per output, e.g. the
     predictions before shuffling) and of their squares accumulate on the device
     (float32; float64 for float64 outputs), so memory is of order G rather than
@@ -316,13 +354,14 @@ def run_mean_std(model: Model, X: jax.Array, args: tuple, draw: Callable, table:
     -------
     stats: list of (mean, std) host arrays, each (G, ...)
     """
-    local, total = process_share(plan, n)
+    local, total = process_share(stream.plan, n)
+    model = stream.model
     first = 0 if total is None else (jax.process_index() * len(local)) // n
     shifts = [numpy.asarray(s)[first:first + len(local) // n] for s in shifts]
     if total is not None:  # the padded tail of the last process repeats its last group
         shifts = [numpy.concatenate([s, numpy.repeat(s[-1:], len(local) // n - s.shape[0], 0)])
                   for s in shifts]
-    job, _ = _job(model, X, args, draw, table, local, batch_size, verbose, desc)
+    job, _ = _job(stream, local, desc)
     if not model.jittable:  # torch outputs, as JAX arrays of the batch's padded size
         torch_step = job.step
         job = Job(job.plan, lambda items, lo: tuple(

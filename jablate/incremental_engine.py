@@ -323,9 +323,9 @@ def _bucket(model, X, args, draw, table, plan, sequences, W, width_of, params, d
     return before, state["multi"], state["checked"]
 
 
-def run(model: engine.Model, X: jax.Array, args: tuple, draw: Any, table: jax.Array,
-        plan: engine.Plan, sequences: numpy.ndarray, n: int, reduce: Optional[str] = None,
-        batch_size: Optional[int] = None, verbose: bool = False, desc: Optional[str] = None,
+def run(stream: engine.Stream, sequences: numpy.ndarray, n: int,
+        reduce: Optional[str] = None, batch_size: Optional[int] = None,
+        desc: Optional[str] = None,
         memory_budget: Optional[int] = None) -> Optional[tuple[list, list, bool]]:
     """Predictions before (on ``sequences``) and after every item of ``plan``, incrementally.
 
@@ -344,7 +344,10 @@ def run(model: engine.Model, X: jax.Array, args: tuple, draw: Any, table: jax.Ar
 
     Parameters
     ----------
-    plan: engine.Plan with M items, ``n`` consecutive ones per group (``M = G * n``)
+    stream: engine.Stream
+        Its plan has M items, ``n`` consecutive ones per group (``M = G * n``); its
+        ``batch_size`` is the full path's (this engine sizes its own, see
+        ``batch_size`` below).
     sequences: int array (S,)
         The sorted distinct sequences whose predictions before shuffling are wanted;
         must hold every ``plan.seq_idx``.
@@ -361,6 +364,8 @@ def run(model: engine.Model, X: jax.Array, args: tuple, draw: Any, table: jax.Ar
     multi: bool
         Whether the model returns a tuple or list.
     """
+    model, X, args, plan = stream.model, stream.X, stream.args, stream.plan
+    draw, table, verbose = stream.draw, stream.table, stream.verbose
     memory_budget = MEMORY_BUDGET if memory_budget is None else memory_budget
     sequences = numpy.asarray(sequences)
     L = X.shape[-1]

@@ -182,16 +182,18 @@ def compiled(model: engine.Model, spec: SequenceFunc, options: tuple, X: jax.Arr
     return store[key]
 
 
-def run(model: engine.Model, spec: SequenceFunc, options: tuple, X: jax.Array, args: tuple,
-        draw: Any, table: jax.Array, plan: engine.Plan, positions: numpy.ndarray,
-        base: jax.Array, batch_size: int, n: Optional[int] = None,
-        shifts: Optional[list] = None, verbose: bool = False,
+def run(stream: engine.Stream, spec: SequenceFunc, options: tuple, positions: numpy.ndarray,
+        base: jax.Array, n: Optional[int] = None, shifts: Optional[list] = None,
         desc: Optional[str] = None) -> tuple[list, bool]:
-    """Apply the func to every item of ``plan``, batch by batch.
+    """Apply the func to every item of ``stream.plan``, batch by batch (through the
+    executor; ``stream.batch_size`` as the func counts it, see ``spec.per_step``).
 
     Parameters
     ----------
-    plan: engine.Plan with M items
+    stream: engine.Stream with M items
+    spec: SequenceFunc
+    options: tuple
+        The func's options (``spec.options``).
     positions: int array (M,)
         Each item's row in the materialised call (its key is ``fold_in(base, row)``).
     base: JAX key
@@ -208,6 +210,8 @@ def run(model: engine.Model, spec: SequenceFunc, options: tuple, X: jax.Array, a
 
     The func's diagnostics over the M items go to ``spec.check`` before returning.
     """
+    model, X, args, plan = stream.model, stream.X, stream.args, stream.plan
+    draw, table, batch_size = stream.draw, stream.table, stream.batch_size
     if not model.jittable:
         raise InputError(f"func={spec.name} runs JAX models; translate a torch model first "
                          "(backend='jax').")
@@ -245,7 +249,7 @@ def run(model: engine.Model, spec: SequenceFunc, options: tuple, X: jax.Array, a
         return ys
 
     sink = Collect() if shifts is None else MeanStd(shifts, n, len(plan))
-    out = execute(Job(plan, step, size, progress=verbose, desc=desc), sink)
+    out = execute(Job(plan, step, size, progress=stream.verbose, desc=desc), sink)
     diag = state["diag"]
     spec.check(numpy.asarray(diag[0]), numpy.asarray(diag[1]), len(plan), options)
     return out, state["multi"]

@@ -206,6 +206,6 @@ def predict(model: Any, X: Any, args: Optional[Any] = None, func: Optional[Calla
     inp, bound, session = prepare(model, inputs(X, args), func, device, dtype, backend)
     plan = engine.Plan.build(range(inp.X.shape[0]), 0, inp.X.shape[-1])
     with session:
-        ys, multi = engine.run(bound, inp.X, inp.args, engine.UNCHANGED, engine.no_table(), plan,
-                               batch_size, verbose=verbose)
+        ys, multi = engine.run(engine.Stream(bound, inp.X, inp.args, plan,
+                                             batch_size=batch_size, verbose=verbose))
     return tree_to_family(ys if multi else ys[0], inp.family)
