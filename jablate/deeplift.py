@@ -51,13 +51,14 @@ import jax
 import jax.numpy as jnp
 import numpy
 from jax.extend import core as jcore
-from tqdm.auto import tqdm
 
+from . import engine
 from . import random as jrandom
 from .behaviour import carries
 from .caches import for_runner
 from .errors import InputError
 from .ersatz import dinucleotide_shuffle, key_shuffle_of
+from .execute import Collect, Job, execute
 from .frontdoor import (
     check_int,
     family,
@@ -1292,19 +1293,15 @@ def deep_lift_shap(model: Any, X: Any, args: Optional[Any] = None, target: int =
     chunk = None if batch_size >= R else batch_size
     settings = (target % graph.n_outputs, bool(hypothetical), R, key_fn, bool(raw_outputs), chunk)
     step = _step_for(runner, settings, rules, draw, bound.dtype)
-    outs, deltas, diffs = [], [], []
-    for lo in tqdm(range(0, N, per_step), disable=not verbose, desc="deep_lift_shap"):
-        idx = numpy.minimum(numpy.arange(lo, lo + per_step), N - 1).astype(numpy.int32)
-        valid = min(per_step, N - lo)
-        out, delta, diff = step(params, inp.X, inp.args, jnp.asarray(idx), table)
-        outs.append(out[:valid])
-        deltas.append(delta[:valid])
-        diffs.append(diff[:valid])
-        if print_convergence_deltas:
-            print(numpy.asarray(delta[:valid]).reshape(-1))
-    attributions = numpy.concatenate([numpy.asarray(o) for o in outs])
-    _warn_deltas(numpy.concatenate([numpy.asarray(d) for d in deltas]),
-                 numpy.concatenate([numpy.asarray(d) for d in diffs]), warning_threshold)
+    X_, args_ = inp.X, inp.args
+
+    def run(items, lo):  # items: a padded batch of sequence indices (engine.Plan's fields)
+        return step(params, X_, args_, jnp.asarray(items[0]), table)
+
+    plan = engine.Plan.build(numpy.arange(N), 0, 0)
+    job = Job(plan, run, per_step, progress=verbose, desc="deep_lift_shap")
+    attributions, deltas, differences = execute(job, _Deltas(bool(print_convergence_deltas)))
+    _warn_deltas(deltas, differences, warning_threshold)
     result = to_family(attributions, inp.family)
     if return_references:
         return AttributionReferencesResult(result, to_family(jnp.asarray(table), inp.family))
@@ -1341,6 +1338,28 @@ class _Identity:
 
     def __hash__(self):
         return id(self.obj)
+
+
+class _Deltas(Collect):
+    """The sink of :func:`deep_lift_shap`'s job: every batch's attributions (or
+    multipliers), convergence deltas and output differences, copied to the host one
+    step behind (:class:`jablate.execute.Collect`); with ``show``, each batch's deltas
+    are printed as it arrives (``print_convergence_deltas``).
+
+    Parameters
+    ----------
+    show: bool
+        Print the convergence deltas of each batch's valid pairs, flattened.
+    """
+
+    def __init__(self, show: bool):
+        super().__init__()
+        self.show = show
+
+    def add(self, ys: tuple, lo: int, valid: int) -> None:
+        if self.show:
+            print(numpy.asarray(ys[1][:valid]).reshape(-1))
+        super().add(ys, lo, valid)
 
 
 def _warn_deltas(deltas, differences, threshold):

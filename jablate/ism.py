@@ -30,6 +30,7 @@ from . import engine
 from .behaviour import carries
 from .caches import for_runner
 from .errors import InputError
+from .execute import Collect, Job, checked, execute
 from .frontdoor import (
     check_int,
     family,
@@ -390,25 +391,42 @@ def _edits(Xh: numpy.ndarray, seqs: numpy.ndarray, start: int, end: int) -> tupl
             a.astype(numpy.int32))
 
 
-def _batches(seq, pos, char, size):
-    """``(seq, pos, char, valid)`` per batch of ``size``, padded by repeating the last item."""
-    n = len(seq)
-    for lo in range(0, n, size):
-        take = numpy.minimum(numpy.arange(lo, lo + size), n - 1)
-        yield seq[take], pos[take], char[take], min(size, n - lo)
+def _plan(seq: numpy.ndarray, pos: numpy.ndarray, char: numpy.ndarray) -> engine.Plan:
+    """Substitutions as an :class:`jablate.engine.Plan` for :func:`jablate.execute.execute`:
+    item ``m`` writes character ``char[m]`` (in ``ends``) at position ``pos[m]`` (in
+    ``starts``; ``pos < 0``: none) of sequence ``seq[m]``."""
+    return engine.Plan.build(seq, pos, char)
 
 
-class _Collect:
-    """Host arrays filled batch by batch; one batch stays in flight while the last is copied."""
+class _Grids:
+    """The sink of every job of one run: each batch's outputs go to host grids
+    (N, A, W, ...) at its items' ``[sequence, character, position - start]``, one step
+    behind across jobs (the copy of a batch overlaps the next step), and the progress bar
+    counts the substitutions.
 
-    def __init__(self, grids, start, bar):
-        self.grids, self.start, self.bar, self.pending = grids, start, bar, None
+    :meth:`job` routes the next job's batches (its plan says where their rows go);
+    :meth:`flush` writes the last batch once every job is done.
+    """
 
-    def push(self, outputs, seq, pos, char, valid):
+    def __init__(self, grids: list, start: int, bar: Any):
+        self.grids, self.start, self.bar, self.pending, self.plan = grids, start, bar, None, None
+
+    def job(self, plan: engine.Plan) -> "_Grids":
+        """Route the next job's batches (items of ``plan``)."""
+        self.plan = plan
+        return self
+
+    def add(self, ys: tuple, lo: int, valid: int) -> None:
         self.flush()
-        self.pending = (outputs, seq[:valid], pos[:valid] - self.start, char[:valid], valid)
+        rows = slice(lo, lo + valid)
+        plan = self.plan
+        self.pending = (ys, plan.seq_idx[rows], plan.starts[rows] - self.start,
+                        plan.ends[rows], valid)
 
-    def flush(self):
+    def result(self) -> None:
+        return None  # the run reads the grids once every job is done (see flush)
+
+    def flush(self) -> None:
         if self.pending is not None:
             outputs, seq, pos, char, valid = self.pending
             for grid, y in zip(self.grids, outputs):
@@ -417,55 +435,110 @@ class _Collect:
             self.pending = None
 
 
-def _run_full(model, X, args, Xh, start, end, batch_size, finish, collect):
+def _full_job(model, X, args, plan, batch_size, finish):
+    """The :class:`jablate.execute.Job` of the full path over the substitutions ``plan``:
+    each batch of edited sequences through the model (and ``func``), then ``finish``."""
     full = _full(model)
+
+    def step(items, lo):
+        seq, pos, char, _ = items
+        ys = full(model.params, *_take(X, args, seq), pos, char, dtype=model.dtype)
+        return finish(jax.tree.leaves(ys), seq)
+
+    return Job(plan, step, batch_size)
+
+
+def _run_full(model, X, args, Xh, start, end, batch_size, finish, collect):
+    """Fill ``collect`` (a :class:`_Grids`) on the full path: the substitutions are listed
+    on the host by chunks of sequences (at most about :data:`ITEMS_PER_CHUNK` of them), one
+    job per chunk."""
     per_chunk = max(1, ITEMS_PER_CHUNK // (X.shape[1] * (end - start)))
-    for lo in range(0, X.shape[0], per_chunk):
-        items = _edits(Xh, numpy.arange(lo, min(lo + per_chunk, X.shape[0])), start, end)
-        for seq, pos, char, valid in _batches(*items, batch_size):
-            ys = full(model.params, *_take(X, args, seq), pos, char, dtype=model.dtype)
-            collect.push(finish(jax.tree.leaves(ys), seq), seq, pos, char, valid)
+    for lo in range(0, X.shape[0], per_chunk):  # chunks of the listing, not batches
+        plan = _plan(*_edits(Xh, numpy.arange(lo, min(lo + per_chunk, X.shape[0])), start,
+                             end))
+        if len(plan):
+            execute(_full_job(model, X, args, plan, batch_size, finish), collect.job(plan))
     collect.flush()
 
 
+class _Mismatch(Exception):
+    """The incremental path disagreed with the full path on the checked batch."""
+
+
 def _run_incremental(model, ev, X, args, Xh, start, end, batch_size, finish, collect):
-    """Fill ``collect`` incrementally; False when the runtime check failed."""
+    """Fill ``collect`` (a :class:`_Grids`) incrementally; False when the runtime check
+    failed (an :class:`IncrementalMismatchWarning` was issued, and nothing is kept).
+
+    Per chunk of sequences (their reference caches within :data:`MEMORY_BUDGET`), one
+    reference pass, then the chunk's substitutions as one job. The first chunk's job is
+    preceded by a job of the substitutions :func:`_check_items` picks, run by
+    :func:`jablate.execute.checked` on both paths and compared.
+    """
     inc = ev["inc"]
     per_item = max(inc.summary.flops_incremental, 1.0)
     size = 1 << min(8, max(4, int(BATCH_FLOPS // per_item).bit_length() - 1))
     N = X.shape[0]
     per_chunk = max(1, min(N, MEMORY_BUDGET // max(inc.summary.cache_bytes, 1)))
     per_chunk = 1 << (per_chunk.bit_length() - 1)  # a power of two: few shapes
-    for lo in range(0, N, per_chunk):
+    for lo in range(0, N, per_chunk):  # chunks of reference caches, not batches
         seqs = numpy.arange(lo, min(lo + per_chunk, N))
         padded = numpy.concatenate([seqs, numpy.repeat(seqs[-1:], per_chunk - len(seqs))])
         caches, _ = ev["reference"](model.params, X[padded], *(a[padded] for a in args))
-        seq, pos, char = _edits(Xh, seqs, start, end)
-        if lo == 0 and not _check(model, ev, caches, X, args, seq, pos, char, size, batch_size,
-                                  start, end):
-            return False
-        for seq_b, pos_b, char_b, valid in _batches(seq, pos, char, size):
-            ys = ev["step"](model.params, caches, pos_b, char_b, seq_b - lo)
-            collect.push(finish(ys, seq_b), seq_b, pos_b, char_b, valid)
+
+        def fast(items, _lo, caches=caches, first=lo):
+            seq, pos, char, _ = items
+            return ev["step"](model.params, caches, pos, char, seq - first)
+
+        plan = _plan(*_edits(Xh, seqs, start, end))
+        jobs = [(plan, fast, size)]
+        if lo == 0 and len(plan):
+            keep = _check_items(plan, size, batch_size, start, end)
+            step = _checked(model, ev, X, args, fast, len(keep), batch_size)
+            jobs = [(plan.take(keep), step, size),
+                    (plan.take(numpy.delete(numpy.arange(len(plan)), keep)), fast, size)]
+        for items, step, job_size in jobs:
+            if len(items):
+                try:
+                    execute(Job(items, lambda b, i, step=step: finish(step(b, i), b[0]),
+                                job_size), collect.job(items))
+                except _Mismatch:
+                    return False
     collect.flush()
     return True
 
 
-def _check(model, ev, caches, X, args, seq, pos, char, size, batch_size, start, end) -> bool:
-    """Compare the incremental and the full path on substitutions of the first sequence:
-    every one at both ends of the span (where windows meet the padding) and others spread
-    between them, one batch of each path."""
+def _check_items(plan, size, batch_size, start, end) -> numpy.ndarray:
+    """The items of ``plan`` the incremental path is checked on: substitutions of the
+    first sequence, every one at both ends of the span (where windows meet the padding)
+    and others spread between them, at most one batch of either path."""
+    seq, pos = plan.seq_idx, plan.starts
     first = numpy.flatnonzero(seq == seq[0])
     n = min(size, batch_size, len(first))
     ends = first[(pos[first] == start) | (pos[first] == end - 1)]
     spread = first[numpy.linspace(0, len(first) - 1, n).round().astype(int)]
-    keep = numpy.concatenate([ends, spread[~numpy.isin(spread, ends)]])[:n]
-    inc_take, full_take = (keep[numpy.minimum(numpy.arange(k), n - 1)] for k in (size, batch_size))
-    ys = ev["step"](model.params, caches, pos[inc_take], char[inc_take], seq[inc_take] - seq[0])
-    full = _full(model)(model.params, *_take(X, args, seq[full_take]), pos[full_take],
-                        char[full_take], dtype=model.dtype)
-    return confirmed([y[:n] for y in ys], [f[:n] for f in jax.tree.leaves(full)], ev["inc"],
-                     "saturation_mutagenesis: ")
+    return numpy.concatenate([ends, spread[~numpy.isin(spread, ends)]])[:n]
+
+
+def _checked(model, ev, X, args, fast, n, batch_size) -> Callable:
+    """The incremental step ``fast`` checked against the full path on its first batch (of
+    ``n`` valid items) by :func:`jablate.execute.checked`; the full path runs that batch at
+    ``batch_size`` (its own compiled shape). On a mismatch ``confirmed`` warns and the
+    step raises :class:`_Mismatch`: the run then starts over on the full path."""
+    full = _full(model)
+    take = numpy.minimum(numpy.arange(batch_size), n - 1)
+
+    def exact(items, lo):
+        seq, pos, char, _ = (a[take] for a in items)
+        return jax.tree.leaves(full(model.params, *_take(X, args, seq), pos, char,
+                                    dtype=model.dtype))
+
+    def mismatch():
+        raise _Mismatch
+
+    return checked(fast, exact,
+                   lambda ys, full_ys: confirmed([y[:n] for y in ys], [f[:n] for f in full_ys],
+                                                 ev["inc"], "saturation_mutagenesis: "),
+                   mismatch)
 
 
 # --- the front door ------------------------------------------------------------------------
@@ -714,12 +787,9 @@ def saturation_mutagenesis(model: Any, X: Any, args: Optional[Any] = None, start
     multi = _check_outputs(shapes, key, raw_outputs)
 
     Xh = numpy.asarray(X_)
-    y0 = [numpy.empty((N,) + s.shape[1:], s.dtype) for s in jax.tree.leaves(shapes)]
-    seqs = numpy.arange(N, dtype=numpy.int32)
-    for seq, pos, char, valid in _batches(seqs, seqs * 0 - 1, seqs * 0, batch_size):
-        ys = full(bound.params, *_take(X_, args_, seq), pos, char, dtype=bound.dtype)
-        for y, host in zip(jax.tree.leaves(ys), y0):
-            host[seq[:valid]] = numpy.asarray(y)[:valid]
+    # the predictions on X: items that substitute nothing (pos -1)
+    y0 = execute(_full_job(bound, X_, args_, _plan(numpy.arange(N), -1, 0), batch_size,
+                           lambda ys, seq: ys), Collect())
 
     W = end - start
     if raw_outputs:
@@ -738,13 +808,13 @@ def saturation_mutagenesis(model: Any, X: Any, args: Optional[Any] = None, start
     span = Xh[:, :, start:end]
     n_items = int(N * A * W - numpy.sum((span == 1) & (span.sum(1, keepdims=True) == 1)))
     bar = tqdm(total=n_items, disable=not verbose, desc="saturation_mutagenesis")
-    collect = _Collect(fresh(), start, bar)
+    collect = _Grids(fresh(), start, bar)
     ev = _choose(bound, X_, args_, n_items, incremental)
     done = ev is not None and _run_incremental(bound, ev, X_, args_, Xh, start, end, batch_size,
                                                finish, collect)
     if not done:
         bar.reset()
-        collect = _Collect(fresh(), start, bar)
+        collect = _Grids(fresh(), start, bar)
         _run_full(bound, X_, args_, Xh, start, end, batch_size, finish, collect)
     bar.close()
 
