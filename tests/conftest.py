@@ -6,8 +6,10 @@ in CI (``CI`` set to anything but ``""``, ``0``, ``false`` or ``no``) it fails,
 so a broken test environment never passes by skipping.
 """
 
+import gc
 import importlib
 import os
+import sys
 
 import pytest
 
@@ -29,12 +31,31 @@ def require(name):
         pytest.skip(message, allow_module_level=True)
 
 
+def _fewer_compiler_optimizations():
+    """Compile with JAX's ``jax_disable_most_optimizations`` (XLA's backend optimization
+    level 0, no expensive LLVM passes), here and, through the environment, in the xdist
+    workers and every subprocess the tests start. The suite compiles over two thousand
+    distinct small programs and runs each on a few sequences, so XLA's optimizer was most
+    of its time (a third of the wall time on two cores); the programs compute the same
+    things (optimization without fast-math keeps IEEE results), and every tolerance and
+    pinned value of the tests is unchanged. ``JAX_DISABLE_MOST_OPTIMIZATIONS=0`` in the
+    environment runs the suite with XLA's default optimization instead."""
+
+    os.environ.setdefault("JAX_DISABLE_MOST_OPTIMIZATIONS", "1")
+    if "jax" in sys.modules:  # imported before this hook ran: set the flag directly
+        sys.modules["jax"].config.update(
+            "jax_disable_most_optimizations",
+            os.environ["JAX_DISABLE_MOST_OPTIMIZATIONS"].strip().lower()
+            in ("1", "true", "yes", "on"))
+
+
 def pytest_configure(config):
     """One JAX compilation cache for the whole session, shared by the xdist workers and the
     command-line subprocesses the tests start, so a program the tests compile more than
     once (the demo model, the CLI's tiny models) compiles once. It lives in a fresh
     temporary folder, removed at the end: every session starts cold, as on a clean clone."""
 
+    _fewer_compiler_optimizations()
     if os.environ.get("PYTEST_XDIST_WORKER") or "JAX_COMPILATION_CACHE_DIR" in os.environ:
         return
     import tempfile
@@ -50,3 +71,25 @@ def pytest_unconfigure(config):
         import shutil
         shutil.rmtree(folder, ignore_errors=True)
         os.environ.pop("JAX_COMPILATION_CACHE_DIR", None)
+
+
+def pytest_collection_finish(session):
+    """Every test module is imported: move the objects alive now (jax, torch, flax, the
+    test modules) to the garbage collector's permanent generation, so that a full
+    collection (automatic, or the ``gc.collect()`` of the leak tests) walks only what the
+    tests made since. A frozen object is never freed by the collector, so freezing can
+    keep something alive but never frees it: a leak test cannot pass because of it."""
+
+    gc.collect()
+    gc.freeze()
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _freeze_what_a_module_leaves():
+    """The same after each test module (its module fixtures already torn down): JAX's
+    caches of traced and compiled programs grow with every test, and full collections
+    that walk them again and again cost tens of seconds over the suite."""
+
+    yield
+    gc.collect()
+    gc.freeze()

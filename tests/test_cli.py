@@ -1,15 +1,21 @@
-"""End-to-end tests of the ``jablate`` command line, through subprocesses.
+"""End-to-end tests of the ``jablate`` command line.
 
-Every run is ``python -P -m jablate ...`` (``-P``: the current directory is not put on
-``sys.path`` by Python, so the CLI's own handling of it is what is tested) in a temporary
-directory, with the repository and ``tests/`` on ``PYTHONPATH`` so that the models of
-``tests/models_for_cli.py`` can be named as ``models_for_cli:...``.
+What needs a fresh interpreter (``python -m jablate`` itself, the console script, exit
+statuses and a clean stderr of a new process, Ctrl-C) runs as ``python -P -m jablate ...``
+(``-P``: the current directory is not put on ``sys.path`` by Python, so the CLI's own
+handling of it is what is tested) in a temporary directory, with the repository and
+``tests/`` on ``PYTHONPATH`` so that the models of ``tests/models_for_cli.py`` can be named
+as ``models_for_cli:...``. Everything else calls ``jablate.cli.main`` in this process (the
+same code path; pytest's own ``sys.path`` does not hold the temporary directories either),
+without paying for a fresh interpreter that imports JAX and torch each time.
 """
 
 import concurrent.futures
+import contextlib
 import csv
 import gzip
 import importlib.metadata
+import io
 import os
 import re
 import shutil
@@ -62,6 +68,23 @@ def run_cli(*args, cwd, env=None, timeout=180):
 
     return subprocess.run(_command(args), cwd=cwd, env=_env(env), capture_output=True,
         text=True, timeout=timeout)
+
+
+def main_in_process(*args, cwd):
+    """``jablate ARGS`` through ``jablate.cli.main`` in this process, in ``cwd``; a
+    CompletedProcess as :func:`run_cli` returns (stderr: what went through sys.stderr)."""
+
+    from jablate.cli import main
+
+    stdout, stderr = io.StringIO(), io.StringIO()
+    previous = os.getcwd()
+    os.chdir(cwd)
+    try:
+        with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+            status = main([str(a) for a in args])
+    finally:
+        os.chdir(previous)
+    return subprocess.CompletedProcess(args, status, stdout.getvalue(), stderr.getvalue())
 
 
 def _command(args):
@@ -193,7 +216,7 @@ def test_console_script_help():
 def torch_run(inputs, tmp_path_factory):
     pytest.importorskip("torch")
     directory = tmp_path_factory.mktemp("torch_run")
-    result = run_cli("ablate", "--model", "models_for_cli:torch_model",
+    result = main_in_process("ablate", "--model", "models_for_cli:torch_model",
         "--fasta", inputs / "seqs.fa", "--regions", inputs / "regions.tsv",
         "--n", N, "--seed", SEED, "--device", "cpu",
         "--out", directory / "results.npz", "--table", directory / "effects.tsv",
@@ -261,7 +284,7 @@ def test_jax_function_matches_python(inputs, tmp_path):
 
 
 def test_multi_output_model(inputs, tmp_path):
-    _ok(run_cli("ablate", "--model", "models_for_cli:jax_two_heads", "--fasta",
+    _ok(main_in_process("ablate", "--model", "models_for_cli:jax_two_heads", "--fasta",
         inputs / "seqs.fa", "--regions", inputs / "regions.tsv", "--n", 3, "--quiet",
         "--shuffle", "dinucleotide",
         "--out", tmp_path / "two.npz", "--table", tmp_path / "two.tsv",
@@ -284,7 +307,7 @@ def test_multi_output_model(inputs, tmp_path):
 
 def test_flax_module_from_factory(inputs, tmp_path):
     # jablate.demo:load_model is a function returning a bound flax module.
-    result = _ok(run_cli("ablate", "--model", "jablate.demo:load_model", "--fasta",
+    result = _ok(main_in_process("ablate", "--model", "jablate.demo:load_model", "--fasta",
         inputs / "seqs.fa", "--regions", inputs / "regions.tsv", "--n", 3, "--quiet",
         cwd=tmp_path))
     header, rows = _read_table(result.stdout)
@@ -301,7 +324,7 @@ def test_torch_export_program(inputs, tmp_path, torch_reference):
         dynamic_shapes={"X": {0: torch.export.Dim("batch")}})
     torch.export.save(program, tmp_path / "tiny.pt2")
 
-    result = _ok(run_cli("ablate", "--model", "tiny.pt2", "--fasta", inputs / "seqs.fa",
+    result = _ok(main_in_process("ablate", "--model", "tiny.pt2", "--fasta", inputs / "seqs.fa",
         "--regions", inputs / "regions.tsv", "--n", N, "--seed", SEED, "--quiet",
         "--out", tmp_path / "pt2.npz", cwd=tmp_path))
     assert result.stdout.startswith("name\t")
@@ -312,7 +335,7 @@ def test_torch_export_program(inputs, tmp_path, torch_reference):
 
 def test_translate(inputs, tmp_path, torch_reference):
 
-    result = run_cli("ablate", "--model", "models_for_cli:torch_model", "--translate",
+    result = main_in_process("ablate", "--model", "models_for_cli:torch_model", "--translate",
         "--fasta", inputs / "seqs.fa", "--regions", inputs / "regions.tsv", "--n", N,
         "--seed", SEED, "--quiet", "--out", tmp_path / "t.npz", cwd=tmp_path)
     if "unexpected keyword argument 'backend'" in result.stderr:
@@ -343,10 +366,25 @@ def _cuda_for_jax():
 
 
 # id: (files to write, options replacing the defaults or added, expected fragment).
-# Each runs in its own subprocess.
+# Each runs in its own subprocess: exit status 2 and one stderr line from a fresh
+# interpreter, for an input error found before anything is imported, a user module that
+# raises on import, torch loading a damaged program, and a model that ran under JAX (its
+# log lines must not reach stderr either).
 BAD = {
     "missing fasta": ({"regions.tsv": REGIONS}, {"--fasta": "nope.fa"},
         "cannot read 'nope.fa': No such file"),
+    "module fails on import": (dict(GOOD, **{"broken_model.py":
+        "raise RuntimeError('broken on purpose')\n"}), {"--model": "broken_model:f"},
+        "RuntimeError: broken on purpose"),
+    "corrupt pt2": (dict(GOOD, **{"junk.pt2": "not a program"}), {"--model": "junk.pt2"},
+        "cannot load it as a torch.export program"),
+    "output not summarisable": (GOOD, {"--model": "models_for_cli:complex_model"},
+        "cannot summarise the model's output"),
+}
+
+# More bad input, checked by calling jablate.cli.main in this process (same code path,
+# without paying for a fresh interpreter each).
+BAD_IN_PROCESS = {
     "unreadable fasta (a directory)": ({"regions.tsv": REGIONS, "adir/x": ""},
         {"--fasta": "adir"}, "cannot read 'adir'"),
     "empty fasta": ({"seqs.fa": "", "regions.tsv": REGIONS}, {}, "seqs.fa: no sequences"),
@@ -362,20 +400,8 @@ BAD = {
         "regions.tsv:3: start 'five' is not an integer"),
     "module not found": (GOOD, {"--model": "no_such_module_xyz:f"},
         "cannot import 'no_such_module_xyz'"),
-    "module fails on import": (dict(GOOD, **{"broken_model.py":
-        "raise RuntimeError('broken on purpose')\n"}), {"--model": "broken_model:f"},
-        "RuntimeError: broken on purpose"),
-    "corrupt pt2": (dict(GOOD, **{"junk.pt2": "not a program"}), {"--model": "junk.pt2"},
-        "cannot load it as a torch.export program"),
-    "output not summarisable": (GOOD, {"--model": "models_for_cli:complex_model"},
-        "cannot summarise the model's output"),
     "plot format unknown": (GOOD, {"--plot": "out.jpg", "--model":
         "models_for_cli:raising_model"}, "must be .png, .pdf or .svg (found '.jpg')"),
-}
-
-# More bad input, checked by calling jablate.cli.main in this process (same code path,
-# without paying for a fresh interpreter each).
-BAD_IN_PROCESS = {
     "missing regions": ({"seqs.fa": FASTA}, {}, "cannot read 'regions.tsv'"),
     "negative start": (_regions("s2\t-1\t5\n"), {}, "regions.tsv:1: start -1 is negative"),
     "end not an integer": (_regions("s2\t1\t5.5\n"), {},
@@ -764,7 +790,7 @@ def test_help_and_readme_document_every_output(tmp_path, monkeypatch, capsys):
 def test_incremental_engine_on_the_command_line(inputs, tmp_path):
     import models_for_cli
 
-    result = _ok(run_cli("ablate", "--model", "models_for_cli:jax_model",
+    result = _ok(main_in_process("ablate", "--model", "models_for_cli:jax_model",
         "--fasta", inputs / "seqs.fa", "--regions", inputs / "regions.tsv", "--n", N,
         "--seed", SEED, "--quiet", "--incremental", "on", "--verbose",
         "--out", tmp_path / "inc.npz", cwd=tmp_path))
@@ -773,7 +799,7 @@ def test_incremental_engine_on_the_command_line(inputs, tmp_path):
     with numpy.load(tmp_path / "inc.npz") as npz:
         scale = numpy.abs(y_afters).max()
         numpy.testing.assert_allclose(npz["y_afters"], y_afters, rtol=0, atol=1e-5 * scale)
-    torch_run = run_cli("ablate", "--model", "models_for_cli:torch_model",
+    torch_run = main_in_process("ablate", "--model", "models_for_cli:torch_model",
         "--fasta", inputs / "seqs.fa", "--regions", inputs / "regions.tsv", "--quiet",
         "--incremental", "on", cwd=tmp_path)
     assert torch_run.returncode == 2 and "translate it" in torch_run.stderr

@@ -524,26 +524,22 @@ def test_static_batch_program_through_the_api(static_program, tmp_path):
 
 
 @pytest.mark.parametrize("translated", [False, True])
-def test_static_batch_program_through_the_command_line(static_program, tmp_path, translated):
-    import os
-    import subprocess
-    import sys
-    from pathlib import Path
-
+def test_static_batch_program_through_the_command_line(static_program, tmp_path, translated,
+                                                       monkeypatch, capsys):
+    # jablate.cli.main in this process: the command line's code path, without a fresh
+    # interpreter (tests/test_cli.py runs the ones that need one).
     import jablate
+    from jablate.cli import main
 
     model, path = static_program
     X, annotations = _regions_and_sequences(tmp_path)
-    repo = Path(__file__).resolve().parents[1]
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
-        filter(None, [str(repo), os.environ.get("PYTHONPATH")])))
-    command = [sys.executable, "-m", "jablate", "ablate", "--model", str(path), "--fasta",
-               "seqs.fa", "--regions", "regions.tsv", "--n", "4", "--seed", "3", "--quiet",
-               "--out", "out.npz"] + (["--translate"] if translated else [])
-    result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True,
-                            timeout=300)
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.startswith("name\t")
+    monkeypatch.chdir(tmp_path)
+    status = main(["ablate", "--model", str(path), "--fasta", "seqs.fa", "--regions",
+                   "regions.tsv", "--n", "4", "--seed", "3", "--quiet", "--out", "out.npz"]
+                  + (["--translate"] if translated else []))
+    captured = capsys.readouterr()
+    assert status == 0, captured.err
+    assert captured.out.startswith("name\t")
     want = jablate.ablate_annotations(model, X, annotations, n=4, random_state=3)
     with np.load(tmp_path / "out.npz") as npz:
         for i, (before, after) in enumerate(zip(*want)):
