@@ -758,8 +758,55 @@ def _draw(references_fn, key, x, n):
 @partial(jax.jit, static_argnames=("references_fn", "n"))
 def _draw_all(key, X, references_fn, n):
     """References (N, n, A, L) of every sequence, as the compiled steps draw them."""
-    return jax.vmap(lambda j, x: _draw(references_fn, jax.random.fold_in(key, j), x, n))(
-        jnp.arange(X.shape[0]), X)
+    return _draw_rows(key, X, jnp.arange(X.shape[0]), references_fn, n)
+
+
+def _draw_rows(key, X, rows, references_fn, n):
+    """References (len(rows), n, A, L) of the sequences ``rows``: reference ``i`` of
+    sequence ``j`` from ``fold_in(fold_in(key, j), i)``, as :func:`attribution_fn` draws
+    them."""
+    return jax.vmap(lambda j: _draw(references_fn, jax.random.fold_in(key, j),
+                                     jnp.take(X, j, axis=0), n))(rows)
+
+
+_draw_block = jax.jit(_draw_rows, static_argnames=("references_fn", "n"))
+
+#: Bytes of references drawn at once (a block of sequences; see :class:`_ReferenceBlocks`).
+REFERENCE_BLOCK_BYTES = 64 * 2 ** 20
+
+
+class _ReferenceBlocks:
+    """The references of a run, drawn a block of sequences at a time.
+
+    A whole-sequence dinucleotide shuffle is sequential over the positions (a walk over
+    ``L``), and an accelerator pays a host synchronisation per step of a loop, so a walk
+    per batch (often a single sequence's ``n_shuffles`` references) would cost more than
+    the attributions. One walk draws the references of every sequence of a block at once,
+    about ``REFERENCE_BLOCK_BYTES`` of them (at least one batch, at most the run), with
+    exactly the keys the compiled step would use, so results do not change. Blocks have one
+    shape (the last one's rows padded by repeating a sequence): one compiled program.
+    """
+
+    def __init__(self, key, X, references_fn, n, per_step, device):
+        N, A, L = X.shape
+        per_sequence = n * A * L * jnp.dtype(X.dtype).itemsize
+        batches = -(-N // per_step)
+        self.size = per_step * max(1, min(batches, REFERENCE_BLOCK_BYTES
+                                          // max(1, per_step * per_sequence)))
+        self.key, self.X, self.fn, self.n, self.N = key, X, references_fn, n, N
+        self.device = device
+        self.base, self.refs = None, None
+
+    def covering(self, idx: numpy.ndarray):
+        """``(refs, base)``: a block holding the references of the sequences ``idx``
+        (a batch), and the index of its first sequence."""
+        lo, hi = int(idx.min()), int(idx.max())
+        if self.base is None or lo < self.base or hi >= self.base + self.size:
+            rows = numpy.minimum(numpy.arange(lo, lo + self.size), self.N - 1)
+            rows = jax.device_put(rows.astype(numpy.int32), self.device)
+            self.base = lo
+            self.refs = _draw_block(self.key, self.X, rows, self.fn, self.n)
+        return self.refs, self.base
 
 
 def _core(apply, target, hypothetical, n_shuffles, references_fn, rules, raw_outputs, chunk,
@@ -839,27 +886,26 @@ def attribution_fn(apply: Callable, *, target: int, hypothetical: bool, n_shuffl
 
 # --- the front door ----------------------------------------------------------------------
 
-def _step(core, draw, dtype, params, X, args, idx, table):
+def _step(core, dtype, params, X, args, idx, table, base):
+    """Attributions of the sequences ``idx``, against the references ``table[idx - base]``
+    (all references of the run, or a block of them starting at sequence ``base``)."""
     x = cast_input(jnp.take(X, idx, axis=0), dtype)
     args = tuple(jnp.take(a, idx, axis=0) for a in args)
-    if draw:
-        keys = jax.vmap(lambda j: jax.random.fold_in(table, j))(idx)
-        return jax.vmap(lambda k, xi, *a: core(params, xi, k, None, *a))(keys, x, *args)
-    refs = jnp.take(table, idx, axis=0)
+    refs = jnp.take(table, idx - base, axis=0)
     key = jax.random.key(0)
     return jax.vmap(lambda xi, ri, *a: core(params, xi, key, ri, *a))(x, refs, *args)
 
 
-def _step_for(runner, settings, rules, draw, dtype):
+def _step_for(runner, settings, rules, dtype):
     """The compiled step of ``runner`` for ``settings`` (``_core``'s, with ``rules``
     last but two), cached on the runner, which holds the model only weakly."""
     cache = for_runner(runner, "deeplift.steps")
-    key = (settings, _rules_key(rules), draw, dtype)
+    key = (settings, _rules_key(rules), dtype)
     step = cache.get(key)
     if step is None:
         target, hypothetical, R, key_fn, raw, chunk = settings
         core = partial(_core, runner.apply, target, hypothetical, R, key_fn, rules, raw, chunk)
-        step = cache[key] = jax.jit(partial(_step, core, draw, dtype))
+        step = cache[key] = jax.jit(partial(_step, core, dtype))
     return step
 
 
@@ -1282,21 +1328,25 @@ def deep_lift_shap(model: Any, X: Any, args: Optional[Any] = None, target: int =
                              f"shape ({N}, {n_shuffles}, {A}, {L}); got {tuple(table.shape)}.")
     elif key_fn is not None and return_references:
         table = _draw_all(key, inp.X, key_fn, n_shuffles).astype(x_dtype)
-    elif key_fn is not None:
-        table = key
     draw = not (given or key_fn is None or return_references)
     R = n_shuffles if draw else table.shape[1]
-    table = jax.device_put(table, bound.placement.primary)  # jablate.placement's policy
-    params = jax.device_put(params, bound.placement.primary)
+    device = bound.placement.primary  # jablate.placement's policy
+    params = jax.device_put(params, device)
+    X_, args_ = inp.X, inp.args
 
     per_step = max(1, batch_size // R)
     chunk = None if batch_size >= R else batch_size
     settings = (target % graph.n_outputs, bool(hypothetical), R, key_fn, bool(raw_outputs), chunk)
-    step = _step_for(runner, settings, rules, draw, bound.dtype)
-    X_, args_ = inp.X, inp.args
+    step = _step_for(runner, settings, rules, bound.dtype)
+    if draw:  # jablate's references, drawn for a block of sequences at a time
+        blocks = _ReferenceBlocks(jax.device_put(key, device), jax.device_put(X_, device),
+                                  key_fn, n_shuffles, per_step, device)
+    else:
+        table = jax.device_put(table, device)
 
     def run(items, lo):  # items: a padded batch of sequence indices (engine.Plan's fields)
-        return step(params, X_, args_, jnp.asarray(items[0]), table)
+        refs, base = blocks.covering(items[0]) if draw else (table, 0)
+        return step(params, X_, args_, jnp.asarray(items[0]), refs, base)
 
     plan = engine.Plan.build(numpy.arange(N), 0, 0)
     job = Job(plan, run, per_step, progress=verbose, desc="deep_lift_shap")

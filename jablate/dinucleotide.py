@@ -37,15 +37,17 @@ matrix-forest theorem for spanning forests rooted at ``{l, v}``). ``h`` comes fr
 an elimination that only adds, multiplies and divides non-negative numbers, so a
 choice that would close a cycle has probability exactly zero; O(S^4) in all.
 
-Step 2 is one ``lax.scan`` over the positions; positions outside the region are
-masked, so ``start`` and ``end`` may be traced and one compiled program serves
-every region. Its random words come from a counter-based integer hash seeded by
-64 bits drawn from the key with ``jax.random`` (see ``_random_word``), and are
-turned into uniform integers with 32 bits of precision. Under ``jax.vmap`` the
-scans run with the batch axis last (see ``_batch_minor``).
+The dinucleotide counts are a sum of products of shifted one-hot encodings, parallel
+over the positions. Step 2 is one ``lax.while_loop`` over the positions of the region
+(of the widest region of a batch), not of the whole sequence, so ``start`` and
+``end`` may be traced and one compiled program serves every region, and a short
+region costs a short loop however long the sequence. Its random words come from a
+counter-based integer hash of the absolute position, seeded by 64 bits drawn from
+the key with ``jax.random`` (see ``_random_word``), and are turned into uniform
+integers with 32 bits of precision. Under ``jax.vmap`` the walk runs with the batch
+axis last (see ``_batch_minor``).
 """
 
-import functools
 import itertools
 
 import jax
@@ -182,7 +184,7 @@ def dinucleotide_counts(x: jax.Array, start: "int | jax.Array",
 
 
 # ---------------------------------------------------------------------------
-# Batched scans with the batch axis last.
+# Batched loops with the batch axis last.
 
 
 def _batch_minor(fn, broadcast):
@@ -215,46 +217,16 @@ def _batch_minor(fn, broadcast):
 # Dinucleotide counts.
 
 
-def _count_steps(codes, start, end, n_codes):
-    """Count each dinucleotide code over the pairs inside ``[start, end)``.
-
-    ``codes`` (L - 1, *b): ``codes[i - 1]`` is the code of positions ``i - 1, i``.
-    Returns (n_codes, *b), int16 when the counts fit and int32 otherwise.
-    """
-    dtype = jnp.int16 if codes.shape[0] < 2 ** 15 else jnp.int32
-    batch = jnp.broadcast_shapes(codes.shape[1:], jnp.shape(start), jnp.shape(end))
-    code = jnp.arange(n_codes, dtype=codes.dtype).reshape((n_codes,) + (1,) * len(batch))
-    positions = jnp.arange(1, codes.shape[0] + 1, dtype=jnp.int32)
-
-    def count(E, xs):
-        c, p = xs
-        inside = (p > start) & (p < end)
-        return E + ((code == c[None]) & inside[None]).astype(dtype), None
-
-    return lax.scan(count, jnp.zeros((n_codes,) + batch, dtype), (codes, positions))[0]
-
-
-@memoize("dinucleotide.code_counter")
-def _code_counter(n_codes):
-    return _batch_minor(functools.partial(_count_steps, n_codes=n_codes),
-                        broadcast=(True, False, False))
-
-
-# A scan costs S * S operations per position, a scatter-add one slow update per
-# position (and, under vmap, index arrays the size of the batch): the scan wins
-# for DNA and RNA.
-_SCAN_COUNT_MAX_SYMBOLS = 6
-
-
 def _edge_counts(s, start, end, S):
-    """Dinucleotide counts ``E`` (S, S) int32 of ``s[start:end]``."""
-    if S <= _SCAN_COUNT_MAX_SYMBOLS:
-        code_dtype = jnp.int8 if S * S <= 2 ** 7 else jnp.int16
-        codes = (s[:-1] * S + s[1:]).astype(code_dtype)
-        return _code_counter(S * S)(codes, start, end).astype(jnp.int32).reshape(S, S)
-    pos = jnp.arange(1, s.shape[0], dtype=jnp.int32)
-    codes = jnp.where((pos > start) & (pos < end), s[:-1] * S + s[1:], S * S)
-    return jnp.zeros(S * S, jnp.int32).at[codes].add(1, mode="drop").reshape(S, S)
+    """Dinucleotide counts ``E`` (S, S) int32 of ``s[start:end]``: the sum over the
+    region's pairs of the product of two shifted one-hot encodings, ``E[u, v] =
+    sum_p [s[p - 1] = u] [s[p] = v]``, parallel over the positions (no loop)."""
+    p = jnp.arange(1, s.shape[0], dtype=jnp.int32)
+    inside = (p > start) & (p < end)
+    symbol = jnp.arange(S, dtype=s.dtype)
+    before = (s[:-1, None] == symbol[None, :]) & inside[:, None]          # (L - 1, S)
+    after = s[1:, None] == symbol[None, :]                                # (L - 1, S)
+    return jnp.sum(before[:, :, None] & after[:, None, :], axis=0, dtype=jnp.int32)
 
 
 # ---------------------------------------------------------------------------
@@ -453,6 +425,10 @@ def _below(bits, n):
 def _walk_steps(cumulative, tree, first, seed, start, end, positions):
     """The Eulerian walk, on arrays with any number of trailing batch axes ``b``.
 
+    One ``lax.while_loop`` step per position of the widest region (not per position
+    of the sequence): step ``i`` draws the symbol at position ``start + i``, with
+    the random word of that absolute position.
+
     Parameters
     ----------
     cumulative: shape=(S, S, *b), int16 or int32
@@ -465,36 +441,46 @@ def _walk_steps(cumulative, tree, first, seed, start, end, positions):
     seed: shape=(2, *b), uint32
         The seed of the random words of the walk.
     start, end: shape=(*b), int32
+        The region, in absolute positions.
     positions: shape=(L, ...), int32
-        ``arange(L)``: the position of each step.
+        The absolute position of every column.
 
     Returns
     -------
     path: shape=(L, *b), int8 (the dtype of ``tree`` beyond 127 symbols)
-        The symbol at every position inside the region (``first`` before it,
-        the last symbol after it).
+        The symbol at every position inside the region (anything outside it).
     """
     S = cumulative.shape[0]
     dtype = cumulative.dtype
     symbol = jnp.arange(S, dtype=dtype).reshape((S,) + (1,) * (cumulative.ndim - 2))
     path_dtype = jnp.int8 if S <= 127 else dtype
+    L = positions.shape[0]
+    width = end - start
+    path = jnp.zeros((L,) + first.shape, path_dtype).at[0].set(first.astype(path_dtype))
 
-    def step(carry, p):
-        c, C = carry
-        active = (p > start) & (p < end)
+    def step(carry):
+        i, c, C, path = carry
+        active = i < width
         here = symbol == c[None]                                              # (S, *b)
         cum = jnp.sum(here[:, None].astype(dtype) * C, axis=0, dtype=dtype)  # row c
         total = cum[-1]
         has = total > 0
-        k = _below(_random_word(p.astype(jnp.uint32), seed), total).astype(dtype)
+        p = (start + i).astype(jnp.uint32)
+        k = _below(_random_word(p, seed), total).astype(dtype)
         nxt = jnp.sum(cum <= k[None], axis=0, dtype=dtype)
         nxt = jnp.where(has, nxt, jnp.sum(jnp.where(here, tree, 0), axis=0, dtype=dtype))
         used = here[:, None] & (symbol >= nxt[None])[None] & (has & active)[None, None]
         C = C - used.astype(dtype)
         c = jnp.where(active, nxt, c)
-        return (c, C), c.astype(path_dtype)
+        path = lax.dynamic_update_index_in_dim(path, c.astype(path_dtype), i, 0)
+        return i + 1, c, C, path
 
-    return lax.scan(step, (first, cumulative), positions)[1]
+    steps = jnp.minimum(jnp.max(width), L)
+    path = lax.while_loop(lambda carry: carry[0] < steps, step,
+                          (jnp.int32(1), first, cumulative, path))[-1]
+    positions = positions.reshape(positions.shape + (1,) * (path.ndim - positions.ndim))
+    column = jnp.broadcast_to(jnp.clip(positions - start[None], 0, L - 1), path.shape)
+    return jnp.take_along_axis(path, column, axis=0)
 
 
 _walk = _batch_minor(_walk_steps, broadcast=(True, False, True, False, False, False, False))

@@ -66,7 +66,7 @@ def test_clear_caches_empties_every_cache_and_results_do_not_change():
     jablate.clear_caches()
     before = _runs(model, linen)
     sizes = caches.sizes()
-    expected = ("runner.by_structure", "runner.by_id", "dinucleotide.code_counter",
+    expected = ("runner.by_structure", "runner.by_id", "dinucleotide.arborescences",
                 "runner:runner.step", "runner:runner.posts", "runner:per_sequence.steps",
                 "runner:incremental_engine.evaluators", "runner:ism.programs",
                 "runner:ism.posts", "runner:deeplift.steps", "runner:deeplift.graphs")

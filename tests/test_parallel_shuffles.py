@@ -1,0 +1,141 @@
+"""The key-stream shuffles are parallel over positions (issue 19, item 1).
+
+An accelerator runs a loop's control from the host, one synchronisation per iteration, so a
+loop over every position of a 2,114-bp sequence costs milliseconds per batch whatever the
+batch holds. These tests check the structure without a GPU: the mono shuffle traces to no
+loop at all, the dinucleotide shuffle to one loop whose trip count is the region's width,
+whatever the sequence's length; and what the structure must keep (a pure function of the
+key, windows that agree with the whole sequence, counts and uniformity).
+"""
+
+import itertools
+from types import SimpleNamespace
+
+import jax
+import jax.numpy as jnp
+import numpy
+import pytest
+from jax import lax
+from scipy import stats
+
+from jablate import dinucleotide, functional
+
+LOOPS = {"while", "scan", "fori_loop"}
+
+
+def one_hot(rng, L, A=4):
+    return jnp.asarray(numpy.eye(A, dtype=numpy.float32)[rng.integers(0, A, L)].T)
+
+
+def primitives(jaxpr):
+    """Every primitive of a closed jaxpr, sub-jaxprs (jit, while, cond, custom_vmap) included."""
+    names = []
+    for eqn in jaxpr.eqns:
+        names.append(eqn.primitive.name)
+        for param in eqn.params.values():
+            for sub in param if isinstance(param, (tuple, list)) else [param]:
+                inner = getattr(sub, "jaxpr", sub)
+                if hasattr(inner, "eqns"):
+                    names += primitives(inner)
+    return names
+
+
+def batched(fn, L, n=8):
+    keys = jax.random.split(jax.random.key(0), n)
+    x = one_hot(numpy.random.default_rng(L), L)
+    return jax.make_jaxpr(jax.vmap(fn, (0, None, None, None)))(keys, x, 40, 140).jaxpr
+
+
+@pytest.mark.parametrize("L", [200, 2114])
+def test_the_mono_shuffle_has_no_loop(L):
+    names = primitives(batched(functional.shuffle, L))
+    assert not LOOPS & set(names), names
+    assert "sort" in names
+
+
+def test_the_dinucleotide_shuffle_has_one_loop_the_same_at_every_length():
+    short, long = (primitives(batched(functional.dinucleotide_shuffle, L)) for L in (200, 2114))
+    assert short.count("while") == long.count("while") == 1
+    assert "scan" not in short + long
+    assert sorted(short) == sorted(long)  # the same program, only the shapes differ
+
+
+@pytest.mark.parametrize("width", [3, 20])
+def test_the_walk_steps_over_the_region_not_the_sequence(monkeypatch, width):
+    steps = []
+
+    def counting_while(cond, body, init):
+        def counted(carry):  # a host callback counts the iterations as they run
+            jax.debug.callback(lambda: steps.append(1))
+            return body(carry)
+        return lax.while_loop(cond, counted, init)
+
+    shim = {k: getattr(lax, k) for k in dir(lax) if not k.startswith("_")}
+    monkeypatch.setattr(dinucleotide, "lax", SimpleNamespace(**dict(
+        shim, while_loop=counting_while)))
+    for L in (60, 3000):
+        x = one_hot(numpy.random.default_rng(1), L)
+        steps.clear()
+        y = functional.dinucleotide_shuffle(jax.random.key(2), x, 30, 30 + width)
+        jax.effects_barrier()
+        assert len(steps) == width - 1  # the first symbol is kept; a step per other position
+        numpy.testing.assert_array_equal(y[:, :30], x[:, :30])
+        numpy.testing.assert_array_equal(y[:, 30 + width:], x[:, 30 + width:])
+        steps.clear()  # batched: as many steps as the widest region
+        jax.vmap(functional.dinucleotide_shuffle, (None, None, 0, 0))(
+            jax.random.key(2), x, jnp.array([30, 40]), jnp.array([30 + width, 43]))
+        jax.effects_barrier()
+        assert len(steps) == max(width, 3) - 1
+
+
+def test_the_counts_are_the_brute_force_counts():
+    rng = numpy.random.default_rng(3)
+    x = numpy.array(one_hot(rng, 300))
+    x[:, rng.integers(0, 300, 30)] = 0  # unknown bases, symbol 4
+    s = numpy.where(x.sum(0) > 0, x.argmax(0), 4)
+    for start, end in [(0, 300), (17, 18), (17, 19), (100, 250)]:
+        E, last = functional.dinucleotide_counts(jnp.asarray(x), start, end)
+        brute = numpy.zeros((5, 5), int)
+        for p in range(start + 1, end):
+            brute[s[p - 1], s[p]] += 1
+        numpy.testing.assert_array_equal(E, brute)
+        assert int(last) == s[end - 1]
+
+
+@pytest.mark.parametrize("fn", [functional.shuffle, functional.dinucleotide_shuffle])
+def test_a_window_gives_the_whole_sequences_shuffle(fn):
+    x = one_hot(numpy.random.default_rng(4), 500)
+    key = jax.random.key(9)
+    whole = fn(key, x, 200, 260)
+    for lo, hi in [(200, 260), (150, 300), (0, 500)]:
+        window = fn(key, x[:, lo:hi], 200, 260, offset=lo, length=500)
+        numpy.testing.assert_array_equal(window, whole[:, lo:hi])
+    # batched, each window at its own offset (as the incremental engine cuts them)
+    offsets = jnp.array([150, 180, 200])
+    windows = jax.vmap(lambda o: jax.lax.dynamic_slice_in_dim(x, o, 110, axis=1))(offsets)
+    got = jax.vmap(lambda w, o: fn(key, w, 200, 260, offset=o, length=500))(windows, offsets)
+    for g, o in zip(got, [150, 180, 200]):
+        numpy.testing.assert_array_equal(g, whole[:, o:o + 110])
+
+
+def test_the_mono_permutation_is_uniform_with_repeated_symbols():
+    # AACG at [2, 6) of GTAACGTT: 4!/2! = 12 arrangements, each as likely
+    x = jnp.eye(4, dtype=jnp.float32)[:, [2, 3, 0, 0, 1, 2, 3, 3]]
+    keys = jax.random.split(jax.random.key(5), 6000)
+    Y = jax.jit(jax.vmap(functional.shuffle, (0, None, None, None)))(keys, x, 2, 6)
+    words = ["".join("ACGT"[i] for i in numpy.asarray(y).argmax(0)) for y in Y]
+    expected = {"GT" + "".join(p) + "TT" for p in set(itertools.permutations("AACG"))}
+    assert set(words) == expected and len(expected) == 12
+    assert stats.chisquare([words.count(w) for w in expected]).pvalue > 1e-3
+
+
+def test_the_permutation_keeps_the_flanks_and_is_a_permutation():
+    key = jax.random.key(6)
+    for start, end, offset in [(0, 2114, 0), (1000, 1100, 0), (1000, 1100, 900)]:
+        src = numpy.asarray(functional.region_permutation(key, 2114 - offset, start, end,
+                                                          offset))
+        column = numpy.arange(src.size)
+        inside = (column + offset >= start) & (column + offset < end)
+        numpy.testing.assert_array_equal(src[~inside], column[~inside])
+        assert sorted(src[inside]) == list(column[inside])
+        assert (src[inside] != column[inside]).mean() > 0.9  # shuffled, not the identity
