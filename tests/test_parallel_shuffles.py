@@ -139,3 +139,37 @@ def test_the_permutation_keeps_the_flanks_and_is_a_permutation():
         numpy.testing.assert_array_equal(src[~inside], column[~inside])
         assert sorted(src[inside]) == list(column[inside])
         assert (src[inside] != column[inside]).mean() > 0.9  # shuffled, not the identity
+
+
+def test_deep_lift_shap_draws_references_a_block_at_a_time(monkeypatch):
+    from jablate import deeplift
+
+    import jablate
+
+    W = jax.random.normal(jax.random.key(1), (3, 4, 5))
+
+    def model(x):
+        return jax.nn.relu(lax.conv(x, W, (1,), "SAME")).sum((1, 2))[:, None]
+
+    X = jnp.stack([one_hot(numpy.random.default_rng(i), 40) for i in range(7)])
+    kw = dict(n_shuffles=3, batch_size=6, random_state=jax.random.key(4))  # 2 sequences a step
+    draws = []
+    real = deeplift._draw_block
+
+    def counting(key, X, rows, references_fn, n):
+        draws.append(numpy.asarray(rows).tolist())
+        return real(key, X, rows, references_fn, n)
+
+    monkeypatch.setattr(deeplift, "_draw_block", counting)
+    whole = jablate.deep_lift_shap(model, X, **kw)
+    assert draws == [list(range(7)) + [6]]  # one block: every sequence, padded to 4 steps
+    draws.clear()
+    monkeypatch.setattr(deeplift, "REFERENCE_BLOCK_BYTES", 1)  # a block per step
+    per_step = jablate.deep_lift_shap(model, X, **kw)
+    assert draws == [[0, 1], [2, 3], [4, 5], [6, 6]]
+    numpy.testing.assert_array_equal(per_step, whole)
+    # the references are those return_references gives (drawn for all at once)
+    attributions, references = jablate.deep_lift_shap(model, X, return_references=True, **kw)
+    numpy.testing.assert_array_equal(attributions, whole)
+    numpy.testing.assert_array_equal(
+        references, deeplift._draw_all(kw["random_state"], X, functional.dinucleotide_shuffle, 3))
