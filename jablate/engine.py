@@ -172,6 +172,7 @@ class Devices:
             devices = list(X.devices())
         else:
             devices = jax.local_devices(backend=next(iter(X.devices())).platform)
+        self.devices = tuple(devices)
         self.count = len(devices)
         if self.count > 1:
             mesh = jax.sharding.Mesh(numpy.array(devices), ("batch",))

@@ -11,9 +11,12 @@ region. Reference activations are computed per chunk of sequences, so the cache
 stays under ``memory_budget`` bytes.
 
 Correctness never rests on the analysis alone: the first 16 items of a run are also
-computed by the full path and compared, within ``1e-4`` of each output's scale. On a
-mismatch :class:`IncrementalMismatchWarning` names where windowing stopped (or the
-broken rule) and the whole run falls back to the full path.
+computed by the full path and compared, within ``1e-4`` of each output's scale. On an
+accelerator both sides of that check are programs of their own at full float32 precision
+(:func:`check_precision`): XLA's default float32 matmuls there (TF32 on a GPU) round the
+full and windowed paths differently by about 1e-3, which is the hardware's rounding, not
+a wrong rule. On a mismatch :class:`IncrementalMismatchWarning` names where windowing
+stopped (or the broken rule) and the whole run falls back to the full path.
 """
 
 from __future__ import annotations
@@ -300,13 +303,25 @@ def _bucket(model, X, args, draw, table, plan, sequences, W, width_of, params, d
             mine = numpy.concatenate([mine[edges], numpy.delete(mine, edges)])
         rows = numpy.searchsorted(chunk, plan.seq_idx[mine]).astype(numpy.int32)
 
-        def step(batch, lo, caches=caches):
+        def step(batch, lo, caches=caches, padded=padded):
             items, item_rows = batch
             ys, state["multi"] = outputs_of(post(ev["step"](params, caches, X, table, items,
                                                             item_rows, draw=draw)), where)
             if not state["checked"]:
-                reference = full(params, X, args, table, items, draw=draw, dtype=model.dtype)
-                if not _everywhere(confirmed(ys, outputs_of(reference)[0], ev["inc"])):
+                if exact_float32(devices.devices):  # the run's programs are exact
+                    check = ys
+                    reference = full(params, X, args, table, items, draw=draw,
+                                     dtype=model.dtype)
+                else:  # the check's own programs, every matmul at full float32 precision
+                    with check_precision():
+                        check_caches, _ = ev["reference"](params, *devices.shard(
+                            (X[padded],) + tuple(a[padded] for a in args)))
+                        check = outputs_of(post(ev["step"](
+                            params, devices.replicate(check_caches), X, table, items,
+                            item_rows, draw=draw)), where)[0]
+                        reference = full(params, X, args, table, items, draw=draw,
+                                         dtype=model.dtype)
+                if not _everywhere(confirmed(check, outputs_of(reference)[0], ev["inc"])):
                     raise _Mismatch
                 state["checked"] = True
             return ys
@@ -403,6 +418,24 @@ def run(stream: engine.Stream, sequences: numpy.ndarray, n: int,
         stds = engine.gather_processes([s for _, s in stats], None if total is None else n_groups)
         return before, list(zip(means, stds)), multi
     return before, engine.gather_processes(sink.result(None), total), multi
+
+
+def exact_float32(devices: Any) -> bool:
+    """Whether XLA computes float32 matmuls and convolutions exactly (to float32 rounding)
+    on ``devices`` (jax devices) whatever the precision setting: on the CPU. On a GPU
+    the default float32 precision uses TF32 (a 10-bit mantissa) and on a TPU bfloat16
+    passes, so the full and windowed paths round differently, by about 1e-3 of the
+    output's scale: there the runtime check runs programs of its own under
+    :func:`check_precision`."""
+    return all(getattr(d, "platform", "cpu") == "cpu" for d in devices)
+
+
+def check_precision():
+    """The context the runtime check's programs are traced in: every matmul and
+    convolution at full float32 precision (``jax.default_matmul_precision('highest')``),
+    so the check compares the algorithm (windows, rules), not the hardware's rounding,
+    within :data:`CHECK_TOLERANCE`. The run itself keeps the precision in effect."""
+    return jax.default_matmul_precision("highest")
 
 
 def _everywhere(ok: bool) -> bool:

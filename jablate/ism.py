@@ -47,8 +47,10 @@ from .incremental_engine import (
     MEMORY_BUDGET,
     Mode,
     check_mode,
+    check_precision,
     confirmed,
     evaluator,
+    exact_float32,
 )
 from .lowering import plain_convolutions
 from .per_sequence import SequenceFunc
@@ -493,7 +495,7 @@ def _run_incremental(model, ev, X, args, Xh, start, end, batch_size, finish, col
         jobs = [(plan, fast, size)]
         if lo == 0 and len(plan):
             keep = _check_items(plan, size, batch_size, start, end)
-            step = _checked(model, ev, X, args, fast, len(keep), batch_size)
+            step = _checked(model, ev, X, args, fast, len(keep), batch_size, padded)
             jobs = [(plan.take(keep), step, size),
                     (plan.take(numpy.delete(numpy.arange(len(plan)), keep)), fast, size)]
         for items, step, job_size in jobs:
@@ -519,11 +521,16 @@ def _check_items(plan, size, batch_size, start, end) -> numpy.ndarray:
     return numpy.concatenate([ends, spread[~numpy.isin(spread, ends)]])[:n]
 
 
-def _checked(model, ev, X, args, fast, n, batch_size) -> Callable:
+def _checked(model, ev, X, args, fast, n, batch_size, padded) -> Callable:
     """The incremental step ``fast`` checked against the full path on its first batch (of
     ``n`` valid items) by :func:`jablate.execute.checked`; the full path runs that batch at
     ``batch_size`` (its own compiled shape). On a mismatch ``confirmed`` warns and the
-    step raises :class:`_Mismatch`: the run then starts over on the full path."""
+    step raises :class:`_Mismatch`: the run then starts over on the full path.
+
+    Where float32 matmuls are not exact (a GPU's TF32, a TPU's bfloat16 passes; see
+    :func:`jablate.incremental_engine.exact_float32`), both sides of the check are
+    programs of their own at full float32 precision (the first chunk's reference pass
+    ``padded`` included), and the run keeps ``fast``'s own outputs."""
     full = _full(model)
     take = numpy.minimum(numpy.arange(batch_size), n - 1)
 
@@ -535,10 +542,33 @@ def _checked(model, ev, X, args, fast, n, batch_size) -> Callable:
     def mismatch():
         raise _Mismatch
 
-    return checked(fast, exact,
-                   lambda ys, full_ys: confirmed([y[:n] for y in ys], [f[:n] for f in full_ys],
-                                                 ev["inc"], "saturation_mutagenesis: "),
-                   mismatch)
+    def agree(ys, full_ys):
+        return confirmed([y[:n] for y in ys], [f[:n] for f in full_ys], ev["inc"],
+                         "saturation_mutagenesis: ")
+
+    devices = model.placement.devices if model.placement is not None else X.devices()
+    if exact_float32(devices):
+        return checked(fast, exact, agree, mismatch)
+
+    def precise(step):
+        def run(items, lo):
+            with check_precision():
+                return step(items, lo)
+        return run
+
+    def precise_fast(items, lo):
+        caches, _ = ev["reference"](model.params, X[padded], *(a[padded] for a in args))
+        seq, pos, char, _ = items
+        return ev["step"](model.params, caches, pos, char, seq - int(padded[0]))
+
+    verdict = checked(precise(precise_fast), precise(exact), agree, mismatch)
+
+    def step(items, lo):
+        if verdict.kept() is None:
+            verdict(items, lo)  # raises _Mismatch when they disagree
+        return fast(items, lo)
+
+    return step
 
 
 # --- the front door ------------------------------------------------------------------------

@@ -227,3 +227,79 @@ def test_predicts_func_runs_on_the_engine(tower, monkeypatch):
                                           if k != "additional_func_kwargs"})
     numpy.testing.assert_allclose(numpy.asarray(off.y_afters),
                                   numpy.asarray(whole.y_afters[1]) ** 2, rtol=1e-6)
+
+
+# --- the runtime check on accelerators (issue 19, item 2) ---------------------------------
+# XLA's default float32 precision on a GPU (TF32) makes the full and windowed paths differ by
+# about 1e-3 of the output's scale, so there the check runs programs of its own at full
+# float32 precision. The CPU computes float32 exactly whatever the setting, so these tests
+# pretend to be on an accelerator (exact_float32 -> False) and stand for TF32 by perturbing
+# what the run's own (default-precision) incremental programs return by 1e-3.
+
+
+def _spy_on_the_incremental_programs(monkeypatch, perturbation=0.0):
+    """Record the matmul precision every incremental program runs under; assert that the
+    ones under 'highest' lower with HIGHEST precision; perturb the outputs of the others."""
+    seen = []
+    real = incremental_engine.evaluator
+
+    def spying(model, X, args, width):
+        ev = dict(real(model, X, args, width))
+        for name in ("reference", "step"):
+            def spy(*a, _program=ev[name], _name=name, **k):
+                precision = jax.config.jax_default_matmul_precision
+                seen.append((_name, precision))
+                out = _program(*a, **k)
+                if precision == "highest":
+                    text = _program.lower(*a, **k).as_text()
+                    assert "precision HIGHEST" in text and "precision DEFAULT" not in text
+                elif _name == "step" and perturbation:
+                    out = jax.tree.map(lambda y: y * (1 + perturbation), out)
+                return out
+            ev[name] = spy
+        return ev
+
+    monkeypatch.setattr(incremental_engine, "evaluator", spying)
+    return seen
+
+
+def test_on_an_accelerator_the_check_runs_at_full_precision_and_ignores_rounding(
+        tower, monkeypatch):
+    kw = dict(n=3, random_state=jax.random.key(2), args=BIAS)
+    off = jablate.ablate_annotations(tower, X, ANN[1:3], incremental=False, **kw)
+    monkeypatch.setattr(incremental_engine, "exact_float32", lambda devices: False)
+    seen = _spy_on_the_incremental_programs(monkeypatch, perturbation=1e-3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", incremental_engine.IncrementalMismatchWarning)
+        on = jablate.ablate_annotations(tower, X, ANN[1:3], incremental=True, **kw)
+    # the check ran its own reference pass and step at full precision, the run its own
+    assert ("reference", "highest") in seen and ("step", "highest") in seen
+    assert any(name == "step" and p != "highest" for name, p in seen)
+    # the run kept the incremental results (the stand-in for TF32's rounding is in them)
+    y_after_on, y_after_off = numpy.asarray(on[1][1]), numpy.asarray(off[1][1])
+    numpy.testing.assert_allclose(y_after_on, y_after_off * (1 + 1e-3), rtol=1e-5, atol=1e-6)
+
+
+def test_on_the_cpu_the_check_compares_the_runs_own_programs(tower, monkeypatch):
+    # the same 1e-3 deviation with the CPU's rule: the check sees it and the run falls back
+    kw = dict(n=3, random_state=jax.random.key(2), args=BIAS)
+    seen = _spy_on_the_incremental_programs(monkeypatch, perturbation=1e-3)
+    with pytest.warns(incremental_engine.IncrementalMismatchWarning):
+        jablate.ablate_annotations(tower, X, ANN[1:3], incremental=True, **kw)
+    assert seen and all(p != "highest" for _, p in seen)
+
+
+def test_on_an_accelerator_a_broken_rule_is_still_caught(tower, monkeypatch):
+    kw = dict(n=3, random_state=jax.random.key(2), args=BIAS)
+    off = jablate.ablate_annotations(tower, X, ANN[1:2], incremental=False, **kw)
+    monkeypatch.setattr(incremental_engine, "exact_float32", lambda devices: False)
+    jablate.runner._by_structure.clear()  # analyse afresh, under the broken rule
+    try:
+        with break_rule("conv_general_dilated"):
+            with pytest.warns(incremental_engine.IncrementalMismatchWarning,
+                              match="broken rule for conv_general_dilated"):
+                on = jablate.ablate_annotations(tower, X, ANN[1:2], incremental=True, **kw)
+    finally:
+        jablate.runner._by_structure.clear()
+    for a, b in zip(jax.tree.leaves(on), jax.tree.leaves(off)):
+        numpy.testing.assert_array_equal(a, b)

@@ -354,3 +354,65 @@ def test_bad_target_and_ism_fn_arguments():
     f = ism.ism_fn(lambda p, x: conv_model(x), end=30)
     with pytest.raises(ValueError, match="end"):
         f(None, jnp.asarray(one_hot(1, 20, False)[0]))
+
+
+# --- the runtime check on accelerators (issue 19, item 2) ---------------------------------
+# As in test_incremental_engine: pretend to be where float32 matmuls are not exact, and
+# stand for TF32's rounding by perturbing the run's own incremental step by 1e-3.
+
+
+def _perturbing(monkeypatch, perturbation):
+    from jablate import incremental_engine
+    monkeypatch.setattr(ism, "exact_float32", lambda devices: False)
+    seen = []
+    real = ism._evaluator
+
+    def spying(model, X, args):
+        ev = dict(real(model, X, args))
+        step = ev["step"]
+
+        def spy(*a, **k):
+            precision = jax.config.jax_default_matmul_precision
+            seen.append(precision)
+            out = step(*a, **k)
+            if precision == "highest":
+                assert "precision HIGHEST" in step.lower(*a, **k).as_text()
+                return out
+            return jax.tree.map(lambda y: y * (1 + perturbation), out)
+
+        ev["step"] = spy
+        return ev
+
+    monkeypatch.setattr(ism, "_evaluator", spying)
+    assert incremental_engine.check_precision is ism.check_precision
+    return seen
+
+
+def test_on_an_accelerator_the_ism_check_runs_at_full_precision(monkeypatch):
+    X = one_hot(2, 40)
+    model = lambda x: conv_model(x) * 1.0  # a fresh callable: analysed afresh
+    off = jablate.saturation_mutagenesis(model, X, raw_outputs=True, incremental=False)
+    seen = _perturbing(monkeypatch, 1e-3)
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", IncrementalMismatchWarning)
+        on = jablate.saturation_mutagenesis(model, X, raw_outputs=True, incremental=True)
+    assert "highest" in seen and any(p != "highest" for p in seen)
+    # the incremental results were kept: every substitution (3 of the 4 bases at each
+    # position; the observed base's row is the unedited prediction) carries the stand-in
+    # for TF32's rounding
+    on, off = numpy.asarray(on[1][0]), numpy.asarray(off[1][0])
+    edited = ~numpy.isclose(on, off, rtol=1e-6, atol=0)
+    assert edited.mean() == 0.75
+    numpy.testing.assert_allclose(on[edited], off[edited] * 1.001, rtol=1e-5)
+
+
+def test_on_an_accelerator_a_broken_ism_rule_is_still_caught(monkeypatch):
+    X = one_hot(2, 40)
+    model = lambda x: conv_model(x) * 1.0
+    off = jablate.saturation_mutagenesis(model, X, incremental=False)
+    _perturbing(monkeypatch, 0.0)
+    with break_rule("conv_general_dilated"):
+        with pytest.warns(IncrementalMismatchWarning, match="broken rule"):
+            on = jablate.saturation_mutagenesis(model, X, incremental=True)
+    numpy.testing.assert_array_equal(on, off)

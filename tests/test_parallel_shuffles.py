@@ -142,9 +142,8 @@ def test_the_permutation_keeps_the_flanks_and_is_a_permutation():
 
 
 def test_deep_lift_shap_draws_references_a_block_at_a_time(monkeypatch):
-    from jablate import deeplift
-
     import jablate
+    from jablate import deeplift
 
     W = jax.random.normal(jax.random.key(1), (3, 4, 5))
 
