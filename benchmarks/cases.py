@@ -418,20 +418,17 @@ def case_memory(cfg, log):
 
 
 def case_cuda(cfg, log):
-    import jax
-    import torch
+    """Case 5 (:mod:`benchmarks.gpu`): on a CUDA GPU, issue 19's table side by side with
+    tangermeme; without one, one line saying so."""
+    from . import gpu
 
-    devices = jax.devices()
-    gpus = [d for d in devices if d.platform == "gpu"]
-    listing = f"`jax.devices()` = `{devices}`; `torch.cuda.is_available()` = " \
-              f"`{torch.cuda.is_available()}`"
+    gpus, listing = gpu.gpu_status()
     if not gpus:
         text = f"Not run: no GPU was available on this machine ({listing})."
-    else:
-        text = (f"Not run: a GPU is visible ({listing}) but the CUDA comparison is not "
-                "implemented in this suite yet.")
-    log("    " + text)
-    return f"## 5. CUDA\n\n{text}\n", [f"- Case 5, CUDA: {text}"]
+        log("    " + text)
+        return f"## 5. CUDA\n\n{text}\n", [f"- Case 5, CUDA: {text}"]
+    text, targets = gpu.run(dry=False, log=lambda line: log("    " + line))
+    return text, targets
 
 
 def _section(title, lines, table, targets):
