@@ -12,7 +12,7 @@ import tempfile
 import numpy
 
 from . import harness, models
-from .harness import Side, alternate, fmt_s, gb, target_line, time_table
+from .harness import Side, _np, alternate, fmt_s, gb, rel_diff, target_line, time_table
 
 SIZES = {
     "bpnet": dict(N=64, L=2114, n=20, width=100, n_filters=64, n_layers=8, batch_size=64,
@@ -34,29 +34,6 @@ QUICK = {
 }
 MEMORY_TARGET_BYTES = 1e9
 TANGERMEME_RUN_LIMIT_BYTES = 12e9
-
-
-def _np(x):
-    """torch / JAX / NumPy array as NumPy."""
-    if hasattr(x, "detach"):
-        return x.detach().cpu().numpy()
-    return numpy.asarray(x)
-
-
-def _leaves(tree):
-    if isinstance(tree, (tuple, list)):
-        return [leaf for t in tree for leaf in _leaves(t)]
-    return [_np(tree)]
-
-
-def rel_diff(a, b):
-    """max |a - b| / max |b| over matching leaves of two output trees (b the reference)."""
-    la, lb = _leaves(a), _leaves(b)
-    if len(la) != len(lb) or any(x.shape != y.shape for x, y in zip(la, lb)):
-        raise AssertionError(f"output shapes differ: {[x.shape for x in la]} vs "
-                             f"{[y.shape for y in lb]}")
-    return max(float(numpy.abs(x - y).max() / max(numpy.abs(y).max(), 1e-30))
-               for x, y in zip(la, lb))
 
 
 def _head(tree, rows):

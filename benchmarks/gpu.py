@@ -75,7 +75,7 @@ def run(dry=False, log=print):
     import jablate
 
     from . import models
-    from .cases import rel_diff
+    from .harness import rel_diff
     from .incremental import _annotations, compare
 
     S = DRY if dry else FULL

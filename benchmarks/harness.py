@@ -20,6 +20,7 @@ import time
 from dataclasses import dataclass, field
 
 import jax
+import numpy
 
 
 def block(tree):
@@ -190,3 +191,28 @@ def versions():
         except md.PackageNotFoundError:
             pass
     return out
+
+
+# --- comparing outputs ------------------------------------------------------------------
+
+def _np(x):
+    """torch / JAX / NumPy array as NumPy."""
+    if hasattr(x, "detach"):
+        return x.detach().cpu().numpy()
+    return numpy.asarray(x)
+
+
+def _leaves(tree):
+    if isinstance(tree, (tuple, list)):
+        return [leaf for t in tree for leaf in _leaves(t)]
+    return [_np(tree)]
+
+
+def rel_diff(a, b):
+    """max |a - b| / max |b| over matching leaves of two output trees (b the reference)."""
+    la, lb = _leaves(a), _leaves(b)
+    if len(la) != len(lb) or any(x.shape != y.shape for x, y in zip(la, lb)):
+        raise AssertionError(f"output shapes differ: {[x.shape for x in la]} vs "
+                             f"{[y.shape for y in lb]}")
+    return max(float(numpy.abs(x - y).max() / max(numpy.abs(y).max(), 1e-30))
+               for x, y in zip(la, lb))

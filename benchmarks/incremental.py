@@ -128,7 +128,7 @@ def _median(ts):
 
 
 def _agreement(a, b):
-    from .cases import rel_diff
+    from .harness import rel_diff
     return rel_diff(tuple(a), tuple(b))
 
 
