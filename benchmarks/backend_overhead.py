@@ -72,9 +72,8 @@ def _setup(case):
 
 def _cold(case, backend):
     """In a fresh process: seconds of the translation (jax) and of the first call."""
-    from jablate.bridges.torch import translate
-
     import jablate
+    from jablate.bridges.torch import translate
 
     model, X, kw = _setup(case)
     out = {}

@@ -66,13 +66,13 @@ def run(dry=False, log=print):
     import numpy
     import torch
     from bpnetlite.bpnet import CountWrapper
-    from jablate.bridges.torch import translate
     from tangermeme.ablate import ablate as tm_ablate
     from tangermeme.ablate import ablate_annotations as tm_ablate_annotations
     from tangermeme.deep_lift_shap import deep_lift_shap as tm_dls
     from tangermeme.saturation_mutagenesis import saturation_mutagenesis as tm_ism
 
     import jablate
+    from jablate.bridges.torch import translate
 
     from . import models
     from .harness import rel_diff

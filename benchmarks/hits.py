@@ -10,7 +10,7 @@ The input is synthetic and built in a temporary directory: a FASTA of random seq
 (``--chroms`` chromosomes of ``--chrom-length`` bp), a narrowPeak file of ``--peaks``
 peaks with summits, and a BED of ``--hits-per-peak`` hits of 10–20 bp per peak within
 ±400 bp of its summit. The workflow is the one ``jablate hits`` runs:
-``jablate.genome.load_windows`` + ``hits_to_annotations`` + ``jablate.ablate_annotations``;
+``jablate.genome.hits.load_windows`` + ``hits_to_annotations`` + ``jablate.ablate_annotations``;
 only ``ablate_annotations`` is timed (reading the genome and mapping the hits are
 measured once and printed apart).
 
@@ -111,7 +111,7 @@ def main(argv=None):
     from bpnetlite import BPNet
 
     import jablate
-    from jablate.genome import hits_to_annotations, load_windows
+    from jablate.genome.hits import hits_to_annotations, load_windows
 
     torch.manual_seed(args.seed)
     model = BPNet(n_filters=64, n_layers=8, n_control_tracks=0, verbose=False).eval()

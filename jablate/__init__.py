@@ -8,21 +8,22 @@ torch modules bridged through DLPack.
 
 from importlib import metadata as _metadata
 
-from . import effects, functional
-from .ablate import ablate, ablate_annotations
-from .caches import clear_caches
-from .deeplift import deep_lift_shap
-from .errors import InputError
-from .ersatz import dinucleotide_shuffle, shuffle
-from .incremental_engine import report as incremental_report
-from .ism import SaturationMutagenesisRawResult, saturation_mutagenesis
-from .predict import predict
-from .results import (
+from jablate import functional
+from jablate._core.caches import clear_caches
+from jablate._core.errors import InputError
+from jablate._core.results import (
     PerturbationAnnotationsResult,
     PerturbationAnnotationsSummaryResult,
     PerturbationResult,
     PerturbationSummaryResult,
 )
+from jablate.api import effects
+from jablate.api.ablate import ablate, ablate_annotations
+from jablate.api.ersatz import dinucleotide_shuffle, shuffle
+from jablate.api.predict import predict
+from jablate.api.report import incremental_report
+from jablate.attribution.deeplift import deep_lift_shap
+from jablate.attribution.ism import SaturationMutagenesisRawResult, saturation_mutagenesis
 
 try:
     __version__ = _metadata.version("jablate")

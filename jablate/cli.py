@@ -25,10 +25,18 @@ from typing import Any, Optional
 
 import numpy
 
-from . import __version__, effects
-from .errors import InputError, ModelFailure, one_line
-from .io import AtomicFiles, format_table, one_hot_encode, plot_format, read_fasta, read_regions
-from .loading import INCREMENTAL, RunOptions, load_model, model_kind, run_annotations
+from jablate import __version__
+from jablate._core.errors import InputError, ModelFailure, one_line
+from jablate._core.io import (
+    AtomicFiles,
+    format_table,
+    one_hot_encode,
+    plot_format,
+    read_fasta,
+    read_regions,
+)
+from jablate.api import effects
+from jablate.api.loading import INCREMENTAL, RunOptions, load_model, model_kind, run_annotations
 
 __all__ = ["main", "build_parser", "load_model", "summarise"]
 
@@ -173,8 +181,8 @@ def _add_run_options(parser, unit, seed_help):
 
 
 def _add_hits(commands):
-    from .genome import EFFECTS_HELP
-    from .genome_run import DEFAULT_CHUNK_SIZE
+    from jablate.genome.hits import EFFECTS_HELP
+    from jablate.genome.run import DEFAULT_CHUNK_SIZE
 
     hits = commands.add_parser("hits", help="ablate every motif hit in the peaks of a "
         "genome: a table of effects, resumable", formatter_class=argparse.
@@ -391,7 +399,7 @@ def _warning_line(quiet):
     source line; with ``--quiet`` nothing for jablate's notes on regions that cannot
     change (the tables say so with nan)."""
 
-    from .ersatz import UnchangedRegionWarning
+    from jablate.api.ersatz import UnchangedRegionWarning
 
     def show(message, category, filename, lineno, file=None, line=None):
         if quiet and issubclass(category, UnchangedRegionWarning):
@@ -447,7 +455,7 @@ def _watching_interrupts():
 
 
 def _demo(args):
-    from .demo import run_demo
+    from jablate.demo import run_demo
 
     run_demo(plot=args.plot, n=args.n, seed=args.seed)
     return 0
@@ -504,7 +512,7 @@ def _ablate(args):
 
 
 def _hits(args):
-    from . import genome_run
+    from jablate.genome import run as genome_run
 
     return genome_run.run_hits(args)
 
@@ -527,8 +535,7 @@ def _print_report(model, kind, X, annotations, args):
     """The incremental engine's analysis at the widest region's width bucket, on stderr."""
 
     import jablate
-
-    from .incremental_engine import buckets
+    from jablate.incremental.run import buckets
 
     if kind == "torch" and not args.translate:
         print("jablate: incremental report: the model runs in torch (use --translate)",
@@ -567,7 +574,7 @@ def summarise(y_befores: Any, y_afters: Any, k: int, n: int,
     n : int
         Number of shuffles.
     changes : array-like of bool, shape (k,), optional
-        Whether the shuffle can change each region (:func:`jablate.effects.changeable`).
+        Whether the shuffle can change each region (:func:`jablate.api.effects.changeable`).
         Default None: all can.
 
     Returns
@@ -578,7 +585,7 @@ def summarise(y_befores: Any, y_afters: Any, k: int, n: int,
         shuffles (ddof=1; ``nan`` when n is 1), ``z`` (k,): ``drop / spread``, ``summed``:
         whether values were summed, and ``label``: the column prefix (``""``, ``"sum_"``,
         ``"out0_"``, ``"out0_sum_"``...). ``drop``, ``spread`` and ``z`` follow
-        :func:`jablate.effects.shuffle_effects` (``nan`` z where the region cannot change,
+        :func:`jablate.api.effects.shuffle_effects` (``nan`` z where the region cannot change,
         n is 1 or the spread is below float resolution; never ``±inf``).
 
     Raises

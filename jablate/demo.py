@@ -18,8 +18,8 @@ from typing import Any, Optional, TextIO
 import flax.linen as nn
 import numpy
 
-from .effects import changeable, shuffle_effects
-from .io import AtomicFiles, plot_format
+from jablate._core.io import AtomicFiles, plot_format
+from jablate.api.effects import changeable, shuffle_effects
 
 __all__ = [
     "MOTIF",
@@ -177,7 +177,7 @@ def region_summary(y_before: Any, y_after: Any, changes: Optional[Any] = None) -
     y_after : numpy.ndarray, shape (k, n)
         Prediction after each of the n shuffles.
     changes : array-like of bool, shape (k,), optional
-        Whether the shuffle can change each region (:func:`jablate.effects.changeable`).
+        Whether the shuffle can change each region (:func:`jablate.api.effects.changeable`).
         Default None: all can.
 
     Returns
@@ -185,7 +185,7 @@ def region_summary(y_before: Any, y_after: Any, changes: Optional[Any] = None) -
     summary : dict
         ``before``, ``after`` (means over sequences and shuffles), ``drop``
         (``before - after``), ``z_each`` (k,): each sequence's z-score from
-        :func:`jablate.effects.shuffle_effects` (its drop over the sample standard
+        :func:`jablate.api.effects.shuffle_effects` (its drop over the sample standard
         deviation, ``ddof=1``, of its n shuffled predictions; the ``z_score`` of ``jablate
         ablate``, ``nan`` where it means nothing), and ``z``: the median of ``z_each`` over
         the sequences where it is defined (``nan`` when it is nowhere: n is 1, or no
@@ -234,7 +234,7 @@ def run_demo(plot: Optional[str] = "jablate-demo.png", n: int = 20, n_sequences:
 
     Raises
     ------
-    jablate.io.InputError
+    jablate._core.io.InputError
         When ``plot`` has another extension or cannot be written, before any work.
     """
 

@@ -142,8 +142,8 @@ def test_saturation_mutagenesis_in_ablate_equals_the_materialised_call(increment
 
 
 def test_saturation_mutagenesis_in_ablate_checks_the_incremental_engine():
-    from jablate.incremental_engine import IncrementalMismatchWarning
-    from jablate.incremental_rules import break_rule
+    from jablate.incremental.rules import break_rule
+    from jablate.incremental.run import IncrementalMismatchWarning
 
     def other(x):  # a model of its own: its analysis is made under the broken rule
         return jax.nn.relu(jax.lax.conv(x, W * 2, (1,), "SAME")).mean(-1) @ V
@@ -177,7 +177,7 @@ def test_the_funcs_own_keywords_win_as_in_the_materialised_call():
     numpy.testing.assert_array_equal(numpy.asarray(r.y_after).reshape(-1, A, L), after)
 
     calls = []
-    real = jablate.ism._ablate_build
+    real = jablate.attribution.ism._ablate_build
     def spy(apply, params, x, args, options, exact):
         calls.append((options[-1], exact))
         return real(apply, params, x, args, options, exact)

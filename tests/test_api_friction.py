@@ -17,7 +17,8 @@ from conftest import require
 from flax import nnx
 
 import jablate
-from jablate import frontdoor, ism
+from jablate.attribution import ism
+from jablate.models import frontdoor
 
 torch = require("torch")
 tangermeme_utils = require("tangermeme._deep_lift_utils")

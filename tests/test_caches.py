@@ -1,4 +1,4 @@
-"""Caches with one owner (issue 18, item 6): ``jablate.caches`` lists every cache and
+"""Caches with one owner (issue 18, item 6): ``jablate._core.caches`` lists every cache and
 ``jablate.clear_caches()`` empties them all; results do not change, programs compile again.
 The weakref guarantees (a dropped model is freed) are tested in test_models_and_regions."""
 
@@ -14,7 +14,7 @@ import numpy
 import pytest
 
 import jablate
-from jablate import caches
+from jablate._core import caches
 
 A, L = 4, 48
 rng = numpy.random.default_rng(2)
@@ -125,7 +125,7 @@ def test_registration_and_the_bridge_hook():
         caches.register("test.bad", object())
     caches._REGISTRY.pop("test.scratch")
     # clearing never imports the torch bridge (nor torch)
-    code = ("import sys, jablate; jablate.clear_caches(); jablate.caches.sizes(); "
+    code = ("import sys, jablate; jablate.clear_caches(); jablate._core.caches.sizes(); "
             "assert 'jablate.bridges.torch_export' not in sys.modules; "
             "assert 'torch' not in sys.modules")
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -133,7 +133,7 @@ def inputs(tmp_path_factory):
 
 def _python_result(model, inputs, shuffle="mono", n=N, seed=SEED, batch_size=64):
     import jablate
-    from jablate.io import one_hot_encode, read_fasta, read_regions
+    from jablate._core.io import one_hot_encode, read_fasta, read_regions
 
     names, sequences = read_fasta(inputs / "seqs.fa")
     regions = read_regions(inputs / "regions.tsv", {a: len(s) for a, s in
@@ -158,7 +158,7 @@ def torch_reference(inputs):
 
 
 def test_reading_inputs(inputs):
-    from jablate.io import one_hot_encode, read_fasta, read_regions
+    from jablate._core.io import one_hot_encode, read_fasta, read_regions
 
     names, sequences = read_fasta(inputs / "seqs.fa")
     assert names == ["s0", "s1", "s2", "s3"]
@@ -680,8 +680,8 @@ def _bgzf(data, block=50):
 
 
 def test_gzip_inputs(tmp_path, monkeypatch, capsys):
+    from jablate._core.io import read_fasta, read_regions
     from jablate.cli import main
-    from jablate.io import read_fasta, read_regions
 
     (tmp_path / "seqs.fa").write_text(FASTA)
     (tmp_path / "regions.tsv").write_text(REGIONS)
@@ -729,9 +729,9 @@ def test_factory_returning_a_jax_function(tmp_path, monkeypatch, capsys):
 
 
 def test_demo_and_ablate_share_the_z_score():
+    from jablate.api.effects import shuffle_effects
     from jablate.cli import summarise
     from jablate.demo import region_summary
-    from jablate.effects import shuffle_effects
 
     rs = numpy.random.RandomState(0)
     before, after = rs.normal(size=6), rs.normal(size=(6, 5))

@@ -21,7 +21,7 @@ from tangermeme.deep_lift_shap import deep_lift_shap as tangermeme_dls  # noqa: 
 from tangermeme.ersatz import dinucleotide_shuffle as tangermeme_shuffle  # noqa: E402
 
 import jablate  # noqa: E402
-from jablate.deeplift import attribution_fn, rescale, rescale_first  # noqa: E402
+from jablate.attribution.deeplift import attribution_fn, rescale, rescale_first  # noqa: E402
 
 
 def one_hot(n, length, seed=0):
@@ -247,7 +247,7 @@ def test_raw_outputs_and_references_as_tangermeme(cases):
                           return_references=True)
     got = jablate.deep_lift_shap(model, X, references=refs, target=2, raw_outputs=True,
                                  return_references=True)
-    assert isinstance(got, jablate.deeplift.AttributionReferencesResult)
+    assert isinstance(got, jablate.attribution.deeplift.AttributionReferencesResult)
     assert got.attributions.shape == (3, 4, 4, 200)
     close(got.attributions, want.attributions)
     np.testing.assert_array_equal(got.references.numpy(), want.references.numpy())

@@ -1,4 +1,4 @@
-"""Tests for jablate.dinucleotide: exact uniformity against brute-force enumeration,
+"""Tests for jablate.functional.dinucleotide: exact uniformity against brute-force enumeration,
 invariants on longer sequences, traced regions, batching and compile-once."""
 
 import collections
@@ -11,9 +11,9 @@ import pytest
 from scipy.stats import chisquare
 
 import jablate
-from jablate import dinucleotide as dn
 from jablate import functional
-from jablate.dinucleotide import dinucleotide_shuffle, symbols
+from jablate.functional import dinucleotide as dn
+from jablate.functional.dinucleotide import dinucleotide_shuffle, symbols
 
 DNA = "ACGT"
 N_DRAWS = 20_000

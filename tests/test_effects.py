@@ -1,4 +1,4 @@
-"""The effect statistics (jablate.effects): drop, spread, z and their nan rules (issue 17)."""
+"""The effect statistics (jablate.api.effects): drop, spread, z and their nan rules (issue 17)."""
 
 import itertools
 import sys
@@ -8,7 +8,7 @@ import numpy
 import pytest
 
 import jablate
-from jablate import effects
+from jablate.api import effects
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 

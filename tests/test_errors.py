@@ -6,9 +6,9 @@ import numpy
 import pytest
 
 import jablate
-from jablate import effects
-from jablate.errors import InputError
-from jablate.io import InputError as io_input_error
+from jablate._core.errors import InputError
+from jablate._core.io import InputError as io_input_error
+from jablate.api import effects
 
 X = numpy.eye(4, dtype=numpy.float32)[numpy.random.RandomState(0).randint(4, size=(2,
     16))].transpose(0, 2, 1)

@@ -5,8 +5,8 @@ import jax.numpy as jnp
 import numpy
 import pytest
 
-from jablate.engine import Plan
-from jablate.execute import Collect, Job, MeanStd, Scatter, checked, execute
+from jablate.engine.executor import Collect, Job, MeanStd, Scatter, checked, execute
+from jablate.engine.stream import Plan
 
 
 def _plan(m):

@@ -1,4 +1,4 @@
-"""Genome-scale motif ablation (issue 12): ``jablate.genome`` and ``jablate hits``.
+"""Genome-scale motif ablation (issue 12): ``jablate.genome.hits`` and ``jablate hits``.
 
 A synthetic genome made here (three chromosomes of 30-50 kb, random bases without GATA)
 holds ``GATAAG`` planted at known positions near peak summits; the shipped demo model
@@ -18,9 +18,9 @@ import numpy
 import pandas
 import pytest
 
-from jablate import genome as jg
 from jablate.cli import main
 from jablate.demo import LENGTH
+from jablate.genome import hits as jg
 
 REPO = Path(__file__).resolve().parents[1]
 TESTS = Path(__file__).resolve().parent
@@ -558,7 +558,7 @@ def test_incremental_switch_is_passed_through(data, tmp_path,
         seen.append(incremental)
         return real(model, X, annotations, **kwargs)
 
-    monkeypatch.setattr(jablate, "ablate_annotations", ablate_annotations)
+    monkeypatch.setattr(jablate.api.loading, "ablate_annotations", ablate_annotations)
     for mode, value in (("on", True), ("off", False), ("auto", "auto")):
         status, _, stderr = run(capsys, *hits_args(root, tmp_path / mode, "hits.tsv",
             "--incremental", mode, "--plot", "none"))
@@ -570,7 +570,7 @@ def test_incremental_switch_is_passed_through(data, tmp_path,
 def test_window_comes_from_a_static_pt2(tmp_path, data, capsys):
     torch = pytest.importorskip("torch")
     from jablate.cli import load_model
-    from jablate.genome_run import static_input_length
+    from jablate.genome.run import static_input_length
 
     root, _ = data
     module = torch.nn.Sequential(torch.nn.Conv1d(4, 2, 5, padding=2), torch.nn.Flatten(),

@@ -8,12 +8,11 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def _modules():
-    """``{dotted name: path}`` of jablate's modules and its bridges (jablate.bridges)."""
+    """``{dotted name: path}`` of jablate's modules, its subpackages' included."""
     found = {}
-    for folder, prefix in ((REPO / "jablate", "jablate"), (REPO / "bridges",
-                                                           "jablate.bridges")):
-        for path in folder.glob("*.py"):
-            found[prefix if path.stem == "__init__" else f"{prefix}.{path.stem}"] = path
+    for path in (REPO / "jablate").rglob("*.py"):
+        parts = path.relative_to(REPO).with_suffix("").parts
+        found[".".join(parts[:-1] if path.stem == "__init__" else parts)] = path
     return found
 
 
@@ -73,13 +72,13 @@ def _cycles(graph):
 
 def test_the_import_graph_has_no_cycle():
     graph = _graph()
-    assert {"jablate.cli", "jablate.genome_run", "jablate.bridges.torch",
-            "jablate.frontdoor"} <= set(graph)
+    assert {"jablate.cli", "jablate.genome.run", "jablate.bridges.torch",
+            "jablate.models.frontdoor"} <= set(graph)
     assert _cycles(graph) == []
     # the three circles of the review, each broken
-    assert "jablate.cli" not in graph["jablate.genome_run"]
+    assert "jablate.cli" not in graph["jablate.genome.run"]
     assert "jablate.bridges.torch" not in graph["jablate.bridges.torch_export"]
-    assert "jablate.frontdoor" not in graph["jablate.bridges.torch"]
+    assert "jablate.models.frontdoor" not in graph["jablate.bridges.torch"]
 
 
 def test_the_command_line_is_a_leaf():
@@ -90,3 +89,23 @@ def test_the_command_line_is_a_leaf():
 
 def test_a_cycle_is_found():
     assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+
+
+def _rooms(graph):
+    """The subpackages ("rooms": _core, bridges, models, engine, ...; the package's own
+    __init__ is "jablate") and which rooms each one's modules import."""
+    room = lambda m: m.split(".")[1] if "." in m else "jablate"
+    rooms = {room(m): set() for m in graph}
+    for m, deps in graph.items():
+        rooms[room(m)] |= {room(d) for d in deps if room(d) != room(m)}
+    return rooms
+
+
+def test_data_flows_one_way_between_the_rooms():
+    rooms = _rooms(_graph())
+    assert {"_core", "bridges", "models", "engine", "functional", "incremental",
+            "attribution", "api", "genome", "cli", "demo"} <= set(rooms)
+    assert _cycles(rooms) == []
+    assert rooms["_core"] == set()            # the core imports no other room
+    assert rooms["bridges"] == {"_core"}      # torch's bridges only the core
+    assert "api" not in rooms["engine"] | rooms["incremental"] | rooms["models"]

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 
 from benchmarks.bpnet_flax import BPNetFlax
-from jablate.incremental import analyze
-from jablate.incremental_rules import break_rule
+from jablate.incremental.analysis import analyze
+from jablate.incremental.rules import break_rule
 
 
 def one_hot(n, length, seed, alphabet=4, n_columns=0):
@@ -36,7 +36,7 @@ def incremental_vs_full(apply, params, X, width, starts, args=(), seed=1, n_colu
                         **kwargs):
     """Run both passes on items ``i`` = (sequence ``i % N``, region at ``starts[i]``,
     a random window); return (incremental, full) outputs as lists of arrays and the
-    :class:`~jablate.incremental.Incremental`."""
+    :class:`~jablate.incremental.analysis.Incremental`."""
     inc = analyze(apply, params, X[0], width, args=tuple(a[0] for a in args), **kwargs)
     cache, before = jax.jit(jax.vmap(inc.reference, (None, 0) + (0,) * len(args)))(
         params, X, *args)

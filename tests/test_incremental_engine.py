@@ -9,8 +9,8 @@ import numpy
 import pytest
 
 import jablate
-from jablate import incremental_engine
-from jablate.incremental_rules import break_rule
+from jablate.incremental import run as incremental_engine
+from jablate.incremental.rules import break_rule
 
 A, L = 4, 96
 rng = numpy.random.default_rng(0)
@@ -54,7 +54,7 @@ def test_annotations_with_mixed_widths_agree(tower, shuffle_fn, random_state):
     ann = ANN if shuffle_fn is jablate.shuffle else ANN[(ANN[:, 2] - ANN[:, 1]) >= 3]
     kw = dict(n=3, shuffle_fn=shuffle_fn, random_state=random_state, args=BIAS)
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore", jablate.ersatz.UnchangedRegionWarning)
+        warnings.simplefilter("ignore", jablate.api.ersatz.UnchangedRegionWarning)
         on = jablate.ablate_annotations(tower, X, ann, incremental=True, **kw)
         off = jablate.ablate_annotations(tower, X, ann, incremental=False, **kw)
     _agree(on, off)
@@ -71,26 +71,26 @@ def test_ablate_agrees_and_does_not_depend_on_batch_size(tower):
 
 def test_auto_uses_the_engine_only_when_it_pays():
     mean_model = lambda x: jnp.cumsum(x[:, 0], -1)  # every output position depends on
-    bound = jablate.engine.Model(*jablate.runner.runner_for(mean_model))
+    bound = jablate.engine.stream.Model(*jablate.models.runner.runner_for(mean_model))
     many = numpy.full(4096, 5)
     choice = incremental_engine.choose(bound, jnp.asarray(X), (), many, "auto")
     assert not choice.use and "predicted saving" in choice.reason
     few = incremental_engine.choose(bound, jnp.asarray(X), (), many[:100], "auto")
     assert not few.use and "too few" in few.reason
     conv = lambda x: jax.nn.relu(jax.lax.conv(x, jnp.ones((3, A, 5)), (1,), "SAME")).mean(-1)
-    bound = jablate.engine.Model(*jablate.runner.runner_for(conv))
+    bound = jablate.engine.stream.Model(*jablate.models.runner.runner_for(conv))
     assert incremental_engine.choose(bound, jnp.asarray(X), (), many, "auto").use
 
 
 def test_a_broken_rule_is_caught_at_run_time_and_the_full_path_finishes(tower):
     kw = dict(n=3, random_state=jax.random.key(2), args=BIAS)
     off = jablate.ablate_annotations(tower, X, ANN[1:2], incremental=False, **kw)
-    jablate.runner._by_structure.clear()  # analyse afresh, under the broken rule
+    jablate.models.runner._by_structure.clear()  # analyse afresh, under the broken rule
     with break_rule("conv_general_dilated"):
         with pytest.warns(incremental_engine.IncrementalMismatchWarning,
                           match="broken rule for conv_general_dilated"):
             on = jablate.ablate_annotations(tower, X, ANN[1:2], incremental=True, **kw)
-    jablate.runner._by_structure.clear()
+    jablate.models.runner._by_structure.clear()
     for a, b in zip(jax.tree.leaves(on), jax.tree.leaves(off)):
         numpy.testing.assert_array_equal(a, b)
 
@@ -129,10 +129,10 @@ def test_bad_switches_are_value_errors():
 
 def test_report_names_the_layers_and_the_saving(tower):
     conv = lambda x: jax.nn.relu(jax.lax.conv(x, jnp.ones((3, A, 5)), (1,), "SAME")).mean(-1)
-    table = incremental_engine.report(conv, X, 8)
+    table = jablate.incremental_report(conv, X, 8)
     assert "conv_general_dilated" in table and "incremental" in table and "cache" in table
     with pytest.raises(ValueError, match="width must be at most"):
-        incremental_engine.report(conv, X, L + 1)
+        jablate.incremental_report(conv, X, L + 1)
 
 
 @pytest.mark.parametrize("kind", ["bpnet", "chrombpnet"])
@@ -293,13 +293,13 @@ def test_on_an_accelerator_a_broken_rule_is_still_caught(tower, monkeypatch):
     kw = dict(n=3, random_state=jax.random.key(2), args=BIAS)
     off = jablate.ablate_annotations(tower, X, ANN[1:2], incremental=False, **kw)
     monkeypatch.setattr(incremental_engine, "exact_float32", lambda devices: False)
-    jablate.runner._by_structure.clear()  # analyse afresh, under the broken rule
+    jablate.models.runner._by_structure.clear()  # analyse afresh, under the broken rule
     try:
         with break_rule("conv_general_dilated"):
             with pytest.warns(incremental_engine.IncrementalMismatchWarning,
                               match="broken rule for conv_general_dilated"):
                 on = jablate.ablate_annotations(tower, X, ANN[1:2], incremental=True, **kw)
     finally:
-        jablate.runner._by_structure.clear()
+        jablate.models.runner._by_structure.clear()
     for a, b in zip(jax.tree.leaves(on), jax.tree.leaves(off)):
         numpy.testing.assert_array_equal(a, b)

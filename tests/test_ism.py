@@ -12,10 +12,10 @@ import pytest
 from conftest import require
 
 import jablate
-from jablate import ism
-from jablate.incremental import analyze
-from jablate.incremental_engine import IncrementalMismatchWarning
-from jablate.incremental_rules import break_rule
+from jablate.attribution import ism
+from jablate.incremental.analysis import analyze
+from jablate.incremental.rules import break_rule
+from jablate.incremental.run import IncrementalMismatchWarning
 
 torch = require("torch")
 tangermeme_ism = require("tangermeme.saturation_mutagenesis")
@@ -362,7 +362,7 @@ def test_bad_target_and_ism_fn_arguments():
 
 
 def _perturbing(monkeypatch, perturbation):
-    from jablate import incremental_engine
+    from jablate.incremental import run as incremental_engine
     monkeypatch.setattr(ism, "exact_float32", lambda devices: False)
     seen = []
     real = ism._evaluator

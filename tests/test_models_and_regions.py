@@ -15,8 +15,8 @@ import pytest
 from flax import nnx
 
 import jablate
-from jablate import ersatz
-from jablate.frontdoor import resolve_device
+from jablate.api import ersatz
+from jablate.models.frontdoor import resolve_device
 
 A, L = 4, 40
 X = numpy.eye(A, dtype=numpy.float32)[:, numpy.random.default_rng(0).integers(0, A, (5, L))]

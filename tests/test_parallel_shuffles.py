@@ -18,7 +18,8 @@ import pytest
 from jax import lax
 from scipy import stats
 
-from jablate import dinucleotide, functional
+from jablate import functional
+from jablate.functional import dinucleotide
 
 LOOPS = {"while", "scan", "fori_loop"}
 
@@ -143,7 +144,7 @@ def test_the_permutation_keeps_the_flanks_and_is_a_permutation():
 
 def test_deep_lift_shap_draws_references_a_block_at_a_time(monkeypatch):
     import jablate
-    from jablate import deeplift
+    from jablate.attribution import deeplift
 
     W = jax.random.normal(jax.random.key(1), (3, 4, 5))
 

@@ -1,11 +1,11 @@
-"""One device policy (issue 18): jablate.placement, as a pure function and on two devices."""
+"""One device policy (issue 18): jablate._core.placement, as a pure function and on two devices."""
 
 import os
 import subprocess
 import sys
 import textwrap
 
-from jablate.placement import Placement, decide
+from jablate._core.placement import Placement, decide
 
 
 class Fake:
@@ -50,7 +50,7 @@ def test_torch_and_numpy_inputs_run_on_the_same_devices():
         import jax
         jax.config.update("jax_default_device", jax.devices()[1])
         import jax.numpy as jnp, numpy as np, torch
-        import jablate, jablate.placement as placement
+        import jablate, jablate._core.placement as placement
         seen = []
         real = placement.place
         def spy(tree, where):

@@ -13,9 +13,9 @@ import numpy
 import pytest
 import torch
 from conftest import require
-from jablate.bridges.torch import from_torch, to_torch, wrap
 
 import jablate
+from jablate.bridges.torch import from_torch, to_torch, wrap
 
 require("tangermeme")
 import tangermeme.ablate  # noqa: E402

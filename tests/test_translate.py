@@ -12,6 +12,7 @@ bpnetlite = require("bpnetlite")  # skips locally, fails when CI is set
 
 from bpnetlite import BPNet  # noqa: E402
 from bpnetlite.chrombpnet import ChromBPNet  # noqa: E402
+
 from jablate.bridges.torch_export import SUPPORTED_OPS, TranslatedModel, translate  # noqa: E402
 
 F = torch.nn.functional
@@ -489,7 +490,7 @@ def test_static_batch_program_runs_in_chunks(static_program):
 
 
 def _regions_and_sequences(directory):
-    from jablate.io import one_hot_encode, read_fasta, read_regions
+    from jablate._core.io import one_hot_encode, read_fasta, read_regions
 
     (directory / "seqs.fa").write_text(FASTA)
     (directory / "regions.tsv").write_text(REGIONS)

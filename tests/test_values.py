@@ -1,7 +1,7 @@
 """Behaviour as values (issue 18, item 3).
 
 jablate's shuffles and funcs carry, from their definition, a value saying how the engine
-runs them (``jablate.behaviour``); the engine finds it through one lookup per kind
+runs them (``jablate._core.behaviour``); the engine finds it through one lookup per kind
 (``ersatz.method_of``, ``ersatz.key_shuffle_of``, ``per_sequence.spec_of``), which also
 looks through ``functools.partial``. A partial binding what the fast path honours runs
 there and gives what the function itself gives; one binding anything else is called as
@@ -20,11 +20,14 @@ import numpy
 import pytest
 
 import jablate
-from jablate import behaviour, ersatz, functional, per_sequence
-from jablate.behaviour import PartialFallbackWarning
-from jablate.incremental_engine import check_mode
+from jablate import functional
+from jablate._core import behaviour
+from jablate._core.behaviour import PartialFallbackWarning
+from jablate.api import ersatz
+from jablate.engine import per_sequence
+from jablate.incremental.run import check_mode
 
-ablate_module = sys.modules["jablate.ablate"]
+ablate_module = sys.modules["jablate.api.ablate"]
 
 A, L = 4, 60
 rng = numpy.random.default_rng(1)
@@ -157,11 +160,11 @@ def test_a_partial_shuffle_with_a_positional_argument_warns_and_is_called_as_it_
 
 def test_unsupported_bound_arguments_are_refused_where_no_other_path_exists():
     with pytest.raises(jablate.InputError, match="binds n"):
-        jablate.effects.arrangements(functools.partial(jablate.shuffle, n=2), X,
+        jablate.api.effects.arrangements(functools.partial(jablate.shuffle, n=2), X,
                                      [[0, 0, 10]])
     numpy.testing.assert_array_equal(
-        jablate.effects.arrangements(functools.partial(jablate.shuffle), X, [[0, 0, 10]]),
-        jablate.effects.arrangements(jablate.shuffle, X, [[0, 0, 10]]))
+        jablate.api.effects.arrangements(functools.partial(jablate.shuffle), X, [[0, 0, 10]]),
+        jablate.api.effects.arrangements(jablate.shuffle, X, [[0, 0, 10]]))
     with pytest.raises(jablate.InputError, match="binds offset"):
         jablate.deep_lift_shap(model, X, n_shuffles=2, random_state=KEY,
                                references=functools.partial(functional.shuffle, offset=2))

@@ -1,0 +1,410 @@
+"""Reading sequences and regions from files, and writing result files atomically.
+
+Everything here is plain Python and NumPy (no JAX), so the command line can check its
+inputs before it loads a model. Problems with an input file raise :class:`InputError`, a
+``ValueError`` whose message names the file and, where it applies, the line. Input files
+may be gzip-compressed (bgzip included), whatever their names.
+"""
+
+import csv
+import gzip
+import io
+import os
+import tempfile
+import zlib
+
+import numpy
+
+from jablate._core.errors import InputError
+
+__all__ = [
+    "InputError",
+    "Region",
+    "read_fasta",
+    "read_regions",
+    "one_hot_encode",
+    "PLOT_FORMATS",
+    "plot_format",
+    "format_table",
+    "AtomicFiles",
+    "new_file_mode",
+]
+
+PLOT_FORMATS = ("png", "pdf", "svg")
+_GZIP_MAGIC = b"\x1f\x8b"
+
+
+class Region(tuple):
+    """One line of a region file: ``(name, sequence, start, end, line)``.
+
+    ``start`` is 0-based and inclusive, ``end`` exclusive; ``line`` is the 1-based line
+    number in the region file.
+    """
+
+    __slots__ = ()
+    _fields = ("name", "sequence", "start", "end", "line")
+
+    def __new__(cls, name, sequence, start, end, line):
+        return tuple.__new__(cls, (name, sequence, start, end, line))
+
+    name = property(lambda self: self[0])
+    sequence = property(lambda self: self[1])
+    start = property(lambda self: self[2])
+    end = property(lambda self: self[3])
+    line = property(lambda self: self[4])
+
+
+def _read_lines(path):
+    """The lines of a text file, gunzipped first when it starts with gzip's magic bytes."""
+
+    try:
+        with open(path, "rb") as raw:
+            compressed = raw.read(2) == _GZIP_MAGIC
+        opener = gzip.open if compressed else open
+        with opener(path, "rt", encoding="utf-8") as handle:
+            return handle.read().splitlines()
+    except UnicodeDecodeError:
+        raise InputError(f"cannot read '{path}': not a text file") from None
+    except (gzip.BadGzipFile, EOFError, zlib.error) as error:
+        raise InputError(f"cannot read '{path}': damaged gzip data ({error})") from None
+    except OSError as error:
+        reason = error.strerror or str(error)
+        raise InputError(f"cannot read '{path}': {reason}") from None
+
+
+def read_fasta(path):
+    """Read a FASTA file whose sequences all have the same length.
+
+    The name of a record is the first word after ``>``. Sequence lines are joined; spaces
+    inside them are dropped. A gzip-compressed file (``.fa.gz``, bgzip too) is recognised
+    by its first bytes and decompressed.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The FASTA file.
+
+    Returns
+    -------
+    names : list of str, length N
+        The record names, in file order.
+    sequences : list of str, length N
+        The sequences, as written (case kept), all of one length L.
+
+    Raises
+    ------
+    InputError
+        When the file is missing or unreadable, holds no records, has sequence data before
+        the first header, an empty or duplicated record name, an empty sequence, or
+        sequences of different lengths.
+    """
+
+    lines = _read_lines(path)
+    names, sequences, header_lines = [], [], []
+    seen = {}
+    chunks = None
+
+    for number, line in enumerate(lines, start=1):
+        line = line.strip()
+        if line.startswith(">"):
+            fields = line[1:].split()
+            if not fields:
+                raise InputError(f"{path}:{number}: empty sequence name after '>'")
+            name = fields[0]
+            if name in seen:
+                raise InputError(f"{path}:{number}: duplicate sequence name '{name}' "
+                    f"(first on line {seen[name]})")
+            seen[name] = number
+            if chunks is not None:
+                sequences.append("".join(chunks))
+            names.append(name)
+            header_lines.append(number)
+            chunks = []
+        elif line and not line.startswith(";"):
+            if chunks is None:
+                raise InputError(f"{path}:{number}: sequence data before the first "
+                    "'>' header; is this a FASTA file?")
+            chunks.append("".join(line.split()))
+
+    if chunks is None:
+        raise InputError(f"{path}: no sequences (expected FASTA records starting with '>')")
+    sequences.append("".join(chunks))
+
+    length = len(sequences[0])
+    for name, sequence, number in zip(names, sequences, header_lines):
+        if not sequence:
+            raise InputError(f"{path}:{number}: sequence '{name}' is empty")
+        if len(sequence) != length:
+            raise InputError(f"{path}:{number}: sequence '{name}' has length "
+                f"{len(sequence)}, but '{names[0]}' has length {length}; all sequences "
+                "must have one length")
+    return names, sequences
+
+
+def read_regions(path, lengths, fasta_path=None):
+    """Read a tab-separated region file against known sequences.
+
+    Each line is ``sequence start end [name ...]`` with 0-based ``start`` and exclusive
+    ``end``. Blank lines, lines starting with ``#`` and BED ``track``/``browser`` lines are
+    skipped; columns after the fourth are ignored. A line without tabs may separate its
+    columns by spaces. A gzip-compressed file is recognised by its first bytes.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The region file.
+    lengths : dict of str to int
+        Length of every known sequence, by name.
+    fasta_path : str or os.PathLike, optional
+        Where the sequences came from, for error messages.
+
+    Returns
+    -------
+    regions : list of Region
+        In file order. A region without a 4th column is named ``sequence:start-end``.
+
+    Raises
+    ------
+    InputError
+        When the file is missing or unreadable or holds no regions, or a line has fewer than
+        three columns, a start or end that is not an integer, an unknown sequence name,
+        ``start < 0``, ``end <= start`` or ``end`` past the end of its sequence.
+    """
+
+    where = f" in '{fasta_path}'" if fasta_path is not None else ""
+    regions = []
+    for number, line in enumerate(_read_lines(path), start=1):
+        stripped = line.strip()
+        if not stripped or stripped.startswith("#"):
+            continue
+        if stripped.split()[0] in ("track", "browser"):
+            continue
+
+        fields = line.split("\t") if "\t" in line else line.split()
+        fields = [field.strip() for field in fields]
+        if len(fields) < 3:
+            raise InputError(f"{path}:{number}: expected at least 3 tab-separated "
+                f"columns (sequence, start, end), found {len(fields)}")
+
+        sequence = fields[0]
+        bounds = []
+        for label, text in (("start", fields[1]), ("end", fields[2])):
+            try:
+                bounds.append(int(text))
+            except ValueError:
+                raise InputError(f"{path}:{number}: {label} '{text}' is not an "
+                    "integer") from None
+        start, end = bounds
+
+        if sequence not in lengths:
+            raise InputError(f"{path}:{number}: unknown sequence '{sequence}' (no such "
+                f"record{where})")
+        if start < 0:
+            raise InputError(f"{path}:{number}: start {start} is negative")
+        if end <= start:
+            raise InputError(f"{path}:{number}: end {end} is not after start {start}")
+        if end > lengths[sequence]:
+            raise InputError(f"{path}:{number}: region {start}-{end} lies outside "
+                f"sequence '{sequence}' of length {lengths[sequence]}")
+
+        name = fields[3] if len(fields) > 3 and fields[3] else f"{sequence}:{start}-{end}"
+        regions.append(Region(name, sequence, start, end, number))
+
+    if not regions:
+        raise InputError(f"{path}: no regions (expected lines 'sequence<TAB>start<TAB>end')")
+    return regions
+
+
+def one_hot_encode(sequences, alphabet="ACGT", dtype=numpy.float32):
+    """One-hot encode sequences of one length.
+
+    Parameters
+    ----------
+    sequences : list of str, length N
+        Sequences, all of length L. Letters are matched to ``alphabet`` ignoring case;
+        any other letter becomes an all-zero column (an unknown base).
+    alphabet : str, optional
+        The A symbols, in channel order. Default ``"ACGT"``.
+    dtype : numpy dtype, optional
+        Default ``numpy.float32``.
+
+    Returns
+    -------
+    X : numpy.ndarray, shape (N, A, L)
+        The one-hot encoding.
+    """
+
+    lengths = {len(sequence) for sequence in sequences}
+    if len(lengths) > 1:
+        raise InputError(f"sequences must have one length, found lengths {sorted(lengths)}")
+    length = lengths.pop() if lengths else 0
+
+    lookup = numpy.full(256, -1, dtype=numpy.int64)
+    for index, symbol in enumerate(alphabet):
+        lookup[ord(symbol.upper())] = index
+        lookup[ord(symbol.lower())] = index
+
+    X = numpy.zeros((len(sequences), len(alphabet), length), dtype=dtype)
+    for row, sequence in enumerate(sequences):
+        codes = numpy.frombuffer(sequence.encode("latin-1", "replace"), dtype=numpy.uint8)
+        symbols = lookup[codes]
+        known = numpy.nonzero(symbols >= 0)[0]
+        X[row, symbols[known], known] = 1
+    return X
+
+
+def plot_format(path):
+    """The figure format that the extension of ``path`` asks for.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        Where a plot will be written.
+
+    Returns
+    -------
+    format : str
+        ``"png"``, ``"pdf"`` or ``"svg"`` (the extension, case ignored).
+
+    Raises
+    ------
+    InputError
+        When the extension is none of these.
+    """
+
+    extension = os.path.splitext(os.fspath(path))[1].lower().lstrip(".")
+    if extension not in PLOT_FORMATS:
+        found = f"'.{extension}'" if extension else "none"
+        raise InputError(f"cannot write a plot to '{os.fspath(path)}': its extension must be "
+            f".png, .pdf or .svg (found {found})")
+    return extension
+
+
+def format_table(columns, rows, path=None):
+    """Write a table as text in the format that the extension of ``path`` asks for.
+
+    Parameters
+    ----------
+    columns : list of str
+        The header.
+    rows : list of list of str
+        The cells, each row as long as ``columns``.
+    path : str or os.PathLike, optional
+        The file the table is meant for. A name ending in ``.csv`` (case ignored) gives
+        comma-separated values (RFC 4180 quoting, ``\n`` line ends); any other name, or
+        ``None`` (standard output), gives tab-separated values.
+
+    Returns
+    -------
+    text : str
+        The table, header first, each line ending in ``\n``.
+    """
+
+    if path is not None and os.fspath(path).lower().endswith(".csv"):
+        buffer = io.StringIO()
+        writer = csv.writer(buffer, lineterminator="\n")
+        writer.writerow(columns)
+        writer.writerows(rows)
+        return buffer.getvalue()
+    return "".join("\t".join(row) + "\n" for row in [columns, *rows])
+
+
+def _umask():
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def new_file_mode() -> int:
+    """The permissions ``open()`` gives a new file: ``0o666`` less the umask (``0o644``
+    under the usual umask 022). Temporary files made private by ``mkstemp`` get them
+    before they are moved into place, so every output has one mode."""
+    return 0o666 & ~_umask()
+
+
+class AtomicFiles:
+    """Write several output files so that each appears whole or not at all.
+
+    ``open(path)`` creates a temporary file beside ``path`` (so a missing or unwritable
+    directory shows up before any work is done) and returns its binary handle. Leaving the
+    ``with`` block normally moves every temporary file onto its final name with
+    ``os.replace``; leaving it by an exception (including ``KeyboardInterrupt``) deletes
+    them all, so no partial output is left behind.
+
+    Examples
+    --------
+    >>> with AtomicFiles() as files:
+    ...     handle = files.open("table.tsv")
+    ...     handle.write(b"name\\tdrop\\n")
+    """
+
+    def __init__(self):
+        self._pending = []
+
+    def open(self, path):
+        """Open a temporary file that will become ``path``.
+
+        Parameters
+        ----------
+        path : str or os.PathLike
+            The final name.
+
+        Returns
+        -------
+        handle : file object
+            Opened for binary writing.
+
+        Raises
+        ------
+        InputError
+            When the file cannot be created there (missing directory, no permission).
+        """
+
+        path = os.fspath(path)
+        directory = os.path.dirname(os.path.abspath(path))
+        if os.path.isdir(path):
+            raise InputError(f"cannot write '{path}': it is a directory")
+        try:
+            descriptor, temporary = tempfile.mkstemp(dir=directory,
+                prefix="." + os.path.basename(path) + ".", suffix=".part")
+        except OSError as error:
+            reason = error.strerror or str(error)
+            raise InputError(f"cannot write '{path}': {reason}") from None
+        os.chmod(temporary, new_file_mode())  # mkstemp makes it private (0600)
+        handle = os.fdopen(descriptor, "wb")
+        self._pending.append((handle, temporary, path))
+        return handle
+
+    def commit(self):
+        """Close every temporary file and move it onto its final name."""
+
+        for handle, _, _ in self._pending:
+            handle.close()
+        for _, temporary, path in self._pending:
+            os.replace(temporary, path)
+        self._pending = []
+
+    def discard(self):
+        """Close and delete every temporary file that was not committed."""
+
+        for handle, temporary, _ in self._pending:
+            try:
+                handle.close()
+            finally:
+                if os.path.exists(temporary):
+                    os.unlink(temporary)
+        self._pending = []
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, value, traceback):
+        if kind is None:
+            try:
+                self.commit()
+            except BaseException:
+                self.discard()
+                raise
+        else:
+            self.discard()
+        return False

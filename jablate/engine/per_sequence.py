@@ -1,0 +1,263 @@
+"""jablate funcs of one sequence (attributions) on ``ablate``'s fast path.
+
+``ablate(model, X, start, end, func=jablate.deep_lift_shap)`` (or
+``func=jablate.saturation_mutagenesis``) means, as in tangermeme::
+
+    y_before = func(model, X, **kw)
+    y_after = func(model, shuffle(X, start, end, n).reshape(N * n, A, L), **kw)
+
+Here the shuffled inputs are never materialised: each compiled step draws one batch of
+shuffles (as :mod:`jablate.engine.stream` does for predictions) and applies the func's pure
+per-sequence function to each of them, so ``y_after`` streams out batch by batch, or
+accumulates into a per-sequence mean and standard deviation (``reduce='mean_std'``).
+
+A func says how it runs here with a :class:`SequenceFunc`, the value it carries from its
+definition (``@behaviour.carries(SequenceFunc(...))``, read by :func:`spec_of`): a builder
+of the pure function ``fn(params, x (A, L), key, *args)`` of one sequence, and a check of
+its keywords. The random key of row ``m`` of the materialised call is ``fold_in(base,
+m)`` (see :func:`position_keys`), so the fast path gives what calling the func on the
+materialised shuffles gives.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Any, Callable, Mapping, Optional, Union
+
+import jax
+import jax.numpy as jnp
+import numpy
+
+from jablate._core.behaviour import PartialFallbackWarning, PredictFunc, describe, find
+from jablate._core.caches import for_runner
+from jablate._core.errors import InputError
+from jablate.engine import stream as engine
+from jablate.engine.executor import (
+    Collect,
+    IncrementalMismatchWarning,
+    Job,
+    MeanStd,
+    agree,
+    checked,
+    execute,
+)
+from jablate.models.runner import cast_input, input_dtype, outputs_of
+
+
+@dataclass(frozen=True)
+class SequenceFunc:
+    """How ``ablate`` runs a jablate func on its fast path.
+
+    Attributes
+    ----------
+    name: str
+        The func's name, for messages.
+    options: callable
+        ``options(kwargs: dict) -> tuple or None``: the func's keywords checked
+        (``ValueError`` naming a bad one, ``TypeError`` for an unknown one, before any
+        model runs) and turned into a hashable tuple; None when the fast path cannot
+        give what these keywords ask for (``ablate`` then calls the func on the
+        materialised shuffles, as tangermeme does).
+    build: callable
+        ``build(apply, params, x, args, options, exact) -> fn`` with ``fn(params, x, key,
+        *args) -> (result, diagnostics)``: the func's result for one sequence ``x``
+        (A, L) (an array), drawing any randomness from ``key``, and a vector (K,) of
+        diagnostics (K may be 0); ``args`` are that sequence's extra model inputs.
+        ``params``, ``x`` and ``args`` (one sequence's) are examples for shapes.
+        ``exact=False`` may return a faster function whose results are not certain (the
+        incremental engine); it may also return None (no faster function: the exact one
+        serves). Then the first batch of every run is also computed with
+        ``exact=True`` and compared (:func:`jablate.incremental.run.agree`); on a
+        mismatch an ``IncrementalMismatchWarning`` is issued and the run finishes exactly.
+    key: callable
+        ``key(random_state) -> JAX key``: the base key the func itself draws from for
+        that ``random_state``.
+    check: callable
+        ``check(sums, maxima, count, options)``: told the sums and maxima of the
+        diagnostics over all ``count`` sequences of a call, warns as the func would.
+    per_step: callable
+        ``per_step(batch_size, options) -> int``: sequences per compiled step for the
+        func's own ``batch_size`` (say, sequence-reference pairs). Default: itself.
+    takes_incremental: bool
+        Whether the func has an ``incremental`` keyword ('auto', True, False), which
+        ``ablate``'s own ``incremental`` sets unless the func's keywords do.
+    """
+
+    name: str
+    options: Callable
+    build: Callable
+    key: Callable
+    check: Callable
+    per_step: Callable = lambda batch_size, options: batch_size
+    takes_incremental: bool = False
+
+
+#: What ``ablate`` passes every func itself: ``model`` and ``X`` by position, ``args`` by
+#: keyword. A ``functools.partial`` binding one of them is called as it is.
+CALL_ARGUMENTS = ("model", "X", "args")
+
+
+@dataclass(frozen=True)
+class OwnFunc:
+    """One of jablate's funcs as ``ablate``'s ``func``, as :func:`spec_of` found it.
+
+    Attributes
+    ----------
+    spec: behaviour.PredictFunc or SequenceFunc
+        How the engine runs it.
+    keywords: dict
+        Keywords bound by a ``functools.partial``; the engine merges them under the
+        call's keywords (``**kwargs``, ``additional_func_kwargs``), which win, as in a
+        call of the partial.
+    shown: str
+        The func, for messages.
+    """
+
+    spec: Union[PredictFunc, SequenceFunc]
+    keywords: Mapping[str, Any] = field(default_factory=dict)
+    shown: str = ""
+
+
+def spec_of(func: Any, role: str = "func", stacklevel: int = 3) -> Optional[OwnFunc]:
+    """How the engine runs ``func``: the one lookup of ``ablate``'s funcs.
+
+    ``func`` is jablate's ``predict``, ``deep_lift_shap`` or ``saturation_mutagenesis``
+    (by the value it carries from its definition, not by identity), or a
+    ``functools.partial`` of one: its bound keywords are the func's keywords, as if
+    passed through ``additional_func_kwargs`` (the call's own win, as in a call of the
+    partial), and the func's own check (:attr:`SequenceFunc.options`) decides whether
+    the fast path can give what they ask for. A partial binding positional arguments or
+    one of ``model``, ``X``, ``args`` (which ``ablate`` passes itself) is called as it
+    is, on the materialised path, with a :class:`~jablate._core.behaviour.PartialFallbackWarning`
+    naming them.
+
+    Returns
+    -------
+    own: OwnFunc or None
+        None for a foreign func (or a partial that falls back).
+    """
+    found = find(func)
+    if found is None or not isinstance(found.value, (PredictFunc, SequenceFunc)):
+        return None
+    unhonoured = ([f"positional argument {i + 1}" for i in range(len(found.args))]
+                  + [k for k in found.keywords if k in CALL_ARGUMENTS])
+    shown = describe(func, found)
+    if unhonoured:
+        warnings.warn(f"{role}={shown} binds {', '.join(unhonoured)}, which ablate passes "
+                      "itself (model and X by position, args by keyword): the partial is "
+                      "called as it is, on the materialised path (tangermeme's), not the "
+                      "fast path.", PartialFallbackWarning, stacklevel=stacklevel)
+        return None
+    return OwnFunc(found.value, dict(found.keywords), shown)
+
+
+def position_keys(base: jax.Array, positions: jax.Array) -> jax.Array:
+    """The key of each row ``positions[b]`` of a materialised call: ``fold_in(base, m)``."""
+    return jax.vmap(lambda m: jax.random.fold_in(base, m))(positions)
+
+
+def _step(fn, params, X, args, table, items, positions, base, draw, dtype):
+    x = cast_input(draw(X, table, items), dtype)
+    rows = tuple(jnp.take(a, items[0], axis=0) for a in args)
+    keys = position_keys(base, positions)
+    return jax.vmap(fn, (None, 0, 0) + (0,) * len(rows))(params, x, keys, *rows)
+
+
+@partial(jax.jit, donate_argnums=(0, 1))
+def _diagnose(sums, maxima, diagnostics, valid):
+    d = jnp.where(valid[:, None], diagnostics, 0)
+    m = jnp.where(valid[:, None], diagnostics, -jnp.inf)
+    return sums + d.sum(0), jnp.maximum(maxima, m.max(0))
+
+
+def compiled(model: engine.Model, spec: SequenceFunc, options: tuple, X: jax.Array,
+             args: tuple, exact: bool = True) -> Optional[Callable]:
+    """The compiled step of ``spec`` with ``options`` for ``model`` (None: the inexact
+    one does not exist), cached on its runner (which dies with the model): one program
+    per batch shape."""
+    store = for_runner(model.runner, "per_sequence.steps")
+    key = (spec.name, options, exact, X.shape[1:], str(X.dtype), model.dtype,
+           tuple((a.shape[1:], str(a.dtype)) for a in args))
+    if key not in store:
+        fn = spec.build(model.runner.apply, model.params,
+                        jnp.zeros(X.shape[1:], input_dtype(X.dtype, model.dtype)),
+                        tuple(a[0] for a in args), options, exact)
+        store[key] = None if fn is None else jax.jit(partial(_step, fn),
+                                                     static_argnames=("draw", "dtype"))
+    return store[key]
+
+
+def run(stream: engine.Stream, spec: SequenceFunc, options: tuple, positions: numpy.ndarray,
+        base: jax.Array, n: Optional[int] = None, shifts: Optional[list] = None,
+        desc: Optional[str] = None) -> tuple[list, bool]:
+    """Apply the func to every item of ``stream.plan``, batch by batch (through the
+    executor; ``stream.batch_size`` as the func counts it, see ``spec.per_step``).
+
+    Parameters
+    ----------
+    stream: engine.Stream with M items
+    spec: SequenceFunc
+    options: tuple
+        The func's options (``spec.options``).
+    positions: int array (M,)
+        Each item's row in the materialised call (its key is ``fold_in(base, row)``).
+    base: JAX key
+    shifts: None, or a list of host arrays (G, ...) (one per output)
+        Given, items ``g * n + i`` form group ``g`` and only the per-group mean and
+        (population) standard deviation over its ``n`` items are kept, accumulated on
+        the device as differences from ``shifts`` (say, the func on the unshuffled
+        sequence: ``reduce='mean_std'``).
+
+    Returns
+    -------
+    outputs: list of host arrays, each (M, ...), or (mean, std) pairs, each (M / n, ...)
+    multi: bool
+
+    The func's diagnostics over the M items go to ``spec.check`` before returning.
+    """
+    model, X, args, plan = stream.model, stream.X, stream.args, stream.plan
+    draw, table, batch_size = stream.draw, stream.table, stream.batch_size
+    if not model.jittable:
+        raise InputError(f"func={spec.name} runs JAX models; translate a torch model first "
+                         "(backend='jax').")
+    exact = compiled(model, spec, options, X, args)
+    fast = compiled(model, spec, options, X, args, exact=False)
+    size = max(1, min(spec.per_step(batch_size, options), len(plan)))
+    positions = numpy.asarray(positions, numpy.int32)
+
+    def call(program):
+        def step(items, lo):
+            at = positions[numpy.minimum(numpy.arange(lo, lo + size), len(plan) - 1)]
+            return program(model.params, X, args, table, items, jnp.asarray(at), base,
+                           draw=draw, dtype=model.dtype)
+        return step
+
+    def mismatch():
+        warnings.warn(f"{spec.name}: the incremental engine disagreed with the full path on "
+                      "the first batch; finishing on the full path.",
+                      IncrementalMismatchWarning, stacklevel=6)
+
+    inner = call(exact) if fast is None else checked(
+        call(fast), call(exact), lambda a, b: agree(outputs_of(a[0])[0], outputs_of(b[0])[0]),
+        mismatch)
+    state = {"diag": None, "multi": False}
+
+    def step(items, lo):
+        y, diagnostics = inner(items, lo)
+        if state["diag"] is None:
+            state["diag"] = (jnp.zeros(diagnostics.shape[1:], jnp.float32),
+                             jnp.full(diagnostics.shape[1:], -jnp.inf, jnp.float32))
+        valid = min(size, len(plan) - lo)
+        state["diag"] = _diagnose(*state["diag"], diagnostics.astype(jnp.float32),
+                                  jnp.arange(size) < valid)
+        ys, state["multi"] = outputs_of(y, spec.name)
+        return ys
+
+    sink = Collect() if shifts is None else MeanStd(shifts, n, len(plan))
+    out = execute(Job(plan, step, size, progress=stream.verbose, desc=desc), sink)
+    diag = state["diag"]
+    spec.check(numpy.asarray(diag[0]), numpy.asarray(diag[1]), len(plan), options)
+    return out, state["multi"]
+

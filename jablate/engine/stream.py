@@ -1,0 +1,400 @@
+"""The streaming engine behind ``predict``, ``shuffle`` and ``ablate``.
+
+A *plan* lists work items, one per model input: which sequence of ``X``, which
+region, and which random draw. A *draw* is a small static value that turns a
+batch of items into model inputs (:data:`UNCHANGED`, :class:`KeyShuffle` around a
+key-first shuffle of :mod:`jablate.functional`, :class:`PermutationShuffle` for
+tangermeme's permutations); its table (keys or permutations) is an argument.
+Each compiled step builds one batch of
+inputs from ``X`` and the plan — shuffling inside the step — and feeds it to the
+model, so the shuffled inputs are never held in memory all at once. Only model
+outputs go back to the host.
+"""
+
+from dataclasses import dataclass, replace
+from functools import partial
+from typing import Any, Callable, Optional
+
+import jax
+import jax.numpy as jnp
+import numpy
+
+from jablate import functional
+from jablate.engine.executor import (  # noqa: F401 (to_host, accumulate, summarize, accumulator_dtype: API)
+    Collect,
+    Job,
+    MeanStd,
+    accumulate,
+    accumulator_dtype,
+    execute,
+    summarize,
+    to_host,
+)
+from jablate.models.runner import outputs_of
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Work items of a run, each field of shape (M,) (``draws``: (M, 3)).
+
+    ``draws[m]`` says which random draw item ``m`` uses; its meaning belongs to the
+    run's draw (:class:`KeyShuffle`: ``(b, j, i)``, shuffle ``i`` of sequence ``j``
+    from base key ``b``; :class:`PermutationShuffle`: row ``draws[m, 0]`` of its
+    permutation table; :data:`UNCHANGED`: nothing).
+    """
+
+    seq_idx: numpy.ndarray
+    starts: numpy.ndarray
+    ends: numpy.ndarray
+    draws: numpy.ndarray
+
+    @staticmethod
+    def build(seq_idx, starts, ends, draws=None) -> "Plan":
+        m = len(seq_idx)
+        as32 = lambda a, shape: numpy.broadcast_to(
+            numpy.zeros(shape, numpy.int32) if a is None else numpy.asarray(a, numpy.int32),
+            shape)
+        draws = None if draws is None else numpy.asarray(draws).reshape(m, -1)
+        if draws is not None and draws.shape[1] < 3:
+            draws = numpy.pad(draws, ((0, 0), (0, 3 - draws.shape[1])))
+        return Plan(as32(seq_idx, (m,)), as32(starts, (m,)), as32(ends, (m,)),
+                    as32(draws, (m, 3)))
+
+    def __len__(self):
+        return len(self.seq_idx)
+
+    def batch(self, lo, size):
+        """Items ``lo:lo+size``, padded to ``size`` by repeating item ``lo``."""
+        hi = min(lo + size, len(self))
+        take = numpy.arange(lo, lo + size)
+        take[hi - lo:] = lo
+        return (self.seq_idx[take], self.starts[take], self.ends[take], self.draws[take]), hi - lo
+
+    def take(self, rows) -> "Plan":
+        return Plan(self.seq_idx[rows], self.starts[rows], self.ends[rows], self.draws[rows])
+
+
+# --- draws: how the items of a plan become model inputs ------------------------------------
+#
+# A draw is a small static value (hashable, a static argument of the compiled step) called as
+# ``draw(X, table, items) -> (B, A, L)``; ``table`` is its dynamic data (base keys or a
+# permutation table), passed as an argument so that one program serves every seed.
+
+
+@dataclass(frozen=True)
+class Unchanged:
+    """The sequences as they are (predictions before any shuffle)."""
+
+    def __call__(self, X, table, items):
+        return jnp.take(X, items[0], axis=0)
+
+
+@dataclass(frozen=True)
+class KeyShuffle:
+    """Shuffles drawn from JAX keys by a key-first function ``fn(key, x, start, end)``.
+
+    ``table`` holds base keys (K,); item ``(b, j, i)`` uses
+    ``fold_in(fold_in(table[b], j), i)``.
+    """
+
+    fn: Callable
+
+    def __call__(self, X, table, items):
+        seq_idx, starts, ends, draws = items
+        return jax.vmap(self.fn)(self._keys(table, draws), jnp.take(X, seq_idx, axis=0),
+                                 starts, ends)
+
+    def window(self, X, table, items, offsets, width):
+        """Only positions ``[offsets, offsets + width)`` of each item's shuffled
+        sequence, (B, A, width): the same values as ``self(X, table, items)`` there
+        (the region must lie inside the window)."""
+        seq_idx, starts, ends, draws = items
+        x = _windows(X, seq_idx, offsets, width)
+        length = X.shape[-1]
+        return jax.vmap(lambda k, xw, s, e, o: self.fn(k, xw, s, e, offset=o, length=length))(
+            self._keys(table, draws), x, starts, ends, offsets)
+
+    @staticmethod
+    def _keys(table, draws):
+        return jax.vmap(lambda bji: jax.random.fold_in(
+            jax.random.fold_in(table[bji[0]], bji[1]), bji[2]))(draws)
+
+
+def _windows(X, seq_idx, offsets, width):
+    return jax.vmap(lambda j, o: jax.lax.dynamic_slice_in_dim(X[j], o, width, 1))(
+        seq_idx, offsets)
+
+
+@dataclass(frozen=True)
+class PermutationShuffle:
+    """Region-relative permutations from a table (P, W) (tangermeme's stream)."""
+
+    def __call__(self, X, table, items):
+        seq_idx, starts, ends, draws = items
+        return jax.vmap(functional.permute_region)(jnp.take(X, seq_idx, axis=0),
+                                                   table[draws[:, 0]], starts, ends)
+
+    def window(self, X, table, items, offsets, width):
+        """As :meth:`KeyShuffle.window`."""
+        seq_idx, starts, ends, draws = items
+        return jax.vmap(functional.permute_region)(_windows(X, seq_idx, offsets, width),
+                                                   table[draws[:, 0]], starts - offsets,
+                                                   ends - offsets)
+
+
+UNCHANGED = Unchanged()
+
+
+def key_table(keys: jax.Array) -> jax.Array:
+    """Base keys as a (K,) array of typed keys."""
+    return jnp.asarray(keys).reshape(-1)
+
+
+def no_table() -> jax.Array:
+    """The (unused) table of :data:`UNCHANGED`."""
+    return jnp.zeros((1, 1), jnp.int32)
+
+
+class Devices:
+    """Where a run's steps execute: every local device, the batch axis split across them.
+
+    With one device this places nothing. With several, each step's items are
+    sharded along the batch axis (``X``, ``args`` and parameters replicated) and
+    the batch size is rounded up to a multiple of the device count.
+    """
+
+    def __init__(self, model, X):
+        if model.device is not None or not model.jittable:
+            devices = [model.device]  # the caller chose one device (or torch places batches)
+        elif model.placement is not None:
+            devices = list(model.placement.devices)  # jablate._core.placement's policy
+        elif len(X.devices()) > 1:
+            devices = list(X.devices())
+        else:
+            devices = jax.local_devices(backend=next(iter(X.devices())).platform)
+        self.devices = tuple(devices)
+        self.count = len(devices)
+        if self.count > 1:
+            mesh = jax.sharding.Mesh(numpy.array(devices), ("batch",))
+            self.split = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("batch"))
+            self.whole = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+
+    def size(self, batch_size, items):
+        size = max(1, min(batch_size, items))
+        return -(-size // self.count) * self.count
+
+    def replicate(self, tree):
+        return tree if self.count == 1 else jax.device_put(tree, self.whole)
+
+    def shard(self, tree):
+        return tree if self.count == 1 else jax.device_put(tree, self.split)
+
+
+def process_share(plan: Plan, n: int) -> tuple:
+    """This process's share of ``plan`` under ``jax.distributed``: whole groups of ``n``
+    items, padded so every process runs the same number of items."""
+    count = jax.process_count()
+    if count == 1:
+        return plan, None
+    groups = len(plan) // n
+    per = -(-groups // count)
+    lo = min(jax.process_index() * per, groups) * n
+    take = numpy.minimum(numpy.arange(lo, lo + per * n), len(plan) - 1)
+    return plan.take(take), len(plan)
+
+
+def gather_processes(arrays: list, total: Optional[int]) -> list:
+    """Concatenate every process's share (in process order); all processes get it all."""
+    if total is None:
+        return arrays
+    from jax.experimental import multihost_utils
+    out = []
+    for a in arrays:
+        a = numpy.asarray(a)
+        every = numpy.asarray(multihost_utils.process_allgather(a, tiled=False))
+        out.append(every.reshape(-1, *a.shape[1:])[:total])
+    return out
+
+
+@dataclass(frozen=True)
+class Model:
+    """What the engine runs: a runner, its parameters, a post-processing ``func``, the
+    input dtype (JAX runners; None keeps a float ``X`` and casts others to float32), the
+    device the caller chose, and where the run computes (:class:`jablate._core.placement.
+    Placement`; None: every local device of ``X``'s platform)."""
+
+    runner: Any
+    params: Any = None
+    post: Optional[Callable] = None
+    dtype: Any = None
+    device: Any = None  # a jax.Device the caller chose: run there alone, unsharded
+    placement: Any = None  # jablate._core.placement.Placement, from predict.prepare
+
+    @property
+    def jittable(self) -> bool:
+        return self.runner.jittable
+
+
+@dataclass(frozen=True)
+class Stream:
+    """What a run streams through a model, as one value: the bound model, the inputs, the
+    items (``plan``) and how items become inputs (``draw`` and its ``table``).
+
+    Attributes
+    ----------
+    model: Model
+    X: jax.Array, shape=(N, A, L)
+    args: tuple of jax.Array, each (N, ...)
+    plan: Plan
+        The items, one model input each.
+    draw: UNCHANGED, KeyShuffle or PermutationShuffle
+        How a batch of items becomes model inputs. Default :data:`UNCHANGED`.
+    table: jax.Array or None
+        The draw's data (base keys or permutations); None: :func:`no_table`.
+    batch_size: int
+        Items per model call on the full path. Default 32.
+    verbose: bool
+        Progress bars. Default False.
+    """
+
+    model: Model
+    X: jax.Array
+    args: tuple
+    plan: Plan
+    draw: Any = UNCHANGED
+    table: Any = None
+    batch_size: int = 32
+    verbose: bool = False
+
+    def __post_init__(self):
+        if self.table is None:
+            object.__setattr__(self, "table", no_table())
+
+    def unshuffled(self, sequences: Any) -> "Stream":
+        """The same run on ``sequences`` as they are (the predictions before shuffling)."""
+        return replace(self, plan=Plan.build(sequences, 0, self.X.shape[-1]), draw=UNCHANGED,
+                       table=no_table())
+
+
+def _job(stream, plan, desc):
+    """The :class:`jablate.engine.executor.Job` of ``stream``'s model over ``plan``: a step per
+    batch of items, sharded over the run's devices. Whether the model (or ``func``)
+    returned several outputs is kept in ``multi[0]`` once a step ran."""
+    model, X, args, draw, table = stream.model, stream.X, stream.args, stream.draw, stream.table
+    batch_size, verbose = stream.batch_size, stream.verbose
+    where = Devices(model, X)
+    size = where.size(batch_size, len(plan))
+    multi = [False]
+    what = "func" if model.post is not None else "the model"
+    if model.jittable:
+        compiled = model.runner.step_for(model.post)
+        params = where.replicate(model.params)
+        X, args, table = where.replicate((X, args, table))
+
+        def step(items, lo):
+            y = compiled(params, X, args, table, items, draw=draw, dtype=model.dtype)
+            ys, multi[0] = outputs_of(y, what)
+            return ys
+    else:
+        def step(items, lo):
+            valid = min(size, len(plan) - lo)
+            x = _draw_eagerly(X, table, items, draw)[:valid]
+            y = model.runner(x, tuple(jnp.take(a, items[0][:valid], axis=0) for a in args))
+            ys, multi[0] = outputs_of(y, what)
+            return ys
+    job = Job(plan, step, size, where.shard if model.jittable else (lambda items: items),
+              verbose, desc)
+    return job, multi
+
+
+@partial(jax.jit, static_argnames=("draw",))
+def _draw_eagerly(X, table, items, draw):
+    return draw(X, table, items)
+
+
+def run(stream: Stream, desc: Optional[str] = None) -> tuple[list, bool]:
+    """Run ``model`` on every item of ``plan``, batch by batch (:func:`jablate.engine.executor.
+    execute` into a :class:`~jablate.engine.executor.Collect`).
+
+    Steps are sharded over every local device; under ``jax.distributed`` each
+    process runs its share of the items and every process receives all outputs.
+
+    Parameters
+    ----------
+    stream: Stream
+        The model, the inputs and M items; ``stream.batch_size`` items per model call
+        (the last batch is padded so every step has one shape).
+    desc: str, optional
+        The progress bar's label.
+
+    Returns
+    -------
+    outputs: list of host arrays, each (M, ...)
+    multi: bool
+        Whether the model (or ``func``) returned a tuple or list.
+    """
+    local, total = process_share(stream.plan, 1)
+    job, multi = _job(stream, local, desc)
+    model = stream.model
+    sink = Collect() if model.jittable else Collect(host=False, concat=model.runner.concat)
+    outputs = execute(job, sink)
+    return gather_processes(outputs, total), multi[0]
+
+
+def run_mean_std(stream: Stream, n: int, shifts: list, desc: Optional[str] = None) -> list:
+    """Per-group mean and standard deviation of the outputs over ``n`` shuffles
+    (:func:`jablate.engine.executor.execute` into a :class:`~jablate.engine.executor.MeanStd`).
+
+    Items ``g * n + i`` of ``stream.plan`` belong to group ``g``. Sums of the outputs'
+    differences from ``shifts`` (one array (G, ...) per output, e.g. the
+    predictions before shuffling) and of their squares accumulate on the device
+    (float32; float64 for float64 outputs), so memory is of order G rather than
+    G * n. Sharded and split across processes as :func:`run`.
+
+    Returns
+    -------
+    stats: list of (mean, std) host arrays, each (G, ...)
+    """
+    local, total = process_share(stream.plan, n)
+    model = stream.model
+    first = 0 if total is None else (jax.process_index() * len(local)) // n
+    shifts = [numpy.asarray(s)[first:first + len(local) // n] for s in shifts]
+    if total is not None:  # the padded tail of the last process repeats its last group
+        shifts = [numpy.concatenate([s, numpy.repeat(s[-1:], len(local) // n - s.shape[0], 0)])
+                  for s in shifts]
+    job, _ = _job(stream, local, desc)
+    if not model.jittable:  # torch outputs, as JAX arrays of the batch's padded size
+        torch_step = job.step
+        job = Job(job.plan, lambda items, lo: tuple(
+            _pad_rows(model.runner.to_jax(y), job.size) for y in torch_step(items, lo)),
+            job.size, job.shard, job.progress, job.desc)
+    stats = execute(job, MeanStd(shifts, n, len(local)))
+    means, stds = [m for m, _ in stats], [sd for _, sd in stats]
+    groups = None if total is None else total // n
+    return list(zip(gather_processes(means, groups), gather_processes(stds, groups)))
+
+
+@partial(jax.jit, static_argnames=("draw", "n"))
+def shuffle_all(X: jax.Array, table: jax.Array, start: int, end: int, draw: Callable,
+                n: int) -> jax.Array:
+    """All ``n`` shuffles of every sequence of ``X``: jax.Array (N, n, A, L).
+
+    Draws exactly what a plan of items ``j * n + i`` with draws ``(0, j, i)``
+    (:class:`KeyShuffle`) or ``(i, 0, 0)`` (:class:`PermutationShuffle`) gives,
+    without first gathering ``X`` to ``(N * n, A, L)``.
+    """
+    shuffles = jnp.arange(n)
+
+    def per_sequence(x, j):
+        if isinstance(draw, PermutationShuffle):
+            return jax.vmap(lambda p: functional.permute_region(x, p, start, end))(table)
+        key_j = jax.random.fold_in(table[0], j)
+        return jax.vmap(lambda i: draw.fn(jax.random.fold_in(key_j, i), x, start, end))(shuffles)
+
+    return jax.vmap(per_sequence)(X, jnp.arange(X.shape[0]))
+
+
+def _pad_rows(y, size):
+    if y.shape[0] >= size:
+        return y
+    return jnp.concatenate([y, jnp.repeat(y[:1], size - y.shape[0], axis=0)])

@@ -1,0 +1,540 @@
+"""Reading a genome, peak files and motif-hit files for :mod:`jablate.genome.hits`.
+
+Every problem with an input raises :class:`jablate._core.io.InputError` (a ``ValueError``) with
+one line that names the file, the line number and the cause (``peaks.bed:12: end 90 is
+not after start 100``). Coordinates are converted to 0-based, half-open ``[start, end)``
+on reading, whatever the file's own convention.
+"""
+
+import hashlib
+import os
+import re
+from typing import Any, Optional
+
+import numpy
+import pandas
+
+from jablate._core.io import InputError, _read_lines
+
+__all__ = ["open_genome", "genome_lengths", "genome_digest", "read_peaks", "read_hits",
+    "HIT_FORMATS", "HIT_COLUMNS", "INTERVAL_NAMES", "file_digest"]
+
+#: What :func:`read_hits` recognises, by the name it stores in ``hits.attrs["format"]``.
+HIT_FORMATS = ("bed", "finemo", "fimo", "table")
+#: The columns every hit table starts with (``line`` only when read from a file).
+HIT_COLUMNS = ("hit", "line", "chrom", "start", "end", "name", "strand")
+#: Columns that :func:`jablate.genome.hits.hits_to_annotations` adds; a hit file's own column of
+#: one of these names is renamed with the prefix ``hit_``.
+WINDOW_COLUMNS = ("window", "peak", "window_start", "window_end", "offset_start", "offset_end")
+
+_GZIP_MAGIC = b"\x1f\x8b"
+# bedtools getfasta / samtools faidx names: 'chr1:100-200', 'chr1:100-200(+)', 'name::chr1:100-200'
+#: Conventions of interval names ``chrom:start-end`` (``read_hits``' ``interval_names``).
+INTERVAL_NAMES = ("bedtools", "samtools")
+_INTERVAL_NAME = re.compile(r"^(?:.*::)?(?P<chrom>.+):(?P<start>\d+)-(?P<end>\d+)"
+    r"(?:\((?P<strand>[+-])\))?$")
+
+
+# --- the genome ---------------------------------------------------------------------------
+
+
+def open_genome(genome: Any) -> Any:
+    """Open an indexed FASTA genome with pyfaidx (building its ``.fai`` when missing).
+
+    Parameters
+    ----------
+    genome : str, os.PathLike or pyfaidx.Fasta
+        A FASTA file, plain or bgzip-compressed (``.fa.gz`` written by ``bgzip``; reading
+        it needs Biopython), or an open ``pyfaidx.Fasta``, returned as is.
+
+    Returns
+    -------
+    fasta : pyfaidx.Fasta
+        Records by the first word of their header line.
+
+    Raises
+    ------
+    InputError
+        When the file is missing or unreadable, gzip-compressed but not with bgzip, or
+        cannot be indexed (irregular line lengths, duplicate names).
+    """
+
+    import pyfaidx
+
+    if isinstance(genome, pyfaidx.Fasta):
+        return genome
+    path = os.fspath(genome)
+    try:
+        with open(path, "rb") as raw:
+            gzipped = raw.read(2) == _GZIP_MAGIC
+    except OSError as error:
+        raise InputError(f"cannot read genome '{path}': {error.strerror or error}") from None
+    try:
+        return pyfaidx.Fasta(path, as_raw=True, sequence_always_upper=False)
+    except pyfaidx.UnsupportedCompressionFormat:
+        raise InputError(f"cannot read genome '{path}': it is gzip-compressed, but not "
+            "with bgzip, so it has no random access; recompress it with bgzip "
+            f"('gunzip -c {path} | bgzip > genome.fa.gz') or decompress it") from None
+    except ImportError as error:
+        if gzipped:
+            raise InputError(f"cannot read genome '{path}': reading a bgzip-compressed "
+                "FASTA needs Biopython ('pip install biopython'), or decompress it") from None
+        raise InputError(f"cannot read genome '{path}': {error}") from None
+    except OSError as error:
+        raise InputError(f"cannot read genome '{path}': {error.strerror or error}") from None
+    except Exception as error:  # pyfaidx's FastaIndexingError, duplicate keys (ValueError)
+        reason = " ".join(str(error).split()) or type(error).__name__
+        raise InputError(f"cannot index genome '{path}': {reason}") from None
+
+
+def genome_lengths(fasta: Any) -> dict:
+    """The length of every record of an open genome, by name (in file order)."""
+
+    return {name: len(fasta[name]) for name in fasta.keys()}
+
+
+def genome_digest(fasta: Any) -> str:
+    """A short SHA-256 of the genome's record names and lengths (its index, not its bases)."""
+
+    text = "\n".join(f"{name}\t{length}" for name, length in genome_lengths(fasta).items())
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def file_digest(path: Any) -> str:
+    """A short SHA-256 of a file's bytes."""
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()[:16]
+
+
+# --- lines and fields -----------------------------------------------------------------------
+
+
+def _lines(path, what):
+    """``(number, fields)`` of the data lines of a tab-separated file (1-based numbers).
+
+    Blank lines and BED ``track``/``browser`` lines are skipped; ``#`` lines are returned
+    (callers decide whether one is a header). A line without tabs is split on spaces.
+    """
+
+    try:
+        lines = _read_lines(path)
+    except InputError as error:
+        raise InputError(f"{what}: {error}") from None
+    for number, line in enumerate(lines, start=1):
+        stripped = line.strip()
+        if not stripped or stripped.split()[0] in ("track", "browser"):
+            continue
+        fields = line.rstrip("\r\n").split("\t") if "\t" in line else stripped.split()
+        yield number, [field.strip() for field in fields]
+
+
+def _int(text, label, where):
+    try:
+        return int(text)
+    except (TypeError, ValueError):
+        raise InputError(f"{where}: {label} '{text}' is not an integer") from None
+
+
+def _check_interval(chrom, start, end, where, lengths, genome, label="interval"):
+    if start < 0:
+        raise InputError(f"{where}: start {start} is negative")
+    if end <= start:
+        raise InputError(f"{where}: end {end} is not after start {start}")
+    if lengths is not None:
+        if chrom not in lengths:
+            raise InputError(f"{where}: chromosome '{chrom}' is not in the genome{genome}")
+        if end > lengths[chrom]:
+            raise InputError(f"{where}: {label} {start}-{end} runs past the end of "
+                f"'{chrom}' ({lengths[chrom]} bases)")
+
+
+def _genome_label(genome):
+    return f" '{genome}'" if genome else ""
+
+
+# --- peaks ----------------------------------------------------------------------------------
+
+
+def read_peaks(peaks: Any, lengths: Optional[dict] = None, width: Optional[int] = None,
+        genome: Optional[str] = None) -> pandas.DataFrame:
+    """Read peaks from a narrowPeak or BED file (or check a DataFrame of them).
+
+    Parameters
+    ----------
+    peaks : str, os.PathLike or pandas.DataFrame
+        A narrowPeak file (10 columns; column 10 is the summit's offset from ``start``,
+        ``-1`` when absent) or a BED file (3 or more columns, column 4 the name), 0-based,
+        half-open, possibly gzip-compressed; or a DataFrame with ``chrom``, ``start``,
+        ``end`` and optionally ``summit`` (offset from ``start``) and ``name``.
+    lengths : dict of str to int, optional
+        Chromosome lengths; when given, every peak's chromosome must be one of them and
+        the peak must lie on it.
+    width : int, optional
+        The window width; when given with ``lengths``, a chromosome shorter than it that
+        holds a peak is an error.
+    genome : str, optional
+        The genome's file name, for messages.
+
+    Returns
+    -------
+    peaks : pandas.DataFrame
+        One row per peak, in file order: ``peak`` (0-based index, Fi-NeMo's ``peak_id``),
+        ``line`` (1-based line in the file; absent for a DataFrame), ``chrom``, ``start``,
+        ``end``, ``name`` (``"."`` when absent) and ``summit`` (offset from ``start``, -1
+        when absent).
+
+    Raises
+    ------
+    InputError
+        For an empty file, too few columns, non-integer coordinates, ``end <= start``, a
+        negative start, a summit outside its peak, a chromosome missing from the genome,
+        a peak past its chromosome's end or a window longer than its chromosome.
+    """
+
+    label = _genome_label(genome)
+    if isinstance(peaks, pandas.DataFrame):
+        rows, lines, where_of = _peaks_from_frame(peaks), None, lambda i: f"peaks row {i}"
+    else:
+        path = os.fspath(peaks)
+        rows, lines = [], []
+        for number, fields in _lines(path, "peaks"):
+            if fields[0].startswith("#"):
+                continue
+            if not rows and _is_header(fields):
+                continue  # a header line ('chrom start end ...'), as hits files may have
+            where = f"{path}:{number}"
+            if len(fields) < 3:
+                raise InputError(f"{where}: expected at least 3 tab-separated columns "
+                    f"(chrom, start, end), found {len(fields)}")
+            start = _int(fields[1], "start", where)
+            end = _int(fields[2], "end", where)
+            summit = _int(fields[9], "summit (column 10)", where) if len(fields) >= 10 else -1
+            name = fields[3] if len(fields) > 3 and fields[3] else "."
+            rows.append((fields[0], start, end, name, summit))
+            lines.append(number)
+        if not rows:
+            raise InputError(f"{path}: no peaks (expected BED or narrowPeak lines "
+                "'chrom<TAB>start<TAB>end...')")
+        where_of = lambda i: f"{path}:{lines[i]}"
+
+    seen = set()
+    for i, (chrom, start, end, _, summit) in enumerate(rows):
+        where = where_of(i)
+        _check_interval(chrom, start, end, where, lengths, label, "peak")
+        if summit < -1 or summit >= end - start:
+            raise InputError(f"{where}: summit offset {summit} lies outside the peak "
+                f"{start}-{end} (expected 0 to {end - start - 1}, or -1 for none)")
+        if width is not None and lengths is not None and chrom not in seen:
+            seen.add(chrom)
+            if width > lengths[chrom]:
+                raise InputError(f"{where}: the window of {width} bases is longer than "
+                    f"chromosome '{chrom}' ({lengths[chrom]} bases)")
+
+    frame = pandas.DataFrame({
+        "peak": numpy.arange(len(rows), dtype=numpy.int64),
+        "line": numpy.asarray(lines, dtype=numpy.int64) if lines is not None else None,
+        "chrom": [r[0] for r in rows],
+        "start": numpy.asarray([r[1] for r in rows], dtype=numpy.int64),
+        "end": numpy.asarray([r[2] for r in rows], dtype=numpy.int64),
+        "name": [r[3] for r in rows],
+        "summit": numpy.asarray([r[4] for r in rows], dtype=numpy.int64),
+    })
+    return frame if lines is not None else frame.drop(columns="line")
+
+
+def _is_header(fields):
+    """Whether the first data line of a peak file names its columns: neither its start nor
+    its end is a number (a malformed data line has at least one of them)."""
+    numeric = lambda text: text.lstrip("-").isdigit()
+    return len(fields) >= 3 and not numeric(fields[1]) and not numeric(fields[2])
+
+
+def _peaks_from_frame(frame):
+    missing = [c for c in ("chrom", "start", "end") if c not in frame.columns]
+    if missing:
+        raise InputError(f"peaks DataFrame lacks the column(s) {missing}; expected chrom, "
+            "start, end and optionally summit and name")
+    if len(frame) == 0:
+        raise InputError("peaks DataFrame is empty")
+    summits = frame["summit"] if "summit" in frame.columns else [-1] * len(frame)
+    names = frame["name"] if "name" in frame.columns else ["."] * len(frame)
+    rows = []
+    for i, (chrom, start, end, name, summit) in enumerate(zip(frame["chrom"], frame["start"],
+            frame["end"], names, summits)):
+        where = f"peaks row {i}"
+        rows.append((str(chrom), _int(start, "start", where), _int(end, "end", where),
+            str(name), _int(summit, "summit", where)))
+    return rows
+
+
+# --- hits -----------------------------------------------------------------------------------
+
+
+def _header_kind(fields):
+    names = [f.lstrip("#").strip().lower().replace(" ", "_") for f in fields]
+    have = set(names)
+    if {"sequence_name", "start", "stop"} <= have and have & {"motif_id", "pattern_name"}:
+        return "fimo", names
+    if {"chr", "start", "end", "motif_name"} <= have:
+        return "finemo", names
+    if {"chrom", "start", "end"} <= have and not fields[0].startswith("#"):
+        return "table", names
+    return None, names
+
+
+def read_hits(hits: Any, lengths: Optional[dict] = None, n_peaks: Optional[int] = None,
+        genome: Optional[str] = None, peaks_name: str = "the peaks",
+        interval_names: str = "bedtools") -> pandas.DataFrame:
+    """Read motif hits from a BED, Fi-NeMo, FIMO or tabular file, or check a DataFrame.
+
+    The format is recognised from the first line that is not blank:
+
+    * FIMO (MEME suite) TSV: a header with ``motif_id`` (or ``#pattern name``),
+      ``sequence_name``, ``start``, ``stop``...; 1-based, inclusive. ``sequence_name`` is
+      a chromosome, or an interval name ``chrom:start-end`` (optionally ``name::``
+      before it and ``(+)``/``(-)`` after it) when FIMO scanned extracted sequences;
+      positions are then made genomic (counted from the interval's end on ``(-)``).
+      ``interval_names`` says how to read such a name. The name is ``motif_alt_id`` when
+      present, else ``motif_id``.
+    * Fi-NeMo ``hits.tsv``: a header with ``chr``, ``start``, ``end``, ``motif_name``...;
+      0-based, half-open; ``peak_id`` (when present) is the hit's peak: the 0-based index
+      of its line in the peak file.
+    * a table with a header holding ``chrom``, ``start``, ``end`` and optionally ``name``,
+      ``strand`` and ``peak`` (as the DataFrame below, e.g. one written with ``to_csv``);
+    * BED: no header, 3 or more columns (chrom, start, end, name, score, strand, ...);
+      0-based, half-open.
+
+    Parameters
+    ----------
+    hits : str, os.PathLike or pandas.DataFrame
+        The file (possibly gzip-compressed), or a DataFrame with ``chrom``, ``start``,
+        ``end`` (0-based, half-open) and optionally ``name``, ``strand`` and ``peak`` (the
+        0-based index of the hit's peak; -1 or missing for none).
+    lengths : dict of str to int, optional
+        Chromosome lengths; when given, hits must lie on them.
+    n_peaks : int, optional
+        The number of peaks; when given, a peak index must be below it.
+    genome, peaks_name : str, optional
+        Names for messages.
+    interval_names : {"bedtools", "samtools"}, optional
+        The convention of FIMO ``sequence_name`` intervals ``chrom:start-end``:
+        ``"bedtools"`` (``bedtools getfasta``: 0-based start, end exclusive) or
+        ``"samtools"`` (``samtools faidx``: 1-based start, end inclusive). Default
+        ``"bedtools"``.
+
+    Returns
+    -------
+    hits : pandas.DataFrame
+        One row per hit, in input order: ``hit`` (0-based index), ``line`` (1-based line
+        in the file; files only), ``chrom``, ``start``, ``end`` (0-based, half-open),
+        ``name`` (``"."`` when absent), ``strand`` (``"."`` when absent), ``peak``
+        (-1 when the input names none), then every other column of the input under its
+        own name (as text for files; one named like a column above or like those that
+        :func:`jablate.genome.hits.hits_to_annotations` adds gets the prefix ``hit_``; BED's
+        5th column is ``score``, the 7th on ``bed7``, ...). ``attrs["format"]`` is one of
+        :data:`HIT_FORMATS` (``"dataframe"`` for a DataFrame).
+
+    Raises
+    ------
+    InputError
+        For an empty file, an unrecognised format, a line with too few columns,
+        non-integer coordinates, ``end <= start``, a negative start, a chromosome missing
+        from the genome, a hit past its chromosome's end, or a peak index that is not
+        an integer in ``[0, n_peaks)``.
+    """
+
+    if interval_names not in INTERVAL_NAMES:
+        raise InputError(f"interval_names must be one of {INTERVAL_NAMES}; got "
+            f"{interval_names!r}")
+    label = _genome_label(genome)
+    if isinstance(hits, pandas.DataFrame):
+        return _hits_from_frame(hits, lengths, n_peaks, label, peaks_name)
+    path = os.fspath(hits)
+    kind, header, rows = None, None, []
+    for number, fields in _lines(path, "hits"):
+        if kind is None:
+            kind, names = _header_kind(fields)
+            if kind is not None:
+                header = names
+                continue
+            if fields[0].startswith("#"):
+                continue
+            if len(fields) >= 3 and fields[1].lstrip("-").isdigit() and \
+                    fields[2].lstrip("-").isdigit():
+                kind = "bed"
+            else:
+                raise InputError(f"{path}:{number}: cannot recognise the hit format: "
+                    "expected a FIMO header (motif_id ... sequence_name start stop), a "
+                    "Fi-NeMo header (chr start end ... motif_name), a header with chrom, "
+                    "start and end, or BED lines (chrom, start, end, ...)")
+        if fields[0].startswith("#"):
+            continue
+        rows.append((number, fields))
+    if not rows:
+        found = f" (a {kind} header, but no hits)" if kind is not None else ""
+        raise InputError(f"{path}: no hits{found}")
+    parse = {"bed": _bed_hit, "finemo": _finemo_hit, "fimo": _fimo_hit, "table": _table_hit}
+    columns = _extra_columns(kind, header, max(len(f) for _, f in rows))
+    parsed = []
+    for number, fields in rows:
+        where = f"{path}:{number}"
+        if header is not None and len(fields) < len(header):
+            fields = fields + [""] * (len(header) - len(fields))
+        record = parse[kind](fields, header, where, lengths, interval_names)
+        _check_interval(record[0], record[1], record[2], where, lengths, label, "hit")
+        if n_peaks is not None and record[5] >= n_peaks:
+            raise InputError(f"{where}: peak {record[5]} does not exist: {peaks_name} "
+                f"has {n_peaks} peaks (0 to {n_peaks - 1})")
+        parsed.append((number, record, fields))
+    frame = _hit_frame([p[1] for p in parsed], [p[0] for p in parsed])
+    for column, index in columns:
+        frame[column] = [f[index] if index < len(f) else "" for _, _, f in parsed]
+    frame.attrs["format"] = kind
+    return frame
+
+
+def _field(fields, header, name, where, required=True):
+    if name in header:
+        return fields[header.index(name)]
+    if required:
+        raise InputError(f"{where}: no '{name}' column")
+    return None
+
+
+def _peak_id(text, where, label="peak_id"):
+    if text is None or text in ("", ".", "-1", "NA", "nan"):
+        return -1
+    value = _int(text, label, where)
+    if value < 0:
+        raise InputError(f"{where}: {label} {value} is negative")
+    return value
+
+
+def _bed_hit(fields, header, where, lengths, interval_names=None):
+    if len(fields) < 3:
+        raise InputError(f"{where}: expected at least 3 tab-separated columns (chrom, "
+            f"start, end), found {len(fields)}")
+    name = fields[3] if len(fields) > 3 and fields[3] else "."
+    strand = fields[5] if len(fields) > 5 and fields[5] else "."
+    return (fields[0], _int(fields[1], "start", where), _int(fields[2], "end", where), name,
+        strand, -1)
+
+
+def _finemo_hit(fields, header, where, lengths, interval_names=None):
+    get = lambda name, required=True: _field(fields, header, name, where, required)
+    strand = get("strand", False) or "."
+    return (get("chr"), _int(get("start"), "start", where), _int(get("end"), "end", where),
+        get("motif_name") or ".", strand, _peak_id(get("peak_id", False), where))
+
+
+def _table_hit(fields, header, where, lengths, interval_names=None):
+    get = lambda name, required=True: _field(fields, header, name, where, required)
+    return (get("chrom"), _int(get("start"), "start", where), _int(get("end"), "end", where),
+        get("name", False) or ".", get("strand", False) or ".",
+        _peak_id(get("peak", False), where, "peak"))
+
+
+def _fimo_hit(fields, header, where, lengths, interval_names="bedtools"):
+    get = lambda name, required=True: _field(fields, header, name, where, required)
+    motif_id = get("motif_id", False) or get("pattern_name", False) or "."
+    name = get("motif_alt_id", False) or motif_id
+    sequence = get("sequence_name")
+    start = _int(get("start"), "start", where)
+    stop = _int(get("stop"), "stop", where)
+    if start < 1:
+        raise InputError(f"{where}: start {start} is not a 1-based position (FIMO counts "
+            "from 1)")
+    if stop < start:
+        raise InputError(f"{where}: stop {stop} is before start {start}")
+    chrom, begin, end = sequence, start - 1, stop
+    if lengths is not None and sequence not in lengths:
+        match = _INTERVAL_NAME.match(sequence)
+        if match is not None and match["chrom"] in lengths:
+            chrom = match["chrom"]
+            low, high = int(match["start"]), int(match["end"])
+            if interval_names == "samtools":  # 1-based, inclusive: the same bases
+                low -= 1
+                if low < 0:
+                    raise InputError(f"{where}: sequence '{sequence}' starts at 0, which "
+                        "is no 1-based (samtools) position; is it a bedtools name?")
+            if stop > high - low:
+                raise InputError(f"{where}: stop {stop} lies past the end of sequence "
+                    f"'{sequence}' ({high - low} bases)")
+            if match["strand"] == "-":
+                begin, end = high - stop, high - start + 1
+            else:
+                begin, end = low + start - 1, low + stop
+    return (chrom, begin, end, name, get("strand", False) or ".", -1)
+
+
+def _extra_columns(kind, header, width):
+    """``(column name, field index)`` of the input columns kept beside the normalised ones."""
+
+    used = {
+        "bed": {0, 1, 2, 3, 5},
+        "finemo": {"chr", "start", "end", "motif_name", "strand"},
+        "table": {"chrom", "start", "end", "name", "strand", "peak"},
+        "fimo": {"start", "stop", "strand"},
+    }[kind]
+    if kind == "bed":
+        names = {4: "score"}
+        pairs = [(names.get(i, f"bed{i + 1}"), i) for i in range(3, width) if i not in used]
+    else:
+        pairs = [(name, i) for i, name in enumerate(header) if name not in used and name]
+    return [(_unclash(name), i) for name, i in pairs]
+
+
+def _unclash(name):
+    taken = set(HIT_COLUMNS) | set(WINDOW_COLUMNS)
+    while name in taken:
+        name = "hit_" + name
+    return name
+
+
+def _hit_frame(records, lines):
+    frame = pandas.DataFrame({
+        "hit": numpy.arange(len(records), dtype=numpy.int64),
+        "line": numpy.asarray(lines, dtype=numpy.int64) if lines is not None else None,
+        "chrom": [r[0] for r in records],
+        "start": numpy.asarray([r[1] for r in records], dtype=numpy.int64),
+        "end": numpy.asarray([r[2] for r in records], dtype=numpy.int64),
+        "name": [r[3] for r in records],
+        "strand": [r[4] for r in records],
+        "peak": numpy.asarray([r[5] for r in records], dtype=numpy.int64),
+    })
+    return frame if lines is not None else frame.drop(columns="line")
+
+
+def _hits_from_frame(frame, lengths, n_peaks, label, peaks_name):
+    missing = [c for c in ("chrom", "start", "end") if c not in frame.columns]
+    if missing:
+        raise InputError(f"hits DataFrame lacks the column(s) {missing}; expected chrom, "
+            "start, end and optionally name, strand and peak")
+    if len(frame) == 0:
+        raise InputError("hits DataFrame is empty")
+    get = lambda name, default: frame[name] if name in frame.columns else [default] * len(frame)
+    records = []
+    for i, (chrom, start, end, name, strand, peak) in enumerate(zip(frame["chrom"],
+            frame["start"], frame["end"], get("name", "."), get("strand", "."),
+            get("peak", -1))):
+        where = f"hits row {i}"
+        start, end = _int(start, "start", where), _int(end, "end", where)
+        peak = -1 if peak is None or (isinstance(peak, float) and numpy.isnan(peak)) else \
+            _int(peak, "peak", where)
+        if peak < -1:
+            raise InputError(f"{where}: peak {peak} is negative")
+        _check_interval(str(chrom), start, end, where, lengths, label, "hit")
+        if n_peaks is not None and peak >= n_peaks:
+            raise InputError(f"{where}: peak {peak} does not exist: {peaks_name} has "
+                f"{n_peaks} peaks (0 to {n_peaks - 1})")
+        records.append((str(chrom), start, end, str(name), str(strand), peak))
+    out = _hit_frame(records, None)
+    for column in frame.columns:
+        if column not in ("chrom", "start", "end", "name", "strand", "peak"):
+            out[_unclash(column)] = frame[column].to_numpy()
+    out.attrs["format"] = "dataframe"
+    return out

@@ -1,0 +1,430 @@
+"""``jablate hits``: genome + peaks + motif hits -> a table of effects, in resumable chunks.
+
+The (hit, window) rows are cut into chunks of ``--chunk-size`` rows, in hit order. Each
+chunk's effects are written to ``DIR/parts/chunk-NNNNNN.tsv`` (a temporary file moved into
+place, so a part is whole or absent) as soon as it is done. ``DIR/effects.tsv``,
+``summary.tsv``, ``skipped.tsv`` and the plot appear together, atomically, only when every
+chunk is done. ``DIR/parts/settings.json`` records what the results depend on; a run
+refuses parts made with other settings.
+
+Every hit is ablated as tangermeme's ``ablate(model, X[w:w+1], start, end, n=n,
+random_state=seed)`` would (``ablate_annotations`` re-seeds each annotation), so a hit's
+result depends on the seed and its own window only, never on the chunk, the shard or the
+other hits, and a resumed or sharded run gives the bytes of an uninterrupted one.
+"""
+
+import argparse
+import json
+import math
+import os
+import sys
+import tempfile
+import warnings
+from typing import Any, Optional
+
+import numpy
+import pandas
+
+from jablate._core.errors import InputError
+from jablate._core.io import new_file_mode
+from jablate.api.effects import arrangements
+from jablate.api.ersatz import UnchangedRegionWarning
+from jablate.api.loading import RunOptions, check_device, load_model, model_kind, run_annotations
+from jablate.genome.files import (
+    file_digest,
+    genome_digest,
+    genome_lengths,
+    open_genome,
+    read_hits,
+    read_peaks,
+)
+from jablate.genome.hits import (
+    effects_tsv,
+    fetch_windows,
+    hit_effects,
+    map_hits,
+    measure_columns,
+    peak_windows,
+    plot_effects,
+    summarise_effects,
+)
+
+__all__ = ["run_hits", "static_input_length", "SETTINGS_FILE", "DEFAULT_CHUNK_SIZE"]
+
+SETTINGS_FILE = "settings.json"
+DEFAULT_CHUNK_SIZE = 256
+_FORMAT = 2  # 2: the arrangements column; nan is an ordinary value
+_OPTIONS = {
+    "format": "the parts' format version",
+    "model": "--model",
+    "model_file": "--model (the .pt2 file's contents)",
+    "genome": "--genome (its sequence names or lengths)",
+    "peaks": "--peaks (the file's contents)",
+    "hits": "--hits (the file's contents)",
+    "window": "--window",
+    "n": "--n",
+    "shuffle": "--shuffle",
+    "seed": "--seed",
+    "profile": "--profile",
+    "translate": "--translate",
+    "chunk_size": "--chunk-size",
+    "fimo_intervals": "--fimo-intervals",
+}
+_DIGESTS = {"model_file", "genome", "peaks", "hits"}
+
+
+def _part_name(chunk):
+    return f"chunk-{chunk:06d}.tsv"
+
+
+def static_input_length(model: Any) -> Optional[int]:
+    """The sequence length a ``torch.export`` program was traced at, when it is static.
+
+    Parameters
+    ----------
+    model : object
+        As returned by :func:`jablate.api.loading.load_model`.
+
+    Returns
+    -------
+    length : int or None
+        The last dimension of the program's first input when it is a plain integer; None
+        for symbolic lengths and for anything that is not an exported program.
+    """
+
+    torch = sys.modules.get("torch")
+    if torch is None:
+        return None
+    inner = model.module if type(model).__name__ == "StaticBatchModule" else model
+    if not isinstance(inner, torch.fx.GraphModule):
+        return None
+    first = next((n for n in inner.graph.nodes if n.op == "placeholder"), None)
+    value = None if first is None else first.meta.get("val")
+    shape = tuple(value.shape) if isinstance(value, torch.Tensor) else ()
+    return shape[-1] if len(shape) >= 2 and isinstance(shape[-1], int) else None
+
+
+def _is_export(spec):
+    return spec.endswith(".pt2") or (os.path.isfile(spec) and ":" not in spec)
+
+
+class _Run:
+    """One ``jablate hits`` invocation; see :func:`run_hits`."""
+
+    def __init__(self, args):
+        self.args = args
+        self.options = RunOptions.from_args(args)
+        self.error = InputError
+        self.say = (lambda message: None) if args.quiet else \
+            (lambda message: print(f"jablate: {message}", file=sys.stderr, flush=True))
+        self.parts = os.path.join(args.out, "parts")
+
+    # --- inputs, all checked before anything is written ---------------------------------
+
+    def read_inputs(self):
+        args = self.args
+        self.fasta = open_genome(args.genome)
+        lengths = genome_lengths(self.fasta)
+        self.model = None
+        width = args.window
+        if _is_export(args.model):
+            self.model = load_model(args.model)
+            static = static_input_length(self.model)
+            if static is not None and width is not None and width != static:
+                raise self.error(f"--window {width} differs from the input length {static} "
+                    f"that '{args.model}' was exported with")
+            width = static if static is not None else width
+        if width is None:
+            raise self.error("--window is required: the model's input length (2114 for "
+                "BPNet and ChromBPNet); only a .pt2 exported with a static input shape "
+                "gives it")
+        self.width = width
+        peaks = read_peaks(args.peaks, lengths, width, genome=args.genome)
+        self.windows = peak_windows(peaks, lengths, width)
+        hits = read_hits(args.hits, lengths, len(peaks), genome=args.genome,
+            peaks_name=f"'{args.peaks}'", interval_names=args.fimo_intervals)
+        min_width = 3 if args.shuffle == "dinucleotide" else 1
+        self.mapped, self.skipped = map_hits(hits, self.windows, min_width)
+        reasons = ", ".join(f"{count} {reason}" for reason, count in
+            self.skipped["reason"].value_counts(sort=False).items())
+        if len(self.mapped) == 0:
+            raise self.error(f"none of the {len(hits)} hits in '{args.hits}' can be "
+                f"measured ({reasons}); check that hits, peaks and genome match")
+        self.chunks = math.ceil(len(self.mapped) / args.chunk_size)
+        off = len(self.windows.attrs["skipped_peaks"])
+        self.say(f"{len(peaks)} peaks: {len(self.windows)} windows of {width} bp"
+            + (f" ({off} run off their chromosome and are skipped)" if off else ""))
+        self.say(f"{len(hits)} hits ({hits.attrs['format']}): {len(self.mapped)} "
+            f"(hit, window) rows in {self.chunks} chunks"
+            + (f"; {len(self.skipped)} skipped ({reasons}), listed in skipped.tsv"
+               if len(self.skipped) else ""))
+        self.settings = {
+            "format": _FORMAT, "model": args.model,
+            "model_file": file_digest(args.model) if os.path.isfile(args.model) else None,
+            "genome": genome_digest(self.fasta), "peaks": _digest(args.peaks),
+            "hits": _digest(args.hits), "window": width, "n": args.n,
+            "shuffle": args.shuffle, "seed": args.seed, "profile": args.profile,
+            "translate": args.translate, "chunk_size": args.chunk_size,
+            "fimo_intervals": args.fimo_intervals,
+        }
+
+    def finished_chunks(self):
+        """The chunks already in ``DIR/parts``; raise when they may not be reused."""
+
+        args, parts = self.args, self.parts
+        if os.path.exists(args.out) and not os.path.isdir(args.out):
+            raise self.error(f"--out '{args.out}' is a file, not a directory")
+        if not os.path.isdir(parts):
+            return set()
+        names = set(os.listdir(parts))
+        done = {c for c in range(self.chunks) if _part_name(c) in names}
+        stray = sorted(n for n in names if n.startswith("chunk-") and n.endswith(".tsv") and
+            n not in {_part_name(c) for c in done})
+        settings_path = os.path.join(parts, SETTINGS_FILE)
+        if not os.path.isfile(settings_path):
+            if done or stray:
+                raise self.error(f"--out '{args.out}' holds parts without "
+                    f"{SETTINGS_FILE}; refusing to mix them with this run: choose another "
+                    f"--out or delete '{parts}'")
+            return set()
+        theirs = _load_settings(settings_path, self.error)
+        differ = [key for key in _OPTIONS if theirs.get(key) != self.settings.get(key)]
+        if differ or stray:
+            detail = "; ".join(_difference(key, theirs.get(key), self.settings.get(key))
+                for key in differ) or f"parts beyond this run's {self.chunks} chunks"
+            raise self.error(f"--out '{args.out}' holds the parts of another run with "
+                f"different settings ({detail}); refusing to mix them: choose another "
+                f"--out, or delete '{parts}' to start over")
+        if done and not args.resume and args.shard is None:
+            raise self.error(f"--out '{args.out}' already holds {len(done)} of "
+                f"{self.chunks} chunks of this run; pass --resume to reuse them, or "
+                "choose another --out")
+        return done
+
+    def load_model(self):
+        args = self.args
+        if self.model is None:
+            self.model = load_model(args.model)
+        kind = model_kind(self.model)
+        if args.translate and kind != "torch":
+            raise self.error("--translate translates torch models to JAX; --model names a "
+                "JAX model")
+        check_device(kind, args.device, args.translate)
+
+    # --- work ---------------------------------------------------------------------------
+
+    def write_settings(self):
+        os.makedirs(self.parts, exist_ok=True)
+        final = os.path.join(self.parts, SETTINGS_FILE)
+        text = json.dumps(self.settings, indent=1, sort_keys=True) + "\n"
+        temporary = _temporary(self.parts, SETTINGS_FILE)
+        with open(temporary, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        try:
+            os.link(temporary, final)  # fails if a concurrent shard wrote it first
+        except FileExistsError:
+            theirs = _load_settings(final, self.error)
+            if any(theirs.get(k) != self.settings.get(k) for k in _OPTIONS):
+                raise self.error(f"--out '{self.args.out}': another run with different "
+                    "settings started writing parts there; refusing to mix them") from None
+        finally:
+            os.unlink(temporary)
+
+    def compute(self, chunks, done_rows, total_rows):
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=total_rows, initial=done_rows, unit="hit", desc="hits",
+            disable=self.args.quiet, file=sys.stderr, dynamic_ncols=True, smoothing=0.05)
+        try:
+            for chunk in chunks:
+                bar.update(self.compute_chunk(chunk))
+        finally:
+            bar.close()
+
+    def compute_chunk(self, chunk):
+        args = self.args
+        size = args.chunk_size
+        part = self.mapped.iloc[chunk * size:(chunk + 1) * size].reset_index(drop=True)
+        rows, inverse = numpy.unique(part["window"].to_numpy(), return_inverse=True)
+        X = fetch_windows(self.fasta, self.windows, rows, pad_to=size)
+        annotations = numpy.stack([inverse, part["offset_start"].to_numpy(),
+            part["offset_end"].to_numpy()], axis=1).astype(numpy.int64)
+        counts = arrangements(self.options.shuffle_fn(), X, annotations)
+        with warnings.catch_warnings():  # counted from `counts` instead
+            warnings.simplefilter("ignore", UnchangedRegionWarning)
+            result = run_annotations(self.model, X, annotations, self.options,
+                verbose=False)
+        try:
+            effects = hit_effects(result, part, args.profile, counts)
+        except ValueError as error:
+            raise self.error(f"cannot compute effects: {error}") from None
+        _write_atomically(os.path.join(self.parts, _part_name(chunk)),
+            effects_tsv(effects).encode("utf-8"))
+        return len(part)
+
+    def assemble(self):
+        from jablate._core.io import AtomicFiles
+
+        args = self.args
+        paths = [os.path.join(self.parts, _part_name(c)) for c in range(self.chunks)]
+        outputs = {name: os.path.join(args.out, name) for name in ("effects.tsv",
+            "summary.tsv", "skipped.tsv")}
+        if args.plot != "none":
+            outputs["plot"] = os.path.join(args.out, f"effects.{args.plot}")
+        with AtomicFiles() as files:
+            handles = {key: files.open(path) for key, path in outputs.items()}
+            for index, path in enumerate(paths):
+                with open(path, "rb") as part:
+                    header = part.readline()
+                    if index == 0:
+                        handles["effects.tsv"].write(header)
+                    while block := part.read(1 << 20):
+                        handles["effects.tsv"].write(block)
+            effects = _read_effects(paths)
+            unchanged = int((effects["arrangements"] <= 1).sum())
+            if unchanged:
+                self.say(f"{unchanged} hits cannot be changed by the {args.shuffle} shuffle "
+                    "(arrangements = 1 in effects.tsv: homopolymers, all-N stretches...): "
+                    "every shuffle equals the original, so their drop is 0 and z is nan")
+            handles["summary.tsv"].write(effects_tsv(summarise_effects(effects)).encode())
+            handles["skipped.tsv"].write(effects_tsv(self.skipped).encode())
+            if "plot" in handles:
+                try:
+                    plot_effects(effects, handles["plot"], args.plot,
+                        output_names=args.output_names)
+                except ValueError as error:
+                    raise self.error(f"--output-names: {error}") from None
+        for name in os.listdir(self.parts):  # temporaries of killed runs
+            if name.startswith(".chunk-"):
+                os.unlink(os.path.join(self.parts, name))
+        self.say(f"wrote {outputs['effects.tsv']} ({len(effects)} rows), "
+            + ", ".join(os.path.basename(p) for k, p in outputs.items() if k != "effects.tsv")
+            + (f"; {len(self.skipped)} hits skipped" if len(self.skipped) else ""))
+
+
+def run_hits(args: argparse.Namespace) -> int:
+    """Run ``jablate hits``.
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        The parsed options of ``jablate hits`` (see ``jablate hits --help``).
+
+    Returns
+    -------
+    status : int
+        0; errors are raised (:class:`jablate.InputError` for bad input, exit status 2).
+    """
+
+    run = _Run(args)
+    run.read_inputs()
+    done = run.finished_chunks()
+    run.load_model()
+    created = [path for path in (args.out, run.parts, os.path.join(run.parts,
+        SETTINGS_FILE)) if not os.path.exists(path)]
+    try:
+        return _work(run, args, done)
+    except BaseException:
+        _remove_if_no_parts(run.parts, created, run.chunks)
+        raise
+
+
+def _remove_if_no_parts(parts, created, chunks):
+    """After a failure, remove what this run created (settings.json, the folders) when no
+    finished chunk is there to resume from."""
+
+    names = set(os.listdir(parts)) if os.path.isdir(parts) else set()
+    if names & {_part_name(c) for c in range(chunks)}:
+        return
+    for path in reversed(created):  # the settings, then parts/, then --out
+        try:
+            os.unlink(path) if path.endswith(SETTINGS_FILE) else os.rmdir(path)
+        except OSError:  # another shard's files, or already gone
+            pass
+
+
+def _work(run, args, done):
+    run.write_settings()
+    shard = args.shard
+    mine = [c for c in range(run.chunks) if shard is None or c % shard[1] == shard[0]]
+    todo = [c for c in mine if c not in done]
+    size = args.chunk_size
+    rows = lambda chunks: sum(min(size, len(run.mapped) - c * size) for c in chunks)
+    if done:
+        run.say(f"reusing {len(done)} finished chunks in {run.parts}")
+    run.compute(todo, rows(mine) - rows(todo), rows(mine))
+    if shard is not None:
+        left = run.chunks - len(set(os.listdir(run.parts)) & {_part_name(c) for c in
+            range(run.chunks)})
+        run.say(f"shard {shard[0]}/{shard[1]} done ({len(todo)} chunks computed, "
+            f"{len(mine) - len(todo)} reused); {left} of {run.chunks} chunks still missing"
+            f"; run again without --shard (with --resume) to assemble {args.out}/effects.tsv")
+        return 0
+    run.assemble()
+    return 0
+
+
+# --- files ----------------------------------------------------------------------------------
+
+
+def _digest(path):
+    try:
+        return file_digest(path)
+    except OSError as error:  # already read once, so this is rare
+        raise InputError(f"cannot read '{path}': {error.strerror or error}") from None
+
+
+def _difference(key, theirs, ours):
+    if key in _DIGESTS:
+        return f"{_OPTIONS[key]} differs"
+    return f"{_OPTIONS[key]}: {json.dumps(theirs)} there, {json.dumps(ours)} here"
+
+
+def _load_settings(path, error):
+    try:
+        with open(path, encoding="utf-8") as handle:
+            settings = json.load(handle)
+    except (OSError, ValueError) as problem:
+        raise error(f"cannot read '{path}': {problem}") from None
+    if not isinstance(settings, dict):
+        raise error(f"cannot read '{path}': not a JSON object")
+    return settings
+
+
+def _temporary(directory, name):
+    descriptor, path = tempfile.mkstemp(dir=directory, prefix=f".{name}.", suffix=".part")
+    os.close(descriptor)
+    os.chmod(path, new_file_mode())  # mkstemp makes it 0600; outputs are all one mode
+    return path
+
+
+def _write_atomically(path, data):
+    directory, name = os.path.split(path)
+    temporary = _temporary(directory, name)
+    try:
+        with open(temporary, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        if os.path.exists(temporary):
+            os.unlink(temporary)
+        raise
+
+
+def _read_effects(paths):
+    """The assembled effects, for the summary and the plot (only the columns they use)."""
+
+    header = open(paths[0], encoding="utf-8").readline().rstrip("\n").split("\t")
+    wanted = [c for c in ("hit", "name", "arrangements") if c in header] + \
+        measure_columns(header)
+    frames = [pandas.read_csv(path, sep="\t", usecols=wanted, dtype={"name": str},
+        keep_default_na=False) for path in paths]
+    effects = pandas.concat(frames, ignore_index=True)
+    for column in wanted:
+        if column == "hit":
+            effects[column] = pandas.to_numeric(effects[column])
+        elif column != "name":  # measures: 'nan' (and 'inf') are ordinary values
+            effects[column] = effects[column].astype(numpy.float64)
+    return effects

@@ -1,0 +1,373 @@
+"""Models as pure functions: ``apply(params, x, *args)``, parameters as arguments.
+
+:func:`runner_for` turns what a caller passes (a bound ``flax.linen`` module, a
+``flax.nnx`` module, a pure model with ``params`` and ``apply``, any callable on
+JAX arrays, or a ``torch.nn.Module``) into a runner and the current parameters.
+
+Compiled programs belong to the runner (its :meth:`JaxRunner.step`), and no
+cache holds the model itself, so a model the caller drops is freed with its
+weights (the leak of jablate 0.1.0):
+
+* flax modules are cached by *structure*, as equinox's ``filter_jit`` does: the
+  unbound linen module or the nnx ``GraphDef`` is the static key and the
+  parameters are arguments, so every fold of one architecture shares one
+  compiled program;
+* other models (callables, pure models) are cached in a weak dictionary keyed
+  on the model, and their runner reaches the model only through a weak
+  reference: when the caller drops the model, the runner and its compiled
+  programs (with any constants the model closed over) go too;
+* torch modules get a fresh, uncached :class:`jablate.bridges.torch.TorchRunner`
+  (they run eagerly; there is nothing to compile).
+"""
+
+from __future__ import annotations
+
+import collections
+import inspect
+import weakref
+from functools import partial
+from typing import Any, Callable, Literal, Optional
+
+import jax
+import jax.numpy as jnp
+import numpy
+
+from jablate._core.caches import for_runner, register
+from jablate._core.errors import InputError
+from jablate.models.frontdoor import is_torch_module, torch_bridge
+
+#: How many flax model structures keep their compiled programs.
+STRUCTURE_CACHE_SIZE = 32
+
+#: The ``backend`` option: None (torch modules run in torch for ``predict``/``ablate``,
+#: translated for the attribution functions), ``'torch'`` or ``'jax'`` (translate).
+Backend = Optional[Literal["torch", "jax"]]
+
+
+def check_backend(backend: Any) -> Backend:
+    """``backend`` checked: None, 'torch' or 'jax' (``InputError`` otherwise). The one
+    check of the option."""
+    if backend not in (None, "torch", "jax"):
+        raise InputError(f"backend must be None, 'torch' or 'jax'; got {backend!r}.")
+    return backend
+
+
+def outputs_of(y: Any, where: str = "the model") -> tuple[tuple, bool]:
+    """A model output as ``(tuple of arrays, multi)``; ``multi`` is True for a tuple/list.
+
+    Raises
+    ------
+    ValueError
+        If the output is not an array or a tuple/list of arrays.
+    """
+    multi = isinstance(y, (tuple, list))
+    ys = tuple(y) if multi else (y,)
+    for i, leaf in enumerate(ys):
+        if not hasattr(leaf, "shape") or not hasattr(leaf, "dtype"):
+            what = f"output {i}" if multi else "its output"
+            raise InputError(f"{where} must return an array or a tuple/list of arrays; "
+                             f"{what} is a {type(leaf).__name__}.")
+    return ys, multi
+
+
+class JaxRunner:
+    """A JAX model in pure form, owning its compiled programs.
+
+    Parameters
+    ----------
+    apply: callable
+        ``apply(params, x, *args)`` -> array or tuple/list of arrays. It must not
+        hold the caller's model strongly (see the module docstring).
+
+    Attributes
+    ----------
+    caches: dict
+        The runner's caches by name (compiled programs, analyses), reached through
+        :func:`jablate._core.caches.for_runner` only; they die with the runner.
+
+    Notes
+    -----
+    :meth:`step_for` gives the compiled step for a post-processing ``func``
+    (``None`` for none). Steps for a ``func`` are held weakly: a ``func`` that
+    the caller drops takes its compiled programs (and what it closed over) along.
+    """
+
+    jittable = True
+
+    def __init__(self, apply: Callable):
+        self.apply = apply
+        self.caches: dict = {}
+
+    def _compile(self, post_ref):
+        return jax.jit(partial(_step, self.apply, post_ref),
+                       static_argnames=("draw", "dtype"))
+
+    def step_for(self, post: Optional[Callable]) -> Callable:
+        """The compiled ``step(params, X, args, table, items, draw=, dtype=)`` with ``post``."""
+        if post is None:
+            plain = for_runner(self, "runner.step")
+            if "step" not in plain:
+                plain["step"] = self._compile(None)
+            return plain["step"]
+        posts = for_runner(self, "runner.posts", weakref.WeakKeyDictionary)
+        try:
+            step = posts.get(post)
+            if step is None:
+                step = posts[post] = self._compile(weakref.ref(post))
+            return step
+        except TypeError:  # not weak-referenceable: compiled for this call only
+            return self._compile(_Strong(post))
+
+
+def input_dtype(dtype_of_x: Any, dtype: Any) -> Any:
+    """The dtype a JAX model gets its inputs in: ``dtype`` when given, else the inputs'
+    own when they are floats, else float32."""
+    if dtype is not None:
+        return dtype
+    return dtype_of_x if jnp.issubdtype(dtype_of_x, jnp.floating) else jnp.float32
+
+
+def cast_input(x: jax.Array, dtype: Any) -> jax.Array:
+    """``x`` in :func:`input_dtype`."""
+    return x.astype(input_dtype(x.dtype, dtype))
+
+
+def _step(apply, post_ref, params, X, args, table, items, draw, dtype):
+    """One batch: build inputs from ``X`` and plan ``items`` with ``draw``, run the model."""
+    x = cast_input(draw(X, table, items), dtype)
+    args = tuple(jnp.take(a, items[0], axis=0) for a in args)
+    y = apply(params, x, *args)
+    if post_ref is not None:
+        outputs_of(y)
+        y = _alive(post_ref)(y)
+    ys, multi = outputs_of(y, "func" if post_ref is not None else "the model")
+    return list(ys) if multi else ys[0]
+
+
+# --- model kinds --------------------------------------------------------------------------
+
+_by_structure: "collections.OrderedDict[Any, JaxRunner]" = register(
+    "runner.by_structure", collections.OrderedDict())
+# Identity-keyed (a weak dictionary matches by ==, and models that compare equal can differ):
+# id(obj) or (id(owner), method function) -> (weak reference, runner); an entry leaves when
+# its object is collected.
+_by_id: dict = register("runner.by_id", {})
+
+
+class _Strong:
+    """Stands in for a weak reference to an object that cannot be weakly referenced."""
+
+    def __init__(self, obj):
+        self.obj = obj
+
+    def __call__(self):
+        return self.obj
+
+
+def _alive(ref):
+    obj = ref()
+    if obj is None:  # only reachable if a caller keeps a runner after dropping the model
+        raise InputError("the model this program was compiled for no longer exists.")
+    return obj
+
+
+def _linen_apply(structure, params, x, *args):
+    from flax import errors
+    try:
+        return structure.apply(params, x, *args)
+    except (errors.ScopeCollectionNotFound, errors.ScopeParamNotFoundError) as error:
+        raise InputError("model is a flax.linen Module bound without the variables it needs "
+                         f"({error}); bind the variables from module.init(...): "
+                         "module.bind(variables).") from None
+
+
+def _nnx_apply(graphdef, state, x, *args):
+    from flax import nnx
+    return nnx.merge(graphdef, state)(x, *args)
+
+
+def _weak_pure_apply(ref, params, x, *args):
+    return _alive(ref).apply(params, x, *args)
+
+
+def _weak_call(ref, params, x, *args):
+    return _alive(ref)(x, *args)
+
+
+def _weak_method_call(ref, func, params, x, *args):
+    return func(_alive(ref), x, *args)
+
+
+def _linen_apply_weak(ref, params, x, *args):
+    return _linen_apply(_alive(ref).unbind()[0], params, x, *args)
+
+
+def _fingerprint(value):
+    """Types (and exact reprs of numbers) of a value, recursively: ``0.5`` and
+    ``numpy.float32(0.5)`` compare equal but compile to different programs."""
+    import dataclasses
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return (type(value),) + tuple((f.name, _fingerprint(getattr(value, f.name, None)))
+                                      for f in dataclasses.fields(value) if f.name != "parent")
+    if isinstance(value, (tuple, list)):
+        return (type(value),) + tuple(_fingerprint(v) for v in value)
+    if isinstance(value, dict):
+        return (type(value),) + tuple((k, _fingerprint(v)) for k, v in value.items())
+    if isinstance(value, (bool, int, float, complex, numpy.generic)):
+        return (type(value), repr(value))
+    return (type(value),)
+
+
+def _structure_runner(structure, apply):
+    try:
+        key = (structure, _fingerprint(structure))
+        hash(key)
+    except TypeError:  # e.g. a module holding arrays as attributes
+        return None
+    runner = _by_structure.get(key)
+    if runner is None:
+        runner = _by_structure[key] = JaxRunner(partial(apply, structure))
+        while len(_by_structure) > STRUCTURE_CACHE_SIZE:
+            _by_structure.popitem(last=False)
+    _by_structure.move_to_end(key)
+    return runner
+
+
+def _identity_runner(obj, build, method=None):
+    """The runner cached for ``obj`` (or its ``method``) by identity, held only while
+    ``obj`` lives; a fresh, uncached one when ``obj`` cannot be weakly referenced."""
+    key = id(obj) if method is None else (id(obj), method)
+    entry = _by_id.get(key)
+    if entry is not None and entry[0]() is obj:
+        return entry[1]
+    try:
+        ref = weakref.ref(obj, lambda _, key=key: _by_id.pop(key, None))
+    except TypeError:  # not weak-referenceable: compiled per call
+        return build(_Strong(obj))
+    runner = build(weakref.ref(obj))
+    _by_id[key] = (ref, runner)
+    return runner
+
+
+def _class_error(model) -> ValueError:
+    return ValueError(
+        f"model is the class {model.__module__}.{model.__qualname__}, not a model; pass an "
+        "instance with its weights (for flax.linen, module.bind(variables); for torch, the "
+        "trained module), or a function that returns one's predictions.")
+
+
+def _flax_kind(model):
+    try:
+        import flax.linen as nn
+        from flax import nnx
+    except ImportError:  # pragma: no cover - flax is a dependency
+        return None
+    if isinstance(model, nn.Module):
+        return "linen"
+    if isinstance(model, nnx.Module):
+        return "nnx"
+    owner = getattr(model, "__self__", None)
+    if inspect.ismethod(model) and isinstance(owner, nn.Module) and model.__name__ in (
+            "apply", "init", "init_with_output"):
+        raise InputError(f"model is the unbound method {type(owner).__name__}.{model.__name__}; "
+                         "pass the module bound to its variables, module.bind(variables), or "
+                         "a function of X such as lambda x: module.apply(variables, x).")
+    return None
+
+
+#: The attributes ``nnx.Module.eval()`` sets: Dropout's and BatchNorm's inference modes.
+_NNX_EVAL = dict(deterministic=True, use_running_average=True)
+
+
+def eval_view(model: Any) -> Any:
+    """An ``nnx.Module`` in evaluation mode, without touching ``model``.
+
+    What ``model.eval()`` would do (``deterministic=True``,
+    ``use_running_average=True`` on every submodule that has them: Dropout off,
+    BatchNorm on its running statistics), on a view that shares ``model``'s
+    arrays: the caller's module keeps its mode, as torch modules do around
+    tangermeme's calls.
+    """
+    from flax import nnx
+    if hasattr(nnx, "view"):  # flax >= 0.12: a new graph over the same variables
+        view = nnx.view(model, raise_if_not_found=False, **_NNX_EVAL)
+    else:  # older flax: a copy of the graph (the arrays are shared, not copied)
+        view = nnx.merge(*nnx.split(model))
+    # Modules without set_view that keep such a flag themselves (as Module.eval() sets them)
+    view.set_attributes(raise_if_not_found=False, **_NNX_EVAL)
+    return view
+
+
+def runner_for(model: Any, backend: Backend = None,
+               example: Optional[jax.Array] = None) -> tuple[Any, Any]:
+    """The runner of ``model`` and its current parameters.
+
+    Parameters
+    ----------
+    model: flax.linen.Module (bound), flax.nnx.Module, pure model, callable or torch.nn.Module
+    backend: None, 'torch' or 'jax'
+        ``'jax'`` translates a torch module to JAX
+        (``jablate.bridges.torch.translate``), using ``example`` (a JAX array
+        shaped like the inputs) for the export.
+    example: jax.Array or None
+
+    Returns
+    -------
+    runner: JaxRunner or jablate.bridges.torch.TorchRunner
+    params: pytree or None
+        The parameters to pass to ``runner.step`` (re-read on every call, so
+        updated weights are used).
+
+    Notes
+    -----
+    Models run in evaluation mode, as tangermeme runs torch modules: an nnx
+    module through :func:`eval_view` (Dropout off, BatchNorm on its running
+    statistics; the module itself keeps its mode), a torch module in
+    ``eval()`` for the call, its mode restored after. A flax.linen module's
+    mode is an argument of its ``__call__`` that jablate cannot see: bind or
+    wrap it for inference (e.g. ``lambda x: module(x, train=False)``).
+
+    Raises
+    ------
+    ValueError
+        For a class instead of an instance, an unbound or uninitialised flax
+        module, an unknown ``backend``, or something that is not a model.
+    """
+    check_backend(backend)
+    if inspect.isclass(model):
+        raise _class_error(model)
+    if is_torch_module(model):
+        if backend == "jax":
+            bridge = torch_bridge()
+            model = bridge.translate(model, bridge.to_torch(example[:1]).float())
+        else:
+            return torch_bridge().TorchRunner(model), None
+    elif backend == "torch":
+        raise InputError("backend='torch' needs a torch.nn.Module as model.")
+    kind = _flax_kind(model)
+    if kind == "linen":
+        if model.scope is None:
+            raise InputError("model is an unbound flax.linen Module; pass module.bind(variables) "
+                             "so that jablate has its weights.")
+        structure, params = model.unbind()
+        runner = _structure_runner(structure, _linen_apply) or _identity_runner(
+            model, lambda ref: JaxRunner(partial(_linen_apply_weak, ref)))
+        return runner, params
+    if kind == "nnx":
+        from flax import nnx
+        graphdef, state = nnx.split(eval_view(model))
+        runner = _structure_runner(graphdef, _nnx_apply) or _identity_runner(
+            model, lambda ref: JaxRunner(partial(_nnx_apply, graphdef)))
+        return runner, state
+    if callable(getattr(model, "apply", None)) and hasattr(model, "params"):
+        return _identity_runner(model, lambda ref: JaxRunner(partial(_weak_pure_apply, ref))), \
+            model.params
+    if not callable(model):
+        raise InputError(f"model must be a flax module, a callable on JAX arrays or a "
+                         f"torch.nn.Module; got {type(model).__name__}.")
+    if inspect.ismethod(model):  # a new bound-method object each time: key on its owner
+        func = model.__func__
+        return _identity_runner(model.__self__, lambda ref: JaxRunner(
+            partial(_weak_method_call, ref, func)), method=func), None
+    return _identity_runner(model, lambda ref: JaxRunner(partial(_weak_call, ref))), None
+
