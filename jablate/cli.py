@@ -174,8 +174,9 @@ def _add_run_options(parser, unit, seed_help):
         help="translate a torch model to JAX instead of bridging it (backend='jax')")
     parser.add_argument("--incremental", choices=tuple(INCREMENTAL), default="auto",
         help="compute only what a shuffle can change (JAX or --translate'd models): 'on' "
-        "always (exit 2 where it cannot), 'auto' where the analysis predicts a 1.5x saving "
-        "for runs of at least 2,048 shuffled items (default: %(default)s)")
+        "always (exit 2 where it cannot), 'auto' where the backend's cost model predicts it "
+        "is faster, cold only for runs of at least 2,048 shuffled items (default: "
+        "%(default)s)")
 
 
 

@@ -73,13 +73,63 @@ def test_auto_uses_the_engine_only_when_it_pays():
     mean_model = lambda x: jnp.cumsum(x[:, 0], -1)  # every output position depends on
     bound = jablate.engine.stream.Model(*jablate.models.runner.runner_for(mean_model))
     many = numpy.full(4096, 5)
-    choice = incremental_engine.choose(bound, jnp.asarray(X), (), many, "auto")
-    assert not choice.use and "predicted saving" in choice.reason
-    few = incremental_engine.choose(bound, jnp.asarray(X), (), many[:100], "auto")
+    choice = incremental_engine.choose(bound, jnp.asarray(X), (), many, "auto", 6)
+    assert not choice.use and "the full path's time on cpu" in choice.reason
+    few = incremental_engine.choose(bound, jnp.asarray(X), (), many[:100], "auto", 6)
     assert not few.use and "too few" in few.reason
     conv = lambda x: jax.nn.relu(jax.lax.conv(x, jnp.ones((3, A, 5)), (1,), "SAME")).mean(-1)
     bound = jablate.engine.stream.Model(*jablate.models.runner.runner_for(conv))
-    assert incremental_engine.choose(bound, jnp.asarray(X), (), many, "auto").use
+    assert incremental_engine.choose(bound, jnp.asarray(X), (), many, "auto", 6).use
+
+
+def test_the_cost_model_is_the_backends():
+    # the incremental path: items windowed passes at the backend's efficiency, plus one
+    # reference pass per sequence; the full path: items full passes
+    fraction = incremental_engine.predicted_time_fraction
+    assert fraction(100.0, 25.0, 2000, 100, "cpu") == pytest.approx(0.25 + 0.05)
+    assert fraction(100.0, 25.0, 2000, 100, "gpu") == pytest.approx(6 * 0.25 + 0.05)
+    assert fraction(100.0, 25.0, 2000, 100, "tpu") == fraction(100.0, 25.0, 2000, 100, "gpu")
+    # a 100-bp BPNet ablation changes about half of its positions: the engine on the CPU,
+    # the full path on a GPU (measured on an H200: 3x slower incrementally)
+    assert fraction(1.0, 0.5, 10240, 512, "cpu") <= incremental_engine.AUTO_MAX_TIME_FRACTION
+    assert fraction(1.0, 0.5, 10240, 512, "gpu") > incremental_engine.AUTO_MAX_TIME_FRACTION
+
+
+def test_auto_on_a_gpu_chooses_by_the_gpus_cost_model(monkeypatch):
+    conv = lambda x: jax.nn.relu(jax.lax.conv(x, jnp.ones((3, A, 5)), (1,), "SAME")).mean(-1)
+    bound = jablate.engine.stream.Model(*jablate.models.runner.runner_for(conv))
+    many = numpy.full(4096, 5)
+    cpu = incremental_engine.choose(bound, jnp.asarray(X), (), many, "auto", sequences=6)
+    summary = incremental_engine.evaluator(bound, jnp.asarray(X), (), 8)["inc"].summary
+    gpu = incremental_engine.choose(bound, jnp.asarray(X), (), many, "auto", sequences=6,
+                                    devices=[type("Device", (), {"platform": "gpu"})()])
+    assert cpu.use and "on cpu" in cpu.reason and "on gpu" in gpu.reason
+    expected = incremental_engine.predicted_time_fraction(
+        summary.flops_full, summary.flops_incremental, 4096, 6, "gpu")
+    assert gpu.use == (expected <= incremental_engine.AUTO_MAX_TIME_FRACTION)
+    monkeypatch.setitem(incremental_engine.EFFICIENCY, "gpu", 1e-3)  # a hopeless GPU
+    assert not incremental_engine.choose(bound, jnp.asarray(X), (), many, "auto", sequences=6,
+                                         devices=[type("D", (), {"platform": "gpu"})()]).use
+
+
+def test_a_small_job_gets_the_engine_when_it_is_warm(tower):
+    kw = dict(n=3, random_state=jax.random.key(7), args=BIAS)
+    ann = ANN[5:6]  # 3 items: far below AUTO_MIN_ITEMS
+    widths = ann[:, 2] - ann[:, 1]
+    bound = jablate.engine.stream.Model(*jablate.models.runner.runner_for(tower))
+    Xj = jnp.asarray(X)
+    args = tuple(jnp.asarray(a) for a in BIAS)
+    cold = incremental_engine.choose(bound, Xj, args, numpy.repeat(widths, 3), "auto",
+                                     sequences=1)
+    assert not cold.use and "too few" in cold.reason
+    jablate.ablate_annotations(tower, X, ann, incremental=True, **kw)  # compiles its programs
+    warm = incremental_engine.choose(bound, Xj, args, numpy.repeat(widths, 3), "auto",
+                                     sequences=1)
+    summary = incremental_engine.evaluator(bound, Xj, args, int(widths[0]))["inc"].summary
+    predicted = incremental_engine.predicted_time_fraction(
+        summary.flops_full, summary.flops_incremental, 3, 1, "cpu")
+    assert predicted <= incremental_engine.AUTO_MAX_TIME_FRACTION  # 0.55: it wins
+    assert warm.use and f"predicted {predicted:.2f}x" in warm.reason
 
 
 def test_a_broken_rule_is_caught_at_run_time_and_the_full_path_finishes(tower):

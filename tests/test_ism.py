@@ -227,11 +227,16 @@ def test_auto_uses_the_engine_on_large_runs(tower, monkeypatch):
     chosen = []
     real = ism._run_incremental
     monkeypatch.setattr(ism, "_run_incremental", lambda *a: chosen.append(1) or real(*a))
-    jablate.saturation_mutagenesis(tower, X, args=bias)  # under 2,048 substitutions
+    model = lambda x, b: tower(x, b)  # a fresh callable: cold, its programs never ran
+    jablate.saturation_mutagenesis(model, X, args=bias)  # under 2,048 substitutions, cold
     assert not chosen
-    monkeypatch.setattr(ism, "AUTO_MIN_ITEMS", 100)
-    jablate.saturation_mutagenesis(tower, X, args=bias)
-    assert chosen
+    with monkeypatch.context() as m:
+        m.setattr(ism, "AUTO_MIN_ITEMS", 100)
+        jablate.saturation_mutagenesis(model, X, args=bias)
+    assert chosen == [1]
+    # warm now (analysed and compiled): the same small run gets the engine, which wins
+    jablate.saturation_mutagenesis(model, X, args=bias)
+    assert chosen == [1, 1]
 
 
 @pytest.mark.parametrize("kw", [dict(), dict(target=0, start=3, end=-4),

@@ -191,8 +191,10 @@ def _stream(model, inp, job: _Ablation):
                                 n, per_annotation, reduce)
     with session:
         ran = None
-        choice = incremental_engine.choose(bound, inp.X, inp.args, plan.ends - plan.starts,
-                                           incremental)
+        choice = incremental_engine.choose(
+            bound, inp.X, inp.args, plan.ends - plan.starts, incremental,
+            sequences=len(uniq),
+            devices=bound.placement.devices if bound.placement is not None else ())
         if choice.use:
             ran = incremental_engine.run(stream, uniq, n, reduce, desc="ablate (incremental)")
         if ran is not None:
@@ -302,8 +304,9 @@ def ablate(model: Any, X: Any, start: int = 0, end: int = -1, n: int = 20,
         before shuffling come from the same reference passes. The first 16
         items are checked against the full path (a mismatch warns and
         finishes on the full path); results agree with it to float32
-        rounding. ``'auto'`` (default) uses it for runs of at least 2,048
-        shuffled items whose analysis predicts a 1.5x saving; ``True`` always
+        rounding. ``'auto'`` (default) uses it where the backend's cost model
+        (:func:`jablate.incremental.run.choose`) predicts it is faster, cold
+        only for runs of at least 2,048 shuffled items; ``True`` always
         (``ValueError`` where it cannot run: a torch model, a foreign
         ``func``/``shuffle_fn``); ``False`` never. It works with
         ``reduce='mean_std'`` and ``predict``'s ``func``, shards its batches
@@ -407,8 +410,9 @@ def ablate_annotations(model: Any, X: Any, annotations: Any,
         before shuffling come from the same reference passes. The first 16
         items are checked against the full path (a mismatch warns and
         finishes on the full path); results agree with it to float32
-        rounding. ``'auto'`` (default) uses it for runs of at least 2,048
-        shuffled items whose analysis predicts a 1.5x saving; ``True`` always
+        rounding. ``'auto'`` (default) uses it where the backend's cost model
+        (:func:`jablate.incremental.run.choose`) predicts it is faster, cold
+        only for runs of at least 2,048 shuffled items; ``True`` always
         (``ValueError`` where it cannot run: a torch model, a foreign
         ``func``/``shuffle_fn``); ``False`` never. It works with
         ``reduce='mean_std'`` and ``predict``'s ``func``, shards its batches

@@ -36,8 +36,8 @@ from jablate.engine.executor import Collect, Job, checked, execute
 from jablate.engine.per_sequence import SequenceFunc
 from jablate.incremental.analysis import Incremental, analyze
 from jablate.incremental.run import (
+    AUTO_MAX_TIME_FRACTION,
     AUTO_MIN_ITEMS,
-    AUTO_MIN_SAVING,
     BATCH_FLOPS,
     MEMORY_BUDGET,
     Mode,
@@ -46,6 +46,9 @@ from jablate.incremental.run import (
     confirmed,
     evaluator,
     exact_float32,
+    has_run,
+    platform_of,
+    predicted_time_fraction,
 )
 from jablate.models.frontdoor import (
     check_int,
@@ -332,6 +335,11 @@ def _incremental_step(inc, post_ref, params, caches, pos, char, rows, A, dtype):
     return jax.tree.leaves(_post(post_ref, y))
 
 
+def _key(model: engine.Model, X: jax.Array, args: tuple) -> tuple:
+    return ("incremental", X.shape[1:], str(X.dtype), str(model.dtype),
+            tuple((a.shape[1:], str(a.dtype)) for a in args))
+
+
 def _evaluator(model: engine.Model, X: jax.Array, args: tuple) -> dict:
     """The width-1 analysis and its compiled reference and step, cached on the runner.
 
@@ -341,8 +349,7 @@ def _evaluator(model: engine.Model, X: jax.Array, args: tuple) -> dict:
         When the analysis failed (the failure is cached too, as text).
     """
     store = _programs(model)
-    key = ("incremental", X.shape[1:], str(X.dtype), str(model.dtype),
-           tuple((a.shape[1:], str(a.dtype)) for a in args))
+    key = _key(model, X, args)
     if key not in store:
         try:  # the analysis is ablation's, at width 1 (one analysis serves both)
             ev = evaluator(model, X, args, 1)
@@ -358,14 +365,18 @@ def _evaluator(model: engine.Model, X: jax.Array, args: tuple) -> dict:
     if step_key not in steps:
         steps[step_key] = jax.jit(partial(_incremental_step, entry["inc"], post_ref,
                                           A=X.shape[1], dtype=X.dtype))
-    return dict(entry, step=steps[step_key])
+    return dict(entry, step=steps[step_key], mark_ran=lambda: entry.__setitem__("ran", True))
 
 
 def _choose(model: engine.Model, X: jax.Array, args: tuple, n_items: int,
             mode: Any) -> Optional[dict]:
     """The incremental evaluator when this run should use it, else None."""
-    if mode is False or (mode == "auto" and n_items < AUTO_MIN_ITEMS):
+    if mode is False:
         return None
+    warm = _programs(model).get(_key(model, X, args))
+    warm = isinstance(warm, dict) and has_run(warm)
+    if mode == "auto" and not warm and n_items < AUTO_MIN_ITEMS:
+        return None  # cold and small: the analysis and compiles would cost more
     try:
         ev = _evaluator(model, X, args)
     except RuntimeError as error:
@@ -373,7 +384,11 @@ def _choose(model: engine.Model, X: jax.Array, args: tuple, n_items: int,
             raise InputError(f"incremental=True, but the incremental engine cannot run this "
                              f"model: {error}.") from None
         return None
-    if mode is True or ev["inc"].summary.flop_ratio >= AUTO_MIN_SAVING:
+    devices = model.placement.devices if model.placement is not None else X.devices()
+    summary = ev["inc"].summary
+    fraction = predicted_time_fraction(summary.flops_full, summary.flops_incremental,
+                                       n_items, X.shape[0], platform_of(devices))
+    if mode is True or fraction <= AUTO_MAX_TIME_FRACTION:
         return ev
     return None
 
@@ -507,6 +522,7 @@ def _run_incremental(model, ev, X, args, Xh, start, end, batch_size, finish, col
                 except _Mismatch:
                     return False
     collect.flush()
+    ev["mark_ran"]()  # warm from now on (see _choose)
     return True
 
 
@@ -648,7 +664,10 @@ def _ablate_build(apply, params, x, args, options, exact):
                 raise InputError(f"incremental=True, but the incremental engine cannot run "
                                  f"this model: {type(error).__name__}: {error}.") from None
             return None
-        if mode == "auto" and inc.summary.flop_ratio < AUTO_MIN_SAVING:
+        edits = (x.shape[0] - 1) * (end - start)  # substitutions of one sequence
+        if mode == "auto" and predicted_time_fraction(
+                inc.summary.flops_full, inc.summary.flops_incremental, edits, 1,
+                jax.default_backend()) > AUTO_MAX_TIME_FRACTION:
             return None
         per_edit = max(inc.summary.flops_incremental, 1.0)
         edits = 1 << min(10, max(4, int(BATCH_FLOPS // per_edit).bit_length() - 1))
@@ -740,8 +759,9 @@ def saturation_mutagenesis(model: Any, X: Any, args: Optional[Any] = None, start
         to JAX. Default None.
     incremental: 'auto', True or False, optional
         Use the incremental engine (substitutions as windows of width 1). ``'auto'``:
-        when the analysis of the model predicts at least a 1.5x FLOP saving (and the run
-        has at least 2,048 substitutions). ``True``: always (``ValueError`` when it cannot
+        where the backend's cost model predicts it is faster
+        (:func:`jablate.incremental.run.predicted_time_fraction`; cold, only for runs of
+        at least 2,048 substitutions). ``True``: always (``ValueError`` when it cannot
         run). ``False``: full passes. With ``backend='torch'``, ``'auto'`` and ``False``
         become tangermeme's ``fast=True`` and ``fast=False``. Default 'auto'.
     func: callable or None, optional

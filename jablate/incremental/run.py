@@ -46,11 +46,22 @@ from jablate.models.runner import cast_input, outputs_of
 
 #: The default memory budget of the reference caches of one chunk of sequences.
 MEMORY_BUDGET = 2**30
-#: ``incremental="auto"`` uses the engine when the analysis predicts at least this saving.
-AUTO_MIN_SAVING = 1.5
-#: ``"auto"`` analyses a model only for runs of at least this many shuffled items: below it
-#: the analysis and the extra compilations cost more than they can save.
+#: ``incremental="auto"`` uses the engine when the backend's cost model predicts that it
+#: takes at most this fraction of the full path's time (so that it is never expected to be
+#: slower, and a misestimate of 10% still does not make it so).
+AUTO_MAX_TIME_FRACTION = 1 / 1.1
+#: Cold, ``"auto"`` analyses a model only for runs of at least this many shuffled items:
+#: below it the analysis and the extra compilations cost more than they can save. Warm
+#: (this width's analysis done and its programs compiled by an earlier run), it does not
+#: apply: small jobs get the engine when it wins.
 AUTO_MIN_ITEMS = 2048
+#: How fast an incremental item's FLOPs run, as a fraction of the full pass's FLOP rate,
+#: per backend platform: the cost model of ``"auto"``. Measured: on a 2-core CPU both ran
+#: at about 200 GFLOP/s (BPNet, issue 11); on an H200 the windowed kernels of a 100-bp
+#: BPNet ablation (about half the full pass's FLOPs) took 3x the full pass's time
+#: (1.00 s against 0.33 s, issue 19), a sixth of its FLOP rate. Other platforms are taken to
+#: be as the GPU.
+EFFICIENCY = {"cpu": 1.0, "gpu": 1 / 6, "cuda": 1 / 6, "rocm": 1 / 6, "tpu": 1 / 6}
 #: Items per incremental call are a power of two in [16, 1024], sized so that a call does
 #: about this many FLOPs (BPNet: 16 items, a small conv: 1,024). Measured on a 2-core CPU:
 #: BPNet's incremental step was fastest at 8-16 items, the small conv's at 1,024.
@@ -92,13 +103,17 @@ def buckets(widths: Any, length: int, exact: Optional[bool] = None) -> numpy.nda
     return numpy.minimum(length, 1 << numpy.ceil(numpy.log2(widths)).astype(numpy.int64))
 
 
+def _evaluator_key(X, args, model, width) -> tuple:
+    return (width, X.shape[1:], str(X.dtype), model.dtype,
+            tuple((a.shape[1:], str(a.dtype)) for a in args))
+
+
 def evaluator(model: engine.Model, X: jax.Array, args: tuple, width: int) -> dict:
     """The analysis at ``width`` (``inc``), its compiled ``reference`` pass (vmapped over
     sequences) and the ablation ``step``, cached on the runner (which dies with its model).
     Raises what the analysis raises."""
     store = for_runner(model.runner, "incremental_engine.evaluators")
-    key = (width, X.shape[1:], str(X.dtype), model.dtype,
-           tuple((a.shape[1:], str(a.dtype)) for a in args))
+    key = _evaluator_key(X, args, model, width)
     if key not in store:
         apply = model.runner.apply
 
@@ -121,22 +136,55 @@ def _step(inc: Incremental, params, caches, X, table, items, rows, draw):
     return jax.vmap(inc.apply, (None, None, 0, 0, 0))(params, caches, windows, starts, rows)
 
 
+def platform_of(devices: Any) -> str:
+    """The platform the run computes on (``'cpu'``, ``'gpu'``, ``'tpu'``): the first
+    device's."""
+    for d in devices:
+        if d is not None:
+            return getattr(d, "platform", "cpu")
+    return jax.default_backend()
+
+
+def predicted_time_fraction(flops_full: float, flops_incremental: float, items: int,
+                            sequences: int, platform: str) -> float:
+    """The incremental path's predicted time as a fraction of the full path's.
+
+    The full path runs ``items`` passes of ``flops_full``; the incremental path runs
+    ``items`` windowed passes of ``flops_incremental`` at :data:`EFFICIENCY` of the full
+    pass's FLOP rate on ``platform``, plus one reference pass per sequence.
+    """
+    efficiency = EFFICIENCY.get(platform, min(EFFICIENCY.values()))
+    full = items * flops_full
+    return (items * flops_incremental / efficiency + sequences * flops_full) / max(full, 1.0)
+
+
+def has_run(ev: dict) -> bool:
+    """Whether an evaluator's programs have run before in this process (its analysis done,
+    its programs compiled): a warm run of ``"auto"``."""
+    return bool(ev.get("ran"))
+
+
 def choose(model: engine.Model, X: jax.Array, args: tuple, widths: numpy.ndarray,
-           mode: Mode) -> Choice:
+           mode: Mode, sequences: int, devices: Any = ()) -> Choice:
     """Decide whether the items of widths ``widths`` run incrementally.
 
     Parameters
     ----------
     mode: 'auto', True or False
         ``True`` raises ``ValueError`` when the engine cannot run this model.
-        ``'auto'`` uses it for runs of at least :data:`AUTO_MIN_ITEMS` items whose
-        analysis predicts at least :data:`AUTO_MIN_SAVING` times fewer FLOPs.
+        ``'auto'``: by the backend's cost model (:func:`predicted_time_fraction`), the
+        engine when it is predicted to take at most :data:`AUTO_MAX_TIME_FRACTION` of the
+        full path's time; cold (a width not run before in this process), only for runs of
+        at least :data:`AUTO_MIN_ITEMS` items, which pay for the analysis and compiles.
+        Deterministic: it measures nothing.
+    sequences: int
+        The distinct sequences of the run (one reference pass each).
+    devices: sequence of jax devices, optional
+        Where the run computes (its platform picks the cost model). Default: JAX's
+        default backend.
     """
     if mode is False:
         return Choice(False, "incremental=False")
-    if mode == "auto" and len(widths) < AUTO_MIN_ITEMS:
-        return Choice(False, f"{len(widths)} items < {AUTO_MIN_ITEMS}: too few to pay for "
-                             "the analysis")
     problem = None
     if not model.jittable:
         problem = ("the model runs in torch; translate it (backend='jax') for the "
@@ -149,16 +197,27 @@ def choose(model: engine.Model, X: jax.Array, args: tuple, widths: numpy.ndarray
     if mode is True:
         return Choice(True, "incremental=True")
     L = X.shape[-1]
-    ratios = []
+    store = for_runner(model.runner, "incremental_engine.evaluators")
+    keys = [_evaluator_key(X, args, model, w)
+            for w in numpy.unique(buckets(widths, L)).tolist()]
+    warm = all(k in store and has_run(store[k]) for k in keys)
+    if not warm and len(widths) < AUTO_MIN_ITEMS:
+        return Choice(False, f"{len(widths)} items < {AUTO_MIN_ITEMS}: too few to pay for "
+                             "the analysis and compiles")
+    platform = platform_of(devices) if devices else jax.default_backend()
+    fractions = []
     for w in numpy.unique(buckets(widths, L)).tolist():
         try:
-            ratios.append(evaluator(model, X, args, w)["inc"].summary.flop_ratio)
+            summary = evaluator(model, X, args, w)["inc"].summary
         except Exception as error:  # the analysis itself failed: the full path is exact
             return Choice(False, f"the analysis failed: {type(error).__name__}: {error}")
-    saving = min(ratios)
-    if saving < AUTO_MIN_SAVING:
-        return Choice(False, f"predicted saving {saving:.2f}x < {AUTO_MIN_SAVING}x")
-    return Choice(True, f"predicted saving {saving:.1f}x")
+        fractions.append(predicted_time_fraction(summary.flops_full,
+                                                 summary.flops_incremental, len(widths),
+                                                 sequences, platform))
+    fraction = max(fractions)
+    if fraction > AUTO_MAX_TIME_FRACTION:
+        return Choice(False, f"predicted {fraction:.2f}x the full path's time on {platform}")
+    return Choice(True, f"predicted {fraction:.2f}x the full path's time on {platform}")
 
 
 class _Collect:
@@ -335,6 +394,7 @@ def _bucket(model, X, args, draw, table, plan, sequences, W, width_of, params, d
         for items, job_size in jobs:
             if len(items):
                 execute(Job(items, step, job_size, devices.shard), flight.job(items, outputs))
+    ev["ran"] = True  # warm from now on (see choose)
     return before, state["multi"], state["checked"]
 
 
