@@ -92,3 +92,54 @@ def test_torch_and_numpy_inputs_run_on_the_same_devices():
     done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
                           text=True, timeout=300)
     assert done.returncode == 0 and done.stdout.strip().endswith("ok"), done.stderr[-3000:]
+
+
+def test_attributions_use_every_local_device():
+    """Two host devices: deep_lift_shap, saturation_mutagenesis and ablate(func=...) shard
+    each step's items over both (issue 19, item 3), with the results of one device."""
+
+    code = textwrap.dedent("""
+        import jax
+        import jax.numpy as jnp, numpy as np
+        import jablate
+        from jablate.engine import stream
+        used = []
+        real = stream.Devices.shard
+        def spy(self, tree):
+            out = real(self, tree)
+            leaf = jax.tree.leaves(out)[0]  # one device: the host items, unplaced
+            used.append(len(leaf.devices()) if hasattr(leaf, "devices") else 1)
+            return out
+        stream.Devices.shard = spy
+        W = jnp.asarray(np.random.RandomState(0).normal(size=(3, 4, 5)), jnp.float32)
+        f = lambda x: jnp.tanh(jax.lax.conv(x, W, (1,), "SAME")).mean(-1)
+        X = np.eye(4, dtype=np.float32)[np.random.RandomState(1).randint(4, size=(5, 24))]
+        X = np.ascontiguousarray(X.transpose(0, 2, 1))
+        calls = {
+            "deep_lift_shap": lambda **kw: jablate.deep_lift_shap(
+                f, X, n_shuffles=3, random_state=jax.random.key(0), batch_size=6, **kw),
+            "saturation_mutagenesis": lambda **kw: jablate.saturation_mutagenesis(
+                f, X, incremental=False, batch_size=16, **kw),
+            "saturation_mutagenesis, incremental": lambda **kw: jablate.saturation_mutagenesis(
+                f, X, incremental=True, **kw),
+            "ablate(func=deep_lift_shap)": lambda **kw: jablate.ablate(
+                f, X, 4, 12, n=2, random_state=jax.random.key(1), func=jablate.deep_lift_shap,
+                additional_func_kwargs=dict(n_shuffles=2), **kw),
+        }
+        for name, call in calls.items():
+            used.clear()
+            both = call()
+            assert used and set(used) == {2}, (name, used)
+            used.clear()
+            one = call(device=jax.devices()[0])
+            assert not used or set(used) == {1}, (name, used)
+            for u, v in zip(jax.tree.leaves(both), jax.tree.leaves(one), strict=True):
+                np.testing.assert_allclose(np.asarray(u), np.asarray(v), rtol=1e-6,
+                                           atol=1e-6, err_msg=name)
+        print("ok")
+    """)
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2",
+               JAX_PLATFORMS="cpu")
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0 and done.stdout.strip().endswith("ok"), done.stderr[-3000:]

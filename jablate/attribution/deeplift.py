@@ -787,23 +787,22 @@ class _ReferenceBlocks:
     shape (the last one's rows padded by repeating a sequence): one compiled program.
     """
 
-    def __init__(self, key, X, references_fn, n, per_step, device):
+    def __init__(self, key, X, references_fn, n, per_step, place):
         N, A, L = X.shape
         per_sequence = n * A * L * jnp.dtype(X.dtype).itemsize
         batches = -(-N // per_step)
         self.size = per_step * max(1, min(batches, REFERENCE_BLOCK_BYTES
                                           // max(1, per_step * per_sequence)))
         self.key, self.X, self.fn, self.n, self.N = key, X, references_fn, n, N
-        self.device = device
+        self.place = place  # puts a block's rows where the run computes
         self.base, self.refs = None, None
 
-    def covering(self, idx: numpy.ndarray):
-        """``(refs, base)``: a block holding the references of the sequences ``idx``
-        (a batch), and the index of its first sequence."""
-        lo, hi = int(idx.min()), int(idx.max())
+    def covering(self, lo: int, hi: int):
+        """``(refs, base)``: a block holding the references of the sequences ``lo`` to
+        ``hi`` (a batch), and the index of its first sequence."""
         if self.base is None or lo < self.base or hi >= self.base + self.size:
             rows = numpy.minimum(numpy.arange(lo, lo + self.size), self.N - 1)
-            rows = jax.device_put(rows.astype(numpy.int32), self.device)
+            rows = self.place(jnp.asarray(rows.astype(numpy.int32)))
             self.base = lo
             self.refs = _draw_block(self.key, self.X, rows, self.fn, self.n)
         return self.refs, self.base
@@ -1330,26 +1329,29 @@ def deep_lift_shap(model: Any, X: Any, args: Optional[Any] = None, target: int =
         table = _draw_all(key, inp.X, key_fn, n_shuffles).astype(x_dtype)
     draw = not (given or key_fn is None or return_references)
     R = n_shuffles if draw else table.shape[1]
-    device = bound.placement.primary  # jablate._core.placement's policy
-    params = jax.device_put(params, device)
-    X_, args_ = inp.X, inp.args
+    # jablate._core.placement's policy: every device of the run, each step's sequences
+    # sharded over them (the inputs, parameters and references replicated)
+    where = engine.Devices(bound, inp.X)
+    params, X_, args_ = where.replicate((params, inp.X, inp.args))
 
-    per_step = max(1, batch_size // R)
+    per_step = where.size(max(1, batch_size // R), N)
     chunk = None if batch_size >= R else batch_size
     settings = (target % graph.n_outputs, bool(hypothetical), R, key_fn, bool(raw_outputs), chunk)
     step = _step_for(runner, settings, rules, bound.dtype)
     if draw:  # jablate's references, drawn for a block of sequences at a time
-        blocks = _ReferenceBlocks(jax.device_put(key, device), jax.device_put(X_, device),
-                                  key_fn, n_shuffles, per_step, device)
+        blocks = _ReferenceBlocks(where.replicate(key), X_, key_fn, n_shuffles, per_step,
+                                  where.replicate)
     else:
-        table = jax.device_put(table, device)
+        table = where.replicate(table)
 
     def run(items, lo):  # items: a padded batch of sequence indices (engine.Plan's fields)
-        refs, base = blocks.covering(items[0]) if draw else (table, 0)
-        return step(params, X_, args_, jnp.asarray(items[0]), refs, base)
+        # the plan's items are the sequences in order: this batch holds lo .. lo + per_step
+        covering = blocks.covering(lo, min(lo + per_step, N) - 1) if draw else (table, 0)
+        refs, base = covering
+        return step(params, X_, args_, items[0], refs, base)
 
     plan = engine.Plan.build(numpy.arange(N), 0, 0)
-    job = Job(plan, run, per_step, progress=verbose, desc="deep_lift_shap")
+    job = Job(plan, run, per_step, where.shard, progress=verbose, desc="deep_lift_shap")
     attributions, deltas, differences = execute(job, _Deltas(bool(print_convergence_deltas)))
     _warn_deltas(deltas, differences, warning_threshold)
     result = to_family(attributions, inp.family)

@@ -17,6 +17,7 @@ vmap-able function of ``(params, x, *args)`` (for ``ablate(func=...)``).
 
 from __future__ import annotations
 
+import dataclasses
 import weakref
 from functools import partial
 from typing import Any, Callable, NamedTuple, Optional, Union
@@ -453,9 +454,11 @@ class _Grids:
             self.pending = None
 
 
-def _full_job(model, X, args, plan, batch_size, finish):
+def _full_job(model, X, args, plan, batch_size, finish, where):
     """The :class:`jablate.engine.executor.Job` of the full path over the substitutions ``plan``:
-    each batch of edited sequences through the model (and ``func``), then ``finish``."""
+    each batch of edited sequences through the model (and ``func``), then ``finish``; each
+    batch's items sharded over the run's devices (``where``, a
+    :class:`jablate.engine.stream.Devices`)."""
     full = _full(model)
 
     def step(items, lo):
@@ -463,10 +466,10 @@ def _full_job(model, X, args, plan, batch_size, finish):
         ys = full(model.params, *_take(X, args, seq), pos, char, dtype=model.dtype)
         return finish(jax.tree.leaves(ys), seq)
 
-    return Job(plan, step, batch_size)
+    return Job(plan, step, where.size(batch_size, 1 << 30), where.shard)
 
 
-def _run_full(model, X, args, Xh, start, end, batch_size, finish, collect):
+def _run_full(model, X, args, Xh, start, end, batch_size, finish, collect, where):
     """Fill ``collect`` (a :class:`_Grids`) on the full path: the substitutions are listed
     on the host by chunks of sequences (at most about :data:`ITEMS_PER_CHUNK` of them), one
     job per chunk."""
@@ -475,7 +478,8 @@ def _run_full(model, X, args, Xh, start, end, batch_size, finish, collect):
         plan = _plan(*_edits(Xh, numpy.arange(lo, min(lo + per_chunk, X.shape[0])), start,
                              end))
         if len(plan):
-            execute(_full_job(model, X, args, plan, batch_size, finish), collect.job(plan))
+            execute(_full_job(model, X, args, plan, batch_size, finish, where),
+                    collect.job(plan))
     collect.flush()
 
 
@@ -483,7 +487,8 @@ class _Mismatch(Exception):
     """The incremental path disagreed with the full path on the checked batch."""
 
 
-def _run_incremental(model, ev, X, args, Xh, start, end, batch_size, finish, collect):
+def _run_incremental(model, ev, X, args, Xh, start, end, batch_size, finish, collect,
+                     where):
     """Fill ``collect`` (a :class:`_Grids`) incrementally; False when the runtime check
     failed (an :class:`IncrementalMismatchWarning` was issued, and nothing is kept).
 
@@ -494,7 +499,8 @@ def _run_incremental(model, ev, X, args, Xh, start, end, batch_size, finish, col
     """
     inc = ev["inc"]
     per_item = max(inc.summary.flops_incremental, 1.0)
-    size = 1 << min(8, max(4, int(BATCH_FLOPS // per_item).bit_length() - 1))
+    size = where.size(1 << min(8, max(4, int(BATCH_FLOPS // per_item).bit_length() - 1)),
+                      1 << 30)
     N = X.shape[0]
     per_chunk = max(1, min(N, MEMORY_BUDGET // max(inc.summary.cache_bytes, 1)))
     per_chunk = 1 << (per_chunk.bit_length() - 1)  # a power of two: few shapes
@@ -518,7 +524,7 @@ def _run_incremental(model, ev, X, args, Xh, start, end, batch_size, finish, col
             if len(items):
                 try:
                     execute(Job(items, lambda b, i, step=step: finish(step(b, i), b[0]),
-                                job_size), collect.job(items))
+                                job_size, where.shard), collect.job(items))
                 except _Mismatch:
                     return False
     collect.flush()
@@ -830,7 +836,11 @@ def saturation_mutagenesis(model: Any, X: Any, args: Optional[Any] = None, start
                            raw_outputs, dtype, device, verbose, incremental is not False, func)
     inp, bound, _ = prepare(model, inp, func, device, dtype,
                             "jax" if is_torch_module(model) else backend)
-    X_, args_ = inp.X, inp.args
+    # jablate._core.placement's policy: every device of the run, each batch's substitutions
+    # sharded over them (the inputs and parameters replicated)
+    where = engine.Devices(bound, inp.X)
+    bound = dataclasses.replace(bound, params=where.replicate(bound.params))
+    X_, args_ = where.replicate((inp.X, inp.args))
     full = _full(bound)
     dummy = numpy.zeros(batch_size, numpy.int32)
     shapes = full.eval_shape(bound.params, *_take(X_, args_, dummy), dummy - 1, dummy,
@@ -840,7 +850,7 @@ def saturation_mutagenesis(model: Any, X: Any, args: Optional[Any] = None, start
     Xh = numpy.asarray(X_)
     # the predictions on X: items that substitute nothing (pos -1)
     y0 = execute(_full_job(bound, X_, args_, _plan(numpy.arange(N), -1, 0), batch_size,
-                           lambda ys, seq: ys), Collect())
+                           lambda ys, seq: ys, where), Collect())
 
     W = end - start
     if raw_outputs:
@@ -849,7 +859,7 @@ def saturation_mutagenesis(model: Any, X: Any, args: Optional[Any] = None, start
 
         fresh = lambda: [numpy.repeat(numpy.repeat(y[:, None, None], A, 1), W, 2) for y in y0]
     else:
-        y0_device = jax.device_put(y0[0], next(iter(X_.devices())))
+        y0_device = where.replicate(jnp.asarray(y0[0]))
 
         def finish(ys, seq):
             return [_deltas(ys, y0_device, seq, key)]
@@ -862,11 +872,11 @@ def saturation_mutagenesis(model: Any, X: Any, args: Optional[Any] = None, start
     collect = _Grids(fresh(), start, bar)
     ev = _choose(bound, X_, args_, n_items, incremental)
     done = ev is not None and _run_incremental(bound, ev, X_, args_, Xh, start, end, batch_size,
-                                               finish, collect)
+                                               finish, collect, where)
     if not done:
         bar.reset()
         collect = _Grids(fresh(), start, bar)
-        _run_full(bound, X_, args_, Xh, start, end, batch_size, finish, collect)
+        _run_full(bound, X_, args_, Xh, start, end, batch_size, finish, collect, where)
     bar.close()
 
     if raw_outputs:

@@ -224,13 +224,16 @@ def run(stream: engine.Stream, spec: SequenceFunc, options: tuple, positions: nu
                          "(backend='jax').")
     exact = compiled(model, spec, options, X, args)
     fast = compiled(model, spec, options, X, args, exact=False)
-    size = max(1, min(spec.per_step(batch_size, options), len(plan)))
+    # every device of the run: each step's items sharded over them, the rest replicated
+    where = engine.Devices(model, X)
+    size = where.size(max(1, min(spec.per_step(batch_size, options), len(plan))), len(plan))
     positions = numpy.asarray(positions, numpy.int32)
+    params, X, args, table, base = where.replicate((model.params, X, args, table, base))
 
     def call(program):
         def step(items, lo):
             at = positions[numpy.minimum(numpy.arange(lo, lo + size), len(plan) - 1)]
-            return program(model.params, X, args, table, items, jnp.asarray(at), base,
+            return program(params, X, args, table, items, where.shard(jnp.asarray(at)), base,
                            draw=draw, dtype=model.dtype)
         return step
 
@@ -256,7 +259,7 @@ def run(stream: engine.Stream, spec: SequenceFunc, options: tuple, positions: nu
         return ys
 
     sink = Collect() if shifts is None else MeanStd(shifts, n, len(plan))
-    out = execute(Job(plan, step, size, progress=stream.verbose, desc=desc), sink)
+    out = execute(Job(plan, step, size, where.shard, progress=stream.verbose, desc=desc), sink)
     diag = state["diag"]
     spec.check(numpy.asarray(diag[0]), numpy.asarray(diag[1]), len(plan), options)
     return out, state["multi"]
