@@ -234,6 +234,13 @@ def _add_hits(commands):
         help="compute only chunks c with c %% K == I (0 <= I < K), for job arrays; "
         "'slurm' takes I and K from a Slurm job array's variables (see below); a "
         "later run without --shard (with --resume) assembles the table")
+    hits.add_argument("--distributed", metavar="ADDRESS,K,I", nargs="?", const="auto",
+        type=_distributed,
+        help="one job of K processes under jax.distributed (say, one per host or GPU): "
+        "process I computes the chunks --shard I/K would, every process on its own local "
+        "devices, and process 0 assembles the table when all have finished; ADDRESS is "
+        "the coordinator's HOST:PORT. Without a value, JAX finds them in the job's "
+        "environment (a Slurm, Open MPI, Kubernetes or TPU job)")
     hits.add_argument("--chunk-size", type=_positive_int, default=DEFAULT_CHUNK_SIZE,
         metavar="ROWS", help="(hit, window) rows per part file (default: %(default)s)")
     hits.add_argument("--quiet", action="store_true", help="no progress bar or messages")
@@ -289,6 +296,21 @@ def _slurm_shard():
             f"tasks {low}, {low + step}, ... (SLURM_ARRAY_TASK_MIN={low}, "
             f"SLURM_ARRAY_TASK_STEP={step})")
     return (task - low) // step, count
+
+
+def _distributed(text):
+    """``--distributed``: 'auto', or 'HOST:PORT,K,I' -> (address, K, I)."""
+    if text == "auto":
+        return "auto"
+    parts = text.split(",")
+    if len(parts) != 3 or not parts[1].isdigit() or not parts[2].isdigit() \
+            or ":" not in parts[0]:
+        raise argparse.ArgumentTypeError(f"expected HOST:PORT,K,I (say 10.0.0.1:1234,4,0); "
+                                         f"got '{text}'")
+    count, index = int(parts[1]), int(parts[2])
+    if not 0 <= index < count:
+        raise argparse.ArgumentTypeError(f"expected 0 <= I < K; got I={index}, K={count}")
+    return parts[0], count, index
 
 
 def _shard(text):

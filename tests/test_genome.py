@@ -804,3 +804,39 @@ def test_an_interrupted_hits_run_says_that_resume_continues(data, tmp_path):
     assert process.returncode == 130
     assert "finished chunks are kept in" in stderr and "--resume to continue" in stderr
     assert "no output written" not in stderr
+
+
+def test_one_job_of_two_jax_distributed_processes_gives_the_single_process_table(
+        data, tmp_path, capsys):
+    # issue 19, item 4: two CPU processes under jax.distributed split the chunks as --shard
+    # does, each on its own devices, and process 0 assembles the table
+    import socket
+
+    root, _ = data
+    args = ["--chunk-size", 16, "--plot", "none", "--seed", 3]
+    single = tmp_path / "single"
+    assert run(capsys, *hits_args(root, single, "hits.tsv", *args))[0] == 0
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    out = tmp_path / "job"
+    env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=os.pathsep.join(
+        filter(None, [str(REPO), str(TESTS), os.environ.get("PYTHONPATH")])))
+    processes = [subprocess.Popen(
+        [sys.executable, "-m", "jablate", *map(str, hits_args(
+            root, out, "hits.tsv", *args, "--distributed", f"127.0.0.1:{port},2,{i}",
+            quiet=False))],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]
+    results = [p.communicate(timeout=240) for p in processes]
+    for p, (_, err) in zip(processes, results):
+        assert p.returncode == 0, err[-3000:]
+    assert "process 1 of 2 done; process 0 assembles" in results[1][1]
+    parts = sorted(p.name for p in (out / "parts").glob("chunk-*.tsv"))
+    assert parts == sorted(p.name for p in (single / "parts").glob("chunk-*.tsv"))
+    for name in ("effects.tsv", "summary.tsv", "skipped.tsv"):
+        assert (out / name).read_bytes() == (single / name).read_bytes(), name
+    # --distributed with --shard is bad usage
+    status, _, err = run(capsys, *hits_args(root, tmp_path / "both", "hits.tsv", *args,
+                                            "--shard", "0/2", "--distributed",
+                                            f"127.0.0.1:{port},2,0"))
+    assert status == 2 and "drop --shard" in err

@@ -11,6 +11,8 @@ model, so the shuffled inputs are never held in memory all at once. Only model
 outputs go back to the host.
 """
 
+import contextlib
+import threading
 from dataclasses import dataclass, replace
 from functools import partial
 from typing import Any, Callable, Optional
@@ -190,10 +192,32 @@ class Devices:
         return tree if self.count == 1 else jax.device_put(tree, self.split)
 
 
+_LOCAL = threading.local()
+
+
+@contextlib.contextmanager
+def processes_apart():
+    """Within this context, a ``jax.distributed`` process runs every call on its own, on
+    its local devices, as a single process would: no split of the items between processes
+    and no gather (``jablate hits`` gives each process chunks of its own)."""
+    before = getattr(_LOCAL, "apart", False)
+    _LOCAL.apart = True
+    try:
+        yield
+    finally:
+        _LOCAL.apart = before
+
+
+def process_count() -> int:
+    """The processes a call splits its items between: ``jax.process_count()``, or 1 inside
+    :func:`processes_apart`."""
+    return 1 if getattr(_LOCAL, "apart", False) else jax.process_count()
+
+
 def process_share(plan: Plan, n: int) -> tuple:
     """This process's share of ``plan`` under ``jax.distributed``: whole groups of ``n``
     items, padded so every process runs the same number of items."""
-    count = jax.process_count()
+    count = process_count()
     if count == 1:
         return plan, None
     groups = len(plan) // n

@@ -30,6 +30,7 @@ from jablate._core.io import new_file_mode
 from jablate.api.effects import arrangements
 from jablate.api.ersatz import UnchangedRegionWarning
 from jablate.api.loading import RunOptions, check_device, load_model, model_kind, run_annotations
+from jablate.engine import stream as engine
 from jablate.genome.files import (
     file_digest,
     genome_digest,
@@ -316,6 +317,12 @@ def run_hits(args: argparse.Namespace) -> int:
         0; errors are raised (:class:`jablate.InputError` for bad input, exit status 2).
     """
 
+    distributed = getattr(args, "distributed", None)
+    if distributed is not None:
+        if args.shard is not None:
+            raise InputError("--distributed splits the chunks between its processes; "
+                             "drop --shard")
+        args.shard = _join(distributed)
     run = _Run(args)
     run.read_inputs()
     done = run.finished_chunks()
@@ -323,7 +330,11 @@ def run_hits(args: argparse.Namespace) -> int:
     created = [path for path in (args.out, run.parts, os.path.join(run.parts,
         SETTINGS_FILE)) if not os.path.exists(path)]
     try:
-        return _work(run, args, done)
+        if distributed is None:
+            return _work(run, args, done)
+        with engine.processes_apart():  # each process runs its own chunks, locally
+            _work(run, args, done, assemble=False)
+        return _assemble_when_all_finished(run, args)
     except BaseException:
         _remove_if_no_parts(run.parts, created, run.chunks)
         raise
@@ -343,7 +354,38 @@ def _remove_if_no_parts(parts, created, chunks):
             pass
 
 
-def _work(run, args, done):
+def _join(distributed) -> tuple:
+    """Join the ``jax.distributed`` job ``--distributed`` names; this process's shard
+    ``(I, K)``."""
+    import jax
+
+    # before anything starts a backend (jax.distributed's rule); the CPU's collectives
+    # (this job's barriers, when it runs on CPUs) through gloo; GPUs ignore the setting
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    if distributed == "auto":
+        jax.distributed.initialize()
+    else:
+        address, count, index = distributed
+        jax.distributed.initialize(address, count, index)
+    return jax.process_index(), jax.process_count()
+
+
+def _assemble_when_all_finished(run, args) -> int:
+    """Wait for every process of the job (a barrier of ``jax.distributed``), then process 0
+    assembles the table; the others say that it does."""
+    from jax.experimental import multihost_utils
+
+    multihost_utils.sync_global_devices("jablate hits: every chunk written")
+    index, count = args.shard
+    if index == 0:
+        run.assemble()
+    else:
+        run.say(f"process {index} of {count} done; process 0 assembles {args.out}/effects.tsv")
+    multihost_utils.sync_global_devices("jablate hits: assembled")
+    return 0
+
+
+def _work(run, args, done, assemble=True):
     run.write_settings()
     shard = args.shard
     mine = [c for c in range(run.chunks) if shard is None or c % shard[1] == shard[0]]
@@ -353,6 +395,8 @@ def _work(run, args, done):
     if done:
         run.say(f"reusing {len(done)} finished chunks in {run.parts}")
     run.compute(todo, rows(mine) - rows(todo), rows(mine))
+    if not assemble:
+        return 0
     if shard is not None:
         left = run.chunks - len(set(os.listdir(run.parts)) & {_part_name(c) for c in
             range(run.chunks)})

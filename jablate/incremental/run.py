@@ -500,7 +500,7 @@ def check_precision():
 
 def _everywhere(ok: bool) -> bool:
     """``ok`` in every process of a ``jax.distributed`` run (all take the same path)."""
-    if jax.process_count() == 1:
+    if engine.process_count() == 1:
         return ok
     from jax.experimental import multihost_utils
     return bool(numpy.all(multihost_utils.process_allgather(numpy.array([ok]))))
