@@ -173,3 +173,15 @@ def test_deep_lift_shap_draws_references_a_block_at_a_time(monkeypatch):
     numpy.testing.assert_array_equal(attributions, whole)
     numpy.testing.assert_array_equal(
         references, deeplift._draw_all(kw["random_state"], X, functional.dinucleotide_shuffle, 3))
+
+
+def test_the_mono_keys_are_a_bijection_of_the_positions():
+    # no two positions share a key (the order has no ties), and the hash inverts exactly
+    from jablate.functional.dinucleotide import _random_word, _random_word_inverse
+
+    counter = jnp.arange(0, 1 << 20, dtype=jnp.uint32)
+    for k in range(3):
+        seed = jax.random.bits(jax.random.key(k), (2,), jnp.uint32)
+        words = _random_word(counter, seed)
+        assert numpy.unique(numpy.asarray(words)).size == counter.size
+        numpy.testing.assert_array_equal(_random_word_inverse(words, seed), counter)

@@ -411,6 +411,31 @@ def _random_word(counter, seed):
     return x
 
 
+def _unshift(x, k):
+    """The inverse of ``x ^ (x >> k)`` on uint32."""
+    y = x
+    for _ in range(32 // k):
+        y = x ^ (y >> k)
+    return y
+
+
+def _random_word_inverse(word, seed):
+    """The counter :func:`_random_word` maps to ``word`` for this ``seed``: every step of
+    the hash is a bijection of uint32 (xor with a seed word, xor with a right shift,
+    multiplication by an odd constant), undone in reverse order."""
+    x = word
+    for s in reversed(tuple(seed)):
+        x = _unshift(x, 14)
+        x = x * jnp.uint32(0x32B21703)  # the inverse of 0x31848BAB modulo 2**32
+        x = _unshift(x, 15)
+        x = x * jnp.uint32(0x469E0DB1)  # of 0xAC4C1B51
+        x = _unshift(x, 11)
+        x = x * jnp.uint32(0x79A85073)  # of 0xED5AD4BB
+        x = _unshift(x, 17)
+        x = x ^ s
+    return x
+
+
 def _below(bits, n):
     """``floor(bits * n / 2**32)``: an integer in ``[0, n)`` from 32 random bits
     (``n < 2**31``), within ``n / 2**32`` of uniform, with 32-bit arithmetic."""

@@ -16,6 +16,7 @@ from jax import lax
 from jablate._core.behaviour import carries, key_first
 from jablate.functional.dinucleotide import (
     _random_word,
+    _random_word_inverse,
     dinucleotide_counts,
     dinucleotide_shuffle,
     symbols,
@@ -56,17 +57,16 @@ def shuffle(key: jax.Array, x: jax.Array, start: IntLike, end: IntLike, offset: 
     """Shuffle positions ``[start, end)`` of one sequence uniformly at random.
 
     Keeps the count of every symbol in the region (unknown, all-zero columns
-    included); the flanks are untouched. The region's columns are permuted by a sort
-    of 62-bit random keys, one per position: every permutation of the region is
-    equally likely (two keys tie with probability about ``W**2 / 2**63`` for a
-    region of ``W`` positions, 5e-13 for 2,114; a tie keeps the two positions in
-    order), so every
-    distinct arrangement of the region has the probability a uniform random
-    permutation gives it. There is no loop over positions: one sort and one gather,
-    which an accelerator runs in parallel. The keys come from a counter hash of the
-    absolute position seeded by four ``jax.random`` words of ``key`` (see
-    :func:`jablate.functional.dinucleotide._random_word`), so the result is a pure function of
-    ``key`` and the same on every backend.
+    included); the flanks are untouched. The region's positions are put in the order
+    of 32-bit keys that are a keyed random bijection of the absolute position (two
+    rounds of an invertible integer hash seeded by 64 bits drawn from ``key``; see
+    :func:`jablate.functional.dinucleotide._random_word`): keys never tie, so the
+    order is a random permutation of the region and every distinct arrangement of its
+    symbols has the probability a uniform permutation gives it (checked against brute
+    force). There is no loop over positions: one sort of the keys alone, the hash
+    inverted to turn sorted keys back into positions, and a gather, all parallel on an
+    accelerator. The result is a pure function of ``key`` and the absolute positions,
+    with integer arithmetic only: the same on every backend.
 
     Parameters
     ----------
@@ -98,9 +98,14 @@ def shuffle(key: jax.Array, x: jax.Array, start: IntLike, end: IntLike, offset: 
     """
     del length
     x = jnp.asarray(x)
-    L = x.shape[-1]
-    return jnp.take(x, region_permutation(key, L, start, end, offset), axis=-1,
-                    mode="clip")
+    A, L = x.shape
+    src = region_permutation(key, L, start, end, offset)
+    # gather one symbol per position (not A values), then one-hot: the fast form on a CPU
+    path = jnp.take(symbols(x), src, mode="clip")
+    y = (path[None, :] == jnp.arange(A, dtype=path.dtype)[:, None]).astype(x.dtype)
+    pos = jnp.arange(L, dtype=jnp.int32) + jnp.asarray(offset, jnp.int32)
+    inside = (pos >= jnp.asarray(start, jnp.int32)) & (pos < jnp.asarray(end, jnp.int32))
+    return jnp.where(inside[None, :], y, x)
 
 
 def region_permutation(key: jax.Array, L: int, start: IntLike, end: IntLike,
@@ -122,17 +127,19 @@ def region_permutation(key: jax.Array, L: int, start: IntLike, end: IntLike,
         Column indices in ``[0, L)``.
     """
     start, end = jnp.asarray(start, jnp.int32), jnp.asarray(end, jnp.int32)
+    offset = jnp.asarray(offset, jnp.int32)
     column = jnp.arange(L, dtype=jnp.int32)
-    pos = column + jnp.asarray(offset, jnp.int32)
+    pos = column + offset
     inside = (pos >= start) & (pos < end)
-    # Two 32-bit sort keys: the top two bits say the side (the flank before the region,
-    # the region, the flank after it); inside the region the other 62 bits are random,
-    # in a flank they are the column, so the flanks keep their order. (XLA's CPU sort
-    # pays per key compared: two keys cost a fifth less than three.)
-    side = jnp.where(pos < start, 0, jnp.where(inside, 1, 2)).astype(jnp.uint32) << 30
-    seed = jax.random.bits(key, (4,), jnp.uint32)
-    counter = pos.astype(jnp.uint32)
-    flank = column.astype(jnp.uint32)
-    high = side | jnp.where(inside, _random_word(counter, seed[:2]) >> 2, 0)
-    low = jnp.where(inside, _random_word(counter, seed[2:]), flank)
-    return lax.sort((high, low, column), dimension=0, is_stable=True, num_keys=2)[-1]
+    # Each position's key is a keyed bijection of its absolute position (two rounds of a
+    # 32-bit integer hash, each step invertible), so no two keys tie. One sort of the keys
+    # alone (no payload: the fastest sort XLA has on every backend) puts the region's
+    # keys first, in random order, and the flanks' (all 0xFFFFFFFF) after them; inverting
+    # the hash turns the sorted keys back into positions. A region key equal to the
+    # flanks' decodes to its own position, so the first W entries are always the region.
+    seed = jax.random.bits(key, (2,), jnp.uint32)
+    flank = jnp.uint32(0xFFFFFFFF)
+    keys = jnp.where(inside, _random_word(pos.astype(jnp.uint32), seed), flank)
+    order = _random_word_inverse(lax.sort(keys), seed).astype(jnp.int32)  # absolute
+    rank = jnp.clip(pos - start, 0, L - 1)
+    return jnp.where(inside, jnp.take(order, rank, mode="clip") - offset, column)
