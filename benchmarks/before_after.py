@@ -15,20 +15,6 @@ measure (an older tree needs ``bridges/`` reachable as ``jablate/bridges``).
 """
 
 import sys
-import time
-
-
-def _median(f, repeats):
-    import jax
-    import numpy
-
-    jax.block_until_ready(f())
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        jax.block_until_ready(f())
-        times.append(time.perf_counter() - t0)
-    return float(numpy.median(times))
 
 
 def main(argv=None):
@@ -42,6 +28,7 @@ def main(argv=None):
     import jablate
 
     from . import models
+    from .harness import warm_median
     from .incremental import _annotations
 
     out = {}
@@ -51,7 +38,7 @@ def main(argv=None):
     Xt = torch.from_numpy(X)
     kw = dict(start=start, end=end, n=20, random_state=0, batch_size=64)
     for inc in (True, False):
-        out[f"bpnet ablate incremental={inc}"] = _median(
+        out[f"bpnet ablate incremental={inc}"] = warm_median(
             lambda inc=inc: jablate.ablate(bpnet, Xt, backend="jax", incremental=inc, **kw), 3)
     s = dict(N=100, L=1000, k=500, width=20, n=20, batch_size=64)
     Xa, ann = _annotations(s, seed=3)
@@ -60,7 +47,7 @@ def main(argv=None):
     Xj = jnp.asarray(Xa)
     kw = dict(n=20, random_state=0, batch_size=64, device="cpu")
     for inc in (True, False):
-        out[f"conv ablate_annotations incremental={inc}"] = _median(
+        out[f"conv ablate_annotations incremental={inc}"] = warm_median(
             lambda inc=inc: jablate.ablate_annotations(flax_model, Xj, ann, incremental=inc,
                                                        **kw), 7)
     Xs = jnp.asarray(numpy.eye(4, dtype=numpy.float32)[numpy.random.RandomState(0).randint(
@@ -68,9 +55,9 @@ def main(argv=None):
     key = jax.random.key(0)
     for name, fn in (("shuffle", jablate.shuffle),
                      ("dinucleotide_shuffle", jablate.dinucleotide_shuffle)):
-        out[f"{name} whole"] = _median(
+        out[f"{name} whole"] = warm_median(
             lambda fn=fn: fn(Xs, 0, -1, n=20, random_state=key), 7)
-        out[f"{name} 100 bp"] = _median(
+        out[f"{name} 100 bp"] = warm_median(
             lambda fn=fn: fn(Xs, 450, 550, n=20, random_state=key), 7)
     print(label, "; ".join(f"{k}: {v:.3f} s" for k, v in out.items()))
     return 0

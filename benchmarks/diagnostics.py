@@ -9,8 +9,6 @@
 Medians of 3 after a warm-up; JAX results waited for with ``block_until_ready``.
 """
 
-import statistics
-import time
 
 import jax
 import jax.numpy as jnp
@@ -19,16 +17,7 @@ import torch
 
 import jablate
 from benchmarks import models
-
-
-def _median(fn, repeats=3):
-    jax.block_until_ready(fn())
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        jax.block_until_ready(fn())
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
+from benchmarks.harness import warm_median
 
 
 def annotations_floor():
@@ -45,12 +34,12 @@ def annotations_floor():
     steps = -(-(len(ann) * 21) // 64)
     return {
         "jablate.ablate_annotations (10,500 inputs)":
-            _median(lambda: jablate.ablate_annotations(model, Xj, ann, **kw).y_afters),
+            warm_median(lambda: jablate.ablate_annotations(model, Xj, ann, **kw).y_afters),
         f"forward pass only, {steps} batches of 64":
-            _median(lambda: [forward(batch) for _ in range(steps)][-1]),
+            warm_median(lambda: [forward(batch) for _ in range(steps)][-1]),
         "tangermeme.ablate_annotations":
-            _median(lambda: ablate_annotations(module, torch.from_numpy(X), torch.from_numpy(ann),
-                                               device="cpu", **kw)),
+            warm_median(lambda: ablate_annotations(module, torch.from_numpy(X),
+                                                   torch.from_numpy(ann), device="cpu", **kw)),
     }
 
 
@@ -68,8 +57,9 @@ def profile_head():
 
     err = float(jnp.max(jnp.abs(conv(h) - taps(h))) / jnp.max(jnp.abs(conv(h))))
     return {"lax.conv_general_dilated, 64 x 64 ch x 2,114 bp -> 2 ch, 75 taps":
-            _median(lambda: conv(h)),
-            f"matmul + shifted tap sum (max rel. difference {err:.1e})": _median(lambda: taps(h))}
+            warm_median(lambda: conv(h)),
+            f"matmul + shifted tap sum (max rel. difference {err:.1e})":
+                warm_median(lambda: taps(h))}
 
 
 if __name__ == "__main__":

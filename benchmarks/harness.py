@@ -47,6 +47,18 @@ class Side:
         return statistics.median(self.times) if self.times else float("nan")
 
 
+def warm_median(fn, repeats=3):
+    """The median time of ``repeats`` calls of ``fn`` after one warm-up call (JAX results
+    waited for)."""
+    block(fn())
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        block(fn())
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
 def alternate(sides, repeats, log=print, check=None):
     """Warm each side up, then time them in turn ``repeats`` times. Returns ``sides``.
 

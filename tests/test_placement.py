@@ -42,6 +42,15 @@ def test_device_names_one_device_and_a_sharded_x_keeps_its_devices():
     assert Placement(GPUS).primary is GPUS[0]
 
 
+def _on_two_host_devices(code):
+    """Run ``code`` in a fresh interpreter with two host devices; it must print 'ok'."""
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2",
+               JAX_PLATFORMS="cpu")
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0 and done.stdout.strip().endswith("ok"), done.stderr[-3000:]
+
+
 def test_torch_and_numpy_inputs_run_on_the_same_devices():
     """Two host devices, the default device set to the second: every path given a torch CPU
     tensor (which arrives on device 0) runs where a numpy X runs, with the same results."""
@@ -87,11 +96,7 @@ def test_torch_and_numpy_inputs_run_on_the_same_devices():
                 np.testing.assert_array_equal(np.asarray(u), np.asarray(v), err_msg=name)
         print("ok")
     """)
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2",
-               JAX_PLATFORMS="cpu")
-    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
-                          text=True, timeout=300)
-    assert done.returncode == 0 and done.stdout.strip().endswith("ok"), done.stderr[-3000:]
+    _on_two_host_devices(code)
 
 
 def test_attributions_use_every_local_device():
@@ -138,8 +143,4 @@ def test_attributions_use_every_local_device():
                                            atol=1e-6, err_msg=name)
         print("ok")
     """)
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2",
-               JAX_PLATFORMS="cpu")
-    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
-                          text=True, timeout=300)
-    assert done.returncode == 0 and done.stdout.strip().endswith("ok"), done.stderr[-3000:]
+    _on_two_host_devices(code)

@@ -193,8 +193,7 @@ def _stream(model, inp, job: _Ablation):
         ran = None
         choice = incremental_engine.choose(
             bound, inp.X, inp.args, plan.ends - plan.starts, incremental,
-            sequences=len(uniq),
-            devices=bound.placement.devices if bound.placement is not None else ())
+            sequences=len(uniq), devices=engine.Devices(bound, inp.X).devices)
         if choice.use:
             ran = incremental_engine.run(stream, uniq, n, reduce, desc="ablate (incremental)")
         if ran is not None:

@@ -755,10 +755,9 @@ def _draw(references_fn, key, x, n):
         jnp.arange(n))
 
 
-@partial(jax.jit, static_argnames=("references_fn", "n"))
 def _draw_all(key, X, references_fn, n):
     """References (N, n, A, L) of every sequence, as the compiled steps draw them."""
-    return _draw_rows(key, X, jnp.arange(X.shape[0]), references_fn, n)
+    return _draw_block(key, X, jnp.arange(X.shape[0]), references_fn, n)
 
 
 def _draw_rows(key, X, rows, references_fn, n):
@@ -1346,8 +1345,7 @@ def deep_lift_shap(model: Any, X: Any, args: Optional[Any] = None, target: int =
 
     def run(items, lo):  # items: a padded batch of sequence indices (engine.Plan's fields)
         # the plan's items are the sequences in order: this batch holds lo .. lo + per_step
-        covering = blocks.covering(lo, min(lo + per_step, N) - 1) if draw else (table, 0)
-        refs, base = covering
+        refs, base = blocks.covering(lo, min(lo + per_step, N) - 1) if draw else (table, 0)
         return step(params, X_, args_, items[0], refs, base)
 
     plan = engine.Plan.build(numpy.arange(N), 0, 0)

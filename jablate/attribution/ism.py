@@ -370,8 +370,9 @@ def _evaluator(model: engine.Model, X: jax.Array, args: tuple) -> dict:
 
 
 def _choose(model: engine.Model, X: jax.Array, args: tuple, n_items: int,
-            mode: Any) -> Optional[dict]:
-    """The incremental evaluator when this run should use it, else None."""
+            mode: Any, devices: Any) -> Optional[dict]:
+    """The incremental evaluator when this run should use it, else None (``devices``:
+    where the run computes, for the cost model)."""
     if mode is False:
         return None
     warm = _programs(model).get(_key(model, X, args))
@@ -385,7 +386,6 @@ def _choose(model: engine.Model, X: jax.Array, args: tuple, n_items: int,
             raise InputError(f"incremental=True, but the incremental engine cannot run this "
                              f"model: {error}.") from None
         return None
-    devices = model.placement.devices if model.placement is not None else X.devices()
     summary = ev["inc"].summary
     fraction = predicted_time_fraction(summary.flops_full, summary.flops_incremental,
                                        n_items, X.shape[0], platform_of(devices))
@@ -517,7 +517,8 @@ def _run_incremental(model, ev, X, args, Xh, start, end, batch_size, finish, col
         jobs = [(plan, fast, size)]
         if lo == 0 and len(plan):
             keep = _check_items(plan, size, batch_size, start, end)
-            step = _checked(model, ev, X, args, fast, len(keep), batch_size, padded)
+            step = _checked(model, ev, X, args, fast, len(keep), batch_size, padded,
+                            where.devices)
             jobs = [(plan.take(keep), step, size),
                     (plan.take(numpy.delete(numpy.arange(len(plan)), keep)), fast, size)]
         for items, step, job_size in jobs:
@@ -544,7 +545,7 @@ def _check_items(plan, size, batch_size, start, end) -> numpy.ndarray:
     return numpy.concatenate([ends, spread[~numpy.isin(spread, ends)]])[:n]
 
 
-def _checked(model, ev, X, args, fast, n, batch_size, padded) -> Callable:
+def _checked(model, ev, X, args, fast, n, batch_size, padded, devices) -> Callable:
     """The incremental step ``fast`` checked against the full path on its first batch (of
     ``n`` valid items) by :func:`jablate.engine.executor.checked`; the full path runs that batch at
     ``batch_size`` (its own compiled shape). On a mismatch ``confirmed`` warns and the
@@ -569,7 +570,6 @@ def _checked(model, ev, X, args, fast, n, batch_size, padded) -> Callable:
         return confirmed([y[:n] for y in ys], [f[:n] for f in full_ys], ev["inc"],
                          "saturation_mutagenesis: ")
 
-    devices = model.placement.devices if model.placement is not None else X.devices()
     if exact_float32(devices):
         return checked(fast, exact, agree, mismatch)
 
@@ -870,7 +870,7 @@ def saturation_mutagenesis(model: Any, X: Any, args: Optional[Any] = None, start
     n_items = int(N * A * W - numpy.sum((span == 1) & (span.sum(1, keepdims=True) == 1)))
     bar = tqdm(total=n_items, disable=not verbose, desc="saturation_mutagenesis")
     collect = _Grids(fresh(), start, bar)
-    ev = _choose(bound, X_, args_, n_items, incremental)
+    ev = _choose(bound, X_, args_, n_items, incremental, where.devices)
     done = ev is not None and _run_incremental(bound, ev, X_, args_, Xh, start, end, batch_size,
                                                finish, collect, where)
     if not done:

@@ -155,7 +155,14 @@ def dinucleotide_shuffle(key: jax.Array, x: jax.Array, start: "int | jax.Array",
     pos = jnp.arange(L, dtype=jnp.int32) + offset
     path = _walk(cumulative, tree.astype(dtype), first.astype(dtype), seed, start, end, pos)
 
-    y = (path[None, :] == jnp.arange(A, dtype=path.dtype)[:, None]).astype(x.dtype)
+    return _write_region(x, path, pos, start, end)
+
+
+def _write_region(x, path, pos, start, end):
+    """``x`` (A, L) with the columns at absolute positions ``pos`` inside ``[start, end)``
+    replaced by the one-hot encoding of the symbols ``path`` (L,) (``A``: unknown, an
+    all-zero column)."""
+    y = (path[None, :] == jnp.arange(x.shape[0], dtype=path.dtype)[:, None]).astype(x.dtype)
     return jnp.where(((pos >= start) & (pos < end))[None, :], y, x)
 
 

@@ -17,6 +17,7 @@ from jablate._core.behaviour import carries, key_first
 from jablate.functional.dinucleotide import (
     _random_word,
     _random_word_inverse,
+    _write_region,
     dinucleotide_counts,
     dinucleotide_shuffle,
     symbols,
@@ -98,14 +99,13 @@ def shuffle(key: jax.Array, x: jax.Array, start: IntLike, end: IntLike, offset: 
     """
     del length
     x = jnp.asarray(x)
-    A, L = x.shape
+    L = x.shape[-1]
+    start, end = jnp.asarray(start, jnp.int32), jnp.asarray(end, jnp.int32)
     src = region_permutation(key, L, start, end, offset)
     # gather one symbol per position (not A values), then one-hot: the fast form on a CPU
     path = jnp.take(symbols(x), src, mode="clip")
-    y = (path[None, :] == jnp.arange(A, dtype=path.dtype)[:, None]).astype(x.dtype)
     pos = jnp.arange(L, dtype=jnp.int32) + jnp.asarray(offset, jnp.int32)
-    inside = (pos >= jnp.asarray(start, jnp.int32)) & (pos < jnp.asarray(end, jnp.int32))
-    return jnp.where(inside[None, :], y, x)
+    return _write_region(x, path, pos, start, end)
 
 
 def region_permutation(key: jax.Array, L: int, start: IntLike, end: IntLike,

@@ -21,6 +21,7 @@ stopped (or the broken rule) and the whole run falls back to the full path.
 
 from __future__ import annotations
 
+import contextlib
 import warnings
 from dataclasses import dataclass
 from functools import partial
@@ -196,17 +197,15 @@ def choose(model: engine.Model, X: jax.Array, args: tuple, widths: numpy.ndarray
         return Choice(False, problem)
     if mode is True:
         return Choice(True, "incremental=True")
-    L = X.shape[-1]
+    widths_run = numpy.unique(buckets(widths, X.shape[-1])).tolist()
     store = for_runner(model.runner, "incremental_engine.evaluators")
-    keys = [_evaluator_key(X, args, model, w)
-            for w in numpy.unique(buckets(widths, L)).tolist()]
-    warm = all(k in store and has_run(store[k]) for k in keys)
+    warm = all(has_run(store.get(_evaluator_key(X, args, model, w), {})) for w in widths_run)
     if not warm and len(widths) < AUTO_MIN_ITEMS:
         return Choice(False, f"{len(widths)} items < {AUTO_MIN_ITEMS}: too few to pay for "
                              "the analysis and compiles")
-    platform = platform_of(devices) if devices else jax.default_backend()
+    platform = platform_of(devices)
     fractions = []
-    for w in numpy.unique(buckets(widths, L)).tolist():
+    for w in widths_run:
         try:
             summary = evaluator(model, X, args, w)["inc"].summary
         except Exception as error:  # the analysis itself failed: the full path is exact
@@ -367,19 +366,20 @@ def _bucket(model, X, args, draw, table, plan, sequences, W, width_of, params, d
             ys, state["multi"] = outputs_of(post(ev["step"](params, caches, X, table, items,
                                                             item_rows, draw=draw)), where)
             if not state["checked"]:
-                if exact_float32(devices.devices):  # the run's programs are exact
-                    check = ys
-                    reference = full(params, X, args, table, items, draw=draw,
-                                     dtype=model.dtype)
-                else:  # the check's own programs, every matmul at full float32 precision
-                    with check_precision():
+                # where the run's programs are exact (the CPU), they are what is checked;
+                # elsewhere the check has its own, every matmul at full float32 precision
+                exact = exact_float32(devices.devices)
+                with contextlib.nullcontext() if exact else check_precision():
+                    if exact:
+                        check = ys
+                    else:
                         check_caches, _ = ev["reference"](params, *devices.shard(
                             (X[padded],) + tuple(a[padded] for a in args)))
                         check = outputs_of(post(ev["step"](
                             params, devices.replicate(check_caches), X, table, items,
                             item_rows, draw=draw)), where)[0]
-                        reference = full(params, X, args, table, items, draw=draw,
-                                         dtype=model.dtype)
+                    reference = full(params, X, args, table, items, draw=draw,
+                                     dtype=model.dtype)
                 if not _everywhere(confirmed(check, outputs_of(reference)[0], ev["inc"])):
                     raise _Mismatch
                 state["checked"] = True
@@ -487,7 +487,7 @@ def exact_float32(devices: Any) -> bool:
     passes, so the full and windowed paths round differently, by about 1e-3 of the
     output's scale: there the runtime check runs programs of its own under
     :func:`check_precision`."""
-    return all(getattr(d, "platform", "cpu") == "cpu" for d in devices)
+    return platform_of(devices) == "cpu"
 
 
 def check_precision():
