@@ -20,7 +20,7 @@ import os
 import sys
 import tempfile
 import warnings
-from typing import Any, Optional
+from typing import Any, NamedTuple, Optional
 
 import numpy
 import pandas
@@ -238,30 +238,38 @@ class _Run:
             disable=self.args.quiet, file=sys.stderr, dynamic_ncols=True, smoothing=0.05)
         try:
             for chunk in chunks:
-                bar.update(self.compute_chunk(chunk))
+                inputs = self.read_chunk(chunk)
+                bar.update(self.write_chunk(inputs, self.run_chunk(inputs)))
         finally:
             bar.close()
 
-    def compute_chunk(self, chunk):
-        args = self.args
-        size = args.chunk_size
+    def read_chunk(self, chunk):
+        """Chunk ``chunk``'s hits, windows (padded to one shape), annotations and the
+        arrangements of each hit."""
+        size = self.args.chunk_size
         part = self.mapped.iloc[chunk * size:(chunk + 1) * size].reset_index(drop=True)
         rows, inverse = numpy.unique(part["window"].to_numpy(), return_inverse=True)
         X = fetch_windows(self.fasta, self.windows, rows, pad_to=size)
         annotations = numpy.stack([inverse, part["offset_start"].to_numpy(),
             part["offset_end"].to_numpy()], axis=1).astype(numpy.int64)
         counts = arrangements(self.options.shuffle_fn(), X, annotations)
+        return _Chunk(chunk, part, X, annotations, counts)
+
+    def run_chunk(self, inputs):
         with warnings.catch_warnings():  # counted from `counts` instead
             warnings.simplefilter("ignore", UnchangedRegionWarning)
-            result = run_annotations(self.model, X, annotations, self.options,
+            return run_annotations(self.model, inputs.X, inputs.annotations, self.options,
                 verbose=False)
+
+    def write_chunk(self, inputs, result):
+        """Write the chunk's part; the number of hits it holds."""
         try:
-            effects = hit_effects(result, part, args.profile, counts)
+            effects = hit_effects(result, inputs.part, self.args.profile, inputs.counts)
         except ValueError as error:
             raise self.error(f"cannot compute effects: {error}") from None
-        _write_atomically(os.path.join(self.parts, _part_name(chunk)),
+        _write_atomically(os.path.join(self.parts, _part_name(inputs.chunk)),
             effects_tsv(effects).encode("utf-8"))
-        return len(part)
+        return len(inputs.part)
 
     def assemble(self):
         from jablate._core.io import AtomicFiles
@@ -301,6 +309,16 @@ class _Run:
         self.say(f"wrote {outputs['effects.tsv']} ({len(effects)} rows), "
             + ", ".join(os.path.basename(p) for k, p in outputs.items() if k != "effects.tsv")
             + (f"; {len(self.skipped)} hits skipped" if len(self.skipped) else ""))
+
+
+class _Chunk(NamedTuple):
+    """One chunk's inputs: its number, hits, windows, annotations and arrangements."""
+
+    chunk: int
+    part: pandas.DataFrame
+    X: numpy.ndarray
+    annotations: numpy.ndarray
+    counts: numpy.ndarray
 
 
 def run_hits(args: argparse.Namespace) -> int:

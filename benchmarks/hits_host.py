@@ -1,0 +1,145 @@
+"""Host work per hit of ``jablate hits``: ``python -m benchmarks.hits_host``.
+
+Issue 19, "`jablate hits` on GPUs": 10⁶ hits in 5 minutes on one GPU leaves every part
+of a run but the model's forward passes a budget of tens of microseconds per hit. This
+measures that part on the CPU, where it runs whatever the accelerator: a *trivial* model
+(the G+C count of the window, ``benchmarks.hits_host:gc``, a JAX function) whose own
+work is a sum, so nearly all the time is jablate's (reading the genome, planning,
+drawing and applying the shuffles, the effects, writing the parts).
+
+One synthetic genome (``benchmarks.hits.write_inputs``: ``--chroms`` × ``--chrom-length``
+bp, ``--peaks`` peaks, ``--hits-per-peak`` hits of 10–20 bp each) and one process:
+
+1. a warm-up run of ``jablate hits`` on the same inputs (imports and XLA compiles,
+   paid once per process: their count is bounded by the shapes, not by the hits);
+2. ``--repeats`` timed runs (the median is reported), in the same process, each into
+   another ``--out``, with each chunk's
+   time, the XLA compiles it still needed (``jax.monitoring``; none expected) and a
+   profile of where it went (``--profile N`` prints the N largest cumulative entries
+   of jablate's own code).
+
+The marginal cost per hit is the wall time of the timed run's chunk pipeline (reading
+windows, ablating, writing parts: ``_Run.compute``; not reading the inputs or assembling
+the table, which are printed apart) over its hits. It includes the
+trivial model's own work on this CPU, so it bounds the host work from above.
+"""
+
+import argparse
+import cProfile
+import os
+import pstats
+import statistics
+import sys
+import tempfile
+import time
+
+import jax
+import jax.numpy as jnp
+
+
+def gc(X):
+    """The trivial model: the G+C count of each window, shape (N, 1)."""
+    return jnp.sum(X[:, 1:3], axis=(1, 2))[:, None]
+
+
+def _args(folder, genome, peaks, hits, out, options):
+    return ["hits", "--model", "benchmarks.hits_host:gc", "--genome", genome, "--peaks",
+            peaks, "--hits", hits, "--out", os.path.join(folder, out), "--window", "2114",
+            "--plot", "none", "--quiet", *options]
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(prog="python -m benchmarks.hits_host",
+                                description=__doc__.split("\n")[0])
+    p.add_argument("--chroms", type=int, default=8)
+    p.add_argument("--chrom-length", type=int, default=1_000_000)
+    p.add_argument("--peaks", type=int, default=2000)
+    p.add_argument("--hits-per-peak", type=int, default=5)
+    p.add_argument("--repeats", type=int, default=5, help="timed runs (default 5)")
+    p.add_argument("--profile", type=int, default=0, metavar="N",
+                   help="print the N largest cumulative entries of jablate's code")
+    p.add_argument("options", nargs="*", help="more options for jablate hits (after --)")
+    args = p.parse_args(argv)
+
+    from benchmarks.hits import write_inputs
+    from jablate import cli
+    from jablate.genome import run
+
+    compiles = []
+    jax.monitoring.register_event_duration_secs_listener(
+        lambda name, secs, **kw: compiles.append(secs)
+        if name == "/jax/core/compile/backend_compile_duration" else None)
+    spans = []  # (seconds, hits, chunks) of each run's chunk pipeline (_Run.compute)
+    compute = run._Run.compute
+
+    def timed(self, chunks, done_rows, total_rows):
+        t = time.perf_counter()
+        compute(self, chunks, done_rows, total_rows)
+        spans.append((time.perf_counter() - t, total_rows - done_rows, len(chunks)))
+
+    phases = {"read_chunk": [], "run_chunk": [], "write_chunk": []}
+    originals = {name: getattr(run._Run, name) for name in phases}
+
+    def phase(name):
+        def timed_phase(self, *args):
+            t = time.perf_counter()
+            out = originals[name](self, *args)
+            phases[name].append(time.perf_counter() - t)
+            return out
+        return timed_phase
+
+    run._Run.compute = timed
+    for name in phases:
+        setattr(run._Run, name, phase(name))
+    profiler = cProfile.Profile() if args.profile else None
+    with tempfile.TemporaryDirectory() as folder:
+        genome, peaks, hits = write_inputs(folder, args.chroms, args.chrom_length, args.peaks,
+                                           args.hits_per_peak, 0)
+
+        def once(out):
+            t = time.perf_counter()
+            if profiler and out != "warm":
+                profiler.enable()
+            status = cli.main(_args(folder, genome, peaks, hits, out, args.options))
+            if profiler:
+                profiler.disable()
+            if status:
+                raise SystemExit(f"the run {out} failed")
+            return time.perf_counter() - t
+
+        warm = once("warm")
+        warm_compiles = len(compiles)
+        compiles.clear()
+        for times in phases.values():
+            times.clear()
+        runs = []
+        for repeat in range(args.repeats):
+            spans.clear()
+            total = once(f"timed{repeat}")
+            runs.append((spans[0][0], total))
+        rows, count = spans[0][1:]
+    print(f"warm-up: {warm:.2f} s ({warm_compiles} XLA compiles); {rows:,} hits in {count} "
+          f"chunks")
+    chunks = statistics.median(c for c, _ in runs)
+    total = statistics.median(t for _, t in runs)
+    per_hit = chunks / rows
+    print(f"median of {args.repeats} runs ({', '.join(f'{c:.2f}' for c, _ in runs)}"
+          f" s computing the chunks): {chunks:.2f} s, {total:.2f} s in all (with reading "
+          f"the inputs and assembling the table); per hit {per_hit * 1e6:.1f} µs "
+          f"({rows / chunks:,.0f} hits/s)")
+    print("per chunk (medians): " + ", ".join(
+        f"{name} {statistics.median(times) * 1e3:.1f} ms" for name, times in phases.items())
+        + f"; {rows / count:.0f} hits per chunk")
+    print(f"XLA compiles in the timed runs: {len(compiles)} ({sum(compiles):.2f} s)")
+    print(f"10⁶ hits: 10⁶ × {per_hit * 1e6:.1f} µs = {per_hit * 1e6:.0f} s of work besides "
+          "the model's forward passes (an upper bound: the trivial model's sums included)")
+    if profiler:
+        stats = pstats.Stats(profiler, stream=sys.stdout)
+        stats.sort_stats("cumulative").print_stats("jablate", args.profile)
+    run._Run.compute = compute
+    for name, original in originals.items():
+        setattr(run._Run, name, original)
+
+
+if __name__ == "__main__":
+    main()
