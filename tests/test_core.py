@@ -252,6 +252,18 @@ def test_int_seed_gives_the_same_permutation_for_every_sequence(X):
     numpy.testing.assert_array_equal(jablate.shuffle(same, 0, -1, n=2, random_state=rs), Y)
 
 
+def test_seeded_permutation_blocks_are_cached_and_read_only():
+    from jablate._core import random as jrandom
+
+    block = jrandom.seeded_permutations(7, 5, 12, 16)
+    assert jrandom.seeded_permutations(7, 5, 12, 16) is block  # drawn once per run
+    numpy.testing.assert_array_equal(block, jrandom.tangermeme_permutations(
+        numpy.random.RandomState(7), 5, 12, 16))
+    assert sorted(block[3, :12]) == list(range(12)) and list(block[3, 12:]) == [12, 13, 14, 15]
+    with pytest.raises(ValueError, match="read-only"):
+        block[0, 0] = 1
+
+
 def test_multi_output_and_args(X):
     y_before, y_after = jablate.ablate(two_heads, X, 5, 25, n=3, random_state=0)
     assert isinstance(y_before, list) and len(y_after) == 2

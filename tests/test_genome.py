@@ -291,6 +291,10 @@ def test_planted_hits_drop_and_controls_do_not(data):
     part = hits.iloc[rows].reset_index(drop=True)
     used, inverse = numpy.unique(part["window"], return_inverse=True)
     X_part = jg.fetch_windows(root / "genome.fa", windows, used, pad_to=32)
+    assert X_part.shape == (32, 4, windows["window_end"][0] - windows["window_start"][0])
+    numpy.testing.assert_array_equal(X_part[:len(used)], jg.fetch_windows(root / "genome.fa",
+        windows, used))
+    assert not X_part[len(used):].any()  # the padding: all-N windows
     ann = numpy.stack([inverse, part["offset_start"], part["offset_end"]], 1)
     alone = jg.hit_effects(jablate.ablate_annotations(slow_model(), X_part, ann, n=8,
         random_state=0), part)

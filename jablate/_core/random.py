@@ -9,6 +9,7 @@ Two kinds of stream exist:
   the same permutation for every sequence of the batch.
 """
 
+import functools
 import numbers
 import os
 from typing import Any, Optional
@@ -100,4 +101,21 @@ def tangermeme_permutations(rs: numpy.random.RandomState, n: int, width: int,
         idxs = numpy.arange(width)
         rs.shuffle(idxs)
         perms[i, :width] = idxs
+    return perms
+
+
+@functools.lru_cache(maxsize=256)
+def seeded_permutations(seed: int, n: int, width: int, pad_to: int) -> numpy.ndarray:
+    """:func:`tangermeme_permutations` of a fresh ``RandomState(seed)``, cached.
+
+    What an int ``random_state`` gives every annotation of one width (tangermeme's loop
+    re-seeds per annotation), so a long run of chunks draws each block once.
+
+    Returns
+    -------
+    perms: numpy.ndarray, shape=(n, pad_to), int32
+        Read-only.
+    """
+    perms = tangermeme_permutations(numpy.random.RandomState(seed), n, width, pad_to)
+    perms.setflags(write=False)
     return perms

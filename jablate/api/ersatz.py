@@ -303,8 +303,8 @@ def plan_shuffles(method: ShuffleMethod, random_state: Any, seq_idx: Any, starts
         else:  # an int: every annotation starts from RandomState(seed) again, so one block
             # of n permutations per distinct width serves every annotation of that width
             uniq, block = numpy.unique(widths, return_inverse=True)
-            table = numpy.concatenate([jrandom.tangermeme_permutations(
-                jrandom.tangermeme_stream(random_state), n, int(w), pad) for w in uniq])
+            table = numpy.concatenate([jrandom.seeded_permutations(
+                int(random_state), n, int(w), pad) for w in uniq])
             rows = block[g] * n + i
         table = numpy.pad(table, ((0, (1 << (len(table) - 1).bit_length()) - len(table)), (0, 0)),
                           mode="edge")

@@ -507,7 +507,7 @@ def _run_incremental(model, ev, X, args, Xh, start, end, batch_size, finish, col
     for lo in range(0, N, per_chunk):  # chunks of reference caches, not batches
         seqs = numpy.arange(lo, min(lo + per_chunk, N))
         padded = numpy.concatenate([seqs, numpy.repeat(seqs[-1:], per_chunk - len(seqs))])
-        caches, _ = ev["reference"](model.params, X[padded], *(a[padded] for a in args))
+        caches, _ = ev["reference"](model.params, *engine.take_rows((X,) + tuple(args), padded))
 
         def fast(items, _lo, caches=caches, first=lo):
             seq, pos, char, _ = items
@@ -580,7 +580,7 @@ def _checked(model, ev, X, args, fast, n, batch_size, padded, devices) -> Callab
         return run
 
     def precise_fast(items, lo):
-        caches, _ = ev["reference"](model.params, X[padded], *(a[padded] for a in args))
+        caches, _ = ev["reference"](model.params, *engine.take_rows((X,) + tuple(args), padded))
         seq, pos, char, _ = items
         return ev["step"](model.params, caches, pos, char, seq - int(padded[0]))
 

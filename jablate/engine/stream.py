@@ -147,6 +147,24 @@ class PermutationShuffle:
 UNCHANGED = Unchanged()
 
 
+@jax.jit
+def take_rows(arrays: tuple, rows: Any) -> tuple:
+    """Rows ``rows`` (axis 0) of each of ``arrays``, in one compiled gather.
+
+    Parameters
+    ----------
+    arrays: tuple of jax.Array, each (N, ...)
+    rows: array of int, shape (R,)
+
+    Returns
+    -------
+    tuple of jax.Array, each (R, ...)
+        On the arrays' device. (Indexing a ``jax.Array`` with a numpy array dispatches
+        several eager operations: about 0.3 ms a call on a CPU, against 0.06 ms here.)
+    """
+    return tuple(jnp.take(a, rows, axis=0) for a in arrays)
+
+
 def key_table(keys: jax.Array) -> jax.Array:
     """Base keys as a (K,) array of typed keys."""
     return jnp.asarray(keys).reshape(-1)

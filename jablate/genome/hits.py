@@ -190,10 +190,13 @@ def fetch_windows(genome: Any, windows: pandas.DataFrame, rows: Optional[Sequenc
     low = windows["window_start"].to_numpy()
     high = windows["window_end"].to_numpy()
     sequences = [str(fasta[chrom[r]][int(low[r]):int(high[r])]) for r in rows]
-    if pad_to is not None and pad_to > len(sequences):
+    X = one_hot_encode(sequences, alphabet="ACGT", dtype=dtype)
+    if pad_to is not None and pad_to > len(sequences):  # all-zero windows: all N
         width = int(high[rows[0]] - low[rows[0]]) if len(rows) else 0
-        sequences += ["N" * width] * (pad_to - len(sequences))
-    return one_hot_encode(sequences, alphabet="ACGT", dtype=dtype)
+        padded = numpy.zeros((pad_to, 4, width), dtype=X.dtype)
+        padded[:len(X)] = X
+        return padded
+    return X
 
 
 def load_windows(genome: Any, peaks: Any, width: int, dtype: Any = numpy.int8,

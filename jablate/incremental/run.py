@@ -343,7 +343,7 @@ def _bucket(model, X, args, draw, table, plan, sequences, W, width_of, params, d
         chunk = seqs[lo:lo + per_chunk]
         padded = numpy.concatenate([chunk, numpy.repeat(chunk[-1:], per_chunk - len(chunk))])
         caches, outputs = ev["reference"](params, *devices.shard(
-            (X[padded],) + tuple(a[padded] for a in args)))
+            engine.take_rows((X,) + tuple(args), padded)))
         caches = devices.replicate(caches)  # every device's items read any sequence
         outputs, state["multi"] = outputs_of(post(outputs), where)
         if before is None:
@@ -374,7 +374,7 @@ def _bucket(model, X, args, draw, table, plan, sequences, W, width_of, params, d
                         check = ys
                     else:
                         check_caches, _ = ev["reference"](params, *devices.shard(
-                            (X[padded],) + tuple(a[padded] for a in args)))
+                            engine.take_rows((X,) + tuple(args), padded)))
                         check = outputs_of(post(ev["step"](
                             params, devices.replicate(check_caches), X, table, items,
                             item_rows, draw=draw)), where)[0]
