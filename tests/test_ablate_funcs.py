@@ -54,6 +54,56 @@ def test_deep_lift_shap_in_ablate_equals_the_materialised_call(random_state):
     numpy.testing.assert_allclose(small.y_after, r.y_after, rtol=0, atol=1e-5 * scale)
 
 
+def test_deep_lift_shap_references_are_drawn_ahead_in_blocks(monkeypatch):
+    """The references of ablate(func=deep_lift_shap) are drawn a block of items at once
+    (a whole-sequence dinucleotide shuffle walks over L: one walk per block, not per
+    step); the steps then hold no loop, and blocks of any size give the same values."""
+    from jablate.engine import per_sequence
+
+    draws = []
+    original = per_sequence._draw_ahead
+
+    def counting(ahead, X, table, items, *rest, **kw):
+        draws.append(items[0].shape[0])
+        return original(ahead, X, table, items, *rest, **kw)
+
+    monkeypatch.setattr(per_sequence, "_draw_ahead", counting)
+    kw = dict(n=3, func=jablate.deep_lift_shap, random_state=jax.random.key(1),
+              additional_func_kwargs=KW, batch_size=8)  # 2 sequences a step
+    whole = jablate.ablate(model, X, 20, 50, **kw)
+    # one block for the 5 sequences before, one for the 15 shuffles (padded to 16)
+    assert draws == [6, 16]
+    draws.clear()
+    monkeypatch.setattr(per_sequence, "AHEAD_BLOCK_BYTES", 1)  # a block per step
+    small = jablate.ablate(model, X, 20, 50, **kw)
+    assert draws == [2] * 3 + [2] * 8
+    numpy.testing.assert_array_equal(small.y_before, whole.y_before)
+    numpy.testing.assert_array_equal(small.y_after, whole.y_after)
+    # the compiled steps take the references: no loop left in them (the walk is in the
+    # block's program)
+    programs = []
+    compiled = per_sequence.compiled
+
+    def recording(*a, **k):
+        program = compiled(*a, **k)
+        if program is None:
+            return None
+
+        def call(*args, **kwargs):
+            programs.append(str(program.trace(*args, **kwargs).jaxpr))
+            return program(*args, **kwargs)
+        return call
+
+    monkeypatch.setattr(per_sequence, "compiled", recording)
+    walked = []
+    monkeypatch.setattr(per_sequence, "_draw_ahead", lambda *a, **k: walked.append(
+        str(original.trace(*a, **k).jaxpr)) or original(*a, **k))
+    jablate.ablate(model, X, 20, 50, **kw)
+    assert programs and walked
+    assert not any("while" in p or "scan" in p for p in programs)
+    assert all("while" in p or "scan" in p for p in walked)
+
+
 def test_deep_lift_shap_mean_std_and_annotations():
     key = jax.random.key(5)
     kept = jablate.ablate(model, X, 10, 40, n=4, func=jablate.deep_lift_shap, random_state=key,

@@ -1093,8 +1093,8 @@ def _ablate_build(apply, params, x, args, options, exact):
     core = partial(_core, apply, target % graph.n_outputs, hypothetical, R, key_fn, rules,
                    False, None)
 
-    def fn(params, x, key, *args):
-        attributions, deltas, differences = core(params, x, key, None, *args)
+    def fn(params, x, key, *args, ahead=None):  # ahead: the references, drawn ahead
+        attributions, deltas, differences = core(params, x, key, ahead, *args)
         return attributions, jnp.stack([jnp.sum(deltas > threshold), jnp.sum(deltas),
                                         jnp.sum(jnp.abs(differences)), jnp.max(deltas)])
     return fn
@@ -1107,10 +1107,28 @@ def _ablate_check(sums, maxima, count, options):
                   float(sums[2]) / pairs, threshold)
 
 
+@dataclass(frozen=True)
+class _References:
+    """The ``n`` references of one sequence, drawn ahead of the steps (a block of items
+    at once), as :func:`_core` draws them from the sequence and its key. A value (hashed
+    by its fields), so that one compiled program serves every run."""
+
+    references_fn: Callable
+    n: int
+
+    def __call__(self, x, key):
+        return _draw(self.references_fn, key, x, self.n)
+
+
+def _ablate_ahead(options):
+    return _References(options[3], options[2])
+
+
 #: How ``ablate`` runs ``deep_lift_shap`` as its ``func`` (the value it carries).
 DEEP_LIFT_SHAP = SequenceFunc(
     "deep_lift_shap", _ablate_options, _ablate_build, jrandom.key_from, _ablate_check,
-    per_step=lambda batch_size, options: max(1, batch_size // options[2]))
+    per_step=lambda batch_size, options: max(1, batch_size // options[2]),
+    ahead=_ablate_ahead)
 
 
 @carries(DEEP_LIFT_SHAP)

@@ -83,6 +83,15 @@ class SequenceFunc:
     takes_incremental: bool
         Whether the func has an ``incremental`` keyword ('auto', True, False), which
         ``ablate``'s own ``incremental`` sets unless the func's keywords do.
+    ahead: callable or None
+        ``ahead(options) -> draw or None``: an input of the func's function drawn
+        ahead of the steps, for a block of items at once (:data:`AHEAD_BLOCK_BYTES` of
+        it): ``draw(x (A, L), key) -> array``, from the sequence as the step gives it
+        and its key. The built function then takes it: ``fn(params, x, key, *args,
+        ahead=value)``. For draws sequential over the positions (a whole-sequence
+        dinucleotide shuffle's walk: an accelerator synchronises with the host at every
+        step of a loop), once per block rather than once per batch of a few sequences.
+        Results do not change: the same sequences and keys. Default None.
     """
 
     name: str
@@ -92,6 +101,7 @@ class SequenceFunc:
     check: Callable
     per_step: Callable = lambda batch_size, options: batch_size
     takes_incremental: bool = False
+    ahead: Optional[Callable] = None
 
 
 #: What ``ablate`` passes every func itself: ``model`` and ``X`` by position, ``args`` by
@@ -158,11 +168,66 @@ def position_keys(base: jax.Array, positions: jax.Array) -> jax.Array:
     return jax.vmap(lambda m: jax.random.fold_in(base, m))(positions)
 
 
+#: Bytes of a func's inputs drawn ahead at once (a block of items; see ``SequenceFunc.ahead``).
+AHEAD_BLOCK_BYTES = 64 * 2 ** 20
+
+
 def _step(fn, params, X, args, table, items, positions, base, draw, dtype):
     x = cast_input(draw(X, table, items), dtype)
     rows = tuple(jnp.take(a, items[0], axis=0) for a in args)
     keys = position_keys(base, positions)
     return jax.vmap(fn, (None, 0, 0) + (0,) * len(rows))(params, x, keys, *rows)
+
+
+def _step_ahead(fn, params, X, args, table, items, positions, base, block, block_rows, draw,
+                dtype):
+    """:func:`_step` with each item's input drawn ahead: row ``block_rows[b]`` of ``block``."""
+    x = cast_input(draw(X, table, items), dtype)
+    rows = tuple(jnp.take(a, items[0], axis=0) for a in args)
+    keys = position_keys(base, positions)
+    drawn = jnp.take(block, block_rows, axis=0)
+    return jax.vmap(lambda p, xi, k, d, *a: fn(p, xi, k, *a, ahead=d),
+                    (None, 0, 0, 0) + (0,) * len(rows))(params, x, keys, drawn, *rows)
+
+
+@partial(jax.jit, static_argnames=("ahead", "draw", "dtype"))
+def _draw_ahead(ahead, X, table, items, positions, base, draw, dtype):
+    """The inputs ``ahead(x, key)`` of a block of items, the sequences and keys as
+    :func:`_step` makes them."""
+    x = cast_input(draw(X, table, items), dtype)
+    return jax.vmap(ahead)(x, position_keys(base, positions))
+
+
+class _Ahead:
+    """A func's inputs drawn ahead (``SequenceFunc.ahead``), a block of items at a time:
+    a multiple of the step's ``size`` (so a batch never straddles two blocks), about
+    :data:`AHEAD_BLOCK_BYTES` of them, at most the plan; one shape (the last block padded
+    by repeating an item), one compiled program. Every device draws the whole block."""
+
+    def __init__(self, ahead, plan, positions, size, where, X, table, base, draw, dtype):
+        x = jax.ShapeDtypeStruct(X.shape[1:], input_dtype(X.dtype, dtype))
+        out = jax.eval_shape(ahead, x, jax.random.key(0))
+        per_item = max(1, out.size * out.dtype.itemsize)
+        batches = -(-len(plan) // size)
+        self.block = size * max(1, min(batches, AHEAD_BLOCK_BYTES // (per_item * size)))
+        self.ahead, self.plan, self.positions, self.where = ahead, plan, positions, where
+        self.X, self.table, self.base, self.draw, self.dtype = X, table, base, draw, dtype
+        self.lo, self.values = None, None
+
+    def rows(self, lo: int, size: int):
+        """``(block, rows)``: the block holding items ``lo`` to ``lo + size`` and their
+        rows in it."""
+        if self.lo is None or not self.lo <= lo < self.lo + self.block:
+            items, _ = self.plan.batch(lo, self.block)
+            at = self.positions[numpy.minimum(numpy.arange(lo, lo + self.block),
+                                              len(self.plan) - 1)]
+            self.lo = lo
+            self.values = _draw_ahead(self.ahead, self.X, self.table,
+                                      self.where.replicate(items),
+                                      self.where.replicate(jnp.asarray(at)), self.base,
+                                      draw=self.draw, dtype=self.dtype)
+        rows = numpy.arange(lo, lo + size, dtype=numpy.int32) - self.lo
+        return self.values, self.where.shard(jnp.asarray(rows))
 
 
 @partial(jax.jit, donate_argnums=(0, 1))
@@ -173,19 +238,20 @@ def _diagnose(sums, maxima, diagnostics, valid):
 
 
 def compiled(model: engine.Model, spec: SequenceFunc, options: tuple, X: jax.Array,
-             args: tuple, exact: bool = True) -> Optional[Callable]:
+             args: tuple, exact: bool = True, ahead: bool = False) -> Optional[Callable]:
     """The compiled step of ``spec`` with ``options`` for ``model`` (None: the inexact
     one does not exist), cached on its runner (which dies with the model): one program
-    per batch shape."""
+    per batch shape. With ``ahead``, the step that takes the inputs drawn ahead
+    (:func:`_step_ahead`)."""
     store = for_runner(model.runner, "per_sequence.steps")
-    key = (spec.name, options, exact, X.shape[1:], str(X.dtype), model.dtype,
+    key = (spec.name, options, exact, ahead, X.shape[1:], str(X.dtype), model.dtype,
            tuple((a.shape[1:], str(a.dtype)) for a in args))
     if key not in store:
         fn = spec.build(model.runner.apply, model.params,
                         jnp.zeros(X.shape[1:], input_dtype(X.dtype, model.dtype)),
                         tuple(a[0] for a in args), options, exact)
-        store[key] = None if fn is None else jax.jit(partial(_step, fn),
-                                                     static_argnames=("draw", "dtype"))
+        store[key] = None if fn is None else jax.jit(
+            partial(_step_ahead if ahead else _step, fn), static_argnames=("draw", "dtype"))
     return store[key]
 
 
@@ -222,19 +288,23 @@ def run(stream: engine.Stream, spec: SequenceFunc, options: tuple, positions: nu
     if not model.jittable:
         raise InputError(f"func={spec.name} runs JAX models; translate a torch model first "
                          "(backend='jax').")
-    exact = compiled(model, spec, options, X, args)
-    fast = compiled(model, spec, options, X, args, exact=False)
+    ahead = None if spec.ahead is None else spec.ahead(options)
+    exact = compiled(model, spec, options, X, args, ahead=ahead is not None)
+    fast = compiled(model, spec, options, X, args, exact=False, ahead=ahead is not None)
     # every device of the run: each step's items sharded over them, the rest replicated
     where = engine.Devices(model, X)
     size = where.size(max(1, min(spec.per_step(batch_size, options), len(plan))), len(plan))
     positions = numpy.asarray(positions, numpy.int32)
     params, X, args, table, base = where.replicate((model.params, X, args, table, base))
+    blocks = None if ahead is None else _Ahead(ahead, plan, positions, size, where, X, table,
+                                               base, draw, model.dtype)
 
     def call(program):
         def step(items, lo):
             at = positions[numpy.minimum(numpy.arange(lo, lo + size), len(plan) - 1)]
+            drawn = () if blocks is None else blocks.rows(lo, size)
             return program(params, X, args, table, items, where.shard(jnp.asarray(at)), base,
-                           draw=draw, dtype=model.dtype)
+                           *drawn, draw=draw, dtype=model.dtype)
         return step
 
     def mismatch():
