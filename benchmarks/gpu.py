@@ -18,6 +18,8 @@ C. ``deep_lift_shap``, 64 × 2,114 bp, 20 references, count head (bpnet-lite's
    ``CountWrapper``): tangermeme and jablate on the same references; jablate drawing them.
 D. ``saturation_mutagenesis``, 8 × 2,114 bp, count head: tangermeme (its fastISM, timing
    guard off) and jablate, ``incremental='auto'`` and ``False``.
+F. ``ablate(func=deep_lift_shap)``, 8 × 2,114 bp, the central 100 bp, n=4, 20 references
+   (each side draws its own: a time, not an agreement), count head: tangermeme and jablate.
 E. Precision: jablate's row-A outputs with XLA's default float32 precision (TF32 on a GPU)
    against ``jax.default_matmul_precision('highest')`` (full float32).
 
@@ -37,11 +39,13 @@ FULL = dict(ablate=dict(N=512, L=2114, width=100, n=20, batch_size=256),
             ann=dict(N=100, L=2114, k=500, width=20, n=20, batch_size=256),
             dls=dict(N=64, L=2114, R=20, batch_size=256),
             ism=dict(N=8, L=2114, batch_size=256),
+            func=dict(N=8, L=2114, width=100, n=4, R=20, batch_size=256),
             bpnet=dict(n_filters=64, n_layers=8), repeats=3)
 DRY = dict(ablate=dict(N=4, L=500, width=50, n=3, batch_size=8),
            ann=dict(N=4, L=500, k=6, width=20, n=3, batch_size=8),
            dls=dict(N=2, L=500, R=3, batch_size=8),
            ism=dict(N=1, L=200, batch_size=64),
+           func=dict(N=1, L=200, width=20, n=2, R=2, batch_size=8),
            bpnet=dict(n_filters=8, n_layers=2), repeats=1)
 TARGETS = dict(tangermeme_ablate=5.0, floor=1.1, annotations=15.0, dls=3.0, ism=2.0, auto=1.1)
 
@@ -230,6 +234,25 @@ def run(dry=False, log=print):
            median(sides[0]) / median(sides[1]), TARGETS["ism"])
     target("D, incremental='auto' / incremental=False", median(sides[1]) / median(sides[2]),
            TARGETS["auto"], higher=False)
+
+    # F. ablate(func=deep_lift_shap)
+    s = S["func"]
+    Xf = torch.from_numpy(models.one_hot(s["N"], s["L"], seed=23))
+    start, end = models.centre(s["L"], s["width"])
+    kw = dict(n=s["n"], random_state=0, batch_size=s["batch_size"],
+              additional_func_kwargs=dict(n_shuffles=s["R"]))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        sides = [dict(name="tangermeme ablate(func=deep_lift_shap)", tangermeme=True,
+                      run=lambda: tm_ablate(counts_tm, Xf, start, end, func=tm_dls,
+                                            device=torch_device, **kw)),
+                 dict(name="jablate ablate(func=jablate.deep_lift_shap)",
+                      run=lambda: jablate.ablate(counts_j, Xf, start, end,
+                                                 func=jablate.deep_lift_shap, **kw))]
+        compare("F. ablate(func=deep_lift_shap)", sides, S["repeats"], float("inf"), log)
+    table(f"F. `ablate(func=deep_lift_shap)`, {s['N']} × {s['L']:,} bp, central "
+          f"{s['width']} bp, n={s['n']}, {s['R']} references, count head", sides,
+          "each side draws its own references: a time, not an agreement.")
 
     gpus, status = gpu_status()
     name = (torch.cuda.get_device_name() if torch.cuda.is_available() else "no GPU (dry run)")

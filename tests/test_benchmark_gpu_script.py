@@ -14,7 +14,8 @@ def test_the_gpu_script_runs_dry_and_its_rows_agree_with_tangermeme():
 
     text, targets = gpu.run(dry=True, log=lambda line: None)
     for row in ("### A. `ablate`", "### B. `ablate_annotations`", "### C. `deep_lift_shap`",
-                "### D. `saturation_mutagenesis`", "### E. Precision"):
+                "### D. `saturation_mutagenesis`", "### E. Precision",
+                "### F. `ablate(func=deep_lift_shap)`"):
         assert row in text
     differences = [float(d) for d in re.findall(r"max relative difference (?:to tangermeme )?"
                                                  r"([0-9.]+e[+-][0-9]+)", text)]
