@@ -60,29 +60,13 @@ def test_deep_lift_shap_references_are_drawn_ahead_in_blocks(monkeypatch):
     step); the steps then hold no loop, and blocks of any size give the same values."""
     from jablate.engine import per_sequence
 
-    draws = []
-    original = per_sequence._draw_ahead
+    draws, walks, steps = [], [], []
+    original, compiled = per_sequence._draw_ahead, per_sequence.compiled
 
     def counting(ahead, X, table, items, *rest, **kw):
         draws.append(items[0].shape[0])
+        walks.append(str(original.trace(ahead, X, table, items, *rest, **kw).jaxpr))
         return original(ahead, X, table, items, *rest, **kw)
-
-    monkeypatch.setattr(per_sequence, "_draw_ahead", counting)
-    kw = dict(n=3, func=jablate.deep_lift_shap, random_state=jax.random.key(1),
-              additional_func_kwargs=KW, batch_size=8)  # 2 sequences a step
-    whole = jablate.ablate(model, X, 20, 50, **kw)
-    # one block for the 5 sequences before, one for the 15 shuffles (padded to 16)
-    assert draws == [6, 16]
-    draws.clear()
-    monkeypatch.setattr(per_sequence, "AHEAD_BLOCK_BYTES", 1)  # a block per step
-    small = jablate.ablate(model, X, 20, 50, **kw)
-    assert draws == [2] * 3 + [2] * 8
-    numpy.testing.assert_array_equal(small.y_before, whole.y_before)
-    numpy.testing.assert_array_equal(small.y_after, whole.y_after)
-    # the compiled steps take the references: no loop left in them (the walk is in the
-    # block's program)
-    programs = []
-    compiled = per_sequence.compiled
 
     def recording(*a, **k):
         program = compiled(*a, **k)
@@ -90,18 +74,27 @@ def test_deep_lift_shap_references_are_drawn_ahead_in_blocks(monkeypatch):
             return None
 
         def call(*args, **kwargs):
-            programs.append(str(program.trace(*args, **kwargs).jaxpr))
+            steps.append(str(program.trace(*args, **kwargs).jaxpr))
             return program(*args, **kwargs)
         return call
 
+    monkeypatch.setattr(per_sequence, "_draw_ahead", counting)
     monkeypatch.setattr(per_sequence, "compiled", recording)
-    walked = []
-    monkeypatch.setattr(per_sequence, "_draw_ahead", lambda *a, **k: walked.append(
-        str(original.trace(*a, **k).jaxpr)) or original(*a, **k))
-    jablate.ablate(model, X, 20, 50, **kw)
-    assert programs and walked
-    assert not any("while" in p or "scan" in p for p in programs)
-    assert all("while" in p or "scan" in p for p in walked)
+    kw = dict(n=3, func=jablate.deep_lift_shap, random_state=jax.random.key(1),
+              additional_func_kwargs=KW, batch_size=8)  # 2 sequences a step
+    whole = jablate.ablate(model, X, 20, 50, **kw)
+    # one block for the 5 sequences before, one for the 15 shuffles (padded to 16)
+    assert draws == [6, 16]
+    # the walk is in the blocks' programs; the compiled steps take the references: no loop
+    assert all("while" in p for p in walks)
+    assert len(steps) == 3 + 8 and not any("while" in p or "scan" in p for p in steps)
+    draws.clear()
+    monkeypatch.setattr(per_sequence, "AHEAD_BLOCK_BYTES", 1)  # a block per step
+    monkeypatch.setattr(per_sequence, "compiled", compiled)
+    small = jablate.ablate(model, X, 20, 50, **kw)
+    assert draws == [2] * 3 + [2] * 8
+    numpy.testing.assert_array_equal(small.y_before, whole.y_before)
+    numpy.testing.assert_array_equal(small.y_after, whole.y_after)
 
 
 def test_deep_lift_shap_mean_std_and_annotations():

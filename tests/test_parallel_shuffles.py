@@ -77,13 +77,15 @@ def test_the_walk_steps_over_the_region_not_the_sequence(monkeypatch, width):
     for L in (60, 3000):
         x = one_hot(numpy.random.default_rng(1), L)
         steps.clear()
-        y = functional.dinucleotide_shuffle(jax.random.key(2), x, 30, 30 + width)
+        # compiled (as every caller runs it; eagerly, each operation compiles on its own)
+        y = jax.jit(functional.dinucleotide_shuffle, static_argnums=(2, 3))(
+            jax.random.key(2), x, 30, 30 + width)
         jax.effects_barrier()
         assert len(steps) == width - 1  # the first symbol is kept; a step per other position
         numpy.testing.assert_array_equal(y[:, :30], x[:, :30])
         numpy.testing.assert_array_equal(y[:, 30 + width:], x[:, 30 + width:])
         steps.clear()  # batched: as many steps as the widest region
-        jax.vmap(functional.dinucleotide_shuffle, (None, None, 0, 0))(
+        jax.jit(jax.vmap(functional.dinucleotide_shuffle, (None, None, 0, 0)))(
             jax.random.key(2), x, jnp.array([30, 40]), jnp.array([30 + width, 43]))
         jax.effects_barrier()
         assert len(steps) == max(width, 3) - 1
