@@ -126,3 +126,89 @@ def test_ablate_annotations_mean_std_equals_the_full_result(incremental):
     with pytest.raises(ValueError, match="reduce='mean_std' needs"):
         jablate.ablate_annotations(models_for_cli.jax_model, X, ann, reduce="mean_std",
             shuffle_fn=lambda X, start, end, n, random_state: numpy.repeat(X[:, None], n, 1))
+
+
+def _hits_model(positive):
+    """A model with a profile output (2 strands x 40 positions), a count and 3 tasks."""
+    import jax
+    import jax.numpy as jnp
+
+    rs = numpy.random.RandomState(4)
+    W = jnp.asarray(rs.normal(size=(2, 4, 5)).astype(numpy.float32))
+    V = jnp.asarray(rs.normal(size=(4, 3)).astype(numpy.float32))
+
+    def model(x):
+        h = jax.lax.conv(x, W, (1,), "SAME")[:, :, 20:60]
+        profile = jax.nn.softplus(h) if positive else h
+        return profile, jnp.log1p(jnp.exp(h).sum((1, 2)))[:, None], x.mean(-1) @ V
+    return model
+
+
+@pytest.mark.parametrize("profile", ["logits", "probs"])
+def test_effects_reduced_on_the_device_equal_the_materialised_ones(profile):
+    """jablate hits keeps only means (DeviceEffects computes the distributions and totals
+    where the model runs): its table equals hit_effects on every shuffle kept, to float32
+    rounding, hits that cannot change included."""
+    import pandas
+
+    from jablate.genome.hits import DEVICE_EFFECTS, hit_effects, hit_effects_from_summary
+
+    rs = numpy.random.RandomState(1)
+    X = numpy.eye(4, dtype=numpy.float32)[:, rs.randint(0, 4, (3, 80))].transpose(1, 0, 2)
+    X = numpy.ascontiguousarray(X)
+    X[1, :, 30:40] = numpy.eye(4, dtype=numpy.float32)[:, [2] * 10]  # a homopolymer hit
+    ann = numpy.array([[0, 10, 30], [1, 30, 40], [2, 35, 50], [0, 50, 62]])
+    hits = pandas.DataFrame({"hit": range(4), "name": list("abcd")})
+    counts = effects.arrangements(jablate.shuffle, X, ann)
+    assert counts[1] == 1 and (numpy.delete(counts, 1) > 1).all()
+    model = _hits_model(positive=profile == "probs")
+    kw = dict(n=6, random_state=0, batch_size=8)
+    kept = jablate.ablate_annotations(model, X, ann, **kw)
+    want = hit_effects(kept, hits, profile, counts)
+    summary = jablate.ablate_annotations(model, X, ann, reduce="mean_std",
+                                         additional_func_kwargs=dict(func=DEVICE_EFFECTS[profile]),
+                                         **kw)
+    got = hit_effects_from_summary(summary, hits, 6, profile, counts)
+    assert list(got.columns) == list(want.columns)
+    assert "out0_jsd" in got.columns and "out2_task2_z" in got.columns
+    for column in want.columns[2:]:  # a drop to the rounding of what it is a drop of
+        scale = numpy.abs(want[column.replace("sum_drop", "sum_before")]).max()
+        numpy.testing.assert_allclose(got[column], want[column], rtol=2e-5,
+                                      atol=2e-6 * max(1.0, scale), err_msg=column)
+    assert got.loc[1, "out0_jsd"] == 0 and numpy.isnan(got.loc[1, "out1_z"])
+    if profile == "probs":  # negative values are no probabilities, on either path
+        with pytest.raises(ValueError, match="negative values"):
+            hit_effects_from_summary(jablate.ablate_annotations(
+                _hits_model(positive=False), X, ann, reduce="mean_std",
+                additional_func_kwargs=dict(func=DEVICE_EFFECTS["probs"]), **kw), hits, 6,
+                "probs", counts)
+    with pytest.raises(ValueError, match="layout"):
+        hit_effects_from_summary(jablate.ablate_annotations(model, X, ann, reduce="mean_std",
+                                                            **kw), hits, 6, profile, counts)
+
+
+def test_effects_reduced_on_the_device_of_a_torch_model():
+    """DeviceEffects runs on torch tensors for a model bridged from torch, and one output
+    (not a tuple) gives unprefixed columns."""
+    torch = pytest.importorskip("torch")
+    import pandas
+
+    from jablate.genome.hits import DEVICE_EFFECTS, hit_effects, hit_effects_from_summary
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv1d(4, 2, 5, padding=2)).eval()
+    rs = numpy.random.RandomState(2)
+    X = numpy.ascontiguousarray(numpy.eye(4, dtype=numpy.float32)[:, rs.randint(0, 4, (2, 60))]
+                                .transpose(1, 0, 2))
+    ann = numpy.array([[0, 10, 25], [1, 20, 40]])
+    hits = pandas.DataFrame({"hit": [0, 1]})
+    kw = dict(n=5, random_state=3, batch_size=4)
+    want = hit_effects(jablate.ablate_annotations(net, X, ann, **kw), hits)
+    got = hit_effects_from_summary(jablate.ablate_annotations(
+        net, X, ann, reduce="mean_std", additional_func_kwargs=dict(func=DEVICE_EFFECTS["logits"]),
+        **kw), hits, 5)
+    assert list(got.columns) == ["hit", "sum_before", "sum_drop", "jsd"]
+    for column in got.columns[1:]:
+        scale = numpy.abs(want[column.replace("sum_drop", "sum_before")]).max()
+        numpy.testing.assert_allclose(got[column], want[column], rtol=2e-5,
+                                      atol=2e-6 * max(1.0, scale), err_msg=column)

@@ -17,14 +17,15 @@ the same steps in resumable chunks (:mod:`jablate.genome.run`).
 
 import os
 import re
-from typing import Any, Optional, Sequence
+from dataclasses import dataclass
+from typing import Any, Callable, NamedTuple, Optional, Sequence
 
 import numpy
 import pandas
 
 from jablate._core.errors import InputError
 from jablate._core.io import one_hot_encode
-from jablate.api.effects import float_resolution, shuffle_effects
+from jablate.api.effects import float_resolution, from_mean_std, shuffle_effects
 from jablate.genome.files import genome_lengths, open_genome, read_hits, read_peaks
 
 __all__ = [
@@ -491,6 +492,54 @@ def hit_effects(result: Any, mapped_hits: pandas.DataFrame, profile: str = "logi
     befores = list(y_befores) if multi else [y_befores]
     afters = list(y_afters) if multi else [y_afters]
     k = len(mapped_hits)
+    summaries = []
+    for h, (before, after) in enumerate(zip(befores, afters)):
+        eps = float_resolution(before, after)
+        before = numpy.asarray(before, dtype=numpy.float64)
+        after = numpy.asarray(after, dtype=numpy.float64)
+        if before.shape[:2] != (k, 1) or after.shape[:2] != (k, 1) or after.ndim < 3 or \
+                after.shape[3:] != before.shape[2:]:
+            raise InputError(f"output {h}: shapes {before.shape} before and {after.shape} "
+                f"after do not fit {k} hits: expected ({k}, 1, ...) and ({k}, 1, n, ...)")
+        n = after.shape[2]
+        if before.ndim <= 3:
+            b = before.reshape(k, -1)
+            a = after.reshape(k, n, -1)
+            summaries.append(_Values(b, a.mean(1), lambda t, can, b=b, a=a, eps=eps:
+                shuffle_effects(b[:, t], a[:, :, t], can, eps=eps)))
+        else:
+            b = before.reshape(k, -1)
+            a = after.reshape(k, n, -1)
+            if profile == "probs" and ((b < 0).any() or (a < 0).any()):
+                raise InputError(f"output {h} has negative values, so it holds no "
+                    "probabilities: use profile='logits'")
+            summaries.append(_Profile(b.sum(axis=1), a.sum(axis=2).mean(axis=1),
+                _distribution(b, profile), _distribution(a, profile).mean(axis=1)))
+    return _effects_table(mapped_hits, summaries, multi, arrangements)
+
+
+class _Values(NamedTuple):
+    """An output with one value per sequence or per task: each hit's values before and
+    mean after (k, T), and ``effects(t, can) -> Effects`` of task ``t``."""
+
+    before: numpy.ndarray
+    after_mean: numpy.ndarray
+    effects: Callable
+
+
+class _Profile(NamedTuple):
+    """A profile output: each hit's total before and mean total after (k,), and its
+    distribution before and mean distribution after (k, P)."""
+
+    total_before: numpy.ndarray
+    total_after: numpy.ndarray
+    distribution_before: numpy.ndarray
+    distribution_after: numpy.ndarray
+
+
+def _effects_table(mapped_hits, summaries, multi, arrangements):
+    """The effects table from each output's summary (:class:`_Values`, :class:`_Profile`)."""
+    k = len(mapped_hits)
     effects = mapped_hits.copy()
     measures = {}
     if arrangements is None:
@@ -502,38 +551,22 @@ def hit_effects(result: Any, mapped_hits: pandas.DataFrame, profile: str = "logi
                 f"{counts.shape}")
         measures["arrangements"] = counts
         can = counts > 1
-    for h, (before, after) in enumerate(zip(befores, afters)):
-        eps = float_resolution(before, after)
-        before = numpy.asarray(before, dtype=numpy.float64)
-        after = numpy.asarray(after, dtype=numpy.float64)
+    for h, summary in enumerate(summaries):
         prefix = f"out{h}_" if multi else ""
-        if before.shape[:2] != (k, 1) or after.shape[:2] != (k, 1) or after.ndim < 3 or \
-                after.shape[3:] != before.shape[2:]:
-            raise InputError(f"output {h}: shapes {before.shape} before and {after.shape} "
-                f"after do not fit {k} hits: expected ({k}, 1, ...) and ({k}, 1, n, ...)")
-        n = after.shape[2]
-        shape = before.shape[2:]
-        if len(shape) <= 1:
-            tasks = int(numpy.prod(shape, dtype=int))
-            b = before.reshape(k, tasks)
-            a = after.reshape(k, n, tasks)
+        if isinstance(summary, _Values):
+            tasks = summary.before.shape[1]
             for t in range(tasks):
                 p = prefix + (f"task{t}_" if tasks > 1 else "")
-                drop, spread, z = shuffle_effects(b[:, t], a[:, :, t], can, eps=eps)
-                measures.update({p + "before": b[:, t], p + "after_mean": a[:, :, t].mean(1),
-                    p + "after_sd": spread, p + "drop": drop, p + "z": z})
+                drop, spread, z = summary.effects(t, can)
+                measures.update({p + "before": summary.before[:, t],
+                    p + "after_mean": summary.after_mean[:, t], p + "after_sd": spread,
+                    p + "drop": drop, p + "z": z})
         else:
-            b = before.reshape(k, -1)
-            a = after.reshape(k, n, -1)
-            if profile == "probs" and ((b < 0).any() or (a < 0).any()):
-                raise InputError(f"output {h} has negative values, so it holds no "
-                    "probabilities: use profile='logits'")
-            sum_before = b.sum(axis=1)
-            measures[prefix + "sum_before"] = sum_before
+            measures[prefix + "sum_before"] = summary.total_before
             measures[prefix + "sum_drop"] = numpy.where(can,
-                sum_before - a.sum(axis=2).mean(axis=1), 0.0)
+                summary.total_before - summary.total_after, 0.0)
             measures[prefix + "jsd"] = numpy.where(can, _js_distance(
-                _distribution(b, profile), _distribution(a, profile).mean(axis=1)), 0.0)
+                summary.distribution_before, summary.distribution_after), 0.0)
     for name, values in measures.items():
         column = name
         while column in mapped_hits.columns:
@@ -542,6 +575,146 @@ def hit_effects(result: Any, mapped_hits: pandas.DataFrame, profile: str = "logi
             effects = effects.rename(columns={name: column})
         effects[name] = values
     return effects
+
+
+@dataclass(frozen=True)
+class DeviceEffects:
+    """What the effects need of each shuffled prediction, computed where the model runs.
+
+    ``predict``'s ``func`` for ``ablate_annotations(..., reduce="mean_std")`` (see
+    :func:`hit_effects_from_summary`): the mean over the shuffles of what it returns is all
+    :func:`hit_effects` reads, so a run keeps (k, ...) numbers per output rather than
+    every shuffle's (k, n, ...) and the softmax of every shuffled profile runs on the
+    device. For an output with one value per sequence or per task, the output itself;
+    for a profile output (two or more axes per sequence), its distribution over all its
+    values (softmax of logits, or values over their sum), its total, and whether any
+    value is negative. A last output says how to read them: ``[multi, kind_0, ...]``
+    (1 for a tuple/list output; kind 1 for a profile), so the host never guesses the
+    layout. Works on JAX arrays and on torch tensors (a model bridged from torch).
+
+    Keep one instance per mode (:data:`DEVICE_EFFECTS`): compiled programs are cached
+    on the instance, weakly.
+    """
+
+    profile: str
+
+    def __call__(self, y: Any) -> tuple:
+        multi = isinstance(y, (tuple, list))
+        ys = list(y) if multi else [y]
+        ops = _array_ops(ys[0])
+        out, kinds = [], [float(multi)]
+        for v in ys:
+            if v.ndim <= 2:
+                out.append(v)
+                kinds.append(0.0)
+                continue
+            flat = v.reshape(v.shape[0], -1)
+            if self.profile == "logits":
+                weights = ops.exp(flat - ops.amax(flat, -1))
+            else:
+                weights = flat
+            total = ops.sum(flat, -1)
+            out += [weights / ops.sum(weights, -1), total,
+                    ops.amax(ops.less(flat, 0) * 1.0, -1)]
+            kinds.append(1.0)
+        out.append(ops.constant(kinds, ys[0]))
+        return tuple(out)
+
+
+class _ArrayOps(NamedTuple):
+    exp: Callable
+    amax: Callable
+    sum: Callable
+    less: Callable
+    constant: Callable
+
+
+def _array_ops(v):
+    """The operations :class:`DeviceEffects` needs, for ``v``'s family (JAX or torch),
+    each keeping the reduced axis (size 1)."""
+    if type(v).__module__.startswith("torch"):
+        import torch
+
+        return _ArrayOps(torch.exp, lambda x, a: torch.amax(x, a, keepdim=True),
+            lambda x, a: torch.sum(x, a, keepdim=True), torch.lt,
+            lambda values, like: torch.tensor(values, dtype=like.dtype,
+                device=like.device).expand(like.shape[0], len(values)))
+    import jax.numpy as jnp
+
+    return _ArrayOps(jnp.exp, lambda x, a: jnp.max(x, a, keepdims=True),
+        lambda x, a: jnp.sum(x, a, keepdims=True), jnp.less,
+        lambda values, like: jnp.broadcast_to(jnp.asarray(values, like.dtype),
+            (like.shape[0], len(values))))
+
+
+#: One :class:`DeviceEffects` per profile mode (compiled programs are cached on them).
+DEVICE_EFFECTS = {mode: DeviceEffects(mode) for mode in ("logits", "probs")}
+
+
+def hit_effects_from_summary(result: Any, mapped_hits: pandas.DataFrame, n: int,
+        profile: str = "logits", arrangements: Optional[Any] = None) -> pandas.DataFrame:
+    """:func:`hit_effects` from a run that kept only means: ``ablate_annotations(...,
+    reduce="mean_std", additional_func_kwargs=dict(func=DEVICE_EFFECTS[profile]))``.
+
+    The same columns as :func:`hit_effects` on the run that keeps every shuffle, equal to
+    float32 rounding (the distributions and means are computed in the outputs' dtype on
+    the device, the rest in float64 here); what ``jablate hits`` writes.
+
+    Parameters
+    ----------
+    result : PerturbationAnnotationsSummaryResult
+        ``(y_befores, y_after_means, y_after_stds)``: lists of (k, 1, ...) arrays, the
+        outputs of :class:`DeviceEffects` (the last one its layout).
+    mapped_hits : pandas.DataFrame
+        k rows.
+    n : int
+        Shuffles per hit.
+    profile : {"logits", "probs"}, optional
+        The mode the run's :class:`DeviceEffects` had (for messages). Default "logits".
+    arrangements : array-like, shape (k,), optional
+        As for :func:`hit_effects`.
+
+    Returns
+    -------
+    effects : pandas.DataFrame
+
+    Raises
+    ------
+    ValueError
+        When the shapes do not fit, the layout output is missing or inconsistent, or
+        ``profile="probs"`` meets negative values.
+    """
+
+    befores, means, stds = (list(part) if isinstance(part, (list, tuple)) else [part]
+                            for part in result)
+    k = len(mapped_hits)
+    layout = numpy.asarray(means[-1], dtype=numpy.float64).reshape(k, -1) if k else None
+    if layout is None or layout.shape[1] < 2 or (layout != layout[:1]).any():
+        raise InputError("the run's last output is not DeviceEffects' layout; run "
+            "ablate_annotations with additional_func_kwargs=dict(func=DEVICE_EFFECTS[...])")
+    multi, kinds = bool(layout[0, 0]), layout[0, 1:].astype(int)
+    if len(means) - 1 != sum(3 if kind else 1 for kind in kinds):
+        raise InputError(f"the run's outputs ({len(means) - 1}) do not fit the layout "
+            f"{kinds.tolist()}")
+    summaries, i = [], 0
+    for h, kind in enumerate(kinds):
+        host = lambda part, j, shape=(k, -1): numpy.asarray(
+            part[j], dtype=numpy.float64).reshape(shape)
+        if kind == 0:  # from_mean_std measures float resolution in the outputs' dtype
+            b, mean, std = (numpy.asarray(part[i]).reshape(k, -1)
+                            for part in (befores, means, stds))
+            summaries.append(_Values(b.astype(numpy.float64), mean.astype(numpy.float64),
+                lambda t, can, b=b, mean=mean, std=std:
+                from_mean_std(b[:, t], mean[:, t], std[:, t], n, can)))
+            i += 1
+            continue
+        if profile == "probs" and (host(befores, i + 2).any() or host(means, i + 2).any()):
+            raise InputError(f"output {h} has negative values, so it holds no "
+                "probabilities: use profile='logits'")
+        summaries.append(_Profile(host(befores, i + 1, (k,)), host(means, i + 1, (k,)),
+            host(befores, i), host(means, i)))
+        i += 3
+    return _effects_table(mapped_hits, summaries, multi, arrangements)
 
 
 def _measure_groups(columns):

@@ -40,9 +40,10 @@ from jablate.genome.files import (
     read_peaks,
 )
 from jablate.genome.hits import (
+    DEVICE_EFFECTS,
     effects_tsv,
     fetch_windows,
-    hit_effects,
+    hit_effects_from_summary,
     map_hits,
     measure_columns,
     peak_windows,
@@ -259,12 +260,14 @@ class _Run:
         with warnings.catch_warnings():  # counted from `counts` instead
             warnings.simplefilter("ignore", UnchangedRegionWarning)
             return run_annotations(self.model, inputs.X, inputs.annotations, self.options,
-                verbose=False)
+                verbose=False, reduce="mean_std",
+                additional_func_kwargs=dict(func=DEVICE_EFFECTS[self.args.profile]))
 
     def write_chunk(self, inputs, result):
         """Write the chunk's part; the number of hits it holds."""
         try:
-            effects = hit_effects(result, inputs.part, self.args.profile, inputs.counts)
+            effects = hit_effects_from_summary(result, inputs.part, self.args.n,
+                self.args.profile, inputs.counts)
         except ValueError as error:
             raise self.error(f"cannot compute effects: {error}") from None
         _write_atomically(os.path.join(self.parts, _part_name(inputs.chunk)),
