@@ -2,6 +2,7 @@
 # On the device machine, after benchmarks/gpu_wheels.sh here and the two carrying calls it
 # describes: install the second folder of wheels, run the GPU-relevant tests, then case 5.
 # Everything it writes goes under $OUT (gpu.md: the Markdown section for RESULTS.md).
+# Then, in a third call on the same warm machine, benchmarks/gpu_hits.sh (jablate hits).
 # Runs from /tmp so that the installed jablate wheel is imported, not the checkout (whose
 # jablate.bridges lives in bridges/ and needs an install).
 set -uo pipefail

@@ -9,6 +9,7 @@ control hit on random sequence must not. Hits are written as BED, Fi-NeMo and FI
 import gzip
 import os
 import signal
+import re
 import subprocess
 import sys
 import time
@@ -844,3 +845,20 @@ def test_one_job_of_two_jax_distributed_processes_gives_the_single_process_table
                                             "--shard", "0/2", "--distributed",
                                             f"127.0.0.1:{port},2,0"))
     assert status == 2 and "drop --shard" in err
+
+
+def test_the_host_work_benchmark_runs(capsys):
+    """benchmarks.hits_host (issue 19's host work per hit, and its GPU script
+    benchmarks/gpu_hits.sh) at a tiny size, so that it never rots: it times jablate hits'
+    chunk phases by name. It asserts what it printed, nothing about time."""
+    from benchmarks import hits_host
+    from jablate.genome import run
+
+    phases = (run._Run.compute, run._Run.read_chunk, run._Run.run_chunk, run._Run.write_chunk)
+    hits_host.main(["--chroms", "2", "--chrom-length", "20000", "--peaks", "4",
+                    "--hits-per-peak", "3", "--repeats", "1"])
+    out = capsys.readouterr().out
+    assert "12 hits in 1 chunks" in out and "XLA compiles in the timed runs: 0" in out
+    assert re.search(r"read_chunk [0-9.]+ ms, run_chunk [0-9.]+ ms, write_chunk", out)
+    assert (run._Run.compute, run._Run.read_chunk, run._Run.run_chunk,
+            run._Run.write_chunk) == phases  # put back
