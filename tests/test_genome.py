@@ -8,8 +8,8 @@ control hit on random sequence must not. Hits are written as BED, Fi-NeMo and FI
 
 import gzip
 import os
-import signal
 import re
+import signal
 import subprocess
 import sys
 import time
