@@ -239,17 +239,16 @@ def one_hot_encode(sequences, alphabet="ACGT", dtype=numpy.float32):
         raise InputError(f"sequences must have one length, found lengths {sorted(lengths)}")
     length = lengths.pop() if lengths else 0
 
-    lookup = numpy.full(256, -1, dtype=numpy.int64)
+    lookup = numpy.full(256, -1, dtype=numpy.int16)
     for index, symbol in enumerate(alphabet):
         lookup[ord(symbol.upper())] = index
         lookup[ord(symbol.lower())] = index
 
-    X = numpy.zeros((len(sequences), len(alphabet), length), dtype=dtype)
-    for row, sequence in enumerate(sequences):
-        codes = numpy.frombuffer(sequence.encode("latin-1", "replace"), dtype=numpy.uint8)
-        symbols = lookup[codes]
-        known = numpy.nonzero(symbols >= 0)[0]
-        X[row, symbols[known], known] = 1
+    text = "".join(sequences).encode("latin-1", "replace")
+    symbols = lookup[numpy.frombuffer(text, dtype=numpy.uint8)].reshape(len(sequences), length)
+    X = numpy.empty((len(sequences), len(alphabet), length), dtype=dtype)
+    for index in range(len(alphabet)):  # one pass per symbol, unknown bases match none
+        numpy.equal(symbols, index, out=X[:, index, :], casting="unsafe")
     return X
 
 
