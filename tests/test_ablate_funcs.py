@@ -68,10 +68,13 @@ def test_deep_lift_shap_references_are_drawn_ahead_in_blocks(monkeypatch):
         walks.append(str(original.trace(ahead, X, table, items, *rest, **kw).jaxpr))
         return original(ahead, X, table, items, *rest, **kw)
 
+    recorded = []
+
     def recording(*a, **k):
         program = compiled(*a, **k)
         if program is None:
             return None
+        recorded.append(program)
 
         def call(*args, **kwargs):
             steps.append(str(program.trace(*args, **kwargs).jaxpr))
@@ -83,8 +86,9 @@ def test_deep_lift_shap_references_are_drawn_ahead_in_blocks(monkeypatch):
     kw = dict(n=3, func=jablate.deep_lift_shap, random_state=jax.random.key(1),
               additional_func_kwargs=KW, batch_size=8)  # 2 sequences a step
     whole = jablate.ablate(model, X, 20, 50, **kw)
-    # one block for the 5 sequences before, one for the 15 shuffles (padded to 16)
-    assert draws == [6, 16]
+    # one block for the 5 sequences before (3 steps of 2, a block of 4 steps), one for
+    # the 15 shuffles (8 steps)
+    assert draws == [8, 16]
     # the walk is in the blocks' programs; the compiled steps take the references: no loop
     assert all("while" in p for p in walks)
     assert len(steps) == 3 + 8 and not any("while" in p or "scan" in p for p in steps)
@@ -95,6 +99,17 @@ def test_deep_lift_shap_references_are_drawn_ahead_in_blocks(monkeypatch):
     assert draws == [2] * 3 + [2] * 8
     numpy.testing.assert_array_equal(small.y_before, whole.y_before)
     numpy.testing.assert_array_equal(small.y_after, whole.y_after)
+    # the steps' programs do not depend on how many items a run has: n=2 and n=4 compile
+    # nothing new (blocks come in powers of two of the step, the steps take their rows)
+    monkeypatch.setattr(per_sequence, "AHEAD_BLOCK_BYTES", 64 * 2 ** 20)
+    monkeypatch.setattr(per_sequence, "compiled", recording)
+    steps.clear()
+    jablate.ablate(model, X, 20, 50, **kw)
+    programs = {id(p): p for p in recorded}
+    sizes = {k: p._cache_size() for k, p in programs.items()}
+    for n in (2, 4):
+        jablate.ablate(model, X, 20, 50, **dict(kw, n=n))
+    assert {k: p._cache_size() for k, p in programs.items()} == sizes
 
 
 def test_deep_lift_shap_mean_std_and_annotations():

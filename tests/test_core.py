@@ -12,6 +12,7 @@ from scipy import stats
 
 import jablate
 from jablate import functional
+from jablate.api import effects as effects_module
 
 N, A, L = 6, 4, 50
 
@@ -294,6 +295,42 @@ def test_reduce_mean_std_matches_full_output(X):
         numpy.testing.assert_allclose(summary.y_after_mean[h], after.mean(1), rtol=1e-5, atol=1e-4)
         numpy.testing.assert_allclose(summary.y_after_std[h], after.std(1), rtol=1e-4, atol=1e-4)
         numpy.testing.assert_allclose(summary.y_before[h], full.y_before[h])
+
+
+@pytest.mark.parametrize("incremental", [False, True])
+def test_reduce_mean_std_keeps_small_spreads_far_from_before(X, incremental):
+    """The spread of shuffles that all land far from the prediction before is computed
+    about their own mean, not from sums of squares of the (large) drops: none at all stays
+    below float resolution (so z is nan, never thousands), a small one is right to the
+    outputs' own rounding (a sum-of-squares spread had a floor of sqrt(eps) * drop, about
+    3.5e-4 * drop, the difference of two nearly equal float32 sums)."""
+    reference = jnp.asarray(X[0, :, 20:40])
+
+    def make(spread):  # 0.5 before; 3.0 once the region changes, plus `spread` per A in it
+        def model(x):
+            changed = jnp.abs(x[:, :, 20:40] - reference).sum((1, 2)) > 0
+            weights = jnp.arange(20, dtype=jnp.float32) / 20
+            return (0.5 + changed * (2.5 + spread * (x[:, 0, 20:40] * weights).sum(-1)))[:, None]
+        return model
+
+    for spread in (0.0, 1e-4):
+        model = make(spread)
+        kw = dict(n=20, random_state=jax.random.key(4), incremental=incremental)
+        kept = jablate.ablate(model, X[:1], 20, 40, **kw)
+        summary = jablate.ablate(model, X[:1], 20, 40, reduce="mean_std", **kw)
+        after = numpy.asarray(kept.y_after, numpy.float64)[0, :, 0]
+        mean = float(numpy.asarray(summary.y_after_mean)[0, 0])
+        std = float(numpy.asarray(summary.y_after_std)[0, 0])
+        assert abs(mean - after.mean()) < 4 * 2.0 ** -23 * 3
+        if spread == 0:
+            assert after.std() == 0 and std < 16 * 2.0 ** -23 * 3
+            drop, sd, z = effects_module.from_mean_std(
+                numpy.asarray(summary.y_before)[:, 0], numpy.asarray(summary.y_after_mean)[:, 0],
+                numpy.asarray(summary.y_after_std)[:, 0], 20)
+            assert numpy.isnan(z[0]) and drop[0] == pytest.approx(-2.5, abs=1e-6)
+        else:
+            assert after.std() > 1e-5
+            numpy.testing.assert_allclose(std, after.std(), rtol=0.05)
 
 
 # --- ablate_annotations --------------------------------------------------------------------

@@ -30,7 +30,7 @@ import numpy
 from tqdm.auto import tqdm
 
 __all__ = ["Job", "Sink", "Collect", "MeanStd", "Scatter", "execute", "checked", "to_host",
-           "accumulate", "summarize", "accumulator_dtype", "agree", "CHECK_TOLERANCE",
+           "GroupMoments", "accumulator_dtype", "agree", "CHECK_TOLERANCE",
            "IncrementalMismatchWarning"]
 
 #: A fast path agrees with the exact one when every output is within this fraction of the
@@ -124,37 +124,106 @@ def accumulator_dtype(dtype: Any) -> Any:
     return jnp.float64 if jnp.dtype(dtype) == jnp.float64 else jnp.float32
 
 
-@partial(jax.jit, donate_argnums=(0, 1))
-def accumulate(sums: tuple, sqs: tuple, ys: tuple, shifts: tuple, shift_rows: jax.Array,
-               groups: jax.Array, valid: jax.Array) -> tuple[tuple, tuple]:
-    """Add a batch of outputs to per-group sums and sums of squares (donated, on the device).
+@partial(jax.jit, donate_argnums=(0, 1, 2))
+def _merge(counts, means, m2s, ys, shifts, shift_rows, packed):
+    """Merge one batch into per-group moments (Chan et al.'s pairwise update).
 
-    Item ``b`` (a row of every ``ys``) belongs to group ``groups[b]`` and is counted as its
-    difference from ``shifts[h][shift_rows[b]]``, which must be the same for every item of
-    a group (the shift keeps the variance well conditioned); rows where ``valid`` is False
-    are padding and count as nothing.
+    ``packed`` is ``local``, ``groups`` (each (B,)) and ``valid_count``, one transfer: item
+    ``b < valid_count`` counts as ``ys[h][b] - shifts[h][shift_rows[b]]``, in group
+    ``groups[local[b]]`` (``local``: the item's index among the batch's distinct groups;
+    ``groups`` padded with an index past the last group, which reads as empty and is never
+    written); later rows are padding. The batch's
+    own mean and sum of squared deviations per group are taken about that mean (two
+    passes), then merged, so no sum of squares of large differences is ever subtracted
+    from another: a group whose items are all equal keeps a spread of exactly 0 however far
+    they lie from the shift.
     """
-    out_s, out_q = [], []
-    for s, q, y, shift in zip(sums, sqs, ys, shifts):
-        d = y.astype(s.dtype) - shift[shift_rows].astype(s.dtype)
-        d = jnp.where(valid.reshape((-1,) + (1,) * (d.ndim - 1)), d, 0)
-        out_s.append(s.at[groups].add(d))
-        out_q.append(q.at[groups].add(d * d))
-    return tuple(out_s), tuple(out_q)
+    size = ys[0].shape[0]
+    local, groups, valid_count = packed[:size], packed[size:2 * size], packed[2 * size]
+    valid = jnp.arange(size) < valid_count  # rows from valid_count on are padding
+    w = valid.astype(counts.dtype)
+    c_b = jax.ops.segment_sum(w, local, num_segments=size)
+    c = counts.at[groups].get(mode="fill", fill_value=0)
+    c_new = c + c_b
+    frac = jnp.where(c_new > 0, c_b / jnp.maximum(c_new, 1), 0)
+    out_m, out_q = [], []
+    if shift_rows is None:  # each group its own shift
+        shift_rows = jnp.minimum(groups[local], counts.shape[0] - 1)
+    for m_all, q_all, y, shift in zip(means, m2s, ys, shifts):
+        tail = (1,) * (y.ndim - 1)
+        d = y.astype(m_all.dtype) - shift[shift_rows].astype(m_all.dtype)
+        d = jnp.where(valid.reshape((-1,) + tail), d, 0)
+        mean_b = jax.ops.segment_sum(d, local, num_segments=size) / jnp.maximum(
+            c_b, 1).reshape((-1,) + tail)
+        dev = jnp.where(valid.reshape((-1,) + tail), d - mean_b[local], 0)
+        q_b = jax.ops.segment_sum(dev * dev, local, num_segments=size)
+        m = m_all.at[groups].get(mode="fill", fill_value=0)
+        q = q_all.at[groups].get(mode="fill", fill_value=0)
+        delta = mean_b - m
+        f = frac.reshape((-1,) + tail)
+        out_m.append(m_all.at[groups].set(m + delta * f, mode="drop"))
+        out_q.append(q_all.at[groups].set(q + q_b + delta * delta * c.reshape(
+            (-1,) + tail) * f, mode="drop"))
+    return counts.at[groups].set(c_new, mode="drop"), tuple(out_m), tuple(out_q)
 
 
-def summarize(sums: tuple, sqs: tuple, shifts: Any, n: int) -> list:
-    """``(mean, std)`` host arrays (in the sums' dtype, computed in float64) per output from
-    the sums and sums of squares of ``n`` differences from ``shifts`` per group, as
-    :func:`accumulate` keeps them (population standard deviation)."""
-    stats = []
-    for s, q, shift in zip(sums, sqs, shifts):
-        mean_d = numpy.asarray(s, numpy.float64) / n
-        var = numpy.maximum(numpy.asarray(q, numpy.float64) / n - mean_d ** 2, 0)
-        dtype = numpy.asarray(s).dtype
-        stats.append(((numpy.asarray(shift, numpy.float64) + mean_d).astype(dtype),
-                      numpy.sqrt(var).astype(dtype)))
-    return stats
+class GroupMoments:
+    """Per-group count, mean and sum of squared deviations of outputs, kept on the device
+    and merged batch by batch (:func:`_merge`), as differences from a per-group shift (say,
+    the prediction before shuffling: the mean then keeps the precision of the drop).
+
+    Parameters
+    ----------
+    groups: int
+        How many groups (G).
+    """
+
+    def __init__(self, groups: int):
+        self.groups = groups
+        self.counts, self.means, self.m2s = None, None, None
+
+    def add(self, ys: tuple, shifts: tuple, shift_rows: Any, groups: numpy.ndarray,
+            valid: int) -> None:
+        """Merge a batch: row ``b`` of every ``ys`` belongs to group ``groups[b]`` (host
+        ints) and is taken as its difference from ``shifts[h][shift_rows[b]]`` (None: row
+        ``groups[b]`` of ``shifts``); rows from ``valid`` on are padding."""
+        size = ys[0].shape[0]
+        if self.counts is None:
+            self.counts = jnp.zeros(self.groups, accumulator_dtype(ys[0].dtype))
+            self.means = tuple(jnp.zeros((self.groups,) + y.shape[1:],
+                                         accumulator_dtype(y.dtype)) for y in ys)
+            self.m2s = tuple(jnp.zeros_like(m) for m in self.means)
+        distinct, local = numpy.unique(numpy.asarray(groups)[:max(valid, 1)],
+                                       return_inverse=True)
+        local = numpy.concatenate([local, numpy.zeros(size - len(local), local.dtype)])
+        padded = numpy.full(size, self.groups, numpy.int32)  # past the last: never written
+        padded[:len(distinct)] = distinct
+        packed = jnp.asarray(numpy.concatenate([local, padded, [valid]]).astype(numpy.int32))
+        self.counts, self.means, self.m2s = _merge(
+            self.counts, self.means, self.m2s, ys, shifts, shift_rows, packed)
+
+    def result(self, shifts: Any, n: int) -> list:
+        """``(mean, std)`` host arrays per output (population standard deviation, in the
+        outputs' accumulator dtype; the shift added back in float64).
+
+        Raises
+        ------
+        RuntimeError
+            When a group did not receive exactly ``n`` items (a bug, never a result).
+        """
+        counts = numpy.asarray(self.counts)
+        if (counts != n).any():
+            raise RuntimeError(f"jablate: per-group moments counted {counts.min():g} to "
+                               f"{counts.max():g} items per group, not {n}: refusing to "
+                               "report them")
+        stats = []
+        for m, q, shift in zip(self.means, self.m2s, shifts):
+            dtype = numpy.asarray(m).dtype
+            mean_d = numpy.asarray(m, numpy.float64)
+            var = numpy.maximum(numpy.asarray(q, numpy.float64) / n, 0)
+            stats.append(((numpy.asarray(shift, numpy.float64) + mean_d).astype(dtype),
+                          numpy.sqrt(var).astype(dtype)))
+        return stats
 
 
 @dataclass
@@ -176,24 +245,20 @@ class MeanStd:
     shifts: list
     n: int
     total: int
-    _sums: Optional[tuple] = None
-    _sqs: Optional[tuple] = None
+    _moments: Optional[GroupMoments] = None
 
     def __post_init__(self):
         self.shifts = tuple(jnp.asarray(numpy.asarray(s), accumulator_dtype(
             numpy.asarray(s).dtype)) for s in self.shifts)
-        self._sums = tuple(jnp.zeros_like(s) for s in self.shifts)
-        self._sqs = tuple(jnp.zeros_like(s) for s in self.shifts)
+        self._moments = GroupMoments(self.shifts[0].shape[0] if self.shifts else 0)
 
     def add(self, ys: tuple, lo: int, valid: int) -> None:
         size = ys[0].shape[0]
-        groups = jnp.asarray(numpy.minimum(numpy.arange(lo, lo + size), self.total - 1)
-                             // self.n)
-        self._sums, self._sqs = accumulate(self._sums, self._sqs, ys, self.shifts, groups,
-                                           groups, jnp.arange(size) < valid)
+        groups = numpy.minimum(numpy.arange(lo, lo + size), self.total - 1) // self.n
+        self._moments.add(ys, self.shifts, None, groups, valid)
 
     def result(self) -> list:
-        return summarize(self._sums, self._sqs, self.shifts, self.n)
+        return self._moments.result(self.shifts, self.n)
 
 
 @dataclass(frozen=True)

@@ -179,13 +179,11 @@ def _step(fn, params, X, args, table, items, positions, base, draw, dtype):
     return jax.vmap(fn, (None, 0, 0) + (0,) * len(rows))(params, x, keys, *rows)
 
 
-def _step_ahead(fn, params, X, args, table, items, positions, base, block, block_rows, draw,
-                dtype):
-    """:func:`_step` with each item's input drawn ahead: row ``block_rows[b]`` of ``block``."""
+def _step_ahead(fn, params, X, args, table, items, positions, base, drawn, draw, dtype):
+    """:func:`_step` with each item's input drawn ahead (``drawn``, one row per item)."""
     x = cast_input(draw(X, table, items), dtype)
     rows = tuple(jnp.take(a, items[0], axis=0) for a in args)
     keys = position_keys(base, positions)
-    drawn = jnp.take(block, block_rows, axis=0)
     return jax.vmap(lambda p, xi, k, d, *a: fn(p, xi, k, *a, ahead=d),
                     (None, 0, 0, 0) + (0,) * len(rows))(params, x, keys, drawn, *rows)
 
@@ -198,25 +196,33 @@ def _draw_ahead(ahead, X, table, items, positions, base, draw, dtype):
     return jax.vmap(ahead)(x, position_keys(base, positions))
 
 
+@jax.jit
+def _rows_of(block, rows):
+    return jnp.take(block, rows, axis=0)
+
+
 class _Ahead:
     """A func's inputs drawn ahead (``SequenceFunc.ahead``), a block of items at a time:
-    a multiple of the step's ``size`` (so a batch never straddles two blocks), about
-    :data:`AHEAD_BLOCK_BYTES` of them, at most the plan; one shape (the last block padded
-    by repeating an item), one compiled program. Every device draws the whole block."""
+    a power of two of the step's ``size`` (so a batch never straddles two blocks, and
+    runs of different lengths share a few block shapes), about :data:`AHEAD_BLOCK_BYTES`
+    of them, no more than the plan needs; the last block padded by repeating an item.
+    Every device draws the whole block; a step receives its own rows (``size`` of them,
+    whatever the block), so the steps' programs do not depend on the plan."""
 
     def __init__(self, ahead, plan, positions, size, where, X, table, base, draw, dtype):
         x = jax.ShapeDtypeStruct(X.shape[1:], input_dtype(X.dtype, dtype))
         out = jax.eval_shape(ahead, x, jax.random.key(0))
         per_item = max(1, out.size * out.dtype.itemsize)
         batches = -(-len(plan) // size)
-        self.block = size * max(1, min(batches, AHEAD_BLOCK_BYTES // (per_item * size)))
+        cap = max(1, AHEAD_BLOCK_BYTES // (per_item * size))
+        cap = 1 << (cap.bit_length() - 1)  # a power of two
+        self.block = size * min(cap, 1 << (batches - 1).bit_length())
         self.ahead, self.plan, self.positions, self.where = ahead, plan, positions, where
         self.X, self.table, self.base, self.draw, self.dtype = X, table, base, draw, dtype
         self.lo, self.values = None, None
 
     def rows(self, lo: int, size: int):
-        """``(block, rows)``: the block holding items ``lo`` to ``lo + size`` and their
-        rows in it."""
+        """``(drawn,)``: the inputs of items ``lo`` to ``lo + size`` (the last padded)."""
         if self.lo is None or not self.lo <= lo < self.lo + self.block:
             items, _ = self.plan.batch(lo, self.block)
             at = self.positions[numpy.minimum(numpy.arange(lo, lo + self.block),
@@ -227,7 +233,8 @@ class _Ahead:
                                       self.where.replicate(jnp.asarray(at)), self.base,
                                       draw=self.draw, dtype=self.dtype)
         rows = numpy.arange(lo, lo + size, dtype=numpy.int32) - self.lo
-        return self.values, self.where.shard(jnp.asarray(rows))
+        return (self.where.shard(_rows_of(self.values, self.where.replicate(
+            jnp.asarray(rows)))),)
 
 
 @partial(jax.jit, donate_argnums=(0, 1))

@@ -22,14 +22,13 @@ import jax.numpy as jnp
 import numpy
 
 from jablate import functional
-from jablate.engine.executor import (  # noqa: F401 (to_host, accumulate, summarize, accumulator_dtype: API)
+from jablate.engine.executor import (  # noqa: F401 (to_host, GroupMoments, accumulator_dtype: API)
     Collect,
+    GroupMoments,
     Job,
     MeanStd,
-    accumulate,
     accumulator_dtype,
     execute,
-    summarize,
     to_host,
 )
 from jablate.models.runner import outputs_of
@@ -387,11 +386,12 @@ def run_mean_std(stream: Stream, n: int, shifts: list, desc: Optional[str] = Non
     """Per-group mean and standard deviation of the outputs over ``n`` shuffles
     (:func:`jablate.engine.executor.execute` into a :class:`~jablate.engine.executor.MeanStd`).
 
-    Items ``g * n + i`` of ``stream.plan`` belong to group ``g``. Sums of the outputs'
-    differences from ``shifts`` (one array (G, ...) per output, e.g. the
-    predictions before shuffling) and of their squares accumulate on the device
-    (float32; float64 for float64 outputs), so memory is of order G rather than
-    G * n. Sharded and split across processes as :func:`run`.
+    Items ``g * n + i`` of ``stream.plan`` belong to group ``g``. Each group's count,
+    mean and sum of squared deviations of the outputs' differences from ``shifts`` (one
+    array (G, ...) per output, e.g. the predictions before shuffling) are merged batch by
+    batch on the device (:class:`~jablate.engine.executor.GroupMoments`; float32, float64
+    for float64 outputs), so memory is of order G rather than G * n. Sharded and split
+    across processes as :func:`run`.
 
     Returns
     -------

@@ -55,7 +55,8 @@ __all__ = ["run_hits", "static_input_length", "SETTINGS_FILE", "DEFAULT_CHUNK_SI
 
 SETTINGS_FILE = "settings.json"
 DEFAULT_CHUNK_SIZE = 256
-_FORMAT = 2  # 2: the arrangements column; nan is an ordinary value
+_FORMAT = 3  # 2: the arrangements column; nan is an ordinary value; 3: effects reduced on the
+# device (hit_effects_from_summary), the spread about the shuffles' own mean
 _OPTIONS = {
     "format": "the parts' format version",
     "model": "--model",

@@ -243,22 +243,16 @@ class _MeanStd:
     :func:`jablate.engine.stream.run_mean_std` does."""
 
     def __init__(self, total: int, n: int):
-        self.n, self.groups, self.sums, self.sqs = n, total // n, None, None
+        self.n, self.moments = n, engine.GroupMoments(total // n)
 
     def add(self, ys, positions, chunk_outputs, rows):
         size = ys[0].shape[0]
         padded = numpy.zeros(size, numpy.int64)
         padded[:len(positions)] = positions
-        if self.sums is None:
-            self.sums = tuple(jnp.zeros((self.groups,) + y.shape[1:],
-                                        engine.accumulator_dtype(y.dtype)) for y in ys)
-            self.sqs = tuple(jnp.zeros_like(s) for s in self.sums)
-        self.sums, self.sqs = engine.accumulate(
-            self.sums, self.sqs, ys, chunk_outputs, rows, jnp.asarray(padded // self.n),
-            jnp.arange(size) < len(positions))
+        self.moments.add(ys, chunk_outputs, rows, padded // self.n, len(positions))
 
     def result(self, before_of_group):
-        return engine.summarize(self.sums, self.sqs, before_of_group, self.n)
+        return self.moments.result(before_of_group, self.n)
 
 
 class _Items:
