@@ -182,6 +182,13 @@ def test_effects_reduced_on_the_device_equal_the_materialised_ones(profile):
                 _hits_model(positive=False), X, ann, reduce="mean_std",
                 additional_func_kwargs=dict(func=DEVICE_EFFECTS["probs"]), **kw), hits, 6,
                 "probs", counts)
+    other = "logits" if profile == "probs" else "probs"
+    with pytest.raises(ValueError, match=f"not as profile='{other}'"):
+        hit_effects_from_summary(summary, hits, 6, other, counts)
+    with pytest.raises(ValueError, match="profile must be one of"):
+        hit_effects_from_summary(summary, hits, 6, "logit", counts)
+    with pytest.raises(ValueError, match="expected \\(3, 1"):
+        hit_effects_from_summary(summary, hits[:3], 6, profile, counts[:3])
     with pytest.raises(ValueError, match="layout"):
         hit_effects_from_summary(jablate.ablate_annotations(model, X, ann, reduce="mean_std",
                                                             **kw), hits, 6, profile, counts)

@@ -588,9 +588,10 @@ class DeviceEffects:
     device. For an output with one value per sequence or per task, the output itself;
     for a profile output (two or more axes per sequence), its distribution over all its
     values (softmax of logits, or values over their sum), its total, and whether any
-    value is negative. A last output says how to read them: ``[multi, kind_0, ...]``
-    (1 for a tuple/list output; kind 1 for a profile), so the host never guesses the
-    layout. Works on JAX arrays and on torch tensors (a model bridged from torch).
+    value is negative. A last output says how to read them: ``[multi, mode, kind_0,
+    ...]`` (1 for a tuple/list output; 1 for ``"probs"``; kind 1 for a profile), so the
+    host never guesses the layout. Works on JAX arrays and on torch tensors (a model
+    bridged from torch).
 
     Keep one instance per mode (:data:`DEVICE_EFFECTS`): compiled programs are cached
     on the instance, weakly.
@@ -602,7 +603,7 @@ class DeviceEffects:
         multi = isinstance(y, (tuple, list))
         ys = list(y) if multi else [y]
         ops = _array_ops(ys[0])
-        out, kinds = [], [float(multi)]
+        out, kinds = [], [float(multi), float(self.profile == "probs")]
         for v in ys:
             if v.ndim <= 2:
                 out.append(v)
@@ -685,14 +686,26 @@ def hit_effects_from_summary(result: Any, mapped_hits: pandas.DataFrame, n: int,
         ``profile="probs"`` meets negative values.
     """
 
+    if profile not in PROFILE_MODES:
+        raise InputError(f"profile must be one of {PROFILE_MODES}; got {profile!r}")
     befores, means, stds = (list(part) if isinstance(part, (list, tuple)) else [part]
                             for part in result)
     k = len(mapped_hits)
-    layout = numpy.asarray(means[-1], dtype=numpy.float64).reshape(k, -1) if k else None
-    if layout is None or layout.shape[1] < 2 or (layout != layout[:1]).any():
+    if k == 0:
+        raise InputError("no hits: mapped_hits is empty")
+    for part in (befores, means, stds):
+        for h, y in enumerate(part):
+            if tuple(numpy.shape(y)[:2]) != (k, 1):
+                raise InputError(f"output {h} has shape {numpy.shape(y)}; expected ({k}, 1, "
+                    "...) for the hits")
+    layout = numpy.asarray(means[-1], dtype=numpy.float64).reshape(k, -1)
+    if layout.shape[1] < 3 or (layout != layout[:1]).any():
         raise InputError("the run's last output is not DeviceEffects' layout; run "
             "ablate_annotations with additional_func_kwargs=dict(func=DEVICE_EFFECTS[...])")
-    multi, kinds = bool(layout[0, 0]), layout[0, 1:].astype(int)
+    multi, kinds = bool(layout[0, 0]), layout[0, 2:].astype(int)
+    if layout[0, 1] != (profile == "probs"):
+        raise InputError(f"the run computed its distributions as "
+            f"{'probs' if layout[0, 1] else 'logits'}, not as profile={profile!r}")
     if len(means) - 1 != sum(3 if kind else 1 for kind in kinds):
         raise InputError(f"the run's outputs ({len(means) - 1}) do not fit the layout "
             f"{kinds.tolist()}")
