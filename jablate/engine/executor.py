@@ -132,11 +132,10 @@ def _merge(counts, means, m2s, ys, shifts, shift_rows, packed):
     ``b < valid_count`` counts as ``ys[h][b] - shifts[h][shift_rows[b]]``, in group
     ``groups[local[b]]`` (``local``: the item's index among the batch's distinct groups;
     ``groups`` padded with an index past the last group, which reads as empty and is never
-    written); later rows are padding. The batch's
-    own mean and sum of squared deviations per group are taken about that mean (two
-    passes), then merged, so no sum of squares of large differences is ever subtracted
-    from another: a group whose items are all equal keeps a spread of exactly 0 however far
-    they lie from the shift.
+    written); later rows are padding. The batch's own mean and sum of squared deviations
+    per group are taken about that mean (two passes), then merged, so no sum of squares
+    of large differences is ever subtracted from another: a group whose items are all
+    equal keeps a spread of exactly 0 however far they lie from the shift.
     """
     size = ys[0].shape[0]
     local, groups, valid_count = packed[:size], packed[size:2 * size], packed[2 * size]

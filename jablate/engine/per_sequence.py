@@ -172,20 +172,16 @@ def position_keys(base: jax.Array, positions: jax.Array) -> jax.Array:
 AHEAD_BLOCK_BYTES = 64 * 2 ** 20
 
 
-def _step(fn, params, X, args, table, items, positions, base, draw, dtype):
+def _step(fn, params, X, args, table, items, positions, base, *drawn, draw, dtype):
+    """``fn`` on a batch of items; with ``drawn`` (one row per item), each item's input
+    drawn ahead (``SequenceFunc.ahead``), passed as ``fn(..., ahead=row)``."""
     x = cast_input(draw(X, table, items), dtype)
     rows = tuple(jnp.take(a, items[0], axis=0) for a in args)
     keys = position_keys(base, positions)
-    return jax.vmap(fn, (None, 0, 0) + (0,) * len(rows))(params, x, keys, *rows)
-
-
-def _step_ahead(fn, params, X, args, table, items, positions, base, drawn, draw, dtype):
-    """:func:`_step` with each item's input drawn ahead (``drawn``, one row per item)."""
-    x = cast_input(draw(X, table, items), dtype)
-    rows = tuple(jnp.take(a, items[0], axis=0) for a in args)
-    keys = position_keys(base, positions)
+    if not drawn:
+        return jax.vmap(fn, (None, 0, 0) + (0,) * len(rows))(params, x, keys, *rows)
     return jax.vmap(lambda p, xi, k, d, *a: fn(p, xi, k, *a, ahead=d),
-                    (None, 0, 0, 0) + (0,) * len(rows))(params, x, keys, drawn, *rows)
+                    (None, 0, 0, 0) + (0,) * len(rows))(params, x, keys, *drawn, *rows)
 
 
 @partial(jax.jit, static_argnames=("ahead", "draw", "dtype"))
@@ -245,20 +241,19 @@ def _diagnose(sums, maxima, diagnostics, valid):
 
 
 def compiled(model: engine.Model, spec: SequenceFunc, options: tuple, X: jax.Array,
-             args: tuple, exact: bool = True, ahead: bool = False) -> Optional[Callable]:
+             args: tuple, exact: bool = True) -> Optional[Callable]:
     """The compiled step of ``spec`` with ``options`` for ``model`` (None: the inexact
     one does not exist), cached on its runner (which dies with the model): one program
-    per batch shape. With ``ahead``, the step that takes the inputs drawn ahead
-    (:func:`_step_ahead`)."""
+    per batch shape (with or without inputs drawn ahead)."""
     store = for_runner(model.runner, "per_sequence.steps")
-    key = (spec.name, options, exact, ahead, X.shape[1:], str(X.dtype), model.dtype,
+    key = (spec.name, options, exact, X.shape[1:], str(X.dtype), model.dtype,
            tuple((a.shape[1:], str(a.dtype)) for a in args))
     if key not in store:
         fn = spec.build(model.runner.apply, model.params,
                         jnp.zeros(X.shape[1:], input_dtype(X.dtype, model.dtype)),
                         tuple(a[0] for a in args), options, exact)
-        store[key] = None if fn is None else jax.jit(
-            partial(_step_ahead if ahead else _step, fn), static_argnames=("draw", "dtype"))
+        store[key] = None if fn is None else jax.jit(partial(_step, fn),
+                                                     static_argnames=("draw", "dtype"))
     return store[key]
 
 
@@ -296,8 +291,8 @@ def run(stream: engine.Stream, spec: SequenceFunc, options: tuple, positions: nu
         raise InputError(f"func={spec.name} runs JAX models; translate a torch model first "
                          "(backend='jax').")
     ahead = None if spec.ahead is None else spec.ahead(options)
-    exact = compiled(model, spec, options, X, args, ahead=ahead is not None)
-    fast = compiled(model, spec, options, X, args, exact=False, ahead=ahead is not None)
+    exact = compiled(model, spec, options, X, args)
+    fast = compiled(model, spec, options, X, args, exact=False)
     # every device of the run: each step's items sharded over them, the rest replicated
     where = engine.Devices(model, X)
     size = where.size(max(1, min(spec.per_step(batch_size, options), len(plan))), len(plan))

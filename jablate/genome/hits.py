@@ -501,15 +501,12 @@ def hit_effects(result: Any, mapped_hits: pandas.DataFrame, profile: str = "logi
                 after.shape[3:] != before.shape[2:]:
             raise InputError(f"output {h}: shapes {before.shape} before and {after.shape} "
                 f"after do not fit {k} hits: expected ({k}, 1, ...) and ({k}, 1, n, ...)")
-        n = after.shape[2]
+        b = before.reshape(k, -1)
+        a = after.reshape(k, after.shape[2], -1)
         if before.ndim <= 3:
-            b = before.reshape(k, -1)
-            a = after.reshape(k, n, -1)
             summaries.append(_Values(b, a.mean(1), lambda t, can, b=b, a=a, eps=eps:
                 shuffle_effects(b[:, t], a[:, :, t], can, eps=eps)))
         else:
-            b = before.reshape(k, -1)
-            a = after.reshape(k, n, -1)
             if profile == "probs" and ((b < 0).any() or (a < 0).any()):
                 raise InputError(f"output {h} has negative values, so it holds no "
                     "probabilities: use profile='logits'")
@@ -709,10 +706,9 @@ def hit_effects_from_summary(result: Any, mapped_hits: pandas.DataFrame, n: int,
     if len(means) - 1 != sum(3 if kind else 1 for kind in kinds):
         raise InputError(f"the run's outputs ({len(means) - 1}) do not fit the layout "
             f"{kinds.tolist()}")
+    host = lambda part, j, shape=(k, -1): numpy.asarray(part[j], numpy.float64).reshape(shape)
     summaries, i = [], 0
     for h, kind in enumerate(kinds):
-        host = lambda part, j, shape=(k, -1): numpy.asarray(
-            part[j], dtype=numpy.float64).reshape(shape)
         if kind == 0:  # from_mean_std measures float resolution in the outputs' dtype
             b, mean, std = (numpy.asarray(part[i]).reshape(k, -1)
                             for part in (befores, means, stds))
