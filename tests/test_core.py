@@ -333,6 +333,44 @@ def test_reduce_mean_std_keeps_small_spreads_far_from_before(X, incremental):
             numpy.testing.assert_allclose(std, after.std(), rtol=0.05)
 
 
+def test_group_moments_refuse_groups_sent_other_than_n_items_and_wait_for_nothing():
+    """Per-group moments are counted on the host from the groups sent with each batch (so
+    the check needs nothing from the device) and come back as device arrays equal to the
+    float64 mean and population spread."""
+    from jablate.engine.executor import GroupMoments
+
+    rng = numpy.random.default_rng(0)
+    ys = rng.normal(size=(6, 3)).astype(numpy.float32)
+    shifts = (numpy.array([[1.0, 2.0, 3.0], [-1.0, 0.0, 1.0]], numpy.float32),)
+    moments = GroupMoments(2)
+    moments.add((jnp.asarray(ys[:4]),), tuple(map(jnp.asarray, shifts)), None,
+                numpy.array([0, 0, 0, 1]), 4)
+    moments.add((jnp.asarray(numpy.concatenate([ys[4:], ys[:2]])),),
+                tuple(map(jnp.asarray, shifts)), None, numpy.array([1, 1, 1, 1]), 2)
+    (mean, std), = moments.result(shifts, 3)
+    assert isinstance(mean, jax.Array) and isinstance(std, jax.Array)
+    groups = ys.astype(numpy.float64).reshape(2, 3, 3)
+    numpy.testing.assert_allclose(mean, groups.mean(1), rtol=1e-6)
+    numpy.testing.assert_allclose(std, groups.std(1), rtol=1e-5)
+    short = GroupMoments(2)
+    short.add((jnp.asarray(ys[:4]),), tuple(map(jnp.asarray, shifts)), None,
+              numpy.array([0, 0, 0, 1]), 4)
+    with pytest.raises(RuntimeError, match="counted 1 to 3 items per group, not 3"):
+        short.result(shifts, 3)
+
+
+def test_mean_std_of_a_jax_input_stays_on_the_device(X):
+    """issue 19: with a JAX input, ``reduce='mean_std'`` hands back device arrays (nothing
+    read back to the host and put there again), equal to a numpy input's host arrays."""
+    kw = dict(n=6, random_state=jax.random.key(3), incremental=False, reduce="mean_std")
+    on_device = jablate.ablate_annotations(two_heads, X, ANNOTATIONS, **kw)
+    on_host = jablate.ablate_annotations(two_heads, numpy.asarray(X), ANNOTATIONS, **kw)
+    for got, want in zip(on_device, on_host, strict=True):
+        for g, w in zip(got, want, strict=True):
+            assert isinstance(g, jax.Array) and isinstance(w, numpy.ndarray)
+            numpy.testing.assert_array_equal(numpy.asarray(g), w)
+
+
 # --- ablate_annotations --------------------------------------------------------------------
 
 ANNOTATIONS = numpy.array([[0, 5, 20], [3, 10, 13], [0, 30, 50], [5, 0, 40], [3, 10, 13]])

@@ -788,6 +788,48 @@ def test_cli_nits_of_a_new_user(data, tmp_path, capsys, monkeypatch):
     assert status == 0 and stderr == ""
 
 
+def test_each_chunk_is_dispatched_before_the_one_before_is_read_back(data, tmp_path, capsys,
+                                                                   monkeypatch):
+    """issue 19: the chunk loop runs one chunk ahead, so the host reads and writes chunks
+    while the device computes the next; the table is the one of a run without the spies,
+    and a failure dispatching a chunk still writes the chunk finished before it."""
+    from jablate._core.errors import ModelFailure
+    from jablate.genome import run as hits_run
+
+    root, _ = data
+    args = ("--chunk-size", 16, "--plot", "none", "--seed", 5)
+    plain = tmp_path / "plain"
+    assert run(capsys, *hits_args(root, plain, "hits.tsv", *args))[0] == 0
+    events, fail_at = [], [None]
+    run_chunk, write_chunk = hits_run._Run.run_chunk, hits_run._Run.write_chunk
+
+    def spy_run(self, inputs):
+        if inputs.chunk == fail_at[0]:
+            raise ModelFailure("spy", RuntimeError("out of cheese"))
+        events.append(("run", inputs.chunk))
+        return run_chunk(self, inputs)
+
+    def spy_write(self, inputs, result):
+        events.append(("write", inputs.chunk))
+        return write_chunk(self, inputs, result)
+
+    monkeypatch.setattr(hits_run._Run, "run_chunk", spy_run)
+    monkeypatch.setattr(hits_run._Run, "write_chunk", spy_write)
+    ahead = tmp_path / "ahead"
+    assert run(capsys, *hits_args(root, ahead, "hits.tsv", *args))[0] == 0
+    chunks = len(list((ahead / "parts").glob("chunk-*.tsv")))
+    assert chunks == 7
+    assert events == [("run", 0)] + [e for c in range(1, chunks) for e in
+        (("run", c), ("write", c - 1))] + [("write", chunks - 1)]
+    assert (ahead / "effects.tsv").read_bytes() == (plain / "effects.tsv").read_bytes()
+    fail_at[0] = 3
+    failed = tmp_path / "failed"
+    status, _, stderr = run(capsys, *hits_args(root, failed, "hits.tsv", *args))
+    assert status == 1 and "out of cheese" in stderr
+    assert sorted(p.name for p in (failed / "parts").glob("chunk-*.tsv")) == [
+        f"chunk-{c:06d}.tsv" for c in range(3)]
+
+
 def test_an_interrupted_hits_run_says_that_resume_continues(data, tmp_path):
     root, _ = data
     out = tmp_path / "out"

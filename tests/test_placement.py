@@ -144,3 +144,4 @@ def test_attributions_use_every_local_device():
         print("ok")
     """)
     _on_two_host_devices(code)
+

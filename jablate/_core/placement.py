@@ -24,7 +24,15 @@ import jax
 
 from jablate._core.errors import InputError
 
-__all__ = ["Placement", "decide", "current", "place", "default_device", "parse_device"]
+__all__ = ["Placement", "decide", "current", "place", "default_device", "parse_device",
+           "host_device"]
+
+
+def host_device() -> Any:
+    """The CPU backend's first device: where bookkeeping on host arrays (counting a
+    region's arrangements, say) computes, whatever the default backend, so it neither
+    waits for an accelerator's queue nor adds to it."""
+    return jax.local_devices(backend="cpu")[0]
 
 
 @dataclass(frozen=True)

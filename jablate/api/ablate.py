@@ -177,9 +177,10 @@ def _stream(model, inp, job: _Ablation):
     backend = options.get("backend")
     if spec is not None and backend is None and is_torch_module(model):
         backend = "jax"  # jablate's attribution funcs run torch modules translated
+    # counted where the caller's X lives (a host array's on the host, before it is placed)
+    warn_unchangeable(method, inp.X, seq_idx, starts, ends, stacklevel=4)
     inp, bound, session = prepare(model, inp, options.get("func"), options.get("device"),
                                   options.get("dtype"), backend)
-    warn_unchangeable(method, inp.X, seq_idx, starts, ends, stacklevel=4)
     draw, table, plan = plan_shuffles(method, random_state, seq_idx, starts, ends, n,
                                       per_annotation)
     stream = engine.Stream(bound, inp.X, inp.args, plan, draw, table, batch_size,
@@ -200,8 +201,12 @@ def _stream(model, inp, job: _Ablation):
             before, after, multi = ran
             before = [b[inverse] for b in before]
         else:
-            before, multi = engine.run(stream.unshuffled(uniq), "before")
-            before = [b[inverse] for b in before]
+            # with reduce='mean_std' nothing waits for the device: a caller holding JAX
+            # arrays can dispatch more work before it reads them
+            summary = reduce == "mean_std" and bound.jittable
+            before, multi = engine.run(stream.unshuffled(uniq), "before", on_device=summary)
+            before = list(engine.take_rows(tuple(before), inverse)) if summary else [
+                b[inverse] for b in before]
             if reduce == "mean_std":
                 after = engine.run_mean_std(stream, n, before, "after")
             else:

@@ -13,6 +13,7 @@ from jablate import functional
 from jablate._core import random as jrandom
 from jablate._core.behaviour import KeyFirstShuffle, PartialFallbackWarning, carries, describe, find
 from jablate._core.errors import InputError
+from jablate._core.placement import host_device
 from jablate.engine import stream as engine
 from jablate.models.frontdoor import check_int, inputs, region, to_family
 
@@ -81,19 +82,24 @@ def _dinucleotide_counts(X, seq_idx, starts, ends):
 
 
 def _chunked(fn, X, seq_idx, starts, ends, budget=64 * 2**20):
-    """``fn`` over groups in chunks of one shape, on the host.
+    """``fn`` over groups in chunks of one shape; host (numpy) arrays of the results.
 
-    A chunk is a power of two of at most 512 groups, and small enough that its
-    gathered sequences (and the per-position work on them) stay near ``budget`` bytes.
+    It computes where ``X`` lives: a JAX array's device, and for a host array (numpy) the
+    CPU backend, so that counting a host array's regions never queues behind an
+    accelerator's work, nor waits for it. A chunk is a power of two of at most 512
+    groups, and small enough that its gathered sequences (and the per-position work on
+    them) stay near ``budget`` bytes.
     """
+    if not isinstance(X, jax.Array):
+        X = jax.device_put(numpy.asarray(X), host_device())
     G = len(seq_idx)
     per_group = 16 * (X.shape[1] + 1) * X.shape[2]
     chunk = 1 << max(0, min(9, (G - 1).bit_length(), (budget // per_group).bit_length() - 1))
     outs = []
     for lo in range(0, G, chunk):
         take = numpy.minimum(numpy.arange(lo, lo + chunk), G - 1)
-        out = fn(X, *(jnp.asarray(numpy.asarray(a)[take], jnp.int32)
-                      for a in (seq_idx, starts, ends)))
+        out = fn(X, *(numpy.asarray(a)[take].astype(numpy.int32)  # host ints: they go
+                      for a in (seq_idx, starts, ends)))            # where X is
         valid = min(chunk, G - lo)
         outs.append(jax.tree.map(lambda a, valid=valid: numpy.asarray(a)[:valid], out))
     return jax.tree.map(lambda *a: numpy.concatenate(a), *outs)

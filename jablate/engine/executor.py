@@ -9,8 +9,9 @@ one step in flight while the previous batch's outputs are handled, shows a progr
 and hands each batch's outputs to a *sink*:
 
 * :class:`Collect` copies the valid rows to the host, concatenated per output;
-* :class:`MeanStd` accumulates, per group of ``n`` items, the sums of the outputs'
-  differences from a shift and of their squares on the device (``reduce="mean_std"``);
+* :class:`MeanStd` merges, per group of ``n`` items, the count, mean and squared
+  deviations of the outputs' differences from a shift on the device
+  (``reduce="mean_std"``), and hands back device arrays without waiting for them;
 * :class:`Scatter` collects rows into given positions (a job that runs out of order).
 
 :func:`checked` is the one "check the first batch, else fall back" combinator: it runs a
@@ -166,10 +167,29 @@ def _merge(counts, means, m2s, ys, shifts, shift_rows, packed):
     return counts.at[groups].set(c_new, mode="drop"), tuple(out_m), tuple(out_q)
 
 
+def _on_device(x: Any) -> jax.Array:
+    """``x`` as a JAX array: a JAX array as it is (no host round trip), anything else
+    (a numpy array, a torch CPU tensor) through numpy."""
+    return x if isinstance(x, jax.Array) else jnp.asarray(numpy.asarray(x))
+
+
+@partial(jax.jit, static_argnames=("n",))
+def _finish(means, m2s, shifts, n):
+    """Each output's ``(shift + mean, sqrt(m2 / n))``: a float32 sum of float32 values is
+    rounded once, as a float64 sum rounded to float32 would be."""
+    return tuple((s.astype(m.dtype) + m, jnp.sqrt(jnp.maximum(q / n, 0)))
+                 for m, q, s in zip(means, m2s, shifts))
+
+
 class GroupMoments:
     """Per-group count, mean and sum of squared deviations of outputs, kept on the device
     and merged batch by batch (:func:`_merge`), as differences from a per-group shift (say,
     the prediction before shuffling: the mean then keeps the precision of the drop).
+
+    Nothing here waits for the device: the items each group receives are counted on the
+    host from the groups sent with every batch (the device's own counts weight the merge),
+    and :meth:`result` returns device arrays, so a caller can dispatch the next job before
+    reading them.
 
     Parameters
     ----------
@@ -180,6 +200,7 @@ class GroupMoments:
     def __init__(self, groups: int):
         self.groups = groups
         self.counts, self.means, self.m2s = None, None, None
+        self.received = numpy.zeros(groups, numpy.int64)
 
     def add(self, ys: tuple, shifts: tuple, shift_rows: Any, groups: numpy.ndarray,
             valid: int) -> None:
@@ -192,8 +213,9 @@ class GroupMoments:
             self.means = tuple(jnp.zeros((self.groups,) + y.shape[1:],
                                          accumulator_dtype(y.dtype)) for y in ys)
             self.m2s = tuple(jnp.zeros_like(m) for m in self.means)
-        distinct, local = numpy.unique(numpy.asarray(groups)[:max(valid, 1)],
-                                       return_inverse=True)
+        groups = numpy.asarray(groups)
+        self.received += numpy.bincount(groups[:valid], minlength=self.groups)[:self.groups]
+        distinct, local = numpy.unique(groups[:max(valid, 1)], return_inverse=True)
         local = numpy.concatenate([local, numpy.zeros(size - len(local), local.dtype)])
         padded = numpy.full(size, self.groups, numpy.int32)  # past the last: never written
         padded[:len(distinct)] = distinct
@@ -202,39 +224,41 @@ class GroupMoments:
             self.counts, self.means, self.m2s, ys, shifts, shift_rows, packed)
 
     def result(self, shifts: Any, n: int) -> list:
-        """``(mean, std)`` host arrays per output (population standard deviation, in the
-        outputs' accumulator dtype; the shift added back in float64).
+        """``(mean, std)`` per output, device arrays (G, ...) in the outputs' accumulator
+        dtype (population standard deviation; the shift added back): dispatched, not
+        waited for.
+
+        Parameters
+        ----------
+        shifts: sequence of arrays (G, ...)
+            One per output, host or device.
+        n: int
+            The items each group must have received.
 
         Raises
         ------
         RuntimeError
-            When a group did not receive exactly ``n`` items (a bug, never a result).
+            When a group was not sent exactly ``n`` items (a bug, never a result).
         """
-        counts = numpy.asarray(self.counts)
-        if (counts != n).any():
-            raise RuntimeError(f"jablate: per-group moments counted {counts.min():g} to "
-                               f"{counts.max():g} items per group, not {n}: refusing to "
-                               "report them")
-        stats = []
-        for m, q, shift in zip(self.means, self.m2s, shifts):
-            dtype = numpy.asarray(m).dtype
-            mean_d = numpy.asarray(m, numpy.float64)
-            var = numpy.maximum(numpy.asarray(q, numpy.float64) / n, 0)
-            stats.append(((numpy.asarray(shift, numpy.float64) + mean_d).astype(dtype),
-                          numpy.sqrt(var).astype(dtype)))
-        return stats
+        if self.groups and (self.received != n).any():
+            raise RuntimeError(f"jablate: per-group moments counted {self.received.min()} to "
+                               f"{self.received.max()} items per group, not {n}: refusing "
+                               "to report them")
+        return list(_finish(self.means, self.m2s, tuple(_on_device(s) for s in shifts), n))
 
 
 @dataclass
 class MeanStd:
     """Per group of ``n`` consecutive items, the mean and population standard deviation
     (``ddof=0``) of the outputs, accumulated on the device as differences from ``shifts``
-    (one host array (G, ...) per output, e.g. the predictions before shuffling), so memory
-    is of order G rather than G * n. ``result()`` is a list of ``(mean, std)`` host pairs.
+    (one array (G, ...) per output, e.g. the predictions before shuffling), so memory
+    is of order G rather than G * n. ``result()`` is a list of ``(mean, std)`` device
+    pairs (:meth:`GroupMoments.result`: not waited for).
 
     Parameters
     ----------
     shifts: list of arrays (G, ...)
+        Host or device arrays (device ones are used where they are).
     n: int
         Items per group.
     total: int
@@ -247,8 +271,8 @@ class MeanStd:
     _moments: Optional[GroupMoments] = None
 
     def __post_init__(self):
-        self.shifts = tuple(jnp.asarray(numpy.asarray(s), accumulator_dtype(
-            numpy.asarray(s).dtype)) for s in self.shifts)
+        self.shifts = tuple(_on_device(s).astype(accumulator_dtype(_on_device(s).dtype))
+                            for s in self.shifts)
         self._moments = GroupMoments(self.shifts[0].shape[0] if self.shifts else 0)
 
     def add(self, ys: tuple, lo: int, valid: int) -> None:

@@ -353,7 +353,8 @@ def _draw_eagerly(X, table, items, draw):
     return draw(X, table, items)
 
 
-def run(stream: Stream, desc: Optional[str] = None) -> tuple[list, bool]:
+def run(stream: Stream, desc: Optional[str] = None,
+        on_device: bool = False) -> tuple[list, bool]:
     """Run ``model`` on every item of ``plan``, batch by batch (:func:`jablate.engine.executor.
     execute` into a :class:`~jablate.engine.executor.Collect`).
 
@@ -367,17 +368,27 @@ def run(stream: Stream, desc: Optional[str] = None) -> tuple[list, bool]:
         (the last batch is padded so every step has one shape).
     desc: str, optional
         The progress bar's label.
+    on_device: bool, optional
+        Keep a JAX model's outputs on the device, not waited for (one process; under
+        ``jax.distributed`` they are gathered on the host all the same). Default False.
 
     Returns
     -------
-    outputs: list of host arrays, each (M, ...)
+    outputs: list of arrays, each (M, ...)
+        Host arrays; device arrays with ``on_device``; a torch model's outputs as its
+        runner concatenates them.
     multi: bool
         Whether the model (or ``func``) returned a tuple or list.
     """
     local, total = process_share(stream.plan, 1)
     job, multi = _job(stream, local, desc)
     model = stream.model
-    sink = Collect() if model.jittable else Collect(host=False, concat=model.runner.concat)
+    if not model.jittable:
+        sink = Collect(host=False, concat=model.runner.concat)
+    elif on_device and total is None:
+        sink = Collect(host=False, concat=jnp.concatenate)
+    else:
+        sink = Collect()
     outputs = execute(job, sink)
     return gather_processes(outputs, total), multi[0]
 
@@ -393,15 +404,21 @@ def run_mean_std(stream: Stream, n: int, shifts: list, desc: Optional[str] = Non
     for float64 outputs), so memory is of order G rather than G * n. Sharded and split
     across processes as :func:`run`.
 
+    Parameters
+    ----------
+    shifts: list of arrays (G, ...)
+        Host or device arrays; device ones stay there (one process).
+
     Returns
     -------
-    stats: list of (mean, std) host arrays, each (G, ...)
+    stats: list of (mean, std) pairs, each (G, ...)
+        Device arrays, not waited for (host arrays under ``jax.distributed``).
     """
     local, total = process_share(stream.plan, n)
     model = stream.model
-    first = 0 if total is None else (jax.process_index() * len(local)) // n
-    shifts = [numpy.asarray(s)[first:first + len(local) // n] for s in shifts]
-    if total is not None:  # the padded tail of the last process repeats its last group
+    if total is not None:  # this process's groups; the padded tail repeats the last one
+        first = (jax.process_index() * len(local)) // n
+        shifts = [numpy.asarray(s)[first:first + len(local) // n] for s in shifts]
         shifts = [numpy.concatenate([s, numpy.repeat(s[-1:], len(local) // n - s.shape[0], 0)])
                   for s in shifts]
     job, _ = _job(stream, local, desc)

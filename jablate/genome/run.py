@@ -14,6 +14,7 @@ other hits, and a resumed or sharded run gives the bytes of an uninterrupted one
 """
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -22,11 +23,13 @@ import tempfile
 import warnings
 from typing import Any, NamedTuple, Optional
 
+import jax
 import numpy
 import pandas
 
-from jablate._core.errors import InputError
+from jablate._core.errors import InputError, ModelFailure
 from jablate._core.io import new_file_mode
+from jablate._core.placement import host_device
 from jablate.api.effects import arrangements
 from jablate.api.ersatz import UnchangedRegionWarning
 from jablate.api.loading import RunOptions, check_device, load_model, model_kind, run_annotations
@@ -209,6 +212,7 @@ class _Run:
         if self.model is None:
             self.model = load_model(args.model)
         kind = model_kind(self.model)
+        self.jax_runs = kind != "torch" or args.translate
         if args.translate and kind != "torch":
             raise self.error("--translate translates torch models to JAX; --model names a "
                 "JAX model")
@@ -234,14 +238,29 @@ class _Run:
             os.unlink(temporary)
 
     def compute(self, chunks, done_rows, total_rows):
+        """Read, run and write ``chunks``, one chunk ahead: chunk ``i + 1`` is read and its
+        work dispatched to the device before chunk ``i``'s results are read back and
+        written, so the host's work on a chunk overlaps the device's on the next one (JAX
+        dispatches without waiting; see :meth:`run_chunk`). A failure still writes the
+        chunk finished before it."""
         from tqdm.auto import tqdm
 
         bar = tqdm(total=total_rows, initial=done_rows, unit="hit", desc="hits",
             disable=self.args.quiet, file=sys.stderr, dynamic_ncols=True, smoothing=0.05)
+        pending = []
         try:
             for chunk in chunks:
                 inputs = self.read_chunk(chunk)
-                bar.update(self.write_chunk(inputs, self.run_chunk(inputs)))
+                pending.append((inputs, self.run_chunk(inputs)))
+                if len(pending) > 1:
+                    bar.update(self.write_chunk(*pending.pop(0)))
+            while pending:
+                bar.update(self.write_chunk(*pending.pop(0)))
+        except BaseException:
+            if pending:  # keep what the device finished before the failure
+                with contextlib.suppress(Exception):
+                    self.write_chunk(*pending.pop(0))
+            raise
         finally:
             bar.close()
 
@@ -258,14 +277,33 @@ class _Run:
         return _Chunk(chunk, part, X, annotations, counts)
 
     def run_chunk(self, inputs):
+        """Dispatch the chunk's ablation; its summary, not waited for where JAX runs it.
+
+        A JAX model (or a translated one) is given the windows as a JAX array on the host
+        (the CPU backend): its checks run there, it is moved to the device once, and the
+        summary comes back as device arrays that :meth:`write_chunk` reads; nothing in
+        between waits for the device."""
+        X = inputs.X
+        if self.jax_runs:
+            X = jax.device_put(X, host_device())
         with warnings.catch_warnings():  # counted from `counts` instead
             warnings.simplefilter("ignore", UnchangedRegionWarning)
-            return run_annotations(self.model, inputs.X, inputs.annotations, self.options,
+            return run_annotations(self.model, X, inputs.annotations, self.options,
                 verbose=False, reduce="mean_std",
                 additional_func_kwargs=dict(func=DEVICE_EFFECTS[self.args.profile]))
 
     def write_chunk(self, inputs, result):
-        """Write the chunk's part; the number of hits it holds."""
+        """Read the chunk's summary back and write its part; the number of hits it holds.
+
+        Raises
+        ------
+        ModelFailure
+            When reading the summary back raises (a device error of the chunk's work
+            surfaces here, after :meth:`run_chunk` dispatched it)."""
+        try:
+            result = jax.device_get(result)
+        except Exception as error:
+            raise ModelFailure(self.args.model, error) from error
         try:
             effects = hit_effects_from_summary(result, inputs.part, self.args.n,
                 self.args.profile, inputs.counts)
