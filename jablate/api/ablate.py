@@ -177,7 +177,8 @@ def _stream(model, inp, job: _Ablation):
     backend = options.get("backend")
     if spec is not None and backend is None and is_torch_module(model):
         backend = "jax"  # jablate's attribution funcs run torch modules translated
-    # counted where the caller's X lives (a host array's on the host, before it is placed)
+    # counted where the caller's X lives, before it is placed (a JAX array on the host:
+    # there, never behind the accelerator's queue)
     warn_unchangeable(method, inp.X, seq_idx, starts, ends, stacklevel=4)
     inp, bound, session = prepare(model, inp, options.get("func"), options.get("device"),
                                   options.get("dtype"), backend)

@@ -271,8 +271,8 @@ class MeanStd:
     _moments: Optional[GroupMoments] = None
 
     def __post_init__(self):
-        self.shifts = tuple(_on_device(s).astype(accumulator_dtype(_on_device(s).dtype))
-                            for s in self.shifts)
+        shifts = tuple(_on_device(s) for s in self.shifts)
+        self.shifts = tuple(s.astype(accumulator_dtype(s.dtype)) for s in shifts)
         self._moments = GroupMoments(self.shifts[0].shape[0] if self.shifts else 0)
 
     def add(self, ys: tuple, lo: int, valid: int) -> None:
