@@ -82,6 +82,31 @@ def test_arrangements_count_what_the_shuffles_can_make():
         effects.changeable(lambda X, **k: X, X, ann)
 
 
+def test_arrangements_of_regions_anywhere_in_a_long_sequence_match_brute_force():
+    # counts read a window around each region (not the whole sequence): regions at the
+    # start, the end and in between, of several widths, in one call
+    rs = numpy.random.RandomState(5)
+    L = 40
+    seqs = ["".join(rs.choice(list("ACGTN"), p=[.3, .3, .15, .2, .05], size=L))
+            for _ in range(6)]
+    X = numpy.zeros((len(seqs), 4, L), numpy.float32)
+    for i, s in enumerate(seqs):
+        for j, c in enumerate(s):
+            if c != "N":
+                X[i, "ACGT".index(c), j] = 1
+    rows = []
+    for i in range(len(seqs)):
+        for w in (2, 5, 7):
+            for start in (0, int(rs.randint(1, L - w)), L - w):
+                rows.append([i, start, start + w])
+    ann = numpy.array(rows)
+    regions = [seqs[i][a:b] for i, a, b in rows]
+    mono = effects.arrangements(jablate.shuffle, X, ann)
+    di = effects.arrangements(jablate.dinucleotide_shuffle, X, ann)
+    assert mono.tolist() == [_brute_arrangements(r) for r in regions]
+    assert di.tolist() == [_brute_dinucleotide(r) for r in regions]
+
+
 def test_a_mean_std_result_gives_the_tables_statistics():
     import models_for_cli
 

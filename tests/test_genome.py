@@ -557,13 +557,13 @@ def test_incremental_switch_is_passed_through(data, tmp_path,
     import jablate
 
     root, _ = data
-    real, seen = jablate.ablate_annotations, []
+    real, seen = jablate.api.loading.annotations_ablation, []
 
-    def ablate_annotations(model, X, annotations, incremental="auto", **kwargs):
+    def annotations_ablation(model, X, annotations, incremental, *args):
         seen.append(incremental)
-        return real(model, X, annotations, **kwargs)
+        return real(model, X, annotations, incremental, *args)
 
-    monkeypatch.setattr(jablate.api.loading, "ablate_annotations", ablate_annotations)
+    monkeypatch.setattr(jablate.api.loading, "annotations_ablation", annotations_ablation)
     for mode, value in (("on", True), ("off", False), ("auto", "auto")):
         status, _, stderr = run(capsys, *hits_args(root, tmp_path / mode, "hits.tsv",
             "--incremental", mode, "--plot", "none"))
@@ -904,3 +904,25 @@ def test_the_host_work_benchmark_runs(capsys):
     assert re.search(r"read_chunk [0-9.]+ ms, run_chunk [0-9.]+ ms, write_chunk", out)
     assert (run._Run.compute, run._Run.read_chunk, run._Run.run_chunk,
             run._Run.write_chunk) == phases  # put back
+
+
+def test_each_chunk_counts_its_arrangements_once(data, tmp_path, capsys, monkeypatch):
+    """The table's arrangements column is counted once per chunk: the ablation inside is
+    told so (``unchangeable``) instead of counting again for a warning hits would drop."""
+    from jablate.api import ersatz
+
+    root, _ = data
+    counted, real = [], ersatz._chunked
+
+    def spy(fn, X, seq_idx, *rest, **kwargs):
+        counted.append(len(seq_idx))
+        return real(fn, X, seq_idx, *rest, **kwargs)
+
+    monkeypatch.setattr(ersatz, "_chunked", spy)
+    out = tmp_path / "out"
+    for shuffle in ("mono", "dinucleotide"):
+        counted.clear()
+        assert run(capsys, *hits_args(root, out / shuffle, "hits.tsv", "--chunk-size", 16,
+            "--plot", "none", "--shuffle", shuffle))[0] == 0
+        rows = len(pandas.read_csv(out / shuffle / "effects.tsv", sep="\t"))
+        assert len(counted) == -(-rows // 16) and sum(counted) == rows, shuffle

@@ -228,15 +228,17 @@ def test_unchangeable_regions_are_counted_in_a_warning():
     Xw = numpy.stack([_one_hot(w) for w in words])
     model = lambda x: jnp.cumsum(x[:, 0], -1)[:, -3:]
     with pytest.warns(ersatz.UnchangedRegionWarning, match="1 of 3 regions cannot be changed "
-                      "by shuffle"):
+                      "by shuffle") as caught:
         jablate.ablate(model, Xw, 0, 8, n=2, random_state=0)  # GGGGGGGG only
+    assert caught[0].filename == __file__
     with pytest.warns(ersatz.UnchangedRegionWarning, match="2 of 3 regions cannot be changed "
                       "by dinucleotide_shuffle"):
         jablate.ablate(model, Xw, 0, 8, n=2, shuffle_fn=jablate.dinucleotide_shuffle,
                        random_state=0)  # GGGGGGGG and ACACACAC
     ann = numpy.array([[0, 8, 13], [1, 8, 13], [2, 0, 17], [2, 3, 5]])
-    with pytest.warns(ersatz.UnchangedRegionWarning, match="2 of 4 regions"):
+    with pytest.warns(ersatz.UnchangedRegionWarning, match="2 of 4 regions") as caught:
         jablate.ablate_annotations(model, Xw, ann, n=2, random_state=0)
+    assert caught[0].filename == __file__  # the caller's line, not jablate's
     with pytest.warns(ersatz.UnchangedRegionWarning, match="2 of 3 regions"):
         jablate.shuffle(Xw, 13, 17, n=2, random_state=0)  # CCCC and GGGG
     with warnings.catch_warnings():

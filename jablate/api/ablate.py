@@ -2,6 +2,7 @@
 
 import inspect
 import warnings
+from functools import partial
 from typing import Any, Callable, Literal, NamedTuple, Optional
 
 import numpy
@@ -145,7 +146,10 @@ class _Ablation(NamedTuple):
     ``n`` shuffles per group; ``options``: the engine's keywords (``batch_size``,
     ``device``, ``dtype``, ``verbose``, ``func``, ``backend``); ``per_annotation``:
     tangermeme's loop over annotations (re-seeded per annotation); ``reduce``;
-    ``incremental``; ``func``: how the func runs (:class:`_FuncPlan`).
+    ``incremental``; ``func``: how the func runs (:class:`_FuncPlan`); ``unchangeable``:
+    called as ``unchangeable(method, X, seq_idx, starts, ends)`` on the caller's ``X``
+    before it is placed; by default :func:`~jablate.api.ersatz.warn_unchangeable` (a caller
+    that counted the regions itself passes one that does nothing).
     """
 
     method: Any
@@ -159,6 +163,7 @@ class _Ablation(NamedTuple):
     reduce: Optional[str]
     incremental: Any
     func: _FuncPlan
+    unchangeable: Callable = partial(warn_unchangeable, stacklevel=4)
 
 
 def _stream(model, inp, job: _Ablation):
@@ -179,7 +184,7 @@ def _stream(model, inp, job: _Ablation):
         backend = "jax"  # jablate's attribution funcs run torch modules translated
     # counted where the caller's X lives, before it is placed (a JAX array on the host:
     # there, never behind the accelerator's queue)
-    warn_unchangeable(method, inp.X, seq_idx, starts, ends, stacklevel=4)
+    job.unchangeable(method, inp.X, seq_idx, starts, ends)
     inp, bound, session = prepare(model, inp, options.get("func"), options.get("device"),
                                   options.get("dtype"), backend)
     draw, table, plan = plan_shuffles(method, random_state, seq_idx, starts, ends, n,
@@ -459,6 +464,21 @@ def ablate_annotations(model: Any, X: Any, annotations: Any,
     TypeError
         Unknown keyword arguments reaching ``func``.
     """
+    return annotations_ablation(model, X, annotations, incremental, reduce, kwargs,
+                                partial(warn_unchangeable, stacklevel=5))
+
+
+def annotations_ablation(model: Any, X: Any, annotations: Any,
+                         incremental: incremental_engine.Mode, reduce: Reduce, kwargs: dict,
+                         unchangeable: Callable = partial(warn_unchangeable, stacklevel=4)
+                         ) -> Any:
+    """:func:`ablate_annotations`, with how regions the shuffle cannot change are reported
+    passed as a value: ``unchangeable(method, X, seq_idx, starts, ends)`` (by default
+    :func:`~jablate.api.ersatz.warn_unchangeable`, which counts them and warns at the
+    caller's line).
+    ``jablate hits`` counts every hit's arrangements for its table and passes one that
+    does nothing, so each chunk is counted once. Parameters, returns and errors as
+    :func:`ablate_annotations`."""
     shuffle_fn = kwargs.get("shuffle_fn", shuffle)
     func = kwargs.get("func", predict)
     method = method_of(shuffle_fn)
@@ -482,7 +502,7 @@ def ablate_annotations(model: Any, X: Any, annotations: Any,
     options = _fast_kwargs(plan.keywords, plan.spec)
     before, after, multi = _stream(model, inp, _Ablation(
         method, kwargs.get("random_state"), ann[:, 0], ann[:, 1], ann[:, 2], n, options, True,
-        reduce, incremental, plan))
+        reduce, incremental, plan, unchangeable))
     fam = inp.family
     pick = (lambda ys: ys) if multi else (lambda ys: ys[0])
     one = lambda ys: pick([tree_to_family(y[:, None], fam) for y in ys])

@@ -56,29 +56,48 @@ def _log_factorials(n):
     return numpy.concatenate([[0.0], numpy.cumsum(numpy.log(numpy.arange(1, n + 1)))])
 
 
+def _window(X, j, s, width):
+    """Sequence ``X[j]``'s ``width`` positions around a region starting at ``s`` (no wider
+    than ``width``), and the window's offset in the sequence: the region lies inside."""
+    offset = jnp.clip(s, 0, X.shape[2] - width)
+    return jax.lax.dynamic_slice_in_dim(X[j], offset, width, 1), offset
+
+
 @partial(jax.jit, static_argnames=("width",))
 def _symbol_counts_in(X, seq_idx, starts, ends, width):
     """Symbol counts of regions no wider than ``width``, read from a window of ``width``
     positions around each (not the whole sequence)."""
     def one(j, s, e):
-        offset = jnp.clip(s, 0, X.shape[2] - width)
-        sym = functional.symbols(jax.lax.dynamic_slice_in_dim(X[j], offset, width, 1))
+        x, offset = _window(X, j, s, width)
         pos = offset + jnp.arange(width)
         inside = (pos >= s) & (pos < e)
+        sym = functional.symbols(x)
         return jnp.sum((sym[None, :] == jnp.arange(X.shape[1] + 1)[:, None]) & inside, axis=1)
     return jax.vmap(one)(seq_idx, starts, ends)
 
 
-def _symbol_counts(X, seq_idx, starts, ends):
-    widest = int(numpy.max(numpy.asarray(ends) - numpy.asarray(starts)))
-    width = min(X.shape[2], 1 << max(0, widest - 1).bit_length())  # few shapes
-    return _symbol_counts_in(X, seq_idx, starts, ends, width=width)
+@partial(jax.jit, static_argnames=("width",))
+def _dinucleotide_counts_in(X, seq_idx, starts, ends, width):
+    """Dinucleotide counts and last symbols of regions no wider than ``width``, read from a
+    window of ``width`` positions around each (not the whole sequence)."""
+    def one(j, s, e):
+        x, offset = _window(X, j, s, width)
+        return functional.dinucleotide_counts(x, s - offset, e - offset)
+    return jax.vmap(one)(seq_idx, starts, ends)
 
 
-@jax.jit
-def _dinucleotide_counts(X, seq_idx, starts, ends):
-    return jax.vmap(lambda j, s, e: functional.dinucleotide_counts(X[j], s, e))(
-        seq_idx, starts, ends)
+def _widths(counts_in):
+    """``counts_in`` over a window as wide as the widest region, rounded up to a power of
+    two (few shapes)."""
+    def counts(X, seq_idx, starts, ends):
+        widest = int(numpy.max(numpy.asarray(ends) - numpy.asarray(starts)))
+        width = min(X.shape[2], 1 << max(0, widest - 1).bit_length())
+        return counts_in(X, seq_idx, starts, ends, width=width)
+    return counts
+
+
+_symbol_counts = _widths(_symbol_counts_in)
+_dinucleotide_counts = _widths(_dinucleotide_counts_in)
 
 
 def _chunked(fn, X, seq_idx, starts, ends, budget=64 * 2**20):

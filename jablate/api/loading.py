@@ -15,10 +15,11 @@ import os
 import sys
 import zipfile
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 from jablate._core.errors import InputError, ModelFailure
-from jablate.api.ablate import ablate_annotations
+from jablate.api.ablate import annotations_ablation
+from jablate.api.ersatz import warn_unchangeable
 
 __all__ = ["load_model", "is_torch_module", "model_kind", "check_device", "RunOptions",
            "run_annotations", "INCREMENTAL"]
@@ -271,7 +272,7 @@ class RunOptions:
 
 
 def run_annotations(model: Any, X: Any, annotations: Any, options: RunOptions,
-                    **extra: Any) -> Any:
+                    unchangeable: Callable = warn_unchangeable, **extra: Any) -> Any:
     """:func:`jablate.ablate_annotations` with ``options`` (and ``extra`` keywords).
 
     Parameters
@@ -283,6 +284,9 @@ def run_annotations(model: Any, X: Any, annotations: Any, options: RunOptions,
     annotations : numpy.ndarray of int, shape (k, 3)
         ``(example_idx, start, end)`` rows.
     options : RunOptions
+    unchangeable : callable, optional
+        How regions the shuffle cannot change are reported (see
+        :func:`jablate.api.ablate.annotations_ablation`); by default a warning.
     **extra
         More keywords for ``ablate_annotations`` (they win over ``options``).
 
@@ -312,7 +316,9 @@ def run_annotations(model: Any, X: Any, annotations: Any, options: RunOptions,
         kwargs["device"] = device
     kwargs.update(extra)
     try:
-        return ablate_annotations(model, X, annotations, **kwargs)
+        incremental, reduce = kwargs.pop("incremental"), kwargs.pop("reduce", None)
+        return annotations_ablation(model, X, annotations, incremental, reduce, kwargs,
+                                    unchangeable)
     except InputError:
         raise  # jablate's own checks: bad input
     except Exception as error:

@@ -20,7 +20,6 @@ import math
 import os
 import sys
 import tempfile
-import warnings
 from typing import Any, NamedTuple, Optional
 
 import jax
@@ -31,7 +30,6 @@ from jablate._core.errors import InputError, ModelFailure
 from jablate._core.io import new_file_mode
 from jablate._core.placement import host_device
 from jablate.api.effects import arrangements
-from jablate.api.ersatz import UnchangedRegionWarning
 from jablate.api.loading import RunOptions, check_device, load_model, model_kind, run_annotations
 from jablate.engine import stream as engine
 from jablate.genome.files import (
@@ -77,6 +75,12 @@ _OPTIONS = {
     "fimo_intervals": "--fimo-intervals",
 }
 _DIGESTS = {"model_file", "genome", "peaks", "hits"}
+
+
+def _counted(*_: Any) -> None:
+    """Regions the shuffle cannot change, reported by no one: :meth:`_Run.read_chunk`
+    counted every hit's arrangements for the table (and :meth:`_Run.assemble` reports
+    them once)."""
 
 
 def _part_name(chunk):
@@ -286,11 +290,9 @@ class _Run:
         X = inputs.X
         if self.jax_runs:
             X = jax.device_put(X, host_device())
-        with warnings.catch_warnings():  # counted from `counts` instead
-            warnings.simplefilter("ignore", UnchangedRegionWarning)
-            return run_annotations(self.model, X, inputs.annotations, self.options,
-                verbose=False, reduce="mean_std",
-                additional_func_kwargs=dict(func=DEVICE_EFFECTS[self.args.profile]))
+        return run_annotations(self.model, X, inputs.annotations, self.options,
+            unchangeable=_counted, verbose=False, reduce="mean_std",
+            additional_func_kwargs=dict(func=DEVICE_EFFECTS[self.args.profile]))
 
     def write_chunk(self, inputs, result):
         """Read the chunk's summary back and write its part; the number of hits it holds.
