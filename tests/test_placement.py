@@ -1,9 +1,10 @@
 """One device policy (issue 18): jablate._core.placement, as a pure function and on two devices."""
 
-import os
 import subprocess
 import sys
 import textwrap
+
+from conftest import host_devices_env
 
 from jablate._core.placement import Placement, decide
 
@@ -44,8 +45,7 @@ def test_device_names_one_device_and_a_sharded_x_keeps_its_devices():
 
 def _on_two_host_devices(code):
     """Run ``code`` in a fresh interpreter with two host devices; it must print 'ok'."""
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2",
-               JAX_PLATFORMS="cpu")
+    env = host_devices_env(2)
     done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
                           text=True, timeout=300)
     assert done.returncode == 0 and done.stdout.strip().endswith("ok"), done.stderr[-3000:]

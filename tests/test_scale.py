@@ -8,13 +8,13 @@ from pathlib import Path
 
 import numpy
 import pytest
+from conftest import host_devices_env
 
 HERE = Path(__file__).parent
 
 
 def _env(devices):
-    env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
-               JAX_PLATFORMS="cpu")
+    env = host_devices_env(devices)
     env["PYTHONPATH"] = os.pathsep.join([str(HERE.parent), env.get("PYTHONPATH", "")])
     return env
 
