@@ -84,14 +84,14 @@ def main(argv=None):
     p.add_argument("options", nargs="*", help="more options for jablate hits (after --)")
     args = p.parse_args(argv)
 
-    from benchmarks.hits import write_inputs
-    from jablate import cli
     from jablate.genome import run
 
     compiles = []
-    jax.monitoring.register_event_duration_secs_listener(
-        lambda name, secs, **kw: compiles.append(secs)
-        if name == "/jax/core/compile/backend_compile_duration" else None)
+
+    def on_compile(name, secs, **kw):
+        if name == "/jax/core/compile/backend_compile_duration":
+            compiles.append(secs)
+
     spans = []  # (seconds, hits, chunks) of each run's chunk pipeline (_Run.compute)
     compute = run._Run.compute
 
@@ -111,9 +111,26 @@ def main(argv=None):
             return out
         return timed_phase
 
+    # the listener and the timed methods are this call's only: removed however it ends
+    jax.monitoring.register_event_duration_secs_listener(on_compile)
     run._Run.compute = timed
     for name in phases:
         setattr(run._Run, name, phase(name))
+    try:
+        _measure(args, compiles, spans, phases)
+    finally:
+        jax.monitoring.unregister_event_duration_listener(on_compile)
+        run._Run.compute = compute
+        for name, original in originals.items():
+            setattr(run._Run, name, original)
+
+
+def _measure(args, compiles, spans, phases):
+    """The warm-up and the timed runs of :func:`main`, and their report on stdout."""
+
+    from benchmarks.hits import write_inputs
+    from jablate import cli
+
     profiler = cProfile.Profile() if args.profile else None
     with tempfile.TemporaryDirectory() as folder:
         genome, peaks, hits = write_inputs(folder, args.chroms, args.chrom_length, args.peaks,
@@ -171,9 +188,6 @@ def main(argv=None):
     if profiler:
         stats = pstats.Stats(profiler, stream=sys.stdout)
         stats.sort_stats("cumulative").print_stats("jablate", args.profile)
-    run._Run.compute = compute
-    for name, original in originals.items():
-        setattr(run._Run, name, original)
 
 
 if __name__ == "__main__":

@@ -893,12 +893,16 @@ def test_the_host_work_benchmark_runs(capsys):
     """benchmarks.hits_host (issue 19's host work per hit, and its GPU script
     benchmarks/gpu_hits.sh) at a tiny size, so that it never rots: it times jablate hits'
     chunk phases by name. It asserts what it printed, nothing about time."""
+    from jax._src import monitoring
+
     from benchmarks import hits_host
     from jablate.genome import run
 
     phases = (run._Run.compute, run._Run.read_chunk, run._Run.run_chunk, run._Run.write_chunk)
+    listeners = len(monitoring.get_event_duration_listeners())
     hits_host.main(["--chroms", "2", "--chrom-length", "20000", "--peaks", "4",
                     "--hits-per-peak", "3", "--repeats", "1"])
+    assert len(monitoring.get_event_duration_listeners()) == listeners  # its listener went
     out = capsys.readouterr().out
     assert "12 hits in 1 chunks" in out and "XLA compiles in the timed runs: 0" in out
     assert re.search(r"read_chunk [0-9.]+ ms, run_chunk [0-9.]+ ms, write_chunk", out)
