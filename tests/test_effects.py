@@ -82,7 +82,7 @@ def test_arrangements_count_what_the_shuffles_can_make():
         effects.changeable(lambda X, **k: X, X, ann)
 
 
-def test_arrangements_of_regions_anywhere_in_a_long_sequence_match_brute_force():
+def test_arrangements_of_regions_anywhere_in_a_long_sequence_match_brute_force(monkeypatch):
     # counts read a window around each region (not the whole sequence): regions at the
     # start, the end and in between, of several widths, in one call
     rs = numpy.random.RandomState(5)
@@ -105,6 +105,14 @@ def test_arrangements_of_regions_anywhere_in_a_long_sequence_match_brute_force()
     di = effects.arrangements(jablate.dinucleotide_shuffle, X, ann)
     assert mono.tolist() == [_brute_arrangements(r) for r in regions]
     assert di.tolist() == [_brute_dinucleotide(r) for r in regions]
+    # a JAX array is counted where it lives: not copied to the host and put back
+    import jax
+
+    from jablate.api import ersatz
+    on_host = jax.device_put(X, jax.devices("cpu")[0])
+    monkeypatch.setattr(ersatz.jax, "device_put", None)  # any put fails
+    assert effects.arrangements(jablate.shuffle, on_host, ann).tolist() == mono.tolist()
+    assert effects.arrangements(jablate.dinucleotide_shuffle, on_host, ann).tolist() == di.tolist()
 
 
 def test_a_mean_std_result_gives_the_tables_statistics():

@@ -30,6 +30,7 @@ For each region, with ``before`` the prediction on the sequence as it is and ``a
 
 from typing import Any, NamedTuple, Optional
 
+import jax
 import numpy
 
 from jablate._core.errors import InputError
@@ -215,7 +216,8 @@ def arrangements(shuffle_fn: Any, X: Any, annotations: Any) -> numpy.ndarray:
     shuffle_fn : callable
         ``jablate.shuffle`` or ``jablate.dinucleotide_shuffle``.
     X : array-like, shape (N, A, L)
-        One-hot sequences (all-zero columns are unknown bases, a symbol of their own).
+        One-hot sequences (all-zero columns are unknown bases, a symbol of their own). A
+        JAX array is counted on its device, any other array on JAX's CPU backend.
     annotations : array-like of int, shape (k, 3)
         Rows ``(example_idx, start, end)``, ``end`` exclusive.
 
@@ -244,8 +246,10 @@ def arrangements(shuffle_fn: Any, X: Any, annotations: Any) -> numpy.ndarray:
     ann = numpy.asarray(annotations, dtype=numpy.int64).reshape(-1, 3)
     if len(ann) == 0:
         return numpy.zeros(0, dtype=numpy.float64)
-    return numpy.asarray(method.count_arrangements(numpy.asarray(X), ann[:, 0], ann[:, 1],
-                                                   ann[:, 2]), dtype=numpy.float64)
+    if not isinstance(X, jax.Array):  # a JAX array is counted where it lives
+        X = numpy.asarray(X)
+    return numpy.asarray(method.count_arrangements(X, ann[:, 0], ann[:, 1], ann[:, 2]),
+                         dtype=numpy.float64)
 
 
 def changeable(shuffle_fn: Any, X: Any, annotations: Any) -> numpy.ndarray:

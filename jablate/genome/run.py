@@ -275,6 +275,8 @@ class _Run:
         part = self.mapped.iloc[chunk * size:(chunk + 1) * size].reset_index(drop=True)
         rows, inverse = numpy.unique(part["window"].to_numpy(), return_inverse=True)
         X = fetch_windows(self.fasta, self.windows, rows, pad_to=size)
+        if self.jax_runs:  # put on the host backend once, for the counts and the run
+            X = jax.device_put(X, host_device())
         annotations = numpy.stack([inverse, part["offset_start"].to_numpy(),
             part["offset_end"].to_numpy()], axis=1).astype(numpy.int64)
         counts = arrangements(self.options.shuffle_fn(), X, annotations)
@@ -286,11 +288,8 @@ class _Run:
         A JAX model (or a translated one) is given the windows as a JAX array on the host
         (the CPU backend): its checks run there, it is moved to the device once, and the
         summary comes back as device arrays that :meth:`write_chunk` reads; nothing in
-        between waits for the device."""
-        X = inputs.X
-        if self.jax_runs:
-            X = jax.device_put(X, host_device())
-        return run_annotations(self.model, X, inputs.annotations, self.options,
+        between waits for the device. (:meth:`read_chunk` put the windows there.)"""
+        return run_annotations(self.model, inputs.X, inputs.annotations, self.options,
             unchangeable=_counted, verbose=False, reduce="mean_std",
             additional_func_kwargs=dict(func=DEVICE_EFFECTS[self.args.profile]))
 
