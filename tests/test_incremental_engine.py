@@ -246,11 +246,50 @@ def test_mean_std_runs_incrementally_and_agrees(tower, monkeypatch):
     _agree_summary(jablate.ablate(tower, X, 30, 52, incremental=True, **kw), on)
 
 
+def test_a_mean_std_run_reads_nothing_back_until_every_batch_is_dispatched(tower, monkeypatch):
+    """With reduce='mean_std' the engine never waits for the device while it dispatches:
+    the predictions before shuffling stay there, and each bucket's check is read when
+    every bucket's batches are queued. Every conversion of a JAX array to numpy by the
+    engine's modules inside the dispatch loop (``_bucket``) is recorded; there must be
+    none, over several chunks and width buckets. The results agree with the full path."""
+    import sys
+    import types
+
+    from jablate.engine import executor
+
+    reads = []
+
+    def spy(convert):
+        def spied(x, *args, **kwargs):
+            if isinstance(x, jax.Array):
+                frame = sys._getframe(1)
+                while frame is not None and frame.f_code is not incremental_engine._bucket.__code__:
+                    frame = frame.f_back
+                if frame is not None:
+                    reads.append(x.shape)
+            return convert(x, *args, **kwargs)
+        return spied
+
+    spying = types.SimpleNamespace(**vars(numpy))
+    spying.asarray, spying.array = spy(numpy.asarray), spy(numpy.array)
+    for module in (incremental_engine, executor):
+        monkeypatch.setattr(module, "numpy", spying)
+    monkeypatch.setattr(jax, "device_get", spy(jax.device_get))
+    monkeypatch.setattr(incremental_engine, "MEMORY_BUDGET", 1)  # one sequence per chunk
+    kw = dict(n=3, random_state=jax.random.key(8), args=BIAS, reduce="mean_std")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", jablate.api.ersatz.UnchangedRegionWarning)
+        on = jablate.ablate_annotations(tower, X, ANN, incremental=True, **kw)
+        assert reads == []
+        monkeypatch.undo()
+        off = jablate.ablate_annotations(tower, X, ANN, incremental=False, **kw)
+    _agree_summary(on, off)
+
+
 def _agree_summary(on, off):
     """Means and standard deviations agree within 1e-5 of each output's scale (a standard
     deviation much smaller than its output carries the output's rounding)."""
-    for parts in zip(on.y_before, off.y_before, on.y_after_mean, off.y_after_mean,
-                     on.y_after_std, off.y_after_std):
+    for parts in zip(on[0], off[0], on[1], off[1], on[2], off[2]):  # before, mean, std
         scale = numpy.abs(numpy.asarray(parts[1])).max()
         for a, b in zip(parts[::2], parts[1::2]):
             numpy.testing.assert_allclose(a, b, rtol=0, atol=1e-5 * scale)

@@ -309,22 +309,21 @@ class _InFlight:
         self.pending.clear()
 
 
-class _Mismatch(Exception):
-    """The incremental engine disagreed with the full path on a bucket's first batch."""
-
-
 def _bucket(model, X, args, draw, table, plan, sequences, W, width_of, params, devices,
-            batch_size, memory_budget, before, multi, reduce, post, where, flight):
+            batch_size, memory_budget, before, multi, reduce, post, where, flight, checks):
     """One width bucket of :func:`run`: per chunk of sequences, the reference pass, then
-    the bucket's items of the chunk through the executor (the first
-    ``CHECK_ITEMS`` items of the bucket as a job of their own, checked against the full
-    path). Returns ``(before, multi, checked)``; raises :class:`_Mismatch`."""
+    the bucket's items of the chunk through the executor (the first ``CHECK_ITEMS`` items
+    of the bucket as a job of their own, also run by the full path: both outputs are
+    appended to ``checks``, compared when the run ends). Nothing here waits for the
+    device: the predictions before shuffling stay there too. Returns ``(before,
+    multi)``, ``before`` a list of device arrays (S, ...) in the order of ``sequences``."""
     ev = evaluator(model, X, args, W)
     summary = ev["inc"].summary
     size = devices.size(batch_size or 1 << min(10, max(4, int(
         BATCH_FLOPS // max(summary.flops_incremental, 1.0)).bit_length() - 1)), 1 << 30)
     in_bucket = numpy.flatnonzero(width_of == W)
     state = {"checked": False, "multi": multi}  # every bucket has its own program: checked
+    pieces = []  # the first bucket's reference outputs, chunk by chunk, on the device
     # the first bucket's reference passes give every sequence's prediction before
     first = before is None
     seqs = sequences if first else numpy.unique(plan.seq_idx[in_bucket])
@@ -340,14 +339,11 @@ def _bucket(model, X, args, draw, table, plan, sequences, W, width_of, params, d
             engine.take_rows((X,) + tuple(args), padded)))
         caches = devices.replicate(caches)  # every device's items read any sequence
         outputs, state["multi"] = outputs_of(post(outputs), where)
-        if before is None:
-            before = [numpy.empty((len(sequences),) + o.shape[1:], o.dtype) for o in outputs]
-        if first:
-            for b, o in zip(before, outputs):
-                b[numpy.searchsorted(sequences, chunk)] = numpy.asarray(o)[:len(chunk)]
+        if first:  # the chunks are consecutive runs of ``sequences``
+            pieces.append(tuple(o[:len(chunk)] for o in outputs))
         elif reduce == "mean_std":  # shifts: the first bucket's values, whatever bucket
-            outputs = tuple(jnp.asarray(b[numpy.searchsorted(sequences, padded)])
-                            for b in before)
+            rows_before = jnp.asarray(numpy.searchsorted(sequences, padded), jnp.int32)
+            outputs = tuple(b[rows_before] for b in before)
         mine = in_bucket[numpy.isin(plan.seq_idx[in_bucket], chunk)]
         if not state["checked"] and len(mine) > 2:  # the regions nearest both ends first
             edges = numpy.unique([numpy.argmin(plan.starts[mine]),
@@ -374,8 +370,7 @@ def _bucket(model, X, args, draw, table, plan, sequences, W, width_of, params, d
                             item_rows, draw=draw)), where)[0]
                     reference = full(params, X, args, table, items, draw=draw,
                                      dtype=model.dtype)
-                if not _everywhere(confirmed(check, outputs_of(reference)[0], ev["inc"])):
-                    raise _Mismatch
+                checks.append((check, outputs_of(reference)[0], ev["inc"]))
                 state["checked"] = True
             return ys
 
@@ -389,7 +384,10 @@ def _bucket(model, X, args, draw, table, plan, sequences, W, width_of, params, d
             if len(items):
                 execute(Job(items, step, job_size, devices.shard), flight.job(items, outputs))
     ev["ran"] = True  # warm from now on (see choose)
-    return before, state["multi"], state["checked"]
+    if first:
+        before = [jnp.concatenate(parts) if len(parts) > 1 else parts[0]
+                  for parts in zip(*pieces)]
+    return before, state["multi"]
 
 
 def run(stream: engine.Stream, sequences: numpy.ndarray, n: int,
@@ -452,26 +450,26 @@ def run(stream: engine.Stream, sequences: numpy.ndarray, n: int,
     where = "func" if model.post is not None else "the model"
     bar = tqdm(total=len(plan), disable=not verbose, desc=desc)
     flight = _InFlight(sink, bar)
-    try:
-        for W in every_bucket:  # every process, every bucket, in one order (collectives)
-            before, multi, checked = _bucket(model, X, args, draw, table, plan, sequences,
-                                             W, width_of, params, devices, batch_size,
-                                             memory_budget, before, multi, reduce, post,
-                                             where, flight)
-            if not checked and not _everywhere(True):  # no item of this bucket here
-                raise _Mismatch
-    except _Mismatch:
+    checks = []  # (incremental, exact) outputs of each bucket's first batch
+    for W in every_bucket:  # every process, every bucket, in one order
+        before, multi = _bucket(model, X, args, draw, table, plan, sequences, W, width_of,
+                                params, devices, batch_size, memory_budget, before, multi,
+                                reduce, post, where, flight, checks)
+    # Every batch is dispatched: now the checks are read (the first wait of the run), and
+    # all processes take the full path if one disagreed anywhere (one collective).
+    if not _everywhere(all(confirmed(*check) for check in checks)):
         bar.close()
         return None
     flight.flush()
     bar.close()
     if reduce == "mean_std":
-        group_seq = numpy.searchsorted(sequences, plan.seq_idx[::n])
+        group_seq = jnp.asarray(numpy.searchsorted(sequences, plan.seq_idx[::n]), jnp.int32)
         stats = sink.result([b[group_seq] for b in before])
+        before = jax.device_get(before)
         means = engine.gather_processes([m for m, _ in stats], None if total is None else n_groups)
         stds = engine.gather_processes([s for _, s in stats], None if total is None else n_groups)
         return before, list(zip(means, stds)), multi
-    return before, engine.gather_processes(sink.result(None), total), multi
+    return jax.device_get(before), engine.gather_processes(sink.result(None), total), multi
 
 
 def exact_float32(devices: Any) -> bool:
