@@ -115,6 +115,37 @@ def test_arrangements_of_regions_anywhere_in_a_long_sequence_match_brute_force(m
     assert effects.arrangements(jablate.dinucleotide_shuffle, on_host, ann).tolist() == di.tolist()
 
 
+def test_counts_run_on_the_host_backend_and_copy_only_an_accelerators_array(monkeypatch):
+    """Region counts never queue behind an accelerator: a JAX array on the CPU is counted
+    as it is, a numpy array and a JAX array on an accelerator (a GPU simulated by the
+    devices the array reports) are put on the host device, and the counts agree."""
+    import jax
+    from jax._src.array import ArrayImpl
+
+    from jablate._core.placement import host_device
+    from jablate.api import ersatz
+
+    X = numpy.eye(4, dtype=numpy.float32)[numpy.random.RandomState(1).randint(4, size=(3,
+        30))].transpose(0, 2, 1)
+    ann = numpy.array([[0, 2, 9], [1, 10, 30], [2, 0, 5]])
+    expected = effects.arrangements(jablate.dinucleotide_shuffle, X, ann)
+    puts = []
+    put = jax.device_put
+    monkeypatch.setattr(ersatz.jax, "device_put",
+                        lambda x, device=None, **kw: puts.append(device) or put(x, device, **kw))
+    on_cpu = jax.numpy.asarray(X)
+    assert ersatz.counted_on_host(on_cpu) is on_cpu and puts == []
+    assert ersatz.counted_on_host(X).devices() == {host_device()} and puts == [host_device()]
+
+    class Gpu:
+        platform, id = "gpu", 0
+
+    monkeypatch.setattr(ArrayImpl, "devices", lambda self: {Gpu()})
+    counts = effects.arrangements(jablate.dinucleotide_shuffle, on_cpu, ann)
+    assert puts == [host_device(), host_device()]  # the "GPU" array was copied once
+    assert counts.tolist() == expected.tolist()
+
+
 def test_a_mean_std_result_gives_the_tables_statistics():
     import models_for_cli
 

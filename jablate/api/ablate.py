@@ -182,8 +182,8 @@ def _stream(model, inp, job: _Ablation):
     backend = options.get("backend")
     if spec is not None and backend is None and is_torch_module(model):
         backend = "jax"  # jablate's attribution funcs run torch modules translated
-    # counted where the caller's X lives, before it is placed (a JAX array on the host:
-    # there, never behind the accelerator's queue)
+    # counted on the host backend before X is placed, never behind an accelerator's queue
+    # (ersatz.counted_on_host: a JAX array on the host as it is, one on a GPU copied)
     job.unchangeable(method, inp.X, seq_idx, starts, ends)
     inp, bound, session = prepare(model, inp, options.get("func"), options.get("device"),
                                   options.get("dtype"), backend)

@@ -216,8 +216,9 @@ def arrangements(shuffle_fn: Any, X: Any, annotations: Any) -> numpy.ndarray:
     shuffle_fn : callable
         ``jablate.shuffle`` or ``jablate.dinucleotide_shuffle``.
     X : array-like, shape (N, A, L)
-        One-hot sequences (all-zero columns are unknown bases, a symbol of their own). A
-        JAX array is counted on its device, any other array on JAX's CPU backend.
+        One-hot sequences (all-zero columns are unknown bases, a symbol of their own).
+        Counted on JAX's CPU backend: a JAX array there where it lives, one on an
+        accelerator copied to the host (never queued behind the accelerator's work).
     annotations : array-like of int, shape (k, 3)
         Rows ``(example_idx, start, end)``, ``end`` exclusive.
 
@@ -246,7 +247,7 @@ def arrangements(shuffle_fn: Any, X: Any, annotations: Any) -> numpy.ndarray:
     ann = numpy.asarray(annotations, dtype=numpy.int64).reshape(-1, 3)
     if len(ann) == 0:
         return numpy.zeros(0, dtype=numpy.float64)
-    if not isinstance(X, jax.Array):  # a JAX array is counted where it lives
+    if not isinstance(X, jax.Array):  # a JAX array is not copied through numpy
         X = numpy.asarray(X)
     return numpy.asarray(method.count_arrangements(X, ann[:, 0], ann[:, 1], ann[:, 2]),
                          dtype=numpy.float64)

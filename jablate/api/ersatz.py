@@ -100,17 +100,39 @@ _symbol_counts = _widths(_symbol_counts_in)
 _dinucleotide_counts = _widths(_dinucleotide_counts_in)
 
 
+def counted_on_host(X: Any) -> jax.Array:
+    """``X`` where region counts compute: on JAX's CPU backend.
+
+    Parameters
+    ----------
+    X : array-like or jax.Array, shape (N, A, L)
+
+    Returns
+    -------
+    X : jax.Array
+        ``X`` itself when it is a JAX array on CPU devices, or one spread over devices of
+        several processes (it cannot be copied here); otherwise a copy on
+        :func:`jablate._core.placement.host_device`.
+    """
+    if isinstance(X, jax.Array):
+        if all(d.platform == "cpu" for d in X.devices()) or not X.is_fully_addressable:
+            return X
+        return jax.device_put(X, host_device())
+    return jax.device_put(numpy.asarray(X), host_device())
+
+
 def _chunked(fn, X, seq_idx, starts, ends, budget=64 * 2**20):
     """``fn`` over groups in chunks of one shape; host (numpy) arrays of the results.
 
-    It computes where ``X`` lives: a JAX array's device, and for a host array (numpy) the
-    CPU backend, so that counting a host array's regions never queues behind an
-    accelerator's work, nor waits for it. A chunk is a power of two of at most 512
-    groups, and small enough that its gathered sequences (and the per-position work on
-    them) stay near ``budget`` bytes.
+    It computes on JAX's CPU backend, so that counting never queues behind an
+    accelerator's work, nor waits for it: a host array (numpy) and a JAX array on the CPU
+    are counted as they are; a JAX array on an accelerator is copied to the host first
+    (the copy waits for ``X`` alone, where a count queued on the accelerator, read back,
+    would wait for all the work queued there before it). A chunk is a power of two of at
+    most 512 groups, and small enough that its gathered sequences (and the per-position
+    work on them) stay near ``budget`` bytes.
     """
-    if not isinstance(X, jax.Array):
-        X = jax.device_put(numpy.asarray(X), host_device())
+    X = counted_on_host(X)
     G = len(seq_idx)
     per_group = 16 * (X.shape[1] + 1) * X.shape[2]
     chunk = 1 << max(0, min(9, (G - 1).bit_length(), (budget // per_group).bit_length() - 1))
