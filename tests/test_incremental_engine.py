@@ -286,6 +286,53 @@ def test_a_mean_std_run_reads_nothing_back_until_every_batch_is_dispatched(tower
     _agree_summary(on, off)
 
 
+@pytest.mark.parametrize("incremental", [False, True])
+def test_mean_std_with_a_jax_input_reads_back_only_counts_and_checks(tower, monkeypatch,
+                                                                     incremental):
+    """``reduce='mean_std'`` with JAX inputs returns device arrays and waits for nothing
+    but what it must read: the regions' arrangement counts (computed on the host backend,
+    ``ersatz._chunked``) and, on the engine, each bucket's check (``agree``), whose batch
+    is the first of its bucket. Every numpy conversion and ``device_get`` of a JAX array
+    by jablate's modules during the call is recorded with the jablate functions on its
+    stack."""
+    import importlib
+    import pkgutil
+    import sys
+    import types
+
+    reads = []
+
+    def spy(convert):
+        def spied(x, *args, **kwargs):
+            if any(isinstance(leaf, jax.Array) for leaf in jax.tree.leaves(x)):
+                frame, names = sys._getframe(1), set()
+                while frame is not None:
+                    if frame.f_globals.get("__name__", "").startswith("jablate"):
+                        names.add(frame.f_code.co_name)
+                    frame = frame.f_back
+                reads.append(names)
+            return convert(x, *args, **kwargs)
+        return spied
+
+    spying = types.SimpleNamespace(**vars(numpy))
+    spying.asarray, spying.array = spy(numpy.asarray), spy(numpy.array)
+    for info in pkgutil.walk_packages(jablate.__path__, "jablate."):
+        module = importlib.import_module(info.name)
+        if getattr(module, "numpy", None) is numpy:
+            monkeypatch.setattr(module, "numpy", spying)
+    monkeypatch.setattr(jax, "device_get", spy(jax.device_get))
+    kw = dict(n=4, random_state=jax.random.key(9), args=(jnp.asarray(BIAS[0]),),
+              reduce="mean_std")
+    on = jablate.ablate(tower, jnp.asarray(X), 30, 52, incremental=incremental, **kw)
+    monkeypatch.undo()
+    assert reads, "nothing was counted"
+    allowed = {"_chunked", "agree"} if incremental else {"_chunked"}
+    assert all(names & allowed for names in reads), [sorted(n) for n in reads]
+    assert incremental == any("agree" in names for names in reads)  # the engine ran
+    assert all(isinstance(a, jax.Array) for a in jax.tree.leaves(tuple(on)))
+    _agree_summary(on, jablate.ablate(tower, X, 30, 52, incremental=False, **kw))
+
+
 def _agree_summary(on, off):
     """Means and standard deviations agree within 1e-5 of each output's scale (a standard
     deviation much smaller than its output carries the output's rounding)."""

@@ -5,6 +5,7 @@ import warnings
 from functools import partial
 from typing import Any, Callable, Literal, NamedTuple, Optional
 
+import jax
 import numpy
 
 from jablate._core.behaviour import PREDICT, PartialFallbackWarning, PredictFunc
@@ -205,7 +206,8 @@ def _stream(model, inp, job: _Ablation):
             ran = incremental_engine.run(stream, uniq, n, reduce, desc="ablate (incremental)")
         if ran is not None:
             before, after, multi = ran
-            before = [b[inverse] for b in before]
+            before = list(engine.take_rows(tuple(before), inverse)) if isinstance(
+                before[0], jax.Array) else [b[inverse] for b in before]
         else:
             # with reduce='mean_std' nothing waits for the device: a caller holding JAX
             # arrays can dispatch more work before it reads them

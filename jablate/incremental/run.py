@@ -426,8 +426,11 @@ def run(stream: engine.Stream, sequences: numpy.ndarray, n: int,
 
     Returns
     -------
-    before: list of host arrays, each (S, ...)
-    after: list of host arrays, each (M, ...) (or (mean, std) pairs, each (G, ...))
+    before: list of arrays, each (S, ...)
+        Host arrays; device arrays, not waited for, with ``reduce='mean_std'`` in one
+        process.
+    after: list of host arrays, each (M, ...) (or (mean, std) pairs, each (G, ...), as
+        :func:`jablate.engine.stream.run_mean_std` returns them)
     multi: bool
         Whether the model returns a tuple or list.
     """
@@ -464,8 +467,9 @@ def run(stream: engine.Stream, sequences: numpy.ndarray, n: int,
     bar.close()
     if reduce == "mean_std":
         group_seq = jnp.asarray(numpy.searchsorted(sequences, plan.seq_idx[::n]), jnp.int32)
-        stats = sink.result([b[group_seq] for b in before])
-        before = jax.device_get(before)
+        stats = sink.result(list(engine.take_rows(tuple(before), group_seq)))
+        if total is not None:  # under jax.distributed, host arrays (as the full path's)
+            before = jax.device_get(before)
         means = engine.gather_processes([m for m, _ in stats], None if total is None else n_groups)
         stds = engine.gather_processes([s for _, s in stats], None if total is None else n_groups)
         return before, list(zip(means, stds)), multi
