@@ -342,8 +342,7 @@ def _bucket(model, X, args, draw, table, plan, sequences, W, width_of, params, d
         if first:  # the chunks are consecutive runs of ``sequences``
             pieces.append(tuple(o[:len(chunk)] for o in outputs))
         elif reduce == "mean_std":  # shifts: the first bucket's values, whatever bucket
-            rows_before = jnp.asarray(numpy.searchsorted(sequences, padded), jnp.int32)
-            outputs = tuple(b[rows_before] for b in before)
+            outputs = engine.take_rows(tuple(before), numpy.searchsorted(sequences, padded))
         mine = in_bucket[numpy.isin(plan.seq_idx[in_bucket], chunk)]
         if not state["checked"] and len(mine) > 2:  # the regions nearest both ends first
             edges = numpy.unique([numpy.argmin(plan.starts[mine]),
@@ -466,7 +465,7 @@ def run(stream: engine.Stream, sequences: numpy.ndarray, n: int,
     flight.flush()
     bar.close()
     if reduce == "mean_std":
-        group_seq = jnp.asarray(numpy.searchsorted(sequences, plan.seq_idx[::n]), jnp.int32)
+        group_seq = numpy.searchsorted(sequences, plan.seq_idx[::n])
         stats = sink.result(list(engine.take_rows(tuple(before), group_seq)))
         if total is not None:  # under jax.distributed, host arrays (as the full path's)
             before = jax.device_get(before)
