@@ -138,9 +138,10 @@ def test_a_broken_rule_is_caught_at_run_time_and_the_full_path_finishes(tower):
     jablate.models.runner._by_structure.clear()  # analyse afresh, under the broken rule
     with break_rule("conv_general_dilated"):
         with pytest.warns(incremental_engine.IncrementalMismatchWarning,
-                          match="broken rule for conv_general_dilated"):
+                          match="broken rule for conv_general_dilated") as record:
             on = jablate.ablate_annotations(tower, X, ANN[1:2], incremental=True, **kw)
     jablate.models.runner._by_structure.clear()
+    assert record[0].filename == __file__  # the warning names the user's call
     for a, b in zip(jax.tree.leaves(on), jax.tree.leaves(off)):
         numpy.testing.assert_array_equal(a, b)
 

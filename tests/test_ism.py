@@ -261,9 +261,10 @@ def test_mismatch_warns_and_finishes_on_the_full_path():
     model = lambda x: conv_model(x) * 1.0  # a fresh callable: analysed afresh
     off = jablate.saturation_mutagenesis(model, X, incremental=False)
     with break_rule("conv_general_dilated"):
-        with pytest.warns(IncrementalMismatchWarning, match="broken rule"):
+        with pytest.warns(IncrementalMismatchWarning, match="broken rule") as record:
             on = jablate.saturation_mutagenesis(model, X, incremental=True)
     numpy.testing.assert_array_equal(on, off)
+    assert record[0].filename == __file__  # the warning names the user's call
 
 
 # --- compile once, free the model, answer in X's family ---------------------------------------
@@ -418,6 +419,7 @@ def test_on_an_accelerator_a_broken_ism_rule_is_still_caught(monkeypatch):
     off = jablate.saturation_mutagenesis(model, X, incremental=False)
     _perturbing(monkeypatch, 0.0)
     with break_rule("conv_general_dilated"):
-        with pytest.warns(IncrementalMismatchWarning, match="broken rule"):
+        with pytest.warns(IncrementalMismatchWarning, match="broken rule") as record:
             on = jablate.saturation_mutagenesis(model, X, incremental=True)
     numpy.testing.assert_array_equal(on, off)
+    assert record[0].filename == __file__  # the warning names the user's call

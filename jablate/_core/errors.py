@@ -1,6 +1,8 @@
-"""jablate's one input error."""
+"""jablate's one input error, and where its warnings point."""
 
-__all__ = ["InputError", "ModelFailure", "one_line"]
+import sys
+
+__all__ = ["InputError", "ModelFailure", "one_line", "outside_stacklevel"]
 
 
 class InputError(ValueError):
@@ -36,3 +38,19 @@ class ModelFailure(Exception):
 def one_line(error: BaseException) -> str:
     """``error``'s message on one line (its type's name when it has none)."""
     return " ".join(str(error).split()) or type(error).__name__
+
+
+def outside_stacklevel() -> int:
+    """The ``stacklevel`` for a ``warnings.warn`` in the function that calls this one, so
+    that the warning names the first frame outside jablate (the user's call), however
+    deep inside jablate it was issued.
+
+    Returns
+    -------
+    stacklevel : int
+        1 for the caller itself, 2 for its caller, ...
+    """
+    frame, level = sys._getframe(1), 1
+    while frame.f_back is not None and frame.f_globals.get("__name__", "").startswith("jablate"):
+        frame, level = frame.f_back, level + 1
+    return level

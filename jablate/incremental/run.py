@@ -33,7 +33,7 @@ import numpy
 from tqdm.auto import tqdm
 
 from jablate._core.caches import for_runner
-from jablate._core.errors import InputError
+from jablate._core.errors import InputError, outside_stacklevel
 from jablate._core.lowering import plain_convolutions
 from jablate.engine import stream as engine
 from jablate.engine.executor import (
@@ -517,7 +517,7 @@ def confirmed(ys: Any, full: Any, inc: Incremental, who: str = "") -> bool:
     warnings.warn(
         f"{who}the incremental engine disagreed with the full path on the first batch "
         f"(width {inc.width}; windowing stops at: {stops_text(inc)}); finishing on the full "
-        f"path.", IncrementalMismatchWarning, stacklevel=4)
+        f"path.", IncrementalMismatchWarning, stacklevel=outside_stacklevel())
     return False
 
 
