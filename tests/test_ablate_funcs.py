@@ -206,9 +206,10 @@ def test_saturation_mutagenesis_in_ablate_checks_the_incremental_engine():
     exact = jablate.ablate(other, X, 5, 25, n=2, func=jablate.saturation_mutagenesis,
                            random_state=0, additional_func_kwargs=dict(kw, incremental=False))
     with break_rule("conv_general_dilated"):
-        with pytest.warns(IncrementalMismatchWarning, match="saturation_mutagenesis"):
+        with pytest.warns(IncrementalMismatchWarning, match="saturation_mutagenesis") as record:
             got = jablate.ablate(other, X, 5, 25, n=2, func=jablate.saturation_mutagenesis,
                                  random_state=0, additional_func_kwargs=kw)
+    assert {r.filename for r in record} == {__file__}  # the warnings name the user's call
     for g, e in zip(got, exact):
         numpy.testing.assert_array_equal(g, e)
     with pytest.raises(ValueError, match="hypothetical"):

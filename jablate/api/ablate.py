@@ -2,7 +2,6 @@
 
 import inspect
 import warnings
-from functools import partial
 from typing import Any, Callable, Literal, NamedTuple, Optional
 
 import jax
@@ -164,7 +163,7 @@ class _Ablation(NamedTuple):
     reduce: Optional[str]
     incremental: Any
     func: _FuncPlan
-    unchangeable: Callable = partial(warn_unchangeable, stacklevel=4)
+    unchangeable: Callable = warn_unchangeable
 
 
 def _stream(model, inp, job: _Ablation):
@@ -466,18 +465,16 @@ def ablate_annotations(model: Any, X: Any, annotations: Any,
     TypeError
         Unknown keyword arguments reaching ``func``.
     """
-    return annotations_ablation(model, X, annotations, incremental, reduce, kwargs,
-                                partial(warn_unchangeable, stacklevel=5))
+    return annotations_ablation(model, X, annotations, incremental, reduce, kwargs)
 
 
 def annotations_ablation(model: Any, X: Any, annotations: Any,
                          incremental: incremental_engine.Mode, reduce: Reduce, kwargs: dict,
-                         unchangeable: Callable = partial(warn_unchangeable, stacklevel=4)
-                         ) -> Any:
+                         unchangeable: Callable = warn_unchangeable) -> Any:
     """:func:`ablate_annotations`, with how regions the shuffle cannot change are reported
     passed as a value: ``unchangeable(method, X, seq_idx, starts, ends)`` (by default
     :func:`~jablate.api.ersatz.warn_unchangeable`, which counts them and warns at the
-    caller's line).
+    user's line: the first outside jablate).
     ``jablate hits`` counts every hit's arrangements for its table and passes one that
     does nothing, so each chunk is counted once. Parameters, returns and errors as
     :func:`ablate_annotations`."""

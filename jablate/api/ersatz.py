@@ -12,7 +12,7 @@ import numpy
 from jablate import functional
 from jablate._core import random as jrandom
 from jablate._core.behaviour import KeyFirstShuffle, PartialFallbackWarning, carries, describe, find
-from jablate._core.errors import InputError
+from jablate._core.errors import InputError, outside_stacklevel
 from jablate._core.placement import host_device
 from jablate.engine import stream as engine
 from jablate.models.frontdoor import check_int, inputs, region, to_family
@@ -291,13 +291,16 @@ class UnchangedRegionWarning(UserWarning):
 
 
 def warn_unchangeable(method: ShuffleMethod, X: jax.Array, seq_idx: Any, starts: Any, ends: Any,
-                      stacklevel: int = 3) -> int:
+                      stacklevel: Optional[int] = None) -> int:
     """Warn when the shuffle cannot change some regions; return how many.
 
     A homopolymer under the mono shuffle, or a region whose dinucleotide counts
     allow only one sequence (``AAAA``, ``ACAC``) under the dinucleotide shuffle,
-    comes back unchanged: its ``y_after`` equals ``y_before``.
+    comes back unchanged: its ``y_after`` equals ``y_before``. The warning names the
+    first frame outside jablate (the user's call) unless ``stacklevel`` is given.
     """
+    if stacklevel is None:
+        stacklevel = outside_stacklevel()
     count = method.count_arrangements(X, seq_idx, starts, ends)
     stuck = int(numpy.sum(count <= 1))
     if stuck:

@@ -32,7 +32,7 @@ import numpy
 
 from jablate._core.behaviour import PartialFallbackWarning, PredictFunc, describe, find
 from jablate._core.caches import for_runner
-from jablate._core.errors import InputError
+from jablate._core.errors import InputError, outside_stacklevel
 from jablate.engine import stream as engine
 from jablate.engine.executor import (
     Collect,
@@ -312,7 +312,7 @@ def run(stream: engine.Stream, spec: SequenceFunc, options: tuple, positions: nu
     def mismatch():
         warnings.warn(f"{spec.name}: the incremental engine disagreed with the full path on "
                       "the first batch; finishing on the full path.",
-                      IncrementalMismatchWarning, stacklevel=6)
+                      IncrementalMismatchWarning, stacklevel=outside_stacklevel())
 
     inner = call(exact) if fast is None else checked(
         call(fast), call(exact), lambda a, b: agree(outputs_of(a[0])[0], outputs_of(b[0])[0]),
