@@ -122,14 +122,16 @@ def test_deep_lift_shap_only_warn():
     soft[0, :, 10] = 0.25  # not one-hot
     with pytest.raises(ValueError, match="X must be one-hot"):
         jablate.deep_lift_shap(tanh_model, soft, references=refs)
-    with pytest.warns(UserWarning, match="X must be one-hot.*only_warn=True"):
+    with pytest.warns(UserWarning, match="X must be one-hot.*only_warn=True") as seen:
         got = jablate.deep_lift_shap(tanh_model, soft, references=refs, only_warn=True)
+    assert {w.filename for w in seen} == {__file__}  # the warning names the user's line
     close(got, rescale_attributions(soft, refs))
     uniform = np.full_like(refs, 0.25)  # a uniform baseline, given as an array
     with pytest.raises(ValueError, match="references must be one-hot"):
         jablate.deep_lift_shap(tanh_model, X, references=uniform)
-    with pytest.warns(UserWarning, match="references must be one-hot"):
+    with pytest.warns(UserWarning, match="references must be one-hot") as seen:
         got = jablate.deep_lift_shap(tanh_model, X, references=uniform, only_warn=True)
+    assert {w.filename for w in seen} == {__file__}
     close(got, rescale_attributions(X, uniform))
     with pytest.raises(ValueError, match="only_warn"):
         jablate.deep_lift_shap(tanh_model, X, only_warn="yes")

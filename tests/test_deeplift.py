@@ -362,9 +362,10 @@ def test_an_inexact_rule_warns_of_convergence_deltas():
     def gradient(fn, primals, references, output, reference_output, cotangent):
         return jax.vjp(fn, *primals)[1](cotangent)
 
-    with pytest.warns(RuntimeWarning, match="Convergence deltas"):
+    with pytest.warns(RuntimeWarning, match="Convergence deltas") as seen:
         jablate.deep_lift_shap(_sine_model, X, n_shuffles=3, random_state=0,
                                additional_nonlinear_rules={"sin": gradient})
+    assert {w.filename for w in seen if "Convergence" in str(w.message)} == {__file__}
 
 
 def test_attribution_fn_is_pure_and_composes(cases):

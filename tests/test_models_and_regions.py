@@ -239,8 +239,9 @@ def test_unchangeable_regions_are_counted_in_a_warning():
     with pytest.warns(ersatz.UnchangedRegionWarning, match="2 of 4 regions") as caught:
         jablate.ablate_annotations(model, Xw, ann, n=2, random_state=0)
     assert caught[0].filename == __file__  # the caller's line, not jablate's
-    with pytest.warns(ersatz.UnchangedRegionWarning, match="2 of 3 regions"):
+    with pytest.warns(ersatz.UnchangedRegionWarning, match="2 of 3 regions") as caught:
         jablate.shuffle(Xw, 13, 17, n=2, random_state=0)  # CCCC and GGGG
+    assert caught[0].filename == __file__
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         jablate.ablate(model, Xw, 6, 12, n=2, random_state=0)  # every region can change

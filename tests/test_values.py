@@ -136,8 +136,9 @@ def test_a_partial_shuffle_with_keywords_it_honours(no_materialised):
 def test_a_partial_shuffle_binding_ablates_own_keyword_is_called_as_it_is():
     """n is ablate's: the call's n=3 overrides the bound n=5, on either path."""
     partial = functools.partial(jablate.shuffle, n=5)
-    with pytest.warns(PartialFallbackWarning, match=r"binds n\b.*materialised path"):
+    with pytest.warns(PartialFallbackWarning, match=r"binds n\b.*materialised path") as seen:
         r = jablate.ablate(model, X, 10, 40, n=3, shuffle_fn=partial, random_state=7)
+    assert {w.filename for w in seen} == {__file__}  # the warning names the user's line
     _close(r, jablate.ablate(model, X, 10, 40, n=3, random_state=7))
 
 
@@ -224,14 +225,16 @@ def test_a_partial_of_predict_and_of_saturation_mutagenesis(no_materialised):
 
 def test_a_partial_func_the_fast_path_cannot_honour_is_called_as_it_is():
     kw = dict(n_shuffles=2, target=0, random_state=jax.random.key(2))
-    with pytest.warns(PartialFallbackWarning, match="raw_outputs"):
+    with pytest.warns(PartialFallbackWarning, match="raw_outputs") as seen:
         raw = jablate.ablate(model, X[:2], 10, 40, n=2, random_state=3,
                              func=functools.partial(jablate.deep_lift_shap, raw_outputs=True),
                              additional_func_kwargs=kw)
+    assert {w.filename for w in seen} == {__file__}  # the warning names the user's line
     assert numpy.asarray(raw.y_after).shape == (2, 2, 2, A, L)  # multipliers per reference
-    with pytest.warns(PartialFallbackWarning, match="args"):
+    with pytest.warns(PartialFallbackWarning, match="args") as seen:
         jablate.ablate(model, X[:2], 10, 40, n=2, random_state=3,
                        func=functools.partial(jablate.predict, args=None))
+    assert {w.filename for w in seen} == {__file__}
     with pytest.warns(PartialFallbackWarning, match="positional argument 1"):
         with pytest.raises(TypeError):
             jablate.ablate(model, X[:2], 10, 40, n=2, random_state=3,

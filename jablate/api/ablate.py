@@ -8,7 +8,7 @@ import jax
 import numpy
 
 from jablate._core.behaviour import PREDICT, PartialFallbackWarning, PredictFunc
-from jablate._core.errors import InputError
+from jablate._core.errors import InputError, outside_stacklevel
 from jablate._core.results import (
     PerturbationAnnotationsResult,
     PerturbationAnnotationsSummaryResult,
@@ -82,7 +82,7 @@ def _plan_func(func, method, kwargs, extra, incremental):
     ``backend='torch'`` asks for the func's torch path, so it is called on the
     materialised shuffles."""
     call = {**kwargs, **extra}
-    own = per_sequence.spec_of(func, stacklevel=4) if method is not None else None
+    own = per_sequence.spec_of(func) if method is not None else None
     if own is None:
         return _FuncPlan(False, call)
     merged = {**own.keywords, **call}
@@ -105,7 +105,7 @@ def _plan_func(func, method, kwargs, extra, incremental):
             warnings.warn(f"func={own.shown}: the fast path cannot give what these bound "
                           f"keywords ask for ({', '.join(own.keywords)}), so the partial is "
                           "called as it is, on the materialised path (tangermeme's).",
-                          PartialFallbackWarning, stacklevel=3)
+                          PartialFallbackWarning, stacklevel=outside_stacklevel())
         return _FuncPlan(False, merged)
     return _FuncPlan(True, merged, spec, options, merged.get("random_state"))
 

@@ -205,8 +205,8 @@ def _unhonoured(found: Any, honours: tuple) -> list:
             + [k for k in found.keywords if k not in honours])
 
 
-def method_of(fn: Any, role: str = "shuffle_fn", refuse: bool = False,
-              stacklevel: int = 3) -> Optional[ShuffleMethod]:
+def method_of(fn: Any, role: str = "shuffle_fn", refuse: bool = False
+              ) -> Optional[ShuffleMethod]:
     """The :class:`ShuffleMethod` the engine runs for ``fn``, or None to call ``fn`` itself.
 
     The one lookup of a batch shuffle: ``fn`` is jablate's ``shuffle`` or
@@ -216,7 +216,8 @@ def method_of(fn: Any, role: str = "shuffle_fn", refuse: bool = False,
     arguments; ``start``, ``end``, ``n`` or ``random_state``, which the engine passes
     itself and would override; any other keyword) is called as it is: None, with a
     :class:`~jablate._core.behaviour.PartialFallbackWarning` naming the arguments (or, with
-    ``refuse``, an ``InputError``).
+    ``refuse``, an ``InputError``). The warning names the user's line (the first frame
+    outside jablate).
 
     Parameters
     ----------
@@ -225,8 +226,6 @@ def method_of(fn: Any, role: str = "shuffle_fn", refuse: bool = False,
         The parameter's name, for messages. Default 'shuffle_fn'.
     refuse: bool, optional
         Raise rather than fall back (where no materialised path exists).
-    stacklevel: int, optional
-        For the warning: 3 points at the caller of the function that calls this one.
 
     Returns
     -------
@@ -249,12 +248,11 @@ def method_of(fn: Any, role: str = "shuffle_fn", refuse: bool = False,
         raise InputError(f"{message}; pass jablate.{method.name} itself.")
     warnings.warn(f"{message}, so the partial is called as it is, on the materialised "
                   "path (tangermeme's), not the fast path.", PartialFallbackWarning,
-                  stacklevel=stacklevel)
+                  stacklevel=outside_stacklevel())
     return None
 
 
-def key_shuffle_of(fn: Any, role: str = "references",
-                   stacklevel: int = 3) -> Optional[KeyFirstShuffle]:
+def key_shuffle_of(fn: Any, role: str = "references") -> Optional[KeyFirstShuffle]:
     """The key-first shuffle the engine draws with for ``fn``, or None to call ``fn`` itself.
 
     The one lookup of a shuffle drawn per sequence inside compiled steps (as
@@ -280,7 +278,7 @@ def key_shuffle_of(fn: Any, role: str = "references",
                              "end) and cannot honour bound arguments: pass "
                              f"jablate.functional.{found.value.name} itself.")
         return found.value
-    method = method_of(fn, role, stacklevel=stacklevel + 1)
+    method = method_of(fn, role)
     if method is None:
         return None
     return KeyFirstShuffle(method.name, method.key_fn, method.min_width)
@@ -290,17 +288,15 @@ class UnchangedRegionWarning(UserWarning):
     """Some regions have a single arrangement under the shuffle: ablating them measures nothing."""
 
 
-def warn_unchangeable(method: ShuffleMethod, X: jax.Array, seq_idx: Any, starts: Any, ends: Any,
-                      stacklevel: Optional[int] = None) -> int:
+def warn_unchangeable(method: ShuffleMethod, X: jax.Array, seq_idx: Any, starts: Any, ends: Any
+                      ) -> int:
     """Warn when the shuffle cannot change some regions; return how many.
 
     A homopolymer under the mono shuffle, or a region whose dinucleotide counts
     allow only one sequence (``AAAA``, ``ACAC``) under the dinucleotide shuffle,
     comes back unchanged: its ``y_after`` equals ``y_before``. The warning names the
-    first frame outside jablate (the user's call) unless ``stacklevel`` is given.
+    first frame outside jablate (the user's call).
     """
-    if stacklevel is None:
-        stacklevel = outside_stacklevel()
     count = method.count_arrangements(X, seq_idx, starts, ends)
     stuck = int(numpy.sum(count <= 1))
     if stuck:
@@ -308,7 +304,7 @@ def warn_unchangeable(method: ShuffleMethod, X: jax.Array, seq_idx: Any, starts:
             f"{stuck} of {len(count)} regions cannot be changed by {method.name}: each has a "
             "single arrangement (e.g. a homopolymer, or a short tandem repeat under the "
             "dinucleotide shuffle), so every shuffle of it equals the original and ablating "
-            "it measures nothing.", UnchangedRegionWarning, stacklevel=stacklevel)
+            "it measures nothing.", UnchangedRegionWarning, stacklevel=outside_stacklevel())
     return stuck
 
 
@@ -379,7 +375,7 @@ def _shuffle(method, X, start, end, n, random_state):
     inp = inputs(X)
     start, end = region(start, end, inp.X.shape[-1], min_width=method.min_width)
     warn_unchangeable(method, inp.X, numpy.arange(inp.X.shape[0]), [start] * inp.X.shape[0],
-                      [end] * inp.X.shape[0], stacklevel=4)
+                      [end] * inp.X.shape[0])
     draw, table, _ = plan_shuffles(method, random_state, [0], [start], [end], n)
     Y = to_family(engine.shuffle_all(inp.X, table, start, end, draw, n), inp.family)
     if inp.family == "torch":

@@ -55,7 +55,7 @@ from jax.extend import core as jcore
 from jablate._core import random as jrandom
 from jablate._core.behaviour import carries
 from jablate._core.caches import for_runner
-from jablate._core.errors import InputError
+from jablate._core.errors import InputError, outside_stacklevel
 from jablate._core.lowering import plain_convolutions
 from jablate.api.ersatz import dinucleotide_shuffle, key_shuffle_of
 from jablate.api.predict import prepare, torch_dtype
@@ -924,7 +924,7 @@ def _check_one_hot(R, N, A, L, only_warn=False):
     binary = bool(jnp.all((R == 0) | (R == 1)))
     if not binary or not bool(jnp.all(jnp.sum(R, axis=2) <= 1)):
         not_one_hot("references must be one-hot encoded along axis 2 (all-zero columns "
-                    "allowed); pass a callable for other baselines.", only_warn, stacklevel=4)
+                    "allowed); pass a callable for other baselines.", only_warn)
 
 
 # Elementwise activations of torch.nn outside tangermeme's table: tangermeme's _nonlinear on
@@ -1072,8 +1072,7 @@ def _ablate_options(kwargs: dict) -> Optional[tuple]:
     if not isinstance(kwargs.get("only_warn", False), (bool, numpy.bool_)):
         raise InputError(f"only_warn must be True or False; got {kwargs['only_warn']!r}.")
     references = kwargs.get("references", dinucleotide_shuffle)
-    shuffle = None if family(references) is not None else key_shuffle_of(references,
-                                                                         stacklevel=6)
+    shuffle = None if family(references) is not None else key_shuffle_of(references)
     if shuffle is None or any(kwargs.get(k) for k in ("raw_outputs", "return_references",
                                                       "print_convergence_deltas")):
         return None
@@ -1441,9 +1440,10 @@ def _warn_summary(n_high, n_pairs, largest, mean_delta, mean_difference, thresho
     if n_high:
         warnings.warn(f"Convergence deltas too high: {n_high} of {n_pairs} "
                       f"sequence-reference pairs exceed warning_threshold={threshold} (largest "
-                      f"{largest:.3g}).", RuntimeWarning, stacklevel=4)
+                      f"{largest:.3g}).", RuntimeWarning, stacklevel=outside_stacklevel())
     relative = mean_delta / max(mean_difference, 1e-12)
     if relative > 0.01:
         warnings.warn(f"Convergence deltas are {relative:.1%} of the output differences: an "
                       "operation of the model is not attributed exactly (see "
-                      "additional_nonlinear_rules).", RuntimeWarning, stacklevel=4)
+                      "additional_nonlinear_rules).", RuntimeWarning,
+                      stacklevel=outside_stacklevel())

@@ -130,7 +130,7 @@ class OwnFunc:
     shown: str = ""
 
 
-def spec_of(func: Any, role: str = "func", stacklevel: int = 3) -> Optional[OwnFunc]:
+def spec_of(func: Any, role: str = "func") -> Optional[OwnFunc]:
     """How the engine runs ``func``: the one lookup of ``ablate``'s funcs.
 
     ``func`` is jablate's ``predict``, ``deep_lift_shap`` or ``saturation_mutagenesis``
@@ -158,7 +158,7 @@ def spec_of(func: Any, role: str = "func", stacklevel: int = 3) -> Optional[OwnF
         warnings.warn(f"{role}={shown} binds {', '.join(unhonoured)}, which ablate passes "
                       "itself (model and X by position, args by keyword): the partial is "
                       "called as it is, on the materialised path (tangermeme's), not the "
-                      "fast path.", PartialFallbackWarning, stacklevel=stacklevel)
+                      "fast path.", PartialFallbackWarning, stacklevel=outside_stacklevel())
         return None
     return OwnFunc(found.value, dict(found.keywords), shown)
 

@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy
 
-from jablate._core.errors import InputError
+from jablate._core.errors import InputError, outside_stacklevel
 from jablate._core.placement import parse_device
 
 # --- array families --------------------------------------------------------------------
@@ -186,11 +186,11 @@ def _swapped(X, name):
     return ""
 
 
-def not_one_hot(message: str, only_warn: bool, stacklevel: int = 5) -> None:
+def not_one_hot(message: str, only_warn: bool) -> None:
     """Raise ``ValueError(message)``, or with ``only_warn`` (tangermeme's) warn and go on."""
     if only_warn:
         warnings.warn(message + " (only_warn=True: continuing with these values.)",
-                      UserWarning, stacklevel=stacklevel)
+                      UserWarning, stacklevel=outside_stacklevel())
     else:
         raise InputError(message)
 
