@@ -30,7 +30,6 @@ For each region, with ``before`` the prediction on the sequence as it is and ``a
 
 from typing import Any, NamedTuple, Optional
 
-import jax
 import numpy
 
 from jablate._core.errors import InputError
@@ -247,8 +246,6 @@ def arrangements(shuffle_fn: Any, X: Any, annotations: Any) -> numpy.ndarray:
     ann = numpy.asarray(annotations, dtype=numpy.int64).reshape(-1, 3)
     if len(ann) == 0:
         return numpy.zeros(0, dtype=numpy.float64)
-    if not isinstance(X, jax.Array):  # a JAX array is not copied through numpy
-        X = numpy.asarray(X)
     return numpy.asarray(method.count_arrangements(X, ann[:, 0], ann[:, 1], ann[:, 2]),
                          dtype=numpy.float64)
 
