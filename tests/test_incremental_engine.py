@@ -247,35 +247,49 @@ def test_mean_std_runs_incrementally_and_agrees(tower, monkeypatch):
     _agree_summary(jablate.ablate(tower, X, 30, 52, incremental=True, **kw), on)
 
 
+def _spy_on_reads(monkeypatch, modules, note):
+    """Every ``numpy.asarray``, ``numpy.array`` (as ``modules`` call them) and
+    ``jax.device_get`` of JAX arrays is passed to ``note(frame)``, ``frame`` the caller's;
+    returns the list of what ``note`` returned other than None, filled as the calls come."""
+    import sys
+    import types
+
+    reads = []
+
+    def spy(convert):
+        def spied(x, *args, **kwargs):
+            if any(isinstance(leaf, jax.Array) for leaf in jax.tree.leaves(x)):
+                seen = note(sys._getframe(1))
+                if seen is not None:
+                    reads.append(seen)
+            return convert(x, *args, **kwargs)
+        return spied
+
+    spying = types.SimpleNamespace(**vars(numpy))
+    spying.asarray, spying.array = spy(numpy.asarray), spy(numpy.array)
+    for module in modules:
+        monkeypatch.setattr(module, "numpy", spying)
+    monkeypatch.setattr(jax, "device_get", spy(jax.device_get))
+    return reads
+
+
+def _frames(frame):
+    while frame is not None:
+        yield frame
+        frame = frame.f_back
+
+
 def test_a_mean_std_run_reads_nothing_back_until_every_batch_is_dispatched(tower, monkeypatch):
     """With reduce='mean_std' the engine never waits for the device while it dispatches:
     the predictions before shuffling stay there, and each bucket's check is read when
     every bucket's batches are queued. Every conversion of a JAX array to numpy by the
     engine's modules inside the dispatch loop (``_bucket``) is recorded; there must be
     none, over several chunks and width buckets. The results agree with the full path."""
-    import sys
-    import types
-
     from jablate.engine import executor
 
-    reads = []
-
-    def spy(convert):
-        def spied(x, *args, **kwargs):
-            if isinstance(x, jax.Array):
-                frame = sys._getframe(1)
-                while frame is not None and frame.f_code is not incremental_engine._bucket.__code__:
-                    frame = frame.f_back
-                if frame is not None:
-                    reads.append(x.shape)
-            return convert(x, *args, **kwargs)
-        return spied
-
-    spying = types.SimpleNamespace(**vars(numpy))
-    spying.asarray, spying.array = spy(numpy.asarray), spy(numpy.array)
-    for module in (incremental_engine, executor):
-        monkeypatch.setattr(module, "numpy", spying)
-    monkeypatch.setattr(jax, "device_get", spy(jax.device_get))
+    dispatching = incremental_engine._bucket.__code__
+    reads = _spy_on_reads(monkeypatch, (incremental_engine, executor), lambda frame: (
+        True if any(f.f_code is dispatching for f in _frames(frame)) else None))
     monkeypatch.setattr(incremental_engine, "MEMORY_BUDGET", 1)  # one sequence per chunk
     kw = dict(n=3, random_state=jax.random.key(8), args=BIAS, reduce="mean_std")
     with warnings.catch_warnings():
@@ -298,30 +312,13 @@ def test_mean_std_with_a_jax_input_reads_back_only_counts_and_checks(tower, monk
     stack."""
     import importlib
     import pkgutil
-    import sys
-    import types
 
-    reads = []
-
-    def spy(convert):
-        def spied(x, *args, **kwargs):
-            if any(isinstance(leaf, jax.Array) for leaf in jax.tree.leaves(x)):
-                frame, names = sys._getframe(1), set()
-                while frame is not None:
-                    if frame.f_globals.get("__name__", "").startswith("jablate"):
-                        names.add(frame.f_code.co_name)
-                    frame = frame.f_back
-                reads.append(names)
-            return convert(x, *args, **kwargs)
-        return spied
-
-    spying = types.SimpleNamespace(**vars(numpy))
-    spying.asarray, spying.array = spy(numpy.asarray), spy(numpy.array)
-    for info in pkgutil.walk_packages(jablate.__path__, "jablate."):
-        module = importlib.import_module(info.name)
-        if getattr(module, "numpy", None) is numpy:
-            monkeypatch.setattr(module, "numpy", spying)
-    monkeypatch.setattr(jax, "device_get", spy(jax.device_get))
+    modules = [m for m in (importlib.import_module(info.name) for info in
+                           pkgutil.walk_packages(jablate.__path__, "jablate."))
+               if getattr(m, "numpy", None) is numpy]
+    reads = _spy_on_reads(monkeypatch, modules, lambda frame: {
+        f.f_code.co_name for f in _frames(frame)
+        if f.f_globals.get("__name__", "").startswith("jablate")})
     kw = dict(n=4, random_state=jax.random.key(9), args=(jnp.asarray(BIAS[0]),),
               reduce="mean_std")
     on = jablate.ablate(tower, jnp.asarray(X), 30, 52, incremental=incremental, **kw)
