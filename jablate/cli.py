@@ -26,7 +26,7 @@ from typing import Any, Optional
 import numpy
 
 from jablate import __version__
-from jablate._core.errors import InputError, ModelFailure, one_line
+from jablate._core.errors import InputError, ModelFailure, one_line, outside_stacklevel
 from jablate._core.io import (
     AtomicFiles,
     format_table,
@@ -36,9 +36,17 @@ from jablate._core.io import (
     read_regions,
 )
 from jablate.api import effects
-from jablate.api.loading import INCREMENTAL, RunOptions, load_model, model_kind, run_annotations
+from jablate.api.loading import (
+    INCREMENTAL,
+    RunOptions,
+    check_device,
+    load_model,
+    model_kind,
+    run_annotations,
+)
+from jablate.api.sums import DEVICE_SUMS, compensation_holds
 
-__all__ = ["main", "build_parser", "load_model", "summarise"]
+__all__ = ["main", "build_parser", "load_model", "summarise", "summarise_sums"]
 
 _SEED_LIMIT = 2**32 - 1
 _DINUCLEOTIDE_MIN_WIDTH = 3  # jablate.dinucleotide_shuffle's shortest region
@@ -62,7 +70,9 @@ output table (--table FILE, or standard output without it), one row per region:
                   after). 'jablate demo' uses the same z-score per sequence.
   An output with more than one value per sequence (a profile, several tasks)
   is summed over its non-batch axes before anything else, and its columns
-  start with 'sum_' (sum_mean_before ...). A model with several outputs gets
+  start with 'sum_' (sum_mean_before ...); without --out the sums are taken
+  where the model runs, compensated to float64 accuracy (README: "The table").
+  A model with several outputs gets
   one group of columns per output H = 0, 1, ..., prefixed 'outH_'
   (out0_mean_drop, out1_sum_z_score ...).
   A --table name ending in .csv gives comma-separated values (quoted where
@@ -513,9 +523,13 @@ def _ablate(args):
         if args.verbose:
             _print_report(model, kind, X, annotations, args)
         options = RunOptions.from_args(args)
-        y_befores, y_afters = run_annotations(model, X, annotations, options)
         changes = effects.changeable(options.shuffle_fn(), X, annotations)
-        heads = summarise(y_befores, y_afters, len(regions), args.n, changes)
+        if "out" not in handles and _sums_exact(kind, options):
+            heads = summarise_sums(*run_annotations(model, X, annotations, options,
+                additional_func_kwargs=dict(func=DEVICE_SUMS)), len(regions), args.n, changes)
+        else:
+            y_befores, y_afters = run_annotations(model, X, annotations, options)
+            heads = summarise(y_befores, y_afters, len(regions), args.n, changes)
 
         if "out" in handles:
             _write_npz(handles["out"], y_befores, y_afters, regions, annotations)
@@ -541,6 +555,19 @@ def _hits(args):
 
 
 _COMMANDS = {"demo": _demo, "ablate": _ablate, "hits": _hits}
+
+
+def _sums_exact(kind, options):
+    """Whether the table may come from sums on the device (:class:`DeviceSums`): where the
+    model runs keeps compensated summation exact. Otherwise every shuffle's output comes
+    back and is summed here, with a warning."""
+    framework = "torch" if kind == "torch" and not options.translate else "jax"
+    if compensation_holds(check_device(kind, options.device, options.translate), framework):
+        return True
+    warnings.warn("compensated sums are not exact where the model runs; every shuffle's "
+        "output is brought back and summed on the host", RuntimeWarning,
+        stacklevel=outside_stacklevel())
+    return False
 
 
 def _check_dinucleotide_widths(regions, path):
@@ -637,17 +664,73 @@ def summarise(y_befores: Any, y_afters: Any, k: int, n: int,
             raise InputError(f"cannot summarise {where}: got shapes {before.shape} "
                 f"before and {after.shape} after, expected ({k}, 1, ...) and "
                 f"({k}, 1, {n}, ...)")
-        summed = before[0, 0].size > 1
-        eps = effects.float_resolution(before, after)
         scale = numpy.maximum(numpy.abs(before).reshape(k, -1).sum(axis=1, dtype=numpy.float64),
             numpy.abs(after).reshape(k, n, -1).sum(axis=2, dtype=numpy.float64).max(axis=1))
-        before = before.reshape(k, -1).sum(axis=1, dtype=numpy.float64)
-        after = after.reshape(k, n, -1).sum(axis=2, dtype=numpy.float64)
-        drop, spread, z = effects.shuffle_effects(before, after, changes, scale, eps=eps)
-        label = (f"out{h}_" if len(befores) > 1 else "") + ("sum_" if summed else "")
-        heads.append(dict(before=before, after=after, drop=drop, spread=spread, z=z,
-            summed=summed, label=label))
+        heads.append(_head(before.reshape(k, -1).sum(axis=1, dtype=numpy.float64),
+            after.reshape(k, n, -1).sum(axis=2, dtype=numpy.float64), scale,
+            effects.float_resolution(before, after), changes,
+            (f"out{h}_" if len(befores) > 1 else ""), before[0, 0].size > 1))
     return heads
+
+
+def summarise_sums(y_befores: Any, y_afters: Any, k: int, n: int,
+                   changes: Optional[Any] = None) -> list:
+    """:func:`summarise` from a run that kept only each prediction's sums.
+
+    That is ``ablate_annotations(..., additional_func_kwargs=dict(func=DEVICE_SUMS))``
+    (:class:`jablate.api.sums.DeviceSums`): three numbers per head, region and shuffle
+    instead of every value of the output. The same heads as :func:`summarise` on the run
+    that keeps every output, to float64 rounding (the sums are compensated on the device).
+
+    Parameters
+    ----------
+    y_befores : list of arrays, shapes (k, 1, 3) and, last, the layout (k, 1, 2H)
+        What the run returned before shuffling: ``[hi, lo, sum of absolute values]`` per
+        head, then ``[size_0, eps_0, size_1, ...]``.
+    y_afters : list of arrays, shapes (k, 1, n, 3) and (k, 1, n, 2H)
+        The same after each shuffle.
+    k, n : int
+        Number of regions and of shuffles.
+    changes : array-like of bool, shape (k,), optional
+        As for :func:`summarise`.
+
+    Returns
+    -------
+    heads : list of dict
+        As :func:`summarise`.
+
+    Raises
+    ------
+    InputError
+        When the outputs do not have DeviceSums' layout.
+    """
+
+    befores = [numpy.asarray(b, numpy.float64) for b in _heads(y_befores)]
+    afters = [numpy.asarray(a, numpy.float64) for a in _heads(y_afters)]
+    count = len(befores) - 1
+    if (len(befores) != len(afters) or count < 1
+            or befores[-1].shape != (k, 1, 2 * count)
+            or any(b.shape != (k, 1, 3) for b in befores[:-1])
+            or any(a.shape != (k, 1, n, 3) for a in afters[:-1])):
+        raise InputError("cannot summarise the model's output: the run did not return "
+            "DeviceSums' layout (ablate_annotations with "
+            "additional_func_kwargs=dict(func=DEVICE_SUMS))")
+    layout = befores[-1][0, 0]
+    heads = []
+    for h, (before, after) in enumerate(zip(befores[:-1], afters[:-1])):
+        before, after = before[:, 0], after[:, 0]
+        scale = numpy.maximum(before[:, 2], after[..., 2].max(axis=1))
+        heads.append(_head(before[:, 0] + before[:, 1], after[..., 0] + after[..., 1],
+            scale, float(layout[2 * h + 1]), changes, (f"out{h}_" if count > 1 else ""),
+            layout[2 * h] > 1))
+    return heads
+
+
+def _head(before, after, scale, eps, changes, prefix, summed):
+    """One head's summary: ``before`` (k,) and ``after`` (k, n), in float64."""
+    drop, spread, z = effects.shuffle_effects(before, after, changes, scale, eps=eps)
+    return dict(before=before, after=after, drop=drop, spread=spread, z=z,
+        summed=bool(summed), label=prefix + ("sum_" if summed else ""))
 
 
 def _table(regions, heads):

@@ -26,6 +26,7 @@ import pandas
 from jablate._core.errors import InputError
 from jablate._core.io import one_hot_encode
 from jablate.api.effects import float_resolution, from_mean_std, shuffle_effects
+from jablate.api.sums import array_ops
 from jablate.genome.files import genome_lengths, open_genome, read_hits, read_peaks
 
 __all__ = [
@@ -599,7 +600,7 @@ class DeviceEffects:
     def __call__(self, y: Any) -> tuple:
         multi = isinstance(y, (tuple, list))
         ys = list(y) if multi else [y]
-        ops = _array_ops(ys[0])
+        ops = array_ops(ys[0])
         out, kinds = [], [float(multi), float(self.profile == "probs")]
         for v in ys:
             if v.ndim <= 2:
@@ -617,32 +618,6 @@ class DeviceEffects:
             kinds.append(1.0)
         out.append(ops.constant(kinds, ys[0]))
         return tuple(out)
-
-
-class _ArrayOps(NamedTuple):
-    exp: Callable
-    amax: Callable
-    sum: Callable
-    less: Callable
-    constant: Callable
-
-
-def _array_ops(v):
-    """The operations :class:`DeviceEffects` needs, for ``v``'s family (JAX or torch),
-    each keeping the reduced axis (size 1)."""
-    if type(v).__module__.startswith("torch"):
-        import torch
-
-        return _ArrayOps(torch.exp, lambda x, a: torch.amax(x, a, keepdim=True),
-            lambda x, a: torch.sum(x, a, keepdim=True), torch.lt,
-            lambda values, like: torch.tensor(values, dtype=like.dtype,
-                device=like.device).expand(like.shape[0], len(values)))
-    import jax.numpy as jnp
-
-    return _ArrayOps(jnp.exp, lambda x, a: jnp.max(x, a, keepdims=True),
-        lambda x, a: jnp.sum(x, a, keepdims=True), jnp.less,
-        lambda values, like: jnp.broadcast_to(jnp.asarray(values, like.dtype),
-            (like.shape[0], len(values))))
 
 
 #: One :class:`DeviceEffects` per profile mode (compiled programs are cached on them).
