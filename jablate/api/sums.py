@@ -160,6 +160,8 @@ class DeviceSums:
                     f"cannot summarise {where}: it has no batch axis")
             eps = _eps(ops.dtype_name(v))
             flat = v.reshape(v.shape[0], -1)
+            if flat.shape[1] == 0:
+                raise InputError(f"cannot summarise {where}: it has no values per sequence")
             if ops.dtype_name(flat) not in ("float32", "float64"):
                 flat = ops.to_float32(flat)
             hi, lo = compensated_sum(flat, ops)
