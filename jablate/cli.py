@@ -71,7 +71,7 @@ output table (--table FILE, or standard output without it), one row per region:
   An output with more than one value per sequence (a profile, several tasks)
   is summed over its non-batch axes before anything else, and its columns
   start with 'sum_' (sum_mean_before ...); without --out the sums are taken
-  where the model runs, compensated to float64 accuracy (README: "The table").
+  where the model runs, compensated (as exact as float64 sums of the values).
   A model with several outputs gets
   one group of columns per output H = 0, 1, ..., prefixed 'outH_'
   (out0_mean_drop, out1_sum_z_score ...).
@@ -680,7 +680,9 @@ def summarise_sums(y_befores: Any, y_afters: Any, k: int, n: int,
     That is ``ablate_annotations(..., additional_func_kwargs=dict(func=DEVICE_SUMS))``
     (:class:`jablate.api.sums.DeviceSums`): three numbers per head, region and shuffle
     instead of every value of the output. The same heads as :func:`summarise` on the run
-    that keeps every output, to float64 rounding (the sums are compensated on the device).
+    that keeps every output: the sums are compensated on the device, so they differ only by
+    the float32 rounding of each value where XLA fused the model's last operation into the
+    sum, not by the rounding of the total.
 
     Parameters
     ----------
