@@ -146,6 +146,27 @@ def test_a_broken_rule_is_caught_at_run_time_and_the_full_path_finishes(tower):
         numpy.testing.assert_array_equal(a, b)
 
 
+def _blind(y):
+    """A ``func`` that hides every difference: zeros of the outputs' shapes."""
+    return jax.tree.map(lambda v: v * 0, y)
+
+
+def test_the_check_compares_the_model_outputs_not_what_func_makes_of_them(tower):
+    kw = dict(n=3, random_state=jax.random.key(2), args=BIAS,
+              additional_func_kwargs=dict(func=_blind))
+    jablate.models.runner._by_structure.clear()  # analyse afresh, under the broken rule
+    with break_rule("conv_general_dilated"):
+        with pytest.warns(incremental_engine.IncrementalMismatchWarning,
+                          match="broken rule for conv_general_dilated"):
+            jablate.ablate_annotations(tower, X, ANN[1:2], incremental=True, **kw)
+    jablate.models.runner._by_structure.clear()
+    with warnings.catch_warnings():  # the rule as it is: no warning, the same zeros
+        warnings.simplefilter("error", incremental_engine.IncrementalMismatchWarning)
+        on = jablate.ablate_annotations(tower, X, ANN[1:2], incremental=True, **kw)
+    for leaf in jax.tree.leaves(on):
+        assert not numpy.asarray(leaf).any()
+
+
 def test_one_analysis_and_program_per_width_bucket():
     traces = []
 

@@ -313,8 +313,9 @@ def ablate(model: Any, X: Any, start: int = 0, end: int = -1, n: int = 20,
         region can reach, from reference activations of the unshuffled
         sequence; see :func:`jablate.incremental_report`. The predictions
         before shuffling come from the same reference passes. The first 16
-        items are checked against the full path (a mismatch warns and
-        finishes on the full path); results agree with it to float32
+        items are checked against the full path, on the model's outputs
+        before ``predict``'s ``func`` (a mismatch warns and finishes on the
+        full path); results agree with it to float32
         rounding. ``'auto'`` (default) uses it where the backend's cost model
         (:func:`jablate.incremental.run.choose`) predicts it is faster, cold
         only for runs of at least 2,048 shuffled items; ``True`` always
@@ -419,8 +420,9 @@ def ablate_annotations(model: Any, X: Any, annotations: Any,
         region can reach, from reference activations of the unshuffled
         sequence; see :func:`jablate.incremental_report`. The predictions
         before shuffling come from the same reference passes. The first 16
-        items are checked against the full path (a mismatch warns and
-        finishes on the full path); results agree with it to float32
+        items are checked against the full path, on the model's outputs
+        before ``predict``'s ``func`` (a mismatch warns and finishes on the
+        full path); results agree with it to float32
         rounding. ``'auto'`` (default) uses it where the backend's cost model
         (:func:`jablate.incremental.run.choose`) predicts it is faster, cold
         only for runs of at least 2,048 shuffled items; ``True`` always

@@ -331,7 +331,7 @@ def _bucket(model, X, args, draw, table, plan, sequences, W, width_of, params, d
                     REFERENCE_FLOPS // max(summary.flops_full, 1), 256)
     per_chunk = 1 << (max(1, min(int(per_chunk), 2 * len(seqs) - 1)).bit_length() - 1)
     per_chunk = devices.size(per_chunk, 1 << 30)  # a multiple of the device count
-    full = model.runner.step_for(model.post)
+    full = model.runner.step_for(None)  # the check compares the model's own outputs
     for lo in range(0, len(seqs), per_chunk):
         chunk = seqs[lo:lo + per_chunk]
         padded = numpy.concatenate([chunk, numpy.repeat(chunk[-1:], per_chunk - len(chunk))])
@@ -352,21 +352,23 @@ def _bucket(model, X, args, draw, table, plan, sequences, W, width_of, params, d
 
         def step(batch, lo, caches=caches, padded=padded):
             items, item_rows = batch
-            ys, state["multi"] = outputs_of(post(ev["step"](params, caches, X, table, items,
-                                                            item_rows, draw=draw)), where)
+            raw = ev["step"](params, caches, X, table, items, item_rows, draw=draw)
+            ys, state["multi"] = outputs_of(post(raw), where)
             if not state["checked"]:
-                # where the run's programs are exact (the CPU), they are what is checked;
-                # elsewhere the check has its own, every matmul at full float32 precision
+                # The model's outputs, before ``func`` (a sum or a softmax of a profile
+                # would dilute an error in a few positions). Where the run's programs are
+                # exact (the CPU), they are what is checked; elsewhere the check has its
+                # own, every matmul at full float32 precision.
                 exact = exact_float32(devices.devices)
                 with contextlib.nullcontext() if exact else check_precision():
                     if exact:
-                        check = ys
+                        check = outputs_of(raw)[0]
                     else:
                         check_caches, _ = ev["reference"](params, *devices.shard(
                             engine.take_rows((X,) + tuple(args), padded)))
-                        check = outputs_of(post(ev["step"](
+                        check = outputs_of(ev["step"](
                             params, devices.replicate(check_caches), X, table, items,
-                            item_rows, draw=draw)), where)[0]
+                            item_rows, draw=draw))[0]
                     reference = full(params, X, args, table, items, draw=draw,
                                      dtype=model.dtype)
                 checks.append((check, outputs_of(reference)[0], ev["inc"]))
