@@ -44,7 +44,13 @@ from jablate.api.loading import (
     model_kind,
     run_annotations,
 )
-from jablate.api.sums import DEVICE_SUMS, compensation_holds
+from jablate.api.sums import (
+    DEVICE_SUMS,
+    compensation_holds,
+    dtype_kind,
+    resolution,
+    trusted,
+)
 
 __all__ = ["main", "build_parser", "load_model", "summarise", "summarise_sums"]
 
@@ -524,10 +530,17 @@ def _ablate(args):
             _print_report(model, kind, X, annotations, args)
         options = RunOptions.from_args(args)
         changes = effects.changeable(options.shuffle_fn(), X, annotations)
+        heads = None
         if "out" not in handles and _sums_exact(kind, options):
-            heads = summarise_sums(*run_annotations(model, X, annotations, options,
-                additional_func_kwargs=dict(func=DEVICE_SUMS)), len(regions), args.n, changes)
-        else:
+            sums = run_annotations(model, X, annotations, options,
+                additional_func_kwargs=dict(func=DEVICE_SUMS))
+            if trusted(*sums):
+                heads = summarise_sums(*sums, len(regions), args.n, changes)
+            else:
+                _warn_host_sums("some of the model's outputs are not finite, or too large "
+                    "to sum in their dtype, or integers of 2**24 or more", " (the model "
+                    "runs again)")
+        if heads is None:
             y_befores, y_afters = run_annotations(model, X, annotations, options)
             heads = summarise(y_befores, y_afters, len(regions), args.n, changes)
 
@@ -564,10 +577,13 @@ def _sums_exact(kind, options):
     framework = "torch" if kind == "torch" and not options.translate else "jax"
     if compensation_holds(check_device(kind, options.device, options.translate), framework):
         return True
-    warnings.warn("compensated sums are not exact where the model runs; every shuffle's "
-        "output is brought back and summed on the host", RuntimeWarning,
-        stacklevel=outside_stacklevel())
+    _warn_host_sums("compensated sums are not exact where the model runs")
     return False
+
+
+def _warn_host_sums(why, again=""):
+    warnings.warn(f"{why}: every shuffle's output is brought back and summed on the host"
+        f"{again}", RuntimeWarning, stacklevel=outside_stacklevel())
 
 
 def _check_dinucleotide_widths(regions, path):
@@ -657,9 +673,13 @@ def summarise(y_befores: Any, y_afters: Any, k: int, n: int,
         except Exception as error:
             raise InputError(f"cannot summarise {where}: {type(error).__name__}: "
                 f"{error}") from None
-        if before.dtype.kind not in "biuf" or after.dtype.kind not in "biuf":
+        names = (before.dtype.name, after.dtype.name)
+        if any(dtype_kind(name) not in "biuf" for name in names):
             raise InputError(f"cannot summarise {where}: it holds {before.dtype} "
                 "values, not real numbers")
+        eps = max(resolution(name) for name in names)
+        if "bfloat16" in names:  # ml_dtypes' type: numpy sums it through float32
+            before, after = before.astype(numpy.float32), after.astype(numpy.float32)
         if before.shape[:2] != (k, 1) or after.shape[:3] != (k, 1, n):
             raise InputError(f"cannot summarise {where}: got shapes {before.shape} "
                 f"before and {after.shape} after, expected ({k}, 1, ...) and "
@@ -667,8 +687,7 @@ def summarise(y_befores: Any, y_afters: Any, k: int, n: int,
         scale = numpy.maximum(numpy.abs(before).reshape(k, -1).sum(axis=1, dtype=numpy.float64),
             numpy.abs(after).reshape(k, n, -1).sum(axis=2, dtype=numpy.float64).max(axis=1))
         heads.append(_head(before.reshape(k, -1).sum(axis=1, dtype=numpy.float64),
-            after.reshape(k, n, -1).sum(axis=2, dtype=numpy.float64), scale,
-            effects.float_resolution(before, after), changes,
+            after.reshape(k, n, -1).sum(axis=2, dtype=numpy.float64), scale, eps, changes,
             (f"out{h}_" if len(befores) > 1 else ""), before[0, 0].size > 1))
     return heads
 

@@ -34,6 +34,52 @@ def jax_two_heads(X):
     return jax_model(X), profile
 
 
+_CONV_WEIGHTS = numpy.random.RandomState(2).normal(size=(2, 4, 9)).astype(numpy.float32)
+
+
+def jax_conv_heads(X):
+    """A JAX function with two outputs: a scalar (N, 1) and a two-strand profile (N, 2, L)
+    from a convolution, as a BPNet's profile head ends."""
+
+    import jax
+
+    return jax_model(X), jax.lax.conv(X, _CONV_WEIGHTS, (1,), "SAME")
+
+
+def jax_big_integers(X):
+    """jax_conv_heads' profile times 10**7, as int32: integers beyond float32's 2**24."""
+
+    import jax.numpy as jnp
+
+    return (jax_conv_heads(X)[1] * 1e7).astype(jnp.int32)
+
+
+def jax_bfloat16(X):
+    """jax_conv_heads' two outputs in bfloat16."""
+
+    import jax.numpy as jnp
+
+    return tuple(y.astype(jnp.bfloat16) for y in jax_conv_heads(X))
+
+
+def jax_with_inf(X):
+    """jax_conv_heads' profile with +inf at its first position."""
+
+    return jax_conv_heads(X)[1].at[:, 0, 0].set(float("inf"))
+
+
+def jax_scalar(X):
+    """A JAX function returning one number for the whole batch (no batch axis)."""
+
+    return jax_model(X).sum()
+
+
+def jax_empty(X):
+    """A JAX function returning an empty tuple."""
+
+    return ()
+
+
 def complex_model(X):
     """A JAX function whose complex output cannot be summarised."""
 
@@ -93,6 +139,23 @@ def _torch_module(slow=False):
             return self.linear(torch.relu(self.conv(X)).mean(dim=-1))
 
     return TinyConv().eval()
+
+
+def torch_two_heads():
+    """A torch module with two outputs: the tiny module's (N, 1) and its convolution's
+    (N, 3, L - 4), a profile."""
+
+    import torch
+
+    class TwoHeads(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.tiny = _torch_module()
+
+        def forward(self, X):
+            return self.tiny(X), self.tiny.conv(X)
+
+    return TwoHeads().eval()
 
 
 def torch_model():

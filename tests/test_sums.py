@@ -106,7 +106,7 @@ def test_device_sums_refuse_what_cannot_be_summed(bad, message):
         DEVICE_SUMS(bad())
 
 
-def _two_heads_data(k=24, length=257):
+def _two_heads_data(k=24, length=300):
     rs = numpy.random.RandomState(4)
     X = numpy.eye(4, dtype=numpy.float32)[rs.randint(0, 4, (6, length))].transpose(0, 2, 1)
     X[5] = 0.0
@@ -117,17 +117,23 @@ def _two_heads_data(k=24, length=257):
     return X, ann
 
 
-def test_table_from_device_sums_equals_the_float64_sums_of_every_shuffle():
+# jax_conv_heads' profile ends in a convolution, as a BPNet's does: the sums on the device
+# are those of the very values kept, to float64 rounding. jax_two_heads' profile ends in an
+# elementwise product, which XLA contracts with the sum's first additions into fused
+# multiply-adds: the sums are then those of the values before their last rounding, which
+# moves them by at most eps * sum|values| (the float32 rounding of each value).
+@pytest.mark.parametrize("model, exact", [("jax_conv_heads", True), ("jax_two_heads", False)])
+def test_table_from_device_sums_equals_the_float64_sums_of_every_shuffle(model, exact):
     from jablate.api.effects import changeable
     from jablate.cli import summarise, summarise_sums
 
+    model = getattr(models_for_cli, model)
     X, ann = _two_heads_data()
     k, n = len(ann), 6
     kwargs = dict(n=n, random_state=2, incremental=False)
     with pytest.warns(UnchangedRegionWarning):
-        y_before, y_after = jablate.ablate_annotations(models_for_cli.jax_two_heads, X, ann,
-            **kwargs)
-        sums = jablate.ablate_annotations(models_for_cli.jax_two_heads, X, ann,
+        y_before, y_after = jablate.ablate_annotations(model, X, ann, **kwargs)
+        sums = jablate.ablate_annotations(model, X, ann,
             additional_func_kwargs=dict(func=DEVICE_SUMS), **kwargs)
     changes = changeable(jablate.shuffle, X, ann)
     raw = summarise(y_before, y_after, k, n, changes)
@@ -140,24 +146,28 @@ def test_table_from_device_sums_equals_the_float64_sums_of_every_shuffle():
         flat = [jnp.asarray(y).reshape(math.prod(shape), -1) for y in ys]
         return [numpy.asarray(s).reshape(*shape, -1) for s in jax.jit(DEVICE_SUMS)(flat)]
 
-    exact = summarise_sums(sums_of(y_before, (k, 1)), sums_of(y_after, (k, 1, n)), k, n,
+    again = summarise_sums(sums_of(y_before, (k, 1)), sums_of(y_after, (k, 1, n)), k, n,
         changes)
-    for r, e in zip(raw, exact):
-        for key in ("before", "after", "drop", "spread", "z"):
-            numpy.testing.assert_allclose(e[key], r[key], rtol=1e-12, atol=1e-12)
-    scale = numpy.abs(numpy.asarray(y_before[1])).reshape(k, -1).sum(axis=1)
-    for r, d in zip(raw, device):
-        # The same model values up to the float32 rounding of each (XLA may fuse the
-        # model's last operations into the sum): at most eps * sum|values|, far below the
-        # float32 rounding of the total that a plain device sum would add.
-        tolerance = EPS * (scale if r["summed"] else numpy.abs(r["before"]))
-        for key in ("before", "drop", "spread"):
-            assert (numpy.abs(d[key] - r[key]) <= tolerance).all(), key
-        assert (numpy.abs(d["after"] - r["after"]) <= tolerance[:, None]).all()
-        numpy.testing.assert_array_equal(numpy.isnan(d["z"]), numpy.isnan(r["z"]))
-        assert d["drop"][0] == d["spread"][0] == 0.0 and numpy.isnan(d["z"][0])
-        defined = ~numpy.isnan(r["z"])
-        numpy.testing.assert_allclose(d["z"][defined], r["z"][defined], rtol=1e-4)
+    kept = numpy.asarray(y_after[1], numpy.float64).reshape(k, n, -1)
+    scale = numpy.abs(kept).sum(axis=2).max(axis=1)
+    plain = numpy.asarray(jnp.sum(jnp.asarray(y_after[1]).reshape(k, n, -1), axis=2),
+        numpy.float64)  # what a plain float32 sum on the device would have given
+    fine = 1e-12 * scale
+    assert (numpy.abs(plain - raw[1]["after"]) > fine[:, None]).any()  # the bound has teeth
+    for tables, tolerance in ((again, fine), (device, fine if exact else EPS * scale)):
+        for r, d in zip(raw, tables):
+            if not r["summed"]:  # a single value: nothing to sum
+                numpy.testing.assert_array_equal(d["after"], r["after"])
+                numpy.testing.assert_array_equal(d["drop"], r["drop"])
+                continue
+            for key in ("before", "drop", "spread"):
+                assert (numpy.abs(d[key] - r[key]) <= tolerance).all(), key
+            assert (numpy.abs(d["after"] - r["after"]) <= tolerance[:, None]).all()
+            numpy.testing.assert_array_equal(numpy.isnan(d["z"]), numpy.isnan(r["z"]))
+            assert d["drop"][0] == d["spread"][0] == 0.0 and numpy.isnan(d["z"][0])
+            defined = ~numpy.isnan(r["z"])
+            numpy.testing.assert_allclose(d["z"][defined], r["z"][defined],
+                rtol=1e-9 if tolerance is fine else 1e-3)
 
 
 def test_summarise_sums_refuses_another_layout():
@@ -187,22 +197,76 @@ def _run(tmp_path, monkeypatch, capsys, model, *more):
     return _table(captured.out), captured.err
 
 
-@pytest.mark.parametrize("model", ["jax_two_heads", "torch_model"])
+def _run_both(tmp_path, monkeypatch, capsys, model, *more):
+    kept, _ = _run(tmp_path, monkeypatch, capsys, model, "--out", "all.npz", *more)
+    summed, err = _run(tmp_path, monkeypatch, capsys, model, *more)
+    return kept, summed, err
+
+
+# Models whose outputs end in a convolution (or a linear layer), and torch in eager mode:
+# the table without --out is the same text. jax_two_heads' profile ends in a product that
+# XLA may contract into the sums (see above): the same columns, values to 1e-3.
+@pytest.mark.parametrize("model", ["jax_conv_heads", "torch_model", "torch_two_heads",
+                                   "jax_bfloat16", "jax_two_heads"])
 def test_cli_table_without_out_equals_the_table_with_it(tmp_path, monkeypatch, capsys,
                                                         model):
     if model.startswith("torch"):
         pytest.importorskip("torch")
-    kept, _ = _run(tmp_path, monkeypatch, capsys, model, "--out", "all.npz")
-    summed, _ = _run(tmp_path, monkeypatch, capsys, model)
-    assert kept.keys() == summed.keys() and len(kept) == 6
+    kept, summed, err = _run_both(tmp_path, monkeypatch, capsys, model)
+    assert "warning" not in err
+    assert len(kept) == 6 and kept.keys() == summed.keys()
+    if model != "jax_two_heads":
+        assert summed == kept
+        return
     for name, row in kept.items():
         assert row.keys() == summed[name].keys()
         for column, value in row.items():
             if column.endswith(("before", "after", "drop", "score")):
                 numpy.testing.assert_allclose(float(summed[name][column]), float(value),
-                    rtol=2e-5, atol=1e-5, err_msg=f"{name} {column}")
+                    rtol=1e-3, atol=1e-5, err_msg=f"{name} {column}")
             else:
                 assert summed[name][column] == value
+
+
+@pytest.mark.parametrize("model", ["jax_big_integers", "jax_with_inf"])
+def test_cli_keeps_every_shuffle_where_the_sums_cannot_be_trusted(tmp_path, monkeypatch,
+                                                                  capsys, model):
+    kept, summed, err = _run_both(tmp_path, monkeypatch, capsys, model)
+    assert summed == kept
+    assert ("jablate: warning: some of the model's outputs are not finite, or too large to "
+            "sum in their dtype, or integers of 2**24 or more") in err
+
+
+def test_device_sums_flag_what_they_cannot_sum():
+    from jablate.api.sums import trusted
+
+    big = DEVICE_SUMS(jnp.array([[2 ** 24 + 1, 1], [3, 4]], jnp.int32))
+    assert numpy.isinf(big[0][0, 2]) and float(big[0][1, 2]) == 7.0
+    assert not trusted([big[0], big[1]]) and trusted([big[0][1:], big[1]])
+    infinite = DEVICE_SUMS(jnp.array([[1.0, jnp.inf], [1.0, 2.0]]))
+    assert not trusted([infinite[0], infinite[1]])
+    overflow = DEVICE_SUMS(jnp.full((1, 4), 3e38, jnp.float32))
+    assert not trusted([overflow[0], overflow[1]])
+
+
+@pytest.mark.parametrize("model, message", [
+    ("jax_scalar", "the model must return arrays with a batch axis; its output is "
+                   "0-dimensional."),
+    ("jax_empty", "the model must return an array or a tuple/list of arrays; it returned "
+                  "an empty tuple."),
+])
+@pytest.mark.parametrize("out", [True, False])
+def test_cli_refuses_outputs_it_cannot_summarise_with_exit_2(tmp_path, monkeypatch, capsys,
+                                                            model, message, out):
+    from jablate.cli import main
+
+    _run(tmp_path, monkeypatch, capsys, "jax_model")  # writes the inputs
+    code = main(["ablate", "--model", f"models_for_cli:{model}", "--fasta", "seqs.fa",
+        "--regions", "regions.tsv", "--n", "2", "--quiet"] + (["--out", "x.npz"] if out
+        else []))
+    err = capsys.readouterr().err
+    assert code == 2 and err == f"jablate: error: {message}\n"
+    assert not (tmp_path / "x.npz").exists()
 
 
 def test_cli_keeps_every_shuffle_where_compensation_fails(tmp_path, monkeypatch, capsys):

@@ -9,10 +9,11 @@ two floats of the output's dtype, ``hi + lo``, from a pairwise *compensated* sum
 error-free TwoSum at every addition of the tree, no loop: ``log2(L)`` levels of elementwise
 operations), so that ``float64(hi) + float64(lo)`` equals the float64 sum of the values to about
 ``depth * eps**2`` of their absolute sum: the same table as summing every kept shuffle in
-float64 on the host. (Compiled together with the model, XLA may round the model's last
-operation differently inside the sum, for example by contracting it into a fused
-multiply-add: the result then differs by the float32 rounding of each value, not of the
-total.)
+float64 on the host. Compiled together with a model whose output ends in an elementwise
+product, XLA contracts that product with the tree's first additions into fused
+multiply-adds: the sums are then those of the unrounded products, off by at most the float32
+rounding of each value, not of the total. Outputs that end in a convolution, a dot or an
+activation are summed exactly as computed.
 
 The error-free transformation needs the compiler to keep IEEE addition as written (no
 reassociation): XLA and torch do by default. :func:`compensation_holds` checks it on a backend
@@ -26,7 +27,8 @@ import numpy
 
 from jablate._core.errors import InputError
 
-__all__ = ["DeviceSums", "DEVICE_SUMS", "compensated_sum", "compensation_holds", "array_ops"]
+__all__ = ["DeviceSums", "DEVICE_SUMS", "compensated_sum", "compensation_holds", "trusted",
+           "array_ops", "dtype_kind", "resolution"]
 
 
 class ArrayOps(NamedTuple):
@@ -42,6 +44,7 @@ class ArrayOps(NamedTuple):
     dtype_name: Callable
     to_float32: Callable
     concat: Callable
+    where: Callable
 
 
 def array_ops(v: Any) -> ArrayOps:
@@ -64,7 +67,8 @@ def array_ops(v: Any) -> ArrayOps:
             lambda values, like: torch.tensor(values, dtype=like.dtype,
                 device=like.device).expand(like.shape[0], len(values)),
             torch.zeros_like, lambda x: str(x.dtype).replace("torch.", ""),
-            lambda x: x.to(torch.float32), lambda xs, a: torch.cat(xs, a))
+            lambda x: x.to(torch.float32), lambda xs, a: torch.cat(xs, a),
+            torch.where)
     import jax.numpy as jnp
 
     return ArrayOps(jnp.exp, lambda x, a: jnp.max(x, a, keepdims=True),
@@ -72,7 +76,7 @@ def array_ops(v: Any) -> ArrayOps:
         lambda values, like: jnp.broadcast_to(jnp.asarray(values, like.dtype),
             (like.shape[0], len(values))),
         jnp.zeros_like, lambda x: str(jnp.dtype(x.dtype)),
-        lambda x: x.astype(jnp.float32), jnp.concatenate)
+        lambda x: x.astype(jnp.float32), jnp.concatenate, jnp.where)
 
 
 def _two_sum(a, b):
@@ -136,6 +140,11 @@ class DeviceSums:
     integer or bool values are summed in float32 (exact conversions); float64 stays
     float64. Works on JAX arrays and torch tensors (a model bridged from torch).
 
+    The sum of absolute values is ``inf`` (or ``nan``) wherever the sums cannot be trusted:
+    a value that is not finite, a sum beyond the dtype's range, integers of ``2**24`` or
+    more (float32 holds integers exactly only below that). :func:`trusted` says whether a
+    run has no such row; where it has, ``jablate ablate`` keeps every shuffle's output.
+
     Keep one instance (:data:`DEVICE_SUMS`): compiled programs are cached on it, weakly.
 
     Raises
@@ -146,6 +155,9 @@ class DeviceSums:
 
     def __call__(self, y: Any) -> tuple:
         ys = list(y) if isinstance(y, (tuple, list)) else [y]
+        if not ys:
+            raise InputError("cannot summarise the model's output: it is an empty "
+                f"{type(y).__name__}")
         out, layout = [], []
         for h, v in enumerate(ys):
             where = f"output {h}" if len(ys) > 1 else "the model's output"
@@ -153,26 +165,32 @@ class DeviceSums:
                 raise InputError(f"cannot summarise {where}: it is a {type(v).__name__}, "
                     "not an array")
             ops = array_ops(v)
-            kind = _kind(ops.dtype_name(v))
+            kind = dtype_kind(ops.dtype_name(v))
             if kind not in "biuf" or v.ndim < 1:
                 raise InputError(f"cannot summarise {where}: it holds {ops.dtype_name(v)} "
                     "values, not real numbers" if kind not in "biuf" else
                     f"cannot summarise {where}: it has no batch axis")
-            eps = _eps(ops.dtype_name(v))
+            eps = resolution(ops.dtype_name(v))
             flat = v.reshape(v.shape[0], -1)
             if flat.shape[1] == 0:
                 raise InputError(f"cannot summarise {where}: it has no values per sequence")
+            absolute = None
             if ops.dtype_name(flat) not in ("float32", "float64"):
                 flat = ops.to_float32(flat)
+                if kind in "iu":  # float32 holds integers exactly up to 2**24 only
+                    absolute = ops.where(ops.amax(abs(flat), -1) >= 2.0 ** 24, float("inf"),
+                                         ops.sum(abs(flat), -1))
             hi, lo = compensated_sum(flat, ops)
-            out.append(ops.concat([hi, lo, ops.sum(abs(flat), -1)], -1))
+            absolute = ops.sum(abs(flat), -1) if absolute is None else absolute
+            out.append(ops.concat([hi, lo, absolute], -1))
             layout += [float(flat.shape[1]), eps]
         out.append(ops.constant(layout, out[0]))
         return tuple(out)
 
 
-def _kind(name: str) -> str:
-    """numpy's kind letter of a dtype named by JAX or torch ('?' for one numpy lacks)."""
+def dtype_kind(name: str) -> str:
+    """numpy's kind letter of a dtype named by numpy, JAX or torch (``'f'`` for bfloat16,
+    ``'?'`` for a name numpy does not know)."""
     if name == "bfloat16":  # numpy has no bfloat16 of its own
         return "f"
     try:
@@ -181,12 +199,34 @@ def _kind(name: str) -> str:
         return "?"
 
 
-def _eps(name: str) -> float:
+def resolution(name: str) -> float:
+    """The machine epsilon of a float dtype named by numpy, JAX or torch (bfloat16's
+    ``2**-7`` included); float32's for integers and bool, as
+    :func:`jablate.api.effects.float_resolution`."""
     if name == "bfloat16":
         return 2.0 ** -7
     dtype = numpy.dtype(name)
     return float(numpy.finfo(dtype).eps) if dtype.kind == "f" else float(
         numpy.finfo(numpy.float32).eps)
+
+
+def trusted(*parts: Any) -> bool:
+    """Whether every sum of a :class:`DeviceSums` run can be trusted: every absolute sum
+    (column 2 of each head's array) is finite.
+
+    Parameters
+    ----------
+    *parts : list of arrays
+        What the run returned, e.g. ``y_befores`` and ``y_afters``: per head an array
+        (..., 3), then the layout (ignored).
+
+    Returns
+    -------
+    bool
+    """
+
+    return all(bool(numpy.isfinite(numpy.asarray(head)[..., 2]).all())
+               for part in parts for head in list(part)[:-1])
 
 
 #: The one :class:`DeviceSums` (compiled programs are cached on it).

@@ -220,10 +220,11 @@ class TorchRunner:
                 y = self._func(y)
         if isinstance(y, torch.Tensor):
             return y.cpu()
-        if isinstance(y, (tuple, list)) and all(isinstance(t, torch.Tensor) for t in y):
+        if isinstance(y, (tuple, list)) and y and all(isinstance(t, torch.Tensor) for t in y):
             return [t.cpu() for t in y]
-        raise ValueError(f"the model must return a tensor or a tuple/list of tensors; got "
-                         f"{type(y).__name__}.")
+        raise InputError(f"the model must return a tensor or a non-empty tuple/list of "
+                         f"tensors; got {type(y).__name__}"
+                         f"{' (empty)' if isinstance(y, (tuple, list)) and not y else ''}.")
 
     @staticmethod
     def concat(chunks):

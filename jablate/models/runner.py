@@ -57,16 +57,23 @@ def outputs_of(y: Any, where: str = "the model") -> tuple[tuple, bool]:
 
     Raises
     ------
-    ValueError
-        If the output is not an array or a tuple/list of arrays.
+    InputError
+        If the output is not an array or a non-empty tuple/list of arrays, or an array
+        has no batch axis (0-dimensional).
     """
     multi = isinstance(y, (tuple, list))
     ys = tuple(y) if multi else (y,)
+    if not ys:
+        raise InputError(f"{where} must return an array or a tuple/list of arrays; it "
+                         f"returned an empty {type(y).__name__}.")
     for i, leaf in enumerate(ys):
+        what = f"output {i}" if multi else "its output"
         if not hasattr(leaf, "shape") or not hasattr(leaf, "dtype"):
-            what = f"output {i}" if multi else "its output"
             raise InputError(f"{where} must return an array or a tuple/list of arrays; "
                              f"{what} is a {type(leaf).__name__}.")
+        if len(leaf.shape) == 0:
+            raise InputError(f"{where} must return arrays with a batch axis; {what} is "
+                             "0-dimensional.")
     return ys, multi
 
 
