@@ -132,12 +132,10 @@ class DeviceSums:
     ``predict``'s ``func`` for :func:`jablate.ablate_annotations` (reduce=None): for each
     output head, one (B, 3) array: the sum of its values per sequence as ``hi`` and ``lo``
     (:func:`compensated_sum`) and the sum of their absolute values (the z-score's scale, in
-    the output's dtype). They share one array so that the incremental engine's runtime
-    check, which compares each output within a fraction of its largest value, measures
-    ``lo`` against the sum it corrects. A last output says how to read them, ``[size_0,
-    eps_0, size_1, eps_1, ...]`` (each head's values per sequence and the machine epsilon
-    of its dtype), so the host never guesses the layout. Heads of float16, bfloat16,
-    integer or bool values are summed in float32 (exact conversions); float64 stays
+    the output's dtype). A last output says how to read them, ``[size_0, eps_0, size_1,
+    eps_1, ...]`` (each head's values per sequence and the machine epsilon of its dtype), so
+    the host never guesses the layout. Heads of float16, bfloat16, bool or integer values
+    are summed in float32 (exact conversions, integers below ``2**24``); float64 stays
     float64. Works on JAX arrays and torch tensors (a model bridged from torch).
 
     The sum of absolute values is ``inf`` (or ``nan``) wherever the sums cannot be trusted:
