@@ -336,7 +336,8 @@ def test_bgzip_genome_reads_like_the_plain_one_and_gzip_is_refused(data, tmp_pat
     numpy.testing.assert_array_equal(X, X_bgzip)
     with gzip.open(tmp_path / "plain.fa.gz", "wb") as handle:
         handle.write((root / "genome.fa").read_bytes())
-    with pytest.raises(ValueError, match="not with bgzip.*recompress it with bgzip"):
+    with pytest.raises(ValueError, match=r"not with bgzip.*recompress it with bgzip into "
+                       r"a new file \('gunzip -c \S*plain.fa.gz \| bgzip > \S*plain.fa.bgz'"):
         jg.load_windows(tmp_path / "plain.fa.gz", root / "peaks.narrowPeak", WIDTH)
 
 

@@ -72,9 +72,11 @@ def open_genome(genome: Any) -> Any:
     try:
         return pyfaidx.Fasta(path, as_raw=True, sequence_always_upper=False)
     except pyfaidx.UnsupportedCompressionFormat:
+        fresh = (path[:-3] if path.endswith(".gz") else path) + ".bgz"
         raise InputError(f"cannot read genome '{path}': it is gzip-compressed, but not "
-            "with bgzip, so it has no random access; recompress it with bgzip "
-            f"('gunzip -c {path} | bgzip > genome.fa.gz') or decompress it") from None
+            "with bgzip, so it has no random access; recompress it with bgzip into a new "
+            f"file ('gunzip -c {path} | bgzip > {fresh}', then --genome {fresh}) or "
+            "decompress it") from None
     except ImportError as error:
         if gzipped:
             raise InputError(f"cannot read genome '{path}': reading a bgzip-compressed "
