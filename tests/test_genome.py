@@ -436,15 +436,16 @@ def test_shards_then_assembly_equal_one_run(data, tmp_path, capsys):
     status, _, stderr = run(capsys, *hits_args(root, sharded, "hits.tsv", *chunked,
         "--shard", "1/2"))
     assert status == 0 and not (sharded / "effects.tsv").exists()
-    assert sorted(os.listdir(sharded / "parts")) == ["chunk-000001.tsv", "chunk-000003.tsv",
-        "chunk-000005.tsv", "settings.json"]
+    assert sorted(os.listdir(sharded / "parts")) == sorted(
+        [f"chunk-00000{c}.{kind}" for c in (1, 3, 5) for kind in ("tsv", "windows")]
+        + ["settings.json"])
     # another run's settings are refused, with or without --resume; nothing changes
     for extra in ([], ["--resume"], ["--shard", "0/2"]):
         status, _, stderr = run(capsys, *hits_args(root, sharded, "hits.tsv", *chunked,
             "--seed", 5, *extra))
         assert status == 2 and "different settings (--seed: 0 there, 5 here)" in stderr
         assert len(stderr.strip().splitlines()) == 1
-    assert len(os.listdir(sharded / "parts")) == 4
+    assert len(os.listdir(sharded / "parts")) == 7
     status, _, stderr = run(capsys, *hits_args(root, sharded, "hits.tsv", *chunked))
     assert status == 2 and "holds 3 of 7 chunks of this run; pass --resume" in stderr
     assert run(capsys, *hits_args(root, sharded, "hits.tsv", *chunked, "--shard",
@@ -452,6 +453,40 @@ def test_shards_then_assembly_equal_one_run(data, tmp_path, capsys):
     assert run(capsys, *hits_args(root, sharded, "hits.tsv", *chunked, "--resume"))[0] == 0
     assert (sharded / "effects.tsv").read_bytes() == (single / "effects.tsv").read_bytes()
     assert (sharded / "summary.tsv").read_bytes() == (single / "summary.tsv").read_bytes()
+
+
+def test_resume_refuses_parts_computed_from_other_bases(data, tmp_path, capsys):
+    root, _ = data
+    args = ["--chunk-size", 16, "--plot", "none"]
+    out = tmp_path / "out"
+    assert run(capsys, *hits_args(root, out, "hits.tsv", *args))[0] == 0
+    (out / "effects.tsv").unlink()
+    assert run(capsys, *hits_args(root, out, "hits.tsv", *args, "--resume"))[0] == 0
+
+    # the same names and lengths, one base of a window masked to N (a masked copy)
+    names, sequences = [], []
+    for record in (root / "genome.fa").read_text().split(">")[1:]:
+        name, *lines = record.splitlines()
+        names.append(name.split()[0])
+        sequences.append("".join(lines))
+    window = pandas.read_csv(out / "effects.tsv", sep="\t").iloc[0]
+    chrom, at = names.index(window["chrom"]), int(window["window_start"]) + 5
+    sequences[chrom] = sequences[chrom][:at] + "N" + sequences[chrom][at + 1:]
+    masked = tmp_path / "masked"
+    masked.mkdir()
+    for name in os.listdir(root):
+        if name != "genome.fa" and not name.startswith("genome.fa."):
+            (masked / name).symlink_to(root / name)
+    (masked / "genome.fa").write_text("".join(f">{n}\n{q}\n" for n, q in
+        zip(names, sequences)))
+    status, _, stderr = run(capsys, *hits_args(masked, out, "hits.tsv", *args, "--resume"))
+    assert status == 2 and len(stderr.strip().splitlines()) == 1
+    assert ("chunk-000000.tsv was computed from other bases than --genome" in stderr
+            and "a masked or patched copy?" in stderr), stderr
+
+    (out / "parts" / "chunk-000001.windows").unlink()
+    status, _, stderr = run(capsys, *hits_args(root, out, "hits.tsv", *args, "--resume"))
+    assert status == 2 and "chunk-000001.tsv has no chunk-000001.windows beside it" in stderr
 
 
 def test_a_run_killed_by_sigkill_resumes_to_the_same_bytes(data, tmp_path, capsys):
@@ -759,7 +794,7 @@ def test_cli_nits_of_a_new_user(data, tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("SLURM_ARRAY_TASK_STEP", "4")
     sharded = tmp_path / "slurm"
     assert run(capsys, *argv, "--out", sharded, "--quiet", "--shard", "slurm")[0] == 0
-    assert sorted(p.name for p in (sharded / "parts").glob("chunk-*")) == [
+    assert sorted(p.name for p in (sharded / "parts").glob("chunk-*.tsv")) == [
         "chunk-000001.tsv"]
     monkeypatch.setenv("SLURM_ARRAY_TASK_ID", "8")
     status, _, stderr = run(capsys, *argv, "--out", sharded, "--quiet", "--shard", "slurm")
