@@ -222,10 +222,14 @@ def test_windows_centre_on_summits_and_skip_those_off_the_chromosome(data):
     assert (odd["window_start"][0], odd["window_end"][0]) == (1145, 1156)
 
 
-@pytest.mark.parametrize("hits", ["hits.tsv", "hits.bed", "fimo.tsv", "table", "frame"])
+@pytest.mark.parametrize("hits", ["hits.tsv", "hits.bed", "fimo.tsv", "table", "frame",
+                                  "table motif", "frame motif_name"])
 def test_every_hit_format_finds_the_planted_motif(data, hits, tmp_path):
     root, planted = data
     X, windows = jg.load_windows(root / "genome.fa", root / "peaks.narrowPeak", WIDTH)
+    if " " in hits:  # the motif's name in another column than "name"
+        hits, column = hits.split()
+        planted = planted.rename(columns={"name": column})
     if hits == "table":
         hits = tmp_path / "hits.txt"
         planted.to_csv(hits, sep="\t", index=False)

@@ -305,7 +305,8 @@ def read_hits(hits: Any, lengths: Optional[dict] = None, n_peaks: Optional[int] 
     * Fi-NeMo ``hits.tsv``: a header with ``chr``, ``start``, ``end``, ``motif_name``...;
       0-based, half-open; ``peak_id`` (when present) is the hit's peak: the 0-based index
       of its line in the peak file.
-    * a table with a header holding ``chrom``, ``start``, ``end`` and optionally ``name``,
+    * a table with a header holding ``chrom``, ``start``, ``end`` and optionally ``name``
+      (or, the first present, ``motif_name``, ``motif``, ``motif_id``, ``pattern_name``),
       ``strand`` and ``peak`` (as the DataFrame below, e.g. one written with ``to_csv``);
     * BED: no header, 3 or more columns (chrom, start, end, name, score, strand, ...);
       0-based, half-open.
@@ -314,8 +315,9 @@ def read_hits(hits: Any, lengths: Optional[dict] = None, n_peaks: Optional[int] 
     ----------
     hits : str, os.PathLike or pandas.DataFrame
         The file (possibly gzip-compressed), or a DataFrame with ``chrom``, ``start``,
-        ``end`` (0-based, half-open) and optionally ``name``, ``strand`` and ``peak`` (the
-        0-based index of the hit's peak; -1 or missing for none).
+        ``end`` (0-based, half-open) and optionally ``name`` (or another of
+        :data:`NAME_COLUMNS`), ``strand`` and ``peak`` (the 0-based index of the hit's
+        peak; -1 or missing for none).
     lengths : dict of str to int, optional
         Chromosome lengths; when given, hits must lie on them.
     n_peaks : int, optional
@@ -433,10 +435,19 @@ def _finemo_hit(fields, header, where, lengths, interval_names=None):
         get("motif_name") or ".", strand, _peak_id(get("peak_id", False), where))
 
 
+#: The columns a table's (or a DataFrame's) motif name is read from, the first present.
+NAME_COLUMNS = ("name", "motif_name", "motif", "motif_id", "pattern_name")
+
+
+def _name_column(columns):
+    return next((c for c in NAME_COLUMNS if c in columns), None)
+
+
 def _table_hit(fields, header, where, lengths, interval_names=None):
     get = lambda name, required=True: _field(fields, header, name, where, required)
+    column = _name_column(header)
     return (get("chrom"), _int(get("start"), "start", where), _int(get("end"), "end", where),
-        get("name", False) or ".", get("strand", False) or ".",
+        (get(column, False) if column else None) or ".", get("strand", False) or ".",
         _peak_id(get("peak", False), where, "peak"))
 
 
@@ -486,6 +497,8 @@ def _extra_columns(kind, header, width):
         names = {4: "score"}
         pairs = [(names.get(i, f"bed{i + 1}"), i) for i in range(3, width) if i not in used]
     else:
+        if kind == "table":
+            used = used | {_name_column(header)}
         pairs = [(name, i) for i, name in enumerate(header) if name not in used and name]
     return [(_unclash(name), i) for name, i in pairs]
 
@@ -519,9 +532,10 @@ def _hits_from_frame(frame, lengths, n_peaks, label, peaks_name):
     if len(frame) == 0:
         raise InputError("hits DataFrame is empty")
     get = lambda name, default: frame[name] if name in frame.columns else [default] * len(frame)
+    name_column = _name_column(frame.columns) or "name"
     records = []
     for i, (chrom, start, end, name, strand, peak) in enumerate(zip(frame["chrom"],
-            frame["start"], frame["end"], get("name", "."), get("strand", "."),
+            frame["start"], frame["end"], get(name_column, "."), get("strand", "."),
             get("peak", -1))):
         where = f"hits row {i}"
         start, end = _int(start, "start", where), _int(end, "end", where)
@@ -536,7 +550,7 @@ def _hits_from_frame(frame, lengths, n_peaks, label, peaks_name):
         records.append((str(chrom), start, end, str(name), str(strand), peak))
     out = _hit_frame(records, None)
     for column in frame.columns:
-        if column not in ("chrom", "start", "end", "name", "strand", "peak"):
+        if column not in ("chrom", "start", "end", name_column, "strand", "peak"):
             out[_unclash(column)] = frame[column].to_numpy()
     out.attrs["format"] = "dataframe"
     return out
