@@ -459,6 +459,17 @@ def test_shards_then_assembly_equal_one_run(data, tmp_path, capsys):
     assert (sharded / "summary.tsv").read_bytes() == (single / "summary.tsv").read_bytes()
 
 
+def test_a_wrong_output_names_count_is_refused_before_any_part_is_written(data, tmp_path,
+                                                                           capsys):
+    root, _ = data
+    out = tmp_path / "out"
+    status, _, stderr = run(capsys, *hits_args(root, out, "hits.tsv", "--chunk-size", 16,
+        "--output-names", "a,b,c"))
+    assert status == 2 and len(stderr.strip().splitlines()) == 1, stderr
+    assert "--output-names: output_names has 3 names" in stderr
+    assert not out.exists()  # nothing written, nothing left to resume
+
+
 def test_resume_refuses_parts_computed_from_other_bases(data, tmp_path, capsys):
     root, _ = data
     args = ["--chunk-size", 16, "--plot", "none"]

@@ -48,6 +48,7 @@ from jablate.genome.hits import (
     hit_effects_from_summary,
     map_hits,
     measure_columns,
+    measure_labels,
     peak_windows,
     plot_effects,
     summarise_effects,
@@ -363,6 +364,11 @@ class _Run:
                 self.args.profile, inputs.counts)
         except ValueError as error:
             raise self.error(f"cannot compute effects: {error}") from None
+        if self.args.output_names is not None and self.args.plot != "none":
+            try:  # before the first part is written, not after the last
+                measure_labels(effects.columns, self.args.output_names)
+            except ValueError as error:
+                raise self.error(f"--output-names: {error}") from None
         # the digest first: a part is finished when it exists, with its digest beside it
         _write_atomically(os.path.join(self.parts, _windows_name(inputs.chunk)),
             f"{inputs.digest}\n".encode("utf-8"))
