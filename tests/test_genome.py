@@ -543,6 +543,10 @@ def _bad_inputs(root, tmp):
     return [
         ("missing chromosome in hits", {"hits.bed": "chr1\t10\t20\nchrX\t5\t9\n"}, {},
          "hits.bed:2: chromosome 'chrX' is not in the genome"),
+        ("Ensembl names against UCSC's", {"hits.bed": "chr1\t10\t20\n1\t5\t9\n"}, {},
+         "hits.bed:2: chromosome '1' is not in the genome '" + str(root / "genome.fa")
+         + "' (it has 'chr1': the files name chromosomes differently, UCSC's 'chr1' "
+         "against Ensembl's '1'; rename one of them)"),
         ("missing chromosome in peaks", {"peaks.bed": "chr1\t100\t300\nchr9\t1\t50\n"},
          {"--peaks": "peaks.bed"}, "peaks.bed:2: chromosome 'chr9' is not in the genome"),
         ("non-numeric start", {"hits.bed": "chr1\t10\t20\nchr1\tx\t30\n"}, {},

@@ -148,10 +148,20 @@ def _check_interval(chrom, start, end, where, lengths, genome, label="interval")
         raise InputError(f"{where}: end {end} is not after start {start}")
     if lengths is not None:
         if chrom not in lengths:
-            raise InputError(f"{where}: chromosome '{chrom}' is not in the genome{genome}")
+            raise InputError(f"{where}: chromosome '{chrom}' is not in the genome{genome}"
+                f"{_naming_hint(chrom, lengths)}")
         if end > lengths[chrom]:
             raise InputError(f"{where}: {label} {start}-{end} runs past the end of "
                 f"'{chrom}' ({lengths[chrom]} bases)")
+
+
+def _naming_hint(chrom, lengths):
+    """A hint when the genome names the chromosome the other way (``chr1`` and ``1``)."""
+    other = chrom[3:] if chrom.startswith("chr") else "chr" + chrom
+    if other in lengths:
+        return (f" (it has '{other}': the files name chromosomes differently, UCSC's "
+            "'chr1' against Ensembl's '1'; rename one of them)")
+    return ""
 
 
 def _genome_label(genome):
