@@ -802,4 +802,6 @@ def test_incremental_engine_on_the_command_line(inputs, tmp_path):
     torch_run = main_in_process("ablate", "--model", "models_for_cli:torch_model",
         "--fasta", inputs / "seqs.fa", "--regions", inputs / "regions.tsv", "--quiet",
         "--incremental", "on", cwd=tmp_path)
-    assert torch_run.returncode == 2 and "translate it" in torch_run.stderr
+    assert torch_run.returncode == 2 and torch_run.stderr == (
+        "jablate: error: --incremental on needs a JAX model, or --translate for a torch "
+        "model: the incremental engine runs in JAX\n")

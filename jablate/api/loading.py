@@ -306,6 +306,9 @@ def run_annotations(model: Any, X: Any, annotations: Any, options: RunOptions,
     if options.translate and kind != "torch":
         raise InputError("--translate translates torch models to JAX; --model names a "
                          "JAX model")
+    if options.incremental == "on" and kind == "torch" and not options.translate:
+        raise InputError("--incremental on needs a JAX model, or --translate for a torch "
+                         "model: the incremental engine runs in JAX")
     device = check_device(kind, options.device, options.translate)
     kwargs = dict(n=options.n, shuffle_fn=options.shuffle_fn(), random_state=options.seed,
                   batch_size=options.batch_size, verbose=options.verbose,
