@@ -155,7 +155,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="sequences, all of one length; may be gzip-compressed (.fa.gz, bgzip)")
     ablate.add_argument("--regions", required=True, metavar="FILE",
         help="tab-separated 'sequence start end [name]' lines, 0-based, end exclusive "
-        "(BED); may be gzip-compressed")
+        "(BED), after an optional header line; may be gzip-compressed")
     _add_run_options(ablate, "region",
         "random seed; the same seed gives the same results (default: %(default)s)")
     ablate.add_argument("--out", metavar="FILE.npz",

@@ -697,6 +697,13 @@ def test_gzip_inputs(tmp_path, monkeypatch, capsys):
     lengths = {name: len(s) for name, s in zip(*plain)}
     assert read_regions(tmp_path / "regions.bed.gz", lengths) == \
         read_regions(tmp_path / "regions.tsv", lengths)
+    # a header line naming the columns, as the peak and hit files may have, is skipped
+    (tmp_path / "header.tsv").write_text("chrom\tstart\tend\tname\n" + REGIONS)
+    assert [r[:-1] for r in read_regions(tmp_path / "header.tsv", lengths)] == \
+        [r[:-1] for r in read_regions(tmp_path / "regions.tsv", lengths)]  # but the line
+    (tmp_path / "late.tsv").write_text(REGIONS + "chrom\tstart\tend\n")  # not a header
+    with pytest.raises(ValueError, match="late.tsv:8: start 'start' is not an integer"):
+        read_regions(tmp_path / "late.tsv", lengths)
 
     monkeypatch.chdir(tmp_path)
     common = ["ablate", "--model", "models_for_cli:jax_model", "--n", "2", "--quiet"]

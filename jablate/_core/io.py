@@ -141,11 +141,33 @@ def read_fasta(path):
     return names, sequences
 
 
+def names_columns(fields: list) -> bool:
+    """Whether the first data line of a region, peak or hit file names its columns: neither
+    its start nor its end (fields 2 and 3) is a number (a malformed data line has at least
+    one of them).
+
+    Parameters
+    ----------
+    fields : list of str
+        The line's columns.
+
+    Returns
+    -------
+    bool
+    """
+
+    def numeric(text):
+        return text.lstrip("-").isdigit()
+
+    return len(fields) >= 3 and not numeric(fields[1]) and not numeric(fields[2])
+
+
 def read_regions(path, lengths, fasta_path=None):
     """Read a tab-separated region file against known sequences.
 
     Each line is ``sequence start end [name ...]`` with 0-based ``start`` and exclusive
-    ``end``. Blank lines, lines starting with ``#`` and BED ``track``/``browser`` lines are
+    ``end``. Blank lines, lines starting with ``#``, BED ``track``/``browser`` lines and a
+    header line (the first data line, when neither its start nor its end is a number) are
     skipped; columns after the fourth are ignored. A line without tabs may separate its
     columns by spaces. A gzip-compressed file is recognised by its first bytes.
 
@@ -172,7 +194,7 @@ def read_regions(path, lengths, fasta_path=None):
     """
 
     where = f" in '{fasta_path}'" if fasta_path is not None else ""
-    regions = []
+    regions, seen = [], False
     for number, line in enumerate(_read_lines(path), start=1):
         stripped = line.strip()
         if not stripped or stripped.startswith("#"):
@@ -182,6 +204,10 @@ def read_regions(path, lengths, fasta_path=None):
 
         fields = line.split("\t") if "\t" in line else line.split()
         fields = [field.strip() for field in fields]
+        if not regions and not seen and names_columns(fields):
+            seen = True  # a header line, as in the peak and hit files
+            continue
+        seen = True
         if len(fields) < 3:
             raise InputError(f"{path}:{number}: expected at least 3 tab-separated "
                 f"columns (sequence, start, end), found {len(fields)}")

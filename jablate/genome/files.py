@@ -14,7 +14,7 @@ from typing import Any, Optional
 import numpy
 import pandas
 
-from jablate._core.io import InputError, _read_lines
+from jablate._core.io import InputError, _read_lines, names_columns
 
 __all__ = ["open_genome", "genome_lengths", "genome_digest", "read_peaks", "read_hits",
     "HIT_FORMATS", "HIT_COLUMNS", "INTERVAL_NAMES", "file_digest"]
@@ -216,7 +216,7 @@ def read_peaks(peaks: Any, lengths: Optional[dict] = None, width: Optional[int] 
         for number, fields in _lines(path, "peaks"):
             if fields[0].startswith("#"):
                 continue
-            if not rows and _is_header(fields):
+            if not rows and names_columns(fields):
                 continue  # a header line ('chrom start end ...'), as hits files may have
             where = f"{path}:{number}"
             if len(fields) < 3:
@@ -256,13 +256,6 @@ def read_peaks(peaks: Any, lengths: Optional[dict] = None, width: Optional[int] 
         "summit": numpy.asarray([r[4] for r in rows], dtype=numpy.int64),
     })
     return frame if lines is not None else frame.drop(columns="line")
-
-
-def _is_header(fields):
-    """Whether the first data line of a peak file names its columns: neither its start nor
-    its end is a number (a malformed data line has at least one of them)."""
-    numeric = lambda text: text.lstrip("-").isdigit()
-    return len(fields) >= 3 and not numeric(fields[1]) and not numeric(fields[2])
 
 
 def _peaks_from_frame(frame):
