@@ -660,6 +660,21 @@ def test_a_model_failure_exits_1_with_one_line(data, tmp_path, capsys):
     assert not (tmp_path / "out" / "effects.tsv").exists()
 
 
+@pytest.mark.parametrize("model", ["models_for_cli:jax_wrong_shape",
+                                   "models_for_cli:torch_wrong_length"])
+def test_a_shape_failure_on_the_first_chunk_asks_about_window(data, tmp_path, capsys,
+                                                              model):
+    if "torch" in model:
+        pytest.importorskip("torch")
+    root, _ = data
+    status, _, stderr = run(capsys, *hits_args(root, tmp_path / "out", "hits.tsv",
+        "--window", WIDTH + 20, model=model))  # both models take WIDTH bases
+    assert status == 1 and len(stderr.strip().splitlines()) == 1, stderr
+    assert stderr.startswith(f"jablate: error: model '{model}' failed: ")
+    assert stderr.endswith(f"(on the first chunk: is --window {WIDTH + 20} the input length "
+        "the model expects?)\n")
+
+
 # --- hits that cannot change (issue 17) -------------------------------------------------
 
 

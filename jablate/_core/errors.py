@@ -2,7 +2,7 @@
 
 import sys
 
-__all__ = ["InputError", "ModelFailure", "one_line", "outside_stacklevel"]
+__all__ = ["InputError", "ModelFailure", "a_or_an", "one_line", "outside_stacklevel"]
 
 
 class InputError(ValueError):
@@ -24,15 +24,22 @@ class ModelFailure(Exception):
         The ``--model`` SPEC.
     error : BaseException
         What the model raised.
+    hint : str, optional
+        What the user may check, appended in parentheses.
     """
 
-    def __init__(self, spec: str, error: BaseException):
+    def __init__(self, spec: str, error: BaseException, hint: str = ""):
         super().__init__(spec, error)
-        self.spec, self.error = spec, error
+        self.spec, self.error, self.hint = spec, error, hint
 
     def __str__(self):
         return (f"model '{self.spec}' failed: {type(self.error).__name__}: "
-            f"{one_line(self.error)}")
+            f"{one_line(self.error)}" + (f" ({self.hint})" if self.hint else ""))
+
+
+def a_or_an(word: str) -> str:
+    """``word`` with its indefinite article, for messages: ``an int``, ``a dict``."""
+    return ("an " if word[:1].lower() in "aeiou" else "a ") + word
 
 
 def one_line(error: BaseException) -> str:

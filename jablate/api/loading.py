@@ -17,7 +17,7 @@ import zipfile
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
-from jablate._core.errors import InputError, ModelFailure
+from jablate._core.errors import InputError, ModelFailure, a_or_an
 from jablate.api.ablate import annotations_ablation
 from jablate.api.ersatz import warn_unchangeable
 
@@ -77,7 +77,7 @@ def load_model(spec: str) -> Any:
     if _is_model_object(obj):
         return _prepare(obj, spec)
     if not callable(obj):
-        raise InputError(f"--model '{spec}' is a {type(obj).__name__}, not a model "
+        raise InputError(f"--model '{spec}' is {a_or_an(type(obj).__name__)}, not a model "
             "(expected a torch.nn.Module, a flax module or a function)")
     if _callable_without_arguments(obj):
         try:

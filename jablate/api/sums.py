@@ -25,7 +25,7 @@ from typing import Any, Callable, NamedTuple, Optional
 
 import numpy
 
-from jablate._core.errors import InputError
+from jablate._core.errors import InputError, a_or_an
 
 __all__ = ["DeviceSums", "DEVICE_SUMS", "compensated_sum", "compensation_holds", "trusted",
            "array_ops", "dtype_kind", "resolution"]
@@ -160,7 +160,7 @@ class DeviceSums:
         for h, v in enumerate(ys):
             where = f"output {h}" if len(ys) > 1 else "the model's output"
             if not (hasattr(v, "reshape") and hasattr(v, "dtype") and hasattr(v, "shape")):
-                raise InputError(f"cannot summarise {where}: it is a {type(v).__name__}, "
+                raise InputError(f"cannot summarise {where}: it is {a_or_an(type(v).__name__)}, "
                     "not an array")
             ops = array_ops(v)
             kind = dtype_kind(ops.dtype_name(v))

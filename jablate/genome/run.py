@@ -280,19 +280,26 @@ class _Run:
 
         bar = tqdm(total=total_rows, initial=done_rows, unit="hit", desc="hits",
             disable=self.args.quiet, file=sys.stderr, dynamic_ncols=True, smoothing=0.05)
-        pending = []
+        pending, written = [], 0
         try:
             for chunk in chunks:
                 inputs = self.read_chunk(chunk)
                 pending.append((inputs, self.run_chunk(inputs)))
                 if len(pending) > 1:
                     bar.update(self.write_chunk(*pending.pop(0)))
+                    written += 1
             while pending:
                 bar.update(self.write_chunk(*pending.pop(0)))
-        except BaseException:
+                written += 1
+        except BaseException as error:
             if pending:  # keep what the device finished before the failure
                 with contextlib.suppress(Exception):
                     self.write_chunk(*pending.pop(0))
+            if (isinstance(error, ModelFailure) and not written and not error.hint
+                    and "shape" in str(error.error).lower()):  # JAX's and torch's words
+                raise ModelFailure(error.spec, error.error, f"on the first chunk: is "
+                    f"--window {self.width} the input length the model expects?") from \
+                    error.error
             raise
         finally:
             bar.close()
@@ -397,7 +404,8 @@ class _Run:
             effects = _read_effects(paths)
             unchanged = int((effects["arrangements"] <= 1).sum())
             if unchanged:
-                self.say(f"{unchanged} hits cannot be changed by the {args.shuffle} shuffle "
+                self.say(f"{unchanged} hit{'s' if unchanged != 1 else ''} cannot be "
+                    f"changed by the {args.shuffle} shuffle "
                     "(arrangements = 1 in effects.tsv: homopolymers, all-N stretches...): "
                     "every shuffle equals the original, so their drop is 0 and z is nan")
             handles["summary.tsv"].write(effects_tsv(summarise_effects(effects)).encode())
@@ -522,8 +530,8 @@ def _work(run, args, done, assemble=True):
     todo = [c for c in mine if c not in done]
     size = args.chunk_size
     rows = lambda chunks: sum(min(size, len(run.mapped) - c * size) for c in chunks)
-    if done:
-        run.say(f"reusing {len(done)} finished chunks in {run.parts}")
+    if len(mine) > len(todo):
+        run.say(f"reusing {len(mine) - len(todo)} finished chunks in {run.parts}")
     run.compute(todo, rows(mine) - rows(todo), rows(mine))
     if not assemble:
         return 0

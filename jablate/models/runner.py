@@ -33,7 +33,7 @@ import jax.numpy as jnp
 import numpy
 
 from jablate._core.caches import for_runner, register
-from jablate._core.errors import InputError
+from jablate._core.errors import InputError, a_or_an
 from jablate.models.frontdoor import is_torch_module, torch_bridge
 
 #: How many flax model structures keep their compiled programs.
@@ -70,7 +70,7 @@ def outputs_of(y: Any, where: str = "the model") -> tuple[tuple, bool]:
         what = f"output {i}" if multi else "its output"
         if not hasattr(leaf, "shape") or not hasattr(leaf, "dtype"):
             raise InputError(f"{where} must return an array or a tuple/list of arrays; "
-                             f"{what} is a {type(leaf).__name__}.")
+                             f"{what} is {a_or_an(type(leaf).__name__)}.")
         if len(leaf.shape) == 0:
             raise InputError(f"{where} must return arrays with a batch axis; {what} is "
                              "0-dimensional.")
