@@ -520,6 +520,9 @@ def _ablate(args):
             raise InputError(f"--{seen[real]} and --{option} name the same file '{path}'")
         seen[real] = option
     plot = plot_format(args.plot) if args.plot is not None else None
+    if args.out is not None and not args.out.lower().endswith(".npz"):
+        raise InputError(f"--out '{args.out}' would hold a NumPy .npz archive; give it a "
+            "name ending in .npz")
 
     with AtomicFiles() as files:
         handles = {option: files.open(path) for option, path in paths.items()}

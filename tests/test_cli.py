@@ -422,6 +422,8 @@ BAD_IN_PROCESS = {
     "output directory missing": (GOOD, {"--out": "nodir/x.npz"},
         "cannot write 'nodir/x.npz'"),
     "bad option value": (GOOD, {"--n": "0"}, "--n: must be at least 1"),
+    "npz under another name": (GOOD, {"--out": "all.npy"},
+        "--out 'all.npy' would hold a NumPy .npz archive; give it a name ending in .npz"),
     "one file for two outputs": (GOOD, {"--plot": "out.tsv"},
         "--table and --plot name the same file"),
     "bad device name": (GOOD, {"--device": "cuda:x"}, "not a device name"),

@@ -298,14 +298,16 @@ def warn_unchangeable(method: ShuffleMethod, X: jax.Array, seq_idx: Any, starts:
     first frame outside jablate (the user's call).
     """
     count = method.count_arrangements(X, seq_idx, starts, ends)
-    stuck = int(numpy.sum(count <= 1))
-    if stuck:
+    which = numpy.flatnonzero(numpy.asarray(count) <= 1)
+    if len(which):
+        shown = ", ".join(map(str, which[:5])) + (", ..." if len(which) > 5 else "")
         warnings.warn(
-            f"{stuck} of {len(count)} regions cannot be changed by {method.name}: each has a "
-            "single arrangement (e.g. a homopolymer, or a short tandem repeat under the "
-            "dinucleotide shuffle), so every shuffle of it equals the original and ablating "
-            "it measures nothing.", UnchangedRegionWarning, stacklevel=outside_stacklevel())
-    return stuck
+            f"{len(which)} of {len(count)} regions cannot be changed by {method.name} "
+            f"(0-based, in the order given: {shown}): each has a single arrangement (e.g. "
+            "a homopolymer, or a short tandem repeat under the dinucleotide shuffle), so "
+            "every shuffle of it equals the original and ablating it measures nothing.",
+            UnchangedRegionWarning, stacklevel=outside_stacklevel())
+    return len(which)
 
 
 def plan_shuffles(method: ShuffleMethod, random_state: Any, seq_idx: Any, starts: Any, ends: Any,

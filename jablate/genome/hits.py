@@ -893,8 +893,11 @@ def plot_effects(effects: pandas.DataFrame, file: Any, format: Optional[str] = N
     axes[0][0].set_ylim(-1, len(shown))
     axes[0][0].set_ylabel("motif (effect rows)")
     more = f"; {len(shown)} of {len(names)} motifs" if len(shown) < len(names) else ""
-    figure.suptitle(f"effect of shuffling each motif's hits: drop = before − mean after; "
-        f"JSD = profile change{more}", fontsize=10)
+    legend = (["drop = before − mean after"] if any(c.endswith("drop") for c, _ in measures)
+        else []) + (["JSD = profile change"] if any(c.endswith("jsd") for c, _ in measures)
+        else [])
+    figure.suptitle(f"effect of shuffling each motif's hits: {'; '.join(legend)}{more}",
+        fontsize=10)
     figure.tight_layout()
     if format is None:
         format = os.path.splitext(os.fspath(file))[1].lstrip(".").lower()

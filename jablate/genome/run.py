@@ -195,7 +195,7 @@ class _Run:
             + (f" ({off} run off their chromosome and are skipped)" if off else ""))
         self.say(f"{len(hits)} hits ({hits.attrs['format']}): {len(self.mapped)} "
             f"(hit, window) rows in {self.chunks} chunks"
-            + (f"; {len(self.skipped)} skipped ({reasons}), listed in skipped.tsv"
+            + (f"; {len(self.skipped)} skipped ({reasons}), to be listed in skipped.tsv"
                if len(self.skipped) else ""))
         self.settings = {
             "format": _FORMAT, "model": args.model,
