@@ -161,6 +161,19 @@ def slow_model():
     return slow
 
 
+def biased_torch_model():
+    """models_for_cli's tiny torch module, its output bias raised by $JABLATE_TEST_BIAS
+    (the same --model, other weights: a retrained model)."""
+
+    import torch
+    from models_for_cli import _torch_module
+
+    module = _torch_module()
+    with torch.no_grad():
+        module.linear.bias += float(os.environ.get("JABLATE_TEST_BIAS", "0"))
+    return module
+
+
 def broken_model():
     """A model that fails while it runs (for the exit status 1 test)."""
 
@@ -468,6 +481,25 @@ def test_a_wrong_output_names_count_is_refused_before_any_part_is_written(data, 
     assert status == 2 and len(stderr.strip().splitlines()) == 1, stderr
     assert "--output-names: output_names has 3 names" in stderr
     assert not out.exists()  # nothing written, nothing left to resume
+
+
+def test_resume_refuses_parts_computed_with_other_weights(data, tmp_path, capsys,
+                                                           monkeypatch):
+    pytest.importorskip("torch")
+    root, _ = data
+    args = ["--chunk-size", 16, "--plot", "none"]
+    out = tmp_path / "out"
+    model = "test_genome:biased_torch_model"
+    assert run(capsys, *hits_args(root, out, "hits.tsv", *args, model=model))[0] == 0
+    (out / "effects.tsv").unlink()
+    assert run(capsys, *hits_args(root, out, "hits.tsv", *args, "--resume",
+        model=model))[0] == 0  # the same weights: reused
+    monkeypatch.setenv("JABLATE_TEST_BIAS", "0.5")
+    status, _, stderr = run(capsys, *hits_args(root, out, "hits.tsv", *args, "--resume",
+        model=model))
+    assert status == 2 and stderr == (f"jablate: error: --out '{out}' holds the parts of "
+        "another run with different settings (--model (its weights) differs); refusing to "
+        f"mix them: choose another --out, or delete '{out / 'parts'}' to start over\n")
 
 
 def test_resume_refuses_parts_computed_from_other_bases(data, tmp_path, capsys):

@@ -187,6 +187,59 @@ def model_kind(model: Any) -> str:
     return "torch" if is_torch_module(model) else "jax"
 
 
+def model_digest(model: Any) -> Optional[str]:
+    """A short SHA-256 of a model's weights (names, dtypes, shapes and bytes), or None
+    where jablate cannot see them.
+
+    A torch module's ``state_dict``; a flax module's variables (linen, bound) or state
+    (nnx); a pure model's parameters. A plain function (its weights, if any, closed over)
+    and a ``torch.export`` program (whose file ``jablate hits`` digests) give None.
+
+    Parameters
+    ----------
+    model : object
+        From :func:`load_model`.
+
+    Returns
+    -------
+    str or None
+        16 hexadecimal digits.
+    """
+
+    import hashlib
+
+    import numpy
+
+    if model_kind(model) == "torch":
+        import torch
+
+        if not isinstance(model, torch.nn.Module):
+            return None
+        leaves = [(name, str(t.dtype), tuple(t.shape), t.detach().cpu().reshape(-1)
+                   .contiguous().view(torch.uint8).numpy())
+                  for name, t in model.state_dict().items()]
+    else:
+        import jax
+
+        from jablate.models.runner import runner_for
+
+        try:
+            _, params = runner_for(model)
+        except Exception:  # not a model jablate can take apart: say nothing
+            return None
+        leaves = [(jax.tree_util.keystr(path), str(leaf.dtype), tuple(leaf.shape),
+                   numpy.ascontiguousarray(jax.device_get(leaf)).view(numpy.uint8))
+                  for path, leaf in jax.tree_util.tree_leaves_with_path(params)
+                  if hasattr(leaf, "dtype")]
+    if not leaves:
+        return None
+    digest = hashlib.sha256()
+    for name, dtype, shape, data in leaves:
+        digest.update(f"{name}\t{dtype}\t{shape}\n".encode())
+        digest.update(data.tobytes())
+    return digest.hexdigest()[:16]
+
+
 def check_device(kind: str, device: Optional[str], translate: bool,
                  name: str = "--device") -> Any:
     """The ``device=`` for ablate_annotations (None: leave it out); raise if unavailable.

@@ -31,7 +31,14 @@ from jablate._core.errors import InputError, ModelFailure
 from jablate._core.io import new_file_mode
 from jablate._core.placement import host_device
 from jablate.api.effects import arrangements
-from jablate.api.loading import RunOptions, check_device, load_model, model_kind, run_annotations
+from jablate.api.loading import (
+    RunOptions,
+    check_device,
+    load_model,
+    model_digest,
+    model_kind,
+    run_annotations,
+)
 from jablate.engine import stream as engine
 from jablate.genome.files import (
     file_digest,
@@ -65,6 +72,7 @@ _OPTIONS = {
     "format": "the parts' format version",
     "model": "--model",
     "model_file": "--model (the .pt2 file's contents)",
+    "model_weights": "--model (its weights)",
     "genome": "--genome (its sequence names or lengths)",
     "peaks": "--peaks (the file's contents)",
     "hits": "--hits (the file's contents)",
@@ -77,7 +85,7 @@ _OPTIONS = {
     "chunk_size": "--chunk-size",
     "fimo_intervals": "--fimo-intervals",
 }
-_DIGESTS = {"model_file", "genome", "peaks", "hits"}
+_DIGESTS = {"model_file", "model_weights", "genome", "peaks", "hits"}
 
 
 def _counted(*_: Any) -> None:
@@ -157,6 +165,7 @@ class _Run:
         self.say = (lambda message: None) if args.quiet else \
             (lambda message: print(f"jablate: {message}", file=sys.stderr, flush=True))
         self.parts = os.path.join(args.out, "parts")
+        self.theirs = None  # the settings of the parts already there
 
     # --- inputs, all checked before anything is written ---------------------------------
 
@@ -226,24 +235,36 @@ class _Run:
                     f"{SETTINGS_FILE}; refusing to mix them with this run: choose another "
                     f"--out or delete '{parts}'")
             return set()
-        theirs = _load_settings(settings_path, self.error)
-        differ = [key for key in _OPTIONS if theirs.get(key) != self.settings.get(key)]
-        if differ or stray:
-            detail = "; ".join(_difference(key, theirs.get(key), self.settings.get(key))
-                for key in differ) or f"parts beyond this run's {self.chunks} chunks"
-            raise self.error(f"--out '{args.out}' holds the parts of another run with "
-                f"different settings ({detail}); refusing to mix them: choose another "
-                f"--out, or delete '{parts}' to start over")
+        self.theirs = _load_settings(settings_path, self.error)
+        self.refuse_other_settings(stray)
         if done and not args.resume and args.shard is None:
             raise self.error(f"--out '{args.out}' already holds {len(done)} of "
                 f"{self.chunks} chunks of this run; pass --resume to reuse them, or "
                 "choose another --out")
         return done
 
+    def refuse_other_settings(self, stray=()):
+        """Raise when the settings of the parts in ``DIR/parts`` differ from this run's
+        (those known so far: the model's weights once it is loaded)."""
+        theirs = self.theirs
+        differ = [key for key in _OPTIONS if key in self.settings and
+                  theirs.get(key) != self.settings.get(key)]
+        if differ or stray:
+            detail = "; ".join(_difference(key, theirs.get(key), self.settings.get(key))
+                for key in differ) or f"parts beyond this run's {self.chunks} chunks"
+            raise self.error(f"--out '{self.args.out}' holds the parts of another run with "
+                f"different settings ({detail}); refusing to mix them: choose another "
+                f"--out, or delete '{self.parts}' to start over")
+
     def load_model(self):
+        """Load the model, record its weights' digest (:func:`model_digest`) among the
+        settings, and check them against the parts there already."""
         args = self.args
         if self.model is None:
             self.model = load_model(args.model)
+        self.settings["model_weights"] = model_digest(self.model)
+        if self.theirs is not None:
+            self.refuse_other_settings()
         kind = model_kind(self.model)
         self.jax_runs = kind != "torch" or args.translate
         if args.translate and kind != "torch":
