@@ -703,6 +703,10 @@ def test_gzip_inputs(tmp_path, monkeypatch, capsys):
     (tmp_path / "header.tsv").write_text("chrom\tstart\tend\tname\n" + REGIONS)
     assert [r[:-1] for r in read_regions(tmp_path / "header.tsv", lengths)] == \
         [r[:-1] for r in read_regions(tmp_path / "regions.tsv", lengths)]  # but the line
+    signed = "s0\t+4\t+10\n"  # int() reads these: a region, not a header
+    (tmp_path / "signed.tsv").write_text(signed)
+    assert [r[:4] for r in read_regions(tmp_path / "signed.tsv", lengths)] == [
+        ("s0:4-10", "s0", 4, 10)]
     (tmp_path / "late.tsv").write_text(REGIONS + "chrom\tstart\tend\n")  # not a header
     with pytest.raises(ValueError, match="late.tsv:8: start 'start' is not an integer"):
         read_regions(tmp_path / "late.tsv", lengths)

@@ -502,6 +502,53 @@ def test_resume_refuses_parts_computed_with_other_weights(data, tmp_path, capsys
         f"mix them: choose another --out, or delete '{out / 'parts'}' to start over\n")
 
 
+def test_model_digest_reads_the_weights_and_leaves_random_state_out():
+    torch = pytest.importorskip("torch")
+    import jax
+    from flax import nnx
+
+    from jablate.api.loading import model_digest
+
+    class Net(nnx.Module):
+        def __init__(self, seed, shift=0.0):
+            self.conv = nnx.Conv(4, 3, (5,), rngs=nnx.Rngs(0))
+            self.conv.bias.value = self.conv.bias.value + shift
+            self.drop = nnx.Dropout(0.1, rngs=nnx.Rngs(seed))  # holds a PRNG key
+            self.out = nnx.Linear(3, 1, rngs=nnx.Rngs(1))
+
+        def __call__(self, x):
+            return self.out(self.drop(jax.nn.relu(self.conv(x.transpose(0, 2, 1)))).mean(1))
+
+    assert model_digest(Net(0)) == model_digest(Net(5)) is not None  # seeds aside
+    assert model_digest(Net(0, shift=1e-3)) != model_digest(Net(0))
+
+    class Extra(torch.nn.Module):  # a state_dict entry that is not a tensor
+        def __init__(self):
+            super().__init__()
+            self.linear = torch.nn.Linear(2, 1)
+
+        def get_extra_state(self):
+            return {"version": 1}
+
+        def set_extra_state(self, state):
+            pass
+
+    assert model_digest(Extra()) is not None
+    assert model_digest(lambda x: x.sum((1, 2))[:, None]) is None  # nothing to read
+
+
+def test_a_failed_shard_removes_only_the_digests_it_wrote(tmp_path):
+    from jablate.genome.run import _remove_if_no_parts
+
+    parts = tmp_path / "parts"
+    parts.mkdir()
+    (parts / "settings.json").write_text("{}")
+    (parts / "chunk-000000.windows").write_text("other shard's, its part on the way\n")
+    (parts / "chunk-000001.windows").write_text("ours, its part never written\n")
+    _remove_if_no_parts(str(parts), [], 7, {1})
+    assert sorted(os.listdir(parts)) == ["chunk-000000.windows", "settings.json"]
+
+
 def test_resume_refuses_parts_computed_from_other_bases(data, tmp_path, capsys):
     root, _ = data
     args = ["--chunk-size", 16, "--plot", "none"]

@@ -157,7 +157,11 @@ def names_columns(fields: list) -> bool:
     """
 
     def numeric(text):
-        return text.lstrip("-").isdigit()
+        try:
+            int(text)
+        except ValueError:
+            return False
+        return True
 
     return len(fields) >= 3 and not numeric(fields[1]) and not numeric(fields[2])
 

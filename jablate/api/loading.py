@@ -191,9 +191,10 @@ def model_digest(model: Any) -> Optional[str]:
     """A short SHA-256 of a model's weights (names, dtypes, shapes and bytes), or None
     where jablate cannot see them.
 
-    A torch module's ``state_dict``; a flax module's variables (linen, bound) or state
-    (nnx); a pure model's parameters. A plain function (its weights, if any, closed over)
-    and a ``torch.export`` program (whose file ``jablate hits`` digests) give None.
+    A torch module's ``state_dict`` (tensors); a flax module's variables (linen, bound)
+    or state (nnx), random number state left out; a pure model's parameters. A plain
+    function (its weights, if any, closed over), a ``torch.export`` program (whose file
+    ``jablate hits`` digests) and weights jablate cannot read give None.
 
     Parameters
     ----------
@@ -208,29 +209,11 @@ def model_digest(model: Any) -> Optional[str]:
 
     import hashlib
 
-    import numpy
 
-    if model_kind(model) == "torch":
-        import torch
-
-        if not isinstance(model, torch.nn.Module):
-            return None
-        leaves = [(name, str(t.dtype), tuple(t.shape), t.detach().cpu().reshape(-1)
-                   .contiguous().view(torch.uint8).numpy())
-                  for name, t in model.state_dict().items()]
-    else:
-        import jax
-
-        from jablate.models.runner import runner_for
-
-        try:
-            _, params = runner_for(model)
-        except Exception:  # not a model jablate can take apart: say nothing
-            return None
-        leaves = [(jax.tree_util.keystr(path), str(leaf.dtype), tuple(leaf.shape),
-                   numpy.ascontiguousarray(jax.device_get(leaf)).view(numpy.uint8))
-                  for path, leaf in jax.tree_util.tree_leaves_with_path(params)
-                  if hasattr(leaf, "dtype")]
+    try:
+        leaves = _weights(model)
+    except Exception:  # weights jablate cannot read: as for a plain function
+        return None
     if not leaves:
         return None
     digest = hashlib.sha256()
@@ -238,6 +221,37 @@ def model_digest(model: Any) -> Optional[str]:
         digest.update(f"{name}\t{dtype}\t{shape}\n".encode())
         digest.update(data.tobytes())
     return digest.hexdigest()[:16]
+
+
+def _weights(model):
+    """``(name, dtype, shape, bytes)`` of every array of a model's weights and state; random
+    number state (nnx's ``rngs``, PRNG keys) and a torch module's extra state (any object)
+    left out."""
+    import numpy
+
+    if model_kind(model) == "torch":
+        import torch
+
+        if not isinstance(model, torch.nn.Module):
+            return []
+        return [(name, str(t.dtype), tuple(t.shape), t.detach().cpu().reshape(-1)
+                 .contiguous().view(torch.uint8).numpy())
+                for name, t in model.state_dict().items() if isinstance(t, torch.Tensor)]
+    import jax
+
+    from jablate.models.runner import runner_for
+
+    _, params = runner_for(model)
+    leaves = []
+    for path, leaf in jax.tree_util.tree_leaves_with_path(params):
+        name = jax.tree_util.keystr(path)
+        if (not hasattr(leaf, "dtype") or "rngs" in name
+                or jax.dtypes.issubdtype(leaf.dtype, jax.dtypes.extended)):
+            continue
+        leaves.append((name, str(leaf.dtype), tuple(leaf.shape),
+                       numpy.ascontiguousarray(jax.device_get(leaf)).reshape(-1)
+                       .view(numpy.uint8)))
+    return leaves
 
 
 def check_device(kind: str, device: Optional[str], translate: bool,

@@ -309,7 +309,8 @@ def read_hits(hits: Any, lengths: Optional[dict] = None, n_peaks: Optional[int] 
       0-based, half-open; ``peak_id`` (when present) is the hit's peak: the 0-based index
       of its line in the peak file.
     * a table with a header holding ``chrom``, ``start``, ``end`` and optionally ``name``
-      (or, the first present, ``motif_name``, ``motif``, ``motif_id``, ``pattern_name``),
+      (or, the first present, ``motif_name``, ``motif_alt_id``, ``motif``, ``motif_id``,
+      ``pattern_name``),
       ``strand`` and ``peak`` (as the DataFrame below, e.g. one written with ``to_csv``);
     * BED: no header, 3 or more columns (chrom, start, end, name, score, strand, ...);
       0-based, half-open.
@@ -439,7 +440,7 @@ def _finemo_hit(fields, header, where, lengths, interval_names=None):
 
 
 #: The columns a table's (or a DataFrame's) motif name is read from, the first present.
-NAME_COLUMNS = ("name", "motif_name", "motif", "motif_id", "pattern_name")
+NAME_COLUMNS = ("name", "motif_name", "motif_alt_id", "motif", "motif_id", "pattern_name")
 
 
 def _name_column(columns):
