@@ -44,13 +44,7 @@ from jablate.api.loading import (
     model_kind,
     run_annotations,
 )
-from jablate.api.sums import (
-    DEVICE_SUMS,
-    compensation_holds,
-    dtype_kind,
-    resolution,
-    trusted,
-)
+from jablate.api.sums import DEVICE_SUMS, compensation_holds, trusted
 
 __all__ = ["main", "build_parser", "load_model", "summarise", "summarise_sums"]
 
@@ -677,10 +671,10 @@ def summarise(y_befores: Any, y_afters: Any, k: int, n: int,
             raise InputError(f"cannot summarise {where}: {type(error).__name__}: "
                 f"{error}") from None
         names = (before.dtype.name, after.dtype.name)
-        if any(dtype_kind(name) not in "biuf" for name in names):
+        if any(effects.dtype_kind(name) not in "biuf" for name in names):
             raise InputError(f"cannot summarise {where}: it holds {before.dtype} "
                 "values, not real numbers")
-        eps = max(resolution(name) for name in names)
+        eps = effects.float_resolution(before, after)
         if "bfloat16" in names:  # ml_dtypes' type: numpy sums it through float32
             before, after = before.astype(numpy.float32), after.astype(numpy.float32)
         if before.shape[:2] != (k, 1) or after.shape[:3] != (k, 1, n):

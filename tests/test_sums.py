@@ -94,6 +94,11 @@ def test_device_sums_layout_and_dtypes():
     numpy.testing.assert_array_equal(numpy.asarray(out[-1]),
         [[6, EPS, 6, 2 ** -7, 1, EPS]] * 2)
     assert DEVICE_SUMS(v)[-1].shape == (2, 2)
+    # the host tables' resolution is the same function: bfloat16 included, integers aside
+    from jablate.api.effects import float_resolution
+    assert float_resolution(numpy.asarray(half)) == 2 ** -7 == float(out[-1][0, 3])
+    assert float_resolution(numpy.zeros(2), numpy.zeros(2, int)) == numpy.finfo(float).eps
+    assert float_resolution(numpy.zeros(2, int)) == EPS
 
 
 @pytest.mark.parametrize("bad, message", [

@@ -39,7 +39,9 @@ __all__ = [
     "Effects",
     "shuffle_effects",
     "from_mean_std",
+    "dtype_kind",
     "float_resolution",
+    "resolution",
     "changeable",
     "arrangements",
 ]
@@ -76,7 +78,8 @@ def float_resolution(*arrays: Any) -> float:
     Parameters
     ----------
     *arrays : array-like
-        The model's outputs (before and after), in the dtype the model gave them.
+        The model's outputs (before and after), in the dtype the model gave them
+        (bfloat16 included: ``2**-7``).
 
     Returns
     -------
@@ -84,9 +87,32 @@ def float_resolution(*arrays: Any) -> float:
         The coarsest epsilon among the arrays' float dtypes; float32's (``2**-23``) when
         none is a float (integers, or values already widened without a dtype).
     """
-    eps = [numpy.finfo(a.dtype).eps for a in map(numpy.asarray, arrays)
-           if numpy.issubdtype(a.dtype, numpy.floating)]
-    return float(max(eps)) if eps else float(numpy.finfo(numpy.float32).eps)
+    names = [numpy.asarray(a).dtype.name for a in arrays]
+    eps = [resolution(name) for name in names if dtype_kind(name) == "f"]
+    return max(eps) if eps else float(numpy.finfo(numpy.float32).eps)
+
+
+def dtype_kind(name: str) -> str:
+    """numpy's kind letter of a dtype named by numpy, JAX or torch (``'f'`` for bfloat16,
+    ``'?'`` for a name numpy does not know)."""
+    if name == "bfloat16":  # numpy has no bfloat16 of its own
+        return "f"
+    try:
+        return numpy.dtype(name).kind
+    except TypeError:
+        return "?"
+
+
+def resolution(name: str) -> float:
+    """The machine epsilon of a float dtype named by numpy, JAX or torch (bfloat16's
+    ``2**-7`` included); float32's for integers and bool, as :func:`float_resolution`."""
+    if name == "bfloat16":
+        return 2.0 ** -7
+    dtype = numpy.dtype(name)
+    return float(numpy.finfo(dtype).eps) if dtype.kind == "f" else float(
+        numpy.finfo(numpy.float32).eps)
+
+
 
 
 def _z(drop, spread, scale, eps, can_change):

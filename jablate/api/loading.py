@@ -209,7 +209,6 @@ def model_digest(model: Any) -> Optional[str]:
 
     import hashlib
 
-
     try:
         leaves = _weights(model)
     except Exception:  # weights jablate cannot read: as for a plain function

@@ -26,9 +26,10 @@ from typing import Any, Callable, NamedTuple, Optional
 import numpy
 
 from jablate._core.errors import InputError, a_or_an
+from jablate.api.effects import dtype_kind, resolution
 
 __all__ = ["DeviceSums", "DEVICE_SUMS", "compensated_sum", "compensation_holds", "trusted",
-           "array_ops", "dtype_kind", "resolution"]
+           "array_ops"]
 
 
 class ArrayOps(NamedTuple):
@@ -164,48 +165,26 @@ class DeviceSums:
                     "not an array")
             ops = array_ops(v)
             kind = dtype_kind(ops.dtype_name(v))
-            if kind not in "biuf" or v.ndim < 1:
+            if kind not in "biuf":
                 raise InputError(f"cannot summarise {where}: it holds {ops.dtype_name(v)} "
-                    "values, not real numbers" if kind not in "biuf" else
-                    f"cannot summarise {where}: it has no batch axis")
+                    "values, not real numbers")
+            if v.ndim < 1:
+                raise InputError(f"cannot summarise {where}: it has no batch axis")
             eps = resolution(ops.dtype_name(v))
             flat = v.reshape(v.shape[0], -1)
             if flat.shape[1] == 0:
                 raise InputError(f"cannot summarise {where}: it has no values per sequence")
-            absolute = None
             if ops.dtype_name(flat) not in ("float32", "float64"):
                 flat = ops.to_float32(flat)
-                if kind in "iu":  # float32 holds integers exactly up to 2**24 only
-                    absolute = ops.where(ops.amax(abs(flat), -1) >= 2.0 ** 24, float("inf"),
-                                         ops.sum(abs(flat), -1))
             hi, lo = compensated_sum(flat, ops)
-            absolute = ops.sum(abs(flat), -1) if absolute is None else absolute
+            absolute = ops.sum(abs(flat), -1)
+            if kind in "iu":  # float32 holds integers exactly up to 2**24 only
+                absolute = ops.where(ops.amax(abs(flat), -1) >= 2.0 ** 24, float("inf"),
+                                     absolute)
             out.append(ops.concat([hi, lo, absolute], -1))
             layout += [float(flat.shape[1]), eps]
         out.append(ops.constant(layout, out[0]))
         return tuple(out)
-
-
-def dtype_kind(name: str) -> str:
-    """numpy's kind letter of a dtype named by numpy, JAX or torch (``'f'`` for bfloat16,
-    ``'?'`` for a name numpy does not know)."""
-    if name == "bfloat16":  # numpy has no bfloat16 of its own
-        return "f"
-    try:
-        return numpy.dtype(name).kind
-    except TypeError:
-        return "?"
-
-
-def resolution(name: str) -> float:
-    """The machine epsilon of a float dtype named by numpy, JAX or torch (bfloat16's
-    ``2**-7`` included); float32's for integers and bool, as
-    :func:`jablate.api.effects.float_resolution`."""
-    if name == "bfloat16":
-        return 2.0 ** -7
-    dtype = numpy.dtype(name)
-    return float(numpy.finfo(dtype).eps) if dtype.kind == "f" else float(
-        numpy.finfo(numpy.float32).eps)
 
 
 def trusted(*parts: Any) -> bool:
