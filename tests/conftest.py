@@ -39,6 +39,22 @@ def host_devices_env(devices):
     return dict(os.environ, XLA_FLAGS=flags.strip(), JAX_PLATFORMS="cpu")
 
 
+def _xla_accepts(flag):
+    """Whether this jaxlib's XLA starts with ``flag`` in ``XLA_FLAGS`` (an unknown flag
+    aborts the process). Asked once, in a subprocess, by the first process that needs it;
+    the answer travels to the xdist workers and subprocesses in the environment."""
+
+    key = "JABLATE_TESTS_XLA_ACCEPTS"
+    if key not in os.environ:
+        import subprocess
+        env = dict(os.environ, XLA_FLAGS=f"{os.environ.get('XLA_FLAGS', '')} {flag}",
+                   JAX_PLATFORMS="cpu")
+        probe = subprocess.run([sys.executable, "-c", "import jax; jax.numpy.zeros(1)"],
+                               env=env, capture_output=True)
+        os.environ[key] = "1" if probe.returncode == 0 else "0"
+    return os.environ[key] == "1"
+
+
 def _fewer_compiler_optimizations():
     """Compile with JAX's ``jax_disable_most_optimizations`` (XLA's backend optimization
     level 0, no expensive LLVM passes), here and, through the environment, in the xdist
@@ -55,10 +71,12 @@ def _fewer_compiler_optimizations():
     # compile the suite's small programs in half the time (backend compile 318 s -> 153 s
     # of worker time over the suite, 2026-12-07) and compute the same IEEE operations.
     # ``XLA_FLAGS=--xla_cpu_use_fusion_emitters=true`` runs the suite on the default.
-    # The suite passes both ways.
+    # The suite passes both ways. Newer jaxlibs (0.11.2) no longer know the flag and abort
+    # on it, so it is set only where a jaxlib accepts it (:func:`_xla_accepts`).
     flags = os.environ.get("XLA_FLAGS", "")
-    if "xla_cpu_use_fusion_emitters" not in flags:
-        os.environ["XLA_FLAGS"] = f"{flags} --xla_cpu_use_fusion_emitters=false".strip()
+    older = "--xla_cpu_use_fusion_emitters=false"
+    if "xla_cpu_use_fusion_emitters" not in flags and _xla_accepts(older):
+        os.environ["XLA_FLAGS"] = f"{flags} {older}".strip()
     if "jax" in sys.modules:  # imported before this hook ran: set the flag directly
         sys.modules["jax"].config.update(
             "jax_disable_most_optimizations",

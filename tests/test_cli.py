@@ -29,6 +29,7 @@ from pathlib import Path
 
 import numpy
 import pytest
+from conftest import require
 
 REPO = Path(__file__).resolve().parents[1]
 TESTS = Path(__file__).resolve().parent
@@ -802,6 +803,7 @@ def test_help_and_readme_document_every_output(tmp_path, monkeypatch, capsys):
 
 def test_incremental_engine_on_the_command_line(inputs, tmp_path):
     import models_for_cli
+    require("torch")  # its last part asks for the engine with a torch model
 
     result = _ok(main_in_process("ablate", "--model", "models_for_cli:jax_model",
         "--fasta", inputs / "seqs.fa", "--regions", inputs / "regions.tsv", "--n", N,

@@ -74,6 +74,10 @@ def test_the_walk_steps_over_the_region_not_the_sequence(monkeypatch, width):
     shim = {k: getattr(lax, k) for k in dir(lax) if not k.startswith("_")}
     monkeypatch.setattr(dinucleotide, "lax", SimpleNamespace(**dict(
         shim, while_loop=counting_while)))
+    # a walk of its own: custom_vmap caches its trace by function and shapes (jax 0.11),
+    # and the start and end are traced, so another width would reuse an earlier trace
+    monkeypatch.setattr(dinucleotide, "_walk", dinucleotide._batch_minor(
+        lambda *args: dinucleotide._walk_steps(*args), dinucleotide._WALK_BROADCAST))
     for L in (60, 3000):
         x = one_hot(numpy.random.default_rng(1), L)
         steps.clear()

@@ -4,7 +4,7 @@ import subprocess
 import sys
 import textwrap
 
-from conftest import host_devices_env
+from conftest import host_devices_env, require
 
 from jablate._core.placement import Placement, decide
 
@@ -54,6 +54,7 @@ def _on_two_host_devices(code):
 def test_torch_and_numpy_inputs_run_on_the_same_devices():
     """Two host devices, the default device set to the second: every path given a torch CPU
     tensor (which arrives on device 0) runs where a numpy X runs, with the same results."""
+    require("torch")
 
     code = textwrap.dedent("""
         import jax

@@ -11,11 +11,11 @@ import jax
 import jax.numpy as jnp
 import numpy
 import pytest
-import torch
 from conftest import require
 
-import jablate
-from jablate.bridges.torch import from_torch, to_torch, wrap
+torch = require("torch")
+import jablate  # noqa: E402
+from jablate.bridges.torch import from_torch, to_torch, wrap  # noqa: E402
 
 require("tangermeme")
 import tangermeme.ablate  # noqa: E402

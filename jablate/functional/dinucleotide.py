@@ -515,4 +515,6 @@ def _walk_steps(cumulative, tree, first, seed, start, end, positions):
     return jnp.take_along_axis(path, column, axis=0)
 
 
-_walk = _batch_minor(_walk_steps, broadcast=(True, False, True, False, False, False, False))
+#: Which unbatched arguments of :func:`_walk_steps` are broadcast to the batch size.
+_WALK_BROADCAST = (True, False, True, False, False, False, False)
+_walk = _batch_minor(_walk_steps, broadcast=_WALK_BROADCAST)
