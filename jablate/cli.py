@@ -26,6 +26,7 @@ from typing import Any, Optional
 import numpy
 
 from jablate import __version__
+from jablate._core.dtypes import dtype_kind
 from jablate._core.errors import InputError, ModelFailure, one_line, outside_stacklevel
 from jablate._core.io import (
     AtomicFiles,
@@ -671,7 +672,7 @@ def summarise(y_befores: Any, y_afters: Any, k: int, n: int,
             raise InputError(f"cannot summarise {where}: {type(error).__name__}: "
                 f"{error}") from None
         names = (before.dtype.name, after.dtype.name)
-        if any(effects.dtype_kind(name) not in "biuf" for name in names):
+        if any(dtype_kind(name) not in "biuf" for name in names):
             raise InputError(f"cannot summarise {where}: it holds {before.dtype} "
                 "values, not real numbers")
         eps = effects.float_resolution(before, after)

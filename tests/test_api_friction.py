@@ -284,6 +284,14 @@ def test_float64_with_x64_in_a_subprocess():
                                       reduce="mean_std", incremental=incremental)
             assert m.dtype == sd.dtype == np.float64, (m.dtype, sd.dtype)
             assert np.abs(m - y1.mean(1)).max() < 1e-13 and np.abs(sd - y1.std(1)).max() < 1e-13
+        # a float64 torch module translated to JAX runs in float64
+        torch.manual_seed(0)
+        module = torch.nn.Sequential(torch.nn.Conv1d(4, 3, 5), torch.nn.Flatten(),
+                                     torch.nn.Linear(48, 1)).double()
+        raw = jablate.saturation_mutagenesis(module, X, raw_outputs=True)
+        with torch.no_grad():
+            want = module(torch.from_numpy(X).double()).numpy()
+        assert raw.y0.dtype == np.float64 and np.abs(raw.y0 - want).max() < 1e-13
         print("ok")
     """)
     env = dict(os.environ, JAX_ENABLE_X64="1", JAX_PLATFORMS="cpu")
@@ -369,3 +377,73 @@ def test_swapped_axes_get_a_hint():
     with pytest.raises(ValueError) as error:
         jablate.predict(lambda x: x.sum((1, 2)), X)
     assert "swapped" not in str(error.value)
+
+
+# --- 5. torch modules translated to JAX: extra inputs, and the module's own dtype --------------
+
+
+class ScaledConv(torch.nn.Module):
+    """A conv model with an extra input that scales its output."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv1d(A, 6, 5, padding=2)
+        self.relu = torch.nn.ReLU()  # a module: tangermeme's hooks see it
+        self.dense = torch.nn.Linear(6, 1)
+
+    def forward(self, x, scale):
+        return self.dense(self.relu(self.conv(x)).mean(-1)) * scale
+
+
+def test_a_translated_module_takes_extra_inputs():
+    tangermeme_ism = require("tangermeme.saturation_mutagenesis")
+    tangermeme_ablate = require("tangermeme.ablate")
+    torch.manual_seed(0)
+    model, Xt = ScaledConv().eval(), torch.from_numpy(X)
+    args = (torch.tensor([[0.5], [2.0]]),)
+    refs = torch.from_numpy(np.asarray(jablate.dinucleotide_shuffle(X, n=3, random_state=1)))
+    ours = jablate.deep_lift_shap(model, Xt, args=args, references=refs)
+    theirs = tangermeme_dls.deep_lift_shap(model, Xt, args=args, references=refs, device="cpu")
+    close(ours, theirs)
+    ours = jablate.saturation_mutagenesis(model, Xt, args=args, raw_outputs=True)
+    theirs = tangermeme_ism.saturation_mutagenesis(model, Xt, args=args, raw_outputs=True,
+                                                   device="cpu")
+    close(ours.y_hat, theirs[1], 1e-6)  # the outputs (attributions are their differences)
+    ours = jablate.ablate(model, Xt, 10, 30, args=args, n=3, random_state=0, backend="jax")
+    theirs = tangermeme_ablate.ablate(model, Xt, 10, 30, args=args, n=3, random_state=0,
+                                      device="cpu")
+    for a, b in zip(ours, theirs):
+        close(a, b, 1e-6)
+
+
+def test_a_translated_module_runs_in_its_own_dtype_or_in_dtype():
+    tangermeme_ism = require("tangermeme.saturation_mutagenesis")
+    torch.manual_seed(0)
+    model, Xt = ConvELU().eval(), torch.from_numpy(X)
+    full = jablate.saturation_mutagenesis(model, Xt, raw_outputs=True)
+    # tangermeme's dtype: the module runs in it (its weights cast, not the module's)
+    for dtype, eps in (("float16", 2.0 ** -10), (torch.bfloat16, 2.0 ** -7)):
+        got = jablate.saturation_mutagenesis(model, Xt, raw_outputs=True, dtype=dtype)
+        assert got.y0.dtype == got.y_hat.dtype == getattr(torch, str(dtype).split(".")[-1])
+        close(got.y_hat.float(), full.y_hat, 4 * eps)
+    assert model.conv.weight.dtype == torch.float32
+    # a float16 module runs in float16, as tangermeme runs it
+    half = ConvELU().eval()
+    half.load_state_dict(model.state_dict())
+    half = half.half()
+    ours = jablate.saturation_mutagenesis(half, Xt, raw_outputs=True)
+    theirs = tangermeme_ism.saturation_mutagenesis(half, Xt, raw_outputs=True, device="cpu")
+    assert ours.y_hat.dtype == theirs[1].dtype == torch.float16
+    close(ours.y_hat, theirs[1], 4 * 2.0 ** -10)
+    close(ours.y_hat, full.y_hat, 4 * 2.0 ** -10)
+    if jax.config.jax_enable_x64:
+        return
+    # a float64 module: refused without JAX's 64-bit types (never silently float32)
+    double = model.double()
+    calls = (lambda: jablate.deep_lift_shap(double, Xt, n_shuffles=2, random_state=0),
+             lambda: jablate.saturation_mutagenesis(double, Xt),
+             lambda: jablate.ablate(double, Xt, 5, 15, n=2, backend="jax"))
+    for call in calls:
+        with pytest.raises(ValueError, match=r"model's parameters are torch.float64.*"
+                           r"jax_enable_x64.*backend='torch'"):
+            call()

@@ -434,3 +434,33 @@ def test_models_are_not_kept_alive():
     del flax_model, func, model
     gc.collect()
     assert all(r() is None for r in alive)
+
+
+def test_runs_of_other_sizes_reuse_the_compiled_step(monkeypatch):
+    """The step's shapes do not depend on N (rows are gathered by a small program of their
+    own, and a run smaller than a batch is padded to a power of two), so calls on 5, 6 and
+    7 sequences trace one step; the references of each sequence stay those of its index."""
+    from jablate.attribution import deeplift
+
+    W = jnp.asarray(np.random.default_rng(3).normal(size=(4, 4, 5)), jnp.float32)
+    traced, evaluate = [], deeplift._evaluate
+
+    def counted(graph, leaves, x, r):  # called when a step is traced
+        traced.append(x.shape)
+        return evaluate(graph, leaves, x, r)
+
+    monkeypatch.setattr(deeplift, "_evaluate", counted)
+
+    def model(x):
+        return jax.nn.relu(jax.lax.conv(x, W, (1,), "SAME")).mean((1, 2))[:, None]
+
+    X = np.asarray(one_hot(7, 50, seed=4))
+    key = jax.random.key(2)
+    first = jablate.deep_lift_shap(model, X[:5], n_shuffles=3, random_state=key)
+    before = len(traced)
+    rest = [jablate.deep_lift_shap(model, X[:n], n_shuffles=3, random_state=key) for n in (6, 7)]
+    assert len(traced) == before, traced[before:]
+    np.testing.assert_array_equal(rest[0][:5], first)
+    np.testing.assert_array_equal(rest[1][:6], rest[0])
+    refs = np.asarray(jablate.dinucleotide_shuffle(X, n=3, random_state=key))
+    close(rest[1], jablate.deep_lift_shap(model, X, references=refs), 1e-6)

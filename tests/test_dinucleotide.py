@@ -337,21 +337,23 @@ def pinned_batch():
 
 def test_pinned_batch_shuffles_for_a_key_and_an_int_seed():
     X = pinned_batch()
-    Y = jablate.dinucleotide_shuffle(X, 2, 24, n=3, random_state=jax.random.key(0))
+    Y = jablate.dinucleotide_shuffle(X, 2, 24, n=3, random_state=jax.random.key(0),
+                                   allow_N=True)
     assert [[decode(y) for y in row] for row in Y] == [
         ["ACGCGGTNATTGTGTAACCACACGCA", "ACGTGGCGTGTTNACCACAATACGCA",
          "ACGGTTNAATGCCACACGTGTACGCA"],
         ["TTGACAGACATATTACGANGTCCGGC", "TTGATCAGACACGTTATANGACCGGC",
          "TTGACGACGATCACCATANGTTAGGC"]]
     # an int seeds the key stream: random_state=7 is jax.random.key(7)
-    Y = jablate.dinucleotide_shuffle(X, 0, -1, n=3, random_state=7)
+    Y = jablate.dinucleotide_shuffle(X, 0, -1, n=3, random_state=7, allow_N=True)
     assert [[decode(y) for y in row] for row in Y] == [
         ["ACGTGTTGCGCCGGTATNAACACACA", "ACGTGTTNACCATGCACGCGGTACAA",
          "ATGTTNACGCCGTGTACGGCACAACA"],
         ["TACGATTGCCACATTCGGANGTAGAC", "TACGGAGCATANGTTCCACGATTGAC",
          "TTGACGCACCATACGTAGANGGATTC"]]
     np.testing.assert_array_equal(
-        Y, jablate.dinucleotide_shuffle(X, 0, -1, n=3, random_state=jax.random.key(7)))
+        Y, jablate.dinucleotide_shuffle(X, 0, -1, n=3, random_state=jax.random.key(7),
+                                        allow_N=True))
 
 
 def test_pinned_key_first_shuffles():
@@ -362,7 +364,7 @@ def test_pinned_key_first_shuffles():
     # the batch function's shuffle i of sequence j is the key-first one's on
     # fold_in(fold_in(key, j), i)
     key = jax.random.key(0)
-    Y = np.asarray(jablate.dinucleotide_shuffle(X, 2, 24, n=3, random_state=key))
+    Y = np.asarray(jablate.dinucleotide_shuffle(X, 2, 24, n=3, random_state=key, allow_N=True))
     for j in range(2):
         for i in range(3):
             sub = jax.random.fold_in(jax.random.fold_in(key, j), i)
@@ -377,3 +379,27 @@ def test_pinned_ablate_key_stream():
     assert [[decode(y) for y in row] for row in y_after] == [
         ["ACGTTNACGTACACAATGCCGTGGCA", "ACGCATTGTNAACCACGGTGTACGCA"],
         ["TTGATAGATTACACANGTCCGACGGC", "TTGTTATANGAGATCACCGACACGGC"]]
+
+
+def test_tangermemes_options():
+    """allow_N, one seed per sequence, return_packed and n_jobs, as tangermeme takes them."""
+    X = pinned_batch()  # holds unknown bases
+    with pytest.raises(ValueError, match="unknown bases.*allow_N=True"):
+        jablate.dinucleotide_shuffle(X, n=2, random_state=0)
+    # a seed per sequence: each sequence shuffled as it would be alone with its seed
+    Y = jablate.dinucleotide_shuffle(X, 2, 24, n=3, random_state=[5, 9], allow_N=True)
+    for j, seed in enumerate([5, 9]):
+        alone = jablate.dinucleotide_shuffle(X[j:j + 1], 2, 24, n=3, random_state=seed,
+                                             allow_N=True)
+        np.testing.assert_array_equal(Y[j:j + 1], alone)
+    with pytest.raises(ValueError, match=r"one int seed per sequence \(2\)"):
+        jablate.dinucleotide_shuffle(X, random_state=[1, 2, 3], allow_N=True)
+    # no PackedSequence; n_jobs accepted without effect
+    for fn in (jablate.shuffle, jablate.dinucleotide_shuffle):
+        with pytest.raises(ValueError, match="return_packed must be None or False"):
+            fn(X, random_state=0, return_packed=True)
+    same = jablate.dinucleotide_shuffle(X, 2, 24, n=3, random_state=[5, 9], allow_N=True,
+                                        n_jobs=-1, return_packed=False)
+    np.testing.assert_array_equal(same, Y)
+    with pytest.raises(ValueError, match="n_jobs"):
+        jablate.dinucleotide_shuffle(X, allow_N=True, n_jobs=0)

@@ -66,3 +66,14 @@ def test_a_model_raising_value_error_is_the_models_failure(tmp_path, capsys):
     assert main([*map(str, common), "--model", "models_for_cli:jax_model", "--device",
         "tpu:9"]) == 2
     assert capsys.readouterr().err.count("\n") == 1
+
+
+def test_float_annotations_name_the_value_that_is_not_whole():
+    ok = jablate.ablate_annotations(model, X, numpy.array([[1.0, 2.0, 9.0]]), n=2,
+                                    random_state=0)
+    same = jablate.ablate_annotations(model, X, [[1, 2, 9]], n=2, random_state=0)
+    for a, b in zip(ok, same):
+        numpy.testing.assert_array_equal(a, b)
+    for bad, shown in ((2.5, "2.5"), (float("nan"), "nan")):
+        with pytest.raises(InputError, match=rf"integers.*annotations\[0, 1\] is {shown}\."):
+            jablate.ablate_annotations(model, X, numpy.array([[1.0, bad, 9.0]]), n=2)

@@ -464,3 +464,55 @@ def test_on_an_accelerator_a_broken_rule_is_still_caught(tower, monkeypatch):
         jablate.models.runner._by_structure.clear()
     for a, b in zip(jax.tree.leaves(on), jax.tree.leaves(off)):
         numpy.testing.assert_array_equal(a, b)
+
+
+# --- half precision: the check's tolerance follows the outputs' dtype ----------------------
+
+_R16 = numpy.random.default_rng(5)
+W16, B16, D16 = (jnp.asarray(_R16.normal(size=shape) * scale, jnp.bfloat16)
+                 for shape, scale in (((8, A, 7), 0.3), ((8, 1), 0.1), ((8, 1), 0.3)))
+X400 = numpy.eye(A, dtype=numpy.float32)[:, _R16.integers(0, A, (8, 400))].transpose(1, 0, 2)
+
+
+def bfloat16_model(x):
+    """A conv with a bias, ReLU, max over positions and a dense layer, all in bfloat16."""
+    h = jax.lax.conv_general_dilated(x.astype(jnp.bfloat16), W16, (1,), [(3, 3)]) + B16
+    return jax.nn.relu(h).max(-1) @ D16
+
+
+def test_check_tolerance_follows_the_dtype():
+    from jablate.engine import executor
+
+    assert executor.check_tolerance("float32") == executor.CHECK_TOLERANCE == 1e-4
+    assert executor.check_tolerance("float64") == 1e-4 and executor.check_tolerance("int32") == 1e-4
+    assert executor.check_tolerance("float16") == 4 * 2.0 ** -10
+    assert executor.check_tolerance("bfloat16") == 4 * 2.0 ** -7
+    f = numpy.array([1.0, -0.5], dtype=jnp.bfloat16)
+    assert executor.agree([f + numpy.array([2.0 ** -7, 0], jnp.bfloat16)], [f])   # one ulp
+    assert not executor.agree([f * numpy.array(1.1, jnp.bfloat16)], [f])          # 10%
+    assert not executor.agree([f.astype(numpy.float32) + 1e-3], [f.astype(numpy.float32)])
+
+
+def test_in_bfloat16_the_check_passes_rounding_and_catches_a_broken_rule(monkeypatch):
+    kw = dict(n=4, random_state=jax.random.key(3))
+    off = jablate.ablate(bfloat16_model, X400, 150, 250, incremental=False, **kw)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", incremental_engine.IncrementalMismatchWarning)
+        on = jablate.ablate(bfloat16_model, X400, 150, 250, incremental=True, **kw)
+    for a, b in zip(on, off):
+        a, b = numpy.asarray(a, numpy.float64), numpy.asarray(b, numpy.float64)
+        numpy.testing.assert_allclose(a, b, rtol=0, atol=4 * 2.0 ** -7 * numpy.abs(b).max())
+    # the premise: the windowed and whole programs round differently in bfloat16, beyond
+    # float32's tolerance (which sent such runs to the full path)
+    from jablate.engine import executor
+    monkeypatch.setattr(executor, "check_tolerance", lambda name: executor.CHECK_TOLERANCE)
+    with pytest.warns(incremental_engine.IncrementalMismatchWarning):
+        jablate.ablate(bfloat16_model, X400, 150, 250, incremental=True, **kw)
+    monkeypatch.undo()
+    with break_rule("conv_general_dilated"):  # a new callable: analysed afresh
+        with pytest.warns(incremental_engine.IncrementalMismatchWarning,
+                          match="broken rule for conv_general_dilated"):
+            broken = jablate.ablate(lambda x: bfloat16_model(x), X400, 150, 250,
+                                    incremental=True, **kw)
+    for a, b in zip(broken, off):
+        numpy.testing.assert_array_equal(a, b)  # finished on the full path

@@ -1040,11 +1040,14 @@ def test_dinucleotide_shuffle_raises_ohe():
         assert_raises(ValueError, jablate.dinucleotide_shuffle, bad)
 
 
-def test_dinucleotide_shuffle_keeps_N_as_a_symbol():
-    # Replaces tangermeme's test_dinucleotide_shuffle_raises_N: in jablate an
-    # all-zero column is an unknown base that is shuffled as a symbol of its own.
+def test_dinucleotide_shuffle_raises_N_and_with_allow_N_keeps_it_as_a_symbol():
+    # tangermeme's test_dinucleotide_shuffle_raises_N, and its allow_N=True: an all-zero
+    # column is then an unknown base, shuffled as a symbol of its own.
     seq = "ATATATTAAAATNNNATTTAAANNNTTTTTAATA"
-    dimotif = jablate.dinucleotide_shuffle(one_hot_encode(seq).unsqueeze(0), random_state=0)
+    with pytest.raises(ValueError, match="allow_N=True"):
+        jablate.dinucleotide_shuffle(one_hot_encode(seq).unsqueeze(0), random_state=0)
+    dimotif = jablate.dinucleotide_shuffle(one_hot_encode(seq).unsqueeze(0), random_state=0,
+                                           allow_N=True)
     assert dimotif.shape == (1, 20, 4, len(seq))
     as_text = [characters(y, allow_N=True) for y in dimotif[0]]
     for shuffled in as_text:

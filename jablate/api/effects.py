@@ -32,6 +32,7 @@ from typing import Any, NamedTuple, Optional
 
 import numpy
 
+from jablate._core.dtypes import dtype_kind, resolution
 from jablate._core.errors import InputError
 
 __all__ = [
@@ -90,29 +91,6 @@ def float_resolution(*arrays: Any) -> float:
     names = [numpy.asarray(a).dtype.name for a in arrays]
     eps = [resolution(name) for name in names if dtype_kind(name) == "f"]
     return max(eps) if eps else float(numpy.finfo(numpy.float32).eps)
-
-
-def dtype_kind(name: str) -> str:
-    """numpy's kind letter of a dtype named by numpy, JAX or torch (``'f'`` for bfloat16,
-    ``'?'`` for a name numpy does not know)."""
-    if name == "bfloat16":  # numpy has no bfloat16 of its own
-        return "f"
-    try:
-        return numpy.dtype(name).kind
-    except TypeError:
-        return "?"
-
-
-def resolution(name: str) -> float:
-    """The machine epsilon of a float dtype named by numpy, JAX or torch (bfloat16's
-    ``2**-7`` included); float32's for integers and bool, as :func:`float_resolution`."""
-    if name == "bfloat16":
-        return 2.0 ** -7
-    dtype = numpy.dtype(name)
-    return float(numpy.finfo(dtype).eps) if dtype.kind == "f" else float(
-        numpy.finfo(numpy.float32).eps)
-
-
 
 
 def _z(drop, spread, scale, eps, can_change):

@@ -386,7 +386,8 @@ def _shuffle(method, X, start, end, n, random_state):
 
 
 @carries(MONO)
-def shuffle(X: Any, start: int = 0, end: int = -1, n: int = 1, random_state: Any = None) -> Any:
+def shuffle(X: Any, start: int = 0, end: int = -1, n: int = 1, random_state: Any = None,
+            return_packed: Optional[bool] = None) -> Any:
     """Shuffle a region of each sequence ``n`` times, keeping its symbol counts.
 
     Parameters
@@ -407,6 +408,9 @@ def shuffle(X: Any, start: int = 0, end: int = -1, n: int = 1, random_state: Any
         ``tangermeme.ersatz.shuffle``'s. A JAX key gives every sequence its own
         permutations, shuffle ``i`` of sequence ``j`` drawn from
         ``fold_in(fold_in(key, j), i)``. None uses fresh entropy. Default None.
+    return_packed: None or False, optional
+        tangermeme's option to return a ``PackedSequence``: jablate returns one-hot
+        arrays only, so None and False are accepted and True raises. Default None.
 
     Returns
     -------
@@ -417,20 +421,30 @@ def shuffle(X: Any, start: int = 0, end: int = -1, n: int = 1, random_state: Any
     ------
     ValueError
         If ``X`` is not one-hot (N, A, L), the region is outside the sequence or
-        empty, ``n < 1``, or ``random_state`` is of an unknown kind.
+        empty, ``n < 1``, ``random_state`` is of an unknown kind, or
+        ``return_packed=True``.
     """
+    _check_packed(return_packed)
     return _shuffle(MONO, X, start, end, n, random_state)
+
+
+def _check_packed(return_packed: Any) -> None:
+    if return_packed is not None and return_packed is not False:
+        raise InputError(f"return_packed must be None or False: jablate returns one-hot arrays, "
+                         f"not tangermeme's PackedSequence; got {return_packed!r}.")
 
 
 @carries(DINUCLEOTIDE)
 def dinucleotide_shuffle(X: Any, start: int = 0, end: int = -1, n: int = 20,
-                         random_state: Any = None, verbose: bool = False) -> Any:
+                         random_state: Any = None, verbose: bool = False,
+                         allow_N: bool = False, return_packed: Optional[bool] = None,
+                         n_jobs: int = 1) -> Any:
     """Shuffle a region of each sequence ``n`` times, keeping its dinucleotide counts.
 
     Each shuffle is drawn uniformly from all sequences with the region's first
     and last symbols and dinucleotide counts (the Altschul-Erickson/uShuffle
-    method), unlike tangermeme's sampler which misses some of them. An unknown
-    base (all-zero column) is a symbol of its own.
+    method), unlike tangermeme's sampler which misses some of them. With
+    ``allow_N=True`` an unknown base (all-zero column) is a symbol of its own.
 
     Parameters
     ----------
@@ -443,12 +457,27 @@ def dinucleotide_shuffle(X: Any, start: int = 0, end: int = -1, n: int = 20,
         inclusively. Default is -1.
     n: int, optional
         Shuffles per sequence. Default is 20.
-    random_state: JAX key, int, numpy.random.RandomState or None, optional
+    random_state: JAX key, int, sequence of N ints, numpy.random.RandomState or None, optional
         Shuffle ``i`` of sequence ``j`` is drawn from ``fold_in(fold_in(key,
-        j), i)``; an int seeds the key, a RandomState gives one seed. Default None.
+        j), i)``; an int seeds the key, a RandomState gives one seed. A sequence
+        of ``N`` ints gives each sequence its own seed, as in tangermeme: sequence
+        ``j`` is shuffled as ``dinucleotide_shuffle(X[j:j+1], ...,
+        random_state=random_state[j])`` shuffles it, whatever else is in the
+        batch. Default None.
     verbose: bool, optional
         Accepted for tangermeme compatibility; the shuffles run as one compiled
         program and have no progress bar.
+    allow_N: bool, optional
+        Whether ``X`` may hold unknown bases (all-zero columns), as in tangermeme:
+        each is then shuffled as a symbol of its own, so every shuffle keeps the
+        count of every dinucleotide, those with an unknown base included. Default
+        False: an unknown base anywhere in ``X`` raises ``ValueError``.
+    return_packed: None or False, optional
+        As for :func:`shuffle`: True (a ``PackedSequence``) raises. Default None.
+    n_jobs: int, optional
+        tangermeme's thread count; accepted (an int, ``-1`` or at least 1) and
+        without effect: the shuffles run as one compiled program on JAX's device.
+        Default 1.
 
     Returns
     -------
@@ -457,7 +486,38 @@ def dinucleotide_shuffle(X: Any, start: int = 0, end: int = -1, n: int = 20,
     Raises
     ------
     ValueError
-        As :func:`shuffle`, and for a region shorter than 3.
+        As :func:`shuffle`; for a region shorter than 3; for an unknown base
+        without ``allow_N=True``; for seeds not one per sequence; for
+        ``return_packed=True`` or a bad ``n_jobs``.
     """
+    _check_packed(return_packed)
+    if isinstance(n_jobs, bool) or check_int(n_jobs, "n_jobs", minimum=-1) == 0:
+        raise InputError(f"n_jobs must be -1 or a positive int; got {n_jobs!r}.")
+    if not isinstance(allow_N, (bool, numpy.bool_)):
+        raise InputError(f"allow_N must be True or False; got {allow_N!r}.")
+    inp = inputs(X)
+    if not allow_N and bool(jnp.any(jnp.sum(jnp.asarray(inp.X), axis=1) == 0)):
+        raise InputError("X holds unknown bases (all-zero columns), which dinucleotide_shuffle "
+                         "refuses unless allow_N=True (as tangermeme): each is then shuffled "
+                         "as a symbol of its own.")
+    if isinstance(random_state, (list, tuple)) or (isinstance(random_state, numpy.ndarray)
+                                                   and random_state.ndim == 1):
+        return _per_sequence_seeds(X, start, end, n, random_state, len(inp.X), inp.family)
     return _shuffle(DINUCLEOTIDE, X, start, end, n, random_state)
+
+
+def _per_sequence_seeds(X, start, end, n, seeds, N, family):
+    """tangermeme's seed per sequence: sequence ``j`` shuffled as it would be alone with
+    ``random_state=seeds[j]``."""
+    if len(seeds) != N or not all(isinstance(s, (int, numpy.integer)) and
+                                  not isinstance(s, (bool, numpy.bool_)) for s in seeds):
+        raise InputError(f"random_state as a sequence must hold one int seed per sequence "
+                         f"({N}); got {len(seeds)} value(s) of type(s) "
+                         f"{sorted({type(s).__name__ for s in seeds})}.")
+    parts = [_shuffle(DINUCLEOTIDE, X[j:j + 1], start, end, n, int(s))
+             for j, s in enumerate(seeds)]
+    if family == "torch":
+        import torch
+        return torch.cat(parts)
+    return numpy.concatenate(parts) if family == "numpy" else jnp.concatenate(parts)
 

@@ -13,12 +13,13 @@ from jablate.models.frontdoor import (
     Inputs,
     check_int,
     inputs,
+    is_torch_module,
     jax_dtype,
     resolve_device,
     torch_bridge,
     tree_to_family,
 )
-from jablate.models.runner import Backend, runner_for
+from jablate.models.runner import Backend, runner_for, translated_dtype
 
 
 def torch_dtype(model: Any, dtype: Any, family: str, device: Any = None,
@@ -70,10 +71,10 @@ def torch_dtype(model: Any, dtype: Any, family: str, device: Any = None,
         if family == "jax":
             import jax
             if not jax.config.jax_enable_x64:
-                from jablate.models.frontdoor import _X64_HINT
+                from jablate.models.frontdoor import X64_HINT
                 raise InputError(f"{name} {dtype!r}: the results come back as JAX arrays "
                                  f"like X, which hold float64 only with 64-bit types: "
-                                 f"{_X64_HINT}; or pass X as a NumPy array or torch tensor.")
+                                 f"{X64_HINT}; or pass X as a NumPy array or torch tensor.")
     return resolved
 
 
@@ -120,12 +121,16 @@ def prepare(model: Any, inp: Inputs, func: Optional[Callable] = None, device: An
         For a model jablate cannot run (see :func:`jablate.models.runner.runner_for`),
         or a ``device`` or ``dtype`` the framework does not have.
     """
-    runner, params = runner_for(model, backend=backend, example=inp.X)
+    if backend == "jax" and is_torch_module(model):  # it runs in the module's dtype
+        jdtype = translated_dtype(model, dtype)
+    else:
+        jdtype = None if is_torch_module(model) else jax_dtype(dtype)
+    runner, params = runner_for(model, backend=backend, example=inp.X,
+                                example_args=inp.args, dtype=jdtype)
     if not runner.jittable:
         device = resolve_device(device, "torch")
         dtype = torch_dtype(runner.model, dtype, inp.family, device)
         return inp, engine.Model(runner), _torch_session(runner, device, dtype, func)
-    jdtype = jax_dtype(dtype)
     jdevice = resolve_device(device, "jax")
     where = placement.current(inp.X, jdevice)
     X, args = placement.place((inp.X, inp.args), where)
@@ -180,7 +185,9 @@ def predict(model: Any, X: Any, args: Optional[Any] = None, func: Optional[Calla
         ``ValueError`` rather than computing in float32. torch: tangermeme's
         autocast dtype (batches cast to it, autocast to float16/bfloat16 on
         the CPU); default is the model's parameter dtype; float64 needs a
-        float64 module.
+        float64 module. A torch module with ``backend='jax'`` (translated) runs in
+        ``dtype``, its floating weights cast to it, by default in its own dtype
+        (float64 modules need JAX's 64-bit mode).
     device: str, torch.device, jax.Device or None, optional
         torch: default CUDA when available, as tangermeme. JAX: default
         device when None.

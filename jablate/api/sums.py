@@ -25,8 +25,8 @@ from typing import Any, Callable, NamedTuple, Optional
 
 import numpy
 
+from jablate._core.dtypes import dtype_kind, resolution
 from jablate._core.errors import InputError, a_or_an
-from jablate.api.effects import dtype_kind, resolution
 
 __all__ = ["DeviceSums", "DEVICE_SUMS", "compensated_sum", "compensation_holds", "trusted",
            "array_ops"]

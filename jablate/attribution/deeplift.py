@@ -760,12 +760,12 @@ def _draw_all(key, X, references_fn, n):
     return _draw_block(key, X, jnp.arange(X.shape[0]), references_fn, n)
 
 
-def _draw_rows(key, X, rows, references_fn, n):
-    """References (len(rows), n, A, L) of the sequences ``rows``: reference ``i`` of
-    sequence ``j`` from ``fold_in(fold_in(key, j), i)``, as :func:`attribution_fn` draws
-    them."""
-    return jax.vmap(lambda j: _draw(references_fn, jax.random.fold_in(key, j),
-                                     jnp.take(X, j, axis=0), n))(rows)
+def _draw_rows(key, xs, rows, references_fn, n):
+    """References (len(rows), n, A, L) of the sequences ``xs``, rows ``rows`` of ``X``:
+    reference ``i`` of sequence ``j`` from ``fold_in(fold_in(key, j), i)``, as
+    :func:`attribution_fn` draws them."""
+    return jax.vmap(lambda x, j: _draw(references_fn, jax.random.fold_in(key, j), x, n))(
+        xs, rows)
 
 
 _draw_block = jax.jit(_draw_rows, static_argnames=("references_fn", "n"))
@@ -782,16 +782,17 @@ class _ReferenceBlocks:
     per batch (often a single sequence's ``n_shuffles`` references) would cost more than
     the attributions. One walk draws the references of every sequence of a block at once,
     about ``REFERENCE_BLOCK_BYTES`` of them (at least one batch, at most the run), with
-    exactly the keys the compiled step would use, so results do not change. Blocks have one
-    shape (the last one's rows padded by repeating a sequence): one compiled program.
+    exactly the keys the compiled step would use, so results do not change. A run's blocks
+    have one shape (the last one's rows padded by repeating a sequence), a power of two of
+    batches whatever ``N``: one compiled program serves runs of many sizes.
     """
 
     def __init__(self, key, X, references_fn, n, per_step, place):
         N, A, L = X.shape
         per_sequence = n * A * L * jnp.dtype(X.dtype).itemsize
         batches = -(-N // per_step)
-        self.size = per_step * max(1, min(batches, REFERENCE_BLOCK_BYTES
-                                          // max(1, per_step * per_sequence)))
+        cap = max(1, REFERENCE_BLOCK_BYTES // max(1, per_step * per_sequence))
+        self.size = per_step * min(1 << (batches - 1).bit_length(), cap)
         self.key, self.X, self.fn, self.n, self.N = key, X, references_fn, n, N
         self.place = place  # puts a block's rows where the run computes
         self.base, self.refs = None, None
@@ -803,7 +804,7 @@ class _ReferenceBlocks:
             rows = numpy.minimum(numpy.arange(lo, lo + self.size), self.N - 1)
             rows = self.place(jnp.asarray(rows.astype(numpy.int32)))
             self.base = lo
-            self.refs = _draw_block(self.key, self.X, rows, self.fn, self.n)
+            self.refs = _draw_block(self.key, _take(self.X, rows), rows, self.fn, self.n)
         return self.refs, self.base
 
 
@@ -884,12 +885,25 @@ def attribution_fn(apply: Callable, *, target: int, hypothetical: bool, n_shuffl
 
 # --- the front door ----------------------------------------------------------------------
 
-def _step(core, dtype, params, X, args, idx, table, base):
-    """Attributions of the sequences ``idx``, against the references ``table[idx - base]``
-    (all references of the run, or a block of them starting at sequence ``base``)."""
-    x = cast_input(jnp.take(X, idx, axis=0), dtype)
-    args = tuple(jnp.take(a, idx, axis=0) for a in args)
-    refs = jnp.take(table, idx - base, axis=0)
+@jax.jit
+def _take(X, rows):
+    """Rows ``rows`` of ``X`` (one small program per shape of ``X``)."""
+    return jnp.take(X, rows, axis=0)
+
+
+@jax.jit
+def _batch(X, args, table, idx, base):
+    """The step's inputs: sequences ``idx`` of ``X`` and ``args``, and their references
+    ``table[idx - base]`` (all references of the run, or a block of them starting at
+    sequence ``base``). A program of its own, so that the step's shapes do not depend on
+    ``N``."""
+    take = partial(jnp.take, indices=idx, axis=0)
+    return take(X), tuple(map(take, args)), jnp.take(table, idx - base, axis=0)
+
+
+def _step(core, dtype, params, x, args, refs):
+    """Attributions of the sequences ``x`` (a batch), against their references ``refs``."""
+    x = cast_input(x, dtype)
     key = jax.random.key(0)
     return jax.vmap(lambda xi, ri, *a: core(params, xi, key, ri, *a))(x, refs, *args)
 
@@ -1236,7 +1250,10 @@ def deep_lift_shap(model: Any, X: Any, args: Optional[Any] = None, target: int =
         JAX's 64-bit mode (``jax.config.update("jax_enable_x64", True)`` before
         any JAX work, or ``JAX_ENABLE_X64=1``); without it a ``ValueError``
         says so rather than computing in float32. With ``backend='torch'`` it is
-        tangermeme's autocast dtype (float64 needs a float64 module).
+        tangermeme's autocast dtype (float64 needs a float64 module). A torch module
+        translated to JAX (the default) runs in ``dtype``, its floating weights cast to
+        it, and by default in its own dtype (its first parameter's, as tangermeme): a
+        float16 module in float16, a float64 one in float64 (64-bit mode needed).
     device: str, jax.Device or None, optional
         The JAX device; default JAX's default device.
     verbose: bool, optional
@@ -1350,7 +1367,8 @@ def deep_lift_shap(model: Any, X: Any, args: Optional[Any] = None, target: int =
     where = engine.Devices(bound, inp.X)
     params, X_, args_ = where.replicate((params, inp.X, inp.args))
 
-    per_step = where.size(max(1, batch_size // R), N)
+    # a run smaller than a batch is padded to a power of two: few programs for many N
+    per_step = where.size(max(1, batch_size // R), 1 << (N - 1).bit_length())
     chunk = None if batch_size >= R else batch_size
     settings = (target % graph.n_outputs, bool(hypothetical), R, key_fn, bool(raw_outputs), chunk)
     step = _step_for(runner, settings, rules, bound.dtype)
@@ -1363,7 +1381,7 @@ def deep_lift_shap(model: Any, X: Any, args: Optional[Any] = None, target: int =
     def run(items, lo):  # items: a padded batch of sequence indices (engine.Plan's fields)
         # the plan's items are the sequences in order: this batch holds lo .. lo + per_step
         refs, base = blocks.covering(lo, min(lo + per_step, N) - 1) if draw else (table, 0)
-        return step(params, X_, args_, items[0], refs, base)
+        return step(params, *_batch(X_, args_, refs, items[0], base))
 
     plan = engine.Plan.build(numpy.arange(N), 0, 0)
     job = Job(plan, run, per_step, where.shard, progress=verbose, desc="deep_lift_shap")

@@ -754,7 +754,11 @@ def saturation_mutagenesis(model: Any, X: Any, args: Optional[Any] = None, start
         float64 module). float64 on JAX needs its 64-bit mode
         (``jax.config.update("jax_enable_x64", True)`` before any JAX work, or
         ``JAX_ENABLE_X64=1``); without it a ``ValueError`` says so rather than
-        computing in float32. Default None: float32 (or ``X``'s float dtype).
+        computing in float32. Default None: float32 (or ``X``'s float dtype). A
+        torch module translated to JAX (the default for torch modules) runs in
+        ``dtype``, its floating weights cast to it, and by default in its own dtype
+        (its first parameter's, as tangermeme): a float16 module in float16, a float64
+        one in float64 (64-bit mode needed: else ``ValueError``).
     device: str, jax.Device, torch.device or None, optional
         Where the model runs. Default None (JAX's default device).
     verbose: bool, optional

@@ -491,7 +491,8 @@ def check_precision():
     """The context the runtime check's programs are traced in: every matmul and
     convolution at full float32 precision (``jax.default_matmul_precision('highest')``),
     so the check compares the algorithm (windows, rules), not the hardware's rounding,
-    within :data:`CHECK_TOLERANCE`. The run itself keeps the precision in effect."""
+    within :func:`~jablate.engine.executor.check_tolerance`. The run itself keeps the
+    precision in effect."""
     return jax.default_matmul_precision("highest")
 
 

@@ -244,8 +244,14 @@ def annotations(annotations: Any, n_examples: int, length: int,
         annotations = annotations.detach().cpu().numpy()
     a = numpy.asarray(annotations)
     if a.dtype == object or not (a.size == 0 or numpy.issubdtype(a.dtype, numpy.integer)):
-        if a.size and numpy.issubdtype(a.dtype, numpy.floating) and numpy.all(a == numpy.round(a)):
+        floats = a.size and numpy.issubdtype(a.dtype, numpy.floating)
+        whole = floats and numpy.isfinite(a).all() and numpy.all(a == numpy.round(a))
+        if whole:
             a = a.astype(numpy.int64)
+        elif floats:
+            bad = numpy.argwhere(~numpy.isfinite(a) | (a != numpy.round(a)))[0]
+            raise InputError(f"annotations must be integers (example_idx, start, end); "
+                             f"annotations[{bad[0]}, {bad[1]}] is {float(a[tuple(bad)])}.")
         else:
             raise InputError(f"annotations must be integers (example_idx, start, end); got "
                              f"dtype {a.dtype}.")
@@ -348,7 +354,7 @@ def _committed(x):
 
 
 #: How to turn on JAX's 64-bit types (without them JAX computes float64 requests in float32).
-_X64_HINT = ('turn 64-bit types on before any JAX work: jax.config.update("jax_enable_x64", '
+X64_HINT = ('turn 64-bit types on before any JAX work: jax.config.update("jax_enable_x64", '
              'True), or set JAX_ENABLE_X64=1 in the environment')
 
 
@@ -391,7 +397,7 @@ def jax_dtype(dtype: Any, name: str = "dtype") -> Any:
     if jax.dtypes.canonicalize_dtype(resolved) != resolved:
         raise InputError(f"{name} {spelling!r} asks for {resolved}, but JAX runs without "
                          f"64-bit types and would compute in "
-                         f"{jax.dtypes.canonicalize_dtype(resolved)} instead: {_X64_HINT}; "
+                         f"{jax.dtypes.canonicalize_dtype(resolved)} instead: {X64_HINT}; "
                          f"or pass {name}=None or 'float32'.")
     return resolved
 

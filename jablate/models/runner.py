@@ -34,7 +34,7 @@ import numpy
 
 from jablate._core.caches import for_runner, register
 from jablate._core.errors import InputError, a_or_an
-from jablate.models.frontdoor import is_torch_module, torch_bridge
+from jablate.models.frontdoor import X64_HINT, is_torch_module, jax_dtype, torch_bridge
 
 #: How many flax model structures keep their compiled programs.
 STRUCTURE_CACHE_SIZE = 32
@@ -305,8 +305,46 @@ def eval_view(model: Any) -> Any:
     return view
 
 
-def runner_for(model: Any, backend: Backend = None,
-               example: Optional[jax.Array] = None) -> tuple[Any, Any]:
+def translated_dtype(module: Any, dtype: Any = None) -> Any:
+    """The JAX dtype a torch module translated to JAX runs in: ``dtype`` when given, else
+    the module's own (its first parameter's, as tangermeme's default).
+
+    Parameters
+    ----------
+    module: torch.nn.Module
+    dtype: str, dtype or None
+        tangermeme's ``dtype``, in any spelling :func:`~jablate.models.frontdoor.jax_dtype`
+        accepts.
+
+    Returns
+    -------
+    dtype: numpy.dtype
+
+    Raises
+    ------
+    ValueError
+        For a dtype JAX does not know, or a 64-bit one (asked for, or the module's own)
+        while JAX runs without 64-bit types, where it would compute in 32 bits instead.
+    """
+    if dtype is not None:
+        return jax_dtype(dtype)
+    own = torch_bridge()._resolve_dtype(module, None)
+    try:
+        return jax_dtype(own)
+    except InputError:
+        raise InputError(f"model's parameters are {own}, which JAX computes in only in its "
+                         f"64-bit mode: {X64_HINT}; or pass backend='torch' to run the module "
+                         "in torch.") from None
+
+
+def _in_dtype(params: Any, dtype: Any) -> Any:
+    """``params`` with every floating array in ``dtype`` (the others as they are)."""
+    return jax.tree.map(lambda p: p.astype(dtype) if jnp.issubdtype(p.dtype, jnp.floating)
+                        and p.dtype != dtype else p, params)
+
+
+def runner_for(model: Any, backend: Backend = None, example: Optional[jax.Array] = None,
+               example_args: tuple = (), dtype: Any = None) -> tuple[Any, Any]:
     """The runner of ``model`` and its current parameters.
 
     Parameters
@@ -315,8 +353,15 @@ def runner_for(model: Any, backend: Backend = None,
     backend: None, 'torch' or 'jax'
         ``'jax'`` translates a torch module to JAX
         (``jablate.bridges.torch.translate``), using ``example`` (a JAX array
-        shaped like the inputs) for the export.
+        shaped like the inputs) and ``example_args`` (the model's other inputs, each
+        with a batch axis) for the export.
     example: jax.Array or None
+    example_args: tuple of arrays
+    dtype: dtype or None
+        For a translated torch module, the dtype it runs in (:func:`translated_dtype`):
+        its floating parameters are cast to it when they differ. tangermeme autocasts
+        instead (some ops stay in float32), so in float16 or bfloat16 the two agree to
+        that dtype's rounding.
 
     Returns
     -------
@@ -346,7 +391,11 @@ def runner_for(model: Any, backend: Backend = None,
     if is_torch_module(model):
         if backend == "jax":
             bridge = torch_bridge()
-            model = bridge.translate(model, bridge.to_torch(example[:1]).float())
+            own = bridge._resolve_dtype(model, None)  # exported as the module computes
+            translated = bridge.translate(model, bridge.to_torch(example[:1]).to(own),
+                                          *(bridge.to_torch(a[:1]) for a in example_args))
+            runner, params = runner_for(translated)
+            return runner, _in_dtype(params, translated_dtype(model, dtype))
         else:
             return torch_bridge().TorchRunner(model), None
     elif backend == "torch":
