@@ -222,6 +222,10 @@ def _add_hits(commands):
         "run on extracted sequences) counts: 'bedtools' getfasta's 0-based start, end "
         "exclusive, or 'samtools' faidx's 1-based start, end inclusive (default: "
         "%(default)s)")
+    hits.add_argument("--skip-missing-chromosomes", action="store_true",
+        help="skip peaks and hits on chromosomes the genome lacks (chrM, alt or EBV "
+        "contigs of another assembly's files), listing the hits in skipped.tsv; without "
+        "it such a chromosome is an error")
     hits.add_argument("--out", required=True, metavar="DIR",
         help="the output directory (created when missing)")
     hits.add_argument("--window", type=_positive_int, metavar="W",

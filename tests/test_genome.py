@@ -9,6 +9,7 @@ control hit on random sequence must not. Hits are written as BED, Fi-NeMo and FI
 import gzip
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -1077,3 +1078,42 @@ def test_each_chunk_counts_its_arrangements_once(data, tmp_path, capsys, monkeyp
         "--shuffle", "dinucleotide"))[0] == 0
     rows = len(pandas.read_csv(out / "effects.tsv", sep="\t"))
     assert len(counted) == -(-rows // 16) and sum(counted) == rows
+
+
+def test_skip_missing_chromosomes_skips_their_peaks_and_hits(data, tmp_path, capsys):
+    """A peak and a hit on a chromosome the genome lacks (chrM, an alt contig) stop the run
+    with a hint; --skip-missing-chromosomes skips them, lists the hit in skipped.tsv, and
+    leaves every other row as the run without them gives it."""
+    root, _ = data
+    plain = tmp_path / "plain"
+    assert run(capsys, *hits_args(root, plain, "hits.bed"))[0] == 0
+    shutil.copy(root / "genome.fa", tmp_path / "genome.fa")
+    (tmp_path / "peaks.narrowPeak").write_text((root / "peaks.narrowPeak").read_text()
+        + "chrEBV\t100\t300\t.\t0\t.\t0\t0\t0\t100\n")
+    hits = (root / "hits.bed").read_text()
+    (tmp_path / "hits.bed").write_text(hits + "chrEBV\t150\t160\tGATA\n")
+    lines = len(hits.splitlines()) + 1
+    out = tmp_path / "out"
+    status, _, stderr = run(capsys, *hits_args(tmp_path, out, "hits.bed"))
+    assert status == 2 and "chromosome 'chrEBV' is not in the genome" in stderr
+    assert "--skip-missing-chromosomes" in stderr and not out.exists()
+    status, _, stderr = run(capsys, *hits_args(tmp_path, out, "hits.bed",
+        "--skip-missing-chromosomes", quiet=False))
+    assert status == 0, stderr
+    assert "1 on chromosomes the genome lacks are skipped" in stderr
+    assert (out / "effects.tsv").read_bytes() == (plain / "effects.tsv").read_bytes()
+    skipped = pandas.read_csv(out / "skipped.tsv", sep="\t")
+    before = pandas.read_csv(plain / "skipped.tsv", sep="\t")
+    assert len(skipped) == len(before) + 1
+    last = skipped[skipped["line"] == lines].iloc[0]
+    assert last["chrom"] == "chrEBV" and last["reason"] == "its chromosome is not in the genome"
+    # the Python API, the same way
+    with pytest.raises(ValueError, match="skip_missing_chromosomes=True"):
+        jg.load_windows(tmp_path / "genome.fa", tmp_path / "peaks.narrowPeak", WIDTH)
+    X, windows, off = jg.load_windows(tmp_path / "genome.fa", tmp_path / "peaks.narrowPeak",
+        WIDTH, return_skipped=True, skip_missing_chromosomes=True)
+    assert off[off["chrom"] == "chrEBV"]["reason"].tolist() == [jg.MISSING]
+    annotations, _, lost = jg.hits_to_annotations(tmp_path / "hits.bed", windows,
+        return_skipped=True, skip_missing_chromosomes=True)
+    assert lost[lost["chrom"] == "chrEBV"]["reason"].tolist() == [jg.MISSING]
+    assert len(annotations) == len(pandas.read_csv(plain / "effects.tsv", sep="\t"))

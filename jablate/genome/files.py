@@ -141,15 +141,19 @@ def _int(text, label, where):
         raise InputError(f"{where}: {label} '{text}' is not an integer") from None
 
 
-def _check_interval(chrom, start, end, where, lengths, genome, label="interval"):
+def _check_interval(chrom, start, end, where, lengths, genome, label="interval",
+                    skip_missing=False):
     if start < 0:
         raise InputError(f"{where}: start {start} is negative")
     if end <= start:
         raise InputError(f"{where}: end {end} is not after start {start}")
     if lengths is not None:
+        if chrom not in lengths and skip_missing:
+            return
         if chrom not in lengths:
             raise InputError(f"{where}: chromosome '{chrom}' is not in the genome{genome}"
-                f"{_naming_hint(chrom, lengths)}")
+                f"{_naming_hint(chrom, lengths)} (skip_missing_chromosomes=True, or "
+                "--skip-missing-chromosomes, skips the peaks and hits on such chromosomes)")
         if end > lengths[chrom]:
             raise InputError(f"{where}: {label} {start}-{end} runs past the end of "
                 f"'{chrom}' ({lengths[chrom]} bases)")
@@ -172,7 +176,8 @@ def _genome_label(genome):
 
 
 def read_peaks(peaks: Any, lengths: Optional[dict] = None, width: Optional[int] = None,
-        genome: Optional[str] = None) -> pandas.DataFrame:
+        genome: Optional[str] = None,
+        skip_missing_chromosomes: bool = False) -> pandas.DataFrame:
     """Read peaks from a narrowPeak or BED file (or check a DataFrame of them).
 
     Parameters
@@ -190,6 +195,9 @@ def read_peaks(peaks: Any, lengths: Optional[dict] = None, width: Optional[int] 
         holds a peak is an error.
     genome : str, optional
         The genome's file name, for messages.
+    skip_missing_chromosomes : bool, optional
+        Keep peaks on chromosomes that ``lengths`` lacks (unchecked) instead of raising:
+        :func:`jablate.genome.hits.peak_windows` then gives them no window. Default False.
 
     Returns
     -------
@@ -236,11 +244,12 @@ def read_peaks(peaks: Any, lengths: Optional[dict] = None, width: Optional[int] 
     seen = set()
     for i, (chrom, start, end, _, summit) in enumerate(rows):
         where = where_of(i)
-        _check_interval(chrom, start, end, where, lengths, label, "peak")
+        _check_interval(chrom, start, end, where, lengths, label, "peak",
+                        skip_missing_chromosomes)
         if summit < -1 or summit >= end - start:
             raise InputError(f"{where}: summit offset {summit} lies outside the peak "
                 f"{start}-{end} (expected 0 to {end - start - 1}, or -1 for none)")
-        if width is not None and lengths is not None and chrom not in seen:
+        if width is not None and lengths is not None and chrom not in seen and chrom in lengths:
             seen.add(chrom)
             if width > lengths[chrom]:
                 raise InputError(f"{where}: the window of {width} bases is longer than "
@@ -293,7 +302,8 @@ def _header_kind(fields):
 
 def read_hits(hits: Any, lengths: Optional[dict] = None, n_peaks: Optional[int] = None,
         genome: Optional[str] = None, peaks_name: str = "the peaks",
-        interval_names: str = "bedtools") -> pandas.DataFrame:
+        interval_names: str = "bedtools",
+        skip_missing_chromosomes: bool = False) -> pandas.DataFrame:
     """Read motif hits from a BED, Fi-NeMo, FIMO or tabular file, or check a DataFrame.
 
     The format is recognised from the first line that is not blank:
@@ -333,6 +343,9 @@ def read_hits(hits: Any, lengths: Optional[dict] = None, n_peaks: Optional[int] 
         ``"bedtools"`` (``bedtools getfasta``: 0-based start, end exclusive) or
         ``"samtools"`` (``samtools faidx``: 1-based start, end inclusive). Default
         ``"bedtools"``.
+    skip_missing_chromosomes : bool, optional
+        Keep hits on chromosomes that ``lengths`` lacks (unchecked) instead of raising:
+        :func:`jablate.genome.hits.map_hits` skips them with that reason. Default False.
 
     Returns
     -------
@@ -360,7 +373,8 @@ def read_hits(hits: Any, lengths: Optional[dict] = None, n_peaks: Optional[int] 
             f"{interval_names!r}")
     label = _genome_label(genome)
     if isinstance(hits, pandas.DataFrame):
-        return _hits_from_frame(hits, lengths, n_peaks, label, peaks_name)
+        return _hits_from_frame(hits, lengths, n_peaks, label, peaks_name,
+                                skip_missing_chromosomes)
     path = os.fspath(hits)
     kind, header, rows = None, None, []
     for number, fields in _lines(path, "hits"):
@@ -393,7 +407,8 @@ def read_hits(hits: Any, lengths: Optional[dict] = None, n_peaks: Optional[int] 
         if header is not None and len(fields) < len(header):
             fields = fields + [""] * (len(header) - len(fields))
         record = parse[kind](fields, header, where, lengths, interval_names)
-        _check_interval(record[0], record[1], record[2], where, lengths, label, "hit")
+        _check_interval(record[0], record[1], record[2], where, lengths, label, "hit",
+                        skip_missing_chromosomes)
         if n_peaks is not None and record[5] >= n_peaks:
             raise InputError(f"{where}: peak {record[5]} does not exist: {peaks_name} "
                 f"has {n_peaks} peaks (0 to {n_peaks - 1})")
@@ -528,7 +543,7 @@ def _hit_frame(records, lines):
     return frame if lines is not None else frame.drop(columns="line")
 
 
-def _hits_from_frame(frame, lengths, n_peaks, label, peaks_name):
+def _hits_from_frame(frame, lengths, n_peaks, label, peaks_name, skip_missing=False):
     missing = [c for c in ("chrom", "start", "end") if c not in frame.columns]
     if missing:
         raise InputError(f"hits DataFrame lacks the column(s) {missing}; expected chrom, "
@@ -547,7 +562,7 @@ def _hits_from_frame(frame, lengths, n_peaks, label, peaks_name):
             _int(peak, "peak", where)
         if peak < -1:
             raise InputError(f"{where}: peak {peak} is negative")
-        _check_interval(str(chrom), start, end, where, lengths, label, "hit")
+        _check_interval(str(chrom), start, end, where, lengths, label, "hit", skip_missing)
         if n_peaks is not None and peak >= n_peaks:
             raise InputError(f"{where}: peak {peak} does not exist: {peaks_name} has "
                 f"{n_peaks} peaks (0 to {n_peaks - 1})")

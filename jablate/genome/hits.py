@@ -109,7 +109,8 @@ summary.tsv: one row per motif name, sorted by the median drop of the first
   Every statistic skips nan values.
 skipped.tsv: hits measured nowhere (hit, line, chrom, start, end, name,
   reason): in no window, only partly inside one, outside their peak's window,
-  their peak's window off the chromosome, or too short for the shuffle.
+  their peak's window off the chromosome, too short for the shuffle, or (with
+  --skip-missing-chromosomes) on a chromosome the genome lacks.
 effects.png (--plot): each motif's distribution of drop (and jsd) over its
   hits, motifs sorted by median.
 """
@@ -202,7 +203,7 @@ def fetch_windows(genome: Any, windows: pandas.DataFrame, rows: Optional[Sequenc
 
 
 def load_windows(genome: Any, peaks: Any, width: int, dtype: Any = numpy.int8,
-        return_skipped: bool = False) -> tuple:
+        return_skipped: bool = False, skip_missing_chromosomes: bool = False) -> tuple:
     """One window of the model's input width per peak, one-hot encoded.
 
     Each window is centred on the peak's summit (narrowPeak column 10) when it has one,
@@ -224,6 +225,9 @@ def load_windows(genome: Any, peaks: Any, width: int, dtype: Any = numpy.int8,
         Of ``X``. Default ``numpy.int8``.
     return_skipped : bool, optional
         Also return the peaks whose window was skipped. Default False.
+    skip_missing_chromosomes : bool, optional
+        Skip peaks on chromosomes the genome lacks (with that reason) instead of raising.
+        Default False.
 
     Returns
     -------
@@ -234,7 +238,7 @@ def load_windows(genome: Any, peaks: Any, width: int, dtype: Any = numpy.int8,
         W rows, row ``i`` describing ``X[i]`` (see :func:`peak_windows`).
     skipped : pandas.DataFrame
         Only with ``return_skipped``: the peaks (as read) whose window runs off their
-        chromosome, with a ``reason``.
+        chromosome or whose chromosome the genome lacks, with a ``reason``.
 
     Raises
     ------
@@ -247,17 +251,23 @@ def load_windows(genome: Any, peaks: Any, width: int, dtype: Any = numpy.int8,
     fasta = open_genome(genome)
     lengths = genome_lengths(fasta)
     name = None if not isinstance(genome, (str, os.PathLike)) else os.fspath(genome)
-    peaks = read_peaks(peaks, lengths, int(width), genome=name)
+    peaks = read_peaks(peaks, lengths, int(width), genome=name,
+                       skip_missing_chromosomes=skip_missing_chromosomes)
     windows = peak_windows(peaks, lengths, width)
     X = fetch_windows(fasta, windows, dtype=dtype)
     if not return_skipped:
         return X, windows
     skipped = peaks[peaks["peak"].isin(windows.attrs["skipped_peaks"])].reset_index(drop=True)
-    skipped["reason"] = "its window runs off the chromosome"
+    skipped["reason"] = numpy.where(skipped["chrom"].isin(list(lengths)),
+                                    "its window runs off the chromosome", MISSING)
     return X, windows, skipped
 
 
 # --- hits -----------------------------------------------------------------------------------
+
+
+#: Why a hit on a chromosome the genome lacks is skipped (``skip_missing_chromosomes``).
+MISSING = "its chromosome is not in the genome"
 
 
 def map_hits(hits: pandas.DataFrame, windows: pandas.DataFrame,
@@ -289,12 +299,17 @@ def map_hits(hits: pandas.DataFrame, windows: pandas.DataFrame,
     width = int(windows.attrs.get("width", w_end[0] - w_start[0] if len(windows) else 0))
     reason = numpy.full(H, "", dtype=object)
     pair_hit, pair_window = [], []
+    lengths = windows.attrs.get("lengths")  # None: windows without them, nothing checked
+    missing = numpy.zeros(H, dtype=bool) if lengths is None else \
+        ~pandas.Series(chrom, dtype=object).isin(list(lengths)).to_numpy()
 
     short = end - start < min_width
     reason[short] = f"shorter than {min_width} bases, the shuffle's minimum"
+    reason[missing] = MISSING  # read with skip_missing_chromosomes=True
+    excluded = short | missing
 
     # hits that name their peak
-    own = numpy.nonzero((peak >= 0) & ~short)[0]
+    own = numpy.nonzero((peak >= 0) & ~excluded)[0]
     if len(own):
         n_peaks = int(windows.attrs.get("n_peaks", max(int(peak.max()) + 1,
             int(windows["peak"].max()) + 1 if len(windows) else 0)))
@@ -317,7 +332,7 @@ def map_hits(hits: pandas.DataFrame, windows: pandas.DataFrame,
                 reason[h] = "outside its peak's window"
 
     # every other hit: each window containing it (windows all have one width)
-    free = (peak < 0) & ~short
+    free = (peak < 0) & ~excluded
     by_chrom = pandas.Series(numpy.arange(len(windows))).groupby(w_chrom).indices if len(
         windows) else {}
     for name in pandas.unique(chrom[free]):
@@ -363,7 +378,8 @@ def map_hits(hits: pandas.DataFrame, windows: pandas.DataFrame,
 
 
 def hits_to_annotations(hits: Any, windows: pandas.DataFrame, min_width: int = 1,
-        return_skipped: bool = False, interval_names: str = "bedtools") -> tuple:
+        return_skipped: bool = False, interval_names: str = "bedtools",
+        skip_missing_chromosomes: bool = False) -> tuple:
     """Map motif hits into the windows; annotations for :func:`jablate.ablate_annotations`.
 
     A hit that names its peak (Fi-NeMo's ``peak_id``, a DataFrame's ``peak``) maps to
@@ -387,6 +403,9 @@ def hits_to_annotations(hits: Any, windows: pandas.DataFrame, min_width: int = 1
     interval_names : {"bedtools", "samtools"}, optional
         How a FIMO file's interval names ``chrom:start-end`` count: bedtools' 0-based,
         end exclusive (default), or samtools' 1-based, end inclusive.
+    skip_missing_chromosomes : bool, optional
+        Skip hits on chromosomes the genome lacks (with that reason) instead of raising.
+        Default False.
 
     Returns
     -------
@@ -412,7 +431,7 @@ def hits_to_annotations(hits: Any, windows: pandas.DataFrame, min_width: int = 1
 
     if not isinstance(hits, pandas.DataFrame) or "format" not in hits.attrs:
         hits = read_hits(hits, windows.attrs.get("lengths"), windows.attrs.get("n_peaks"),
-            interval_names=interval_names)
+            interval_names=interval_names, skip_missing_chromosomes=skip_missing_chromosomes)
     mapped, skipped = map_hits(hits, windows, min_width)
     annotations = mapped[["window", "offset_start", "offset_end"]].to_numpy(
         dtype=numpy.int64).reshape(-1, 3)

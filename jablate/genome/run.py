@@ -189,10 +189,13 @@ class _Run:
                 "BPNet and ChromBPNet); only a .pt2 exported with a static input shape "
                 "gives it")
         self.width = width
-        peaks = read_peaks(args.peaks, lengths, width, genome=args.genome)
+        skip = args.skip_missing_chromosomes
+        peaks = read_peaks(args.peaks, lengths, width, genome=args.genome,
+            skip_missing_chromosomes=skip)
         self.windows = peak_windows(peaks, lengths, width)
         hits = read_hits(args.hits, lengths, len(peaks), genome=args.genome,
-            peaks_name=f"'{args.peaks}'", interval_names=args.fimo_intervals)
+            peaks_name=f"'{args.peaks}'", interval_names=args.fimo_intervals,
+            skip_missing_chromosomes=skip)
         min_width = 3 if args.shuffle == "dinucleotide" else 1
         self.mapped, self.skipped = map_hits(hits, self.windows, min_width)
         reasons = ", ".join(f"{count} {reason}" for reason, count in
@@ -201,9 +204,11 @@ class _Run:
             raise self.error(f"none of the {len(hits)} hits in '{args.hits}' can be "
                 f"measured ({reasons}); check that hits, peaks and genome match")
         self.chunks = math.ceil(len(self.mapped) / args.chunk_size)
-        off = len(self.windows.attrs["skipped_peaks"])
+        absent = int((~peaks["chrom"].isin(list(lengths))).sum())
+        off = len(self.windows.attrs["skipped_peaks"]) - absent
         self.say(f"{len(peaks)} peaks: {len(self.windows)} windows of {width} bp"
-            + (f" ({off} run off their chromosome and are skipped)" if off else ""))
+            + (f" ({off} run off their chromosome and are skipped)" if off else "")
+            + (f" ({absent} on chromosomes the genome lacks are skipped)" if absent else ""))
         self.say(f"{len(hits)} hits ({hits.attrs['format']}): {len(self.mapped)} "
             f"(hit, window) rows in {self.chunks} chunks"
             + (f"; {len(self.skipped)} skipped ({reasons}), to be listed in skipped.tsv"
@@ -216,7 +221,7 @@ class _Run:
             "shuffle": args.shuffle, "seed": args.seed, "profile": args.profile,
             "translate": args.translate, "chunk_size": args.chunk_size,
             "fimo_intervals": args.fimo_intervals,
-        }
+        }  # not --skip-missing-chromosomes: where both runs succeed, it changes nothing
 
     def finished_chunks(self):
         """The chunks already in ``DIR/parts``; raise when they may not be reused."""
