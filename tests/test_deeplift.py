@@ -464,3 +464,12 @@ def test_runs_of_other_sizes_reuse_the_compiled_step(monkeypatch):
     np.testing.assert_array_equal(rest[1][:6], rest[0])
     refs = np.asarray(jablate.dinucleotide_shuffle(X, n=3, random_state=key))
     close(rest[1], jablate.deep_lift_shap(model, X, references=refs), 1e-6)
+
+
+def test_the_convergence_warning_names_half_precision_rounding():
+    from jablate.attribution.deeplift import _warn_summary
+
+    for name, said in (("bfloat16", True), ("float16", True), ("float32", False)):
+        with pytest.warns(RuntimeWarning, match="2.0% of the output differences") as record:
+            _warn_summary(0, 10, 0.0, 0.02, 1.0, 1e-3, name)
+        assert (f"model's {name} arithmetic" in str(record[0].message)) is said

@@ -55,6 +55,7 @@ from jax.extend import core as jcore
 from jablate._core import random as jrandom
 from jablate._core.behaviour import carries
 from jablate._core.caches import for_runner
+from jablate._core.dtypes import dtype_kind, resolution
 from jablate._core.errors import InputError, outside_stacklevel
 from jablate._core.lowering import plain_convolutions
 from jablate.api.ersatz import dinucleotide_shuffle, key_shuffle_of
@@ -1117,7 +1118,7 @@ def _ablate_check(sums, maxima, count, options):
     R, threshold = options[2], options[-1]
     pairs = count * R
     _warn_summary(int(sums[0]), pairs, float(maxima[3]), float(sums[1]) / pairs,
-                  float(sums[2]) / pairs, threshold)
+                  float(sums[2]) / pairs, threshold, numpy.asarray(maxima).dtype.name)
 
 
 @dataclass(frozen=True)
@@ -1449,19 +1450,24 @@ class _Deltas(Collect):
 
 def _warn_deltas(deltas, differences, threshold):
     _warn_summary(int((deltas > threshold).sum()), deltas.size, float(deltas.max()),
-                  float(deltas.mean()), float(numpy.abs(differences).mean()), threshold)
+                  float(deltas.mean()), float(numpy.abs(differences).mean()), threshold,
+                  numpy.asarray(deltas).dtype.name)
 
 
-def _warn_summary(n_high, n_pairs, largest, mean_delta, mean_difference, threshold):
+def _warn_summary(n_high, n_pairs, largest, mean_delta, mean_difference, threshold,
+                  dtype_name="float32"):
     """tangermeme's convergence warnings, from summaries of the deltas of ``n_pairs``
-    sequence-reference pairs."""
+    sequence-reference pairs computed in ``dtype_name``."""
     if n_high:
         warnings.warn(f"Convergence deltas too high: {n_high} of {n_pairs} "
                       f"sequence-reference pairs exceed warning_threshold={threshold} (largest "
                       f"{largest:.3g}).", RuntimeWarning, stacklevel=outside_stacklevel())
     relative = mean_delta / max(mean_difference, 1e-12)
     if relative > 0.01:
+        eps = resolution(dtype_name) if dtype_kind(dtype_name) == "f" else 0.0
+        rounding = (f", or the model's {dtype_name} arithmetic (epsilon {eps:.2g}) rounds "
+                    "its outputs by that much" if eps > 2.0 ** -20 else "")
         warnings.warn(f"Convergence deltas are {relative:.1%} of the output differences: an "
                       "operation of the model is not attributed exactly (see "
-                      "additional_nonlinear_rules).", RuntimeWarning,
+                      f"additional_nonlinear_rules){rounding}.", RuntimeWarning,
                       stacklevel=outside_stacklevel())
