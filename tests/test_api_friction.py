@@ -447,3 +447,31 @@ def test_a_translated_module_runs_in_its_own_dtype_or_in_dtype():
         with pytest.raises(ValueError, match=r"model's parameters are torch.float64.*"
                            r"jax_enable_x64.*backend='torch'"):
             call()
+
+
+class CastsInside(torch.nn.Module):
+    """A float32 module that casts to float32 explicitly: it cannot run in float16 as it
+    is (torch's autocast handles such casts; a translation in float16 cannot)."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv1d(A, 3, 5, padding=2)
+
+    def forward(self, x):
+        return self.conv(x).float().softmax(-1).sum(-1)
+
+
+def test_a_translation_that_cannot_run_in_dtype_is_refused_and_args_follow_dtype():
+    torch.manual_seed(0)
+    Xt = torch.from_numpy(X)
+    with pytest.raises(ValueError, match=r"dtype float16: the translated module cannot run "
+                       r"in it .*backend='torch'"):
+        jablate.saturation_mutagenesis(CastsInside().eval(), Xt, dtype="float16")
+    # the extra inputs are cast to the dtype the translation runs in, as tangermeme casts
+    # them: the outputs come back in it
+    model, args = ScaledConv().eval(), (torch.tensor([[0.5], [2.0]]),)
+    ours = jablate.saturation_mutagenesis(model, Xt, args=args, dtype="float16",
+                                          raw_outputs=True)
+    full = jablate.saturation_mutagenesis(model, Xt, args=args, raw_outputs=True)
+    assert ours.y_hat.dtype == torch.float16
+    close(ours.y_hat, full.y_hat, 4 * 2.0 ** -10)

@@ -77,3 +77,7 @@ def test_float_annotations_name_the_value_that_is_not_whole():
     for bad, shown in ((2.5, "2.5"), (float("nan"), "nan")):
         with pytest.raises(InputError, match=rf"integers.*annotations\[0, 1\] is {shown}\."):
             jablate.ablate_annotations(model, X, numpy.array([[1.0, bad, 9.0]]), n=2)
+    for bad, cell in ((numpy.array([1.0, 2.5, 9.0]), r"annotations\[1\]"),
+                      (numpy.float64(2.5), "annotations")):
+        with pytest.raises(InputError, match=rf"integers.*; {cell} is 2.5\."):
+            jablate.ablate_annotations(model, X, bad, n=2)

@@ -1117,3 +1117,28 @@ def test_skip_missing_chromosomes_skips_their_peaks_and_hits(data, tmp_path, cap
         return_skipped=True, skip_missing_chromosomes=True)
     assert lost[lost["chrom"] == "chrEBV"]["reason"].tolist() == [jg.MISSING]
     assert len(annotations) == len(pandas.read_csv(plain / "effects.tsv", sep="\t"))
+
+
+def test_skip_missing_chromosomes_reasons_and_naming_mismatches(data):
+    """A hit naming its peak, on a chromosome the genome lacks, gets its own reason; a
+    chromosome the genome names the other way is never skipped."""
+    root, _ = data
+    from jablate.genome.files import genome_lengths, open_genome, read_hits, read_peaks
+    lengths = genome_lengths(open_genome(root / "genome.fa"))
+    peaks = pandas.DataFrame({"chrom": ["chr1", "chrEBV"], "start": [1000, 100],
+                              "end": [1200, 300]})
+    windows = jg.peak_windows(read_peaks(peaks, lengths, WIDTH, skip_missing_chromosomes=True),
+                              lengths, WIDTH)
+    assert windows.attrs["absent_peaks"] == [1] and len(windows) == 1
+    hits = read_hits(pandas.DataFrame({"chrom": ["chr1", "chrEBV"], "start": [1090, 150],
+                                       "end": [1100, 160], "peak": [0, 1]}), lengths, 2,
+                     skip_missing_chromosomes=True)
+    mapped, skipped = jg.map_hits(hits, windows)
+    assert len(mapped) == 1 and skipped["reason"].tolist() == [jg.MISSING]
+    hits = read_hits(pandas.DataFrame({"chrom": ["chr1"], "start": [1090], "end": [1100],
+                                       "peak": [1]}), lengths, 2)
+    assert jg.map_hits(hits, windows)[1]["reason"].tolist() == [
+        "its peak's chromosome is not in the genome"]
+    with pytest.raises(ValueError, match="it has 'chr1'"):
+        read_peaks(peaks.assign(chrom=["chr1", "1"]), lengths, WIDTH,
+                   skip_missing_chromosomes=True)

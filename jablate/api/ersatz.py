@@ -461,8 +461,8 @@ def dinucleotide_shuffle(X: Any, start: int = 0, end: int = -1, n: int = 20,
         Shuffle ``i`` of sequence ``j`` is drawn from ``fold_in(fold_in(key,
         j), i)``; an int seeds the key, a RandomState gives one seed. A sequence
         of ``N`` ints gives each sequence its own seed, as in tangermeme: sequence
-        ``j`` is shuffled as ``dinucleotide_shuffle(X[j:j+1], ...,
-        random_state=random_state[j])`` shuffles it, whatever else is in the
+        ``j`` gets the shuffles ``dinucleotide_shuffle(X[j:j+1], ...,
+        random_state=random_state[j])`` would give it, whatever else is in the
         batch. Default None.
     verbose: bool, optional
         Accepted for tangermeme compatibility; the shuffles run as one compiled

@@ -5,6 +5,8 @@ from __future__ import annotations
 import contextlib
 from typing import Any, Callable, Optional
 
+import jax.numpy as jnp
+
 from jablate._core import placement
 from jablate._core.behaviour import PREDICT, carries
 from jablate._core.errors import InputError
@@ -123,6 +125,8 @@ def prepare(model: Any, inp: Inputs, func: Optional[Callable] = None, device: An
     """
     if backend == "jax" and is_torch_module(model):  # it runs in the module's dtype
         jdtype = translated_dtype(model, dtype)
+        inp = Inputs(inp.X, tuple(a.astype(jdtype) if jnp.issubdtype(a.dtype, jnp.floating)
+                                  else a for a in inp.args), inp.family, inp.dtype)
     else:
         jdtype = None if is_torch_module(model) else jax_dtype(dtype)
     runner, params = runner_for(model, backend=backend, example=inp.X,

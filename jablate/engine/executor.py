@@ -33,7 +33,7 @@ from tqdm.auto import tqdm
 from jablate._core.dtypes import dtype_kind, resolution
 
 __all__ = ["Job", "Sink", "Collect", "MeanStd", "Scatter", "execute", "checked", "to_host",
-           "GroupMoments", "accumulator_dtype", "agree", "CHECK_TOLERANCE",
+           "GroupMoments", "accumulator_dtype", "agree", "check_tolerance", "CHECK_TOLERANCE",
            "IncrementalMismatchWarning"]
 
 #: A fast path agrees with the exact one when every output is within this fraction of the

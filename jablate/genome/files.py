@@ -148,12 +148,13 @@ def _check_interval(chrom, start, end, where, lengths, genome, label="interval",
     if end <= start:
         raise InputError(f"{where}: end {end} is not after start {start}")
     if lengths is not None:
-        if chrom not in lengths and skip_missing:
-            return
         if chrom not in lengths:
+            hint = _naming_hint(chrom, lengths)
+            if skip_missing and not hint:  # a naming mismatch is never skipped
+                return
             raise InputError(f"{where}: chromosome '{chrom}' is not in the genome{genome}"
-                f"{_naming_hint(chrom, lengths)} (skip_missing_chromosomes=True, or "
-                "--skip-missing-chromosomes, skips the peaks and hits on such chromosomes)")
+                + (hint or " (skip_missing_chromosomes=True, or --skip-missing-chromosomes, "
+                   "skips the peaks and hits on chromosomes the genome lacks)"))
         if end > lengths[chrom]:
             raise InputError(f"{where}: {label} {start}-{end} runs past the end of "
                 f"'{chrom}' ({lengths[chrom]} bases)")
@@ -197,7 +198,9 @@ def read_peaks(peaks: Any, lengths: Optional[dict] = None, width: Optional[int] 
         The genome's file name, for messages.
     skip_missing_chromosomes : bool, optional
         Keep peaks on chromosomes that ``lengths`` lacks (unchecked) instead of raising:
-        :func:`jablate.genome.hits.peak_windows` then gives them no window. Default False.
+        :func:`jablate.genome.hits.peak_windows` then gives them no window. A chromosome
+        the genome names the other way (``chr1`` against ``1``) still raises. Default
+        False.
 
     Returns
     -------
@@ -211,8 +214,9 @@ def read_peaks(peaks: Any, lengths: Optional[dict] = None, width: Optional[int] 
     ------
     InputError
         For an empty file, too few columns, non-integer coordinates, ``end <= start``, a
-        negative start, a summit outside its peak, a chromosome missing from the genome,
-        a peak past its chromosome's end or a window longer than its chromosome.
+        negative start, a summit outside its peak, a chromosome missing from the genome
+        (unless ``skip_missing_chromosomes``), a peak past its chromosome's end or a window
+        longer than its chromosome.
     """
 
     label = _genome_label(genome)
@@ -345,7 +349,8 @@ def read_hits(hits: Any, lengths: Optional[dict] = None, n_peaks: Optional[int] 
         ``"bedtools"``.
     skip_missing_chromosomes : bool, optional
         Keep hits on chromosomes that ``lengths`` lacks (unchecked) instead of raising:
-        :func:`jablate.genome.hits.map_hits` skips them with that reason. Default False.
+        :func:`jablate.genome.hits.map_hits` skips them with that reason. A chromosome the
+        genome names the other way (``chr1`` against ``1``) still raises. Default False.
 
     Returns
     -------

@@ -137,8 +137,9 @@ def peak_windows(peaks: pandas.DataFrame, lengths: dict, width: int) -> pandas.D
         The windows that fit on their chromosome, in peak order: ``peak``, ``line`` (when
         the peaks came from a file), ``chrom``, ``window_start``, ``window_end``,
         ``peak_start``, ``peak_end``, ``summit`` (offset from ``peak_start``, -1 for
-        none), ``name``. ``attrs`` holds ``width``, ``n_peaks``, ``lengths`` and
-        ``skipped_peaks`` (indices of peaks whose window runs off the chromosome).
+        none), ``name``. ``attrs`` holds ``width``, ``n_peaks``, ``lengths``,
+        ``skipped_peaks`` (indices of peaks without a window: it runs off the chromosome,
+        or the genome lacks the chromosome) and ``absent_peaks`` (those of the latter).
     """
 
     width = int(width)
@@ -157,8 +158,10 @@ def peak_windows(peaks: pandas.DataFrame, lengths: dict, width: int) -> pandas.D
         peak_start=start, peak_end=end, summit=summit, name=peaks["name"].to_numpy())
     every = pandas.DataFrame(columns)
     windows = every[fits].reset_index(drop=True)
+    absent = ~peaks["chrom"].isin(list(lengths)).to_numpy()
     windows.attrs.update(width=width, n_peaks=len(peaks), lengths=dict(lengths),
-        skipped_peaks=[int(p) for p in peaks["peak"].to_numpy()[~fits]])
+        skipped_peaks=[int(p) for p in peaks["peak"].to_numpy()[~fits]],
+        absent_peaks=[int(p) for p in peaks["peak"].to_numpy()[absent]])
     return windows
 
 
@@ -317,9 +320,11 @@ def map_hits(hits: pandas.DataFrame, windows: pandas.DataFrame,
         row_of[windows["peak"].to_numpy(dtype=numpy.int64)] = numpy.arange(len(windows))
         row = row_of[peak[own]]
         off = set(windows.attrs.get("skipped_peaks", []))
+        absent = set(windows.attrs.get("absent_peaks", []))
         for h, r in zip(own, row):
             if r < 0:
-                reason[h] = ("its peak's window runs off the chromosome" if peak[h] in off
+                reason[h] = ("its peak's chromosome is not in the genome" if peak[h] in absent
+                    else "its peak's window runs off the chromosome" if peak[h] in off
                     else "its peak has no window")
             elif w_chrom[r] != chrom[h]:
                 reason[h] = "on another chromosome than its peak"

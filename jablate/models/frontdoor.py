@@ -249,9 +249,11 @@ def annotations(annotations: Any, n_examples: int, length: int,
         if whole:
             a = a.astype(numpy.int64)
         elif floats:
-            bad = numpy.argwhere(~numpy.isfinite(a) | (a != numpy.round(a)))[0]
+            not_whole = ~numpy.isfinite(a) | (a != numpy.round(a))
+            bad = tuple(int(i) for i in numpy.argwhere(not_whole)[0])
+            cell = f"annotations[{', '.join(map(str, bad))}]" if bad else "annotations"
             raise InputError(f"annotations must be integers (example_idx, start, end); "
-                             f"annotations[{bad[0]}, {bad[1]}] is {float(a[tuple(bad)])}.")
+                             f"{cell} is {float(a[bad])}.")
         else:
             raise InputError(f"annotations must be integers (example_idx, start, end); got "
                              f"dtype {a.dtype}.")

@@ -307,7 +307,7 @@ def eval_view(model: Any) -> Any:
 
 def translated_dtype(module: Any, dtype: Any = None) -> Any:
     """The JAX dtype a torch module translated to JAX runs in: ``dtype`` when given, else
-    the module's own (its first parameter's, as tangermeme's default).
+    the module's own (its first floating parameter's, as tangermeme's default).
 
     Parameters
     ----------
@@ -328,13 +328,41 @@ def translated_dtype(module: Any, dtype: Any = None) -> Any:
     """
     if dtype is not None:
         return jax_dtype(dtype)
-    own = torch_bridge()._resolve_dtype(module, None)
+    own = _own_dtype(module)
     try:
         return jax_dtype(own)
     except InputError:
         raise InputError(f"model's parameters are {own}, which JAX computes in only in its "
                          f"64-bit mode: {X64_HINT}; or pass backend='torch' to run the module "
                          "in torch.") from None
+
+
+def _check_runs_in(translated: Any, params: Any, example: Any, example_args: tuple,
+                   dtype: Any) -> None:
+    """Refuse, before any model runs, a translation that cannot run in ``dtype`` (other
+    than the module's own): a graph that fixes a dtype (``x.float()``, a dtype assertion)
+    mixes the two, where torch's autocast would handle it."""
+    def spec(a):
+        floating = jnp.issubdtype(a.dtype, jnp.floating)
+        return jax.ShapeDtypeStruct((1,) + tuple(a.shape[1:]), dtype if floating else a.dtype)
+    try:
+        jax.eval_shape(translated.apply, params, spec(example), *map(spec, example_args))
+    except Exception as error:  # noqa: BLE001 - any failure means: not in this dtype
+        first = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        raise InputError(f"dtype {dtype}: the translated module cannot run in it ("
+                         f"{type(error).__name__}: {first[:200]}); it fixes a dtype inside, "
+                         "which torch's autocast handles: pass backend='torch' to run it in "
+                         "torch, or leave dtype=None.") from None
+
+
+def _own_dtype(module: Any) -> Any:
+    """The torch dtype ``module`` computes in: its first floating parameter's (as
+    tangermeme's default, which takes the first parameter's), else its first floating
+    buffer's, else float32."""
+    for tensor in (*module.parameters(), *module.buffers()):
+        if tensor.is_floating_point():
+            return tensor.dtype
+    return torch_bridge().torch.float32
 
 
 def _in_dtype(params: Any, dtype: Any) -> Any:
@@ -391,11 +419,16 @@ def runner_for(model: Any, backend: Backend = None, example: Optional[jax.Array]
     if is_torch_module(model):
         if backend == "jax":
             bridge = torch_bridge()
-            own = bridge._resolve_dtype(model, None)  # exported as the module computes
+            own = _own_dtype(model)  # exported as the module computes
+            as_own = lambda a: a.to(own) if a.is_floating_point() else a  # noqa: E731
             translated = bridge.translate(model, bridge.to_torch(example[:1]).to(own),
-                                          *(bridge.to_torch(a[:1]) for a in example_args))
+                                          *(as_own(bridge.to_torch(a[:1])) for a in example_args))
             runner, params = runner_for(translated)
-            return runner, _in_dtype(params, translated_dtype(model, dtype))
+            run = translated_dtype(model, dtype)
+            params = _in_dtype(params, run)
+            if run != jax_dtype(own):
+                _check_runs_in(translated, params, example, example_args, run)
+            return runner, params
         else:
             return torch_bridge().TorchRunner(model), None
     elif backend == "torch":
