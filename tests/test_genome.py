@@ -1119,7 +1119,7 @@ def test_skip_missing_chromosomes_skips_their_peaks_and_hits(data, tmp_path, cap
     assert len(annotations) == len(pandas.read_csv(plain / "effects.tsv", sep="\t"))
 
 
-def test_skip_missing_chromosomes_reasons_and_naming_mismatches(data):
+def test_skip_missing_chromosomes_reasons_and_naming_mismatches(data, tmp_path):
     """A hit naming its peak, on a chromosome the genome lacks, gets its own reason; a
     chromosome the genome names the other way is never skipped."""
     root, _ = data
@@ -1142,3 +1142,13 @@ def test_skip_missing_chromosomes_reasons_and_naming_mismatches(data):
     with pytest.raises(ValueError, match="it has 'chr1'"):
         read_peaks(peaks.assign(chrom=["chr1", "1"]), lengths, WIDTH,
                    skip_missing_chromosomes=True)
+    # a FIMO interval name on a missing chromosome: named as that chromosome, in genome
+    # coordinates (skipped with the option)
+    fimo = tmp_path / "fimo_missing.tsv"
+    fimo.write_text("motif_id\tmotif_alt_id\tsequence_name\tstart\tstop\tstrand\n"
+                    "M1\tGATA\tchrEBV:100-300\t51\t60\t+\n")
+    with pytest.raises(ValueError, match=r"fimo_missing.tsv:2: chromosome 'chrEBV' is not"):
+        read_hits(fimo, lengths)
+    hits = read_hits(fimo, lengths, skip_missing_chromosomes=True)
+    assert hits[["chrom", "start", "end"]].values.tolist() == [["chrEBV", 150, 160]]
+    assert jg.map_hits(hits, windows)[1]["reason"].tolist() == [jg.MISSING]

@@ -490,7 +490,7 @@ def _fimo_hit(fields, header, where, lengths, interval_names="bedtools"):
     chrom, begin, end = sequence, start - 1, stop
     if lengths is not None and sequence not in lengths:
         match = _INTERVAL_NAME.match(sequence)
-        if match is not None and match["chrom"] in lengths:
+        if match is not None:  # an interval's chromosome the genome lacks is named as such
             chrom = match["chrom"]
             low, high = int(match["start"]), int(match["end"])
             if interval_names == "samtools":  # 1-based, inclusive: the same bases
