@@ -392,6 +392,9 @@ def test_tangermemes_options():
         alone = jablate.dinucleotide_shuffle(X[j:j + 1], 2, 24, n=3, random_state=seed,
                                              allow_N=True)
         np.testing.assert_array_equal(Y[j:j + 1], alone)
+    np.testing.assert_array_equal(  # seeds as an array; X as numpy
+        jablate.dinucleotide_shuffle(np.asarray(X), 2, 24, n=3, random_state=np.array([5, 9]),
+                                     allow_N=True), Y)
     with pytest.raises(ValueError, match=r"one int seed per sequence \(2\)"):
         jablate.dinucleotide_shuffle(X, random_state=[1, 2, 3], allow_N=True)
     # no PackedSequence; n_jobs accepted without effect

@@ -15,7 +15,7 @@ from jablate._core.behaviour import KeyFirstShuffle, PartialFallbackWarning, car
 from jablate._core.errors import InputError, outside_stacklevel
 from jablate._core.placement import host_device
 from jablate.engine import stream as engine
-from jablate.models.frontdoor import check_int, inputs, region, to_family
+from jablate.models.frontdoor import check_int, family, inputs, region, to_family
 
 
 @dataclass(frozen=True)
@@ -372,14 +372,21 @@ def plan_shuffles(method: ShuffleMethod, random_state: Any, seq_idx: Any, starts
             engine.Plan.build(draws=numpy.stack(ids, 1), **item))
 
 
-def _shuffle(method, X, start, end, n, random_state):
+def _shuffle(method, X, start, end, n, random_state, seeds=None):
+    """``n`` shuffles of each sequence of ``X``; ``seeds``: an int seed per sequence (each
+    sequence shuffled as it would be alone with its seed), instead of ``random_state``."""
     n = check_int(n, "n", minimum=1)
     inp = inputs(X)
     start, end = region(start, end, inp.X.shape[-1], min_width=method.min_width)
     warn_unchangeable(method, inp.X, numpy.arange(inp.X.shape[0]), [start] * inp.X.shape[0],
                       [end] * inp.X.shape[0])
-    draw, table, _ = plan_shuffles(method, random_state, [0], [start], [end], n)
-    Y = to_family(engine.shuffle_all(inp.X, table, start, end, draw, n), inp.family)
+    if seeds is None:
+        draw, table, _ = plan_shuffles(method, random_state, [0], [start], [end], n)
+    else:
+        draw = engine.KeyShuffle(method.key_fn)
+        table = jnp.stack([jrandom.key_from(int(s)) for s in seeds])
+    Y = to_family(engine.shuffle_all(inp.X, table, start, end, draw, n,
+                                     key_per_sequence=seeds is not None), inp.family)
     if inp.family == "torch":
         return Y.to(inp.dtype)
     return Y if Y.dtype == inp.dtype else Y.astype(inp.dtype)
@@ -500,24 +507,23 @@ def dinucleotide_shuffle(X: Any, start: int = 0, end: int = -1, n: int = 20,
         raise InputError("X holds unknown bases (all-zero columns), which dinucleotide_shuffle "
                          "refuses unless allow_N=True (as tangermeme): each is then shuffled "
                          "as a symbol of its own.")
-    if isinstance(random_state, (list, tuple)) or (isinstance(random_state, numpy.ndarray)
-                                                   and random_state.ndim == 1):
-        return _per_sequence_seeds(X, start, end, n, random_state, len(inp.X), inp.family)
+    if isinstance(random_state, (list, tuple)) or (  # a numpy array or torch tensor of seeds
+            family(random_state) in ("numpy", "torch") and random_state.ndim == 1):
+        return _shuffle(DINUCLEOTIDE, X, start, end, n, None,
+                        seeds=_checked_seeds(random_state, len(inp.X)))
     return _shuffle(DINUCLEOTIDE, X, start, end, n, random_state)
 
 
-def _per_sequence_seeds(X, start, end, n, seeds, N, family):
-    """tangermeme's seed per sequence: sequence ``j`` shuffled as it would be alone with
-    ``random_state=seeds[j]``."""
+def _checked_seeds(seeds, N):
+    """tangermeme's seed per sequence, checked: ``N`` ints."""
+    if family(seeds) == "torch":
+        seeds = seeds.detach().cpu().numpy()
+    seeds = list(seeds) if isinstance(seeds, (list, tuple)) else list(
+        numpy.asarray(seeds).reshape(-1))
     if len(seeds) != N or not all(isinstance(s, (int, numpy.integer)) and
                                   not isinstance(s, (bool, numpy.bool_)) for s in seeds):
         raise InputError(f"random_state as a sequence must hold one int seed per sequence "
                          f"({N}); got {len(seeds)} value(s) of type(s) "
                          f"{sorted({type(s).__name__ for s in seeds})}.")
-    parts = [_shuffle(DINUCLEOTIDE, X[j:j + 1], start, end, n, int(s))
-             for j, s in enumerate(seeds)]
-    if family == "torch":
-        import torch
-        return torch.cat(parts)
-    return numpy.concatenate(parts) if family == "numpy" else jnp.concatenate(parts)
+    return seeds
 

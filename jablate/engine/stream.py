@@ -433,21 +433,24 @@ def run_mean_std(stream: Stream, n: int, shifts: list, desc: Optional[str] = Non
     return list(zip(gather_processes(means, groups), gather_processes(stds, groups)))
 
 
-@partial(jax.jit, static_argnames=("draw", "n"))
+@partial(jax.jit, static_argnames=("draw", "n", "key_per_sequence"))
 def shuffle_all(X: jax.Array, table: jax.Array, start: int, end: int, draw: Callable,
-                n: int) -> jax.Array:
+                n: int, key_per_sequence: bool = False) -> jax.Array:
     """All ``n`` shuffles of every sequence of ``X``: jax.Array (N, n, A, L).
 
     Draws exactly what a plan of items ``j * n + i`` with draws ``(0, j, i)``
     (:class:`KeyShuffle`) or ``(i, 0, 0)`` (:class:`PermutationShuffle`) gives,
-    without first gathering ``X`` to ``(N * n, A, L)``.
+    without first gathering ``X`` to ``(N * n, A, L)``. With ``key_per_sequence``,
+    ``table`` holds a base key per sequence and the draws are ``(j, 0, i)``: each
+    sequence shuffled as it would be alone with its own key.
     """
     shuffles = jnp.arange(n)
 
     def per_sequence(x, j):
         if isinstance(draw, PermutationShuffle):
             return jax.vmap(lambda p: functional.permute_region(x, p, start, end))(table)
-        key_j = jax.random.fold_in(table[0], j)
+        key_j = jax.random.fold_in(table[j], 0) if key_per_sequence else \
+            jax.random.fold_in(table[0], j)
         return jax.vmap(lambda i: draw.fn(jax.random.fold_in(key_j, i), x, start, end))(shuffles)
 
     return jax.vmap(per_sequence)(X, jnp.arange(X.shape[0]))
