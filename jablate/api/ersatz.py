@@ -372,11 +372,11 @@ def plan_shuffles(method: ShuffleMethod, random_state: Any, seq_idx: Any, starts
             engine.Plan.build(draws=numpy.stack(ids, 1), **item))
 
 
-def _shuffle(method, X, start, end, n, random_state, seeds=None):
-    """``n`` shuffles of each sequence of ``X``; ``seeds``: an int seed per sequence (each
-    sequence shuffled as it would be alone with its seed), instead of ``random_state``."""
+def _shuffle(method, inp, start, end, n, random_state, seeds=None):
+    """``n`` shuffles of each sequence of ``inp`` (:func:`inputs`); ``seeds``: an int seed
+    per sequence (each sequence shuffled as it would be alone with its seed), instead of
+    ``random_state``."""
     n = check_int(n, "n", minimum=1)
-    inp = inputs(X)
     start, end = region(start, end, inp.X.shape[-1], min_width=method.min_width)
     warn_unchangeable(method, inp.X, numpy.arange(inp.X.shape[0]), [start] * inp.X.shape[0],
                       [end] * inp.X.shape[0])
@@ -432,7 +432,7 @@ def shuffle(X: Any, start: int = 0, end: int = -1, n: int = 1, random_state: Any
         ``return_packed=True``.
     """
     _check_packed(return_packed)
-    return _shuffle(MONO, X, start, end, n, random_state)
+    return _shuffle(MONO, inputs(X), start, end, n, random_state)
 
 
 def _check_packed(return_packed: Any) -> None:
@@ -509,9 +509,9 @@ def dinucleotide_shuffle(X: Any, start: int = 0, end: int = -1, n: int = 20,
                          "as a symbol of its own.")
     if isinstance(random_state, (list, tuple)) or (  # a numpy array or torch tensor of seeds
             family(random_state) in ("numpy", "torch") and random_state.ndim == 1):
-        return _shuffle(DINUCLEOTIDE, X, start, end, n, None,
+        return _shuffle(DINUCLEOTIDE, inp, start, end, n, None,
                         seeds=_checked_seeds(random_state, len(inp.X)))
-    return _shuffle(DINUCLEOTIDE, X, start, end, n, random_state)
+    return _shuffle(DINUCLEOTIDE, inp, start, end, n, random_state)
 
 
 def _checked_seeds(seeds, N):
@@ -526,4 +526,3 @@ def _checked_seeds(seeds, N):
                          f"({N}); got {len(seeds)} value(s) of type(s) "
                          f"{sorted({type(s).__name__ for s in seeds})}.")
     return seeds
-

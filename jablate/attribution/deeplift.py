@@ -782,18 +782,17 @@ class _ReferenceBlocks:
     ``L``), and an accelerator pays a host synchronisation per step of a loop, so a walk
     per batch (often a single sequence's ``n_shuffles`` references) would cost more than
     the attributions. One walk draws the references of every sequence of a block at once,
-    about ``REFERENCE_BLOCK_BYTES`` of them (at least one batch, at most the run), with
+    about ``REFERENCE_BLOCK_BYTES`` of them (:func:`jablate.engine.stream.block_rows`: a
+    power of two of batches, at least one, no more than the run's rounded up), with
     exactly the keys the compiled step would use, so results do not change. A run's blocks
-    have one shape (the last one's rows padded by repeating a sequence), a power of two of
-    batches whatever ``N``: one compiled program serves runs of many sizes.
+    have one shape (the last one's rows padded by repeating a sequence), so one compiled
+    program serves runs of many sizes.
     """
 
     def __init__(self, key, X, references_fn, n, per_step, place):
         N, A, L = X.shape
-        per_sequence = n * A * L * jnp.dtype(X.dtype).itemsize
-        batches = -(-N // per_step)
-        cap = max(1, REFERENCE_BLOCK_BYTES // max(1, per_step * per_sequence))
-        self.size = per_step * min(1 << (batches - 1).bit_length(), cap)
+        self.size = engine.block_rows(per_step, N, n * A * L * jnp.dtype(X.dtype).itemsize,
+                                      REFERENCE_BLOCK_BYTES)
         self.key, self.X, self.fn, self.n, self.N = key, X, references_fn, n, N
         self.place = place  # puts a block's rows where the run computes
         self.base, self.refs = None, None
@@ -805,7 +804,8 @@ class _ReferenceBlocks:
             rows = numpy.minimum(numpy.arange(lo, lo + self.size), self.N - 1)
             rows = self.place(jnp.asarray(rows.astype(numpy.int32)))
             self.base = lo
-            self.refs = _draw_block(self.key, _take(self.X, rows), rows, self.fn, self.n)
+            xs, = engine.take_rows((self.X,), rows)
+            self.refs = _draw_block(self.key, xs, rows, self.fn, self.n)
         return self.refs, self.base
 
 
@@ -885,12 +885,6 @@ def attribution_fn(apply: Callable, *, target: int, hypothetical: bool, n_shuffl
 
 
 # --- the front door ----------------------------------------------------------------------
-
-@jax.jit
-def _take(X, rows):
-    """Rows ``rows`` of ``X`` (one small program per shape of ``X``)."""
-    return jnp.take(X, rows, axis=0)
-
 
 @jax.jit
 def _batch(X, args, table, idx, base):
@@ -1466,7 +1460,7 @@ def _warn_summary(n_high, n_pairs, largest, mean_delta, mean_difference, thresho
     if relative > 0.01:
         eps = resolution(dtype_name) if dtype_kind(dtype_name) == "f" else 0.0
         rounding = (f", or the model's {dtype_name} arithmetic (epsilon {eps:.2g}) rounds "
-                    "its outputs by that much" if eps > 2.0 ** -20 else "")
+                    "its outputs by that much" if eps > resolution("float32") else "")
         warnings.warn(f"Convergence deltas are {relative:.1%} of the output differences: an "
                       "operation of the model is not attributed exactly (see "
                       f"additional_nonlinear_rules){rounding}.", RuntimeWarning,

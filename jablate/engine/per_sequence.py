@@ -208,11 +208,8 @@ class _Ahead:
     def __init__(self, ahead, plan, positions, size, where, X, table, base, draw, dtype):
         x = jax.ShapeDtypeStruct(X.shape[1:], input_dtype(X.dtype, dtype))
         out = jax.eval_shape(ahead, x, jax.random.key(0))
-        per_item = max(1, out.size * out.dtype.itemsize)
-        batches = -(-len(plan) // size)
-        cap = max(1, AHEAD_BLOCK_BYTES // (per_item * size))
-        cap = 1 << (cap.bit_length() - 1)  # a power of two
-        self.block = size * min(cap, 1 << (batches - 1).bit_length())
+        self.block = engine.block_rows(size, len(plan), out.size * out.dtype.itemsize,
+                                       AHEAD_BLOCK_BYTES)
         self.ahead, self.plan, self.positions, self.where = ahead, plan, positions, where
         self.X, self.table, self.base, self.draw, self.dtype = X, table, base, draw, dtype
         self.lo, self.values = None, None

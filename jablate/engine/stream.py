@@ -146,6 +146,34 @@ class PermutationShuffle:
 UNCHANGED = Unchanged()
 
 
+def block_rows(size: int, items: int, per_item: int, budget: int) -> int:
+    """How many items to draw ahead at once: a power of two of ``size``-item batches, about
+    ``budget`` bytes of ``per_item`` bytes each (at least one batch), no more batches than
+    ``items`` need, rounded up to a power of two, so that a batch never straddles two
+    blocks and runs of many lengths share a few block shapes (one program each).
+
+    Parameters
+    ----------
+    size : int
+        Items per batch.
+    items : int
+        Items in the run.
+    per_item : int
+        Bytes drawn per item.
+    budget : int
+        Bytes a block may take.
+
+    Returns
+    -------
+    int
+        A multiple of ``size``.
+    """
+    batches = -(-items // size)
+    cap = max(1, budget // max(1, per_item * size))
+    cap = 1 << (cap.bit_length() - 1)  # a power of two
+    return size * min(cap, 1 << (batches - 1).bit_length())
+
+
 @jax.jit
 def take_rows(arrays: tuple, rows: Any) -> tuple:
     """Rows ``rows`` (axis 0) of each of ``arrays``, in one compiled gather.

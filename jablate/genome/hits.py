@@ -261,8 +261,8 @@ def load_windows(genome: Any, peaks: Any, width: int, dtype: Any = numpy.int8,
     if not return_skipped:
         return X, windows
     skipped = peaks[peaks["peak"].isin(windows.attrs["skipped_peaks"])].reset_index(drop=True)
-    skipped["reason"] = numpy.where(skipped["chrom"].isin(list(lengths)),
-                                    "its window runs off the chromosome", MISSING)
+    skipped["reason"] = numpy.where(skipped["peak"].isin(windows.attrs["absent_peaks"]),
+                                    MISSING, "its window runs off the chromosome")
     return X, windows, skipped
 
 

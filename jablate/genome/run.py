@@ -204,7 +204,7 @@ class _Run:
             raise self.error(f"none of the {len(hits)} hits in '{args.hits}' can be "
                 f"measured ({reasons}); check that hits, peaks and genome match")
         self.chunks = math.ceil(len(self.mapped) / args.chunk_size)
-        absent = int((~peaks["chrom"].isin(list(lengths))).sum())
+        absent = len(self.windows.attrs["absent_peaks"])
         off = len(self.windows.attrs["skipped_peaks"]) - absent
         self.say(f"{len(peaks)} peaks: {len(self.windows)} windows of {width} bp"
             + (f" ({off} run off their chromosome and are skipped)" if off else "")
