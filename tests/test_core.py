@@ -418,7 +418,9 @@ def test_ablate_annotations_batches_the_model_calls(X):
     ann = numpy.array([[i % N, i % 30, i % 30 + 3 + i % 7] for i in range(40)])
     jablate.ablate_annotations(model, X, ann, n=5, random_state=0, batch_size=64)
     jablate.ablate_annotations(model, X, ann[::-1].copy(), n=5, random_state=1, batch_size=64)
-    assert calls == [N, 64]  # one trace per batch shape, shared by both calls and all regions
+    # one trace per batch shape, shared by both calls and all regions; the predictions
+    # before (N items, fewer than a batch) run padded to a power of two
+    assert calls == [1 << (N - 1).bit_length(), 64]
 
 
 # --- bad input -----------------------------------------------------------------------------
@@ -467,3 +469,41 @@ def test_ablate_annotations_bad_input(X, annotations, match):
 def test_unknown_keyword_is_a_type_error(X):
     with pytest.raises(TypeError, match="bogus"):
         jablate.ablate(never_called, X, 0, 10, n=2, bogus=1)
+
+
+def test_runs_on_other_numbers_of_sequences_reuse_the_compiled_steps():
+    """A step takes its batch's sequences, gathered by a small program of their own, not the
+    whole ``X`` (and a run smaller than a batch is padded to a power of two): ``ablate`` and
+    ``ablate_annotations`` on 5, 6 and 7 sequences trace the model once per batch shape, on
+    the full path, on the incremental engine and with ``func``; each sequence's values stay
+    those of its index."""
+    K = jnp.asarray(numpy.random.default_rng(3).normal(size=(4, A, 5)), jnp.float32)
+    traced = []
+
+    def model(x):
+        traced.append(x.shape)
+        return jax.nn.relu(jax.lax.conv(x, K, (1,), "SAME")).mean((1, 2))[:, None]
+
+    X7 = one_hot(numpy.random.default_rng(4), 7, A, L)
+    key = jax.random.key(5)
+    runs = dict(
+        full=lambda X: jablate.ablate(model, X, 20, 30, n=3, random_state=key,
+                                      incremental=False, batch_size=8),
+        incremental=lambda X: jablate.ablate(model, X, 20, 30, n=3, random_state=key,
+                                             incremental=True, batch_size=8),
+        annotations=lambda X: jablate.ablate_annotations(
+            model, X, numpy.array([[j, 10 + j, 16 + j] for j in range(len(X))]), n=3,
+            random_state=key, incremental=False, batch_size=8),
+        func=lambda X: jablate.ablate(model, X, 20, 30, n=2, random_state=key, batch_size=8,
+                                      func=jablate.deep_lift_shap, n_shuffles=2),
+    )
+    for name, run in runs.items():
+        first = run(X7[:5])
+        before = len(traced)
+        rest = [run(X7[:n]) for n in (6, 7)]
+        assert len(traced) == before, (name, traced[before:])
+        for small, large in ((first, rest[0]), (rest[0], rest[1])):
+            for a, b in zip(jax.tree.leaves(small), jax.tree.leaves(large)):
+                a, b = numpy.asarray(a), numpy.asarray(b)
+                numpy.testing.assert_allclose(b[:len(a)], a, rtol=1e-6, atol=1e-7,
+                                              err_msg=name)

@@ -223,6 +223,25 @@ def test_arrangement_counts_match_brute_force():
         assert d == _brute_force_dinucleotide(w), w
 
 
+def test_count_windows_are_cut_on_the_host_as_on_a_device():
+    """Region counts read windows around each region: cut by numpy from a host ``X`` (no
+    program compiled per number of sequences), gathered by a program elsewhere; both are
+    the slices themselves, the last ones clipped to the sequence's end."""
+    from jablate.engine import stream as engine
+
+    rng = numpy.random.default_rng(8)
+    X = jnp.asarray(rng.integers(0, 2, (5, 4, 30)).astype(numpy.float32))
+    seq = numpy.array([4, 0, 2, 2, 1], numpy.int32)
+    starts = numpy.array([0, 7, 26, 13, 29], numpy.int32)
+    width = 8
+    offsets = numpy.minimum(starts, 30 - width)
+    host = ersatz._windows(X, seq, offsets, width)
+    gathered = engine.batch_windows(X, (seq, starts), width)
+    brute = numpy.stack([numpy.asarray(X)[j, :, o:o + width] for j, o in zip(seq, offsets)])
+    numpy.testing.assert_array_equal(numpy.asarray(host), brute)
+    numpy.testing.assert_array_equal(numpy.asarray(gathered), brute)
+
+
 def test_unchangeable_regions_are_counted_in_a_warning():
     words = ["GGGGGGGGAAAAACCCC", "ACACACACTTTTTGGGG", "ACGTACGATGCAGTCAT"]
     Xw = numpy.stack([_one_hot(w) for w in words])

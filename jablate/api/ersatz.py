@@ -2,7 +2,6 @@
 
 import warnings
 from dataclasses import dataclass
-from functools import partial
 from typing import Any, Callable, Optional
 
 import jax
@@ -56,43 +55,47 @@ def _log_factorials(n):
     return numpy.concatenate([[0.0], numpy.cumsum(numpy.log(numpy.arange(1, n + 1)))])
 
 
-def _window(X, j, s, width):
-    """Sequence ``X[j]``'s ``width`` positions around a region starting at ``s`` (no wider
-    than ``width``), and the window's offset in the sequence: the region lies inside."""
-    offset = jnp.clip(s, 0, X.shape[2] - width)
-    return jax.lax.dynamic_slice_in_dim(X[j], offset, width, 1), offset
-
-
-@partial(jax.jit, static_argnames=("width",))
-def _symbol_counts_in(X, seq_idx, starts, ends, width):
-    """Symbol counts of regions no wider than ``width``, read from a window of ``width``
-    positions around each (not the whole sequence)."""
-    def one(j, s, e):
-        x, offset = _window(X, j, s, width)
-        pos = offset + jnp.arange(width)
+@jax.jit
+def _symbol_counts_in(x, starts, ends, offsets):
+    """Symbol counts of regions from windows ``x`` (G, A, W) around them, window ``g``
+    starting at position ``offsets[g]`` of its sequence."""
+    def one(xw, s, e, o):
+        pos = o + jnp.arange(xw.shape[-1])
         inside = (pos >= s) & (pos < e)
-        sym = functional.symbols(x)
-        return jnp.sum((sym[None, :] == jnp.arange(X.shape[1] + 1)[:, None]) & inside, axis=1)
-    return jax.vmap(one)(seq_idx, starts, ends)
+        sym = functional.symbols(xw)
+        return jnp.sum((sym[None, :] == jnp.arange(x.shape[1] + 1)[:, None]) & inside, axis=1)
+    return jax.vmap(one)(x, starts, ends, offsets)
 
 
-@partial(jax.jit, static_argnames=("width",))
-def _dinucleotide_counts_in(X, seq_idx, starts, ends, width):
-    """Dinucleotide counts and last symbols of regions no wider than ``width``, read from a
-    window of ``width`` positions around each (not the whole sequence)."""
-    def one(j, s, e):
-        x, offset = _window(X, j, s, width)
-        return functional.dinucleotide_counts(x, s - offset, e - offset)
-    return jax.vmap(one)(seq_idx, starts, ends)
+@jax.jit
+def _dinucleotide_counts_in(x, starts, ends, offsets):
+    """Dinucleotide counts and last symbols of regions from windows ``x`` around them (as
+    :func:`_symbol_counts_in`)."""
+    return jax.vmap(lambda xw, s, e, o: functional.dinucleotide_counts(xw, s - o, e - o))(
+        x, starts, ends, offsets)
+
+
+def _windows(X: jax.Array, seq_idx: numpy.ndarray, offsets: numpy.ndarray,
+             width: int) -> Any:
+    """Positions ``[offsets[g], offsets[g] + width)`` of sequences ``seq_idx[g]`` of ``X``
+    (G, A, width): cut by numpy where ``X`` is on the host (one process; nothing compiled
+    for each new ``N``), else gathered where ``X`` is (a JAX array)."""
+    if X.is_fully_addressable and all(d.platform == "cpu" for d in X.devices()):
+        at = offsets[:, None] + numpy.arange(width)
+        return numpy.asarray(X)[seq_idx[:, None], :, at].transpose(0, 2, 1)
+    return engine.batch_windows(X, (seq_idx, offsets), width)
 
 
 def _widths(counts_in):
-    """``counts_in`` over a window as wide as the widest region, rounded up to a power of
-    two (few shapes)."""
+    """``counts_in`` over windows as wide as the widest region, rounded up to a power of
+    two (few shapes; the counts' program does not depend on ``X``'s number of sequences),
+    computed on the host backend (:func:`counted_on_host` put ``X`` there)."""
     def counts(X, seq_idx, starts, ends):
-        widest = int(numpy.max(numpy.asarray(ends) - numpy.asarray(starts)))
+        widest = int(numpy.max(ends - starts))
         width = min(X.shape[2], 1 << max(0, widest - 1).bit_length())
-        return counts_in(X, seq_idx, starts, ends, width=width)
+        offsets = numpy.minimum(starts, X.shape[2] - width)
+        with jax.default_device(host_device()):  # where numpy windows compute
+            return counts_in(_windows(X, seq_idx, offsets, width), starts, ends, offsets)
     return counts
 
 
@@ -129,12 +132,13 @@ def _chunked(fn, X, seq_idx, starts, ends, budget=64 * 2**20):
     are counted as they are; a JAX array on an accelerator is copied to the host first
     (the copy waits for ``X`` alone, where a count queued on the accelerator, read back,
     would wait for all the work queued there before it). A chunk is a power of two of at
-    most 512 groups, and small enough that its gathered sequences (and the per-position
+    most 512 groups, and small enough that its gathered windows (and the per-position
     work on them) stay near ``budget`` bytes.
     """
     X = counted_on_host(X)
     G = len(seq_idx)
-    per_group = 16 * (X.shape[1] + 1) * X.shape[2]
+    per_group = 16 * (X.shape[1] + 1) * min(X.shape[2], 1 << max(0, int(numpy.max(
+        numpy.asarray(ends) - numpy.asarray(starts))) - 1).bit_length())  # a window's
     chunk = 1 << max(0, min(9, (G - 1).bit_length(), (budget // per_group).bit_length() - 1))
     outs = []
     for lo in range(0, G, chunk):

@@ -1363,7 +1363,7 @@ def deep_lift_shap(model: Any, X: Any, args: Optional[Any] = None, target: int =
     params, X_, args_ = where.replicate((params, inp.X, inp.args))
 
     # a run smaller than a batch is padded to a power of two: few programs for many N
-    per_step = where.size(max(1, batch_size // R), 1 << (N - 1).bit_length())
+    per_step = where.size(max(1, batch_size // R), N)
     chunk = None if batch_size >= R else batch_size
     settings = (target % graph.n_outputs, bool(hypothetical), R, key_fn, bool(raw_outputs), chunk)
     step = _step_for(runner, settings, rules, bound.dtype)

@@ -172,11 +172,11 @@ def position_keys(base: jax.Array, positions: jax.Array) -> jax.Array:
 AHEAD_BLOCK_BYTES = 64 * 2 ** 20
 
 
-def _step(fn, params, X, args, table, items, positions, base, *drawn, draw, dtype):
-    """``fn`` on a batch of items; with ``drawn`` (one row per item), each item's input
-    drawn ahead (``SequenceFunc.ahead``), passed as ``fn(..., ahead=row)``."""
-    x = cast_input(draw(X, table, items), dtype)
-    rows = tuple(jnp.take(a, items[0], axis=0) for a in args)
+def _step(fn, params, x, rows, table, items, positions, base, *drawn, draw, dtype):
+    """``fn`` on a batch of items, their sequences ``x`` (B, A, L) and ``rows`` of ``args``
+    (:func:`jablate.engine.stream.batch_rows`); with ``drawn`` (one row per item), each
+    item's input drawn ahead (``SequenceFunc.ahead``), passed as ``fn(..., ahead=row)``."""
+    x = cast_input(draw(x, table, items), dtype)
     keys = position_keys(base, positions)
     if not drawn:
         return jax.vmap(fn, (None, 0, 0) + (0,) * len(rows))(params, x, keys, *rows)
@@ -185,10 +185,10 @@ def _step(fn, params, X, args, table, items, positions, base, *drawn, draw, dtyp
 
 
 @partial(jax.jit, static_argnames=("ahead", "draw", "dtype"))
-def _draw_ahead(ahead, X, table, items, positions, base, draw, dtype):
-    """The inputs ``ahead(x, key)`` of a block of items, the sequences and keys as
-    :func:`_step` makes them."""
-    x = cast_input(draw(X, table, items), dtype)
+def _draw_ahead(ahead, x, table, items, positions, base, draw, dtype):
+    """The inputs ``ahead(x, key)`` of a block of items (their sequences ``x``), the
+    sequences and keys as :func:`_step` makes them."""
+    x = cast_input(draw(x, table, items), dtype)
     return jax.vmap(ahead)(x, position_keys(base, positions))
 
 
@@ -221,8 +221,9 @@ class _Ahead:
             at = self.positions[numpy.minimum(numpy.arange(lo, lo + self.block),
                                               len(self.plan) - 1)]
             self.lo = lo
-            self.values = _draw_ahead(self.ahead, self.X, self.table,
-                                      self.where.replicate(items),
+            items = self.where.replicate(items)
+            self.values = _draw_ahead(self.ahead, engine.batch_rows(self.X, (), items)[0],
+                                      self.table, items,
                                       self.where.replicate(jnp.asarray(at)), self.base,
                                       draw=self.draw, dtype=self.dtype)
         rows = numpy.arange(lo, lo + size, dtype=numpy.int32) - self.lo
@@ -292,7 +293,7 @@ def run(stream: engine.Stream, spec: SequenceFunc, options: tuple, positions: nu
     fast = compiled(model, spec, options, X, args, exact=False)
     # every device of the run: each step's items sharded over them, the rest replicated
     where = engine.Devices(model, X)
-    size = where.size(max(1, min(spec.per_step(batch_size, options), len(plan))), len(plan))
+    size = where.size(max(1, spec.per_step(batch_size, options)), len(plan))
     positions = numpy.asarray(positions, numpy.int32)
     params, X, args, table, base = where.replicate((model.params, X, args, table, base))
     blocks = None if ahead is None else _Ahead(ahead, plan, positions, size, where, X, table,
@@ -302,7 +303,8 @@ def run(stream: engine.Stream, spec: SequenceFunc, options: tuple, positions: nu
         def step(items, lo):
             at = positions[numpy.minimum(numpy.arange(lo, lo + size), len(plan) - 1)]
             drawn = () if blocks is None else blocks.rows(lo, size)
-            return program(params, X, args, table, items, where.shard(jnp.asarray(at)), base,
+            x, rows = engine.batch_rows(X, args, items, where)
+            return program(params, x, rows, table, items, where.shard(jnp.asarray(at)), base,
                            *drawn, draw=draw, dtype=model.dtype)
         return step
 

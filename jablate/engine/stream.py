@@ -5,9 +5,11 @@ region, and which random draw. A *draw* is a small static value that turns a
 batch of items into model inputs (:data:`UNCHANGED`, :class:`KeyShuffle` around a
 key-first shuffle of :mod:`jablate.functional`, :class:`PermutationShuffle` for
 tangermeme's permutations); its table (keys or permutations) is an argument.
-Each compiled step builds one batch of
-inputs from ``X`` and the plan — shuffling inside the step — and feeds it to the
-model, so the shuffled inputs are never held in memory all at once. Only model
+Each batch's sequences are
+gathered from ``X`` by a small program of their own (:func:`batch_rows`); the compiled
+step shuffles them (inside the step) and feeds them to the model, so the shuffled
+inputs are never held in memory all at once, and the step's shapes are the batch's,
+whatever the number of sequences: one program serves runs of every ``N``. Only model
 outputs go back to the host.
 """
 
@@ -78,7 +80,9 @@ class Plan:
 # --- draws: how the items of a plan become model inputs ------------------------------------
 #
 # A draw is a small static value (hashable, a static argument of the compiled step) called as
-# ``draw(X, table, items) -> (B, A, L)``; ``table`` is its dynamic data (base keys or a
+# ``draw(x, table, items) -> (B, A, L)``: ``x`` (B, A, L) holds each item's sequence, gathered
+# from ``X`` outside the step (:func:`batch_rows`), so that no program a draw is part of
+# depends on the number of sequences; ``table`` is its dynamic data (base keys or a
 # permutation table), passed as an argument so that one program serves every seed.
 
 
@@ -86,8 +90,8 @@ class Plan:
 class Unchanged:
     """The sequences as they are (predictions before any shuffle)."""
 
-    def __call__(self, X, table, items):
-        return jnp.take(X, items[0], axis=0)
+    def __call__(self, x, table, items):
+        return x
 
 
 @dataclass(frozen=True)
@@ -100,18 +104,16 @@ class KeyShuffle:
 
     fn: Callable
 
-    def __call__(self, X, table, items):
-        seq_idx, starts, ends, draws = items
-        return jax.vmap(self.fn)(self._keys(table, draws), jnp.take(X, seq_idx, axis=0),
-                                 starts, ends)
+    def __call__(self, x, table, items):
+        _, starts, ends, draws = items
+        return jax.vmap(self.fn)(self._keys(table, draws), x, starts, ends)
 
-    def window(self, X, table, items, offsets, width):
-        """Only positions ``[offsets, offsets + width)`` of each item's shuffled
-        sequence, (B, A, width): the same values as ``self(X, table, items)`` there
-        (the region must lie inside the window)."""
-        seq_idx, starts, ends, draws = items
-        x = _windows(X, seq_idx, offsets, width)
-        length = X.shape[-1]
+    def window(self, x, table, items, offsets, length):
+        """The shuffled positions ``[offsets, offsets + W)`` of each item's sequence of
+        length ``length``, from the unshuffled windows ``x`` (B, A, W) there
+        (:func:`batch_windows`): (B, A, W), the same values as ``self`` gives there (the
+        region must lie inside the window)."""
+        _, starts, ends, draws = items
         return jax.vmap(lambda k, xw, s, e, o: self.fn(k, xw, s, e, offset=o, length=length))(
             self._keys(table, draws), x, starts, ends, offsets)
 
@@ -121,25 +123,18 @@ class KeyShuffle:
             jax.random.fold_in(table[bji[0]], bji[1]), bji[2]))(draws)
 
 
-def _windows(X, seq_idx, offsets, width):
-    return jax.vmap(lambda j, o: jax.lax.dynamic_slice_in_dim(X[j], o, width, 1))(
-        seq_idx, offsets)
-
-
 @dataclass(frozen=True)
 class PermutationShuffle:
     """Region-relative permutations from a table (P, W) (tangermeme's stream)."""
 
-    def __call__(self, X, table, items):
-        seq_idx, starts, ends, draws = items
-        return jax.vmap(functional.permute_region)(jnp.take(X, seq_idx, axis=0),
-                                                   table[draws[:, 0]], starts, ends)
+    def __call__(self, x, table, items):
+        _, starts, ends, draws = items
+        return jax.vmap(functional.permute_region)(x, table[draws[:, 0]], starts, ends)
 
-    def window(self, X, table, items, offsets, width):
+    def window(self, x, table, items, offsets, length):
         """As :meth:`KeyShuffle.window`."""
-        seq_idx, starts, ends, draws = items
-        return jax.vmap(functional.permute_region)(_windows(X, seq_idx, offsets, width),
-                                                   table[draws[:, 0]], starts - offsets,
+        _, starts, ends, draws = items
+        return jax.vmap(functional.permute_region)(x, table[draws[:, 0]], starts - offsets,
                                                    ends - offsets)
 
 
@@ -192,6 +187,42 @@ def take_rows(arrays: tuple, rows: Any) -> tuple:
     return tuple(jnp.take(a, rows, axis=0) for a in arrays)
 
 
+def batch_rows(X: jax.Array, args: tuple, items: tuple, where: Any = None) -> tuple:
+    """The sequences and extra inputs of a batch's items, gathered from the whole run's by
+    a small program of their own, so that the steps that consume them have the batch's
+    shapes, not ``X``'s.
+
+    Parameters
+    ----------
+    X: jax.Array, shape=(N, A, L)
+    args: tuple of jax.Array, each (N, ...)
+    items: tuple
+        A batch of plan items (:meth:`Plan.batch`); ``items[0]`` (B,) their sequences.
+    where: Devices, optional
+        The run's devices: the rows are sharded over them as the items are.
+
+    Returns
+    -------
+    x: jax.Array, shape=(B, A, L)
+    args: tuple of jax.Array, each (B, ...)
+    """
+    got = take_rows((X,) + tuple(args), items[0])
+    if where is not None:
+        got = where.shard(got)
+    return got[0], got[1:]
+
+
+@partial(jax.jit, static_argnames=("width",))
+def batch_windows(X: jax.Array, items: tuple, width: int) -> jax.Array:
+    """Each item's window of ``width`` positions of its sequence, unshuffled, starting at
+    its region's start, at most ``L - width`` (so it holds a region of up to ``width``
+    positions): (B, A, width), gathered by a small program of its own (as
+    :func:`batch_rows`)."""
+    offsets = jnp.minimum(items[1], X.shape[-1] - width)
+    return jax.vmap(lambda j, o: jax.lax.dynamic_slice_in_dim(X[j], o, width, 1))(
+        items[0], offsets)
+
+
 def key_table(keys: jax.Array) -> jax.Array:
     """Base keys as a (K,) array of typed keys."""
     return jnp.asarray(keys).reshape(-1)
@@ -226,8 +257,12 @@ class Devices:
             self.split = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("batch"))
             self.whole = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
 
-    def size(self, batch_size, items):
-        size = max(1, min(batch_size, items))
+    def size(self, batch_size: int, items: int) -> int:
+        """Items per step: ``batch_size``, or for a run of fewer ``items`` the power of two
+        that holds them (runs of different lengths share a few step shapes, one program
+        each, for at most twice the work of a run smaller than a batch), rounded up to a
+        multiple of the device count."""
+        size = max(1, min(batch_size, 1 << max(0, items - 1).bit_length()))
         return -(-size // self.count) * self.count
 
     def replicate(self, tree):
@@ -361,14 +396,16 @@ def _job(stream, plan, desc):
         X, args, table = where.replicate((X, args, table))
 
         def step(items, lo):
-            y = compiled(params, X, args, table, items, draw=draw, dtype=model.dtype)
+            x, rows = batch_rows(X, args, items, where)
+            y = compiled(params, x, rows, table, items, draw=draw, dtype=model.dtype)
             ys, multi[0] = outputs_of(y, what)
             return ys
     else:
         def step(items, lo):
             valid = min(size, len(plan) - lo)
-            x = _draw_eagerly(X, table, items, draw)[:valid]
-            y = model.runner(x, tuple(jnp.take(a, items[0][:valid], axis=0) for a in args))
+            x, rows = batch_rows(X, args, items)
+            x = _draw_eagerly(x, table, items, draw)[:valid]
+            y = model.runner(x, tuple(a[:valid] for a in rows))
             ys, multi[0] = outputs_of(y, what)
             return ys
     job = Job(plan, step, size, where.shard if model.jittable else (lambda items: items),
@@ -377,8 +414,8 @@ def _job(stream, plan, desc):
 
 
 @partial(jax.jit, static_argnames=("draw",))
-def _draw_eagerly(X, table, items, draw):
-    return draw(X, table, items)
+def _draw_eagerly(x, table, items, draw):
+    return draw(x, table, items)
 
 
 def run(stream: Stream, desc: Optional[str] = None,

@@ -130,10 +130,11 @@ def evaluator(model: engine.Model, X: jax.Array, args: tuple, width: int) -> dic
     return store[key]
 
 
-def _step(inc: Incremental, params, caches, X, table, items, rows, draw):
-    """One batch of items: each item's window, shuffled inside the step, run incrementally."""
+def _step(inc: Incremental, params, caches, x, table, items, rows, draw):
+    """One batch of items: each item's window ``x`` (B, A, W) (:func:`jablate.engine.stream.
+    batch_windows`), shuffled inside the step, run incrementally."""
     starts = jnp.minimum(items[1], inc.length - inc.width)
-    windows = draw.window(X, table, items, starts, inc.width)  # (B, A, W), shuffled in-step
+    windows = draw.window(x, table, items, starts, inc.length)  # (B, A, W), shuffled in-step
     return jax.vmap(inc.apply, (None, None, 0, 0, 0))(params, caches, windows, starts, rows)
 
 
@@ -352,7 +353,8 @@ def _bucket(model, X, args, draw, table, plan, sequences, W, width_of, params, d
 
         def step(batch, lo, caches=caches, padded=padded):
             items, item_rows = batch
-            raw = ev["step"](params, caches, X, table, items, item_rows, draw=draw)
+            x = devices.shard(engine.batch_windows(X, items, W))
+            raw = ev["step"](params, caches, x, table, items, item_rows, draw=draw)
             ys, state["multi"] = outputs_of(post(raw), where)
             if not state["checked"]:
                 # The model's outputs, before ``func`` (a sum or a softmax of a profile
@@ -367,10 +369,10 @@ def _bucket(model, X, args, draw, table, plan, sequences, W, width_of, params, d
                         check_caches, _ = ev["reference"](params, *devices.shard(
                             engine.take_rows((X,) + tuple(args), padded)))
                         check = outputs_of(ev["step"](
-                            params, devices.replicate(check_caches), X, table, items,
+                            params, devices.replicate(check_caches), x, table, items,
                             item_rows, draw=draw))[0]
-                    reference = full(params, X, args, table, items, draw=draw,
-                                     dtype=model.dtype)
+                    reference = full(params, *engine.batch_rows(X, args, items, devices),
+                                     table, items, draw=draw, dtype=model.dtype)
                 checks.append((check, outputs_of(reference)[0], ev["inc"]))
                 state["checked"] = True
             return ys

@@ -132,10 +132,21 @@ def check_int(value: Any, name: str, minimum: Optional[int] = None) -> int:
 
 
 @jax.jit
-def _one_hot_flags(X):
+def _one_hot_flags_jitted(X):
     binary = jnp.all((X == 0) | (X == 1))
     at_most_one = jnp.all(jnp.sum(X, axis=1) <= 1)
     return binary, at_most_one
+
+
+def _one_hot_flags(X: jax.Array) -> tuple:
+    """Whether ``X`` holds only 0 and 1, and whether no column sums above 1. Where ``X``
+    lives on the host (JAX's CPU backend, one process), numpy reads it in place: as fast as
+    a compiled check and no program to compile for each new ``N``; elsewhere it computes
+    where ``X`` is, without a copy."""
+    if X.is_fully_addressable and all(d.platform == "cpu" for d in X.devices()):
+        x = numpy.asarray(X)
+        return ((x == 0) | (x == 1)).all(), (x.sum(axis=1) <= 1).all()
+    return _one_hot_flags_jitted(X)
 
 
 def check_X(X: jax.Array, name: str = "X", only_warn: bool = False) -> None:

@@ -110,7 +110,8 @@ class JaxRunner:
                        static_argnames=("draw", "dtype"))
 
     def step_for(self, post: Optional[Callable]) -> Callable:
-        """The compiled ``step(params, X, args, table, items, draw=, dtype=)`` with ``post``."""
+        """The compiled ``step(params, x, args, table, items, draw=, dtype=)`` with ``post``
+        (``x`` and ``args`` the batch's rows: :func:`jablate.engine.stream.batch_rows`)."""
         if post is None:
             plain = for_runner(self, "runner.step")
             if "step" not in plain:
@@ -139,10 +140,10 @@ def cast_input(x: jax.Array, dtype: Any) -> jax.Array:
     return x.astype(input_dtype(x.dtype, dtype))
 
 
-def _step(apply, post_ref, params, X, args, table, items, draw, dtype):
-    """One batch: build inputs from ``X`` and plan ``items`` with ``draw``, run the model."""
-    x = cast_input(draw(X, table, items), dtype)
-    args = tuple(jnp.take(a, items[0], axis=0) for a in args)
+def _step(apply, post_ref, params, x, args, table, items, draw, dtype):
+    """One batch: build inputs from the items' sequences ``x`` (B, A, L) and plan ``items``
+    with ``draw``, run the model on them and the items' ``args`` (each (B, ...))."""
+    x = cast_input(draw(x, table, items), dtype)
     y = apply(params, x, *args)
     if post_ref is not None:
         outputs_of(y)
