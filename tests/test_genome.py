@@ -559,21 +559,13 @@ def test_resume_refuses_parts_computed_from_other_bases(data, tmp_path, capsys):
     assert run(capsys, *hits_args(root, out, "hits.tsv", *args, "--resume"))[0] == 0
 
     # the same names and lengths, one base of a window masked to N (a masked copy)
-    names, sequences = [], []
-    for record in (root / "genome.fa").read_text().split(">")[1:]:
-        name, *lines = record.splitlines()
-        names.append(name.split()[0])
-        sequences.append("".join(lines))
     window = pandas.read_csv(out / "effects.tsv", sep="\t").iloc[0]
-    chrom, at = names.index(window["chrom"]), int(window["window_start"]) + 5
-    sequences[chrom] = sequences[chrom][:at] + "N" + sequences[chrom][at + 1:]
-    masked = tmp_path / "masked"
-    masked.mkdir()
-    for name in os.listdir(root):
-        if name != "genome.fa" and not name.startswith("genome.fa."):
-            (masked / name).symlink_to(root / name)
-    (masked / "genome.fa").write_text("".join(f">{n}\n{q}\n" for n, q in
-        zip(names, sequences)))
+
+    def mask(names, sequences):
+        chrom, at = names.index(window["chrom"]), int(window["window_start"]) + 5
+        sequences[chrom] = sequences[chrom][:at] + "N" + sequences[chrom][at + 1:]
+
+    masked = _genome_copy(root, tmp_path / "masked", mask)
     status, _, stderr = run(capsys, *hits_args(masked, out, "hits.tsv", *args, "--resume"))
     assert status == 2 and len(stderr.strip().splitlines()) == 1
     assert ("chunk-000000.tsv was computed from other bases than --genome" in stderr
@@ -1003,39 +995,79 @@ def test_an_interrupted_hits_run_says_that_resume_continues(data, tmp_path):
     assert "no output written" not in stderr
 
 
-def test_one_job_of_two_jax_distributed_processes_gives_the_single_process_table(
-        data, tmp_path, capsys):
-    # issue 19, item 4: two CPU processes under jax.distributed split the chunks as --shard
-    # does, each on its own devices, and process 0 assembles the table
+def _genome_copy(root, directory, edit):
+    """A copy of the dataset in ``directory`` (links), its genome's sequences changed in
+    place by ``edit(names, sequences)``: the same names and lengths, other bases."""
+    names, sequences = [], []
+    for record in (root / "genome.fa").read_text().split(">")[1:]:
+        name, *lines = record.splitlines()
+        names.append(name.split()[0])
+        sequences.append("".join(lines))
+    edit(names, sequences)
+    directory.mkdir()
+    for name in os.listdir(root):
+        if name != "genome.fa" and not name.startswith("genome.fa."):
+            (directory / name).symlink_to(root / name)
+    (directory / "genome.fa").write_text("".join(f">{n}\n{q}\n" for n, q in
+        zip(names, sequences)))
+    return directory
+
+
+def _distributed_job(roots, out, args):
+    """``jablate hits`` as one job of ``len(roots)`` CPU processes under jax.distributed,
+    process ``i`` reading the dataset in ``roots[i]``; [(returncode, stderr)]."""
     import socket
 
-    root, _ = data
-    args = ["--chunk-size", 16, "--plot", "none", "--seed", 3]
-    single = tmp_path / "single"
-    assert run(capsys, *hits_args(root, single, "hits.tsv", *args))[0] == 0
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    out = tmp_path / "job"
     env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=os.pathsep.join(
         filter(None, [str(REPO), str(TESTS), os.environ.get("PYTHONPATH")])))
     processes = [subprocess.Popen(
         [sys.executable, "-m", "jablate", *map(str, hits_args(
-            root, out, "hits.tsv", *args, "--distributed", f"127.0.0.1:{port},2,{i}",
-            quiet=False))],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]
-    results = [p.communicate(timeout=240) for p in processes]
-    for p, (_, err) in zip(processes, results):
-        assert p.returncode == 0, err[-3000:]
+            root, out, "hits.tsv", *args, "--distributed",
+            f"127.0.0.1:{port},{len(roots)},{i}", quiet=False))],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for i, root in enumerate(roots)]
+    return [(p.returncode, err) for p, (_, err) in
+            zip(processes, [p.communicate(timeout=240) for p in processes])]
+
+
+def test_one_job_of_two_jax_distributed_processes_gives_the_single_process_table(
+        data, tmp_path, capsys):
+    # issue 19, item 4: two CPU processes under jax.distributed split the chunks as --shard
+    # does, each on its own devices, and process 0 assembles the table
+    root, _ = data
+    args = ["--chunk-size", 16, "--plot", "none", "--seed", 3]
+    single = tmp_path / "single"
+    assert run(capsys, *hits_args(root, single, "hits.tsv", *args))[0] == 0
+    out = tmp_path / "job"
+    results = _distributed_job([root, root], out, args)
+    for status, err in results:
+        assert status == 0, err[-3000:]
     assert "process 1 of 2 done; process 0 assembles" in results[1][1]
     parts = sorted(p.name for p in (out / "parts").glob("chunk-*.tsv"))
     assert parts == sorted(p.name for p in (single / "parts").glob("chunk-*.tsv"))
     for name in ("effects.tsv", "summary.tsv", "skipped.tsv"):
         assert (out / name).read_bytes() == (single / name).read_bytes(), name
-    # --distributed with --shard is bad usage
+    # processes on hosts with different copies of the genome (the same names and lengths):
+    # each checks the next one's chunks against its own, and none writes a table
+    def swap(names, sequences):
+        sequences[:] = [q.translate(str.maketrans("ACac", "CAca")) for q in sequences]
+
+    other = _genome_copy(root, tmp_path / "other", swap)
+    mixed = tmp_path / "mixed"
+    results = _distributed_job([root, other], mixed, args)
+    for status, err in results:
+        assert status == 2, err[-3000:]
+    assert "process 1's chunks: --out" in results[0][1], results[0][1][-3000:]
+    assert "was computed from other bases than --genome" in results[0][1]
+    assert "process 0's chunks: --out" in results[1][1], results[1][1][-3000:]
+    assert not (mixed / "effects.tsv").exists()
+    # --distributed with --shard is bad usage (refused before joining any job)
     status, _, err = run(capsys, *hits_args(root, tmp_path / "both", "hits.tsv", *args,
                                             "--shard", "0/2", "--distributed",
-                                            f"127.0.0.1:{port},2,0"))
+                                            "127.0.0.1:1,2,0"))
     assert status == 2 and "drop --shard" in err
 
 

@@ -545,12 +545,35 @@ def _join(distributed) -> tuple:
 
 
 def _assemble_when_all_finished(run, args) -> int:
-    """Wait for every process of the job (a barrier of ``jax.distributed``), then process 0
-    assembles the table; the others say that it does."""
+    """Wait for every process of the job (a barrier of ``jax.distributed``); each process
+    then checks the windows of the next process's chunks against the genome it reads
+    (:meth:`_Run.check_windows`: processes on several hosts may read different copies of
+    ``--genome``), and when all agree process 0 assembles the table; the others say that it
+    does. A disagreement anywhere is an error in every process, and no table is written.
+
+    Raises
+    ------
+    InputError
+        When a process's chunks were computed from other bases than its neighbour reads.
+    """
     from jax.experimental import multihost_utils
 
     multihost_utils.sync_global_devices("jablate hits: every chunk written")
     index, count = args.shard
+    neighbour = (index + 1) % count
+    problem = None
+    try:
+        if count > 1:
+            run.check_windows({c for c in range(run.chunks) if c % count == neighbour})
+    except InputError as error:
+        problem = error
+    failed = numpy.asarray(multihost_utils.process_allgather(numpy.int32(problem is not None)))
+    if problem is not None:
+        raise InputError(f"process {neighbour}'s chunks: {problem}") from None
+    if failed.any():
+        raise InputError(f"process {int(numpy.flatnonzero(failed)[0])} found chunks computed "
+                         "from other bases than --genome gives it (see its message): the "
+                         "processes read different genomes; no table written")
     if index == 0:
         run.assemble()
     else:
