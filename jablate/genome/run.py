@@ -167,6 +167,7 @@ class _Run:
         self.parts = os.path.join(args.out, "parts")
         self.theirs = None  # the settings of the parts already there
         self.digests = set()  # the chunks whose windows' digest this run wrote
+        self.names_checked = False  # --output-names against the first chunk's columns
         self.finished_before = False  # whether DIR/parts held finished chunks
 
     # --- inputs, all checked before anything is written ---------------------------------
@@ -403,11 +404,13 @@ class _Run:
                 self.args.profile, inputs.counts)
         except ValueError as error:
             raise self.error(f"cannot compute effects: {error}") from None
-        if self.args.output_names is not None and self.args.plot != "none":
+        if self.args.output_names is not None and self.args.plot != "none" \
+                and not self.names_checked:  # every chunk has the same columns
             try:  # before the first part is written, not after the last
                 measure_labels(effects.columns, self.args.output_names)
             except ValueError as error:
                 raise self.error(f"--output-names: {error}") from None
+            self.names_checked = True
         # the digest first: a part is finished when it exists, with its digest beside it
         _write_atomically(os.path.join(self.parts, _windows_name(inputs.chunk)),
             f"{inputs.digest}\n".encode("utf-8"))
