@@ -507,3 +507,28 @@ def test_runs_on_other_numbers_of_sequences_reuse_the_compiled_steps():
                 a, b = numpy.asarray(a), numpy.asarray(b)
                 numpy.testing.assert_allclose(b[:len(a)], a, rtol=1e-6, atol=1e-7,
                                               err_msg=name)
+
+
+@pytest.mark.parametrize("dtype", [numpy.float32, numpy.int8, numpy.bool_])
+def test_the_host_one_hot_check_reads_every_block(monkeypatch, dtype):
+    """A host ``X`` is checked by numpy a block of rows at a time: a bad value in any block
+    (the last, a partial one, included) is found, as the compiled check finds it."""
+    from jablate.models import frontdoor
+
+    monkeypatch.setattr(frontdoor, "ONE_HOT_CHECK_BYTES", 3 * A * L * numpy.dtype(dtype).itemsize)
+    X = one_hot(numpy.random.default_rng(6), 10, A, L).astype(dtype)  # blocks of 3, 3, 3, 1
+
+    def flags(x):
+        got = tuple(bool(v) for v in frontdoor._one_hot_flags(jnp.asarray(x)))
+        assert got == tuple(bool(v) for v in frontdoor._one_hot_flags_jitted(jnp.asarray(x)))
+        return got
+
+    assert flags(X) == (True, True)
+    for row in (0, 4, 9):
+        x = X.copy()
+        x[row, :2, 7] = 1  # a column that sums to 2
+        assert flags(x) == (True, False), row
+        if dtype != numpy.bool_:
+            x = X.copy()
+            x[row, 0, 3] = 2
+            assert flags(x)[0] is False, row

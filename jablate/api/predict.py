@@ -150,9 +150,11 @@ def predict(model: Any, X: Any, args: Optional[Any] = None, func: Optional[Calla
     """Make predictions for ``X`` in batches, as tangermeme's ``predict`` does.
 
     JAX models run as one ``jit``-compiled program per batch shape: the last
-    batch is padded to ``batch_size`` and repeated calls with the same shapes
-    never recompile. torch modules run eagerly under ``torch.inference_mode``
-    through the DLPack bridge, on ``device``.
+    batch is padded to ``batch_size`` (a run of fewer than ``batch_size``
+    sequences to the power of two that holds them), by repeating a sequence,
+    and calls with the same batch shape never recompile, whatever ``N``. torch
+    modules run eagerly under ``torch.inference_mode`` through the DLPack
+    bridge, on ``device``.
 
     Models run in evaluation mode, as tangermeme runs them: a torch module is
     put in ``eval()`` for the call and its mode restored after; an nnx module
@@ -177,7 +179,8 @@ def predict(model: Any, X: Any, args: Optional[Any] = None, func: Optional[Calla
         Applied to the raw model output of each batch before it is kept
         (inside the compiled program for JAX models, compiled once per
         ``func`` object: pass a module-level function rather than a new
-        lambda on every call). Default is None.
+        lambda on every call). It must act on each row alone: a JAX model's
+        batch holds padding rows (see above). Default is None.
     batch_size: int, optional
         Examples per model call. Default is 32.
     dtype: str, dtype or None, optional

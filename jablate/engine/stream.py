@@ -9,7 +9,8 @@ Each batch's sequences are
 gathered from ``X`` by a small program of their own (:func:`batch_rows`); the compiled
 step shuffles them (inside the step) and feeds them to the model, so the shuffled
 inputs are never held in memory all at once, and the step's shapes are the batch's,
-whatever the number of sequences: one program serves runs of every ``N``. Only model
+whatever the number of sequences: runs of every ``N`` share a few programs (one per
+power of two below a batch, see :meth:`Devices.size`). Only model
 outputs go back to the host.
 """
 
@@ -430,7 +431,8 @@ def run(stream: Stream, desc: Optional[str] = None,
     ----------
     stream: Stream
         The model, the inputs and M items; ``stream.batch_size`` items per model call
-        (the last batch is padded so every step has one shape).
+        (the last batch is padded so every step has one shape; a run of fewer items, to
+        :meth:`Devices.size`).
     desc: str, optional
         The progress bar's label.
     on_device: bool, optional

@@ -138,15 +138,27 @@ def _one_hot_flags_jitted(X):
     return binary, at_most_one
 
 
+#: Bytes of ``X`` the host one-hot check reads at a time: its temporaries stay this small,
+#: and blocks that fit in a cache check faster (20,000 × 4 × 2,114 float32: 0.08 s, 0.18 s at once).
+ONE_HOT_CHECK_BYTES = 2 ** 20
+
+
 def _one_hot_flags(X: jax.Array) -> tuple:
     """Whether ``X`` holds only 0 and 1, and whether no column sums above 1. Where ``X``
-    lives on the host (JAX's CPU backend, one process), numpy reads it in place: as fast as
-    a compiled check and no program to compile for each new ``N``; elsewhere it computes
-    where ``X`` is, without a copy."""
-    if X.is_fully_addressable and all(d.platform == "cpu" for d in X.devices()):
-        x = numpy.asarray(X)
-        return ((x == 0) | (x == 1)).all(), (x.sum(axis=1) <= 1).all()
-    return _one_hot_flags_jitted(X)
+    lives on one CPU device, numpy reads it in place, :data:`ONE_HOT_CHECK_BYTES` at a time:
+    as fast as a compiled check, with no program to compile for each new ``N``; elsewhere
+    (an accelerator, several devices) it computes where ``X`` is, without a copy."""
+    devices = X.devices()
+    if len(devices) > 1 or next(iter(devices)).platform != "cpu":
+        return _one_hot_flags_jitted(X)
+    x = numpy.asarray(X)
+    rows = max(1, ONE_HOT_CHECK_BYTES // max(1, x[0].nbytes))
+    binary = at_most_one = True
+    for lo in range(0, len(x), rows):
+        block = x[lo:lo + rows]
+        binary = binary and bool(((block == 0) | (block == 1)).all())
+        at_most_one = at_most_one and bool((block.sum(axis=1) <= 1).all())
+    return binary, at_most_one
 
 
 def check_X(X: jax.Array, name: str = "X", only_warn: bool = False) -> None:
