@@ -7,7 +7,8 @@ bpnet-lite's BPNet (32 filters, 4 layers, random weights), translated (``backend
 sequences, one line each with the seconds of every call (the first pays the translation and
 the shared compiles; the last is warm):
 
-- ``ablate``, the central 100 bp, n=10, ``incremental`` False and True;
+- ``ablate``, the central 100 bp, n=10, ``incremental`` False and True, and the same with
+  ``reduce="mean_std"``;
 - ``ablate_annotations``, one 20-bp annotation per sequence, n=10, ``incremental=False``;
 - ``saturation_mutagenesis`` of its count head (``CountWrapper``), the central 20 bp,
   ``incremental=False``.
@@ -41,6 +42,10 @@ def main(argv=None):
             bpnet, x, start, end, n=10, incremental=False, **kw),
         "ablate incremental=True": lambda x: jablate.ablate(
             bpnet, x, start, end, n=10, incremental=True, **kw),
+        "ablate reduce=mean_std incremental=False": lambda x: jablate.ablate(
+            bpnet, x, start, end, n=10, incremental=False, reduce="mean_std", **kw),
+        "ablate reduce=mean_std incremental=True": lambda x: jablate.ablate(
+            bpnet, x, start, end, n=10, incremental=True, reduce="mean_std", **kw),
         "ablate_annotations": lambda x: jablate.ablate_annotations(
             bpnet, x, numpy.array([[j, 1000 + j, 1020 + j] for j in range(len(x))]), n=10,
             incremental=False, **kw),

@@ -474,9 +474,9 @@ def test_unknown_keyword_is_a_type_error(X):
 def test_runs_on_other_numbers_of_sequences_reuse_the_compiled_steps():
     """A step takes its batch's sequences, gathered by a small program of their own, not the
     whole ``X`` (and a run smaller than a batch is padded to a power of two): ``ablate`` and
-    ``ablate_annotations`` on 5, 6 and 7 sequences trace the model once per batch shape, on
-    the full path, on the incremental engine and with ``func``; each sequence's values stay
-    those of its index."""
+    ``ablate_annotations`` on 6, 7 and 8 sequences trace the model once per batch shape, on
+    the full path, on the incremental engine, with ``func`` and with ``reduce="mean_std"``;
+    each sequence's values stay those of its index."""
     K = jnp.asarray(numpy.random.default_rng(3).normal(size=(4, A, 5)), jnp.float32)
     traced = []
 
@@ -484,7 +484,7 @@ def test_runs_on_other_numbers_of_sequences_reuse_the_compiled_steps():
         traced.append(x.shape)
         return jax.nn.relu(jax.lax.conv(x, K, (1,), "SAME")).mean((1, 2))[:, None]
 
-    X7 = one_hot(numpy.random.default_rng(4), 7, A, L)
+    X8 = one_hot(numpy.random.default_rng(4), 8, A, L)
     key = jax.random.key(5)
     runs = dict(
         full=lambda X: jablate.ablate(model, X, 20, 30, n=3, random_state=key,
@@ -496,12 +496,21 @@ def test_runs_on_other_numbers_of_sequences_reuse_the_compiled_steps():
             random_state=key, incremental=False, batch_size=8),
         func=lambda X: jablate.ablate(model, X, 20, 30, n=2, random_state=key, batch_size=8,
                                       func=jablate.deep_lift_shap, n_shuffles=2),
+        mean_std=lambda X: jablate.ablate(model, X, 20, 30, n=3, random_state=key,
+                                          incremental=False, batch_size=8, reduce="mean_std"),
+        mean_std_incremental=lambda X: jablate.ablate(
+            model, X, 20, 30, n=3, random_state=key, incremental=True, batch_size=8,
+            reduce="mean_std"),
     )
+    from jablate.engine import executor
+
     for name, run in runs.items():
-        first = run(X7[:5])
-        before = len(traced)
-        rest = [run(X7[:n]) for n in (6, 7)]
+        first = run(X8[:6])
+        before, merges = len(traced), executor._merge._cache_size()
+        rest = [run(X8[:n]) for n in (7, 8)]
         assert len(traced) == before, (name, traced[before:])
+        # the moments keep a power of two of groups: 6, 7 and 8 share one merge program
+        assert executor._merge._cache_size() == merges, name
         for small, large in ((first, rest[0]), (rest[0], rest[1])):
             for a, b in zip(jax.tree.leaves(small), jax.tree.leaves(large)):
                 a, b = numpy.asarray(a), numpy.asarray(b)

@@ -134,8 +134,10 @@ def _merge(counts, means, m2s, ys, shifts, shift_rows, packed):
     ``packed`` is ``local``, ``groups`` (each (B,)) and ``valid_count``, one transfer: item
     ``b < valid_count`` counts as ``ys[h][b] - shifts[h][shift_rows[b]]``, in group
     ``groups[local[b]]`` (``local``: the item's index among the batch's distinct groups;
-    ``groups`` padded with an index past the last group, which reads as empty and is never
-    written); later rows are padding. The batch's own mean and sum of squared deviations
+    ``groups`` padded with an index past the moments' last row, which reads as empty and is
+    never written); later rows are padding. The moments have a row per group and more (a
+    power of two, :class:`GroupMoments`), so this program depends on the number of groups
+    only through that power of two. The batch's own mean and sum of squared deviations
     per group are taken about that mean (two passes), then merged, so no sum of squares
     of large differences is ever subtracted from another: a group whose items are all
     equal keeps a spread of exactly 0 however far they lie from the shift.
@@ -175,12 +177,25 @@ def _on_device(x: Any) -> jax.Array:
     return x if isinstance(x, jax.Array) else jnp.asarray(numpy.asarray(x))
 
 
-@partial(jax.jit, static_argnames=("n",))
-def _finish(means, m2s, shifts, n):
-    """Each output's ``(shift + mean, sqrt(m2 / n))``: a float32 sum of float32 values is
-    rounded once, as a float64 sum rounded to float32 would be."""
-    return tuple((s.astype(m.dtype) + m, jnp.sqrt(jnp.maximum(q / n, 0)))
+@partial(jax.jit, static_argnames=("n", "groups"))
+def _finish(means, m2s, shifts, n, groups):
+    """Each output's ``(shift + mean, sqrt(m2 / n))`` of the first ``groups`` rows: a float32
+    sum of float32 values is rounded once, as a float64 sum rounded to float32 would be."""
+    return tuple((s[:groups].astype(m.dtype) + m[:groups],
+                  jnp.sqrt(jnp.maximum(q[:groups] / n, 0)))
                  for m, q, s in zip(means, m2s, shifts))
+
+
+@partial(jax.jit, static_argnames=("rows", "dtype"))
+def _pad_rows_to(x, rows, dtype):
+    """``x`` (R, ...) in ``dtype``, with zero rows appended up to ``rows``."""
+    return jnp.pad(x.astype(dtype), [(0, rows - x.shape[0])] + [(0, 0)] * (x.ndim - 1))
+
+
+def capacity(groups: int) -> int:
+    """The rows :class:`GroupMoments` keeps for ``groups`` groups: the power of two that
+    holds them (runs of many sizes share a few programs)."""
+    return 1 << max(0, groups - 1).bit_length()
 
 
 class GroupMoments:
@@ -193,6 +208,9 @@ class GroupMoments:
     and :meth:`result` returns device arrays, so a caller can dispatch the next job before
     reading them.
 
+    The moments keep :func:`capacity` rows (a power of two of at least G), so that runs of
+    many numbers of groups share the merge's compiled program; rows past G stay empty.
+
     Parameters
     ----------
     groups: int
@@ -201,6 +219,7 @@ class GroupMoments:
 
     def __init__(self, groups: int):
         self.groups = groups
+        self.capacity = capacity(groups)
         self.counts, self.means, self.m2s = None, None, None
         self.received = numpy.zeros(groups, numpy.int64)
 
@@ -211,15 +230,15 @@ class GroupMoments:
         ``groups[b]`` of ``shifts``); rows from ``valid`` on are padding."""
         size = ys[0].shape[0]
         if self.counts is None:
-            self.counts = jnp.zeros(self.groups, accumulator_dtype(ys[0].dtype))
-            self.means = tuple(jnp.zeros((self.groups,) + y.shape[1:],
+            self.counts = jnp.zeros(self.capacity, accumulator_dtype(ys[0].dtype))
+            self.means = tuple(jnp.zeros((self.capacity,) + y.shape[1:],
                                          accumulator_dtype(y.dtype)) for y in ys)
             self.m2s = tuple(jnp.zeros_like(m) for m in self.means)
         groups = numpy.asarray(groups)
         self.received += numpy.bincount(groups[:valid], minlength=self.groups)[:self.groups]
         distinct, local = numpy.unique(groups[:max(valid, 1)], return_inverse=True)
         local = numpy.concatenate([local, numpy.zeros(size - len(local), local.dtype)])
-        padded = numpy.full(size, self.groups, numpy.int32)  # past the last: never written
+        padded = numpy.full(size, self.capacity, numpy.int32)  # past the last: never written
         padded[:len(distinct)] = distinct
         packed = jnp.asarray(numpy.concatenate([local, padded, [valid]]).astype(numpy.int32))
         self.counts, self.means, self.m2s = _merge(
@@ -233,7 +252,7 @@ class GroupMoments:
         Parameters
         ----------
         shifts: sequence of arrays (G, ...)
-            One per output, host or device.
+            One per output, host or device (rows past G, if any, are not read).
         n: int
             The items each group must have received.
 
@@ -246,7 +265,8 @@ class GroupMoments:
             raise RuntimeError(f"jablate: per-group moments counted {self.received.min()} to "
                                f"{self.received.max()} items per group, not {n}: refusing "
                                "to report them")
-        return list(_finish(self.means, self.m2s, tuple(_on_device(s) for s in shifts), n))
+        return list(_finish(self.means, self.m2s, tuple(_on_device(s) for s in shifts), n,
+                            groups=self.groups))
 
 
 @dataclass
@@ -274,8 +294,12 @@ class MeanStd:
 
     def __post_init__(self):
         shifts = tuple(_on_device(s) for s in self.shifts)
-        self.shifts = tuple(s.astype(accumulator_dtype(s.dtype)) for s in shifts)
-        self._moments = GroupMoments(self.shifts[0].shape[0] if self.shifts else 0)
+        self._moments = GroupMoments(shifts[0].shape[0] if shifts else 0)
+        # as many rows as the moments (zeros past G, never read): one merge program per
+        # power of two of groups
+        self.shifts = tuple(_pad_rows_to(s, self._moments.capacity,
+                                         jnp.dtype(accumulator_dtype(s.dtype)))
+                            for s in shifts)
 
     def add(self, ys: tuple, lo: int, valid: int) -> None:
         size = ys[0].shape[0]

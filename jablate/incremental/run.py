@@ -320,9 +320,11 @@ def _bucket(model, X, args, draw, table, plan, sequences, W, width_of, params, d
     multi)``, ``before`` a list of device arrays (S, ...) in the order of ``sequences``."""
     ev = evaluator(model, X, args, W)
     summary = ev["inc"].summary
-    size = devices.size(batch_size or 1 << min(10, max(4, int(
-        BATCH_FLOPS // max(summary.flops_incremental, 1.0)).bit_length() - 1)), 1 << 30)
     in_bucket = numpy.flatnonzero(width_of == W)
+    # no larger than the power of two that holds the bucket's items (few shapes, and a
+    # small run is not padded to a thousand items)
+    size = devices.size(batch_size or 1 << min(10, max(4, int(
+        BATCH_FLOPS // max(summary.flops_incremental, 1.0)).bit_length() - 1)), len(in_bucket))
     state = {"checked": False, "multi": multi}  # every bucket has its own program: checked
     pieces = []  # the first bucket's reference outputs, chunk by chunk, on the device
     # the first bucket's reference passes give every sequence's prediction before
