@@ -191,3 +191,31 @@ def test_the_mono_keys_are_a_bijection_of_the_positions():
         words = _random_word(counter, seed)
         assert numpy.unique(numpy.asarray(words)).size == counter.size
         numpy.testing.assert_array_equal(_random_word_inverse(words, seed), counter)
+
+
+def test_small_batch_shuffles_share_a_program_for_a_power_of_two(monkeypatch):
+    """``jablate.shuffle`` and ``dinucleotide_shuffle`` of a few sequences run padded to a
+    power of two: the same shuffles as the program on ``X`` as it is (what larger calls
+    run), for a key, an int seed and a seed per sequence; and 5, 6 and 7 sequences share
+    the shuffling program (one of 8)."""
+    import jablate
+    from jablate.engine import stream
+
+    rng = numpy.random.default_rng(9)
+    X = numpy.eye(4, dtype=numpy.float32)[rng.integers(0, 4, (19, 60))].transpose(0, 2, 1)
+    cases = [(jablate.shuffle, jax.random.key(3)), (jablate.shuffle, 4),
+             (jablate.dinucleotide_shuffle, jax.random.key(3)),
+             (jablate.dinucleotide_shuffle, 4), (jablate.dinucleotide_shuffle, list(range(19)))]
+    padded = [numpy.asarray(fn(X, 10, 50, n=3, random_state=rs)) for fn, rs in cases]
+    monkeypatch.setattr(stream, "SHUFFLE_BLOCK_BYTES", 1)  # every call "large": unpadded
+    for (fn, rs), expected in zip(cases, padded):
+        numpy.testing.assert_array_equal(numpy.asarray(fn(X, 10, 50, n=3, random_state=rs)),
+                                         expected)
+    monkeypatch.undo()
+    key = jax.random.key(5)
+    first = numpy.asarray(jablate.dinucleotide_shuffle(X[:5], n=3, random_state=key))
+    compiled = stream._shuffle_block._cache_size()
+    for N in (6, 7):
+        Y = numpy.asarray(jablate.dinucleotide_shuffle(X[:N], n=3, random_state=key))
+        numpy.testing.assert_array_equal(Y[:5], first)
+    assert stream._shuffle_block._cache_size() == compiled

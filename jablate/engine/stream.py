@@ -500,7 +500,10 @@ def run_mean_std(stream: Stream, n: int, shifts: list, desc: Optional[str] = Non
     return list(zip(gather_processes(means, groups), gather_processes(stds, groups)))
 
 
-@partial(jax.jit, static_argnames=("draw", "n", "key_per_sequence"))
+#: Bytes of shuffles up to which :func:`shuffle_all` pads the sequences to a power of two.
+SHUFFLE_BLOCK_BYTES = 64 * 2 ** 20
+
+
 def shuffle_all(X: jax.Array, table: jax.Array, start: int, end: int, draw: Callable,
                 n: int, key_per_sequence: bool = False) -> jax.Array:
     """All ``n`` shuffles of every sequence of ``X``: jax.Array (N, n, A, L).
@@ -510,17 +513,44 @@ def shuffle_all(X: jax.Array, table: jax.Array, start: int, end: int, draw: Call
     without first gathering ``X`` to ``(N * n, A, L)``. With ``key_per_sequence``,
     ``table`` holds a base key per sequence and the draws are ``(j, 0, i)``: each
     sequence shuffled as it would be alone with its own key.
+
+    Shuffles of up to :data:`SHUFFLE_BLOCK_BYTES` are drawn by one program for a power of
+    two of sequences (the rows past ``N`` repeat the last one, their shuffles dropped), so
+    calls on many numbers of sequences share it; larger ones by one program on ``X`` as it
+    is (drawing them a block at a time would add a copy of the whole result, 20-60% of the
+    warm time on a CPU, to save a compile that such a call amortises).
     """
+    N = X.shape[0]
+    padded = 1 << max(0, N - 1).bit_length()
+    if padded * n * X[0].size * jnp.dtype(X.dtype).itemsize > SHUFFLE_BLOCK_BYTES:
+        rows = numpy.arange(N, dtype=numpy.int32)
+        return _shuffle_block(X, table, rows, start, end, draw=draw, n=n,
+                              key_per_sequence=key_per_sequence)
+    rows = numpy.minimum(numpy.arange(padded), N - 1).astype(numpy.int32)
+    if key_per_sequence:  # the block's own base keys
+        x, keys = take_rows((X, table), rows)
+    else:
+        x, keys = take_rows((X,), rows)[0], table
+    Y = _shuffle_block(x, keys, rows, start, end, draw=draw, n=n,
+                       key_per_sequence=key_per_sequence)
+    return Y if padded == N else Y[:N]
+
+
+@partial(jax.jit, static_argnames=("draw", "n", "key_per_sequence"))
+def _shuffle_block(x, table, rows, start, end, draw, n, key_per_sequence):
+    """:func:`shuffle_all` of a block of sequences ``x`` (B, A, L), rows ``rows`` of ``X``
+    (with ``key_per_sequence``, ``table`` holds their own base keys, (B,))."""
     shuffles = jnp.arange(n)
 
-    def per_sequence(x, j):
+    def per_sequence(xj, j, b):
         if isinstance(draw, PermutationShuffle):
-            return jax.vmap(lambda p: functional.permute_region(x, p, start, end))(table)
-        key_j = jax.random.fold_in(table[j], 0) if key_per_sequence else \
+            return jax.vmap(lambda p: functional.permute_region(xj, p, start, end))(table)
+        key_j = jax.random.fold_in(table[b], 0) if key_per_sequence else \
             jax.random.fold_in(table[0], j)
-        return jax.vmap(lambda i: draw.fn(jax.random.fold_in(key_j, i), x, start, end))(shuffles)
+        return jax.vmap(lambda i: draw.fn(jax.random.fold_in(key_j, i), xj, start, end))(
+            shuffles)
 
-    return jax.vmap(per_sequence)(X, jnp.arange(X.shape[0]))
+    return jax.vmap(per_sequence)(x, rows, jnp.arange(x.shape[0]))
 
 
 def _pad_rows(y, size):
