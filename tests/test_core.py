@@ -541,3 +541,40 @@ def test_the_host_one_hot_check_reads_every_block(monkeypatch, dtype):
             x = X.copy()
             x[row, 0, 3] = 2
             assert flags(x)[0] is False, row
+
+
+def test_a_numpy_X_is_checked_on_the_host_whatever_the_device(monkeypatch):
+    """A numpy ``X`` is checked as numpy (``inputs`` hands it to ``check_X``), even when its
+    JAX copy lives on an accelerator (a GPU simulated by the devices arrays report): no
+    program on the device for each new ``N``; a JAX array there is checked where it is."""
+    from jax._src.array import ArrayImpl
+
+    from jablate.models import frontdoor
+
+    X = one_hot(numpy.random.default_rng(7), 3, A, L)
+    handed = []
+    check = frontdoor.check_X
+    monkeypatch.setattr(frontdoor, "check_X", lambda Xj, only_warn=False, host=None:
+                        handed.append(host) or check(Xj, only_warn=only_warn, host=host))
+    frontdoor.inputs(X)
+    frontdoor.inputs(jnp.asarray(X))
+    assert handed[0] is X and handed[1] is None
+    monkeypatch.undo()
+
+    class Gpu:
+        platform, id = "gpu", 0
+
+    compiled = []
+    jitted = frontdoor._one_hot_flags_jitted
+    monkeypatch.setattr(frontdoor, "_one_hot_flags_jitted",
+                        lambda X: compiled.append(X.shape) or jitted(X))
+    Xj = jnp.asarray(X)
+    monkeypatch.setattr(ArrayImpl, "devices", lambda self: {Gpu()})
+    frontdoor.check_X(Xj, host=X)
+    assert compiled == []
+    frontdoor.check_X(Xj)
+    assert compiled == [(3, A, L)]
+    bad = X.copy()
+    bad[1, :, 4] = 1
+    with pytest.raises(ValueError, match="sums above 1"):
+        frontdoor.check_X(Xj, host=bad)

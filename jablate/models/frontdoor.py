@@ -143,14 +143,16 @@ def _one_hot_flags_jitted(X):
 ONE_HOT_CHECK_BYTES = 2 ** 20
 
 
-def _one_hot_flags(X: jax.Array) -> tuple:
-    """Whether ``X`` holds only 0 and 1, and whether no column sums above 1. Where ``X``
-    lives on one CPU device, numpy reads it in place, :data:`ONE_HOT_CHECK_BYTES` at a time:
-    as fast as a compiled check, with no program to compile for each new ``N``; elsewhere
-    (an accelerator, several devices) it computes where ``X`` is, without a copy."""
-    devices = X.devices()
-    if len(devices) > 1 or next(iter(devices)).platform != "cpu":
-        return _one_hot_flags_jitted(X)
+def _one_hot_flags(X: Any) -> tuple:
+    """Whether ``X`` (a numpy or JAX array) holds only 0 and 1, and whether no column sums
+    above 1. A numpy array, or a JAX array on one CPU device, is read in place by numpy,
+    :data:`ONE_HOT_CHECK_BYTES` at a time: as fast as a compiled check, with no program to
+    compile for each new ``N``; elsewhere (an accelerator, several devices) it computes
+    where ``X`` is, without a copy."""
+    if isinstance(X, jax.Array):
+        devices = X.devices()
+        if len(devices) > 1 or next(iter(devices)).platform != "cpu":
+            return _one_hot_flags_jitted(X)
     x = numpy.asarray(X)
     rows = max(1, ONE_HOT_CHECK_BYTES // max(1, x[0].nbytes))
     binary = at_most_one = True
@@ -161,12 +163,16 @@ def _one_hot_flags(X: jax.Array) -> tuple:
     return binary, at_most_one
 
 
-def check_X(X: jax.Array, name: str = "X", only_warn: bool = False) -> None:
+def check_X(X: jax.Array, name: str = "X", only_warn: bool = False,
+            host: Optional[numpy.ndarray] = None) -> None:
     """Check a JAX array ``X`` of shape (N, A, L) is one-hot (all-zero columns allowed).
 
     Parameters
     ----------
     X: jax.Array
+    host: numpy.ndarray, optional
+        ``X``'s values on the host, when the caller has them (a numpy input already put on
+        an accelerator): its values are checked there, without a program on the device.
     name: str, optional
         The parameter's name for messages. Default 'X'.
     only_warn: bool, optional
@@ -190,7 +196,7 @@ def check_X(X: jax.Array, name: str = "X", only_warn: bool = False) -> None:
         raise InputError(f"{name} must not be empty; got shape {tuple(X.shape)}.")
     if jnp.issubdtype(X.dtype, jnp.complexfloating):
         raise InputError(f"{name} must be a real one-hot array; got dtype {X.dtype}.")
-    binary, at_most_one = _one_hot_flags(X)
+    binary, at_most_one = _one_hot_flags(X if host is None else host)
     if not bool(binary):
         not_one_hot(f"{name} must be one-hot encoded: it holds values other than 0 and 1.",
                     only_warn)
@@ -360,7 +366,7 @@ def inputs(X: Any, args: Any = None, only_warn: bool = False) -> Inputs:
         if not (X.is_floating_point() or kind in ("torch.int8", "torch.uint8", "torch.bool")):
             raise InputError(f"X must be a float, int8, uint8 or bool tensor; got {X.dtype}.")
     Xj = to_jax(X, "X")
-    check_X(Xj, only_warn=only_warn)
+    check_X(Xj, only_warn=only_warn, host=X if fam == "numpy" else None)
     args = args_batch(args, Xj.shape[0])
     if fam == "torch":
         for i, a in enumerate(args):
