@@ -10,6 +10,8 @@ the shared compiles; the last is warm):
 - ``ablate``, the central 100 bp, n=10, ``incremental`` False and True, and the same with
   ``reduce="mean_std"``;
 - ``ablate_annotations``, one 20-bp annotation per sequence, n=10, ``incremental=False``;
+- ``jablate.shuffle`` and ``jablate.dinucleotide_shuffle`` of the whole sequences, n=20, a
+  JAX key;
 - ``saturation_mutagenesis`` of its count head (``CountWrapper``), the central 20 bp,
   ``incremental=False``.
 
@@ -37,6 +39,7 @@ def main(argv=None):
     start, end = models.centre(2114, 100)
     X = torch.from_numpy(models.one_hot(12, 2114, seed=1))
     kw = dict(random_state=0, batch_size=32, backend="jax")
+    key = jax.random.key(0)
     runs = {
         "ablate incremental=False": lambda x: jablate.ablate(
             bpnet, x, start, end, n=10, incremental=False, **kw),
@@ -49,6 +52,9 @@ def main(argv=None):
         "ablate_annotations": lambda x: jablate.ablate_annotations(
             bpnet, x, numpy.array([[j, 1000 + j, 1020 + j] for j in range(len(x))]), n=10,
             incremental=False, **kw),
+        "shuffle": lambda x: jablate.shuffle(x, n=20, random_state=key),
+        "dinucleotide_shuffle": lambda x: jablate.dinucleotide_shuffle(x, n=20,
+                                                                      random_state=key),
         "saturation_mutagenesis": lambda x: jablate.saturation_mutagenesis(
             count, x, start=1047, end=1067, incremental=False, batch_size=32, backend="jax"),
     }

@@ -43,6 +43,11 @@ def results():
     r = jablate.ablate(model, X, 10, 40, n=5, random_state=key, reduce="mean_std",
                        incremental=True)
     out["inc_mean"], out["inc_std"] = r.y_after_mean[0], r.y_after_std[1]
+    # one sequence: a process of two owns no group (it repeats the last one, dropped)
+    for inc in (False, True):
+        r = jablate.ablate(model, X[:1], 10, 40, n=5, random_state=key, reduce="mean_std",
+                           incremental=inc, batch_size=4)
+        out[f"one_mean_{inc}"], out[f"one_std_{inc}"] = r.y_after_mean[0], r.y_after_std[1]
     return {k: numpy.asarray(v) for k, v in out.items()}
 
 

@@ -578,3 +578,18 @@ def test_a_numpy_X_is_checked_on_the_host_whatever_the_device(monkeypatch):
     bad[1, :, 4] = 1
     with pytest.raises(ValueError, match="sums above 1"):
         frontdoor.check_X(Xj, host=bad)
+
+
+def test_a_numpy_X_is_checked_as_the_model_gets_it_and_int64_wraps_are_refused():
+    """The host check reads floats in the dtype the model gets (float64 as float32 without
+    JAX's 64-bit mode: ``1 + 1e-9`` is 1 there, as before) and integers as given: an int64
+    value that the int32 copy would wrap to 1 is refused, not silently run as a 1."""
+    X = one_hot(numpy.random.default_rng(8), 3, A, L).astype(numpy.float64)
+    at = int(X[0, :, 3].argmax())
+    near = X.copy()
+    near[0, at, 3] = 1 + 1e-9
+    same(jablate.predict(linear, near), jablate.predict(linear, X))
+    wrapped = X.astype(numpy.int64)
+    wrapped[0, at, 3] = 2 ** 32 + 1
+    with pytest.raises(ValueError, match="values other than 0 and 1"):
+        jablate.predict(linear, wrapped)

@@ -1063,6 +1063,7 @@ def test_one_job_of_two_jax_distributed_processes_gives_the_single_process_table
     assert "process 1's chunks: --out" in results[0][1], results[0][1][-3000:]
     assert "was computed from other bases than --genome" in results[0][1]
     assert "process 0's chunks: --out" in results[1][1], results[1][1][-3000:]
+    # (a process whose own check passed would say "process K's check ... failed")
     assert not (mixed / "effects.tsv").exists()
     # --distributed with --shard is bad usage (refused before joining any job)
     status, _, err = run(capsys, *hits_args(root, tmp_path / "both", "hits.tsv", *args,
@@ -1184,3 +1185,35 @@ def test_skip_missing_chromosomes_reasons_and_naming_mismatches(data, tmp_path):
     hits = read_hits(fimo, lengths, skip_missing_chromosomes=True)
     assert hits[["chrom", "start", "end"]].values.tolist() == [["chrEBV", 150, 160]]
     assert jg.map_hits(hits, windows)[1]["reason"].tolist() == [jg.MISSING]
+
+
+def test_every_process_reaches_the_collective_when_its_genome_check_fails(monkeypatch):
+    """A process whose check of its neighbour's chunks fails with any error (an unreadable
+    genome, say) still takes part in the job's allgather before it raises, so the others
+    learn of it and fail at once instead of waiting for it until the job times out."""
+    from types import SimpleNamespace
+
+    from jax.experimental import multihost_utils
+
+    from jablate._core.errors import InputError
+    from jablate.genome import run as hits_run
+
+    calls = []
+    monkeypatch.setattr(multihost_utils, "sync_global_devices", lambda name: calls.append(name))
+    monkeypatch.setattr(multihost_utils, "process_allgather", lambda x: calls.append(
+        "allgather") or numpy.array([0, int(x)]))
+
+    def unreadable(chunks):
+        raise OSError(5, "Input/output error")
+
+    run_ = SimpleNamespace(chunks=4, check_windows=unreadable, say=lambda m: None)
+    with pytest.raises(OSError, match="Input/output"):
+        hits_run._assemble_when_all_finished(run_, SimpleNamespace(shard=(1, 2), out="o"))
+    assert calls == ["jablate hits: every chunk written", "allgather"]
+    # the process whose own check passed learns of the other's failure
+    calls.clear()
+    monkeypatch.setattr(multihost_utils, "process_allgather", lambda x: calls.append(
+        "allgather") or numpy.array([int(x), 1]))
+    run_.check_windows = lambda chunks: None
+    with pytest.raises(InputError, match="process 1's check of the next process's chunks"):
+        hits_run._assemble_when_all_finished(run_, SimpleNamespace(shard=(0, 2), out="o"))

@@ -483,11 +483,13 @@ def run_mean_std(stream: Stream, n: int, shifts: list, desc: Optional[str] = Non
     """
     local, total = process_share(stream.plan, n)
     model = stream.model
-    if total is not None:  # this process's groups; the padded tail repeats the last one
-        first = (jax.process_index() * len(local)) // n
-        shifts = [numpy.asarray(s)[first:first + len(local) // n] for s in shifts]
-        shifts = [numpy.concatenate([s, numpy.repeat(s[-1:], len(local) // n - s.shape[0], 0)])
-                  for s in shifts]
+    if total is not None:  # this process's groups; the padded tail repeats the last one (a
+        # process past the last group, when there are fewer groups than processes, repeats
+        # it throughout: its results are dropped when the processes' are joined)
+        per = len(local) // n
+        rows = numpy.minimum(numpy.arange(jax.process_index() * per,
+                                          (jax.process_index() + 1) * per), total // n - 1)
+        shifts = [numpy.asarray(s)[rows] for s in shifts]
     job, _ = _job(stream, local, desc)
     if not model.jittable:  # torch outputs, as JAX arrays of the batch's padded size
         torch_step = job.step

@@ -552,7 +552,8 @@ def _assemble_when_all_finished(run, args) -> int:
     then checks the windows of the next process's chunks against the genome it reads
     (:meth:`_Run.check_windows`: processes on several hosts may read different copies of
     ``--genome``), and when all agree process 0 assembles the table; the others say that it
-    does. A disagreement anywhere is an error in every process, and no table is written.
+    does. A disagreement anywhere, or any failure of a check, is an error in every process
+    (each reaches the job's collective first), and no table is written.
 
     Raises
     ------
@@ -568,15 +569,17 @@ def _assemble_when_all_finished(run, args) -> int:
     try:
         if count > 1:
             run.check_windows({c for c in range(run.chunks) if c % count == neighbour})
-    except InputError as error:
+    except Exception as error:  # noqa: BLE001 - every process must reach the collective
         problem = error
     failed = numpy.asarray(multihost_utils.process_allgather(numpy.int32(problem is not None)))
-    if problem is not None:
+    if isinstance(problem, InputError):
         raise InputError(f"process {neighbour}'s chunks: {problem}") from None
+    if problem is not None:
+        raise problem
     if failed.any():
-        raise InputError(f"process {int(numpy.flatnonzero(failed)[0])} found chunks computed "
-                         "from other bases than --genome gives it (see its message): the "
-                         "processes read different genomes; no table written")
+        raise InputError(f"process {int(numpy.flatnonzero(failed)[0])}'s check of the next "
+                         "process's chunks against --genome failed (see its message); no "
+                         "table written")
     if index == 0:
         run.assemble()
     else:

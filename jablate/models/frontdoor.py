@@ -143,12 +143,13 @@ def _one_hot_flags_jitted(X):
 ONE_HOT_CHECK_BYTES = 2 ** 20
 
 
-def _one_hot_flags(X: Any) -> tuple:
+def _one_hot_flags(X: Any, floats_as: Any = None) -> tuple:
     """Whether ``X`` (a numpy or JAX array) holds only 0 and 1, and whether no column sums
     above 1. A numpy array, or a JAX array on one CPU device, is read in place by numpy,
     :data:`ONE_HOT_CHECK_BYTES` at a time: as fast as a compiled check, with no program to
     compile for each new ``N``; elsewhere (an accelerator, several devices) it computes
-    where ``X`` is, without a copy."""
+    where ``X`` is, without a copy. ``floats_as``: the dtype a float numpy ``X`` is checked
+    in (the values the model gets: float64 as float32 without JAX's 64-bit mode)."""
     if isinstance(X, jax.Array):
         devices = X.devices()
         if len(devices) > 1 or next(iter(devices)).platform != "cpu":
@@ -158,6 +159,8 @@ def _one_hot_flags(X: Any) -> tuple:
     binary = at_most_one = True
     for lo in range(0, len(x), rows):
         block = x[lo:lo + rows]
+        if floats_as is not None and block.dtype.kind == "f":
+            block = block.astype(floats_as, copy=False)
         binary = binary and bool(((block == 0) | (block == 1)).all())
         at_most_one = at_most_one and bool((block.sum(axis=1) <= 1).all())
     return binary, at_most_one
@@ -171,8 +174,10 @@ def check_X(X: jax.Array, name: str = "X", only_warn: bool = False,
     ----------
     X: jax.Array
     host: numpy.ndarray, optional
-        ``X``'s values on the host, when the caller has them (a numpy input already put on
-        an accelerator): its values are checked there, without a program on the device.
+        ``X``'s values on the host, when the caller has them (a numpy input): they are
+        checked there, without a program on the device wherever ``X`` is; floats as ``X``
+        holds them (float64 as float32 without JAX's 64-bit mode), integers as given (an
+        int64 value that ``X``'s int32 wrapped to 0 or 1 is refused).
     name: str, optional
         The parameter's name for messages. Default 'X'.
     only_warn: bool, optional
@@ -196,7 +201,8 @@ def check_X(X: jax.Array, name: str = "X", only_warn: bool = False,
         raise InputError(f"{name} must not be empty; got shape {tuple(X.shape)}.")
     if jnp.issubdtype(X.dtype, jnp.complexfloating):
         raise InputError(f"{name} must be a real one-hot array; got dtype {X.dtype}.")
-    binary, at_most_one = _one_hot_flags(X if host is None else host)
+    binary, at_most_one = _one_hot_flags(X, None) if host is None else \
+        _one_hot_flags(host, numpy.dtype(X.dtype))
     if not bool(binary):
         not_one_hot(f"{name} must be one-hot encoded: it holds values other than 0 and 1.",
                     only_warn)
