@@ -28,6 +28,16 @@ __all__ = ["Placement", "decide", "current", "place", "default_device", "parse_d
            "host_device"]
 
 
+def readable_in_place(x: Any) -> bool:
+    """Whether numpy can read the JAX array ``x`` where it is, without a copy: it lives on
+    one CPU device (a numpy array can be read, trivially). An array on an accelerator, or
+    spread over several devices, needs a program or a copy instead."""
+    if not isinstance(x, jax.Array):
+        return True
+    devices = x.devices()
+    return len(devices) == 1 and next(iter(devices)).platform == "cpu"
+
+
 def host_device() -> Any:
     """The CPU backend's first device: where bookkeeping on host arrays (counting a
     region's arrangements, say) computes, whatever the default backend, so it neither

@@ -12,7 +12,7 @@ from jablate import functional
 from jablate._core import random as jrandom
 from jablate._core.behaviour import KeyFirstShuffle, PartialFallbackWarning, carries, describe, find
 from jablate._core.errors import InputError, outside_stacklevel
-from jablate._core.placement import host_device
+from jablate._core.placement import host_device, readable_in_place
 from jablate.engine import stream as engine
 from jablate.models.frontdoor import check_int, family, inputs, region, to_family
 
@@ -78,12 +78,19 @@ def _dinucleotide_counts_in(x, starts, ends, offsets):
 def _windows(X: jax.Array, seq_idx: numpy.ndarray, offsets: numpy.ndarray,
              width: int) -> Any:
     """Positions ``[offsets[g], offsets[g] + width)`` of sequences ``seq_idx[g]`` of ``X``
-    (G, A, width): cut by numpy where ``X`` is on the host (one process; nothing compiled
-    for each new ``N``), else gathered where ``X`` is (a JAX array)."""
-    if X.is_fully_addressable and all(d.platform == "cpu" for d in X.devices()):
+    (G, A, width): cut by numpy where ``X`` is on one CPU device (nothing compiled for each
+    new ``N``), else gathered where ``X`` is (a JAX array)."""
+    if readable_in_place(X):
         at = offsets[:, None] + numpy.arange(width)
         return numpy.asarray(X)[seq_idx[:, None], :, at].transpose(0, 2, 1)
     return engine.batch_windows(X, (seq_idx, offsets), width)
+
+
+def _window_width(X: Any, starts: Any, ends: Any) -> int:
+    """The width of the windows that region counts read: the widest region's, rounded up to
+    a power of two (few shapes), at most ``L``."""
+    widest = int(numpy.max(numpy.asarray(ends) - numpy.asarray(starts)))
+    return min(X.shape[2], engine.power_of_two_holding(widest))
 
 
 def _widths(counts_in):
@@ -91,8 +98,7 @@ def _widths(counts_in):
     two (few shapes; the counts' program does not depend on ``X``'s number of sequences),
     computed on the host backend (:func:`counted_on_host` put ``X`` there)."""
     def counts(X, seq_idx, starts, ends):
-        widest = int(numpy.max(ends - starts))
-        width = min(X.shape[2], 1 << max(0, widest - 1).bit_length())
+        width = _window_width(X, starts, ends)
         offsets = numpy.minimum(starts, X.shape[2] - width)
         with jax.default_device(host_device()):  # where numpy windows compute
             return counts_in(_windows(X, seq_idx, offsets, width), starts, ends, offsets)
@@ -137,8 +143,7 @@ def _chunked(fn, X, seq_idx, starts, ends, budget=64 * 2**20):
     """
     X = counted_on_host(X)
     G = len(seq_idx)
-    per_group = 16 * (X.shape[1] + 1) * min(X.shape[2], 1 << max(0, int(numpy.max(
-        numpy.asarray(ends) - numpy.asarray(starts))) - 1).bit_length())  # a window's
+    per_group = 16 * (X.shape[1] + 1) * _window_width(X, starts, ends)
     chunk = 1 << max(0, min(9, (G - 1).bit_length(), (budget // per_group).bit_length() - 1))
     outs = []
     for lo in range(0, G, chunk):
@@ -347,7 +352,7 @@ def plan_shuffles(method: ShuffleMethod, random_state: Any, seq_idx: Any, starts
             perms = jrandom.tangermeme_permutations(rs, n, int(widths[0]))
             return (engine.PermutationShuffle(), jnp.asarray(perms),
                     engine.Plan.build(draws=i, **item))
-        pad = 1 << (int(widths.max()) - 1).bit_length()  # fewer table shapes, fewer compiles
+        pad = engine.power_of_two_holding(int(widths.max()))  # fewer table shapes, compiles
         if isinstance(random_state, numpy.random.RandomState):  # one shared stream, in order
             table = numpy.concatenate([jrandom.tangermeme_permutations(rs, n, int(w), pad)
                                        for w in widths])
@@ -358,8 +363,8 @@ def plan_shuffles(method: ShuffleMethod, random_state: Any, seq_idx: Any, starts
             table = numpy.concatenate([jrandom.seeded_permutations(
                 int(random_state), n, int(w), pad) for w in uniq])
             rows = block[g] * n + i
-        table = numpy.pad(table, ((0, (1 << (len(table) - 1).bit_length()) - len(table)), (0, 0)),
-                          mode="edge")
+        table = numpy.pad(table, ((0, engine.power_of_two_holding(len(table)) - len(table)),
+                                  (0, 0)), mode="edge")
         return (engine.PermutationShuffle(), jnp.asarray(table),
                 engine.Plan.build(draws=rows, **item))
     zeros = numpy.zeros_like(g)

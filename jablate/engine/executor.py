@@ -34,7 +34,7 @@ from jablate._core.dtypes import dtype_kind, resolution
 
 __all__ = ["Job", "Sink", "Collect", "MeanStd", "Scatter", "execute", "checked", "to_host",
            "GroupMoments", "accumulator_dtype", "agree", "check_tolerance", "CHECK_TOLERANCE",
-           "IncrementalMismatchWarning"]
+           "IncrementalMismatchWarning", "power_of_two_holding"]
 
 #: A fast path agrees with the exact one when every output is within this fraction of the
 #: exact output's largest absolute value (:func:`agree`).
@@ -192,10 +192,10 @@ def _pad_rows_to(x, rows, dtype):
     return jnp.pad(x.astype(dtype), [(0, rows - x.shape[0])] + [(0, 0)] * (x.ndim - 1))
 
 
-def capacity(groups: int) -> int:
-    """The rows :class:`GroupMoments` keeps for ``groups`` groups: the power of two that
-    holds them (runs of many sizes share a few programs)."""
-    return 1 << max(0, groups - 1).bit_length()
+def power_of_two_holding(n: int) -> int:
+    """The smallest power of two at least ``n`` (1 for ``n <= 1``): the size that runs of
+    many lengths are padded to, so that they share a few compiled programs."""
+    return 1 << max(0, n - 1).bit_length()
 
 
 class GroupMoments:
@@ -208,7 +208,7 @@ class GroupMoments:
     and :meth:`result` returns device arrays, so a caller can dispatch the next job before
     reading them.
 
-    The moments keep :func:`capacity` rows (a power of two of at least G), so that runs of
+    The moments keep :func:`power_of_two_holding` ``(G)`` rows, so that runs of
     many numbers of groups share the merge's compiled program; rows past G stay empty.
 
     Parameters
@@ -219,7 +219,7 @@ class GroupMoments:
 
     def __init__(self, groups: int):
         self.groups = groups
-        self.capacity = capacity(groups)
+        self.capacity = power_of_two_holding(groups)
         self.counts, self.means, self.m2s = None, None, None
         self.received = numpy.zeros(groups, numpy.int64)
 

@@ -32,6 +32,7 @@ from jablate.engine.executor import (  # noqa: F401 (to_host, GroupMoments, accu
     MeanStd,
     accumulator_dtype,
     execute,
+    power_of_two_holding,
     to_host,
 )
 from jablate.models.runner import outputs_of
@@ -167,7 +168,7 @@ def block_rows(size: int, items: int, per_item: int, budget: int) -> int:
     batches = -(-items // size)
     cap = max(1, budget // max(1, per_item * size))
     cap = 1 << (cap.bit_length() - 1)  # a power of two
-    return size * min(cap, 1 << (batches - 1).bit_length())
+    return size * min(cap, power_of_two_holding(batches))
 
 
 @jax.jit
@@ -263,7 +264,7 @@ class Devices:
         that holds them (runs of different lengths share a few step shapes, one program
         each, for at most twice the work of a run smaller than a batch), rounded up to a
         multiple of the device count."""
-        size = max(1, min(batch_size, 1 << max(0, items - 1).bit_length()))
+        size = max(1, min(batch_size, power_of_two_holding(items)))
         return -(-size // self.count) * self.count
 
     def replicate(self, tree):
@@ -519,11 +520,11 @@ def shuffle_all(X: jax.Array, table: jax.Array, start: int, end: int, draw: Call
     Shuffles of up to :data:`SHUFFLE_BLOCK_BYTES` are drawn by one program for a power of
     two of sequences (the rows past ``N`` repeat the last one, their shuffles dropped), so
     calls on many numbers of sequences share it; larger ones by one program on ``X`` as it
-    is (drawing them a block at a time would add a copy of the whole result, 20-60% of the
+    is (drawing them a block at a time would add a copy of the whole result, 15-60% of the
     warm time on a CPU, to save a compile that such a call amortises).
     """
     N = X.shape[0]
-    padded = 1 << max(0, N - 1).bit_length()
+    padded = power_of_two_holding(N)
     if padded * n * X[0].size * jnp.dtype(X.dtype).itemsize > SHUFFLE_BLOCK_BYTES:
         rows = numpy.arange(N, dtype=numpy.int32)
         return _shuffle_block(X, table, rows, start, end, draw=draw, n=n,

@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import numpy
 
 from jablate._core.errors import InputError, outside_stacklevel
-from jablate._core.placement import parse_device
+from jablate._core.placement import parse_device, readable_in_place
 
 # --- array families --------------------------------------------------------------------
 
@@ -150,20 +150,23 @@ def _one_hot_flags(X: Any, floats_as: Any = None) -> tuple:
     compile for each new ``N``; elsewhere (an accelerator, several devices) it computes
     where ``X`` is, without a copy. ``floats_as``: the dtype a float numpy ``X`` is checked
     in (the values the model gets: float64 as float32 without JAX's 64-bit mode)."""
-    if isinstance(X, jax.Array):
-        devices = X.devices()
-        if len(devices) > 1 or next(iter(devices)).platform != "cpu":
-            return _one_hot_flags_jitted(X)
-    x = numpy.asarray(X)
-    rows = max(1, ONE_HOT_CHECK_BYTES // max(1, x[0].nbytes))
+    if not readable_in_place(X):
+        return _one_hot_flags_jitted(X)
     binary = at_most_one = True
-    for lo in range(0, len(x), rows):
-        block = x[lo:lo + rows]
+    for block in _host_blocks(X):
         if floats_as is not None and block.dtype.kind == "f":
             block = block.astype(floats_as, copy=False)
         binary = binary and bool(((block == 0) | (block == 1)).all())
         at_most_one = at_most_one and bool((block.sum(axis=1) <= 1).all())
     return binary, at_most_one
+
+
+def _host_blocks(X: Any):
+    """``X`` read in place by numpy, :data:`ONE_HOT_CHECK_BYTES` of rows at a time."""
+    x = numpy.asarray(X)
+    rows = max(1, ONE_HOT_CHECK_BYTES // max(1, x[0].nbytes))
+    for lo in range(0, len(x), rows):
+        yield x[lo:lo + rows]
 
 
 def check_X(X: jax.Array, name: str = "X", only_warn: bool = False,
