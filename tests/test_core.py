@@ -541,6 +541,12 @@ def test_the_host_one_hot_check_reads_every_block(monkeypatch, dtype):
             x = X.copy()
             x[row, 0, 3] = 2
             assert flags(x)[0] is False, row
+        x = X.copy()
+        x[row, :, 11] = 0  # an unknown base, found in place and where X is alike
+        assert frontdoor.has_unknown_bases(jnp.asarray(x)), row
+        assert bool(frontdoor._has_unknown_bases_jitted(jnp.asarray(x))), row
+    assert not frontdoor.has_unknown_bases(jnp.asarray(X))
+    assert not bool(frontdoor._has_unknown_bases_jitted(jnp.asarray(X)))
 
 
 def test_a_numpy_X_is_checked_on_the_host_whatever_the_device(monkeypatch):

@@ -14,7 +14,14 @@ from jablate._core.behaviour import KeyFirstShuffle, PartialFallbackWarning, car
 from jablate._core.errors import InputError, outside_stacklevel
 from jablate._core.placement import host_device, readable_in_place
 from jablate.engine import stream as engine
-from jablate.models.frontdoor import check_int, family, inputs, region, to_family
+from jablate.models.frontdoor import (
+    check_int,
+    family,
+    has_unknown_bases,
+    inputs,
+    region,
+    to_family,
+)
 
 
 @dataclass(frozen=True)
@@ -512,7 +519,7 @@ def dinucleotide_shuffle(X: Any, start: int = 0, end: int = -1, n: int = 20,
     if not isinstance(allow_N, (bool, numpy.bool_)):
         raise InputError(f"allow_N must be True or False; got {allow_N!r}.")
     inp = inputs(X)
-    if not allow_N and bool(jnp.any(jnp.sum(jnp.asarray(inp.X), axis=1) == 0)):
+    if not allow_N and has_unknown_bases(inp.X):
         raise InputError("X holds unknown bases (all-zero columns), which dinucleotide_shuffle "
                          "refuses unless allow_N=True (as tangermeme): each is then shuffled "
                          "as a symbol of its own.")

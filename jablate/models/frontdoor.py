@@ -169,6 +169,20 @@ def _host_blocks(X: Any):
         yield x[lo:lo + rows]
 
 
+@jax.jit
+def _has_unknown_bases_jitted(X):
+    return jnp.any(jnp.sum(X, axis=1) == 0)
+
+
+def has_unknown_bases(X: Any) -> bool:
+    """Whether one-hot ``X`` (N, A, L), a numpy or JAX array, has an all-zero column (an
+    unknown base): read in place by numpy where it can be (as :func:`_one_hot_flags`), else
+    computed where ``X`` is."""
+    if not readable_in_place(X):
+        return bool(_has_unknown_bases_jitted(X))
+    return any(bool((block.sum(axis=1) == 0).any()) for block in _host_blocks(X))
+
+
 def check_X(X: jax.Array, name: str = "X", only_warn: bool = False,
             host: Optional[numpy.ndarray] = None) -> None:
     """Check a JAX array ``X`` of shape (N, A, L) is one-hot (all-zero columns allowed).
