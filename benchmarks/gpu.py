@@ -63,8 +63,14 @@ def gpu_status():
     return gpus, f"`jax.devices()` = `{devices}`; `torch.cuda.is_available()` = `{cuda}`"
 
 
-def run(dry=False, log=print):
-    """Run the rows; return ``(markdown, target lines)``."""
+ROWS = "ABECDF"
+
+
+def run(dry=False, log=print, rows_wanted=ROWS, publish=None):
+    """Run the rows named in ``rows_wanted`` (letters of :data:`ROWS`; E needs A), in the
+    order A, E, B, C, D, F; return ``(markdown, target lines)``. ``publish(markdown)``, if
+    given, is called after each row with the section so far, so that a run cut short by its
+    time limit still leaves every finished row behind."""
     import jax
     import jax.numpy as jnp
     import numpy
@@ -90,6 +96,32 @@ def run(dry=False, log=print):
     bpnet_tm = models.bpnet_torch(**bp).eval()
     bpnet_j = models.bpnet_torch(**bp).eval()
     rows, targets = [], []
+    unknown = set(rows_wanted) - set(ROWS)
+    if unknown or ("E" in rows_wanted and "A" not in rows_wanted):
+        raise ValueError(f"rows_wanted: letters of {ROWS!r}, E only with A; got {rows_wanted!r}")
+
+    def section(final):
+        gpus, status = gpu_status()
+        name = (torch.cuda.get_device_name() if torch.cuda.is_available()
+                else "no GPU (dry run)")
+        versions = ", ".join(f"{m} {sys.modules[m].__version__}" for m in
+                             ("jax", "jaxlib", "torch", "tangermeme", "jablate")
+                             if hasattr(sys.modules.get(m), "__version__"))
+        flags = (" --dry-run" if dry else "") + (
+            f" --rows {rows_wanted}" if rows_wanted != ROWS else "")
+        head = (f"GPU: **{name}** ({status}). {versions}; Python {platform.python_version()}. "
+                f"Command: `python -m benchmarks.gpu{flags}`, started "
+                f"{time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime(started))}, "
+                f"wall {time.time() - started:.0f} s"
+                + ("" if final else " so far (**partial**: the run had not finished)")
+                + ". XLA's default float32 precision (TF32 for convolutions and matmuls on "
+                "the GPU) on both sides unless said otherwise.")
+        return ("## 5. CUDA\n\n" + head + "\n\n" + "\n\n".join(rows) + "\n\n"
+                + "\n".join(targets) + "\n")
+
+    def done_row():
+        if publish is not None:
+            publish(section(final=False))
 
     def median(side):
         return sorted(side["times"])[len(side["times"]) // 2]
@@ -110,180 +142,185 @@ def run(dry=False, log=print):
         targets.append(f"- {label}: measured {value:.2f}× (target {op} {goal:g}×): {verdict}")
 
     # A. ablate
-    s = S["ablate"]
-    X = models.one_hot(s["N"], s["L"], seed=1)
-    Xt, Xj = torch.from_numpy(X), jnp.asarray(X)
-    start, end = models.centre(s["L"], s["width"])
-    t0 = time.perf_counter()
-    translated = translate(bpnet_j, Xt[:1])
-    log(f"  translated BPNet in {time.perf_counter() - t0:.1f} s")
-    key = jax.random.key(0)
-    kw = dict(n=s["n"], batch_size=s["batch_size"])
-    shuffled = jablate.shuffle(Xj, start, end, n=s["n"], random_state=key).reshape(
-        -1, Xj.shape[1], Xj.shape[2])
-    sides = [dict(name="tangermeme ablate, torch on the GPU", tangermeme=True,
-                  run=lambda: tm_ablate(bpnet_tm, Xt, start, end, random_state=0,
-                                        device=torch_device, **kw)),
-             dict(name="jablate, torch module, CPU tensor, backend='jax'",
-                  run=lambda: jablate.ablate(bpnet_j, Xt, start, end, random_state=0,
-                                             backend="jax", **kw)),
-             dict(name="jablate, JAX callable, key, incremental='auto'",
-                  run=lambda: jablate.ablate(translated, Xj, start, end, random_state=key,
-                                             **kw)),
-             dict(name="jablate, JAX callable, key, incremental=False",
-                  run=lambda: jablate.ablate(translated, Xj, start, end, random_state=key,
-                                             incremental=False, **kw)),
-             dict(name="forward floor: jablate.predict of the pre-shuffled sequences",
-                  run=lambda: jablate.predict(translated, shuffled,
-                                              batch_size=s["batch_size"]))]
-    outs = compare(f"A. ablate {s['N']} × {s['L']}", sides, S["repeats"], float("inf"), log)
-    agreement = rel_diff(tuple(outs[sides[0]["name"]]), tuple(outs[sides[1]["name"]]))
-    table(f"A. `ablate`, {s['N']} × {s['L']:,} bp, central {s['width']} bp, n={s['n']}",
-          sides, f"jablate (torch module, int seed: tangermeme's permutations) vs tangermeme, "
-                 f"max relative difference {agreement:.2e}.")
-    ref, floor = median(sides[0]), median(sides[4])
-    target("A, torch module + CPU tensor vs tangermeme", ref / median(sides[1]),
-           TARGETS["tangermeme_ablate"])
-    target("A, JAX callable + key vs tangermeme", ref / median(sides[2]),
-           TARGETS["tangermeme_ablate"])
-    target("A, JAX callable + key / forward floor", median(sides[2]) / floor, TARGETS["floor"],
-           higher=False)
-    target("A, incremental='auto' / incremental=False", median(sides[2]) / median(sides[3]),
-           TARGETS["auto"], higher=False)
+    if "A" in rows_wanted:
+        s = S["ablate"]
+        X = models.one_hot(s["N"], s["L"], seed=1)
+        Xt, Xj = torch.from_numpy(X), jnp.asarray(X)
+        start, end = models.centre(s["L"], s["width"])
+        t0 = time.perf_counter()
+        translated = translate(bpnet_j, Xt[:1])
+        log(f"  translated BPNet in {time.perf_counter() - t0:.1f} s")
+        key = jax.random.key(0)
+        kw = dict(n=s["n"], batch_size=s["batch_size"])
+        shuffled = jablate.shuffle(Xj, start, end, n=s["n"], random_state=key).reshape(
+            -1, Xj.shape[1], Xj.shape[2])
+        sides = [dict(name="tangermeme ablate, torch on the GPU", tangermeme=True,
+                      run=lambda: tm_ablate(bpnet_tm, Xt, start, end, random_state=0,
+                                            device=torch_device, **kw)),
+                 dict(name="jablate, torch module, CPU tensor, backend='jax'",
+                      run=lambda: jablate.ablate(bpnet_j, Xt, start, end, random_state=0,
+                                                 backend="jax", **kw)),
+                 dict(name="jablate, JAX callable, key, incremental='auto'",
+                      run=lambda: jablate.ablate(translated, Xj, start, end, random_state=key,
+                                                 **kw)),
+                 dict(name="jablate, JAX callable, key, incremental=False",
+                      run=lambda: jablate.ablate(translated, Xj, start, end, random_state=key,
+                                                 incremental=False, **kw)),
+                 dict(name="forward floor: jablate.predict of the pre-shuffled sequences",
+                      run=lambda: jablate.predict(translated, shuffled,
+                                                  batch_size=s["batch_size"]))]
+        outs = compare(f"A. ablate {s['N']} × {s['L']}", sides, S["repeats"], float("inf"), log)
+        agreement = rel_diff(tuple(outs[sides[0]["name"]]), tuple(outs[sides[1]["name"]]))
+        table(f"A. `ablate`, {s['N']} × {s['L']:,} bp, central {s['width']} bp, n={s['n']}",
+              sides, f"jablate (torch module, int seed: tangermeme's permutations) vs tangermeme, "
+                     f"max relative difference {agreement:.2e}.")
+        ref, floor = median(sides[0]), median(sides[4])
+        target("A, torch module + CPU tensor vs tangermeme", ref / median(sides[1]),
+               TARGETS["tangermeme_ablate"])
+        target("A, JAX callable + key vs tangermeme", ref / median(sides[2]),
+               TARGETS["tangermeme_ablate"])
+        target("A, JAX callable + key / forward floor", median(sides[2]) / floor, TARGETS["floor"],
+               higher=False)
+        target("A, incremental='auto' / incremental=False", median(sides[2]) / median(sides[3]),
+               TARGETS["auto"], higher=False)
+        done_row()
 
     # E. precision (on row A's JAX callable)
-    default = outs[sides[3]["name"]]
-    with jax.default_matmul_precision("highest"):
-        highest = jablate.ablate(translated, Xj, start, end, random_state=key,
-                                 incremental=False, **kw)
-    precision = rel_diff(tuple(jax.tree.leaves(default)), tuple(jax.tree.leaves(highest)))
-    rows.append(f"### E. Precision\n\nRow A's outputs with XLA's default float32 precision "
-                f"against `jax.default_matmul_precision('highest')`: max |diff| / max |highest| "
-                f"= {precision:.2e}.")
+    if "E" in rows_wanted:
+        default = outs[sides[3]["name"]]
+        with jax.default_matmul_precision("highest"):
+            highest = jablate.ablate(translated, Xj, start, end, random_state=key,
+                                     incremental=False, **kw)
+        precision = rel_diff(tuple(jax.tree.leaves(default)), tuple(jax.tree.leaves(highest)))
+        rows.append(f"### E. Precision\n\nRow A's outputs with XLA's default float32 "
+                    f"precision against `jax.default_matmul_precision('highest')`: "
+                    f"max |diff| / max |highest| = {precision:.2e}.")
+        done_row()
     outs = shuffled = None  # free the GPU memory row A held
 
     # B. ablate_annotations
-    s = S["ann"]
-    Xa, ann = _annotations(s, seed=11)
-    Xat, ann_t = torch.from_numpy(Xa), torch.from_numpy(ann)
-    kw = dict(n=s["n"], random_state=0, batch_size=s["batch_size"])
-    sides = [dict(name="tangermeme ablate_annotations", tangermeme=True,
-                  run=lambda: tm_ablate_annotations(bpnet_tm, Xat, ann_t, device=torch_device,
-                                                    **kw)),
-             dict(name="jablate, torch module, backend='jax', incremental='auto'",
-                  run=lambda: jablate.ablate_annotations(bpnet_j, Xat, ann_t, backend="jax",
-                                                         **kw)),
-             dict(name="jablate, the same, incremental=False",
-                  run=lambda: jablate.ablate_annotations(bpnet_j, Xat, ann_t, backend="jax",
-                                                         incremental=False, **kw))]
-    outs = compare("B. ablate_annotations", sides, S["repeats"], float("inf"), log)
-    agreement = rel_diff(tuple(jax.tree.leaves(outs[sides[0]["name"]])),
-                         tuple(jax.tree.leaves(outs[sides[2]["name"]])))
-    table(f"B. `ablate_annotations`, {s['k']} × {s['width']} bp on {s['N']} × {s['L']:,} bp, "
-          f"n={s['n']}", sides, f"max relative difference to tangermeme {agreement:.2e}.")
-    target("B, ablate_annotations vs tangermeme", median(sides[0]) / median(sides[1]),
-           TARGETS["annotations"])
-    target("B, incremental='auto' / incremental=False", median(sides[1]) / median(sides[2]),
-           TARGETS["auto"], higher=False)
-    del outs
-
+    if "B" in rows_wanted:
+        s = S["ann"]
+        Xa, ann = _annotations(s, seed=11)
+        Xat, ann_t = torch.from_numpy(Xa), torch.from_numpy(ann)
+        kw = dict(n=s["n"], random_state=0, batch_size=s["batch_size"])
+        sides = [dict(name="tangermeme ablate_annotations", tangermeme=True,
+                      run=lambda: tm_ablate_annotations(bpnet_tm, Xat, ann_t, device=torch_device,
+                                                        **kw)),
+                 dict(name="jablate, torch module, backend='jax', incremental='auto'",
+                      run=lambda: jablate.ablate_annotations(bpnet_j, Xat, ann_t, backend="jax",
+                                                             **kw)),
+                 dict(name="jablate, the same, incremental=False",
+                      run=lambda: jablate.ablate_annotations(bpnet_j, Xat, ann_t, backend="jax",
+                                                             incremental=False, **kw))]
+        outs = compare("B. ablate_annotations", sides, S["repeats"], float("inf"), log)
+        agreement = rel_diff(tuple(jax.tree.leaves(outs[sides[0]["name"]])),
+                             tuple(jax.tree.leaves(outs[sides[2]["name"]])))
+        table(f"B. `ablate_annotations`, {s['k']} × {s['width']} bp on {s['N']} × {s['L']:,} bp, "
+              f"n={s['n']}", sides, f"max relative difference to tangermeme {agreement:.2e}.")
+        target("B, ablate_annotations vs tangermeme", median(sides[0]) / median(sides[1]),
+               TARGETS["annotations"])
+        target("B, incremental='auto' / incremental=False", median(sides[1]) / median(sides[2]),
+               TARGETS["auto"], higher=False)
+        del outs
+        done_row()
     # C. deep_lift_shap
-    s = S["dls"]
-    counts_tm, counts_j = CountWrapper(bpnet_tm).eval(), CountWrapper(bpnet_j).eval()
-    Xd = torch.from_numpy(models.one_hot(s["N"], s["L"], seed=22))
-    refs = torch.from_numpy(numpy.asarray(jablate.dinucleotide_shuffle(
-        Xd.numpy(), n=s["R"], random_state=0)))
-    kw = dict(batch_size=s["batch_size"])
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        sides = [dict(name="tangermeme deep_lift_shap", tangermeme=True,
-                      run=lambda: tm_dls(counts_tm, Xd, references=refs, device=torch_device,
-                                         **kw)),
-                 dict(name="jablate, the same references",
-                      run=lambda: jablate.deep_lift_shap(counts_j, Xd, references=refs, **kw)),
-                 dict(name="jablate, references drawn",
-                      run=lambda: jablate.deep_lift_shap(counts_j, Xd, n_shuffles=s["R"],
-                                                         random_state=0, **kw))]
-        outs = compare("C. deep_lift_shap", sides, S["repeats"], float("inf"), log)
-    agreement = rel_diff((outs[sides[0]["name"]],), (outs[sides[1]["name"]],))
-    table(f"C. `deep_lift_shap`, {s['N']} × {s['L']:,} bp, {s['R']} references, count head",
-          sides, f"same references: max relative difference {agreement:.2e}.")
-    target("C, deep_lift_shap vs tangermeme", median(sides[0]) / median(sides[2]),
-           TARGETS["dls"])
-    del outs
-
+    if "C" in rows_wanted:
+        s = S["dls"]
+        counts_tm, counts_j = CountWrapper(bpnet_tm).eval(), CountWrapper(bpnet_j).eval()
+        Xd = torch.from_numpy(models.one_hot(s["N"], s["L"], seed=22))
+        refs = torch.from_numpy(numpy.asarray(jablate.dinucleotide_shuffle(
+            Xd.numpy(), n=s["R"], random_state=0)))
+        kw = dict(batch_size=s["batch_size"])
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            sides = [dict(name="tangermeme deep_lift_shap", tangermeme=True,
+                          run=lambda: tm_dls(counts_tm, Xd, references=refs, device=torch_device,
+                                             **kw)),
+                     dict(name="jablate, the same references",
+                          run=lambda: jablate.deep_lift_shap(counts_j, Xd, references=refs, **kw)),
+                     dict(name="jablate, references drawn",
+                          run=lambda: jablate.deep_lift_shap(counts_j, Xd, n_shuffles=s["R"],
+                                                             random_state=0, **kw))]
+            outs = compare("C. deep_lift_shap", sides, S["repeats"], float("inf"), log)
+        agreement = rel_diff((outs[sides[0]["name"]],), (outs[sides[1]["name"]],))
+        table(f"C. `deep_lift_shap`, {s['N']} × {s['L']:,} bp, {s['R']} references, count head",
+              sides, f"same references: max relative difference {agreement:.2e}.")
+        target("C, deep_lift_shap vs tangermeme", median(sides[0]) / median(sides[2]),
+               TARGETS["dls"])
+        del outs
+        done_row()
     # D. saturation_mutagenesis
-    s = S["ism"]
-    Xi = torch.from_numpy(models.one_hot(s["N"], s["L"], seed=21))
-    tm_module = sys.modules["tangermeme.saturation_mutagenesis"]
-    if hasattr(tm_module, "_FAST_MAX_RELATIVE_TIME"):
-        tm_module._FAST_MAX_RELATIVE_TIME = float("inf")  # keep its fastISM on
-    kw = dict(batch_size=s["batch_size"])
-    sides = [dict(name="tangermeme saturation_mutagenesis (fastISM)", tangermeme=True,
-                  run=lambda: tm_ism(counts_tm, Xi, device=torch_device, **kw)),
-             dict(name="jablate, incremental='auto'",
-                  run=lambda: jablate.saturation_mutagenesis(counts_j, Xi, **kw)),
-             dict(name="jablate, incremental=False",
-                  run=lambda: jablate.saturation_mutagenesis(counts_j, Xi, incremental=False,
-                                                             **kw))]
-    outs = compare("D. saturation_mutagenesis", sides, S["repeats"], float("inf"), log)
-    agreement = rel_diff((outs[sides[0]["name"]],), (outs[sides[1]["name"]],))
-    table(f"D. `saturation_mutagenesis`, {s['N']} × {s['L']:,} bp, count head", sides,
-          f"max relative difference to tangermeme {agreement:.2e}.")
-    target("D, saturation_mutagenesis vs tangermeme's fastISM",
-           median(sides[0]) / median(sides[1]), TARGETS["ism"])
-    target("D, incremental='auto' / incremental=False", median(sides[1]) / median(sides[2]),
-           TARGETS["auto"], higher=False)
-
+    if "D" in rows_wanted:
+        s = S["ism"]
+        Xi = torch.from_numpy(models.one_hot(s["N"], s["L"], seed=21))
+        tm_module = sys.modules["tangermeme.saturation_mutagenesis"]
+        if hasattr(tm_module, "_FAST_MAX_RELATIVE_TIME"):
+            tm_module._FAST_MAX_RELATIVE_TIME = float("inf")  # keep its fastISM on
+        kw = dict(batch_size=s["batch_size"])
+        sides = [dict(name="tangermeme saturation_mutagenesis (fastISM)", tangermeme=True,
+                      run=lambda: tm_ism(counts_tm, Xi, device=torch_device, **kw)),
+                 dict(name="jablate, incremental='auto'",
+                      run=lambda: jablate.saturation_mutagenesis(counts_j, Xi, **kw)),
+                 dict(name="jablate, incremental=False",
+                      run=lambda: jablate.saturation_mutagenesis(counts_j, Xi, incremental=False,
+                                                                 **kw))]
+        outs = compare("D. saturation_mutagenesis", sides, S["repeats"], float("inf"), log)
+        agreement = rel_diff((outs[sides[0]["name"]],), (outs[sides[1]["name"]],))
+        table(f"D. `saturation_mutagenesis`, {s['N']} × {s['L']:,} bp, count head", sides,
+              f"max relative difference to tangermeme {agreement:.2e}.")
+        target("D, saturation_mutagenesis vs tangermeme's fastISM",
+               median(sides[0]) / median(sides[1]), TARGETS["ism"])
+        target("D, incremental='auto' / incremental=False", median(sides[1]) / median(sides[2]),
+               TARGETS["auto"], higher=False)
+        done_row()
     # F. ablate(func=deep_lift_shap)
-    s = S["func"]
-    Xf = torch.from_numpy(models.one_hot(s["N"], s["L"], seed=23))
-    start, end = models.centre(s["L"], s["width"])
-    kw = dict(n=s["n"], random_state=0, batch_size=s["batch_size"],
-              additional_func_kwargs=dict(n_shuffles=s["R"]))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        sides = [dict(name="tangermeme ablate(func=deep_lift_shap)", tangermeme=True,
-                      run=lambda: tm_ablate(counts_tm, Xf, start, end, func=tm_dls,
-                                            device=torch_device, **kw)),
-                 dict(name="jablate ablate(func=jablate.deep_lift_shap)",
-                      run=lambda: jablate.ablate(counts_j, Xf, start, end,
-                                                 func=jablate.deep_lift_shap, **kw))]
-        compare("F. ablate(func=deep_lift_shap)", sides, S["repeats"], float("inf"), log)
-    table(f"F. `ablate(func=deep_lift_shap)`, {s['N']} × {s['L']:,} bp, central "
-          f"{s['width']} bp, n={s['n']}, {s['R']} references, count head", sides,
-          "each side draws its own references: a time, not an agreement.")
+    if "F" in rows_wanted:
+        s = S["func"]
+        Xf = torch.from_numpy(models.one_hot(s["N"], s["L"], seed=23))
+        start, end = models.centre(s["L"], s["width"])
+        kw = dict(n=s["n"], random_state=0, batch_size=s["batch_size"],
+                  additional_func_kwargs=dict(n_shuffles=s["R"]))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            sides = [dict(name="tangermeme ablate(func=deep_lift_shap)", tangermeme=True,
+                          run=lambda: tm_ablate(counts_tm, Xf, start, end, func=tm_dls,
+                                                device=torch_device, **kw)),
+                     dict(name="jablate ablate(func=jablate.deep_lift_shap)",
+                          run=lambda: jablate.ablate(counts_j, Xf, start, end,
+                                                     func=jablate.deep_lift_shap, **kw))]
+            compare("F. ablate(func=deep_lift_shap)", sides, S["repeats"], float("inf"), log)
+        table(f"F. `ablate(func=deep_lift_shap)`, {s['N']} × {s['L']:,} bp, central "
+              f"{s['width']} bp, n={s['n']}, {s['R']} references, count head", sides,
+              "each side draws its own references: a time, not an agreement.")
+        done_row()
 
-    gpus, status = gpu_status()
-    name = (torch.cuda.get_device_name() if torch.cuda.is_available() else "no GPU (dry run)")
-    versions = ", ".join(f"{m} {sys.modules[m].__version__}" for m in
-                         ("jax", "jaxlib", "torch", "tangermeme", "jablate")
-                         if hasattr(sys.modules.get(m), "__version__"))
-    head = (f"GPU: **{name}** ({status}). {versions}; Python {platform.python_version()}. "
-            f"Command: `python -m benchmarks.gpu{' --dry-run' if dry else ''}`, started "
-            f"{time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime(started))}, "
-            f"wall {time.time() - started:.0f} s. XLA's default float32 precision (TF32 for "
-            "convolutions and matmuls on the GPU) on both sides unless said otherwise.")
-    text = "## 5. CUDA\n\n" + head + "\n\n" + "\n\n".join(rows) + "\n\n" + "\n".join(targets)
-    return text + "\n", targets
+    return section(final=True), targets
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--dry-run", action="store_true",
                         help="every row on the CPU at tiny sizes; judges nothing")
-    parser.add_argument("--out", help="also write the Markdown section to this file")
+    parser.add_argument("--out", help="also write the Markdown section to this file, "
+                        "rewritten after each row (a run cut short keeps its finished rows)")
+    parser.add_argument("--rows", default=ROWS, help=f"the rows to run, letters of {ROWS} "
+                        "(E needs A), for a rerun of what a time limit cut off")
     args = parser.parse_args(argv)
     gpus, status = gpu_status()
     if not gpus and not args.dry_run:
         print(f"benchmarks.gpu: not run: no GPU ({status}).")
         return 0
     log = lambda line: print(line, file=sys.stderr, flush=True)
-    text, _ = run(dry=args.dry_run, log=log)
+    def publish(text):
+        if args.out:  # whole files only: written beside, then renamed over
+            with open(args.out + ".part", "w") as f:
+                f.write(text)
+            os.replace(args.out + ".part", args.out)
+
+    text, _ = run(dry=args.dry_run, log=log, rows_wanted=args.rows.upper(), publish=publish)
     print(text)
-    if args.out:
-        with open(args.out, "w") as f:
-            f.write(text)
+    publish(text)
     return 0
 
 

@@ -7,8 +7,10 @@
 #   .whl-a  llvmlite                      run 1: carry [".whl-a"], then
 #           pip install --no-index --no-deps --target .site .whl-a/*.whl
 #   .whl-b  the rest and jablate          run 2: carry [".whl-b"], then bash benchmarks/gpu_run.sh
+#                                         (case 5, jablate hits and the GPU tests; < 600 s)
 # (.site, an ignored path, is kept on the machine between the two calls while it stays warm.)
-# Add the four folders to .git/info/exclude: /.whl-a/ /.whl-b/ /.site/
+# benchmarks/README.md, "On a borrowed GPU", gives the device time this takes.
+# .gitignore ignores /.whl-a/, /.whl-b/ and /.site/, so the folders travel only when carried.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 rm -rf .whl-a .whl-b
