@@ -325,5 +325,7 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    os.environ.setdefault("XLA_PYTHON_CLIENT_MEM_FRACTION", "0.5")  # torch shares the card
+    if not (os.environ.get("XLA_CLIENT_MEM_FRACTION")  # set both and jaxlib refuses
+            or os.environ.get("XLA_PYTHON_CLIENT_MEM_FRACTION")):
+        os.environ["XLA_CLIENT_MEM_FRACTION"] = "0.5"  # torch shares the card
     sys.exit(main())

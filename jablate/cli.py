@@ -27,7 +27,13 @@ import numpy
 
 from jablate import __version__
 from jablate._core.dtypes import dtype_kind
-from jablate._core.errors import InputError, ModelFailure, one_line, outside_stacklevel
+from jablate._core.errors import (
+    InputError,
+    ModelFailure,
+    one_line,
+    out_of_memory,
+    outside_stacklevel,
+)
 from jablate._core.io import (
     AtomicFiles,
     format_table,
@@ -425,7 +431,7 @@ def _main(parser, argv, interrupted):
             # Ctrl-C inside a model call can surface as another exception.
             print(f"jablate: interrupted; {_kept(args)}", file=sys.stderr)
             return 130
-        status, message = _report(error)
+        status, message = _report(error, args)
         if getattr(args, "debug", False):
             traceback.print_exception(error)
         print(f"jablate: error: {message}", file=sys.stderr)
@@ -450,6 +456,12 @@ def _warning_line(quiet):
 def _kept(args):
     """What an interrupted command leaves: nothing, or the finished chunks of ``hits``."""
 
+    return _kept_chunks(args) or "no output written"
+
+
+def _kept_chunks(args):
+    """``hits``' finished chunks, said for ``--resume``; ``""`` when there are none."""
+
     if getattr(args, "command", None) == "hits":
         parts = os.path.join(args.out, "parts")
         names = os.listdir(parts) if os.path.isdir(parts) else []
@@ -457,14 +469,29 @@ def _kept(args):
         if chunks:
             return (f"{chunks} finished chunks are kept in {parts}: run the same command "
                 "with --resume to continue")
-    return "no output written"
+    return ""
 
 
-def _report(error):
-    """The exit status and the one-line message for an exception that ended a command."""
+def _report(error, args=None):
+    """The exit status and the one-line message for an exception that ended a command.
+
+    A model that ran out of memory is told what to change (``--batch-size``; on a GPU
+    shared with torch, JAX's share of its memory); a failed ``hits`` run says which of its
+    chunks are kept for ``--resume`` (when it has any)."""
 
     if isinstance(error, ModelFailure):
-        return 1, str(error)
+        message = str(error)
+        where = out_of_memory(error.error)
+        batch = getattr(args, "batch_size", None)
+        if where and batch is not None:
+            message += (f"; out of {where} memory at --batch-size {batch}: a smaller "
+                "--batch-size needs less and draws the same shuffles")
+            if where == "device":
+                message += (" (JAX takes 75% of a GPU's memory when it starts; with a torch "
+                    "model on the same GPU, XLA_CLIENT_MEM_FRACTION=0.5 or "
+                    "XLA_PYTHON_CLIENT_PREALLOCATE=false leaves torch more)")
+        kept = _kept_chunks(args)
+        return 1, message + (f"; {kept}" if kept else "")
     if isinstance(error, (InputError, ValueError, TypeError, OSError)):
         return 2, one_line(error)
     return 1, (f"unexpected {type(error).__name__}: {one_line(error)} (run again with "

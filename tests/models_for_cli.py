@@ -100,6 +100,16 @@ def jax_wrong_shape(X):
     return X.reshape(X.shape[0], -1) @ jnp.ones((4 * 100, 1))
 
 
+def jax_out_of_memory(X):
+    """A JAX function whose program needs 64 TiB: XLA raises RESOURCE_EXHAUSTED when it
+    runs, at once (the buffer is refused, never touched)."""
+
+    import jax.numpy as jnp
+
+    sorted_ = jnp.sort(jnp.arange(2**44, dtype=jnp.float32) * X.sum())  # not folded away
+    return X.sum(axis=(1, 2))[:, None] + sorted_[0]
+
+
 def jax_model_factory():
     """A function that returns a JAX model (``jax_model``)."""
 

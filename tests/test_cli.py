@@ -564,6 +564,7 @@ def test_model_failure_is_one_line(tmp_path):
 FAILING = {
     "raising_model": "ValueError: raising_model rejects every input",
     "jax_wrong_shape": "TypeError: dot_general requires contracting dimensions",
+    "jax_out_of_memory": "JaxRuntimeError: RESOURCE_EXHAUSTED: Out of memory",
 }
 
 
@@ -589,6 +590,46 @@ def test_model_failure_in_process(model, debug, tmp_path, monkeypatch, capsys):
     else:
         assert len(lines) == 1, captured.err
     assert captured.out == "" and sorted(os.listdir(tmp_path)) == before
+
+
+def test_a_model_out_of_memory_is_told_what_to_change(tmp_path, monkeypatch, capsys):
+    """XLA's RESOURCE_EXHAUSTED (here a real one, on the CPU) ends the run with one line
+    that names the batch size and, for a GPU shared with torch, JAX's share of memory."""
+    from jablate.cli import main
+
+    args = _arguments(tmp_path, GOOD, {"--model": "models_for_cli:jax_out_of_memory",
+                                       "--batch-size": "16"})
+    monkeypatch.chdir(tmp_path)
+    assert main(args) == 1
+    [line] = _stderr_lines(capsys.readouterr().err)
+    assert line.endswith("; out of device memory at --batch-size 16: a smaller --batch-size "
+        "needs less and draws the same shuffles (JAX takes 75% of a GPU's memory when it "
+        "starts; with a torch model on the same GPU, XLA_CLIENT_MEM_FRACTION=0.5 or "
+        "XLA_PYTHON_CLIENT_PREALLOCATE=false leaves torch more)"), line
+
+
+def test_out_of_memory_is_recognised_from_torch_xla_and_numpy():
+    import jax
+    import numpy
+
+    from jablate._core.errors import out_of_memory
+
+    try:
+        jax.jit(lambda: jax.numpy.ones((2**26, 2**20)))()
+    except Exception as error:
+        xla = error
+    try:
+        numpy.empty(2**50)
+    except MemoryError as error:
+        host = error
+    try:
+        raise RuntimeError("the step failed") from xla
+    except RuntimeError as error:
+        chained = error
+    assert [out_of_memory(e) for e in (xla, host, chained, RuntimeError("RESOURCE_EXHAUSTED: "
+        "too many open files"), ValueError("memory"))] == ["device", "host", "device", "", ""]
+    torch = pytest.importorskip("torch")
+    assert out_of_memory(torch.OutOfMemoryError("CUDA out of memory.")) == "device"
 
 
 def test_debug_keeps_the_status_of_input_errors(tmp_path, monkeypatch, capsys):

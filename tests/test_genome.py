@@ -732,6 +732,45 @@ def test_a_model_failure_exits_1_with_one_line(data, tmp_path, capsys):
     assert not (tmp_path / "out" / "effects.tsv").exists()
 
 
+def test_out_of_memory_mid_run_says_what_is_kept_and_a_smaller_batch_resumes(
+        data, tmp_path, capsys, monkeypatch):
+    """A device out of memory on the third chunk (XLA's own RESOURCE_EXHAUSTED error): one
+    line naming the batch size and the two chunks kept; the same command with --resume and
+    a smaller --batch-size finishes the table of an uninterrupted run, byte for byte."""
+    import jax
+
+    from jablate._core.errors import ModelFailure
+    from jablate.genome import run as hits_run
+
+    try:
+        jax.jit(lambda: jax.numpy.ones((2**26, 2**20)))()
+    except Exception as error:
+        exhausted = error
+    root, _ = data
+    args = ("--chunk-size", 16, "--plot", "none", "--seed", 3)
+    plain = tmp_path / "plain"
+    assert run(capsys, *hits_args(root, plain, "hits.tsv", *args))[0] == 0
+    run_chunk = hits_run._Run.run_chunk
+
+    def spy_run(self, inputs):
+        if inputs.chunk == 2:
+            raise ModelFailure(self.args.model, exhausted)
+        return run_chunk(self, inputs)
+
+    monkeypatch.setattr(hits_run._Run, "run_chunk", spy_run)
+    out = tmp_path / "out"
+    status, _, stderr = run(capsys, *hits_args(root, out, "hits.tsv", *args))
+    assert status == 1 and len(stderr.splitlines()) == 1, stderr
+    assert "RESOURCE_EXHAUSTED" in stderr
+    assert "; out of device memory at --batch-size 64: a smaller --batch-size" in stderr
+    assert stderr.endswith(f"; 2 finished chunks are kept in {out / 'parts'}: run the same "
+        "command with --resume to continue\n")
+    monkeypatch.undo()
+    assert run(capsys, *hits_args(root, out, "hits.tsv", *args, "--resume", "--batch-size",
+                                  8))[0] == 0
+    assert (out / "effects.tsv").read_bytes() == (plain / "effects.tsv").read_bytes()
+
+
 @pytest.mark.parametrize("model", ["models_for_cli:jax_wrong_shape",
                                    "models_for_cli:torch_wrong_length"])
 def test_a_shape_failure_on_the_first_chunk_asks_about_window(data, tmp_path, capsys,

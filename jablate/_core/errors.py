@@ -2,7 +2,8 @@
 
 import sys
 
-__all__ = ["InputError", "ModelFailure", "a_or_an", "one_line", "outside_stacklevel"]
+__all__ = ["InputError", "ModelFailure", "a_or_an", "one_line", "out_of_memory",
+           "outside_stacklevel"]
 
 
 class InputError(ValueError):
@@ -45,6 +46,34 @@ def a_or_an(word: str) -> str:
 def one_line(error: BaseException) -> str:
     """``error``'s message on one line (its type's name when it has none)."""
     return " ".join(str(error).split()) or type(error).__name__
+
+
+def out_of_memory(error: BaseException) -> str:
+    """Where ``error`` (or an exception it was raised from) ran out of memory.
+
+    Parameters
+    ----------
+    error : BaseException
+        What a model run raised.
+
+    Returns
+    -------
+    where : str
+        ``"device"`` for an accelerator's memory (torch's ``OutOfMemoryError``; XLA's
+        ``RESOURCE_EXHAUSTED`` out-of-memory status), ``"host"`` for a ``MemoryError``
+        (numpy's "Unable to allocate" included), ``""`` for anything else.
+    """
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        text = str(error)
+        if any(cls.__name__ == "OutOfMemoryError" for cls in type(error).__mro__) or (
+                "RESOURCE_EXHAUSTED" in text and "memory" in text.lower()):
+            return "device"
+        if isinstance(error, MemoryError):
+            return "host"
+        error = error.__cause__ or error.__context__
+    return ""
 
 
 def outside_stacklevel() -> int:
