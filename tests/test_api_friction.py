@@ -379,6 +379,22 @@ def test_swapped_axes_get_a_hint():
     assert "swapped" not in str(error.value)
 
 
+def test_a_misspelled_keyword_says_that_ablate_passed_it_to_predict():
+    """As in tangermeme, keywords ablate does not take go to func (predict), which refuses
+    them; the message says why a call to ablate names predict. Before any model runs."""
+    calls = []
+    for call in (lambda: jablate.ablate(lambda x: calls.append(1) or x.sum((1, 2)), X, 5, 15,
+                                        n=2, nshuffles=3),
+                 lambda: jablate.ablate_annotations(lambda x: calls.append(1) or x.sum((1, 2)),
+                                                    X, np.array([[0, 5, 15]]), n=2,
+                                                    nshuffles=3)):
+        with pytest.raises(TypeError, match=r"unexpected keyword argument 'nshuffles' "
+                           r"\(ablate and ablate_annotations pass the keywords they do not "
+                           r"take to func, here predict\)"):
+            call()
+    assert calls == []
+
+
 # --- 5. torch modules translated to JAX: extra inputs, and the module's own dtype --------------
 
 

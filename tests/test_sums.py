@@ -104,7 +104,8 @@ def test_device_sums_layout_and_dtypes():
 @pytest.mark.parametrize("bad, message", [
     (lambda: jnp.ones((2, 3), jnp.complex64), "holds complex64 values, not real numbers"),
     (lambda: {"a": jnp.ones((2, 3))}, "it is a dict, not an array"),
-    (lambda: jnp.ones((2, 0)), "it has no values per sequence"),
+    (lambda: jnp.ones((2, 2, 0)), r"it has no values per sequence \(shape \(2, 0\) each; "
+     "a model that trims its input"),
 ])
 def test_device_sums_refuse_what_cannot_be_summed(bad, message):
     with pytest.raises(InputError, match=message):

@@ -117,7 +117,9 @@ def _fast_kwargs(merged, spec=None):
         return _engine_keywords(merged)
     for key in merged:
         if key not in _PREDICT_KEYWORDS:
-            raise TypeError(f"predict() got an unexpected keyword argument {key!r}")
+            raise TypeError(f"predict() got an unexpected keyword argument {key!r} (ablate "
+                            "and ablate_annotations pass the keywords they do not take "
+                            "to func, here predict)")
     return merged
 
 

@@ -173,7 +173,10 @@ class DeviceSums:
             eps = resolution(ops.dtype_name(v))
             flat = v.reshape(v.shape[0], -1)
             if flat.shape[1] == 0:
-                raise InputError(f"cannot summarise {where}: it has no values per sequence")
+                raise InputError(f"cannot summarise {where}: it has no values per sequence "
+                    f"(shape {tuple(v.shape[1:])} each; a model that trims its input, as "
+                    "BPNet does, returns nothing for sequences shorter than it expects: are "
+                    "the sequences as long as the model's input?)")
             if ops.dtype_name(flat) not in ("float32", "float64"):
                 flat = ops.to_float32(flat)
             hi, lo = compensated_sum(flat, ops)

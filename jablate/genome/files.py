@@ -390,9 +390,8 @@ def read_hits(hits: Any, lengths: Optional[dict] = None, n_peaks: Optional[int] 
                 continue
             if fields[0].startswith("#"):
                 continue
-            if len(fields) >= 3 and fields[1].lstrip("-").isdigit() and \
-                    fields[2].lstrip("-").isdigit():
-                kind = "bed"
+            if len(fields) >= 3 and fields[1].lstrip("-").isdigit():
+                kind = "bed"  # a bad end on this first line gets BED's own message
             else:
                 raise InputError(f"{path}:{number}: cannot recognise the hit format: "
                     "expected a FIMO header (motif_id ... sequence_name start stop), a "

@@ -139,7 +139,9 @@ def peak_windows(peaks: pandas.DataFrame, lengths: dict, width: int) -> pandas.D
         ``peak_start``, ``peak_end``, ``summit`` (offset from ``peak_start``, -1 for
         none), ``name``. ``attrs`` holds ``width``, ``n_peaks``, ``lengths``,
         ``skipped_peaks`` (indices of peaks without a window: it runs off the chromosome,
-        or the genome lacks the chromosome) and ``absent_peaks`` (those of the latter).
+        or the genome lacks the chromosome), ``absent_peaks`` (those of the latter) and
+        ``off_peaks`` (``{chrom: [(start, end), ...]}``, the peaks of the former, for
+        telling why a hit inside one is in no window).
     """
 
     width = int(width)
@@ -159,9 +161,14 @@ def peak_windows(peaks: pandas.DataFrame, lengths: dict, width: int) -> pandas.D
     every = pandas.DataFrame(columns)
     windows = every[fits].reset_index(drop=True)
     absent = ~peaks["chrom"].isin(list(lengths)).to_numpy()
+    off = numpy.nonzero(~fits & ~absent)[0]
+    off_peaks = {}
+    for i in off:
+        off_peaks.setdefault(str(peaks["chrom"].iloc[i]), []).append((int(start[i]),
+                                                                      int(end[i])))
     windows.attrs.update(width=width, n_peaks=len(peaks), lengths=dict(lengths),
         skipped_peaks=[int(p) for p in peaks["peak"].to_numpy()[~fits]],
-        absent_peaks=[int(p) for p in peaks["peak"].to_numpy()[absent]])
+        absent_peaks=[int(p) for p in peaks["peak"].to_numpy()[absent]], off_peaks=off_peaks)
     return windows
 
 
@@ -353,7 +360,11 @@ def map_hits(hits: pandas.DataFrame, windows: pandas.DataFrame,
         counts = hi - lo
         none = counts == 0
         reason[members[none & (touch_hi > touch_lo)]] = "only partly inside a window"
-        reason[members[none & (touch_hi <= touch_lo)]] = "in no window"
+        nowhere = members[none & (touch_hi <= touch_lo)]
+        reason[nowhere] = "in no window"
+        for lo_, hi_ in windows.attrs.get("off_peaks", {}).get(name, ()):
+            inside = nowhere[(start[nowhere] < hi_) & (lo_ < end[nowhere])]
+            reason[inside] = "in a peak whose window runs off the chromosome"
         some = ~none
         repeat = counts[some]
         firsts = numpy.repeat(lo[some], repeat)
