@@ -30,6 +30,7 @@ from jablate._core.dtypes import dtype_kind
 from jablate._core.errors import (
     InputError,
     ModelFailure,
+    counted,
     one_line,
     out_of_memory,
     outside_stacklevel,
@@ -467,8 +468,8 @@ def _kept_chunks(args):
         names = os.listdir(parts) if os.path.isdir(parts) else []
         chunks = sum(name.startswith("chunk-") and name.endswith(".tsv") for name in names)
         if chunks:
-            return (f"{chunks} finished chunks are kept in {parts}: run the same command "
-                "with --resume to continue")
+            return (f"{counted(chunks, 'finished chunk')} {'is' if chunks == 1 else 'are'} "
+                f"kept in {parts}: run the same command with --resume to continue")
     return ""
 
 

@@ -81,3 +81,9 @@ def test_float_annotations_name_the_value_that_is_not_whole():
                       (numpy.float64(2.5), "annotations")):
         with pytest.raises(InputError, match=rf"integers.*; {cell} is 2.5\."):
             jablate.ablate_annotations(model, X, bad, n=2)
+
+
+def test_messages_count_in_the_singular_for_one():
+    from jablate._core.errors import counted
+
+    assert [counted(k, "chunk") for k in (0, 1, 2)] == ["0 chunks", "1 chunk", "2 chunks"]

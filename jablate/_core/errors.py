@@ -2,7 +2,7 @@
 
 import sys
 
-__all__ = ["InputError", "ModelFailure", "a_or_an", "one_line", "out_of_memory",
+__all__ = ["InputError", "ModelFailure", "a_or_an", "counted", "one_line", "out_of_memory",
            "outside_stacklevel"]
 
 
@@ -41,6 +41,11 @@ class ModelFailure(Exception):
 def a_or_an(word: str) -> str:
     """``word`` with its indefinite article, for messages: ``an int``, ``a dict``."""
     return ("an " if word[:1].lower() in "aeiou" else "a ") + word
+
+
+def counted(count: int, noun: str) -> str:
+    """``count`` and ``noun``, plural but for one, for messages: ``1 chunk``, ``7 chunks``."""
+    return f"{count} {noun}" + ("" if count == 1 else "s")
 
 
 def one_line(error: BaseException) -> str:

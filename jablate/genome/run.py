@@ -27,7 +27,7 @@ import jax
 import numpy
 import pandas
 
-from jablate._core.errors import InputError, ModelFailure
+from jablate._core.errors import InputError, ModelFailure, counted
 from jablate._core.io import new_file_mode
 from jablate._core.placement import host_device
 from jablate.api.effects import arrangements
@@ -211,7 +211,7 @@ class _Run:
             + (f" ({off} run off their chromosome and are skipped)" if off else "")
             + (f" ({absent} on chromosomes the genome lacks are skipped)" if absent else ""))
         self.say(f"{len(hits)} hits ({hits.attrs['format']}): {len(self.mapped)} "
-            f"(hit, window) rows in {self.chunks} chunks"
+            f"(hit, window) rows in {counted(self.chunks, 'chunk')}"
             + (f"; {len(self.skipped)} skipped ({reasons}), to be listed in skipped.tsv"
                if len(self.skipped) else ""))
         self.settings = {
@@ -603,8 +603,9 @@ def _work(run, args, done, assemble=True):
     if shard is not None:
         left = run.chunks - len(set(os.listdir(run.parts)) & {_part_name(c) for c in
             range(run.chunks)})
-        run.say(f"shard {shard[0]}/{shard[1]} done ({len(todo)} chunks computed, "
-            f"{len(mine) - len(todo)} reused); {left} of {run.chunks} chunks still missing"
+        run.say(f"shard {shard[0]}/{shard[1]} done ({counted(len(todo), 'chunk')} computed, "
+            f"{len(mine) - len(todo)} reused); {left} of {counted(run.chunks, 'chunk')} still "
+            "missing"
             f"; run again without --shard (with --resume) to assemble {args.out}/effects.tsv")
         return 0
     run.assemble()
