@@ -107,6 +107,11 @@ def test_the_counts_are_the_brute_force_counts():
             brute[s[p - 1], s[p]] += 1
         numpy.testing.assert_array_equal(E, brute)
         assert int(last) == s[end - 1]
+        # the CPU's scatter-add and the other backends' sum of one-hot codes, each
+        code = jnp.asarray(s[:-1] * 5 + s[1:])
+        inside = jnp.asarray((numpy.arange(1, 300) > start) & (numpy.arange(1, 300) < end))
+        for counted in (dinucleotide._pair_counts_scattered, dinucleotide._pair_counts_summed):
+            numpy.testing.assert_array_equal(counted(code, inside, 25).reshape(5, 5), brute)
 
 
 @pytest.mark.parametrize("fn", [functional.shuffle, functional.dinucleotide_shuffle])
