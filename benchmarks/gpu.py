@@ -307,6 +307,9 @@ def main(argv=None):
     parser.add_argument("--rows", default=ROWS, help=f"the rows to run, letters of {ROWS} "
                         "(E needs A), for a rerun of what a time limit cut off")
     args = parser.parse_args(argv)
+    wanted = args.rows.upper()
+    if set(wanted) - set(ROWS) or ("E" in wanted and "A" not in wanted):
+        parser.error(f"--rows: letters of {ROWS}, E only with A; got {args.rows!r}")
     gpus, status = gpu_status()
     if not gpus and not args.dry_run:
         print(f"benchmarks.gpu: not run: no GPU ({status}).")
@@ -318,7 +321,7 @@ def main(argv=None):
                 f.write(text)
             os.replace(args.out + ".part", args.out)
 
-    text, _ = run(dry=args.dry_run, log=log, rows_wanted=args.rows.upper(), publish=publish)
+    text, _ = run(dry=args.dry_run, log=log, rows_wanted=wanted, publish=publish)
     print(text)
     publish(text)
     return 0

@@ -7,7 +7,7 @@
 #   .whl-a  llvmlite                      run 1: carry [".whl-a"], then
 #           pip install --no-index --no-deps --target .site .whl-a/*.whl
 #   .whl-b  the rest and jablate          run 2: carry [".whl-b"], then bash benchmarks/gpu_run.sh
-#                                         (case 5, jablate hits and the GPU tests; < 600 s)
+#                                         (case 5, the GPU tests and jablate hits; < 600 s)
 # (.site, an ignored path, is kept on the machine between the two calls while it stays warm.)
 # benchmarks/README.md, "On a borrowed GPU", gives the device time this takes.
 # .gitignore ignores /.whl-a/, /.whl-b/ and /.site/, so the folders travel only when carried.

@@ -473,6 +473,38 @@ def _kept_chunks(args):
     return ""
 
 
+def _platform(args):
+    """``'cpu'``, ``'gpu'`` or another JAX platform: where the run's JAX work computed."""
+    device = (getattr(args, "device", None) or "").lower()
+    if device:
+        return "cpu" if device.startswith("cpu") else (
+            "gpu" if device.startswith(("cuda", "gpu", "rocm")) else device.split(":")[0])
+    import jax
+
+    backend = jax.default_backend()
+    return "gpu" if backend in ("cuda", "rocm") else backend
+
+
+def _memory_hint(error, args):
+    """What to change when the model's run ran out of memory (``""`` otherwise)."""
+    kind = out_of_memory(error)
+    batch = getattr(args, "batch_size", None)
+    if not kind or batch is None:
+        return ""
+    platform = _platform(args)
+    where = "host" if kind == "host" or (kind == "xla" and platform == "cpu") else "device"
+    hint = (f"; out of {where} memory at --batch-size {batch}: a smaller --batch-size needs "
+            "less and draws the same shuffles")
+    if where == "device" and (kind == "device" or platform == "gpu"):
+        # every jaxlib reads the older name; newer ones refuse both names set at once
+        fraction = ("XLA_CLIENT_MEM_FRACTION" if os.environ.get("XLA_CLIENT_MEM_FRACTION")
+                    else "XLA_PYTHON_CLIENT_MEM_FRACTION")
+        hint += (" (JAX takes 75% of a GPU's memory when it starts; with a torch model on the "
+                 f"same GPU, {fraction}=0.5 or XLA_PYTHON_CLIENT_PREALLOCATE=false leaves "
+                 "torch more)")
+    return hint
+
+
 def _report(error, args=None):
     """The exit status and the one-line message for an exception that ended a command.
 
@@ -481,16 +513,7 @@ def _report(error, args=None):
     chunks are kept for ``--resume`` (when it has any)."""
 
     if isinstance(error, ModelFailure):
-        message = str(error)
-        where = out_of_memory(error.error)
-        batch = getattr(args, "batch_size", None)
-        if where and batch is not None:
-            message += (f"; out of {where} memory at --batch-size {batch}: a smaller "
-                "--batch-size needs less and draws the same shuffles")
-            if where == "device":
-                message += (" (JAX takes 75% of a GPU's memory when it starts; with a torch "
-                    "model on the same GPU, XLA_CLIENT_MEM_FRACTION=0.5 or "
-                    "XLA_PYTHON_CLIENT_PREALLOCATE=false leaves torch more)")
+        message = str(error) + _memory_hint(error.error, args)
         kept = _kept_chunks(args)
         return 1, message + (f"; {kept}" if kept else "")
     if isinstance(error, (InputError, ValueError, TypeError, OSError)):

@@ -101,13 +101,15 @@ def jax_wrong_shape(X):
 
 
 def jax_out_of_memory(X):
-    """A JAX function whose program needs 64 TiB: XLA raises RESOURCE_EXHAUSTED when it
-    runs, at once (the buffer is refused, never touched)."""
+    """A JAX function whose program needs a 256 TiB buffer, more than a 48-bit address
+    space holds whatever the host's overcommit policy: XLA raises RESOURCE_EXHAUSTED when
+    it runs, at once (the buffer is refused, never touched)."""
 
     import jax.numpy as jnp
 
-    sorted_ = jnp.sort(jnp.arange(2**44, dtype=jnp.float32) * X.sum())  # not folded away
-    return X.sum(axis=(1, 2))[:, None] + sorted_[0]
+    rows = jnp.arange(2**26, dtype=jnp.float32)[:, None] * X.sum()
+    sorted_ = jnp.sort(rows * jnp.arange(2**20, dtype=jnp.float32), axis=1)  # not folded
+    return X.sum(axis=(1, 2))[:, None] + sorted_[0, 0]
 
 
 def jax_model_factory():

@@ -593,8 +593,10 @@ def test_model_failure_in_process(model, debug, tmp_path, monkeypatch, capsys):
 
 
 def test_a_model_out_of_memory_is_told_what_to_change(tmp_path, monkeypatch, capsys):
-    """XLA's RESOURCE_EXHAUSTED (here a real one, on the CPU) ends the run with one line
-    that names the batch size and, for a GPU shared with torch, JAX's share of memory."""
+    """XLA's RESOURCE_EXHAUSTED (here a real one, on the CPU: the host's memory) ends the
+    run with one line that names the batch size; where the JAX work ran on a GPU, the line
+    also says how much of it JAX takes, naming the variable the environment already uses."""
+    from jablate import cli
     from jablate.cli import main
 
     args = _arguments(tmp_path, GOOD, {"--model": "models_for_cli:jax_out_of_memory",
@@ -602,10 +604,19 @@ def test_a_model_out_of_memory_is_told_what_to_change(tmp_path, monkeypatch, cap
     monkeypatch.chdir(tmp_path)
     assert main(args) == 1
     [line] = _stderr_lines(capsys.readouterr().err)
-    assert line.endswith("; out of device memory at --batch-size 16: a smaller --batch-size "
-        "needs less and draws the same shuffles (JAX takes 75% of a GPU's memory when it "
-        "starts; with a torch model on the same GPU, XLA_CLIENT_MEM_FRACTION=0.5 or "
-        "XLA_PYTHON_CLIENT_PREALLOCATE=false leaves torch more)"), line
+    assert "RESOURCE_EXHAUSTED: Out of memory allocating" in line
+    assert line.endswith(" bytes.; out of host memory at --batch-size 16: a smaller "
+        "--batch-size needs less and draws the same shuffles"), line
+    monkeypatch.setattr(cli, "_platform", lambda args: "gpu")  # the error as a GPU raises it
+    for variable in ("XLA_PYTHON_CLIENT_MEM_FRACTION", "XLA_CLIENT_MEM_FRACTION"):
+        if variable == "XLA_CLIENT_MEM_FRACTION":
+            monkeypatch.setenv(variable, "0.75")
+        assert main(args) == 1
+        [line] = _stderr_lines(capsys.readouterr().err)
+        assert line.endswith("; out of device memory at --batch-size 16: a smaller "
+            "--batch-size needs less and draws the same shuffles (JAX takes 75% of a GPU's "
+            f"memory when it starts; with a torch model on the same GPU, {variable}=0.5 or "
+            "XLA_PYTHON_CLIENT_PREALLOCATE=false leaves torch more)"), line
 
 
 def test_out_of_memory_is_recognised_from_torch_xla_and_numpy():
@@ -615,7 +626,7 @@ def test_out_of_memory_is_recognised_from_torch_xla_and_numpy():
     from jablate._core.errors import out_of_memory
 
     try:
-        jax.jit(lambda: jax.numpy.ones((2**26, 2**20)))()
+        jax.jit(lambda: jax.numpy.ones((2**26, 2**20)))()  # 256 TiB: refused everywhere
     except Exception as error:
         xla = error
     try:
@@ -625,9 +636,22 @@ def test_out_of_memory_is_recognised_from_torch_xla_and_numpy():
     try:
         raise RuntimeError("the step failed") from xla
     except RuntimeError as error:
-        chained = error
-    assert [out_of_memory(e) for e in (xla, host, chained, RuntimeError("RESOURCE_EXHAUSTED: "
-        "too many open files"), ValueError("memory"))] == ["device", "host", "device", "", ""]
+        caused = error
+    try:
+        try:
+            raise host
+        except MemoryError:
+            raise ValueError("bad input")  # noqa: B904 (raised while handling, not caused by it)
+    except ValueError as error:
+        during = error
+    allocator = RuntimeError("RESOURCE_EXHAUSTED: Failed to allocate request for 256.00MiB "
+                             "(268435456B) on device ordinal 0")
+    torch_cpu = RuntimeError("[enforce fail at alloc_cpu.cpp:117] data. DefaultCPUAllocator: "
+                             "can't allocate memory: you tried to allocate 1024 bytes.")
+    assert [out_of_memory(e) for e in (xla, host, caused, during, allocator, torch_cpu,
+                                       RuntimeError("RESOURCE_EXHAUSTED: too many open files"),
+                                       ValueError("memory"))] == [
+        "xla", "host", "xla", "", "xla", "host", "", ""]
     torch = pytest.importorskip("torch")
     assert out_of_memory(torch.OutOfMemoryError("CUDA out of memory.")) == "device"
 

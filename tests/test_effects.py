@@ -80,6 +80,11 @@ def test_arrangements_count_what_the_shuffles_can_make():
         True, True, True]
     with pytest.raises(ValueError, match="foreign shuffle"):
         effects.changeable(lambda X, **k: X, X, ann)
+    # regions outside the sequence are refused (a negative start used to wrap around)
+    for bad in ([[0, -3, 5]], [[0, 2, 9]], [[0, 5, 5]], [[6, 1, 7]]):
+        with pytest.raises(ValueError, match="annotations"):
+            effects.arrangements(jablate.dinucleotide_shuffle, X, bad)
+    assert effects.arrangements(jablate.shuffle, X, numpy.zeros((0, 3), int)).shape == (0,)
 
 
 def test_arrangements_of_regions_anywhere_in_a_long_sequence_match_brute_force(monkeypatch):

@@ -626,7 +626,8 @@ def _bad_inputs(root, tmp):
         ("non-numeric start", {"hits.bed": "chr1\t10\t20\nchr1\tx\t30\n"}, {},
          "hits.bed:2: start 'x' is not an integer"),
         ("non-numeric end on a BED file's first line", {"hits.bed": "chr1\t1040\tx\tGATA\n"},
-         {}, "hits.bed:1: end 'x' is not an integer"),
+         {}, "hits.bed:1: cannot recognise the hit format: as a BED line its end 'x' is not an "
+         "integer"),
         ("non-numeric end", {"hits.tsv": "chr\tstart\tend\tmotif_name\nchr1\t10\t2x\tA\n"},
          {"--hits": "hits.tsv"}, "hits.tsv:2: end '2x' is not an integer"),
         ("malformed peak", {"peaks.bed": "# peaks\nchr1\t100\n"}, {"--peaks": "peaks.bed"},
@@ -738,7 +739,7 @@ def test_a_model_failure_exits_1_with_one_line(data, tmp_path, capsys):
 
 def test_out_of_memory_mid_run_says_what_is_kept_and_a_smaller_batch_resumes(
         data, tmp_path, capsys, monkeypatch):
-    """A device out of memory on the third chunk (XLA's own RESOURCE_EXHAUSTED error): one
+    """Memory runs out on the third chunk (XLA's own RESOURCE_EXHAUSTED error): one
     line naming the batch size and the two chunks kept; the same command with --resume and
     a smaller --batch-size finishes the table of an uninterrupted run, byte for byte."""
     import jax
@@ -766,7 +767,7 @@ def test_out_of_memory_mid_run_says_what_is_kept_and_a_smaller_batch_resumes(
     status, _, stderr = run(capsys, *hits_args(root, out, "hits.tsv", *args))
     assert status == 1 and len(stderr.splitlines()) == 1, stderr
     assert "RESOURCE_EXHAUSTED" in stderr
-    assert "; out of device memory at --batch-size 64: a smaller --batch-size" in stderr
+    assert "; out of host memory at --batch-size 64: a smaller --batch-size" in stderr
     assert stderr.endswith(f"; 2 finished chunks are kept in {out / 'parts'}: run the same "
         "command with --resume to continue\n")
     monkeypatch.undo()

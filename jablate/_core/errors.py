@@ -54,7 +54,8 @@ def one_line(error: BaseException) -> str:
 
 
 def out_of_memory(error: BaseException) -> str:
-    """Where ``error`` (or an exception it was raised from) ran out of memory.
+    """Whether ``error`` (or an exception it was raised from) says memory ran out, and of
+    what kind.
 
     Parameters
     ----------
@@ -63,21 +64,25 @@ def out_of_memory(error: BaseException) -> str:
 
     Returns
     -------
-    where : str
-        ``"device"`` for an accelerator's memory (torch's ``OutOfMemoryError``; XLA's
-        ``RESOURCE_EXHAUSTED`` out-of-memory status), ``"host"`` for a ``MemoryError``
-        (numpy's "Unable to allocate" included), ``""`` for anything else.
+    kind : str
+        ``"xla"`` for XLA's ``RESOURCE_EXHAUSTED`` status about memory or an allocation
+        (the memory of the device the program ran on: the host's on the CPU backend),
+        ``"device"`` for torch's ``OutOfMemoryError`` (an accelerator's memory),
+        ``"host"`` for a ``MemoryError`` (numpy's "Unable to allocate" included) or
+        torch's CPU allocator failing, ``""`` for anything else. Follows ``__cause__``
+        (``raise ... from``), not the exceptions being handled when ``error`` was raised.
     """
     seen = set()
     while error is not None and id(error) not in seen:
         seen.add(id(error))
         text = str(error)
-        if any(cls.__name__ == "OutOfMemoryError" for cls in type(error).__mro__) or (
-                "RESOURCE_EXHAUSTED" in text and "memory" in text.lower()):
+        if "RESOURCE_EXHAUSTED" in text and ("memory" in text.lower() or "allocat" in text):
+            return "xla"
+        if any(cls.__name__ == "OutOfMemoryError" for cls in type(error).__mro__):
             return "device"
-        if isinstance(error, MemoryError):
+        if isinstance(error, MemoryError) or "DefaultCPUAllocator" in text:
             return "host"
-        error = error.__cause__ or error.__context__
+        error = error.__cause__
     return ""
 
 

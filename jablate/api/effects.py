@@ -238,7 +238,8 @@ def arrangements(shuffle_fn: Any, X: Any, annotations: Any) -> numpy.ndarray:
     ------
     ValueError
         When ``shuffle_fn`` is not one of jablate's shuffles (a foreign shuffle's
-        arrangements cannot be counted).
+        arrangements cannot be counted), or an annotation names a sequence outside ``X``
+        or a region outside ``[0, L)`` (or ``end <= start``).
     """
 
     from jablate.api.ersatz import method_of
@@ -247,9 +248,12 @@ def arrangements(shuffle_fn: Any, X: Any, annotations: Any) -> numpy.ndarray:
     if method is None:
         raise InputError(f"shuffle_fn {shuffle_fn!r} is not one of jablate's shuffles; "
                          "the arrangements of a foreign shuffle cannot be counted.")
-    ann = numpy.asarray(annotations, dtype=numpy.int64).reshape(-1, 3)
-    if len(ann) == 0:
+    if numpy.size(annotations) == 0:
         return numpy.zeros(0, dtype=numpy.float64)
+    from jablate.models.frontdoor import annotations as checked
+
+    shape = numpy.shape(X) if not hasattr(X, "shape") else tuple(X.shape)
+    ann = checked(annotations, shape[0], shape[-1])  # 0 <= start < end <= L, rows in X
     return numpy.asarray(method.count_arrangements(X, ann[:, 0], ann[:, 1], ann[:, 2]),
                          dtype=numpy.float64)
 

@@ -390,8 +390,15 @@ def read_hits(hits: Any, lengths: Optional[dict] = None, n_peaks: Optional[int] 
                 continue
             if fields[0].startswith("#"):
                 continue
-            if len(fields) >= 3 and fields[1].lstrip("-").isdigit():
-                kind = "bed"  # a bad end on this first line gets BED's own message
+            if len(fields) >= 3 and fields[1].lstrip("-").isdigit() and \
+                    fields[2].lstrip("-").isdigit():
+                kind = "bed"
+            elif len(fields) >= 3 and fields[1].lstrip("-").isdigit():  # a BED line, bad end?
+                raise InputError(f"{path}:{number}: cannot recognise the hit format: as a "
+                    f"BED line its end {fields[2]!r} is not an integer; expected a FIMO "
+                    "header (motif_id ... sequence_name start stop), a Fi-NeMo header (chr "
+                    "start end ... motif_name), a header with chrom, start and end, or BED "
+                    "lines (chrom, start, end, ...)")
             else:
                 raise InputError(f"{path}:{number}: cannot recognise the hit format: "
                     "expected a FIMO header (motif_id ... sequence_name start stop), a "

@@ -363,7 +363,7 @@ def map_hits(hits: pandas.DataFrame, windows: pandas.DataFrame,
         nowhere = members[none & (touch_hi <= touch_lo)]
         reason[nowhere] = "in no window"
         for lo_, hi_ in windows.attrs.get("off_peaks", {}).get(name, ()):
-            inside = nowhere[(start[nowhere] < hi_) & (lo_ < end[nowhere])]
+            inside = nowhere[(lo_ <= start[nowhere]) & (end[nowhere] <= hi_)]
             reason[inside] = "in a peak whose window runs off the chromosome"
         some = ~none
         repeat = counts[some]
