@@ -164,7 +164,7 @@ def main(argv=None):
     H = 1_000_000
     lines = [
         "",
-        "## Genome-scale hits (issue 12), 2026-11-25",
+        f"## Genome-scale hits (issue 12), {time.strftime('%Y-%m-%d', time.gmtime())}",
         "",
         f"`python -m benchmarks.hits` (`--peaks {args.peaks} --hits-per-peak "
         f"{args.hits_per_peak} --n {args.n} --batch-size {args.batch_size} --repeats "

@@ -241,7 +241,7 @@ def report(args, S, results, started, load_start, load_end, harness):
         commit = "?"
     cmd = " ".join(["python -m benchmarks.incremental"] + (sys.argv[1:] if args else []))
     info = harness.machine_info()
-    lines = ["## Incremental ablation (issue 11), 2026-11-25", "",
+    lines = [f"## Incremental ablation (issue 11), {time.strftime('%Y-%m-%d', time.gmtime())}", "",
              f"`{cmd}` at commit {commit}, started {started}. Machine: {info['CPU']}, "
              f"nproc {os.cpu_count()}, {info['Memory']}, JAX {info['JAX devices']}, torch "
              f"threads {info['torch threads']}; load average {load_start} at the start, "
