@@ -252,7 +252,7 @@ def arrangements(shuffle_fn: Any, X: Any, annotations: Any) -> numpy.ndarray:
         return numpy.zeros(0, dtype=numpy.float64)
     from jablate.models.frontdoor import annotations as checked
 
-    shape = numpy.shape(X) if not hasattr(X, "shape") else tuple(X.shape)
+    shape = numpy.shape(X)  # reads .shape where there is one (JAX, torch), no copy
     ann = checked(annotations, shape[0], shape[-1])  # 0 <= start < end <= L, rows in X
     return numpy.asarray(method.count_arrangements(X, ann[:, 0], ann[:, 1], ann[:, 2]),
                          dtype=numpy.float64)
