@@ -224,3 +224,50 @@ def test_small_batch_shuffles_share_a_program_for_a_power_of_two(monkeypatch):
         Y = numpy.asarray(jablate.dinucleotide_shuffle(X[:N], n=3, random_state=key))
         numpy.testing.assert_array_equal(Y[:5], first)
     assert stream._shuffle_block._cache_size() == compiled
+
+
+def sort_widths(jaxpr):
+    """The length of the sorted axis of every sort in a closed jaxpr, sub-jaxprs included."""
+    widths = []
+    for eqn in jaxpr.eqns:
+        if eqn.primitive.name == "sort":
+            widths.append(eqn.invars[0].aval.shape[eqn.params["dimension"]])
+        for param in eqn.params.values():
+            for sub in param if isinstance(param, (tuple, list)) else [param]:
+                inner = getattr(sub, "jaxpr", sub)
+                if hasattr(inner, "eqns"):
+                    widths += sort_widths(inner)
+    return widths
+
+
+@pytest.mark.parametrize("fn", [functional.shuffle, functional.dinucleotide_shuffle])
+def test_the_engine_shuffles_each_region_in_a_window_of_its_width(fn):
+    from jablate.engine import stream
+
+    rng = numpy.random.default_rng(11)
+    L, B = 2114, 16
+    x = jnp.stack([one_hot(rng, L) for _ in range(B)]).at[3, :, 10:20].set(0)  # unknowns
+    starts = numpy.array([0, L - 90, L - 3, 1000] + list(rng.integers(0, L - 90, B - 4)))
+    ends = numpy.minimum(starts + numpy.array([90, 90, 3, 3] + list(rng.integers(3, 91, B - 4))),
+                         L)
+    items = (jnp.arange(B), jnp.asarray(starts, jnp.int32), jnp.asarray(ends, jnp.int32),
+             jnp.asarray(numpy.stack([numpy.zeros(B, int), numpy.arange(B),
+                                      numpy.arange(B) % 3], 1), jnp.int32))
+    table = jnp.stack([jax.random.key(7)])
+    whole = stream.KeyShuffle(fn)
+    fitted = whole.for_regions(int((ends - starts).max()), L)
+    assert fitted.width == 128  # a power of two of positions holding the widest region
+    expected, got = whole(x, table, items), fitted(x, table, items)
+    numpy.testing.assert_array_equal(got, expected)  # the same values, every region
+    assert (numpy.asarray(got) != numpy.asarray(x)).any(axis=(1, 2)).sum() >= B // 2
+    if fn is functional.shuffle:  # the mono shuffle sorts the window's keys, not L of them
+        assert sort_widths(jax.make_jaxpr(whole)(x, table, items).jaxpr) == [L]
+        assert sort_widths(jax.make_jaxpr(fitted)(x, table, items).jaxpr) == [128]
+    # narrow regions share one window; a window as long as the sequence is not cut
+    assert whole.for_regions(5, L).width == stream.MIN_WINDOW == 64
+    assert whole.for_regions(100, 128).width is None
+    assert stream.PermutationShuffle().for_regions(100, L) == stream.PermutationShuffle()
+    # a run's stream fits its draw to its plan's widest region
+    plan = stream.Plan.build(numpy.arange(B), starts, ends)
+    run = stream.Stream(stream.Model(None), x, (), plan, whole, table)
+    assert run.draw == fitted and run.unshuffled([0]).draw is stream.UNCHANGED

@@ -95,20 +95,66 @@ class Unchanged:
     def __call__(self, x, table, items):
         return x
 
+    def for_regions(self, width: int, length: int) -> "Unchanged":
+        """Itself: nothing to fit (see :meth:`KeyShuffle.for_regions`)."""
+        return self
+
+
+#: The narrowest window :meth:`KeyShuffle.for_regions` cuts: narrower regions share its
+#: program (a shuffle of 64 positions costs next to nothing beside a model).
+MIN_WINDOW = 64
+
+
+def in_window(fn: Callable, width: int) -> Callable:
+    """The key-first shuffle ``fn(key, x, start, end)`` of a region of at most ``width``
+    positions, computed on the window of ``width`` positions that holds it (starting at
+    ``start``, at most ``L - width``) and written back: the same values as ``fn`` on the
+    whole sequence (a key-first shuffle's stream is indexed by absolute positions, and
+    ``fn(..., offset=, length=)`` on a window gives the whole sequence's shuffle there),
+    with work that grows with ``width`` rather than ``L`` (the mono shuffle sorts
+    ``width`` keys, not ``L``)."""
+
+    def shuffled(key, x, start, end):
+        L = x.shape[-1]
+        if width >= L:
+            return fn(key, x, start, end)
+        at = jnp.minimum(jnp.asarray(start, jnp.int32), L - width)
+        y = fn(key, jax.lax.dynamic_slice_in_dim(x, at, width, 1), start, end, offset=at,
+               length=L)
+        return jax.lax.dynamic_update_slice_in_dim(x, y, at, 1)
+
+    return shuffled
+
 
 @dataclass(frozen=True)
 class KeyShuffle:
     """Shuffles drawn from JAX keys by a key-first function ``fn(key, x, start, end)``.
 
     ``table`` holds base keys (K,); item ``(b, j, i)`` uses
-    ``fold_in(fold_in(table[b], j), i)``.
+    ``fold_in(fold_in(table[b], j), i)``. With ``width`` (static), every region has at most
+    ``width`` positions and is shuffled in a window of that many (:func:`in_window`): the
+    same values, less work (:meth:`for_regions` chooses it).
     """
 
     fn: Callable
+    width: Optional[int] = None
 
     def __call__(self, x, table, items):
         _, starts, ends, draws = items
-        return jax.vmap(self.fn)(self._keys(table, draws), x, starts, ends)
+        return jax.vmap(self.one)(self._keys(table, draws), x, starts, ends)
+
+    @property
+    def one(self) -> Callable:
+        """The shuffle of one item, ``one(key, x, start, end)``."""
+        return self.fn if self.width is None else in_window(self.fn, self.width)
+
+    def for_regions(self, width: int, length: int) -> "KeyShuffle":
+        """The same draw for regions of at most ``width`` positions of sequences of
+        ``length``: shuffled in windows of a power of two of positions (at least
+        :data:`MIN_WINDOW`, so that runs of many widths share a few programs) where that
+        is shorter than ``length``."""
+        window = max(MIN_WINDOW, power_of_two_holding(int(width)))
+        return replace(self, width=window if window < length else None)
 
     def window(self, x, table, items, offsets, length):
         """The shuffled positions ``[offsets, offsets + W)`` of each item's sequence of
@@ -132,6 +178,10 @@ class PermutationShuffle:
     def __call__(self, x, table, items):
         _, starts, ends, draws = items
         return jax.vmap(functional.permute_region)(x, table[draws[:, 0]], starts, ends)
+
+    def for_regions(self, width: int, length: int) -> "PermutationShuffle":
+        """Itself: a gather of ``L`` columns is already cheap."""
+        return self
 
     def window(self, x, table, items, offsets, length):
         """As :meth:`KeyShuffle.window`."""
@@ -375,6 +425,9 @@ class Stream:
     def __post_init__(self):
         if self.table is None:
             object.__setattr__(self, "table", no_table())
+        if len(self.plan):  # the draw fitted to the plan's widest region
+            width = int((self.plan.ends - self.plan.starts).max())
+            object.__setattr__(self, "draw", self.draw.for_regions(width, self.X.shape[-1]))
 
     def unshuffled(self, sequences: Any) -> "Stream":
         """The same run on ``sequences`` as they are (the predictions before shuffling)."""
@@ -524,6 +577,7 @@ def shuffle_all(X: jax.Array, table: jax.Array, start: int, end: int, draw: Call
     warm time on a CPU, to save a compile that such a call amortises).
     """
     N = X.shape[0]
+    draw = draw.for_regions(end - start, X.shape[-1])
     padded = power_of_two_holding(N)
     if padded * n * X[0].size * jnp.dtype(X.dtype).itemsize > SHUFFLE_BLOCK_BYTES:
         rows = numpy.arange(N, dtype=numpy.int32)
@@ -550,7 +604,7 @@ def _shuffle_block(x, table, rows, start, end, draw, n, key_per_sequence):
             return jax.vmap(lambda p: functional.permute_region(xj, p, start, end))(table)
         key_j = jax.random.fold_in(table[b], 0) if key_per_sequence else \
             jax.random.fold_in(table[0], j)
-        return jax.vmap(lambda i: draw.fn(jax.random.fold_in(key_j, i), xj, start, end))(
+        return jax.vmap(lambda i: draw.one(jax.random.fold_in(key_j, i), xj, start, end))(
             shuffles)
 
     return jax.vmap(per_sequence)(x, rows, jnp.arange(x.shape[0]))
