@@ -28,17 +28,20 @@ def one_hot(rng, L, A=4):
     return jnp.asarray(numpy.eye(A, dtype=numpy.float32)[rng.integers(0, A, L)].T)
 
 
-def primitives(jaxpr):
-    """Every primitive of a closed jaxpr, sub-jaxprs (jit, while, cond, custom_vmap) included."""
-    names = []
+def equations(jaxpr):
+    """Every equation of a closed jaxpr, sub-jaxprs (jit, while, cond, custom_vmap) included."""
     for eqn in jaxpr.eqns:
-        names.append(eqn.primitive.name)
+        yield eqn
         for param in eqn.params.values():
             for sub in param if isinstance(param, (tuple, list)) else [param]:
                 inner = getattr(sub, "jaxpr", sub)
                 if hasattr(inner, "eqns"):
-                    names += primitives(inner)
-    return names
+                    yield from equations(inner)
+
+
+def primitives(jaxpr):
+    """Every primitive of a closed jaxpr, sub-jaxprs included."""
+    return [eqn.primitive.name for eqn in equations(jaxpr)]
 
 
 def batched(fn, L, n=8):
@@ -118,14 +121,16 @@ def test_the_counts_are_the_brute_force_counts():
 def test_a_window_gives_the_whole_sequences_shuffle(fn):
     x = one_hot(numpy.random.default_rng(4), 500)
     key = jax.random.key(9)
-    whole = fn(key, x, 200, 260)
+    compiled = jax.jit(fn, static_argnames="length")  # eagerly, every operation compiles
+    whole = compiled(key, x, 200, 260)
     for lo, hi in [(200, 260), (150, 300), (0, 500)]:
-        window = fn(key, x[:, lo:hi], 200, 260, offset=lo, length=500)
+        window = compiled(key, x[:, lo:hi], 200, 260, offset=lo, length=500)
         numpy.testing.assert_array_equal(window, whole[:, lo:hi])
     # batched, each window at its own offset (as the incremental engine cuts them)
     offsets = jnp.array([150, 180, 200])
     windows = jax.vmap(lambda o: jax.lax.dynamic_slice_in_dim(x, o, 110, axis=1))(offsets)
-    got = jax.vmap(lambda w, o: fn(key, w, 200, 260, offset=o, length=500))(windows, offsets)
+    got = jax.jit(jax.vmap(lambda w, o: fn(key, w, 200, 260, offset=o, length=500)))(
+        windows, offsets)
     for g, o in zip(got, [150, 180, 200]):
         numpy.testing.assert_array_equal(g, whole[:, o:o + 110])
 
@@ -228,16 +233,8 @@ def test_small_batch_shuffles_share_a_program_for_a_power_of_two(monkeypatch):
 
 def sort_widths(jaxpr):
     """The length of the sorted axis of every sort in a closed jaxpr, sub-jaxprs included."""
-    widths = []
-    for eqn in jaxpr.eqns:
-        if eqn.primitive.name == "sort":
-            widths.append(eqn.invars[0].aval.shape[eqn.params["dimension"]])
-        for param in eqn.params.values():
-            for sub in param if isinstance(param, (tuple, list)) else [param]:
-                inner = getattr(sub, "jaxpr", sub)
-                if hasattr(inner, "eqns"):
-                    widths += sort_widths(inner)
-    return widths
+    return [eqn.invars[0].aval.shape[eqn.params["dimension"]] for eqn in equations(jaxpr)
+            if eqn.primitive.name == "sort"]
 
 
 @pytest.mark.parametrize("fn", [functional.shuffle, functional.dinucleotide_shuffle])
