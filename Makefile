@@ -20,6 +20,6 @@ demo: install
 
 test: install-test
 	$(PYTHON) -m ruff check .
-	$(PYTHON) -m pytest -q -n auto
+	$(PYTHON) -m pytest -q -n auto --dist worksteal
 	# the benchmark suite at small sizes, so it never rots (asserts nothing about time)
 	$(PYTHON) -m benchmarks --quick --out $${TMPDIR:-/tmp}/jablate-benchmarks-quick.md
