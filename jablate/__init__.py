@@ -25,6 +25,17 @@ from jablate.api.report import incremental_report
 from jablate.attribution.deeplift import deep_lift_shap
 from jablate.attribution.ism import SaturationMutagenesisRawResult, saturation_mutagenesis
 
+
+def __getattr__(name: str):
+    """``jablate.translate``: :func:`jablate.bridges.torch_export.translate`, imported (with
+    torch) when first asked for, so that ``import jablate`` never imports torch."""
+    if name == "translate":
+        from jablate.bridges.torch_export import translate
+
+        return translate
+    raise AttributeError(f"module 'jablate' has no attribute {name!r}")
+
+
 try:
     __version__ = _metadata.version("jablate")
 except _metadata.PackageNotFoundError:  # run from a source tree that was never installed

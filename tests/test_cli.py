@@ -557,6 +557,8 @@ def test_model_failure_is_one_line(tmp_path):
     assert _error_line(result).startswith("jablate: error: model "
         "'models_for_cli:torch_wrong_length' failed: RuntimeError: mat1 and mat2 shapes "
         "cannot be multiplied")
+    assert _error_line(result).endswith("(are sequences of 40 bp the input length the model "
+        "expects?)")
     assert result.stdout == "" and sorted(os.listdir(tmp_path)) == before
 
 

@@ -162,7 +162,7 @@ class DeviceSums:
             where = f"output {h}" if len(ys) > 1 else "the model's output"
             if not (hasattr(v, "reshape") and hasattr(v, "dtype") and hasattr(v, "shape")):
                 raise InputError(f"cannot summarise {where}: it is {a_or_an(type(v).__name__)}, "
-                    "not an array")
+                    "not an array (the model must return an array or a tuple/list of arrays)")
             ops = array_ops(v)
             kind = dtype_kind(ops.dtype_name(v))
             if kind not in "biuf":

@@ -527,6 +527,12 @@ def _nonlinear_step(node, dep) -> bool:
 
 
 def _unknown_error(unknown) -> NotImplementedError:
+    if "pure_callback" in unknown:  # a torch module run in torch (bridges.torch.wrap)
+        return NotImplementedError(
+            "deep_lift_shap cannot see inside a model that runs outside JAX (a "
+            "pure_callback, as jablate.bridges.torch.wrap(module) runs a torch module): "
+            "pass the torch module itself, which jablate translates to JAX, or "
+            "backend='torch' to attribute it in torch with tangermeme.")
     return NotImplementedError(
         "deep_lift_shap has no DeepLIFT rule for these operations of the model on "
         f"input-dependent values: {', '.join(unknown)}. Add one with "
@@ -699,6 +705,11 @@ def _trace(apply, rules, params, x, args) -> _Graph:
                          f"{type(out).__name__}. Wrap it to return one output (as "
                          "bpnet-lite's CountWrapper and ProfileWrapper do).")
     shape = tuple(out.shape)
+    if len(shape) == 1:
+        raise InputError("deep_lift_shap needs a model that returns shape (batch, n_outputs), "
+                         "as tangermeme's does; this one returns one value per example, shape "
+                         "(batch,): attribute lambda x: model(x)[:, None] (one output, "
+                         "target=0).")
     if len(shape) < 2 or math.prod(shape[2:]) != 1:
         raise InputError("deep_lift_shap needs a model that returns shape (batch, "
                          "n_outputs), optionally followed by axes of length 1; it returns "
@@ -1001,6 +1012,8 @@ def _name_of(obj: Any) -> str:
 def _foreign_references(fn, X, n, random_state, N):
     """tangermeme's calls of a foreign ``references`` function: with an int seed,
     reference ``k`` of every sequence is drawn with seed ``random_state + k``."""
+    if family(X) != "torch" and getattr(fn, "__module__", "").split(".")[0] == "tangermeme":
+        X = to_family(X, "torch")  # tangermeme's functions take torch tensors alone
     if random_state is None:
         return fn(X, n=n)
     tangermeme_ersatz = sys.modules.get("tangermeme.ersatz")

@@ -133,8 +133,8 @@ def _check_outputs(shapes: Any, target: Any, raw_outputs: bool) -> bool:
         picked = (len(range(*slice(*target).indices(size))) if isinstance(target, tuple) else
                   size if target is None else int(-size <= target < size))
         if target is not None and not picked:
-            raise InputError(f"target {_show(target)} does not index the model's output of "
-                             f"shape {shape} along axis 1.")
+            raise InputError(f"target {_show(target)} does not index the model's {size} "
+                             f"output(s) (axis 1 of its output, {shape[1:]} per example).")
     return multi
 
 

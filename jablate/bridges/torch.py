@@ -98,7 +98,7 @@ def torch_device(kind: str, index: Optional[int] = None, name: str = "device") -
     if device.type == "cuda":
         if not torch.cuda.is_available():
             raise InputError(f"{name} {label!r} was requested but torch sees no CUDA device; "
-                             "pass device='cpu'.")
+                             "use 'cpu'.")
         if device.index is not None and device.index >= torch.cuda.device_count():
             raise InputError(f"{name} {label!r} was requested but torch sees only "
                              f"{torch.cuda.device_count()} CUDA device(s).")

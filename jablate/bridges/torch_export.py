@@ -222,8 +222,9 @@ class TranslatedModel:
 
         Parameters
         ----------
-        x: jax.Array or numpy.ndarray, shape=(batch_size, ...)
-            The first input, any batch size; the other dimensions as at translation.
+        x: jax.Array, numpy.ndarray or torch.Tensor, shape=(batch_size, ...)
+            The first input, any batch size; the other dimensions as at translation. A
+            torch tensor is handed to JAX through DLPack (on its own device).
 
         *args: arrays or None
             The module's other forward arguments, as given to :func:`translate`.
@@ -231,8 +232,12 @@ class TranslatedModel:
         Returns
         -------
         y: jax.Array or tuple/list of jax.Array
-            The module's outputs, in the structure the module returns them.
+            The module's outputs, in the structure the module returns them (JAX arrays,
+            whatever the inputs' family).
         """
+        from jablate.bridges.torch import from_torch
+
+        x, *args = (from_torch(a) if isinstance(a, torch.Tensor) else a for a in (x, *args))
         return self._jit_apply(self.params, x, *args)
 
     def apply(self, params: dict, x: jax.Array, *args: object) -> object:
@@ -348,6 +353,20 @@ def _cache_key(inputs, batched):
     return tuple(key)
 
 
+def _raise_if_torch_fails(module, inputs, batched, name):
+    """After torch.export failed: the module's own error when torch cannot run it on the
+    example input either (a wrong length or alphabet, say), which no bridge can help."""
+    one = [t[:1] if b else t for t, b in zip(inputs, batched)]
+    try:
+        with torch.no_grad():
+            module(*one)
+    except Exception as e:  # noqa: BLE001
+        shape = tuple(inputs[0].shape[1:])
+        raise RuntimeError(
+            f"{name} fails in torch itself on inputs of shape (batch, {', '.join(map(str, shape))})"
+            f": {e}\nIs that the alphabet and length the model expects?") from e
+
+
 def translate(module: torch.nn.Module, example_input, *example_args) -> TranslatedModel:
     """Translate a torch module into a JAX function evaluated by XLA.
 
@@ -437,6 +456,7 @@ def translate(module: torch.nn.Module, example_input, *example_args) -> Translat
         try:
             ep, traced_batch, unchunkable = _export(module, inputs, batched, fixed_batch)
         except Exception as e:  # noqa: BLE001
+            _raise_if_torch_fails(module, inputs, batched, name)
             raise RuntimeError(
                 f"torch.export could not capture {name}: {e}\nUse "
                 "jablate.bridges.torch.wrap(module) to run it in torch through DLPack "

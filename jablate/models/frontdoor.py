@@ -18,6 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy
 
+from jablate._core.dtypes import dtype_kind
 from jablate._core.errors import InputError, outside_stacklevel
 from jablate._core.placement import parse_device, readable_in_place
 
@@ -118,7 +119,14 @@ def repeat_rows(a: Any, n: int) -> Any:
 
 
 def _is_int(v: Any) -> bool:
-    return isinstance(v, (numbers.Integral, numpy.integer)) and not isinstance(v, bool)
+    """An int, a numpy integer, or a 0-d integer array of any family (JAX, numpy, torch:
+    ``jnp.int32(10)``, ``torch.tensor(10)``, which tangermeme's slicing takes too)."""
+    if isinstance(v, (bool, numpy.bool_)):
+        return False
+    if isinstance(v, (numbers.Integral, numpy.integer)):
+        return True
+    return getattr(v, "ndim", None) == 0 and dtype_kind(
+        str(getattr(v, "dtype", "")).replace("torch.", "")) in ("i", "u")
 
 
 def check_int(value: Any, name: str, minimum: Optional[int] = None) -> int:

@@ -1,0 +1,95 @@
+"""Friction a second newcomer met (2026-12-07, attributions and torch models): errors that
+blamed the wrong thing, a README example deep_lift_shap refused, tangermeme's references
+function with a JAX ``X``, 0-d integer regions, ``jablate.translate``."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from conftest import require
+
+import jablate
+from jablate.models.frontdoor import check_int
+
+torch = require("torch")
+
+rng = np.random.RandomState(0)
+X = np.eye(4, dtype=np.float32)[rng.randint(0, 4, (3, 50))].transpose(0, 2, 1).copy()
+W = jnp.asarray(rng.normal(size=(4, 50)).astype(np.float32))
+
+
+def model(x):
+    return jnp.tanh(jnp.einsum("nal,al->n", x, W))[:, None]
+
+
+def flattening_cnn(length):
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.Conv1d(4, 3, 5), torch.nn.ReLU(), torch.nn.Flatten(),
+                               torch.nn.Linear(3 * (length - 4), 2)).eval()
+
+
+def test_a_model_that_fails_in_torch_itself_is_not_blamed_on_torch_export():
+    m = flattening_cnn(50)
+    with pytest.raises(RuntimeError, match=r"(?s)Sequential fails in torch itself on inputs of "
+                       r"shape \(batch, 4, 60\): mat1 and mat2.*the alphabet and length"):
+        jablate.translate(m, torch.zeros(2, 4, 60))
+    with pytest.raises(RuntimeError, match="fails in torch itself"):
+        jablate.deep_lift_shap(m, np.zeros((2, 4, 60), np.float32), n_shuffles=2,
+                               random_state=0)
+
+
+def test_a_module_run_in_torch_says_how_to_attribute_it():
+    from jablate.bridges import torch as bridge
+
+    with pytest.raises(NotImplementedError, match="pass the torch module itself.*"
+                       "backend='torch'"):
+        jablate.deep_lift_shap(bridge.wrap(flattening_cnn(50)), X, n_shuffles=2,
+                               random_state=0)
+
+
+def test_one_value_per_example_is_explained():
+    with pytest.raises(ValueError, match=r"shape \(batch,\): attribute lambda x: "
+                       r"model\(x\)\[:, None\]"):
+        jablate.deep_lift_shap(lambda x: model(x)[:, 0], jnp.asarray(X), n_shuffles=2)
+
+
+def test_tangermemes_references_function_takes_any_family():
+    ersatz = require("tangermeme.ersatz")
+    got = [jablate.deep_lift_shap(model, x, references=ersatz.dinucleotide_shuffle,
+                                  n_shuffles=3, random_state=0, return_references=True)
+           for x in (jnp.asarray(X), X, torch.from_numpy(X))]
+    assert [type(g.attributions).__name__ for g in got] == ["ArrayImpl", "ndarray", "Tensor"]
+    for g in got:  # tangermeme's own references and attributions, whatever X's family
+        np.testing.assert_array_equal(np.asarray(g.references), got[2].references.numpy())
+        np.testing.assert_array_equal(np.asarray(g.attributions), got[2].attributions.numpy())
+    expected = ersatz.dinucleotide_shuffle(torch.from_numpy(X[1:2]), n=1, random_state=2)
+    np.testing.assert_array_equal(got[0].references[1, 2], expected[0, 0].numpy())
+
+
+def test_zero_dimensional_integer_arrays_are_integers():
+    for value in (torch.tensor(10), jnp.int32(10), np.array(10), np.uint8(10)):
+        assert check_int(value, "start") == 10
+    for value in (torch.tensor(1.0), jnp.float32(2), np.array([1]), torch.tensor(True),
+                  np.bool_(True)):
+        with pytest.raises(ValueError, match="start must be an integer"):
+            check_int(value, "start")
+    by_int = jablate.ablate(model, X, 10, 20, n=2, random_state=0)
+    by_tensor = jablate.ablate(model, X, torch.tensor(10), jnp.int32(20), n=2, random_state=0)
+    np.testing.assert_array_equal(by_int[1], by_tensor[1])
+
+
+def test_translate_is_at_the_top_and_takes_torch_tensors():
+    import subprocess
+    import sys
+
+    m = torch.nn.Sequential(torch.nn.Conv1d(4, 2, 3), torch.nn.ReLU()).eval()
+    tm = jablate.translate(m, torch.zeros(1, 4, 50))
+    xt = torch.from_numpy(X)
+    y = tm(xt)
+    assert isinstance(y, jax.Array)
+    np.testing.assert_allclose(np.asarray(y), m(xt).detach().numpy(), rtol=1e-5, atol=1e-6)
+    with pytest.raises(AttributeError, match="no attribute 'translat'"):
+        jablate.translat  # noqa: B018
+    # importing jablate (and not asking for translate) still does not import torch
+    code = "import sys, jablate; assert 'torch' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True)
