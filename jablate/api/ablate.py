@@ -283,7 +283,9 @@ def ablate(model: Any, X: Any, start: int = 0, end: int = -1, n: int = 20,
         ``functools.partial`` of jablate's shuffles runs on the fast path when it
         binds nothing but keywords that change nothing there (``verbose``); one that
         binds anything else (``start``, ``end``, ``n`` and ``random_state`` are
-        ablate's own) is called as it is, with a ``PartialFallbackWarning``.
+        ablate's own) is called as it is, with a ``PartialFallbackWarning``. jablate's
+        dinucleotide shuffle moves unknown bases (all-zero columns) as a symbol of their
+        own here (``allow_N=True``), where tangermeme's refuses them.
     args: tuple or list of arrays or None, optional
         Extra model inputs with ``N`` rows; repeated ``n`` times per sequence
         for the shuffled batch. Default is None.
