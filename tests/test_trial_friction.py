@@ -93,3 +93,31 @@ def test_translate_is_at_the_top_and_takes_torch_tensors():
     # importing jablate (and not asking for translate) still does not import torch
     code = "import sys, jablate; assert 'torch' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_another_target_or_hypothetical_compiles_nothing_new(monkeypatch):
+    from jablate.attribution import deeplift
+
+    filters = jnp.asarray(rng.normal(size=(3, 4, 7)).astype(np.float32))
+
+    def conv(x):  # three outputs
+        return jax.nn.relu(jax.lax.conv(x, filters, (1,), "SAME")).mean(2)
+
+    steps = []
+    real = deeplift._step_for
+
+    def recording(*a):
+        steps.append(real(*a))
+        return steps[-1]
+
+    monkeypatch.setattr(deeplift, "_step_for", recording)
+    kw = dict(n_shuffles=4, random_state=0)
+    Xj = jnp.asarray(X)
+    first = jablate.deep_lift_shap(conv, Xj, target=0, **kw)
+    last = jablate.deep_lift_shap(conv, Xj, target=2, **kw)
+    hypothetical = jablate.deep_lift_shap(conv, Xj, target=2, hypothetical=True, **kw)
+    np.testing.assert_array_equal(jablate.deep_lift_shap(conv, Xj, target=-1, **kw), last)
+    assert len({id(s) for s in steps}) == 1 and steps[0]._cache_size() == 1
+    # the observed symbols' share of the hypothetical contributions, exactly
+    np.testing.assert_array_equal(hypothetical * Xj, last)
+    assert not np.allclose(first, last)

@@ -820,8 +820,10 @@ class _ReferenceBlocks:
         return self.refs, self.base
 
 
-def _core(apply, target, hypothetical, n_shuffles, references_fn, rules, raw_outputs, chunk,
+def _core(apply, n_shuffles, references_fn, rules, raw_outputs, chunk, target, hypothetical,
           params, x, key, refs, *args):
+    """DeepLIFT/SHAP of one sequence ``x`` against ``refs`` (or references drawn from
+    ``key``); ``target`` and ``hypothetical`` may be traced (one program serves them all)."""
     if refs is None:
         refs = _draw(references_fn, key, x, n_shuffles)
     refs = refs.astype(x.dtype)
@@ -832,8 +834,7 @@ def _core(apply, target, hypothetical, n_shuffles, references_fn, rules, raw_out
         return m, deltas, differences
     projected = m - jnp.sum(refs * m, axis=1, keepdims=True)
     attributions = projected.mean(axis=0)
-    if not hypothetical:
-        attributions = attributions * x
+    attributions = jnp.where(hypothetical, attributions, attributions * x)
     return attributions, deltas, differences
 
 
@@ -884,9 +885,9 @@ def attribution_fn(apply: Callable, *, target: int, hypothetical: bool, n_shuffl
     ValueError
         When traced, for a model that does not return one (B, n_outputs) array.
     """
-    core = partial(_core, apply, int(target), bool(hypothetical), int(n_shuffles),
-                   references_fn_or_None, _rule_table(additional_nonlinear_rules),
-                   bool(raw_outputs), reference_chunk)
+    core = partial(_core, apply, int(n_shuffles), references_fn_or_None,
+                   _rule_table(additional_nonlinear_rules), bool(raw_outputs), reference_chunk,
+                   int(target), bool(hypothetical))
 
     def f(params, x, key, refs, *args):
         out, deltas, _ = core(params, x, key, refs, *args)
@@ -907,22 +908,25 @@ def _batch(X, args, table, idx, base):
     return take(X), tuple(map(take, args)), jnp.take(table, idx - base, axis=0)
 
 
-def _step(core, dtype, params, x, args, refs):
-    """Attributions of the sequences ``x`` (a batch), against their references ``refs``."""
+def _step(core, dtype, params, x, args, refs, target, hypothetical):
+    """Attributions of the sequences ``x`` (a batch), against their references ``refs``,
+    of output ``target`` (hypothetical or not): both traced, so that one program serves
+    every target."""
     x = cast_input(x, dtype)
     key = jax.random.key(0)
-    return jax.vmap(lambda xi, ri, *a: core(params, xi, key, ri, *a))(x, refs, *args)
+    return jax.vmap(lambda xi, ri, *a: core(target, hypothetical, params, xi, key, ri, *a))(
+        x, refs, *args)
 
 
 def _step_for(runner, settings, rules, dtype):
     """The compiled step of ``runner`` for ``settings`` (``_core``'s, with ``rules``
-    last but two), cached on the runner, which holds the model only weakly."""
+    third), cached on the runner, which holds the model only weakly."""
     cache = for_runner(runner, "deeplift.steps")
     key = (settings, _rules_key(rules), dtype)
     step = cache.get(key)
     if step is None:
-        target, hypothetical, R, key_fn, raw, chunk = settings
-        core = partial(_core, runner.apply, target, hypothetical, R, key_fn, rules, raw, chunk)
+        R, key_fn, raw, chunk = settings
+        core = partial(_core, runner.apply, R, key_fn, rules, raw, chunk)
         step = cache[key] = jax.jit(partial(_step, core, dtype))
     return step
 
@@ -1111,8 +1115,8 @@ def _ablate_build(apply, params, x, args, options, exact):
                          f"positions; X has {x.shape[-1]}.")
     rules = {name: rule.obj for name, rule in rules_key}
     graph = _checked(_trace(apply, rules, params, x, args), target)
-    core = partial(_core, apply, target % graph.n_outputs, hypothetical, R, key_fn, rules,
-                   False, None)
+    core = partial(_core, apply, R, key_fn, rules, False, None, target % graph.n_outputs,
+                   hypothetical)
 
     def fn(params, x, key, *args, ahead=None):  # ahead: the references, drawn ahead
         attributions, deltas, differences = core(params, x, key, ahead, *args)
@@ -1378,8 +1382,9 @@ def deep_lift_shap(model: Any, X: Any, args: Optional[Any] = None, target: int =
     # a run smaller than a batch is padded to a power of two: few programs for many N
     per_step = where.size(max(1, batch_size // R), N)
     chunk = None if batch_size >= R else batch_size
-    settings = (target % graph.n_outputs, bool(hypothetical), R, key_fn, bool(raw_outputs), chunk)
+    settings = (R, key_fn, bool(raw_outputs), chunk)
     step = _step_for(runner, settings, rules, bound.dtype)
+    chosen = (jnp.int32(target % graph.n_outputs), jnp.bool_(hypothetical))
     if draw:  # jablate's references, drawn for a block of sequences at a time
         blocks = _ReferenceBlocks(where.replicate(key), X_, key_fn, n_shuffles, per_step,
                                   where.replicate)
@@ -1389,7 +1394,7 @@ def deep_lift_shap(model: Any, X: Any, args: Optional[Any] = None, target: int =
     def run(items, lo):  # items: a padded batch of sequence indices (engine.Plan's fields)
         # the plan's items are the sequences in order: this batch holds lo .. lo + per_step
         refs, base = blocks.covering(lo, min(lo + per_step, N) - 1) if draw else (table, 0)
-        return step(params, *_batch(X_, args_, refs, items[0], base))
+        return step(params, *_batch(X_, args_, refs, items[0], base), *chosen)
 
     plan = engine.Plan.build(numpy.arange(N), 0, 0)
     job = Job(plan, run, per_step, where.shard, progress=verbose, desc="deep_lift_shap")
