@@ -574,7 +574,7 @@ def _ablate(args):
         raise InputError(f"--out '{args.out}' would hold a NumPy .npz archive; give it a "
             "name ending in .npz")
 
-    with AtomicFiles() as files:
+    with AtomicFiles() as files, _asking_about_length(X.shape[-1]):
         handles = {option: files.open(path) for option, path in paths.items()}
 
         model = load_model(args.model)
@@ -637,6 +637,20 @@ def _sums_exact(kind, options):
 def _warn_host_sums(why, again=""):
     warnings.warn(f"{why}: every shuffle's output is brought back and summed on the host"
         f"{again}", RuntimeWarning, stacklevel=outside_stacklevel())
+
+
+@contextlib.contextmanager
+def _asking_about_length(length):
+    """A model failure that speaks of shapes (JAX's and torch's words) asks whether
+    sequences of ``length`` are what the model takes."""
+
+    try:
+        yield
+    except ModelFailure as error:
+        if error.hint or "shape" not in str(error.error).lower():
+            raise
+        raise ModelFailure(error.spec, error.error, f"are sequences of {length} bp the input "
+            "length the model expects?") from error.error
 
 
 def _check_dinucleotide_widths(regions, path):

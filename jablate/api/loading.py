@@ -17,8 +17,6 @@ import zipfile
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
-import numpy
-
 from jablate._core.errors import InputError, ModelFailure, a_or_an
 from jablate.api.ablate import annotations_ablation
 from jablate.api.ersatz import warn_unchangeable
@@ -393,6 +391,4 @@ def run_annotations(model: Any, X: Any, annotations: Any, options: RunOptions,
     except InputError:
         raise  # jablate's own checks: bad input
     except Exception as error:
-        hint = (f"are sequences of {numpy.shape(X)[-1]} bp the input length the model "
-                "expects?") if "shape" in str(error).lower() else ""  # JAX's and torch's words
-        raise ModelFailure(options.spec, error, hint) from error
+        raise ModelFailure(options.spec, error) from error

@@ -1397,7 +1397,8 @@ def deep_lift_shap(model: Any, X: Any, args: Optional[Any] = None, target: int =
         return step(params, *_batch(X_, args_, refs, items[0], base), *chosen)
 
     plan = engine.Plan.build(numpy.arange(N), 0, 0)
-    job = Job(plan, run, per_step, where.shard, progress=verbose, desc="deep_lift_shap")
+    job = Job(plan, run, per_step, where.shard, progress=verbose, desc="deep_lift_shap",
+              unit="sequence")
     attributions, deltas, differences = execute(job, _Deltas(bool(print_convergence_deltas)))
     _warn_deltas(deltas, differences, warning_threshold)
     result = to_family(attributions, inp.family)

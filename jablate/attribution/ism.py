@@ -872,13 +872,15 @@ def saturation_mutagenesis(model: Any, X: Any, args: Optional[Any] = None, start
 
     span = Xh[:, :, start:end]
     n_items = int(N * A * W - numpy.sum((span == 1) & (span.sum(1, keepdims=True) == 1)))
-    bar = tqdm(total=n_items, disable=not verbose, desc="saturation_mutagenesis")
+    bar = tqdm(total=n_items, disable=not verbose, desc="saturation_mutagenesis",
+               unit="substitution")
     collect = _Grids(fresh(), start, bar)
     ev = _choose(bound, X_, args_, n_items, incremental, where.devices)
     done = ev is not None and _run_incremental(bound, ev, X_, args_, Xh, start, end, batch_size,
                                                finish, collect, where)
     if not done:
-        bar.reset()
+        if bar.n:  # the incremental path stopped part way: count again from 0
+            bar.reset()
         collect = _Grids(fresh(), start, bar)
         _run_full(bound, X_, args_, Xh, start, end, batch_size, finish, collect, where)
     bar.close()

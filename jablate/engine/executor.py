@@ -326,9 +326,11 @@ class Job:
     shard: callable
         Places a batch's items on the run's devices (identity for one device).
     progress: bool
-        Show a progress bar over the batches.
+        Show a progress bar of the items done.
     desc: str or None
         The progress bar's label.
+    unit: str
+        What an item is, for the progress bar (its rate: ``inputs/s``). Default "input".
     """
 
     plan: Any
@@ -337,6 +339,7 @@ class Job:
     shard: Callable = lambda items: items
     progress: bool = False
     desc: Optional[str] = None
+    unit: str = "input"
 
 
 def execute(job: Job, sink: Any) -> Any:
@@ -357,9 +360,11 @@ def execute(job: Job, sink: Any) -> Any:
     What ``sink.result()`` returns.
     """
     plan = job.plan
-    for lo in tqdm(range(0, len(plan), job.size), disable=not job.progress, desc=job.desc):
-        items, valid = plan.batch(lo, job.size)
-        sink.add(job.step(job.shard(items), lo), lo, valid)
+    with tqdm(total=len(plan), disable=not job.progress, desc=job.desc, unit=job.unit) as bar:
+        for lo in range(0, len(plan), job.size):
+            items, valid = plan.batch(lo, job.size)
+            sink.add(job.step(job.shard(items), lo), lo, valid)
+            bar.update(valid)
     return sink.result()
 
 
