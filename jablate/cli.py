@@ -58,6 +58,7 @@ __all__ = ["main", "build_parser", "load_model", "summarise", "summarise_sums"]
 
 _SEED_LIMIT = 2**32 - 1
 _DINUCLEOTIDE_MIN_WIDTH = 3  # jablate.dinucleotide_shuffle's shortest region
+_PLOT_PANELS = 12  # --plot's most panels (--per-task: the tasks with the largest drops)
 
 TABLE_HELP = """\
 output table (--table FILE, or standard output without it), one row per region:
@@ -80,9 +81,12 @@ output table (--table FILE, or standard output without it), one row per region:
   is summed over its non-batch axes before anything else, and its columns
   start with 'sum_' (sum_mean_before ...); without --out the sums are taken
   where the model runs, compensated (as exact as float64 sums of the values).
+  With --per-task, an output with one value per task (shape (batch, T)) gets
+  a group of columns per task T = 0, 1, ..., prefixed 'taskT_' (task0_mean_drop
+  ...), instead of its sum; a profile is still summed.
   A model with several outputs gets
   one group of columns per output H = 0, 1, ..., prefixed 'outH_'
-  (out0_mean_drop, out1_sum_z_score ...).
+  (out0_mean_drop, out1_sum_z_score, out0_task2_z_score ...).
   A --table name ending in .csv gives comma-separated values (quoted where
   needed); any other name, and standard output, tab-separated values.
 
@@ -97,8 +101,10 @@ output table (--table FILE, or standard output without it), one row per region:
   annotations     (k, 3) rows (FASTA record index, start, end), as passed
                   to jablate.ablate_annotations
 
---plot FILE draws mean_drop per region with +- sd over the shuffles; the
-format follows the extension: .png, .pdf or .svg.
+--plot FILE draws mean_drop per region with +- sd over the shuffles, a panel
+per group of columns (with --per-task, the 12 tasks with the largest
+|mean_drop| when there are more); the format follows the extension: .png,
+.pdf or .svg.
 
 exit status: 0 success; 2 bad usage or input; 1 the model failed while it
 ran (one line naming the model and the cause; --debug for the traceback);
@@ -166,6 +172,9 @@ def build_parser() -> argparse.ArgumentParser:
         "below); FILE.csv for comma-separated values")
     ablate.add_argument("--plot", metavar="FILE.png", help="drops per region; .png, .pdf "
         "or .svg")
+    ablate.add_argument("--per-task", action="store_true",
+        help="columns for each task of an output with one value per task (a multi-task "
+        "classifier), as 'jablate hits' writes them, instead of their sum")
     ablate.add_argument("--quiet", action="store_true", help="no progress bar")
     ablate.add_argument("--verbose", action="store_true",
         help="print the incremental engine's analysis of the model (jablate.incremental_report)"
@@ -584,7 +593,7 @@ def _ablate(args):
         options = RunOptions.from_args(args)
         changes = effects.changeable(options.shuffle_fn(), X, annotations)
         heads = None
-        if "out" not in handles and _sums_exact(kind, options):
+        if "out" not in handles and not args.per_task and _sums_exact(kind, options):
             sums = run_annotations(model, X, annotations, options,
                 additional_func_kwargs=dict(func=DEVICE_SUMS))
             if trusted(*sums):
@@ -595,7 +604,8 @@ def _ablate(args):
                     "runs again)")
         if heads is None:
             y_befores, y_afters = run_annotations(model, X, annotations, options)
-            heads = summarise(y_befores, y_afters, len(regions), args.n, changes)
+            heads = summarise(y_befores, y_afters, len(regions), args.n, changes,
+                per_task=args.per_task)
 
         if "out" in handles:
             _write_npz(handles["out"], y_befores, y_afters, regions, annotations)
@@ -690,11 +700,12 @@ def _heads(y):
 
 
 def summarise(y_befores: Any, y_afters: Any, k: int, n: int,
-              changes: Optional[Any] = None) -> list:
+              changes: Optional[Any] = None, per_task: bool = False) -> list:
     """Reduce every output head to one number per region and shuffle.
 
     A head with more than one value per example (a profile, several tasks) is summarised by
-    its sum over the non-batch axes.
+    its sum over the non-batch axes; with ``per_task``, an output with one value per task
+    (``(k, 1, T)`` before) gives a head per task instead.
 
     Parameters
     ----------
@@ -709,6 +720,9 @@ def summarise(y_befores: Any, y_afters: Any, k: int, n: int,
     changes : array-like of bool, shape (k,), optional
         Whether the shuffle can change each region (:func:`jablate.api.effects.changeable`).
         Default None: all can.
+    per_task : bool, optional
+        A head per task of an output with one value per task (T > 1), labelled
+        ``"taskT_"`` (``"outH_taskT_"``). Default False.
 
     Returns
     -------
@@ -751,12 +765,26 @@ def summarise(y_befores: Any, y_afters: Any, k: int, n: int,
             raise InputError(f"cannot summarise {where}: got shapes {before.shape} "
                 f"before and {after.shape} after, expected ({k}, 1, ...) and "
                 f"({k}, 1, {n}, ...)")
-        scale = numpy.maximum(numpy.abs(before).reshape(k, -1).sum(axis=1, dtype=numpy.float64),
-            numpy.abs(after).reshape(k, n, -1).sum(axis=2, dtype=numpy.float64).max(axis=1))
-        heads.append(_head(before.reshape(k, -1).sum(axis=1, dtype=numpy.float64),
-            after.reshape(k, n, -1).sum(axis=2, dtype=numpy.float64), scale, eps, changes,
-            (f"out{h}_" if len(befores) > 1 else ""), before[0, 0].size > 1))
+        prefix = f"out{h}_" if len(befores) > 1 else ""
+        if per_task and before.ndim == 3 and before.shape[2] > 1:  # (k, 1, T): per task
+            for t in range(before.shape[2]):
+                heads.append(_summed_head(before[:, :, t], after[..., t], k, n, eps,
+                    changes, f"{prefix}task{t}_", f"output {h}, task {t}" if prefix else
+                    f"task {t}"))
+        else:
+            heads.append(_summed_head(before, after, k, n, eps, changes, prefix,
+                f"output {h}" if prefix else "prediction"))
     return heads
+
+
+def _summed_head(before, after, k, n, eps, changes, prefix, name):
+    """The head of values ``before`` (k, 1, ...) and ``after`` (k, 1, n, ...), summed over
+    their other axes (float64)."""
+    scale = numpy.maximum(numpy.abs(before).reshape(k, -1).sum(axis=1, dtype=numpy.float64),
+        numpy.abs(after).reshape(k, n, -1).sum(axis=2, dtype=numpy.float64).max(axis=1))
+    return _head(before.reshape(k, -1).sum(axis=1, dtype=numpy.float64),
+        after.reshape(k, n, -1).sum(axis=2, dtype=numpy.float64), scale, eps, changes,
+        prefix, before[0, 0].size > 1, name)
 
 
 def summarise_sums(y_befores: Any, y_afters: Any, k: int, n: int,
@@ -810,15 +838,16 @@ def summarise_sums(y_befores: Any, y_afters: Any, k: int, n: int,
         scale = numpy.maximum(before[:, 2], after[..., 2].max(axis=1))
         heads.append(_head(before[:, 0] + before[:, 1], after[..., 0] + after[..., 1],
             scale, float(layout[2 * h + 1]), changes, (f"out{h}_" if count > 1 else ""),
-            layout[2 * h] > 1))
+            layout[2 * h] > 1, f"output {h}" if count > 1 else "prediction"))
     return heads
 
 
-def _head(before, after, scale, eps, changes, prefix, summed):
-    """One head's summary: ``before`` (k,) and ``after`` (k, n), in float64."""
+def _head(before, after, scale, eps, changes, prefix, summed, name):
+    """One head's summary: ``before`` (k,) and ``after`` (k, n), in float64; ``name`` says
+    what it is in a plot ("prediction", "output 1", "task 3")."""
     drop, spread, z = effects.shuffle_effects(before, after, changes, scale, eps=eps)
     return dict(before=before, after=after, drop=drop, spread=spread, z=z,
-        summed=bool(summed), label=prefix + ("sum_" if summed else ""))
+        summed=bool(summed), label=prefix + ("sum_" if summed else ""), name=name)
 
 
 def _table(regions, heads):
@@ -855,14 +884,26 @@ def _write_npz(handle, y_befores, y_afters, regions, annotations):
     numpy.savez(handle, **arrays)
 
 
+def _panels(heads):
+    """The heads ``--plot`` draws, in order: all, or (``--per-task``) the
+    :data:`_PLOT_PANELS` with the largest ``|mean_drop|`` of any region."""
+
+    if len(heads) <= _PLOT_PANELS:
+        return heads
+    largest = [numpy.max(numpy.abs(numpy.nan_to_num(head["drop"])), initial=0) for head in heads]
+    keep = numpy.sort(numpy.argsort(-numpy.asarray(largest), kind="stable")[:_PLOT_PANELS])
+    return [heads[i] for i in keep]
+
+
 def _plot_drops(handle, regions, heads, n, format):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    figure, axes = plt.subplots(len(heads), 1, squeeze=False,
-        figsize=(max(6, min(14, 0.3 * len(regions) + 3)), 3.2 * len(heads) + 0.8))
-    for axis, (h, head) in zip(axes[:, 0], enumerate(heads)):
+    shown = _panels(heads)
+    figure, axes = plt.subplots(len(shown), 1, squeeze=False,
+        figsize=(max(6, min(14, 0.3 * len(regions) + 3)), 3.2 * len(shown) + 0.8))
+    for axis, head in zip(axes[:, 0], shown):
         order = numpy.argsort(-head["drop"], kind="stable")
         x = numpy.arange(len(order))
         if len(order) <= 60:
@@ -879,11 +920,10 @@ def _plot_drops(handle, regions, heads, n, format):
             axis.set_xlabel("region (sorted by drop)")
             axis.legend(frameon=False)
         axis.axhline(0, color="black", lw=0.8)
-        what = ("sum of " if head["summed"] else "") + (
-            f"output {h}" if len(heads) > 1 else "prediction")
-        axis.set_ylabel(f"drop in {what}")
-        axis.set_title(f"before − mean after ({n} shuffles; error: sd over shuffles)",
-            fontsize=9)
+        axis.set_ylabel(f"drop in {'sum of ' if head['summed'] else ''}{head['name']}")
+        axis.set_title(f"before − mean after ({n} shuffles; error: sd over shuffles)"
+            + (f"; {len(shown)} of {len(heads)} panels, the largest drops"
+               if len(shown) < len(heads) else ""), fontsize=9)
     figure.tight_layout()
     figure.savefig(handle, format=format, dpi=100)
     plt.close(figure)

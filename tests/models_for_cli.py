@@ -34,6 +34,14 @@ def jax_two_heads(X):
     return jax_model(X), profile
 
 
+def jax_three_tasks(X):
+    """A JAX multi-task classifier's shape: (N, 3), the tasks jax_model scaled by 1, -1, 0.5."""
+
+    import jax.numpy as jnp
+
+    return jax_model(X) * jnp.array([1.0, -1.0, 0.5])
+
+
 _CONV_WEIGHTS = numpy.random.RandomState(2).normal(size=(2, 4, 9)).astype(numpy.float32)
 
 

@@ -306,6 +306,47 @@ def test_multi_output_model(inputs, tmp_path):
     assert (tmp_path / "two.png").read_bytes().startswith(PNG)
 
 
+def test_per_task_columns(inputs, tmp_path):
+    run = lambda *extra: _read_table(_ok(main_in_process("ablate", "--model",
+        f"models_for_cli:{extra[0]}", "--fasta", inputs / "seqs.fa", "--regions",
+        inputs / "regions.tsv", "--n", 4, "--quiet", *extra[1:], cwd=tmp_path)).stdout)
+    header, rows = run("jax_three_tasks", "--per-task", "--plot", tmp_path / "tasks.png")
+    columns = ["mean_before", "mean_after", "mean_drop", "z_score"]
+    assert header[4:] == [f"task{t}_{c}" for t in range(3) for c in columns]
+    values = numpy.array([[float(v) for v in row[4:]] for row in rows]).reshape(5, 3, 4)
+    _, single = run("jax_model")  # task 0 is jax_model itself; the others scale it
+    numpy.testing.assert_array_equal(values[:, 0], [[float(v) for v in row[4:]] for row in
+        single])
+    numpy.testing.assert_allclose(values[:, 1, :3], -values[:, 0, :3], rtol=1e-5)
+    numpy.testing.assert_allclose(values[:, 2, :3], 0.5 * values[:, 0, :3], rtol=1e-5)
+    numpy.testing.assert_allclose(values[:, 1, 3], -values[:, 0, 3], rtol=1e-4)
+    assert (tmp_path / "tasks.png").read_bytes().startswith(PNG)
+    header, rows = run("jax_three_tasks")  # without it: the tasks' sum, 0.5 of task 0
+    assert header[4:] == [f"sum_{c}" for c in columns]
+    numpy.testing.assert_allclose([float(r[6]) for r in rows], 0.5 * values[:, 0, 2],
+        rtol=1e-4, atol=1e-6)
+
+
+def test_a_plot_of_many_tasks_draws_those_with_the_largest_drops(tmp_path):
+    from jablate import cli
+    from jablate._core.io import Region
+
+    rng = numpy.random.RandomState(0)
+    before = rng.normal(size=(4, 1, 20))
+    after = before[:, :, None] + 0.01 * rng.normal(size=(4, 1, 3, 20))
+    after[..., [3, 17]] -= 5.0  # two tasks lose much more than the others
+    heads = cli.summarise(before, after, 4, 3, per_task=True)
+    assert [h["label"] for h in heads] == [f"task{t}_" for t in range(20)]
+    names = [h["name"] for h in cli._panels(heads)]
+    assert len(names) == 12 and {"task 3", "task 17"} <= set(names)
+    assert names == sorted(names, key=lambda s: int(s.split()[1]))  # in task order
+    with open(tmp_path / "many.svg", "wb") as handle:
+        cli._plot_drops(handle, [Region(f"r{i}", "s", 0, 5, i + 1) for i in range(4)], heads,
+            3, "svg")
+    drawn = (tmp_path / "many.svg").read_text()
+    assert "12 of 20 panels" in drawn and drawn.count("drop in task") == 12
+
+
 def test_flax_module_from_factory(inputs, tmp_path):
     # jablate.demo:load_model is a function returning a bound flax module.
     result = _ok(main_in_process("ablate", "--model", "jablate.demo:load_model", "--fasta",
