@@ -48,6 +48,7 @@ import torch.utils._pytree as torch_pytree
 
 from jablate._core.errors import InputError
 from jablate.bridges._aten_table import OPS, to_jax
+from jablate.bridges._dlpack import from_torch
 from jablate.bridges._interpreter import compile_graph, evaluate, meta_shape, op_key, unsupported
 from jablate.bridges._static_batch import StaticBatchModule, exported_batch
 
@@ -235,8 +236,6 @@ class TranslatedModel:
             The module's outputs, in the structure the module returns them (JAX arrays,
             whatever the inputs' family).
         """
-        from jablate.bridges.torch import from_torch
-
         x, *args = (from_torch(a) if isinstance(a, torch.Tensor) else a for a in (x, *args))
         return self._jit_apply(self.params, x, *args)
 
