@@ -36,6 +36,10 @@ def __getattr__(name: str):
     raise AttributeError(f"module 'jablate' has no attribute {name!r}")
 
 
+def __dir__() -> list:
+    return sorted(set(globals()) | {"translate"})
+
+
 try:
     __version__ = _metadata.version("jablate")
 except _metadata.PackageNotFoundError:  # run from a source tree that was never installed

@@ -81,9 +81,10 @@ output table (--table FILE, or standard output without it), one row per region:
   is summed over its non-batch axes before anything else, and its columns
   start with 'sum_' (sum_mean_before ...); without --out the sums are taken
   where the model runs, compensated (as exact as float64 sums of the values).
-  With --per-task, an output with one value per task (shape (batch, T)) gets
-  a group of columns per task T = 0, 1, ..., prefixed 'taskT_' (task0_mean_drop
-  ...), instead of its sum; a profile is still summed.
+  With --per-task, every output of shape (batch, T) gets a group of columns
+  per task T = 0, 1, ..., prefixed 'taskT_' (task0_mean_drop ...), instead of
+  its sum (a profile of shape (batch, L) is split so too, into L groups);
+  outputs with more axes (BPNet's profile, (batch, 2, L)) are still summed.
   A model with several outputs gets
   one group of columns per output H = 0, 1, ..., prefixed 'outH_'
   (out0_mean_drop, out1_sum_z_score, out0_task2_z_score ...).
@@ -173,8 +174,9 @@ def build_parser() -> argparse.ArgumentParser:
     ablate.add_argument("--plot", metavar="FILE.png", help="drops per region; .png, .pdf "
         "or .svg")
     ablate.add_argument("--per-task", action="store_true",
-        help="columns for each task of an output with one value per task (a multi-task "
-        "classifier), as 'jablate hits' writes them, instead of their sum")
+        help="columns for each task of an output of shape (batch, T) (a multi-task "
+        "classifier), as 'jablate hits' writes them, instead of their sum; every such "
+        "output is split, a (batch, L) profile into L column groups too")
     ablate.add_argument("--quiet", action="store_true", help="no progress bar")
     ablate.add_argument("--verbose", action="store_true",
         help="print the incremental engine's analysis of the model (jablate.incremental_report)"

@@ -268,3 +268,35 @@ def test_the_engine_shuffles_each_region_in_a_window_of_its_width(fn):
     plan = stream.Plan.build(numpy.arange(B), starts, ends)
     run = stream.Stream(stream.Model(None), x, (), plan, whole, table)
     assert run.draw == fitted and run.unshuffled([0]).draw is stream.UNCHANGED
+
+
+def test_the_incremental_steps_do_not_compile_again_for_a_wider_plan(monkeypatch):
+    import jablate
+    from jablate.incremental import run
+
+    filters = jax.random.normal(jax.random.key(3), (2, 4, 5))
+
+    def model(x):  # a model of this test alone: its compiled steps are fresh
+        return jax.nn.relu(lax.conv(x, filters, (1,), "SAME")).sum((1, 2))[:, None]
+
+    traced = []
+    real = run._step
+
+    def tracing(inc, *args, draw):
+        traced.append((inc.width, draw))  # once per compile of a bucket's step
+        return real(inc, *args, draw=draw)
+
+    monkeypatch.setattr(run, "_step", tracing)
+    X = jnp.stack([one_hot(numpy.random.default_rng(i), 400) for i in range(3)])
+    narrow = [[0, 10, 40], [1, 200, 230]]
+    kw = dict(n=3, random_state=jax.random.key(1), incremental=True)
+    first = jablate.ablate_annotations(model, X, jnp.array(narrow), **kw)
+    counts = []
+    for wide in (70, 140, 300):  # the plan's widest region moves to other powers of two
+        again = jablate.ablate_annotations(model, X, jnp.array(narrow + [[2, 50, 50 + wide]]),
+                                           **kw)
+        numpy.testing.assert_array_equal(again[1][:2], first[1])
+        counts.append(sum(w == 30 for w, _ in traced))
+    # the 30-bp bucket's step compiled again for three sequences' caches, not for a window
+    assert counts[0] == counts[1] == counts[2]
+    assert all(d.width is None for _, d in traced)

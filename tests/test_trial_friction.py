@@ -121,3 +121,42 @@ def test_another_target_or_hypothetical_compiles_nothing_new(monkeypatch):
     # the observed symbols' share of the hypothetical contributions, exactly
     np.testing.assert_array_equal(hypothetical * Xj, last)
     assert not np.allclose(first, last)
+
+
+def test_a_module_torch_runs_but_cannot_export_still_says_so():
+    class Branching(torch.nn.Module):  # data-dependent control flow: torch.export refuses
+        def __init__(self):
+            super().__init__()
+            self.conv = torch.nn.Conv1d(4, 3, 5)
+
+        def forward(self, x):
+            h = self.conv(x).mean(-1).squeeze()  # (B, 3); (3,) at batch 1
+            if h.sum() > 0:
+                h = h * 2
+            return torch.cat([h, -h], dim=1)
+
+    module = Branching().eval()
+    module(torch.zeros(4, 4, 50))  # torch runs it at the example's batch
+    with pytest.raises(RuntimeError, match="torch.export could not capture Branching"):
+        jablate.translate(module, torch.zeros(4, 4, 50))
+
+
+def test_a_references_function_without_a_module_name_and_a_partial_of_tangermemes():
+    import functools
+
+    namespace = {}
+    exec("def refs(X, n):\n    import numpy\n    return numpy.zeros((len(X), n) + X.shape[1:],"
+         " numpy.float32)", namespace)  # all-zero references; __module__ is None
+    assert namespace["refs"].__module__ is None
+    got = jablate.deep_lift_shap(model, X, references=namespace["refs"], n_shuffles=2)
+    # tanh(z) of a linear z from a zero reference: each term's share of tanh(z) - tanh(0)
+    z = np.einsum("nal,al->n", X, np.asarray(W))
+    expected = X * np.asarray(W) * (np.tanh(z) / z)[:, None, None]
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-6)
+    ersatz = require("tangermeme.ersatz")
+    wrapped = functools.partial(ersatz.dinucleotide_shuffle)
+    got = jablate.deep_lift_shap(model, jnp.asarray(X), references=wrapped, n_shuffles=2,
+                                 random_state=0, return_references=True)
+    direct = jablate.deep_lift_shap(model, torch.from_numpy(X), references=wrapped,
+                                    n_shuffles=2, random_state=0, return_references=True)
+    np.testing.assert_array_equal(np.asarray(got.references), direct.references.numpy())

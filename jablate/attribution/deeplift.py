@@ -1016,7 +1016,11 @@ def _name_of(obj: Any) -> str:
 def _foreign_references(fn, X, n, random_state, N):
     """tangermeme's calls of a foreign ``references`` function: with an int seed,
     reference ``k`` of every sequence is drawn with seed ``random_state + k``."""
-    if family(X) != "torch" and getattr(fn, "__module__", "").split(".")[0] == "tangermeme":
+    inner = fn
+    while isinstance(inner, partial):
+        inner = inner.func
+    if family(X) != "torch" and (getattr(inner, "__module__", None) or "").split(".")[0] == \
+            "tangermeme":
         X = to_family(X, "torch")  # tangermeme's functions take torch tensors alone
     if random_state is None:
         return fn(X, n=n)

@@ -352,13 +352,13 @@ def _cache_key(inputs, batched):
     return tuple(key)
 
 
-def _raise_if_torch_fails(module, inputs, batched, name):
+def _raise_if_torch_fails(module, inputs, name):
     """After torch.export failed: the module's own error when torch cannot run it on the
-    example input either (a wrong length or alphabet, say), which no bridge can help."""
-    one = [t[:1] if b else t for t, b in zip(inputs, batched)]
+    example inputs as given either (a wrong length or alphabet, say), which no bridge can
+    help."""
     try:
         with torch.no_grad():
-            module(*one)
+            module(*inputs)
     except Exception as e:  # noqa: BLE001
         shape = tuple(inputs[0].shape[1:])
         raise RuntimeError(
@@ -455,7 +455,7 @@ def translate(module: torch.nn.Module, example_input, *example_args) -> Translat
         try:
             ep, traced_batch, unchunkable = _export(module, inputs, batched, fixed_batch)
         except Exception as e:  # noqa: BLE001
-            _raise_if_torch_fails(module, inputs, batched, name)
+            _raise_if_torch_fails(module, inputs, name)
             raise RuntimeError(
                 f"torch.export could not capture {name}: {e}\nUse "
                 "jablate.bridges.torch.wrap(module) to run it in torch through DLPack "

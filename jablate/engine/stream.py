@@ -99,6 +99,10 @@ class Unchanged:
         """Itself: nothing to fit (see :meth:`KeyShuffle.for_regions`)."""
         return self
 
+    def unwindowed(self) -> "Unchanged":
+        """Itself (see :meth:`KeyShuffle.unwindowed`)."""
+        return self
+
 
 #: The narrowest window :meth:`KeyShuffle.for_regions` cuts: narrower regions share its
 #: program (a shuffle of 64 positions costs next to nothing beside a model).
@@ -156,6 +160,12 @@ class KeyShuffle:
         window = max(MIN_WINDOW, power_of_two_holding(int(width)))
         return replace(self, width=window if window < length else None)
 
+    def unwindowed(self) -> "KeyShuffle":
+        """The draw without its window: what :meth:`window` callers (the incremental
+        engine, whose windows are its own) compile, so that their programs do not change
+        with the plan's widest region."""
+        return replace(self, width=None)
+
     def window(self, x, table, items, offsets, length):
         """The shuffled positions ``[offsets, offsets + W)`` of each item's sequence of
         length ``length``, from the unshuffled windows ``x`` (B, A, W) there
@@ -181,6 +191,10 @@ class PermutationShuffle:
 
     def for_regions(self, width: int, length: int) -> "PermutationShuffle":
         """Itself: a gather of ``L`` columns is already cheap."""
+        return self
+
+    def unwindowed(self) -> "PermutationShuffle":
+        """Itself (see :meth:`KeyShuffle.unwindowed`)."""
         return self
 
     def window(self, x, table, items, offsets, length):

@@ -319,6 +319,7 @@ def _bucket(model, X, args, draw, table, plan, sequences, W, width_of, params, d
     device: the predictions before shuffling stay there too. Returns ``(before,
     multi)``, ``before`` a list of device arrays (S, ...) in the order of ``sequences``."""
     ev = evaluator(model, X, args, W)
+    windows = draw.unwindowed()  # the incremental steps' draw: their windows are their own
     summary = ev["inc"].summary
     in_bucket = numpy.flatnonzero(width_of == W)
     # no larger than the power of two that holds the bucket's items (few shapes, and a
@@ -356,7 +357,7 @@ def _bucket(model, X, args, draw, table, plan, sequences, W, width_of, params, d
         def step(batch, lo, caches=caches, padded=padded):
             items, item_rows = batch
             x = devices.shard(engine.batch_windows(X, items, W))
-            raw = ev["step"](params, caches, x, table, items, item_rows, draw=draw)
+            raw = ev["step"](params, caches, x, table, items, item_rows, draw=windows)
             ys, state["multi"] = outputs_of(post(raw), where)
             if not state["checked"]:
                 # The model's outputs, before ``func`` (a sum or a softmax of a profile
@@ -372,7 +373,7 @@ def _bucket(model, X, args, draw, table, plan, sequences, W, width_of, params, d
                             engine.take_rows((X,) + tuple(args), padded)))
                         check = outputs_of(ev["step"](
                             params, devices.replicate(check_caches), x, table, items,
-                            item_rows, draw=draw))[0]
+                            item_rows, draw=windows))[0]
                     reference = full(params, *engine.batch_rows(X, args, items, devices),
                                      table, items, draw=draw, dtype=model.dtype)
                 checks.append((check, outputs_of(reference)[0], ev["inc"]))

@@ -125,6 +125,8 @@ def _is_int(v: Any) -> bool:
         return False
     if isinstance(v, (numbers.Integral, numpy.integer)):
         return True
+    if isinstance(v, jax.core.Tracer):  # no value to read: not an integer here
+        return False
     return getattr(v, "ndim", None) == 0 and dtype_kind(
         str(getattr(v, "dtype", "")).replace("torch.", "")) in ("i", "u")
 
