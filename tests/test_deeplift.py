@@ -473,3 +473,25 @@ def test_the_convergence_warning_names_half_precision_rounding():
         with pytest.warns(RuntimeWarning, match="2.0% of the output differences") as record:
             _warn_summary(0, 10, 0.0, 0.02, 1.0, 1e-3, name)
         assert (f"model's {name} arithmetic" in str(record[0].message)) is said
+
+
+def test_deltas_within_the_outputs_rounding_do_not_warn():
+    from jablate.attribution.deeplift import _warn_summary
+
+    W = jnp.asarray(np.random.RandomState(3).normal(size=(4, 30)).astype(np.float32))
+
+    def model(x):
+        return jnp.tanh(jnp.einsum("nal,al->n", x, W))[:, None]
+
+    X = np.asarray(one_hot(4, 30, seed=5))
+    same = np.repeat(X[:, None], 3, axis=1)  # references equal to X: differences are rounding
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        attributions = jablate.deep_lift_shap(model, X, references=same)
+    np.testing.assert_array_equal(attributions, np.zeros_like(X))
+    # deltas 2% of the differences: above the outputs' rounding, a warning; within, none
+    with pytest.warns(RuntimeWarning, match="2.0% of the output differences"):
+        _warn_summary(0, 10, 0.0, 2e-4, 1e-2, 1e-3, "float32", mean_scale=1.0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        _warn_summary(0, 10, 0.0, 2e-7, 1e-5, 1e-3, "float32", mean_scale=1.0)

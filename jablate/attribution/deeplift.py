@@ -830,12 +830,13 @@ def _core(apply, n_shuffles, references_fn, rules, raw_outputs, chunk, target, h
     m, y, y_ref = _pairs(apply, rules, target, params, x, refs, args, chunk)
     differences = y - y_ref
     deltas = jnp.abs(differences - jnp.sum((x - refs) * m, axis=(1, 2)))
+    scale = jnp.abs(y) + jnp.abs(y_ref)  # how large a rounding of the outputs can be
     if raw_outputs:
-        return m, deltas, differences
+        return m, deltas, differences, scale
     projected = m - jnp.sum(refs * m, axis=1, keepdims=True)
     attributions = projected.mean(axis=0)
     attributions = jnp.where(hypothetical, attributions, attributions * x)
-    return attributions, deltas, differences
+    return attributions, deltas, differences, scale
 
 
 def attribution_fn(apply: Callable, *, target: int, hypothetical: bool, n_shuffles: int,
@@ -890,7 +891,7 @@ def attribution_fn(apply: Callable, *, target: int, hypothetical: bool, n_shuffl
                    int(target), bool(hypothetical))
 
     def f(params, x, key, refs, *args):
-        out, deltas, _ = core(params, x, key, refs, *args)
+        out, deltas, _, _ = core(params, x, key, refs, *args)
         return out, deltas
 
     return f
@@ -1123,9 +1124,10 @@ def _ablate_build(apply, params, x, args, options, exact):
                    hypothetical)
 
     def fn(params, x, key, *args, ahead=None):  # ahead: the references, drawn ahead
-        attributions, deltas, differences = core(params, x, key, ahead, *args)
+        attributions, deltas, differences, scale = core(params, x, key, ahead, *args)
         return attributions, jnp.stack([jnp.sum(deltas > threshold), jnp.sum(deltas),
-                                        jnp.sum(jnp.abs(differences)), jnp.max(deltas)])
+                                        jnp.sum(jnp.abs(differences)), jnp.max(deltas),
+                                        jnp.sum(scale)])
     return fn
 
 
@@ -1133,7 +1135,8 @@ def _ablate_check(sums, maxima, count, options):
     R, threshold = options[2], options[-1]
     pairs = count * R
     _warn_summary(int(sums[0]), pairs, float(maxima[3]), float(sums[1]) / pairs,
-                  float(sums[2]) / pairs, threshold, numpy.asarray(maxima).dtype.name)
+                  float(sums[2]) / pairs, threshold, numpy.asarray(maxima).dtype.name,
+                  float(sums[4]) / pairs)
 
 
 @dataclass(frozen=True)
@@ -1403,8 +1406,9 @@ def deep_lift_shap(model: Any, X: Any, args: Optional[Any] = None, target: int =
     plan = engine.Plan.build(numpy.arange(N), 0, 0)
     job = Job(plan, run, per_step, where.shard, progress=verbose, desc="deep_lift_shap",
               unit="sequence")
-    attributions, deltas, differences = execute(job, _Deltas(bool(print_convergence_deltas)))
-    _warn_deltas(deltas, differences, warning_threshold)
+    attributions, deltas, differences, scale = execute(
+        job, _Deltas(bool(print_convergence_deltas)))
+    _warn_deltas(deltas, differences, scale, warning_threshold)
     result = to_family(attributions, inp.family)
     if return_references:
         return AttributionReferencesResult(result, to_family(jnp.asarray(table), inp.family))
@@ -1465,23 +1469,26 @@ class _Deltas(Collect):
         super().add(ys, lo, valid)
 
 
-def _warn_deltas(deltas, differences, threshold):
+def _warn_deltas(deltas, differences, scale, threshold):
     _warn_summary(int((deltas > threshold).sum()), deltas.size, float(deltas.max()),
                   float(deltas.mean()), float(numpy.abs(differences).mean()), threshold,
-                  numpy.asarray(deltas).dtype.name)
+                  numpy.asarray(deltas).dtype.name, float(numpy.mean(scale)))
 
 
 def _warn_summary(n_high, n_pairs, largest, mean_delta, mean_difference, threshold,
-                  dtype_name="float32"):
+                  dtype_name="float32", mean_scale=0.0):
     """tangermeme's convergence warnings, from summaries of the deltas of ``n_pairs``
-    sequence-reference pairs computed in ``dtype_name``."""
+    sequence-reference pairs computed in ``dtype_name``; ``mean_scale`` the mean of
+    ``|f(x)| + |f(ref)|``. Deltas within the outputs' rounding (16 epsilon of that scale)
+    say nothing of the rules, however small the output differences are (references that
+    barely change the output): no relative warning then."""
     if n_high:
         warnings.warn(f"Convergence deltas too high: {n_high} of {n_pairs} "
                       f"sequence-reference pairs exceed warning_threshold={threshold} (largest "
                       f"{largest:.3g}).", RuntimeWarning, stacklevel=outside_stacklevel())
+    eps = resolution(dtype_name) if dtype_kind(dtype_name) == "f" else 0.0
     relative = mean_delta / max(mean_difference, 1e-12)
-    if relative > 0.01:
-        eps = resolution(dtype_name) if dtype_kind(dtype_name) == "f" else 0.0
+    if relative > 0.01 and mean_delta > 16 * eps * mean_scale:
         rounding = (f", or the model's {dtype_name} arithmetic (epsilon {eps:.2g}) rounds "
                     "its outputs by that much" if eps > resolution("float32") else "")
         warnings.warn(f"Convergence deltas are {relative:.1%} of the output differences: an "
