@@ -1375,7 +1375,7 @@ def deep_lift_shap(model: Any, X: Any, args: Optional[Any] = None, target: int =
         table = to_jax(_foreign_references(references, X, n_shuffles, random_state, N),
                        "references")
         if table.ndim != 4 or table.shape[:1] + table.shape[2:] != (N, A, L):
-            raise InputError(f"references({type(X).__name__}, n={n_shuffles}) must return "
+            raise InputError(f"references(X, n={n_shuffles}) must return "
                              f"shape ({N}, {n_shuffles}, {A}, {L}); got {tuple(table.shape)}.")
     elif key_fn is not None and return_references:
         table = _draw_all(key, inp.X, key_fn, n_shuffles).astype(x_dtype)
