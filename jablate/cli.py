@@ -567,6 +567,7 @@ def _ablate(args):
         zip(names, sequences)}, fasta_path=args.fasta)
     if args.shuffle == "dinucleotide":
         _check_dinucleotide_widths(regions, args.regions)
+        _note_unknown_bases(regions, dict(zip(names, sequences)))
     X = one_hot_encode(sequences)
     index = {name: i for i, name in enumerate(names)}
     annotations = numpy.array([(index[r.sequence], r.start, r.end) for r in regions],
@@ -663,6 +664,20 @@ def _asking_about_length(length):
             raise
         raise ModelFailure(error.spec, error.error, f"are sequences of {length} bp the input "
             "length the model expects?") from error.error
+
+
+def _note_unknown_bases(regions, sequences):
+    """Say (a warning line) how many regions hold bases other than A, C, G, T, which the
+    dinucleotide shuffle moves as a symbol of their own, where tangermeme's refuses them."""
+
+    held = [r for r in regions
+        if set(sequences[r.sequence][r.start:r.end].upper()) - set("ACGT")]
+    if held:
+        shown = ", ".join(r.name for r in held[:3]) + (", ..." if len(held) > 3 else "")
+        warnings.warn(f"{counted(len(held), 'region')} of {len(regions)} ({shown}) "
+            f"{'holds' if len(held) == 1 else 'hold'} unknown bases (N): --shuffle "
+            "dinucleotide moves each as a symbol of its own (tangermeme's "
+            "dinucleotide_shuffle refuses them)", stacklevel=2)
 
 
 def _check_dinucleotide_widths(regions, path):

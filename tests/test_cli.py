@@ -347,6 +347,24 @@ def test_a_plot_of_many_tasks_draws_those_with_the_largest_drops(tmp_path):
     assert "12 of 20 panels" in drawn and drawn.count("drop in task") == 12
 
 
+def test_dinucleotide_regions_with_unknown_bases_are_noted(tmp_path):
+    rng = numpy.random.RandomState(1)
+    bases = ["".join("ACGT"[i] for i in rng.randint(0, 4, 40)) for _ in range(3)]
+    bases[1] = bases[1][:12] + "NN" + bases[1][14:]
+    (tmp_path / "n.fa").write_text("".join(f">s{i}\n{b}\n" for i, b in enumerate(bases)))
+    (tmp_path / "n.bed").write_text("s0\t5\t25\ns1\t5\t25\ts1_gap\ns2\t5\t25\n")
+    common = ["ablate", "--model", "models_for_cli:jax_model", "--fasta", "n.fa", "--regions",
+        "n.bed", "--n", 3, "--quiet"]
+    noted = _ok(main_in_process(*common, "--shuffle", "dinucleotide", cwd=tmp_path))
+    assert [line for line in noted.stderr.splitlines() if "unknown bases" in line] == [
+        "jablate: warning: 1 region of 3 (s1_gap) holds unknown bases (N): --shuffle "
+        "dinucleotide moves each as a symbol of its own (tangermeme's dinucleotide_shuffle "
+        "refuses them)"]
+    _, rows = _read_table(noted.stdout)
+    assert len(rows) == 3 and float(rows[1][6]) != 0  # the region was shuffled, N and all
+    assert "unknown bases" not in _ok(main_in_process(*common, cwd=tmp_path)).stderr
+
+
 def test_flax_module_from_factory(inputs, tmp_path):
     # jablate.demo:load_model is a function returning a bound flax module.
     result = _ok(main_in_process("ablate", "--model", "jablate.demo:load_model", "--fasta",
