@@ -775,9 +775,14 @@ def _draw_all(key, X, references_fn, n):
 def _draw_rows(key, xs, rows, references_fn, n):
     """References (len(rows), n, A, L) of the sequences ``xs``, rows ``rows`` of ``X``:
     reference ``i`` of sequence ``j`` from ``fold_in(fold_in(key, j), i)``, as
-    :func:`attribution_fn` draws them."""
-    return jax.vmap(lambda x, j: _draw(references_fn, jax.random.fold_in(key, j), x, n))(
-        xs, rows)
+    :func:`attribution_fn` draws them. One batch of ``len(rows) * n`` shuffles (a vmap of
+    a vmap of the dinucleotide shuffle compiled 2.0 s against 0.75 s for one on a CPU)."""
+    B, length = xs.shape[0], xs.shape[-1]
+    keys = jax.vmap(lambda j: jax.vmap(lambda i: jax.random.fold_in(
+        jax.random.fold_in(key, j), i))(jnp.arange(n)))(rows).reshape(B * n)
+    flat = jnp.repeat(xs, n, axis=0, total_repeat_length=B * n)
+    drawn = jax.vmap(lambda k, x: references_fn(k, x, 0, length))(keys, flat)
+    return drawn.reshape((B, n) + xs.shape[1:])
 
 
 _draw_block = jax.jit(_draw_rows, static_argnames=("references_fn", "n"))
