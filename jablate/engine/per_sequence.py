@@ -86,9 +86,10 @@ class SequenceFunc:
     ahead: callable or None
         ``ahead(options) -> draw or None``: an input of the func's function drawn
         ahead of the steps, for a block of items at once (:data:`AHEAD_BLOCK_BYTES` of
-        it): ``draw(x (A, L), key) -> array``, from the sequence as the step gives it
-        and its key. The built function then takes it: ``fn(params, x, key, *args,
-        ahead=value)``. For draws sequential over the positions (a whole-sequence
+        it): ``draw(xs (B, A, L), keys (B,)) -> (B, ...)``, from the items' sequences as
+        the step gives them and their keys (a batch, so that a draw can be one batch of
+        its own). The built function then takes an item's row: ``fn(params, x, key,
+        *args, ahead=value)``. For draws sequential over the positions (a whole-sequence
         dinucleotide shuffle's walk: an accelerator synchronises with the host at every
         step of a loop), once per block rather than once per batch of a few sequences.
         Results do not change: the same sequences and keys. Default None.
@@ -186,10 +187,10 @@ def _step(fn, params, x, rows, table, items, positions, base, *drawn, draw, dtyp
 
 @partial(jax.jit, static_argnames=("ahead", "draw", "dtype"))
 def _draw_ahead(ahead, x, table, items, positions, base, draw, dtype):
-    """The inputs ``ahead(x, key)`` of a block of items (their sequences ``x``), the
+    """The inputs ``ahead(x, keys)`` of a block of items (their sequences ``x``), the
     sequences and keys as :func:`_step` makes them."""
     x = cast_input(draw(x, table, items), dtype)
-    return jax.vmap(ahead)(x, position_keys(base, positions))
+    return ahead(x, position_keys(base, positions))
 
 
 @jax.jit
@@ -206,8 +207,8 @@ class _Ahead:
     whatever the block), so the steps' programs do not depend on the plan."""
 
     def __init__(self, ahead, plan, positions, size, where, X, table, base, draw, dtype):
-        x = jax.ShapeDtypeStruct(X.shape[1:], input_dtype(X.dtype, dtype))
-        out = jax.eval_shape(ahead, x, jax.random.key(0))
+        x = jax.ShapeDtypeStruct((1,) + X.shape[1:], input_dtype(X.dtype, dtype))
+        out = jax.eval_shape(ahead, x, jax.random.split(jax.random.key(0), 1))  # one item
         self.block = engine.block_rows(size, len(plan), out.size * out.dtype.itemsize,
                                        AHEAD_BLOCK_BYTES)
         self.ahead, self.plan, self.positions, self.where = ahead, plan, positions, where
