@@ -762,9 +762,9 @@ def _pairs(apply, rules, target, params, x, refs, args, chunk):
 
 
 def _draw(references_fn, key, x, n):
-    length = x.shape[-1]
-    return jax.vmap(lambda i: references_fn(jax.random.fold_in(key, i), x, 0, length))(
-        jnp.arange(n))
+    """The ``n`` references (n, A, L) of one sequence ``x``: reference ``i`` from
+    ``fold_in(key, i)`` (:func:`_draw_flat` of one sequence)."""
+    return _draw_flat(references_fn, key[None], x[None], n)[0]
 
 
 def _draw_all(key, X, references_fn, n):
