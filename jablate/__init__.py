@@ -9,7 +9,7 @@ torch modules bridged through DLPack.
 from importlib import metadata as _metadata
 
 from jablate import functional
-from jablate._core.caches import clear_caches
+from jablate._core.caches import clear_caches, use_compile_cache
 from jablate._core.errors import InputError
 from jablate._core.results import (
     PerturbationAnnotationsResult,
@@ -50,5 +50,5 @@ __all__ = [
     "incremental_report", "saturation_mutagenesis", "SaturationMutagenesisRawResult",
     "PerturbationResult", "PerturbationAnnotationsResult", "PerturbationSummaryResult",
     "PerturbationAnnotationsSummaryResult", "deep_lift_shap", "effects", "InputError",
-    "clear_caches",
+    "clear_caches", "use_compile_cache",
 ]

@@ -115,6 +115,20 @@ ran (one line naming the model and the cause; --debug for the traceback);
 
 
 
+#: The environment every command reads (the end of each command's --help).
+ENVIRONMENT_HELP = """
+environment:
+  JABLATE_COMPILE_CACHE
+                  where compiled programs are kept between runs, so that a
+                  second run of the same model, shapes and options compiles
+                  nothing (default ~/.cache/jablate/xla, or
+                  $XDG_CACHE_HOME/jablate/xla; at most 1 GiB, least recently
+                  used first out); 'off' compiles afresh every run. Results do
+                  not depend on it. JAX_COMPILATION_CACHE_DIR, when set, is used
+                  instead.
+"""
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message):
         # One line instead of argparse's usage block.
@@ -131,7 +145,8 @@ def build_parser() -> argparse.ArgumentParser:
     """
 
     parser = _Parser(prog="jablate", description="In-silico ablation for genomics "
-        "deep-learning models, on JAX.")
+        "deep-learning models, on JAX.", epilog=ENVIRONMENT_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"jablate {__version__}")
     _add_debug(parser, False)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -140,7 +155,8 @@ def build_parser() -> argparse.ArgumentParser:
         "built-in model (no downloads, seconds)", description="Plant GATAAG into random "
         "sequences, ablate it and a control region with the built-in demo model, print "
         "a table and write a plot. The z-score is that of 'jablate ablate' (see its "
-        "--help), computed per sequence; the table shows its median over the sequences.")
+        "--help), computed per sequence; the table shows its median over the sequences.",
+        epilog=ENVIRONMENT_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     demo.add_argument("--plot", metavar="FILE", default="jablate-demo.png",
         help="plot of predictions before vs after; .png, .pdf or .svg (default: "
         "%(default)s)")
@@ -154,7 +170,7 @@ def build_parser() -> argparse.ArgumentParser:
         "with your model", formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Shuffle each region N times and compare the model's predictions\n"
         "before and after (jablate.ablate_annotations). Without --table, the table\n"
-        "is printed on standard output.", epilog=TABLE_HELP)
+        "is printed on standard output.", epilog=TABLE_HELP + ENVIRONMENT_HELP)
     ablate.add_argument("--model", required=True, metavar="SPEC",
         help="'package.module:attribute' naming a torch.nn.Module, a function "
         "returning one, a bound flax module or a JAX function; or a torch.export "
@@ -223,7 +239,7 @@ def _add_hits(commands):
         "is written to DIR/effects.tsv, with DIR/summary.tsv, DIR/skipped.tsv\nand a "
         "plot. Work is saved in chunks under DIR/parts: a killed run\ncontinues with "
         "--resume, and --shard I/K splits it over cluster jobs.", epilog=EFFECTS_HELP +
-        _HITS_EPILOG)
+        _HITS_EPILOG + ENVIRONMENT_HELP)
     hits.add_argument("--model", required=True, metavar="SPEC",
         help="as for 'jablate ablate': 'package.module:attribute' or a .pt2 program")
     hits.add_argument("--genome", required=True, metavar="FASTA",
@@ -430,6 +446,7 @@ def _main(parser, argv, interrupted):
             return 0
         with warnings.catch_warnings():
             warnings.showwarning = _warning_line(getattr(args, "quiet", False))
+            _use_compile_cache()
             return _COMMANDS[args.command](args)
     except BrokenPipeError:
         # stdout was closed early (e.g. `jablate ablate ... | head`).
@@ -457,12 +474,35 @@ def _warning_line(quiet):
 
     from jablate.api.ersatz import UnchangedRegionWarning
 
+    said = set()
+
     def show(message, category, filename, lineno, file=None, line=None):
         if quiet and issubclass(category, UnchangedRegionWarning):
             return
+        text = str(message)
+        if text.startswith(_CACHE_ERRORS):  # JAX warns per program; once is enough
+            if text[:30] in said:
+                return
+            said.add(text[:30])
         print(f"jablate: warning: {one_line(message)}", file=sys.stderr)
 
     return show
+
+
+#: How JAX's warnings about its persistent compilation cache begin.
+_CACHE_ERRORS = ("Error reading persistent compilation cache",
+                 "Error writing persistent compilation cache")
+
+
+def _use_compile_cache():
+    """Keep compiled programs between runs (``$JABLATE_COMPILE_CACHE``; see the epilog);
+    a directory that cannot be used is one warning line, and the run goes on."""
+
+    from jablate._core.caches import compile_cache_from_env
+
+    _, why = compile_cache_from_env()
+    if why:
+        warnings.warn(why, stacklevel=1)
 
 
 def _kept(args):

@@ -21,6 +21,7 @@ them with their number of entries.
 from __future__ import annotations
 
 import functools
+import os
 import sys
 import weakref
 from typing import Any, Callable, MutableMapping, NamedTuple, TypeVar
@@ -167,3 +168,111 @@ def clear_caches() -> None:
 # The torch bridge's translations (jablate.bridges.torch_export._CACHE), a cache jablate
 # reaches only when the bridge is loaded: importing it here would import torch.
 register_module("bridges.torch_export.translations", "jablate.bridges.torch_export", "_CACHE")
+
+
+#: The environment variable naming the command line's compile cache, or turning it off.
+COMPILE_CACHE_ENV = "JABLATE_COMPILE_CACHE"
+_OFF = frozenset({"", "0", "off", "no", "false", "none"})
+
+
+def default_compile_cache_dir() -> str:
+    """``$XDG_CACHE_HOME/jablate/xla``, else ``~/.cache/jablate/xla``."""
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "jablate", "xla")
+
+
+def use_compile_cache(path: str | os.PathLike | None = None, *,
+                      max_bytes: int = 2 ** 30, min_compile_secs: float = 0.0) -> str:
+    """Keep XLA's compiled programs on disk, so that a new process compiles nothing twice.
+
+    Every process compiles jablate's steps afresh: the first ``ablate``,
+    ``deep_lift_shap`` or ``saturation_mutagenesis`` of a model costs seconds that the
+    second call does not (on a GPU, XLA also times convolution algorithms). This turns
+    on JAX's persistent compilation cache (`jax_compilation_cache_dir
+    <https://docs.jax.dev/en/latest/persistent_compilation_cache.html>`_) in a
+    directory of jablate's, for every JAX program of this process, jablate's and yours.
+    A program is found again by a hash of its HLO, its compile options, the devices and
+    the versions of jax and jaxlib, so results never change: a program found on disk is
+    the program XLA would compile. ``jablate`` on the command line does this by itself
+    (see ``JABLATE_COMPILE_CACHE`` in ``jablate --help``); a Python session does it only
+    when asked.
+
+    Programs that call back into Python (``jax.pure_callback``, models run in torch
+    through the bridge) are never written. Only the first process of a
+    ``jax.distributed`` job writes. The directory is trusted: whoever can write to it
+    can run code in your process (JAX's warning), so it is created readable by you
+    alone.
+
+    Parameters
+    ----------
+    path : str or os.PathLike, optional
+        The directory, created when missing. Default
+        :func:`default_compile_cache_dir` (``~/.cache/jablate/xla``).
+    max_bytes : int, optional
+        Above this total, the least recently used programs are deleted (needs the
+        ``filelock`` package; without it the directory is not bounded). Default 1 GiB.
+    min_compile_secs : float, optional
+        Programs that compiled faster are not written. Default 0: jablate's steps on a
+        CPU compile in tenths of seconds, and each still costs that much per process.
+
+    Returns
+    -------
+    path : str
+        The directory in use.
+
+    Raises
+    ------
+    ValueError
+        ``max_bytes`` is not a positive int, or ``min_compile_secs`` is negative.
+    OSError
+        The directory cannot be created or written.
+
+    Examples
+    --------
+    >>> import jablate
+    >>> jablate.use_compile_cache()          # doctest: +SKIP
+    '/home/me/.cache/jablate/xla'
+    """
+    import importlib.util
+    import tempfile
+
+    import jax
+
+    if isinstance(max_bytes, bool) or not isinstance(max_bytes, int) or max_bytes <= 0:
+        raise ValueError(f"max_bytes must be a positive int; got {max_bytes!r}.")
+    if not min_compile_secs >= 0:
+        raise ValueError(f"min_compile_secs must be >= 0; got {min_compile_secs!r}.")
+    directory = os.path.abspath(os.fspath(default_compile_cache_dir() if path is None
+                                          else path))
+    os.makedirs(directory, mode=0o700, exist_ok=True)
+    with tempfile.TemporaryFile(dir=directory):  # raises OSError where it cannot write
+        pass
+    if importlib.util.find_spec("filelock") is not None:
+        jax.config.update("jax_compilation_cache_max_size", max_bytes)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", float(min_compile_secs))
+    jax.config.update("jax_compilation_cache_dir", directory)
+    return directory
+
+
+def compile_cache_from_env() -> tuple[str | None, str | None]:
+    """The command line's compile cache: ``(directory, None)`` when in use, ``(None,
+    why)`` when not (``why`` None when it is off by choice).
+
+    ``$JABLATE_COMPILE_CACHE`` names the directory, or is ``off`` (or ``0``, empty);
+    unset, :func:`default_compile_cache_dir`. A cache the user gave JAX itself
+    (``JAX_COMPILATION_CACHE_DIR``) is left as it is.
+    """
+    import jax
+
+    own = jax.config.jax_compilation_cache_dir
+    if own:
+        return own, None
+    value = os.environ.get(COMPILE_CACHE_ENV)
+    if value is not None and value.strip().lower() in _OFF:
+        return None, None
+    try:
+        return use_compile_cache(value or None), None
+    except OSError as error:
+        return None, (f"the compile cache {value or default_compile_cache_dir()} cannot be "
+                      f"used ({error.strerror or error}); every program compiles afresh "
+                      f"(set {COMPILE_CACHE_ENV} to another directory, or to off)")

@@ -1,0 +1,137 @@
+"""The compile cache: ``jablate.use_compile_cache`` and the command line's
+``$JABLATE_COMPILE_CACHE`` (compiled programs kept between processes)."""
+
+import os
+import warnings
+
+import jax
+import numpy
+import pytest
+from test_cli import main_in_process, run_cli
+
+from jablate._core import caches
+from jablate.cli import _warning_line
+
+SEQUENCES = numpy.random.default_rng(3).choice(list("ACGT"), (4, 100))
+FASTA = "".join(f">s{i}\n{''.join(s)}\n" for i, s in enumerate(SEQUENCES))
+REGIONS = "s0\t40\t60\ns1\t10\t30\ns2\t0\t100\ns3\t70\t90\n"
+ARGS = ("ablate", "--model", "jablate.demo:load_model", "--fasta", "seqs.fa", "--regions",
+        "regions.bed", "--n", "8", "--quiet")
+
+
+@pytest.fixture
+def inputs(tmp_path):
+    (tmp_path / "seqs.fa").write_text(FASTA)
+    (tmp_path / "regions.bed").write_text(REGIONS)
+    return tmp_path
+
+
+@pytest.fixture
+def no_jax_cache(monkeypatch):
+    """This process as a user's, whose JAX has no compilation cache of its own (the suite
+    gives every process one); the configuration is put back afterwards."""
+
+    own = jax.config.jax_compilation_cache_dir
+    monkeypatch.delenv("JAX_COMPILATION_CACHE_DIR", raising=False)
+    jax.config.update("jax_compilation_cache_dir", None)
+    yield
+    jax.config.update("jax_compilation_cache_dir", own)
+
+
+def _programs(directory):
+    return sorted(name for name in os.listdir(directory) if name.endswith("-cache"))
+
+
+def test_a_second_run_finds_its_programs_on_disk_and_prints_the_same_table(inputs):
+    env = {"JAX_COMPILATION_CACHE_DIR": "", "XDG_CACHE_HOME": str(inputs / "xdg")}
+    env.pop("JABLATE_COMPILE_CACHE", None)
+    first = run_cli(*ARGS, cwd=inputs, env=env)
+    assert first.returncode == 0, first.stderr
+    assert "warning" not in first.stderr
+    default = inputs / "xdg" / "jablate" / "xla"  # $XDG_CACHE_HOME/jablate/xla
+    written = _programs(default)
+    assert written, os.listdir(default)
+    assert os.stat(default).st_mode & 0o077 == 0  # the directory is the user's alone
+
+    # the same directory named by $JABLATE_COMPILE_CACHE: every program is found there
+    second = run_cli(*ARGS, cwd=inputs, env=dict(env, XDG_CACHE_HOME=str(inputs / "other"),
+                     JABLATE_COMPILE_CACHE=str(default)))
+    assert second.returncode == 0, second.stderr
+    assert second.stdout == first.stdout
+    assert _programs(default) == written  # nothing new was compiled
+    assert not (inputs / "other").exists()
+
+    # off: nothing is kept, and the table is still the same
+    third = run_cli(*ARGS, cwd=inputs, env=dict(env, XDG_CACHE_HOME=str(inputs / "third"),
+                    JABLATE_COMPILE_CACHE="off"))
+    assert third.returncode == 0, third.stderr
+    assert third.stdout == first.stdout
+    assert not (inputs / "third").exists()
+
+
+def test_a_cache_that_cannot_be_used_is_one_warning_and_the_run_goes_on(
+        inputs, no_jax_cache, monkeypatch):
+    blocked = inputs / "a-file"
+    blocked.write_text("not a directory")
+    monkeypatch.setenv("JABLATE_COMPILE_CACHE", str(blocked / "xla"))
+    result = main_in_process(*ARGS, cwd=inputs)
+    assert result.returncode == 0, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith(f"jablate: warning: the compile cache {blocked / 'xla'} "
+                               "cannot be used")
+    assert "JABLATE_COMPILE_CACHE" in lines[0]
+    assert jax.config.jax_compilation_cache_dir is None
+    reference = main_in_process(*ARGS, cwd=inputs)
+    assert result.stdout == reference.stdout
+
+
+def test_the_command_line_leaves_a_cache_given_to_jax_and_off_alone(no_jax_cache, tmp_path,
+                                                                      monkeypatch):
+    monkeypatch.setenv("JABLATE_COMPILE_CACHE", "off")
+    assert caches.compile_cache_from_env() == (None, None)
+    assert jax.config.jax_compilation_cache_dir is None
+    jax.config.update("jax_compilation_cache_dir", str(tmp_path / "users"))
+    monkeypatch.setenv("JABLATE_COMPILE_CACHE", str(tmp_path / "ours"))
+    assert caches.compile_cache_from_env() == (str(tmp_path / "users"), None)
+    assert not (tmp_path / "ours").exists()
+
+
+def test_use_compile_cache_sets_jax_and_refuses_bad_values(no_jax_cache, tmp_path):
+    names = ("jax_compilation_cache_max_size", "jax_persistent_cache_min_compile_time_secs")
+    before = {name: getattr(jax.config, name) for name in names}
+    try:
+        with pytest.raises(ValueError, match="max_bytes"):
+            caches.use_compile_cache(tmp_path, max_bytes=0)
+        with pytest.raises(ValueError, match="min_compile_secs"):
+            caches.use_compile_cache(tmp_path, min_compile_secs=float("nan"))
+        assert jax.config.jax_compilation_cache_dir is None  # refused before anything
+        (tmp_path / "f").write_text("")
+        with pytest.raises(OSError):
+            caches.use_compile_cache(tmp_path / "f" / "c")
+        assert jax.config.jax_compilation_cache_dir is None
+        path = caches.use_compile_cache(tmp_path / "c", max_bytes=12345, min_compile_secs=0.5)
+        assert path == str(tmp_path / "c") == jax.config.jax_compilation_cache_dir
+        assert jax.config.jax_compilation_cache_max_size == 12345
+        assert jax.config.jax_persistent_cache_min_compile_time_secs == 0.5
+    finally:
+        for name, value in before.items():  # JAX's global settings, as they were
+            jax.config.update(name, value)
+
+
+def test_jax_s_warnings_about_the_cache_are_said_once(capsys):
+    show = _warning_line(quiet=False)
+    with warnings.catch_warnings():
+        warnings.showwarning = show
+        warnings.simplefilter("always")
+        for name in ("a", "b", "c"):
+            warnings.warn(f"Error writing persistent compilation cache entry for '{name}': "
+                          "OSError: disk full", stacklevel=1)
+        warnings.warn("Error reading persistent compilation cache entry for 'a': x", stacklevel=1)
+        warnings.warn("another warning", stacklevel=1)
+    lines = capsys.readouterr().err.splitlines()
+    assert lines == ["jablate: warning: Error writing persistent compilation cache entry "
+                     "for 'a': OSError: disk full",
+                     "jablate: warning: Error reading persistent compilation cache entry "
+                     "for 'a': x",
+                     "jablate: warning: another warning"]
