@@ -108,7 +108,7 @@ def _widths(counts_in):
     computed on the host backend (:func:`counted_on_host` put ``X`` there)."""
     def counts(X, seq_idx, starts, ends):
         width = _window_width(X, starts, ends)
-        offsets = numpy.minimum(starts, X.shape[2] - width)
+        offsets = engine.window_start(numpy.asarray(starts), X.shape[2], width)
         with jax.default_device(host_device()):  # where numpy windows compute
             return counts_in(_windows(X, seq_idx, offsets, width), starts, ends, offsets)
     return counts
@@ -156,7 +156,7 @@ def _chunked(fn, X, seq_idx, starts, ends, budget=64 * 2**20):
     chunk = 1 << max(0, min(9, (G - 1).bit_length(), (budget // per_group).bit_length() - 1))
     outs = []
     for lo in range(0, G, chunk):
-        take = numpy.minimum(numpy.arange(lo, lo + chunk), G - 1)
+        take = engine.padded_rows(lo, chunk, G)
         out = fn(X, *(numpy.asarray(a)[take].astype(numpy.int32)  # host ints: they go
                       for a in (seq_idx, starts, ends)))            # where X is
         valid = min(chunk, G - lo)

@@ -825,7 +825,7 @@ class _ReferenceBlocks:
         """``(refs, base)``: a block holding the references of the sequences ``lo`` to
         ``hi`` (a batch), and the index of its first sequence."""
         if self.base is None or lo < self.base or hi >= self.base + self.size:
-            rows = numpy.minimum(numpy.arange(lo, lo + self.size), self.N - 1)
+            rows = engine.padded_rows(lo, self.size, self.N)
             rows = self.place(jnp.asarray(rows.astype(numpy.int32)))
             self.base = lo
             xs, = engine.take_rows((self.X,), rows)

@@ -556,7 +556,7 @@ def _checked(model, ev, X, args, fast, n, batch_size, padded, devices) -> Callab
     programs of their own at full float32 precision (the first chunk's reference pass
     ``padded`` included), and the run keeps ``fast``'s own outputs."""
     full = _full(model)
-    take = numpy.minimum(numpy.arange(batch_size), n - 1)
+    take = engine.padded_rows(0, batch_size, n)
 
     def exact(items, lo):
         seq, pos, char, _ = (a[take] for a in items)

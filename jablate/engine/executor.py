@@ -34,7 +34,7 @@ from jablate._core.dtypes import dtype_kind, resolution
 
 __all__ = ["Job", "Sink", "Collect", "MeanStd", "Scatter", "execute", "checked", "to_host",
            "GroupMoments", "accumulator_dtype", "agree", "check_tolerance", "CHECK_TOLERANCE",
-           "IncrementalMismatchWarning", "power_of_two_holding"]
+           "IncrementalMismatchWarning", "power_of_two_holding", "padded_rows", "window_start"]
 
 #: A fast path agrees with the exact one when every output is within this fraction of the
 #: exact output's largest absolute value (:func:`agree`).
@@ -192,6 +192,22 @@ def _pad_rows_to(x, rows, dtype):
     return jnp.pad(x.astype(dtype), [(0, rows - x.shape[0])] + [(0, 0)] * (x.ndim - 1))
 
 
+def padded_rows(lo: int, size: int, count: int) -> numpy.ndarray:
+    """Rows ``lo .. lo + size - 1`` of a table of ``count`` rows, those past its end
+    repeating its last: a batch padded to its static size (the padded rows' results are
+    dropped). int64, shape (size,)."""
+    return numpy.minimum(numpy.arange(lo, lo + size), count - 1)
+
+
+def window_start(start: Any, length: int, width: int) -> Any:
+    """Where the window of ``width`` positions that holds a region starting at ``start``
+    begins, in a sequence of ``length``: at the region's start, moved left where the
+    window would run off the end (so it holds any region of up to ``width`` positions).
+    numpy in, numpy out; JAX (traced too) in, JAX out."""
+    xp = jnp if isinstance(start, jax.Array) else numpy
+    return xp.minimum(start, length - width)
+
+
 def power_of_two_holding(n: int) -> int:
     """The smallest power of two at least ``n`` (1 for ``n <= 1``): the size that runs of
     many lengths are padded to, so that they share a few compiled programs."""
@@ -303,7 +319,7 @@ class MeanStd:
 
     def add(self, ys: tuple, lo: int, valid: int) -> None:
         size = ys[0].shape[0]
-        groups = numpy.minimum(numpy.arange(lo, lo + size), self.total - 1) // self.n
+        groups = padded_rows(lo, size, self.total) // self.n
         self._moments.add(ys, self.shifts, None, groups, valid)
 
     def result(self) -> list:

@@ -219,8 +219,7 @@ class _Ahead:
         """``(drawn,)``: the inputs of items ``lo`` to ``lo + size`` (the last padded)."""
         if self.lo is None or not self.lo <= lo < self.lo + self.block:
             items, _ = self.plan.batch(lo, self.block)
-            at = self.positions[numpy.minimum(numpy.arange(lo, lo + self.block),
-                                              len(self.plan) - 1)]
+            at = self.positions[engine.padded_rows(lo, self.block, len(self.plan))]
             self.lo = lo
             items = self.where.replicate(items)
             self.values = _draw_ahead(self.ahead, engine.batch_rows(self.X, (), items)[0],
@@ -302,7 +301,7 @@ def run(stream: engine.Stream, spec: SequenceFunc, options: tuple, positions: nu
 
     def call(program):
         def step(items, lo):
-            at = positions[numpy.minimum(numpy.arange(lo, lo + size), len(plan) - 1)]
+            at = positions[engine.padded_rows(lo, size, len(plan))]
             drawn = () if blocks is None else blocks.rows(lo, size)
             x, rows = engine.batch_rows(X, args, items, where)
             return program(params, x, rows, table, items, where.shard(jnp.asarray(at)), base,

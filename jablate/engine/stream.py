@@ -32,8 +32,10 @@ from jablate.engine.executor import (  # noqa: F401 (to_host, GroupMoments, accu
     MeanStd,
     accumulator_dtype,
     execute,
+    padded_rows,
     power_of_two_holding,
     to_host,
+    window_start,
 )
 from jablate.models.runner import outputs_of
 
@@ -122,7 +124,7 @@ def in_window(fn: Callable, width: int) -> Callable:
         L = x.shape[-1]
         if width >= L:
             return fn(key, x, start, end)
-        at = jnp.minimum(jnp.asarray(start, jnp.int32), L - width)
+        at = window_start(jnp.asarray(start, jnp.int32), L, width)
         y = fn(key, jax.lax.dynamic_slice_in_dim(x, at, width, 1), start, end, offset=at,
                length=L)
         return jax.lax.dynamic_update_slice_in_dim(x, y, at, 1)
@@ -284,7 +286,7 @@ def batch_windows(X: jax.Array, items: tuple, width: int) -> jax.Array:
     its region's start, at most ``L - width`` (so it holds a region of up to ``width``
     positions): (B, A, width), gathered by a small program of its own (as
     :func:`batch_rows`)."""
-    offsets = jnp.minimum(items[1], X.shape[-1] - width)
+    offsets = window_start(jnp.asarray(items[1]), X.shape[-1], width)
     return jax.vmap(lambda j, o: jax.lax.dynamic_slice_in_dim(X[j], o, width, 1))(
         items[0], offsets)
 
@@ -369,7 +371,7 @@ def process_share(plan: Plan, n: int) -> tuple:
     groups = len(plan) // n
     per = -(-groups // count)
     lo = min(jax.process_index() * per, groups) * n
-    take = numpy.minimum(numpy.arange(lo, lo + per * n), len(plan) - 1)
+    take = padded_rows(lo, per * n, len(plan))
     return plan.take(take), len(plan)
 
 
@@ -555,8 +557,7 @@ def run_mean_std(stream: Stream, n: int, shifts: list, desc: Optional[str] = Non
         # process past the last group, when there are fewer groups than processes, repeats
         # it throughout: its results are dropped when the processes' are joined)
         per = len(local) // n
-        rows = numpy.minimum(numpy.arange(jax.process_index() * per,
-                                          (jax.process_index() + 1) * per), total // n - 1)
+        rows = padded_rows(jax.process_index() * per, per, total // n)
         shifts = [numpy.asarray(s)[rows] for s in shifts]
     job, _ = _job(stream, local, desc)
     if not model.jittable:  # torch outputs, as JAX arrays of the batch's padded size
@@ -597,7 +598,7 @@ def shuffle_all(X: jax.Array, table: jax.Array, start: int, end: int, draw: Call
         rows = numpy.arange(N, dtype=numpy.int32)
         return _shuffle_block(X, table, rows, start, end, draw=draw, n=n,
                               key_per_sequence=key_per_sequence)
-    rows = numpy.minimum(numpy.arange(padded), N - 1).astype(numpy.int32)
+    rows = padded_rows(0, padded, N).astype(numpy.int32)
     if key_per_sequence:  # the block's own base keys
         x, keys = take_rows((X, table), rows)
     else:

@@ -269,7 +269,7 @@ class _Items:
         return len(self.mine)
 
     def take(self, lo: int, size: int) -> numpy.ndarray:
-        return numpy.minimum(numpy.arange(lo, lo + size), len(self.mine) - 1)
+        return engine.padded_rows(lo, size, len(self.mine))
 
     def batch(self, lo: int, size: int) -> tuple:
         take = self.take(lo, size)
