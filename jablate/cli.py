@@ -700,10 +700,11 @@ def _asking_about_length(length):
     try:
         yield
     except ModelFailure as error:
-        if error.hint or "shape" not in str(error.error).lower():
+        asked = error.about_shapes(f"are sequences of {length} bp the input length the "
+            "model expects?")
+        if asked is error:
             raise
-        raise ModelFailure(error.spec, error.error, f"are sequences of {length} bp the input "
-            "length the model expects?") from error.error
+        raise asked from error.error
 
 
 def _note_unknown_bases(regions, sequences):

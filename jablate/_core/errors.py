@@ -37,6 +37,13 @@ class ModelFailure(Exception):
         return (f"model '{self.spec}' failed: {type(self.error).__name__}: "
             f"{one_line(self.error)}" + (f" ({self.hint})" if self.hint else ""))
 
+    def about_shapes(self, question: str) -> "ModelFailure":
+        """This failure asking ``question`` (its hint) when what the model raised speaks of
+        shapes (JAX's and torch's words) and it has no hint yet; else this failure."""
+        if self.hint or "shape" not in str(self.error).lower():
+            return self
+        return ModelFailure(self.spec, self.error, question)
+
 
 def a_or_an(word: str) -> str:
     """``word`` with its indefinite article, for messages: ``an int``, ``a dict``."""

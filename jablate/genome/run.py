@@ -324,12 +324,12 @@ class _Run:
             if pending:  # keep what the device finished before the failure
                 with contextlib.suppress(Exception):
                     self.write_chunk(*pending.pop(0))
-            if (isinstance(error, ModelFailure) and not written and not error.hint
-                    and not self.finished_before  # else --window has worked before
-                    and "shape" in str(error.error).lower()):  # JAX's and torch's words
-                raise ModelFailure(error.spec, error.error, f"on the first chunk: is "
-                    f"--window {self.width} the input length the model expects?") from \
-                    error.error
+            if isinstance(error, ModelFailure) and not written \
+                    and not self.finished_before:  # else --window has worked before
+                asked = error.about_shapes(f"on the first chunk: is --window {self.width} "
+                    "the input length the model expects?")
+                if asked is not error:
+                    raise asked from error.error
             raise
         finally:
             bar.close()
