@@ -199,7 +199,74 @@ def build_parser() -> argparse.ArgumentParser:
         " on stderr before the run")
     _add_debug(ablate, argparse.SUPPRESS)
     _add_hits(commands)
+    _add_attribute(commands)
     return parser
+
+
+ATTRIBUTE_HELP = """
+output files:
+  --out FILE.npz  arr_0        (N, 4, L) hypothetical attributions: every base at
+                               every position (what 'modisco motifs -a' reads)
+                  attributions (N, 4, L) arr_0 times the one-hot sequences: the
+                               observed bases' contributions
+                  names        (N,) the FASTA record names
+  --sequences FILE.npz
+                  arr_0        (N, 4, L) the one-hot sequences, channels A, C, G, T
+                               (what 'modisco motifs -s' reads); names
+  --plot FILE     logos of the observed bases' contributions, for the 4 sequences
+                  with the largest total |attribution|, each over 100 positions
+                  about its strongest one; .png, .pdf or .svg
+
+--method deep_lift_shap is jablate.deep_lift_shap (DeepLIFT with SHAP's
+references: --n-shuffles dinucleotide shuffles of each sequence, drawn from
+--seed); --method ism is jablate.saturation_mutagenesis (every substitution
+at every position; the change of the output minus its mean over the four
+bases). A torch model is translated to JAX for both. The model must return
+(batch, T) for the output explained (a (batch,) output is taken as T = 1);
+--output picks one output of a model that returns several (BPNet's
+(profile, counts): --output 1 explains the counts).
+
+exit status: 0 success; 2 bad usage or input; 1 the model failed while it
+ran; 130 interrupted. No partial output file is ever left behind.
+"""
+
+
+def _add_attribute(commands):
+    from jablate.attribution.command import METHODS
+
+    attribute = commands.add_parser("attribute", help="attributions of FASTA sequences "
+        "(DeepLIFT/SHAP or ISM), for TF-MoDISco", formatter_class=argparse.
+        RawDescriptionHelpFormatter, description="Explain one output of the model for "
+        "each sequence: how much each base\ncontributes (jablate.deep_lift_shap or "
+        "jablate.saturation_mutagenesis),\nwritten as TF-MoDISco reads them.",
+        epilog=ATTRIBUTE_HELP + ENVIRONMENT_HELP)
+    attribute.add_argument("--model", required=True, metavar="SPEC",
+        help="as for 'jablate ablate': 'package.module:attribute' or a .pt2 program")
+    attribute.add_argument("--fasta", required=True, metavar="FILE",
+        help="sequences, all of one length; may be gzip-compressed (.fa.gz, bgzip)")
+    attribute.add_argument("--out", required=True, metavar="FILE.npz",
+        help="the attributions (see below)")
+    attribute.add_argument("--sequences", metavar="FILE.npz",
+        help="the one-hot sequences, for 'modisco motifs -s'")
+    attribute.add_argument("--plot", metavar="FILE.png", help="logos of the strongest "
+        "contributions; .png, .pdf or .svg")
+    attribute.add_argument("--method", choices=METHODS, default="deep_lift_shap",
+        help="DeepLIFT/SHAP or in-silico saturation mutagenesis (default: %(default)s)")
+    attribute.add_argument("--output", type=_index, metavar="I",
+        help="which output to explain, for a model that returns several (0-based)")
+    attribute.add_argument("--target", type=_index, default=0, metavar="T",
+        help="which task of that output, its column (default: %(default)s)")
+    attribute.add_argument("--n-shuffles", type=_positive_int, default=20, metavar="N",
+        help="references per sequence for deep_lift_shap (default: %(default)s)")
+    attribute.add_argument("--seed", type=_seed, default=0,
+        help="random seed of the references (default: %(default)s)")
+    attribute.add_argument("--batch-size", type=_positive_int, default=32,
+        help="sequence-reference pairs (deep_lift_shap) or edited sequences (ism) per "
+        "model call (default: %(default)s)")
+    attribute.add_argument("--device", help="the JAX device to run on (cpu, cuda, "
+        "cuda:1, ...; default: JAX's default device)")
+    attribute.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_debug(attribute, argparse.SUPPRESS)
 
 
 def _add_run_options(parser, unit, seed_help):
@@ -397,6 +464,16 @@ def _positive_int(text):
         raise argparse.ArgumentTypeError(f"'{text}' is not an integer") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _index(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not an integer") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be at least 0, got {value}")
     return value
 
 
@@ -673,7 +750,13 @@ def _hits(args):
     return genome_run.run_hits(args)
 
 
-_COMMANDS = {"demo": _demo, "ablate": _ablate, "hits": _hits}
+def _attribute(args):
+    from jablate.attribution.command import run_attribute
+
+    return run_attribute(args)
+
+
+_COMMANDS = {"demo": _demo, "ablate": _ablate, "hits": _hits, "attribute": _attribute}
 
 
 def _sums_exact(kind, options):

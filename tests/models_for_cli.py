@@ -54,6 +54,13 @@ def jax_conv_heads(X):
     return jax_model(X), jax.lax.conv(X, _CONV_WEIGHTS, (1,), "SAME")
 
 
+def jax_flat_heads(X):
+    """jax_conv_heads with its scalar as (N,), without the task axis."""
+
+    scalar, profile = jax_conv_heads(X)
+    return scalar[:, 0], profile
+
+
 def jax_big_integers(X):
     """jax_conv_heads' profile times 10**7, as int32: integers beyond float32's 2**24."""
 

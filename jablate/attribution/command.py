@@ -1,0 +1,286 @@
+"""``jablate attribute``: DeepLIFT/SHAP or ISM attributions of FASTA sequences, on the
+command line, written as TF-MoDISco reads them.
+
+The front door of :func:`jablate.deep_lift_shap` and :func:`jablate.saturation_mutagenesis`
+for the command line: it reads the sequences, picks the model output to explain (a tuple
+output by ``--output``; a ``(batch,)`` output gets an axis), runs one of the two with
+``hypothetical=True`` and writes
+
+* ``--out FILE.npz``: ``arr_0`` (N, 4, L), the hypothetical attributions (what
+  ``modisco motifs -a`` reads), ``attributions`` (N, 4, L), the same times the one-hot
+  sequences (the observed bases' contributions, what ``hypothetical=False`` returns),
+  and ``names`` (N,);
+* ``--sequences FILE.npz``: ``arr_0`` (N, 4, L), the one-hot sequences (``modisco motifs
+  -s``), and ``names``;
+* ``--plot FILE``: logos of the observed bases' contributions about the strongest position
+  of the sequences with the largest total ``|attribution|``.
+
+Every file appears whole or not at all (:class:`jablate._core.io.AtomicFiles`).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any, Optional
+
+import numpy
+
+from jablate._core.errors import InputError, ModelFailure
+from jablate._core.io import AtomicFiles, one_hot_encode, plot_format, read_fasta
+
+__all__ = ["run_attribute", "pick_output", "plot_logos", "METHODS"]
+
+#: ``--method``'s choices.
+METHODS = ("deep_lift_shap", "ism")
+#: Sequences ``--plot`` draws, and the widest stretch of each.
+LOGO_SEQUENCES, LOGO_WIDTH = 4, 100
+#: Base colours of the logos (A, C, G, T), as logomaker's and tangermeme's defaults.
+LOGO_COLOURS = ("#109648", "#255C99", "#F7B32B", "#D62839")
+
+
+def _shapes(outputs: Any) -> str:
+    return ", ".join(str(tuple(o.shape[1:])) for o in outputs)
+
+
+def pick_output(model: Any, kind: str, outputs: Any, output: Optional[int],
+                spec: str) -> Any:
+    """The model that returns ``(batch, T)``, what attributions explain: ``model`` itself,
+    or a wrapper taking output ``output`` of a tuple (or list) and giving a ``(batch,)``
+    output its task axis.
+
+    Parameters
+    ----------
+    model : object
+        From :func:`jablate.api.loading.load_model`.
+    kind : {"torch", "jax"}
+        :func:`jablate.api.loading.model_kind` of the model (a torch module is wrapped in
+        a torch module, so that it is still translated to JAX).
+    outputs : array or tuple of arrays
+        The model's outputs on one sequence (batch 1).
+    output : int or None
+        ``--output``: which output of a tuple.
+    spec : str
+        ``--model``, for messages.
+
+    Returns
+    -------
+    model : object
+
+    Raises
+    ------
+    InputError
+        A tuple output without ``--output`` (or with one out of range), ``--output`` for a
+        single output, or a chosen output with more than one axis per sequence.
+    """
+
+    several = isinstance(outputs, (tuple, list))
+    if several:
+        if output is None:
+            raise InputError(f"the model returns {len(outputs)} outputs (per sequence: "
+                f"{_shapes(outputs)}); choose the one to explain with --output I")
+        if not 0 <= output < len(outputs):
+            raise InputError(f"--output {output} is not an output of the model: it returns "
+                f"{len(outputs)} (0 to {len(outputs) - 1})")
+        chosen = outputs[output]
+    else:
+        if output not in (None, 0):
+            raise InputError(f"--output {output}: the model returns one output (per "
+                f"sequence {tuple(outputs.shape[1:])}); leave --output out")
+        chosen, output = outputs, None
+    if chosen.ndim > 2:
+        raise InputError(f"the output to explain has {chosen.ndim - 1} axes per sequence "
+            f"{tuple(chosen.shape[1:])} (a profile?); attributions explain one value per "
+            "task, (batch, T): name a model that reduces it, e.g. bpnet-lite's "
+            "ProfileWrapper or CountWrapper in a function --model names")
+    flat = chosen.ndim == 1
+    if output is None and not flat:
+        return model
+    if kind == "torch":
+        return _torch_output(model, output, flat)
+
+    from flax import nnx
+
+    from jablate.models.runner import eval_view
+
+    run = eval_view(model) if isinstance(model, nnx.Module) else model  # as predict runs it
+
+    def explained(x, *args):
+        y = run(x, *args)
+        y = y if output is None else y[output]
+        return y[:, None] if flat else y
+
+    explained.__name__ = f"{spec} output {output}" if output is not None else spec
+    return explained
+
+
+def _torch_output(model, output, flat):
+    """A torch module returning output ``output`` of ``model``'s tuple, as (batch, T)."""
+    import torch
+
+    class Output(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.model = model
+
+        def forward(self, x, *args):
+            y = self.model(x, *args)
+            y = y if output is None else y[output]
+            return y[:, None] if flat else y
+
+    return Output()
+
+
+def run_attribute(args: Any) -> int:
+    """``jablate attribute``, from its parsed options (see ``jablate attribute --help``).
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+
+    Returns
+    -------
+    status : int
+        0.
+
+    Raises
+    ------
+    InputError
+        Bad options or input, before the model runs where it can be known then.
+    ModelFailure
+        The model failed while it ran.
+    """
+
+    from jablate.api.loading import check_device, load_model, model_kind
+    from jablate.api.predict import predict
+
+    paths = {option: getattr(args, option) for option in ("out", "sequences", "plot")
+             if getattr(args, option) is not None}
+    for option in ("out", "sequences"):
+        if option in paths and not paths[option].lower().endswith(".npz"):
+            raise InputError(f"--{option} '{paths[option]}' would hold a NumPy .npz "
+                "archive; give it a name ending in .npz")
+    fmt = plot_format(args.plot) if "plot" in paths else None
+    seen = {}
+    for option, path in paths.items():
+        real = os.path.realpath(path)
+        if real in seen:
+            raise InputError(f"--{seen[real]} and --{option} name the same file '{path}'")
+        seen[real] = option
+    names, sequences = read_fasta(args.fasta)
+    X = one_hot_encode(sequences)
+
+    with AtomicFiles() as files:
+        handles = {option: files.open(path) for option, path in paths.items()}
+        model = load_model(args.model)
+        kind = model_kind(model)
+        device = check_device(kind, args.device, True)
+        try:
+            outputs = predict(model, X[:1], batch_size=1)
+        except InputError:
+            raise
+        except Exception as error:
+            raise ModelFailure(args.model, error).about_shapes(
+                f"are sequences of {X.shape[-1]} bp the input length the model "
+                "expects?") from error
+        explained = pick_output(model, kind, outputs, args.output, args.model)
+        hypothetical = _attribute(explained, X, args, device)
+        if "out" in handles:
+            numpy.savez(handles["out"], arr_0=hypothetical,
+                        attributions=hypothetical * X, names=numpy.array(names, dtype=str))
+        if "sequences" in handles:
+            numpy.savez(handles["sequences"], arr_0=X, names=numpy.array(names, dtype=str))
+        if "plot" in handles:
+            plot_logos(handles["plot"], hypothetical * X, names, fmt)
+    if not args.quiet:
+        for option in handles:
+            print(f"jablate: wrote {getattr(args, option)}", file=sys.stderr)
+    return 0
+
+
+def _attribute(model, X, args, device):
+    """Hypothetical attributions (N, 4, L), float32, by ``args.method``."""
+    from jablate.attribution.deeplift import deep_lift_shap
+    from jablate.attribution.ism import saturation_mutagenesis
+
+    kwargs = dict(target=args.target, batch_size=args.batch_size, hypothetical=True,
+                  verbose=not args.quiet)
+    if device is not None:
+        kwargs["device"] = device
+    try:
+        if args.method == "ism":
+            out = saturation_mutagenesis(model, X, **kwargs)
+        else:
+            out = deep_lift_shap(model, X, n_shuffles=args.n_shuffles,
+                                  random_state=args.seed, **kwargs)
+    except InputError:
+        raise
+    except Exception as error:
+        raise ModelFailure(args.model, error) from error
+    return numpy.asarray(out, dtype=numpy.float32)
+
+
+def plot_logos(handle: Any, contributions: numpy.ndarray, names: list, fmt: str) -> None:
+    """Logos of the observed bases' contributions: the :data:`LOGO_SEQUENCES` sequences
+    with the largest total ``|contribution|``, each over :data:`LOGO_WIDTH` positions
+    about its largest ``|contribution|`` (letters above the axis for positive values,
+    below for negative ones).
+
+    Parameters
+    ----------
+    handle : binary file
+    contributions : numpy.ndarray, shape (N, 4, L)
+        Zero but at the observed base of each position (hypothetical attributions times
+        the one-hot sequences).
+    names : list of str, length N
+    fmt : {"png", "pdf", "svg"}
+
+    Returns
+    -------
+    None
+    """
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.font_manager import FontProperties
+    from matplotlib.patches import PathPatch
+    from matplotlib.textpath import TextPath
+    from matplotlib.transforms import Affine2D
+
+    N, _, L = contributions.shape
+    totals = numpy.abs(contributions).sum(axis=(1, 2))
+    order = numpy.argsort(-totals, kind="stable")[:LOGO_SEQUENCES]
+    width = min(L, LOGO_WIDTH)
+    font = FontProperties(family="DejaVu Sans", weight="bold")
+    glyphs = {}
+    for letter in "ACGT":
+        path = TextPath((0, 0), letter, size=1, prop=font)
+        box = path.get_extents()
+        glyphs[letter] = path.transformed(Affine2D().translate(-box.x0, -box.y0)
+                                          .scale(1 / box.width, 1 / box.height))
+    figure, axes = plt.subplots(len(order), 1, figsize=(12, 1.8 * len(order)), squeeze=False)
+    for ax, i in zip(axes[:, 0], order):
+        per_position = contributions[i].sum(axis=0)
+        centre = int(numpy.argmax(numpy.abs(per_position)))
+        lo = min(max(0, centre - width // 2), L - width)
+        for p in range(lo, lo + width):
+            base = int(numpy.argmax(numpy.abs(contributions[i, :, p])))
+            height = float(contributions[i, base, p])
+            if height == 0:
+                continue
+            glyph = glyphs["ACGT"[base]].transformed(Affine2D().scale(0.9, abs(height))
+                .translate(p - 0.45, min(0.0, height)))
+            ax.add_patch(PathPatch(glyph, facecolor=LOGO_COLOURS[base], edgecolor="none"))
+        top = numpy.abs(per_position[lo:lo + width]).max(initial=0) or 1.0
+        ax.set_xlim(lo - 1, lo + width)
+        ax.set_ylim(-1.1 * top, 1.1 * top)
+        ax.axhline(0, color="0.6", lw=0.5)
+        ax.set_title(f"{names[i]}: positions {lo} to {lo + width - 1} (0-based)", fontsize=9,
+                     loc="left")
+        ax.set_ylabel("contribution")
+    axes[-1, 0].set_xlabel("position")
+    figure.tight_layout()
+    figure.savefig(handle, format=fmt)
+    plt.close(figure)

@@ -1,0 +1,126 @@
+"""``jablate attribute``: attributions of FASTA sequences on the command line, equal to
+``jablate.deep_lift_shap`` and ``jablate.saturation_mutagenesis`` from Python, written as
+TF-MoDISco reads them."""
+
+import numpy
+import pytest
+from conftest import require
+from test_cli import main_in_process
+
+import jablate
+from jablate._core.io import one_hot_encode
+
+SEQUENCES = ["".join(s) for s in numpy.random.default_rng(5).choice(list("ACGTN"), (5, 60),
+             p=[0.24, 0.24, 0.24, 0.24, 0.04])]
+NAMES = [f"peak{i}" for i in range(5)]
+
+
+@pytest.fixture
+def inputs(tmp_path):
+    (tmp_path / "seqs.fa").write_text("".join(f">{n} some description\n{s}\n"
+                                              for n, s in zip(NAMES, SEQUENCES)))
+    return tmp_path
+
+
+def _attribute(inputs, *args):
+    return main_in_process("attribute", "--fasta", "seqs.fa", "--quiet", *args, cwd=inputs)
+
+
+def _ok(result):
+    assert result.returncode == 0, result.stderr
+    return result
+
+
+def _error(result, status=2):
+    assert result.returncode == status, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("jablate: error: "), result.stderr
+    return lines[0]
+
+
+def test_deep_lift_shap_writes_what_modisco_reads_and_equals_python(inputs):
+    import models_for_cli
+
+    result = main_in_process("attribute", "--model", "models_for_cli:jax_model", "--fasta",
+        "seqs.fa", "--out", "shap.npz", "--sequences", "ohe.npz", "--plot", "logos.png",
+        "--n-shuffles", "6", "--seed", "11", "--batch-size", "12", cwd=inputs)
+    _ok(result)
+    assert [line for line in result.stderr.splitlines() if line.startswith("jablate:")] == [
+        "jablate: wrote shap.npz", "jablate: wrote ohe.npz", "jablate: wrote logos.png"]
+    X = one_hot_encode(SEQUENCES)
+    want = numpy.asarray(jablate.deep_lift_shap(models_for_cli.jax_model, X, n_shuffles=6,
+                                                random_state=11, hypothetical=True,
+                                                batch_size=12))
+    with numpy.load(inputs / "shap.npz") as shap, numpy.load(inputs / "ohe.npz") as ohe:
+        assert sorted(shap.files) == ["arr_0", "attributions", "names"]
+        assert shap["arr_0"].shape == (5, 4, 60) and shap["arr_0"].dtype == numpy.float32
+        numpy.testing.assert_array_equal(shap["arr_0"], want)
+        numpy.testing.assert_array_equal(shap["attributions"], want * X)
+        numpy.testing.assert_array_equal(ohe["arr_0"], X)
+        assert list(shap["names"]) == list(ohe["names"]) == NAMES
+    assert (inputs / "logos.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_ism_equals_python_and_a_tuple_output_is_chosen_with_output(inputs):
+    import models_for_cli
+
+    X = one_hot_encode(SEQUENCES)
+    _ok(_attribute(inputs, "--model", "models_for_cli:jax_conv_heads", "--output", "0",
+                   "--method", "ism", "--out", "ism.npz"))
+    want = numpy.asarray(jablate.saturation_mutagenesis(
+        lambda x: models_for_cli.jax_conv_heads(x)[0], X, target=0, hypothetical=True))
+    with numpy.load(inputs / "ism.npz") as ism:
+        numpy.testing.assert_allclose(ism["arr_0"], want, rtol=1e-6, atol=1e-6)
+        assert numpy.abs(want).max() > 0.1
+
+    # a (batch,) output is one task; --target picks a column
+    _ok(_attribute(inputs, "--model", "models_for_cli:jax_flat_heads", "--output", "0",
+                   "--out", "flat.npz", "--n-shuffles", "3"))
+    want = numpy.asarray(jablate.deep_lift_shap(models_for_cli.jax_model, X, n_shuffles=3,
+                                                random_state=0, hypothetical=True))
+    with numpy.load(inputs / "flat.npz") as flat:
+        numpy.testing.assert_array_equal(flat["arr_0"], want)
+    _ok(_attribute(inputs, "--model", "models_for_cli:jax_three_tasks", "--target", "2",
+                   "--out", "task.npz", "--method", "ism"))
+    with numpy.load(inputs / "task.npz") as task:
+        numpy.testing.assert_allclose(task["arr_0"], 0.5 * numpy.asarray(
+            jablate.saturation_mutagenesis(models_for_cli.jax_model, X, hypothetical=True)),
+            rtol=1e-5, atol=1e-6)
+
+
+def test_which_output_is_asked_before_anything_is_written(inputs):
+    line = _error(_attribute(inputs, "--model", "models_for_cli:jax_conv_heads", "--out",
+                             "x.npz"))
+    assert line.endswith("the model returns 2 outputs (per sequence: (1,), (2, 60)); "
+                         "choose the one to explain with --output I")
+    line = _error(_attribute(inputs, "--model", "models_for_cli:jax_conv_heads",
+                             "--output", "1", "--out", "x.npz"))
+    assert "2 axes per sequence (2, 60) (a profile?)" in line and "ProfileWrapper" in line
+    line = _error(_attribute(inputs, "--model", "models_for_cli:jax_conv_heads",
+                             "--output", "2", "--out", "x.npz"))
+    assert line.endswith("--output 2 is not an output of the model: it returns 2 (0 to 1)")
+    line = _error(_attribute(inputs, "--model", "models_for_cli:jax_model", "--output", "1",
+                             "--out", "x.npz"))
+    assert "the model returns one output" in line
+    assert "target" in _error(_attribute(inputs, "--model", "models_for_cli:jax_model",
+                                         "--target", "1", "--out", "x.npz"))
+    assert "ending in .npz" in _error(_attribute(inputs, "--model",
+        "models_for_cli:jax_model", "--out", "x.tsv"))
+    assert "--out and --sequences name the same file" in _error(_attribute(inputs,
+        "--model", "models_for_cli:jax_model", "--out", "x.npz", "--sequences", "x.npz"))
+    assert "raising_model rejects" in _error(_attribute(inputs, "--model",
+        "models_for_cli:raising_model", "--out", "x.npz"), status=1)
+    assert sorted(p.name for p in inputs.iterdir()) == ["seqs.fa"]  # nothing half-written
+
+
+def test_a_torch_module_s_output_is_chosen_in_torch_and_translated(inputs):
+    torch = require("torch")
+    import models_for_cli
+
+    _ok(_attribute(inputs, "--model", "models_for_cli:torch_two_heads", "--output", "0",
+                   "--out", "torch.npz", "--n-shuffles", "4"))
+    X = one_hot_encode(SEQUENCES)
+    want = jablate.deep_lift_shap(models_for_cli.torch_model(), torch.from_numpy(X),
+                                  n_shuffles=4, random_state=0, hypothetical=True)
+    with numpy.load(inputs / "torch.npz") as got:
+        numpy.testing.assert_array_equal(got["arr_0"], want.numpy())
