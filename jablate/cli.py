@@ -16,6 +16,7 @@ only when everything succeeded.
 import argparse
 import contextlib
 import os
+import re
 import signal
 import sys
 import threading
@@ -26,6 +27,7 @@ from typing import Any, Optional
 import numpy
 
 from jablate import __version__
+from jablate._core.caches import COMPILE_CACHE_ENV
 from jablate._core.dtypes import dtype_kind
 from jablate._core.errors import (
     InputError,
@@ -121,11 +123,12 @@ environment:
   JABLATE_COMPILE_CACHE
                   where compiled programs are kept between runs, so that a
                   second run of the same model, shapes and options compiles
-                  nothing (default ~/.cache/jablate/xla, or
-                  $XDG_CACHE_HOME/jablate/xla; at most 1 GiB, least recently
-                  used first out); 'off' compiles afresh every run. Results do
-                  not depend on it. JAX_COMPILATION_CACHE_DIR, when set, is used
-                  instead.
+                  again only what calls back into Python (a torch model run
+                  in torch); default ~/.cache/jablate/xla, or
+                  $XDG_CACHE_HOME/jablate/xla, a subdirectory per kind of CPU;
+                  not bounded: delete it any time. 'off' compiles afresh every
+                  run. Results do not depend on it. JAX_COMPILATION_CACHE_DIR,
+                  when set, is used instead, with JAX's own settings.
 """
 
 
@@ -232,7 +235,7 @@ ran; 130 interrupted. No partial output file is ever left behind.
 
 
 def _add_attribute(commands):
-    from jablate.attribution.command import METHODS
+    from jablate.attribution.command import METHOD_NAMES
 
     attribute = commands.add_parser("attribute", help="attributions of FASTA sequences "
         "(DeepLIFT/SHAP or ISM), for TF-MoDISco", formatter_class=argparse.
@@ -250,7 +253,7 @@ def _add_attribute(commands):
         help="the one-hot sequences, for 'modisco motifs -s'")
     attribute.add_argument("--plot", metavar="FILE.png", help="logos of the strongest "
         "contributions; .png, .pdf or .svg")
-    attribute.add_argument("--method", choices=METHODS, default="deep_lift_shap",
+    attribute.add_argument("--method", choices=METHOD_NAMES, default="deep_lift_shap",
         help="DeepLIFT/SHAP or in-silico saturation mutagenesis (default: %(default)s)")
     attribute.add_argument("--output", type=_index, metavar="I",
         help="which output to explain, for a model that returns several (0-based)")
@@ -556,12 +559,14 @@ def _warning_line(quiet):
     def show(message, category, filename, lineno, file=None, line=None):
         if quiet and issubclass(category, UnchangedRegionWarning):
             return
-        text = str(message)
-        if text.startswith(_CACHE_ERRORS):  # JAX warns per program; once is enough
-            if text[:30] in said:
+        text = one_line(message)
+        if text.startswith(_CACHE_ERRORS):  # JAX warns per program: once per cause
+            cause = re.sub(r" for '[^']*'", "", text)
+            if cause in said:
                 return
-            said.add(text[:30])
-        print(f"jablate: warning: {one_line(message)}", file=sys.stderr)
+            said.add(cause)
+            text += _cache_remedy(text)
+        print(f"jablate: warning: {text}", file=sys.stderr)
 
     return show
 
@@ -569,6 +574,20 @@ def _warning_line(quiet):
 #: How JAX's warnings about its persistent compilation cache begin.
 _CACHE_ERRORS = ("Error reading persistent compilation cache",
                  "Error writing persistent compilation cache")
+
+
+def _cache_remedy(text):
+    """What to do about a warning of JAX's on its compilation cache."""
+
+    import jax
+
+    where = jax.config.jax_compilation_cache_dir
+    if text.startswith(_CACHE_ERRORS[0]):  # JAX never replaces an entry it cannot read
+        return (f" (the compile cache {where} holds an entry JAX cannot read, as a "
+                "run killed while writing it leaves: that program compiles again in every "
+                f"run until the directory is deleted; {COMPILE_CACHE_ENV}=off does without "
+                "it)")
+    return f" (the compile cache {where}; {COMPILE_CACHE_ENV}=off does without it)"
 
 
 def _use_compile_cache():

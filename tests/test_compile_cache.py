@@ -9,6 +9,7 @@ import numpy
 import pytest
 from test_cli import main_in_process, run_cli
 
+import jablate
 from jablate._core import caches
 from jablate.cli import _warning_line
 
@@ -29,13 +30,19 @@ def inputs(tmp_path):
 @pytest.fixture
 def no_jax_cache(monkeypatch):
     """This process as a user's, whose JAX has no compilation cache of its own (the suite
-    gives every process one); the configuration is put back afterwards."""
+    gives every process one); JAX's settings and cache are put back afterwards."""
 
-    own = jax.config.jax_compilation_cache_dir
+    from jax.experimental.compilation_cache import compilation_cache
+
+    names = ("jax_compilation_cache_dir", "jax_persistent_cache_min_compile_time_secs")
+    before = {name: getattr(jax.config, name) for name in names}
     monkeypatch.delenv("JAX_COMPILATION_CACHE_DIR", raising=False)
     jax.config.update("jax_compilation_cache_dir", None)
+    compilation_cache.reset_cache()
     yield
-    jax.config.update("jax_compilation_cache_dir", own)
+    for name, value in before.items():
+        jax.config.update(name, value)
+    compilation_cache.reset_cache()
 
 
 def _programs(directory):
@@ -49,16 +56,19 @@ def test_a_second_run_finds_its_programs_on_disk_and_prints_the_same_table(input
     assert first.returncode == 0, first.stderr
     assert "warning" not in first.stderr
     default = inputs / "xdg" / "jablate" / "xla"  # $XDG_CACHE_HOME/jablate/xla
-    written = _programs(default)
-    assert written, os.listdir(default)
-    assert os.stat(default).st_mode & 0o077 == 0  # the directory is the user's alone
+    kinds = os.listdir(default)
+    assert kinds == [caches.host_kind()]  # a directory per kind of CPU
+    written = _programs(default / kinds[0])
+    assert written
+    assert os.stat(default / kinds[0]).st_mode & 0o077 == 0  # the user's alone
 
     # the same directory named by $JABLATE_COMPILE_CACHE: every program is found there
     second = run_cli(*ARGS, cwd=inputs, env=dict(env, XDG_CACHE_HOME=str(inputs / "other"),
                      JABLATE_COMPILE_CACHE=str(default)))
     assert second.returncode == 0, second.stderr
+    assert "warning" not in second.stderr  # every program was read back
     assert second.stdout == first.stdout
-    assert _programs(default) == written  # nothing new was compiled
+    assert _programs(default / kinds[0]) == written  # nothing new was compiled
     assert not (inputs / "other").exists()
 
     # off: nothing is kept, and the table is still the same
@@ -98,40 +108,73 @@ def test_the_command_line_leaves_a_cache_given_to_jax_and_off_alone(no_jax_cache
 
 
 def test_use_compile_cache_sets_jax_and_refuses_bad_values(no_jax_cache, tmp_path):
-    names = ("jax_compilation_cache_max_size", "jax_persistent_cache_min_compile_time_secs")
-    before = {name: getattr(jax.config, name) for name in names}
-    try:
-        with pytest.raises(ValueError, match="max_bytes"):
-            caches.use_compile_cache(tmp_path, max_bytes=0)
-        with pytest.raises(ValueError, match="min_compile_secs"):
-            caches.use_compile_cache(tmp_path, min_compile_secs=float("nan"))
-        assert jax.config.jax_compilation_cache_dir is None  # refused before anything
-        (tmp_path / "f").write_text("")
-        with pytest.raises(OSError):
-            caches.use_compile_cache(tmp_path / "f" / "c")
-        assert jax.config.jax_compilation_cache_dir is None
-        path = caches.use_compile_cache(tmp_path / "c", max_bytes=12345, min_compile_secs=0.5)
-        assert path == str(tmp_path / "c") == jax.config.jax_compilation_cache_dir
-        assert jax.config.jax_compilation_cache_max_size == 12345
-        assert jax.config.jax_persistent_cache_min_compile_time_secs == 0.5
-    finally:
-        for name, value in before.items():  # JAX's global settings, as they were
-            jax.config.update(name, value)
+    for bad in ("1", None, float("nan"), -1, True):
+        with pytest.raises(jablate.InputError, match="min_compile_secs must be a number"):
+            caches.use_compile_cache(tmp_path, min_compile_secs=bad)
+    with pytest.raises(jablate.InputError, match="path must be a directory's path"):
+        caches.use_compile_cache(3)
+    assert jax.config.jax_compilation_cache_dir is None  # refused before anything
+    (tmp_path / "f").write_text("")
+    with pytest.raises(OSError):
+        caches.use_compile_cache(tmp_path / "f" / "c")
+    assert jax.config.jax_compilation_cache_dir is None
+
+    kind = caches.host_kind()
+    path = caches.use_compile_cache(tmp_path / "a", min_compile_secs=0.0)
+    assert path == str(tmp_path / "a" / kind) == jax.config.jax_compilation_cache_dir
+    jax.jit(lambda x: x * 3.25 + 1)(numpy.ones(7)).block_until_ready()
+    assert _programs(tmp_path / "a" / kind)
+    # another directory later in the same process: JAX's cache starts again there
+    assert caches.use_compile_cache(tmp_path / "b") == str(tmp_path / "b" / kind)
+    jax.jit(lambda x: x * 4.25 - 1)(numpy.ones(7)).block_until_ready()
+    assert _programs(tmp_path / "b" / kind)
+    assert jax.config.jax_persistent_cache_min_compile_time_secs == 0.0
 
 
-def test_jax_s_warnings_about_the_cache_are_said_once(capsys):
+def test_where_the_default_directory_is(monkeypatch, no_jax_cache):
+    monkeypatch.setenv("HOME", "/home/someone")
+    monkeypatch.setenv("XDG_CACHE_HOME", "/scratch/cache")
+    assert caches.default_compile_cache_dir() == "/scratch/cache/jablate/xla"
+    monkeypatch.setenv("XDG_CACHE_HOME", "relative/cache")  # the XDG spec ignores it
+    assert caches.default_compile_cache_dir() == "/home/someone/.cache/jablate/xla"
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    monkeypatch.setenv("HOME", "")
+    assert caches.default_compile_cache_dir() is None
+    monkeypatch.delenv("JABLATE_COMPILE_CACHE", raising=False)
+    directory, why = caches.compile_cache_from_env()
+    assert directory is None and why.startswith("no home directory to keep compiled programs")
+    assert jax.config.jax_compilation_cache_dir is None
+    with pytest.raises(jablate.InputError, match="no home directory"):
+        caches.use_compile_cache()
+
+
+def test_jax_s_warnings_about_the_cache_are_said_once_per_cause_with_what_to_do(capsys):
     show = _warning_line(quiet=False)
+    where = jax.config.jax_compilation_cache_dir
     with warnings.catch_warnings():
         warnings.showwarning = show
         warnings.simplefilter("always")
         for name in ("a", "b", "c"):
             warnings.warn(f"Error writing persistent compilation cache entry for '{name}': "
                           "OSError: disk full", stacklevel=1)
-        warnings.warn("Error reading persistent compilation cache entry for 'a': x", stacklevel=1)
+        for name in ("a", "b"):
+            warnings.warn(f"Error reading persistent compilation cache entry for '{name}': "
+                          "error: Error -5 while decompressing data", stacklevel=1)
+        warnings.warn("Error reading persistent compilation cache entry for 'a': "
+                      "Timeout: lock", stacklevel=1)
         warnings.warn("another warning", stacklevel=1)
     lines = capsys.readouterr().err.splitlines()
-    assert lines == ["jablate: warning: Error writing persistent compilation cache entry "
-                     "for 'a': OSError: disk full",
-                     "jablate: warning: Error reading persistent compilation cache entry "
-                     "for 'a': x",
-                     "jablate: warning: another warning"]
+    assert lines == [
+        "jablate: warning: Error writing persistent compilation cache entry for 'a': "
+        f"OSError: disk full (the compile cache {where}; JABLATE_COMPILE_CACHE=off does "
+        "without it)",
+        "jablate: warning: Error reading persistent compilation cache entry for 'a': error: "
+        f"Error -5 while decompressing data (the compile cache {where} holds an entry "
+        "JAX cannot read, as a run killed while writing it leaves: that program compiles again in "
+        "every run until the directory is deleted; JABLATE_COMPILE_CACHE=off does without "
+        "it)",
+        "jablate: warning: Error reading persistent compilation cache entry for 'a': "
+        f"Timeout: lock (the compile cache {where} holds an entry JAX cannot read, as a run "
+        "killed while writing it leaves: that program compiles again in every run until the "
+        "directory is deleted; JABLATE_COMPILE_CACHE=off does without it)",
+        "jablate: warning: another warning"]

@@ -175,55 +175,89 @@ COMPILE_CACHE_ENV = "JABLATE_COMPILE_CACHE"
 _OFF = frozenset({"", "0", "off", "no", "false", "none"})
 
 
-def default_compile_cache_dir() -> str:
-    """``$XDG_CACHE_HOME/jablate/xla``, else ``~/.cache/jablate/xla``."""
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+def default_compile_cache_dir() -> str | None:
+    """``$XDG_CACHE_HOME/jablate/xla`` (an absolute ``XDG_CACHE_HOME``), else
+    ``~/.cache/jablate/xla``; None without an absolute home directory."""
+
+    base = os.environ.get("XDG_CACHE_HOME", "")
+    if not os.path.isabs(base):  # unset, empty or relative: the XDG spec ignores it
+        home = os.path.expanduser("~")
+        if not os.path.isabs(home) or home == os.sep:
+            return None
+        base = os.path.join(home, ".cache")
     return os.path.join(base, "jablate", "xla")
 
 
+def host_kind() -> str:
+    """A name for this machine's kind of CPU: its architecture and a hash of its model
+    and instruction-set flags (``x86_64-3f9a0c1b2d4e``). XLA compiles CPU programs for
+    the very CPU it runs on (AVX-512 where there is AVX-512), and JAX's cache keys do
+    not say which: programs kept for one kind of CPU must not be loaded on another (a
+    shared home directory on a cluster of mixed nodes), so each kind gets a directory."""
+
+    import hashlib
+    import platform
+
+    described = [platform.machine(), platform.processor()]
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            for line in cpuinfo:
+                key = line.split(":", 1)[0].strip()
+                if key in ("model name", "flags", "Features", "CPU part", "cpu model"):
+                    described.append(line.strip())
+                elif not line.strip() and len(described) > 2:
+                    break  # the first processor's block is enough
+    except OSError:
+        pass
+    digest = hashlib.sha256("\n".join(described).encode()).hexdigest()[:12]
+    return f"{platform.machine() or 'cpu'}-{digest}"
+
+
 def use_compile_cache(path: str | os.PathLike | None = None, *,
-                      max_bytes: int = 2 ** 30, min_compile_secs: float = 0.0) -> str:
+                      min_compile_secs: float = 0.0) -> str:
     """Keep XLA's compiled programs on disk, so that a new process compiles nothing twice.
 
     Every process compiles jablate's steps afresh: the first ``ablate``,
     ``deep_lift_shap`` or ``saturation_mutagenesis`` of a model costs seconds that the
     second call does not (on a GPU, XLA also times convolution algorithms). This turns
     on JAX's persistent compilation cache (`jax_compilation_cache_dir
-    <https://docs.jax.dev/en/latest/persistent_compilation_cache.html>`_) in a
-    directory of jablate's, for every JAX program of this process, jablate's and yours.
-    A program is found again by a hash of its HLO, its compile options, the devices and
-    the versions of jax and jaxlib, so results never change: a program found on disk is
-    the program XLA would compile. ``jablate`` on the command line does this by itself
-    (see ``JABLATE_COMPILE_CACHE`` in ``jablate --help``); a Python session does it only
-    when asked.
+    <https://docs.jax.dev/en/latest/persistent_compilation_cache.html>`_), for every
+    JAX program of this process, jablate's and yours, in a directory per kind of CPU
+    under ``path`` (:func:`host_kind`: XLA's CPU code is made for the CPU it runs on,
+    and JAX's cache keys do not say which). A program is found again by a hash of its
+    HLO, its compile options, the devices and the jaxlib version, so a program found
+    there is the one XLA would compile here. ``jablate`` on the command line does this
+    by itself (see ``JABLATE_COMPILE_CACHE`` in ``jablate --help``); a Python session
+    only when asked.
 
     Programs that call back into Python (``jax.pure_callback``, models run in torch
-    through the bridge) are never written. Only the first process of a
-    ``jax.distributed`` job writes. The directory is trusted: whoever can write to it
-    can run code in your process (JAX's warning), so it is created readable by you
-    alone.
+    through the bridge) are never written: they compile again in every process. Only
+    the first process of a ``jax.distributed`` job writes. The directory is not bounded
+    (each program takes tens of kilobytes to a few megabytes); delete it whenever you
+    like. It is trusted: whoever can write to it can run code in your process (JAX's
+    warning), so it is created readable by you alone. JAX writes an entry in place: a
+    process killed while writing one leaves it damaged, and every later run warns that
+    it cannot read it (and compiles that program) until the directory is deleted.
 
     Parameters
     ----------
     path : str or os.PathLike, optional
-        The directory, created when missing. Default
+        The directory (``~`` expanded), created when missing. Default
         :func:`default_compile_cache_dir` (``~/.cache/jablate/xla``).
-    max_bytes : int, optional
-        Above this total, the least recently used programs are deleted (needs the
-        ``filelock`` package; without it the directory is not bounded). Default 1 GiB.
     min_compile_secs : float, optional
         Programs that compiled faster are not written. Default 0: jablate's steps on a
         CPU compile in tenths of seconds, and each still costs that much per process.
 
     Returns
     -------
-    path : str
-        The directory in use.
+    directory : str
+        The directory in use: ``path``'s subdirectory for this kind of CPU.
 
     Raises
     ------
-    ValueError
-        ``max_bytes`` is not a positive int, or ``min_compile_secs`` is negative.
+    InputError
+        ``path`` is not a path, ``min_compile_secs`` not a number ``>= 0``, or no
+        ``path`` and no home directory to put the default in (a ``ValueError``).
     OSError
         The directory cannot be created or written.
 
@@ -231,36 +265,48 @@ def use_compile_cache(path: str | os.PathLike | None = None, *,
     --------
     >>> import jablate
     >>> jablate.use_compile_cache()          # doctest: +SKIP
-    '/home/me/.cache/jablate/xla'
+    '/home/me/.cache/jablate/xla/x86_64-3f9a0c1b2d4e'
     """
-    import importlib.util
+    import numbers
     import tempfile
 
     import jax
+    from jax.experimental.compilation_cache import compilation_cache
 
-    if isinstance(max_bytes, bool) or not isinstance(max_bytes, int) or max_bytes <= 0:
-        raise ValueError(f"max_bytes must be a positive int; got {max_bytes!r}.")
-    if not min_compile_secs >= 0:
-        raise ValueError(f"min_compile_secs must be >= 0; got {min_compile_secs!r}.")
-    directory = os.path.abspath(os.fspath(default_compile_cache_dir() if path is None
-                                          else path))
+    from jablate._core.errors import InputError
+
+    if isinstance(min_compile_secs, bool) or not isinstance(min_compile_secs, numbers.Real) \
+            or not 0 <= min_compile_secs < float("inf"):
+        raise InputError(f"min_compile_secs must be a number >= 0; got {min_compile_secs!r}.")
+    if path is None:
+        path = default_compile_cache_dir()
+        if path is None:
+            raise InputError("path: there is no home directory to keep compiled programs "
+                             "in; name a directory")
+    try:
+        base = os.path.expanduser(os.fspath(path))
+    except TypeError:
+        raise InputError(f"path must be a directory's path; got {type(path).__name__}.") \
+            from None
+    directory = os.path.join(os.path.abspath(base), host_kind())
     os.makedirs(directory, mode=0o700, exist_ok=True)
     with tempfile.TemporaryFile(dir=directory):  # raises OSError where it cannot write
         pass
-    if importlib.util.find_spec("filelock") is not None:
-        jax.config.update("jax_compilation_cache_max_size", max_bytes)
     jax.config.update("jax_persistent_cache_min_compile_time_secs", float(min_compile_secs))
-    jax.config.update("jax_compilation_cache_dir", directory)
+    if jax.config.jax_compilation_cache_dir != directory:
+        # JAX opens its cache once per process: a new directory needs a new start
+        jax.config.update("jax_compilation_cache_dir", directory)
+        compilation_cache.reset_cache()
     return directory
 
 
 def compile_cache_from_env() -> tuple[str | None, str | None]:
     """The command line's compile cache: ``(directory, None)`` when in use, ``(None,
-    why)`` when not (``why`` None when it is off by choice).
+    why)`` when it cannot be (``(None, None)`` when it is off by choice).
 
-    ``$JABLATE_COMPILE_CACHE`` names the directory, or is ``off`` (or ``0``, empty);
-    unset, :func:`default_compile_cache_dir`. A cache the user gave JAX itself
-    (``JAX_COMPILATION_CACHE_DIR``) is left as it is.
+    ``$JABLATE_COMPILE_CACHE`` names the directory (``~`` expanded), or is ``off`` (or
+    ``0``, empty); unset, :func:`default_compile_cache_dir`. A cache the user gave JAX
+    itself (``JAX_COMPILATION_CACHE_DIR``) is left as it is, with JAX's own settings.
     """
     import jax
 
@@ -270,9 +316,13 @@ def compile_cache_from_env() -> tuple[str | None, str | None]:
     value = os.environ.get(COMPILE_CACHE_ENV)
     if value is not None and value.strip().lower() in _OFF:
         return None, None
+    where = value or default_compile_cache_dir()
+    if where is None:
+        return None, (f"no home directory to keep compiled programs in; every program "
+                      f"compiles afresh (set {COMPILE_CACHE_ENV} to a directory, or to off)")
     try:
-        return use_compile_cache(value or None), None
+        return use_compile_cache(where), None
     except OSError as error:
-        return None, (f"the compile cache {value or default_compile_cache_dir()} cannot be "
-                      f"used ({error.strerror or error}); every program compiles afresh "
-                      f"(set {COMPILE_CACHE_ENV} to another directory, or to off)")
+        return None, (f"the compile cache {where} cannot be used ({error.strerror or error});"
+                      f" every program compiles afresh (set {COMPILE_CACHE_ENV} to another "
+                      "directory, or to off)")

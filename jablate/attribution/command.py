@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import os
 import sys
+from functools import partial
 from typing import Any, Optional
 
 import numpy
@@ -29,10 +30,10 @@ import numpy
 from jablate._core.errors import InputError, ModelFailure
 from jablate._core.io import AtomicFiles, one_hot_encode, plot_format, read_fasta
 
-__all__ = ["run_attribute", "pick_output", "plot_logos", "METHODS"]
+__all__ = ["run_attribute", "pick_output", "plot_logos", "METHOD_NAMES"]
 
-#: ``--method``'s choices.
-METHODS = ("deep_lift_shap", "ism")
+#: ``--method``'s choices (:func:`_attribute` turns each into its function).
+METHOD_NAMES = ("deep_lift_shap", "ism")
 #: Sequences ``--plot`` draws, and the widest stretch of each.
 LOGO_SEQUENCES, LOGO_WIDTH = 4, 100
 #: Base colours of the logos (A, C, G, T), as logomaker's and tangermeme's defaults.
@@ -207,12 +208,11 @@ def _attribute(model, X, args, device):
                   verbose=not args.quiet)
     if device is not None:
         kwargs["device"] = device
+    method = {"ism": saturation_mutagenesis,
+              "deep_lift_shap": partial(deep_lift_shap, n_shuffles=args.n_shuffles,
+                                        random_state=args.seed)}[args.method]
     try:
-        if args.method == "ism":
-            out = saturation_mutagenesis(model, X, **kwargs)
-        else:
-            out = deep_lift_shap(model, X, n_shuffles=args.n_shuffles,
-                                  random_state=args.seed, **kwargs)
+        out = method(model, X, **kwargs)
     except InputError:
         raise
     except Exception as error:
