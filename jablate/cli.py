@@ -41,6 +41,7 @@ from jablate._core.io import (
     AtomicFiles,
     format_table,
     one_hot_encode,
+    output_paths,
     plot_format,
     read_fasta,
     read_regions,
@@ -460,24 +461,23 @@ def _add_debug(parser, default):
         help="print the traceback of an error")
 
 
-def _positive_int(text):
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"'{text}' is not an integer") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
+def _int_at_least(minimum):
+    """An argparse type: an integer of at least ``minimum``."""
+
+    def parse(text):
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"'{text}' is not an integer") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
+        return value
+
+    return parse
 
 
-def _index(text):
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"'{text}' is not an integer") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be at least 0, got {value}")
-    return value
+_positive_int = _int_at_least(1)
+_index = _int_at_least(0)
 
 
 def _seed(text):
@@ -709,18 +709,8 @@ def _ablate(args):
     annotations = numpy.array([(index[r.sequence], r.start, r.end) for r in regions],
         dtype=numpy.int64)
 
-    paths = {option: getattr(args, option) for option in ("out", "table", "plot")
-        if getattr(args, option) is not None}
-    seen = {}
-    for option, path in paths.items():
-        real = os.path.realpath(path)
-        if real in seen:
-            raise InputError(f"--{seen[real]} and --{option} name the same file '{path}'")
-        seen[real] = option
+    paths = output_paths(args, ("out", "table", "plot"), npz=("out",))
     plot = plot_format(args.plot) if args.plot is not None else None
-    if args.out is not None and not args.out.lower().endswith(".npz"):
-        raise InputError(f"--out '{args.out}' would hold a NumPy .npz archive; give it a "
-            "name ending in .npz")
 
     with AtomicFiles() as files, _asking_about_length(X.shape[-1]):
         handles = {option: files.open(path) for option, path in paths.items()}

@@ -25,6 +25,7 @@ __all__ = [
     "one_hot_encode",
     "PLOT_FORMATS",
     "plot_format",
+    "output_paths",
     "format_table",
     "AtomicFiles",
     "new_file_mode",
@@ -280,6 +281,42 @@ def one_hot_encode(sequences, alphabet="ACGT", dtype=numpy.float32):
     for index in range(len(alphabet)):  # one pass per symbol, unknown bases match none
         numpy.equal(symbols, index, out=X[:, index, :], casting="unsafe")
     return X
+
+
+def output_paths(args, options, npz=()):
+    """The output files a command was given: ``{option: path}`` for each of ``options``
+    (attribute names of ``args``) that is not None, checked before any work.
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+    options : sequence of str
+        ``("out", "table", "plot")``, say.
+    npz : sequence of str, optional
+        The options whose files hold a NumPy ``.npz`` archive: their names must end so.
+
+    Returns
+    -------
+    paths : dict
+
+    Raises
+    ------
+    InputError
+        Two options name the same file, or an ``npz`` option's name does not end in
+        ``.npz``.
+    """
+    paths = {option: getattr(args, option) for option in options
+             if getattr(args, option) is not None}
+    seen = {}
+    for option, path in paths.items():
+        real = os.path.realpath(path)
+        if real in seen:
+            raise InputError(f"--{seen[real]} and --{option} name the same file '{path}'")
+        seen[real] = option
+        if option in npz and not str(path).lower().endswith(".npz"):
+            raise InputError(f"--{option} '{path}' would hold a NumPy .npz archive; give it "
+                "a name ending in .npz")
+    return paths
 
 
 def plot_format(path):

@@ -20,7 +20,6 @@ Every file appears whole or not at all (:class:`jablate._core.io.AtomicFiles`).
 
 from __future__ import annotations
 
-import os
 import sys
 from functools import partial
 from typing import Any, Optional
@@ -28,7 +27,7 @@ from typing import Any, Optional
 import numpy
 
 from jablate._core.errors import InputError, ModelFailure
-from jablate._core.io import AtomicFiles, one_hot_encode, plot_format, read_fasta
+from jablate._core.io import AtomicFiles, one_hot_encode, output_paths, plot_format, read_fasta
 
 __all__ = ["run_attribute", "pick_output", "plot_logos", "METHOD_NAMES"]
 
@@ -155,19 +154,8 @@ def run_attribute(args: Any) -> int:
     from jablate.api.loading import check_device, load_model, model_kind
     from jablate.api.predict import predict
 
-    paths = {option: getattr(args, option) for option in ("out", "sequences", "plot")
-             if getattr(args, option) is not None}
-    for option in ("out", "sequences"):
-        if option in paths and not paths[option].lower().endswith(".npz"):
-            raise InputError(f"--{option} '{paths[option]}' would hold a NumPy .npz "
-                "archive; give it a name ending in .npz")
+    paths = output_paths(args, ("out", "sequences", "plot"), npz=("out", "sequences"))
     fmt = plot_format(args.plot) if "plot" in paths else None
-    seen = {}
-    for option, path in paths.items():
-        real = os.path.realpath(path)
-        if real in seen:
-            raise InputError(f"--{seen[real]} and --{option} name the same file '{path}'")
-        seen[real] = option
     names, sequences = read_fasta(args.fasta)
     X = one_hot_encode(sequences)
 
