@@ -27,6 +27,7 @@ from typing import Any, Optional
 import numpy
 
 from jablate import __version__
+from jablate._core import interrupts
 from jablate._core.caches import COMPILE_CACHE_ENV
 from jablate._core.dtypes import dtype_kind
 from jablate._core.errors import (
@@ -671,23 +672,28 @@ def _report(error, args=None):
 
 @contextlib.contextmanager
 def _watching_interrupts():
-    """Note SIGINT (still raising KeyboardInterrupt); yield a function saying if it came."""
+    """Note SIGINT (still raising KeyboardInterrupt); yield a function saying if it came.
 
-    seen = []
+    Noted in :mod:`jablate._core.interrupts` too, so that an interrupt Python swallowed
+    (raised inside a garbage-collection callback) is raised again at the next batch or
+    before output files are committed."""
+
     if threading.current_thread() is not threading.main_thread() or \
             signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
         yield lambda: False
         return
 
     def handler(number, frame):
-        seen.append(number)
+        interrupts.note()
         raise KeyboardInterrupt
 
+    interrupts.reset()
     signal.signal(signal.SIGINT, handler)
     try:
-        yield lambda: bool(seen)
+        yield interrupts.pending
     finally:
         signal.signal(signal.SIGINT, signal.default_int_handler)
+        interrupts.reset()
 
 
 def _demo(args):

@@ -127,6 +127,17 @@ def jax_out_of_memory(X):
     return X.sum(axis=(1, 2))[:, None] + sorted_[0, 0]
 
 
+def jax_swallowed_interrupt(X):
+    """jax_model, noting a Ctrl-C as the command line's handler does when Python swallows
+    the KeyboardInterrupt it raised (inside a garbage-collection callback): at trace time,
+    so in the middle of a run."""
+
+    from jablate._core import interrupts
+
+    interrupts.note()
+    return jax_model(X)
+
+
 def jax_model_factory():
     """A function that returns a JAX model (``jax_model``)."""
 

@@ -124,3 +124,18 @@ def test_a_torch_module_s_output_is_chosen_in_torch_and_translated(inputs):
                                   n_shuffles=4, random_state=0, hypothetical=True)
     with numpy.load(inputs / "torch.npz") as got:
         numpy.testing.assert_array_equal(got["arr_0"], want.numpy())
+
+
+@pytest.mark.parametrize("command", ["attribute", "ablate"])
+def test_an_interrupt_python_swallowed_still_stops_the_run(inputs, command):
+    (inputs / "regions.bed").write_text("peak0\t10\t30\n")
+    more = ("--regions", "regions.bed", "--table", "x.tsv") if command == "ablate" else \
+        ("--out", "x.npz")
+    result = main_in_process(command, "--model", "models_for_cli:jax_swallowed_interrupt",
+                             "--fasta", "seqs.fa", "--quiet", *more, cwd=inputs)
+    assert result.returncode == 130, result.stderr
+    assert result.stderr.strip().splitlines()[-1] == "jablate: interrupted; no output written"
+    assert sorted(p.name for p in inputs.iterdir()) == ["regions.bed", "seqs.fa"]
+    ok = main_in_process(command, "--model", "models_for_cli:jax_model", "--fasta",
+                         "seqs.fa", "--quiet", *more, cwd=inputs)  # the next run is not
+    assert ok.returncode == 0, ok.stderr                           # interrupted

@@ -15,6 +15,7 @@ import zlib
 
 import numpy
 
+from jablate._core import interrupts
 from jablate._core.errors import InputError
 
 __all__ = [
@@ -442,8 +443,16 @@ class AtomicFiles:
         return handle
 
     def commit(self):
-        """Close every temporary file and move it onto its final name."""
+        """Close every temporary file and move it onto its final name (unless an interrupt
+        came that Python swallowed: :func:`jablate._core.interrupts.check`).
 
+        Raises
+        ------
+        KeyboardInterrupt
+            The interrupt; nothing is moved.
+        """
+
+        interrupts.check()
         for handle, _, _ in self._pending:
             handle.close()
         for _, temporary, path in self._pending:

@@ -30,6 +30,7 @@ import jax.numpy as jnp
 import numpy
 from tqdm.auto import tqdm
 
+from jablate._core import interrupts
 from jablate._core.dtypes import dtype_kind, resolution
 
 __all__ = ["Job", "Sink", "Collect", "MeanStd", "Scatter", "execute", "checked", "to_host",
@@ -381,6 +382,7 @@ def execute(job: Job, sink: Any) -> Any:
             items, valid = plan.batch(lo, job.size)
             sink.add(job.step(job.shard(items), lo), lo, valid)
             bar.update(valid)
+            interrupts.check()  # an interrupt Python swallowed stops the run here
     return sink.result()
 
 
