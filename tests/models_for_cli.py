@@ -127,6 +127,24 @@ def jax_out_of_memory(X):
     return X.sum(axis=(1, 2))[:, None] + sorted_[0, 0]
 
 
+def jax_inf_after_a(X):
+    """jax_model, +inf for sequences that start with A (their references too: a
+    dinucleotide shuffle keeps the first base)."""
+
+    import jax.numpy as jnp
+
+    return jax_model(X) + jnp.log1p(-X[:, 0, :1])
+
+
+def jax_constant_nan(X):
+    """NaN for every sequence, as a mean over an empty slice makes it (a BPNet whose
+    trimming leaves nothing of a short input): no base changes it."""
+
+    import jax.numpy as jnp
+
+    return jnp.mean(X[:, :, :0], axis=(1, 2))[:, None] + 0 * X.sum(axis=(1, 2))[:, None]
+
+
 def jax_swallowed_interrupt(X):
     """jax_model, noting a Ctrl-C as the command line's handler does when Python swallows
     the KeyboardInterrupt it raised (inside a garbage-collection callback): at trace time,

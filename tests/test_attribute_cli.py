@@ -139,3 +139,53 @@ def test_an_interrupt_python_swallowed_still_stops_the_run(inputs, command):
     ok = main_in_process(command, "--model", "models_for_cli:jax_model", "--fasta",
                          "seqs.fa", "--quiet", *more, cwd=inputs)  # the next run is not
     assert ok.returncode == 0, ok.stderr                           # interrupted
+
+
+def test_outputs_that_are_not_finite_give_nan_and_say_so(inputs):
+    import warnings
+
+    import models_for_cli
+
+    X = one_hot_encode(SEQUENCES)
+    starts_with_a = X[:, 0, 0] == 1
+    assert 0 < starts_with_a.sum() < len(X)
+    for attribute, kw in ((jablate.deep_lift_shap, dict(n_shuffles=3, random_state=0)),
+                          (jablate.saturation_mutagenesis, {})):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            got = numpy.asarray(attribute(models_for_cli.jax_inf_after_a, X, **kw))
+        said = [str(w.message) for w in caught if "not finite" in str(w.message)]
+        assert len(said) == 1, said
+        if attribute is jablate.deep_lift_shap:  # per sequence; the others as before
+            assert said[0].startswith("The model's output is not finite (NaN or inf) for "
+                                      f"{3 * starts_with_a.sum()} of 15 sequence-reference "
+                                      f"pairs ({starts_with_a.sum()} of 5 sequences")
+            assert numpy.isnan(got[starts_with_a]).all()
+            numpy.testing.assert_array_equal(got[~starts_with_a], numpy.asarray(
+                attribute(models_for_cli.jax_model, X, **kw))[~starts_with_a])
+        else:  # substituting A at the first position makes every sequence's output inf
+            assert said[0].startswith("The model's output is not finite (NaN or inf) for 5 "
+                                      "of 5 sequences or their substitutions")
+            assert not numpy.isfinite(got[:, :, 0]).any()
+            assert numpy.isfinite(got[~starts_with_a, :, 1:]).all()
+
+    # a NaN made of a constant has zero multipliers: NaN, not "no base matters"
+    with pytest.warns(RuntimeWarning, match="not finite .* for 15 of 15"):
+        got = numpy.asarray(jablate.deep_lift_shap(models_for_cli.jax_constant_nan, X,
+                                                   n_shuffles=3, random_state=0))
+    assert numpy.isnan(got).all()
+    # the command line refuses to write that, and says so
+    line = _error(_attribute(inputs, "--model", "models_for_cli:jax_constant_nan", "--out",
+                             "x.npz"), status=1)
+    assert line.endswith("its output is not finite (NaN or inf) for every sequence, so no "
+                         "attribution means anything (are sequences of 60 bp the input "
+                         "length the model expects?)")
+    result = _ok(_attribute(inputs, "--model", "models_for_cli:jax_inf_after_a", "--out",
+                            "y.npz", "--n-shuffles", "3"))
+    assert result.stderr.strip() == (
+        f"jablate: warning: the model's output is not finite (NaN or inf) for "
+        f"{starts_with_a.sum()} of 5 sequences (or their references or substitutions): "
+        "their attributions hold NaN")
+    with numpy.load(inputs / "y.npz") as y:
+        assert numpy.isnan(y["arr_0"][starts_with_a]).all()
+    assert sorted(p.name for p in inputs.iterdir()) == ["seqs.fa", "y.npz"]

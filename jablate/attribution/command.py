@@ -21,6 +21,7 @@ Every file appears whole or not at all (:class:`jablate._core.io.AtomicFiles`).
 from __future__ import annotations
 
 import sys
+import warnings
 from functools import partial
 from typing import Any, Optional
 
@@ -200,12 +201,23 @@ def _attribute(model, X, args, device):
               "deep_lift_shap": partial(deep_lift_shap, n_shuffles=args.n_shuffles,
                                         random_state=args.seed)}[args.method]
     try:
-        out = method(model, X, **kwargs)
+        with warnings.catch_warnings():  # said here, for the command line
+            warnings.filterwarnings("ignore", message="The model's output is not finite")
+            out = numpy.asarray(method(model, X, **kwargs), dtype=numpy.float32)
     except InputError:
         raise
     except Exception as error:
         raise ModelFailure(args.model, error) from error
-    return numpy.asarray(out, dtype=numpy.float32)
+    bad = int((~numpy.isfinite(out).reshape(len(out), -1).all(axis=1)).sum())
+    if bad == len(out):
+        raise ModelFailure(args.model, FloatingPointError("its output is not finite (NaN or "
+            "inf) for every sequence, so no attribution means anything"),
+            f"are sequences of {X.shape[-1]} bp the input length the model expects?")
+    if bad:
+        warnings.warn(f"the model's output is not finite (NaN or inf) for {bad} of "
+                      f"{len(out)} sequences (or their references or substitutions): their "
+                      "attributions hold NaN", stacklevel=2)
+    return out
 
 
 def plot_logos(handle: Any, contributions: numpy.ndarray, names: list, fmt: str) -> None:

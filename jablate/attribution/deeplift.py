@@ -844,12 +844,18 @@ def _core(apply, n_shuffles, references_fn, rules, raw_outputs, chunk, target, h
     differences = y - y_ref
     deltas = jnp.abs(differences - jnp.sum((x - refs) * m, axis=(1, 2)))
     scale = jnp.abs(y) + jnp.abs(y_ref)  # how large a rounding of the outputs can be
+    # An output that is not finite (NaN, inf) explains nothing: a NaN made of a constant
+    # has zero multipliers, and would read as "no base matters". Its deltas are NaN
+    # (the warnings count them) and its attributions too.
+    finite = jnp.isfinite(y).all() & jnp.isfinite(y_ref).all()
+    nan = jnp.array(jnp.nan, m.dtype)
     if raw_outputs:
-        return m, deltas, differences, scale
+        return jnp.where(finite, m, nan), jnp.where(finite, deltas, nan), differences, scale
     projected = m - jnp.sum(refs * m, axis=1, keepdims=True)
     attributions = projected.mean(axis=0)
     attributions = jnp.where(hypothetical, attributions, attributions * x)
-    return attributions, deltas, differences, scale
+    return (jnp.where(finite, attributions, nan), jnp.where(finite, deltas, nan), differences,
+            scale)
 
 
 def attribution_fn(apply: Callable, *, target: int, hypothetical: bool, n_shuffles: int,
@@ -1138,18 +1144,23 @@ def _ablate_build(apply, params, x, args, options, exact):
 
     def fn(params, x, key, *args, ahead=None):  # ahead: the references, drawn ahead
         attributions, deltas, differences, scale = core(params, x, key, ahead, *args)
+        finite = jnp.isfinite(deltas)
+        deltas, differences, scale = (jnp.where(finite, v, 0) for v in
+                                      (deltas, differences, scale))
         return attributions, jnp.stack([jnp.sum(deltas > threshold), jnp.sum(deltas),
                                         jnp.sum(jnp.abs(differences)), jnp.max(deltas),
-                                        jnp.sum(scale)])
+                                        jnp.sum(scale), jnp.sum(~finite)])
     return fn
 
 
 def _ablate_check(sums, maxima, count, options):
     R, threshold = options[2], options[-1]
     pairs = count * R
-    _warn_summary(int(sums[0]), pairs, float(maxima[3]), float(sums[1]) / pairs,
-                  float(sums[2]) / pairs, threshold, numpy.asarray(maxima).dtype.name,
-                  float(sums[4]) / pairs)
+    _warn_not_finite(int(sums[5]), pairs)
+    finite = max(1, pairs - int(sums[5]))
+    _warn_summary(int(sums[0]), pairs, float(maxima[3]), float(sums[1]) / finite,
+                  float(sums[2]) / finite, threshold, numpy.asarray(maxima).dtype.name,
+                  float(sums[4]) / finite)
 
 
 @dataclass(frozen=True)
@@ -1486,9 +1497,29 @@ class _Deltas(Collect):
 
 
 def _warn_deltas(deltas, differences, scale, threshold):
-    _warn_summary(int((deltas > threshold).sum()), deltas.size, float(deltas.max()),
-                  float(deltas.mean()), float(numpy.abs(differences).mean()), threshold,
-                  numpy.asarray(deltas).dtype.name, float(numpy.mean(scale)))
+    deltas = numpy.asarray(deltas)
+    finite = numpy.isfinite(deltas)
+    _warn_not_finite(int(deltas.size - finite.sum()), deltas.size,
+                     int((~finite.reshape(len(deltas), -1)).any(axis=1).sum()), len(deltas))
+    if not finite.any():
+        return
+    _warn_summary(int((deltas[finite] > threshold).sum()), deltas.size,
+                  float(deltas[finite].max()), float(deltas[finite].mean()),
+                  float(numpy.abs(numpy.asarray(differences)[finite]).mean()), threshold,
+                  deltas.dtype.name, float(numpy.mean(numpy.asarray(scale)[finite])))
+
+
+def _warn_not_finite(n_pairs, pairs, n_sequences=None, sequences=None):
+    """A warning that the model's output is not finite (NaN, inf) for ``n_pairs`` of
+    ``pairs`` sequence-reference pairs (of ``n_sequences`` of ``sequences`` sequences):
+    their attributions are NaN."""
+    if not n_pairs:
+        return
+    which = "" if n_sequences is None else (f" ({n_sequences} of {sequences} sequences, "
+                                            "whose attributions are NaN)")
+    warnings.warn(f"The model's output is not finite (NaN or inf) for {n_pairs} of {pairs} "
+                  f"sequence-reference pairs{which}: nothing explains it. Is the input the "
+                  "length the model expects?", RuntimeWarning, stacklevel=outside_stacklevel())
 
 
 def _warn_summary(n_high, n_pairs, largest, mean_delta, mean_difference, threshold,

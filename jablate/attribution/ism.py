@@ -18,6 +18,7 @@ vmap-able function of ``(params, x, *args)`` (for ``ablate(func=...)``).
 from __future__ import annotations
 
 import dataclasses
+import warnings
 import weakref
 from functools import partial
 from typing import Any, Callable, NamedTuple, Optional, Union
@@ -29,7 +30,7 @@ from tqdm.auto import tqdm
 
 from jablate._core.behaviour import carries
 from jablate._core.caches import for_runner
-from jablate._core.errors import InputError
+from jablate._core.errors import InputError, outside_stacklevel
 from jablate._core.lowering import plain_convolutions
 from jablate.api.predict import prepare, torch_dtype
 from jablate.engine import stream as engine
@@ -891,10 +892,23 @@ def saturation_mutagenesis(model: Any, X: Any, args: Optional[Any] = None, start
             tree_to_family(y0 if multi else y0[0], inp.family),
             tree_to_family(y_hat if multi else y_hat[0], inp.family))
     d = collect.grids[0]
-    attr = d - d.mean(axis=1, keepdims=True)
-    if not hypothetical:
-        attr = attr * span.astype(attr.dtype)
+    with numpy.errstate(invalid="ignore"):  # said below, once
+        attr = d - d.mean(axis=1, keepdims=True)
+        if not hypothetical:
+            attr = attr * span.astype(attr.dtype)
+    _warn_not_finite(attr)
     return tree_to_family(attr, inp.family)
+
+
+def _warn_not_finite(attr: numpy.ndarray) -> None:
+    """Say how many sequences' attributions hold NaN or inf: the model's output was not
+    finite for one of their substitutions (or for the sequence itself)."""
+    bad = int((~numpy.isfinite(attr).reshape(len(attr), -1).all(axis=1)).sum())
+    if bad:
+        warnings.warn(f"The model's output is not finite (NaN or inf) for {bad} of "
+                      f"{len(attr)} sequences or their substitutions: their attributions "
+                      "hold NaN (or inf) there. Is the input the length the model expects?",
+                      RuntimeWarning, stacklevel=outside_stacklevel())
 
 
 def _mode(incremental: Mode, fast: Optional[bool]) -> Mode:
