@@ -41,6 +41,7 @@ from jablate._core.errors import (
 from jablate._core.io import (
     AtomicFiles,
     format_table,
+    note_unusual_letters,
     one_hot_encode,
     output_paths,
     plot_format,
@@ -177,10 +178,11 @@ def build_parser() -> argparse.ArgumentParser:
         "before and after (jablate.ablate_annotations). Without --table, the table\n"
         "is printed on standard output.", epilog=TABLE_HELP + ENVIRONMENT_HELP)
     ablate.add_argument("--model", required=True, metavar="SPEC",
-        help="'package.module:attribute' naming a torch.nn.Module, a function "
-        "returning one, a bound flax module or a JAX function; or a torch.export "
-        "program (.pt2). A class is refused: name an instance, or a function that "
-        "returns one. The module is imported with the current directory on sys.path.")
+        help="'package.module:attribute' (or 'path/to/file.py:attribute') naming a "
+        "torch.nn.Module, a function returning one, a bound flax module or a JAX "
+        "function; or a torch.export program (.pt2). A class is refused: name an "
+        "instance, or a function that returns one. The module is imported with the "
+        "current directory on sys.path.")
     ablate.add_argument("--fasta", required=True, metavar="FILE",
         help="sequences, all of one length; may be gzip-compressed (.fa.gz, bgzip)")
     ablate.add_argument("--regions", required=True, metavar="FILE",
@@ -246,7 +248,8 @@ def _add_attribute(commands):
         "jablate.saturation_mutagenesis),\nwritten as TF-MoDISco reads them.",
         epilog=ATTRIBUTE_HELP + ENVIRONMENT_HELP)
     attribute.add_argument("--model", required=True, metavar="SPEC",
-        help="as for 'jablate ablate': 'package.module:attribute' or a .pt2 program")
+        help="as for 'jablate ablate': 'package.module:attribute', "
+        "'path/to/file.py:attribute' or a .pt2 program")
     attribute.add_argument("--fasta", required=True, metavar="FILE",
         help="sequences, all of one length; may be gzip-compressed (.fa.gz, bgzip)")
     attribute.add_argument("--out", required=True, metavar="FILE.npz",
@@ -261,10 +264,10 @@ def _add_attribute(commands):
         help="which output to explain, for a model that returns several (0-based)")
     attribute.add_argument("--target", type=_index, default=0, metavar="T",
         help="which task of that output, its column (default: %(default)s)")
-    attribute.add_argument("--n-shuffles", type=_positive_int, default=20, metavar="N",
-        help="references per sequence for deep_lift_shap (default: %(default)s)")
-    attribute.add_argument("--seed", type=_seed, default=0,
-        help="random seed of the references (default: %(default)s)")
+    attribute.add_argument("--n-shuffles", type=_positive_int, metavar="N",
+        help="references per sequence, for deep_lift_shap (default: 20)")
+    attribute.add_argument("--seed", type=_seed,
+        help="random seed of the references, for deep_lift_shap (default: 0)")
     attribute.add_argument("--batch-size", type=_positive_int, default=32,
         help="sequence-reference pairs (deep_lift_shap) or edited sequences (ism) per "
         "model call (default: %(default)s)")
@@ -705,6 +708,7 @@ def _demo(args):
 
 def _ablate(args):
     names, sequences = read_fasta(args.fasta)
+    note_unusual_letters(sequences, args.fasta)
     regions = read_regions(args.regions, {name: len(s) for name, s in
         zip(names, sequences)}, fasta_path=args.fasta)
     if args.shuffle == "dinucleotide":

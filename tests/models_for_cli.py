@@ -145,6 +145,14 @@ def jax_constant_nan(X):
     return jnp.mean(X[:, :, :0], axis=(1, 2))[:, None] + 0 * X.sum(axis=(1, 2))[:, None]
 
 
+def jax_sine(X):
+    """jax_model through a sine: an operation deep_lift_shap has no rule for."""
+
+    import jax.numpy as jnp
+
+    return jnp.sin(jax_model(X))
+
+
 def jax_swallowed_interrupt(X):
     """jax_model, noting a Ctrl-C as the command line's handler does when Python swallows
     the KeyboardInterrupt it raised (inside a garbage-collection callback): at trace time,

@@ -102,8 +102,19 @@ def test_which_output_is_asked_before_anything_is_written(inputs):
     line = _error(_attribute(inputs, "--model", "models_for_cli:jax_model", "--output", "1",
                              "--out", "x.npz"))
     assert "the model returns one output" in line
-    assert "target" in _error(_attribute(inputs, "--model", "models_for_cli:jax_model",
-                                         "--target", "1", "--out", "x.npz"))
+    assert _error(_attribute(inputs, "--model", "models_for_cli:jax_model", "--target", "1",
+        "--out", "x.npz")).endswith("--target 1: the output explained has one column; "
+                                    "leave --target out")
+    assert _error(_attribute(inputs, "--model", "models_for_cli:jax_three_tasks", "--target",
+        "3", "--out", "x.npz")).endswith("--target 3 is not a column of the output "
+                                         "explained: it has 3 (0 to 2)")
+    assert _error(_attribute(inputs, "--model", "models_for_cli:jax_model", "--method", "ism",
+        "--seed", "3", "--out", "x.npz")).endswith("--seed is for --method deep_lift_shap's "
+                                                   "references; --method ism draws none")
+    line = _error(_attribute(inputs, "--model", "models_for_cli:jax_sine", "--out", "x.npz"))
+    assert line.endswith("deep_lift_shap has no DeepLIFT rule for these operations of the "
+        "model on input-dependent values: sin; --method ism attributes any model (in Python, "
+        "deep_lift_shap takes rules of your own: additional_nonlinear_rules)")
     assert "ending in .npz" in _error(_attribute(inputs, "--model",
         "models_for_cli:jax_model", "--out", "x.tsv"))
     assert "--out and --sequences name the same file" in _error(_attribute(inputs,
@@ -189,3 +200,12 @@ def test_outputs_that_are_not_finite_give_nan_and_say_so(inputs):
     with numpy.load(inputs / "y.npz") as y:
         assert numpy.isnan(y["arr_0"][starts_with_a]).all()
     assert sorted(p.name for p in inputs.iterdir()) == ["seqs.fa", "y.npz"]
+
+
+def test_letters_other_than_acgtn_are_said_once(tmp_path):
+    (tmp_path / "rna.fa").write_text(">r1\nACGUUNacgu\n>r2\nRYACGTACGT\n")
+    result = _ok(main_in_process("attribute", "--model", "models_for_cli:jax_model",
+        "--fasta", "rna.fa", "--out", "x.npz", "--quiet", "--method", "ism", cwd=tmp_path))
+    assert result.stderr.strip() == ("jablate: warning: rna.fa: 5 of 20 bases are not A, C, "
+        "G, T or N (3 'U', 1 'R', 1 'Y'): each is read as an unknown base, as N is (an "
+        "all-zero column)")

@@ -27,6 +27,7 @@ __all__ = [
     "PLOT_FORMATS",
     "plot_format",
     "output_paths",
+    "note_unusual_letters",
     "format_table",
     "AtomicFiles",
     "new_file_mode",
@@ -282,6 +283,36 @@ def one_hot_encode(sequences, alphabet="ACGT", dtype=numpy.float32):
     for index in range(len(alphabet)):  # one pass per symbol, unknown bases match none
         numpy.equal(symbols, index, out=X[:, index, :], casting="unsafe")
     return X
+
+
+def note_unusual_letters(sequences, path):
+    """Warn (one line) when ``sequences`` hold letters other than A, C, G, T and N, in
+    either case: :func:`one_hot_encode` makes each an unknown base (an all-zero column),
+    as it does N, which is right for IUPAC codes and gaps but not for an RNA file (U).
+
+    Parameters
+    ----------
+    sequences : list of str
+    path : str or os.PathLike
+        Their FASTA file, for the message.
+
+    Returns
+    -------
+    None
+    """
+    import collections
+    import warnings
+
+    letters = collections.Counter()
+    for sequence in sequences:
+        letters.update(sequence.upper())
+    odd = {letter: n for letter, n in letters.items() if letter not in "ACGTN"}
+    if odd:
+        shown = ", ".join(f"{n} {letter!r}" for letter, n in
+                          sorted(odd.items(), key=lambda item: -item[1])[:4])
+        warnings.warn(f"{path}: {sum(odd.values())} of {sum(letters.values())} bases are not "
+            f"A, C, G, T or N ({shown}{', ...' if len(odd) > 4 else ''}): each is read as "
+            "an unknown base, as N is (an all-zero column)", stacklevel=2)
 
 
 def output_paths(args, options, npz=()):

@@ -28,7 +28,14 @@ from typing import Any, Optional
 import numpy
 
 from jablate._core.errors import InputError, ModelFailure
-from jablate._core.io import AtomicFiles, one_hot_encode, output_paths, plot_format, read_fasta
+from jablate._core.io import (
+    AtomicFiles,
+    note_unusual_letters,
+    one_hot_encode,
+    output_paths,
+    plot_format,
+    read_fasta,
+)
 
 __all__ = ["run_attribute", "pick_output", "plot_logos", "METHOD_NAMES"]
 
@@ -45,7 +52,7 @@ def _shapes(outputs: Any) -> str:
 
 
 def pick_output(model: Any, kind: str, outputs: Any, output: Optional[int],
-                spec: str) -> Any:
+                spec: str, target: int = 0) -> Any:
     """The model that returns ``(batch, T)``, what attributions explain: ``model`` itself,
     or a wrapper taking output ``output`` of a tuple (or list) and giving a ``(batch,)``
     output its task axis.
@@ -63,6 +70,8 @@ def pick_output(model: Any, kind: str, outputs: Any, output: Optional[int],
         ``--output``: which output of a tuple.
     spec : str
         ``--model``, for messages.
+    target : int, optional
+        ``--target``: the column explained, checked here. Default 0.
 
     Returns
     -------
@@ -72,7 +81,8 @@ def pick_output(model: Any, kind: str, outputs: Any, output: Optional[int],
     ------
     InputError
         A tuple output without ``--output`` (or with one out of range), ``--output`` for a
-        single output, or a chosen output with more than one axis per sequence.
+        single output, a chosen output with more than one axis per sequence, or a
+        ``target`` that is not one of its columns.
     """
 
     several = isinstance(outputs, (tuple, list))
@@ -95,6 +105,11 @@ def pick_output(model: Any, kind: str, outputs: Any, output: Optional[int],
             "task, (batch, T): name a model that reduces it, e.g. bpnet-lite's "
             "ProfileWrapper or CountWrapper in a function --model names")
     flat = chosen.ndim == 1
+    columns = 1 if flat else chosen.shape[1]
+    if not 0 <= target < columns:
+        raise InputError(f"--target {target} is not a column of the output explained: it "
+            f"has {columns} (0 to {columns - 1})" if columns > 1 else
+            f"--target {target}: the output explained has one column; leave --target out")
     if output is None and not flat:
         return model
     if kind == "torch":
@@ -157,7 +172,15 @@ def run_attribute(args: Any) -> int:
 
     paths = output_paths(args, ("out", "sequences", "plot"), npz=("out", "sequences"))
     fmt = plot_format(args.plot) if "plot" in paths else None
+    if args.method != "deep_lift_shap":
+        given = [f"--{name.replace('_', '-')}" for name in ("n_shuffles", "seed")
+                 if getattr(args, name) is not None]
+        if given:
+            raise InputError(f"{' and '.join(given)} {'is' if len(given) == 1 else 'are'} "
+                f"for --method deep_lift_shap's references; --method {args.method} draws "
+                "none")
     names, sequences = read_fasta(args.fasta)
+    note_unusual_letters(sequences, args.fasta)
     X = one_hot_encode(sequences)
 
     with AtomicFiles() as files:
@@ -173,7 +196,7 @@ def run_attribute(args: Any) -> int:
             raise ModelFailure(args.model, error).about_shapes(
                 f"are sequences of {X.shape[-1]} bp the input length the model "
                 "expects?") from error
-        explained = pick_output(model, kind, outputs, args.output, args.model)
+        explained = pick_output(model, kind, outputs, args.output, args.model, args.target)
         hypothetical = _attribute(explained, X, args, device)
         if "out" in handles:
             numpy.savez(handles["out"], arr_0=hypothetical,
@@ -198,14 +221,18 @@ def _attribute(model, X, args, device):
     if device is not None:
         kwargs["device"] = device
     method = {"ism": saturation_mutagenesis,
-              "deep_lift_shap": partial(deep_lift_shap, n_shuffles=args.n_shuffles,
-                                        random_state=args.seed)}[args.method]
+              "deep_lift_shap": partial(deep_lift_shap, n_shuffles=args.n_shuffles or 20,
+                                        random_state=args.seed or 0)}[args.method]
     try:
         with warnings.catch_warnings():  # said here, for the command line
             warnings.filterwarnings("ignore", message="The model's output is not finite")
             out = numpy.asarray(method(model, X, **kwargs), dtype=numpy.float32)
     except InputError:
         raise
+    except NotImplementedError as error:  # deep_lift_shap has no rule for an operation
+        raise InputError(f"{str(error).split('. ')[0]}; --method ism attributes any model "
+            "(in Python, deep_lift_shap takes rules of your own: "
+            "additional_nonlinear_rules)") from error
     except Exception as error:
         raise ModelFailure(args.model, error) from error
     bad = int((~numpy.isfinite(out).reshape(len(out), -1).all(axis=1)).sum())
