@@ -514,8 +514,23 @@ def main(argv: Optional[list] = None) -> int:
     """
 
     parser = build_parser()
-    with _watching_interrupts() as interrupted:
-        return _main(parser, argv, interrupted)
+    try:
+        with _watching_interrupts() as interrupted:
+            return _main(parser, argv, interrupted)
+    finally:
+        _remove_unreadable_entries()
+
+
+def _remove_unreadable_entries():
+    """Delete the compile cache entries JAX could not read in this run (see
+    :func:`jablate._core.caches.remove_unreadable_entries`)."""
+
+    from jablate._core.caches import remove_unreadable_entries
+
+    while _UNREADABLE:
+        directory = _UNREADABLE.pop()
+        if directory and os.path.isdir(directory):
+            remove_unreadable_entries(directory)
 
 
 def _main(parser, argv, interrupted):
@@ -575,6 +590,9 @@ def _warning_line(quiet):
     return show
 
 
+#: Compile cache directories with entries JAX could not read in this run.
+_UNREADABLE: set = set()
+
 #: How JAX's warnings about its persistent compilation cache begin.
 _CACHE_ERRORS = ("Error reading persistent compilation cache",
                  "Error writing persistent compilation cache")
@@ -587,10 +605,10 @@ def _cache_remedy(text):
 
     where = jax.config.jax_compilation_cache_dir
     if text.startswith(_CACHE_ERRORS[0]):  # JAX never replaces an entry it cannot read
+        _UNREADABLE.add(where)
         return (f" (the compile cache {where} holds an entry JAX cannot read, as a "
-                "run killed while writing it leaves: that program compiles again in every "
-                f"run until the directory is deleted; {COMPILE_CACHE_ENV}=off does without "
-                "it)")
+                "run killed while writing it leaves: jablate deletes such entries when "
+                "this run ends, and the next run writes them afresh)")
     return f" (the compile cache {where}; {COMPILE_CACHE_ENV}=off does without it)"
 
 

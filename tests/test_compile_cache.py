@@ -127,8 +127,17 @@ def test_use_compile_cache_sets_jax_and_refuses_bad_values(no_jax_cache, tmp_pat
     # another directory later in the same process: JAX's cache starts again there
     assert caches.use_compile_cache(tmp_path / "b") == str(tmp_path / "b" / kind)
     jax.jit(lambda x: x * 4.25 - 1)(numpy.ones(7)).block_until_ready()
-    assert _programs(tmp_path / "b" / kind)
+    jax.jit(lambda x: x * 5.25 - 1)(numpy.ones(7)).block_until_ready()
     assert jax.config.jax_persistent_cache_min_compile_time_secs == 0.0
+
+    # an entry cut short (a process killed while JAX wrote it) is found and deleted
+    entries = _programs(tmp_path / "b" / kind)
+    assert len(entries) == 2
+    cut = tmp_path / "b" / kind / entries[0]
+    cut.write_bytes(cut.read_bytes()[:40])
+    assert caches.remove_unreadable_entries(str(tmp_path / "b" / kind)) == 1
+    assert _programs(tmp_path / "b" / kind) == entries[1:]
+    assert caches.remove_unreadable_entries(str(tmp_path / "b" / kind)) == 0
 
 
 def test_where_the_default_directory_is(monkeypatch, no_jax_cache):
@@ -148,7 +157,11 @@ def test_where_the_default_directory_is(monkeypatch, no_jax_cache):
         caches.use_compile_cache()
 
 
-def test_jax_s_warnings_about_the_cache_are_said_once_per_cause_with_what_to_do(capsys):
+def test_jax_s_warnings_about_the_cache_are_said_once_per_cause_with_what_to_do(
+        capsys, monkeypatch):
+    from jablate import cli
+
+    monkeypatch.setattr(cli, "_UNREADABLE", set())  # the suite's own cache stays as it is
     show = _warning_line(quiet=False)
     where = jax.config.jax_compilation_cache_dir
     with warnings.catch_warnings():
@@ -170,11 +183,11 @@ def test_jax_s_warnings_about_the_cache_are_said_once_per_cause_with_what_to_do(
         "without it)",
         "jablate: warning: Error reading persistent compilation cache entry for 'a': error: "
         f"Error -5 while decompressing data (the compile cache {where} holds an entry "
-        "JAX cannot read, as a run killed while writing it leaves: that program compiles again in "
-        "every run until the directory is deleted; JABLATE_COMPILE_CACHE=off does without "
-        "it)",
+        "JAX cannot read, as a run killed while writing it leaves: jablate deletes such "
+        "entries when this run ends, and the next run writes them afresh)",
         "jablate: warning: Error reading persistent compilation cache entry for 'a': "
         f"Timeout: lock (the compile cache {where} holds an entry JAX cannot read, as a run "
-        "killed while writing it leaves: that program compiles again in every run until the "
-        "directory is deleted; JABLATE_COMPILE_CACHE=off does without it)",
+        "killed while writing it leaves: jablate deletes such entries when this run ends, "
+        "and the next run writes them afresh)",
         "jablate: warning: another warning"]
+    assert cli._UNREADABLE == {where}  # its unreadable entries are deleted when main ends

@@ -236,8 +236,10 @@ def use_compile_cache(path: str | os.PathLike | None = None, *,
     (each program takes tens of kilobytes to a few megabytes); delete it whenever you
     like. It is trusted: whoever can write to it can run code in your process (JAX's
     warning), so it is created readable by you alone. JAX writes an entry in place: a
-    process killed while writing one leaves it damaged, and every later run warns that
-    it cannot read it (and compiles that program) until the directory is deleted.
+    process killed while writing one leaves it damaged, and every later process warns
+    that it cannot read it (and compiles that program) until it is deleted
+    (:func:`remove_unreadable_entries`, which the command line calls after such a
+    warning).
 
     Parameters
     ----------
@@ -326,3 +328,46 @@ def compile_cache_from_env() -> tuple[str | None, str | None]:
         return None, (f"the compile cache {where} cannot be used ({error.strerror or error});"
                       f" every program compiles afresh (set {COMPILE_CACHE_ENV} to another "
                       "directory, or to off)")
+
+
+def remove_unreadable_entries(directory: str) -> int:
+    """Delete the entries of a compile cache directory that JAX cannot decompress.
+
+    JAX writes an entry in place and never replaces one that exists: an entry cut short
+    (a process killed while writing it, a full disk) stays, and every later process warns
+    that it cannot read it and compiles that program again. The command line calls this
+    once a run has seen such a warning, so the next run writes the program afresh.
+
+    Parameters
+    ----------
+    directory : str
+        A directory of :func:`use_compile_cache`.
+
+    Returns
+    -------
+    removed : int
+        How many entries were deleted (0 where this JAX has no decompressor jablate
+        knows: nothing is deleted then).
+    """
+    try:
+        from jax._src.compilation_cache import decompress_executable
+    except ImportError:  # JAX's private module moved: leave the directory as it is
+        return 0
+    removed = 0
+    for name in sorted(os.listdir(directory)):
+        if not name.endswith("-cache"):
+            continue
+        path = os.path.join(directory, name)
+        try:
+            with open(path, "rb") as handle:
+                decompress_executable(handle.read())
+        except OSError:
+            continue  # gone meanwhile, or not ours to read
+        except Exception:
+            for stale in (path, path[:-len("-cache")] + "-atime"):
+                try:
+                    os.unlink(stale)
+                except OSError:
+                    pass
+            removed += 1
+    return removed
