@@ -528,9 +528,11 @@ def _remove_unreadable_entries():
     from jablate._core.caches import remove_unreadable_entries
 
     while _UNREADABLE:
-        directory = _UNREADABLE.pop()
-        if directory and os.path.isdir(directory):
-            remove_unreadable_entries(directory)
+        directory, modules = _UNREADABLE.popitem()
+        try:
+            remove_unreadable_entries(directory, modules - {""})
+        except BaseException:  # a cache's upkeep never changes how the command ended
+            pass
 
 
 def _main(parser, argv, interrupted):
@@ -590,8 +592,11 @@ def _warning_line(quiet):
     return show
 
 
-#: Compile cache directories with entries JAX could not read in this run.
-_UNREADABLE: set = set()
+#: Compile cache directories with entries JAX could not read in this run, and the
+#: programs JAX named.
+_UNREADABLE: dict = {}
+#: The compile cache directories this process chose itself (not a user's JAX's).
+_OURS: set = set()
 
 #: How JAX's warnings about its persistent compilation cache begin.
 _CACHE_ERRORS = ("Error reading persistent compilation cache",
@@ -605,10 +610,16 @@ def _cache_remedy(text):
 
     where = jax.config.jax_compilation_cache_dir
     if text.startswith(_CACHE_ERRORS[0]):  # JAX never replaces an entry it cannot read
-        _UNREADABLE.add(where)
-        return (f" (the compile cache {where} holds an entry JAX cannot read, as a "
-                "run killed while writing it leaves: jablate deletes such entries when "
-                "this run ends, and the next run writes them afresh)")
+        if where not in _OURS:
+            return (f" (the compile cache {where}, JAX_COMPILATION_CACHE_DIR's, holds an "
+                    "entry JAX cannot read, as a run killed while writing it leaves: "
+                    "delete it, or the directory)")
+        module = re.search(r"entry for '([^']*)'", text)
+        _UNREADABLE.setdefault(where, set()).add(module.group(1) if module else "")
+        return (f" (the compile cache {where} holds an entry JAX cannot read, as a run "
+                "killed while writing it leaves: jablate deletes the entries it finds cut "
+                "short when this run ends; should this come again, delete the directory, "
+                f"or set {COMPILE_CACHE_ENV}=off)")
     return f" (the compile cache {where}; {COMPILE_CACHE_ENV}=off does without it)"
 
 
@@ -616,9 +627,14 @@ def _use_compile_cache():
     """Keep compiled programs between runs (``$JABLATE_COMPILE_CACHE``; see the epilog);
     a directory that cannot be used is one warning line, and the run goes on."""
 
+    import jax
+
     from jablate._core.caches import compile_cache_from_env
 
-    _, why = compile_cache_from_env()
+    users = jax.config.jax_compilation_cache_dir
+    directory, why = compile_cache_from_env()
+    if directory and not users:
+        _OURS.add(directory)
     if why:
         warnings.warn(why, stacklevel=1)
 
@@ -699,16 +715,19 @@ def _watching_interrupts():
     (raised inside a garbage-collection callback) is raised again at the next batch or
     before output files are committed."""
 
+    interrupts.reset()  # a signal of an earlier command is not this one's
     if threading.current_thread() is not threading.main_thread() or \
             signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
-        yield lambda: False
+        try:
+            yield lambda: False
+        finally:
+            interrupts.reset()
         return
 
     def handler(number, frame):
         interrupts.note()
         raise KeyboardInterrupt
 
-    interrupts.reset()
     signal.signal(signal.SIGINT, handler)
     try:
         yield interrupts.pending

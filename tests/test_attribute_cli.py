@@ -147,9 +147,13 @@ def test_an_interrupt_python_swallowed_still_stops_the_run(inputs, command):
     assert result.returncode == 130, result.stderr
     assert result.stderr.strip().splitlines()[-1] == "jablate: interrupted; no output written"
     assert sorted(p.name for p in inputs.iterdir()) == ["regions.bed", "seqs.fa"]
+    from jablate._core import interrupts
+
+    interrupts.note()  # a signal noted before a command is not that command's
     ok = main_in_process(command, "--model", "models_for_cli:jax_model", "--fasta",
-                         "seqs.fa", "--quiet", *more, cwd=inputs)  # the next run is not
-    assert ok.returncode == 0, ok.stderr                           # interrupted
+                         "seqs.fa", "--quiet", *more, cwd=inputs)
+    assert ok.returncode == 0, ok.stderr
+    assert not interrupts.pending()
 
 
 def test_outputs_that_are_not_finite_give_nan_and_say_so(inputs):
@@ -196,10 +200,17 @@ def test_outputs_that_are_not_finite_give_nan_and_say_so(inputs):
     assert result.stderr.strip() == (
         f"jablate: warning: the model's output is not finite (NaN or inf) for "
         f"{starts_with_a.sum()} of 5 sequences (or their references or substitutions): "
-        "their attributions hold NaN")
+        "their attributions hold NaN or inf")
     with numpy.load(inputs / "y.npz") as y:
         assert numpy.isnan(y["arr_0"][starts_with_a]).all()
-    assert sorted(p.name for p in inputs.iterdir()) == ["seqs.fa", "y.npz"]
+    # ISM: inf at the first position of every sequence, finite elsewhere: written (with
+    # logos, the NaN drawn as 0), not refused
+    result = _ok(_attribute(inputs, "--model", "models_for_cli:jax_inf_after_a", "--method",
+                            "ism", "--out", "z.npz", "--plot", "z.png"))
+    assert "not finite (NaN or inf) for 5 of 5 sequences" in result.stderr
+    with numpy.load(inputs / "z.npz") as z:
+        assert numpy.isfinite(z["arr_0"][~starts_with_a, :, 1:]).all()
+    assert sorted(p.name for p in inputs.iterdir()) == ["seqs.fa", "y.npz", "z.npz", "z.png"]
 
 
 def test_letters_other_than_acgtn_are_said_once(tmp_path):

@@ -130,14 +130,20 @@ def test_use_compile_cache_sets_jax_and_refuses_bad_values(no_jax_cache, tmp_pat
     jax.jit(lambda x: x * 5.25 - 1)(numpy.ones(7)).block_until_ready()
     assert jax.config.jax_persistent_cache_min_compile_time_secs == 0.0
 
-    # an entry cut short (a process killed while JAX wrote it) is found and deleted
-    entries = _programs(tmp_path / "b" / kind)
+    # an entry cut short (a process killed while JAX wrote it) is found and deleted; a
+    # valid one, another compressor's (another JAX's, never read here) and one written
+    # a moment ago (perhaps still being written) are not
+    where = tmp_path / "b" / kind
+    entries = _programs(where)
     assert len(entries) == 2
-    cut = tmp_path / "b" / kind / entries[0]
+    module = entries[0].split("-")[0]
+    cut = where / entries[0]
     cut.write_bytes(cut.read_bytes()[:40])
-    assert caches.remove_unreadable_entries(str(tmp_path / "b" / kind)) == 1
-    assert _programs(tmp_path / "b" / kind) == entries[1:]
-    assert caches.remove_unreadable_entries(str(tmp_path / "b" / kind)) == 0
+    (where / f"{module}-zstd-cache").write_bytes(b"\x28\xb5\x2f\xfd" + b"\x00" * 40)
+    assert caches.remove_unreadable_entries(str(where), {module}) == 0  # too young
+    assert caches.remove_unreadable_entries(str(where), {"jit_other"}, min_age_s=0) == 0
+    assert caches.remove_unreadable_entries(str(where), {module}, min_age_s=0) == 1
+    assert _programs(where) == sorted([entries[1], f"{module}-zstd-cache"])
 
 
 def test_where_the_default_directory_is(monkeypatch, no_jax_cache):
@@ -161,9 +167,10 @@ def test_jax_s_warnings_about_the_cache_are_said_once_per_cause_with_what_to_do(
         capsys, monkeypatch):
     from jablate import cli
 
-    monkeypatch.setattr(cli, "_UNREADABLE", set())  # the suite's own cache stays as it is
-    show = _warning_line(quiet=False)
     where = jax.config.jax_compilation_cache_dir
+    monkeypatch.setattr(cli, "_UNREADABLE", {})  # the suite's own cache stays as it is
+    monkeypatch.setattr(cli, "_OURS", {where})  # as if jablate had chosen it
+    show = _warning_line(quiet=False)
     with warnings.catch_warnings():
         warnings.showwarning = show
         warnings.simplefilter("always")
@@ -183,11 +190,13 @@ def test_jax_s_warnings_about_the_cache_are_said_once_per_cause_with_what_to_do(
         "without it)",
         "jablate: warning: Error reading persistent compilation cache entry for 'a': error: "
         f"Error -5 while decompressing data (the compile cache {where} holds an entry "
-        "JAX cannot read, as a run killed while writing it leaves: jablate deletes such "
-        "entries when this run ends, and the next run writes them afresh)",
+        "JAX cannot read, as a run killed while writing it leaves: jablate deletes the "
+        "entries it finds cut short when this run ends; should this come again, delete the "
+        "directory, or set JABLATE_COMPILE_CACHE=off)",
         "jablate: warning: Error reading persistent compilation cache entry for 'a': "
         f"Timeout: lock (the compile cache {where} holds an entry JAX cannot read, as a run "
-        "killed while writing it leaves: jablate deletes such entries when this run ends, "
-        "and the next run writes them afresh)",
+        "killed while writing it leaves: jablate deletes the entries it finds cut short "
+        "when this run ends; should this come again, delete the directory, or set "
+        "JABLATE_COMPILE_CACHE=off)",
         "jablate: warning: another warning"]
-    assert cli._UNREADABLE == {where}  # its unreadable entries are deleted when main ends
+    assert cli._UNREADABLE == {where: {"a"}}  # deleted when main ends, if cut short

@@ -24,7 +24,7 @@ import functools
 import os
 import sys
 import weakref
-from typing import Any, Callable, MutableMapping, NamedTuple, TypeVar
+from typing import Any, Callable, Iterable, MutableMapping, NamedTuple, TypeVar
 
 T = TypeVar("T")
 
@@ -330,39 +330,60 @@ def compile_cache_from_env() -> tuple[str | None, str | None]:
                       "directory, or to off)")
 
 
-def remove_unreadable_entries(directory: str) -> int:
-    """Delete the entries of a compile cache directory that JAX cannot decompress.
+def remove_unreadable_entries(directory: str, modules: Iterable[str],
+                              min_age_s: float = 10.0) -> int:
+    """Delete the entries of programs ``modules`` in a compile cache directory that JAX
+    cannot decompress.
 
     JAX writes an entry in place and never replaces one that exists: an entry cut short
     (a process killed while writing it, a full disk) stays, and every later process warns
     that it cannot read it and compiles that program again. The command line calls this
-    once a run has seen such a warning, so the next run writes the program afresh.
+    once a run has warned so, for jablate's own directory, so that the next run writes
+    the program afresh. Only entries that this process's JAX would have written (its
+    compression's first bytes: a JAX with another compressor keeps other, valid entries
+    under other keys in the same directory), that belong to ``modules`` and that have not
+    changed for ``min_age_s`` seconds (not another process's entry being written) are
+    deleted.
 
     Parameters
     ----------
     directory : str
         A directory of :func:`use_compile_cache`.
+    modules : iterable of str
+        The programs JAX named in its warnings (``'jit__step'``).
+    min_age_s : float, optional
+        Default 10.
 
     Returns
     -------
     removed : int
-        How many entries were deleted (0 where this JAX has no decompressor jablate
-        knows: nothing is deleted then).
+        How many entries were deleted (0 where this JAX has no compressor jablate knows:
+        nothing is deleted then).
     """
+    import time
+
     try:
-        from jax._src.compilation_cache import decompress_executable
+        from jax._src.compilation_cache import compress_executable, decompress_executable
     except ImportError:  # JAX's private module moved: leave the directory as it is
         return 0
+    ours = compress_executable(b"jablate")[:2]
+    prefixes = tuple(f"{module}-" for module in modules)
     removed = 0
     for name in sorted(os.listdir(directory)):
-        if not name.endswith("-cache"):
+        if not (name.endswith("-cache") and name.startswith(prefixes)):
             continue
         path = os.path.join(directory, name)
         try:
+            if time.time() - os.stat(path).st_mtime < min_age_s:
+                continue
             with open(path, "rb") as handle:
-                decompress_executable(handle.read())
+                data = handle.read()
         except OSError:
             continue  # gone meanwhile, or not ours to read
+        if len(data) >= len(ours) and not data.startswith(ours):
+            continue  # another JAX's entry: valid, and never read here
+        try:
+            decompress_executable(data)
         except Exception:
             for stale in (path, path[:-len("-cache")] + "-atime"):
                 try:

@@ -213,7 +213,7 @@ def run_attribute(args: Any) -> int:
 
 def _attribute(model, X, args, device):
     """Hypothetical attributions (N, 4, L), float32, by ``args.method``."""
-    from jablate.attribution.deeplift import deep_lift_shap
+    from jablate.attribution.deeplift import NoRuleError, deep_lift_shap
     from jablate.attribution.ism import saturation_mutagenesis
 
     kwargs = dict(target=args.target, batch_size=args.batch_size, hypothetical=True,
@@ -229,21 +229,22 @@ def _attribute(model, X, args, device):
             out = numpy.asarray(method(model, X, **kwargs), dtype=numpy.float32)
     except InputError:
         raise
-    except NotImplementedError as error:  # deep_lift_shap has no rule for an operation
+    except NoRuleError as error:  # deep_lift_shap has no rule for an operation
         raise InputError(f"{str(error).split('. ')[0]}; --method ism attributes any model "
             "(in Python, deep_lift_shap takes rules of your own: "
             "additional_nonlinear_rules)") from error
     except Exception as error:
         raise ModelFailure(args.model, error) from error
-    bad = int((~numpy.isfinite(out).reshape(len(out), -1).all(axis=1)).sum())
-    if bad == len(out):
+    finite = numpy.isfinite(out).reshape(len(out), -1)
+    if not finite.any():  # not one number: refuse rather than write it
         raise ModelFailure(args.model, FloatingPointError("its output is not finite (NaN or "
             "inf) for every sequence, so no attribution means anything"),
             f"are sequences of {X.shape[-1]} bp the input length the model expects?")
+    bad = int((~finite.all(axis=1)).sum())
     if bad:
         warnings.warn(f"the model's output is not finite (NaN or inf) for {bad} of "
                       f"{len(out)} sequences (or their references or substitutions): their "
-                      "attributions hold NaN", stacklevel=2)
+                      "attributions hold NaN or inf", stacklevel=2)
     return out
 
 
@@ -277,6 +278,8 @@ def plot_logos(handle: Any, contributions: numpy.ndarray, names: list, fmt: str)
     from matplotlib.transforms import Affine2D
 
     N, _, L = contributions.shape
+    odd = ~numpy.isfinite(contributions).all(axis=(1, 2))  # drawn as 0, and said so
+    contributions = numpy.where(numpy.isfinite(contributions), contributions, 0)
     totals = numpy.abs(contributions).sum(axis=(1, 2))
     order = numpy.argsort(-totals, kind="stable")[:LOGO_SEQUENCES]
     width = min(L, LOGO_WIDTH)
@@ -304,8 +307,8 @@ def plot_logos(handle: Any, contributions: numpy.ndarray, names: list, fmt: str)
         ax.set_xlim(lo - 1, lo + width)
         ax.set_ylim(-1.1 * top, 1.1 * top)
         ax.axhline(0, color="0.6", lw=0.5)
-        ax.set_title(f"{names[i]}: positions {lo} to {lo + width - 1} (0-based)", fontsize=9,
-                     loc="left")
+        ax.set_title(f"{names[i]}: positions {lo} to {lo + width - 1} (0-based)"
+                     + ("; NaN or inf drawn as 0" if odd[i] else ""), fontsize=9, loc="left")
         ax.set_ylabel("contribution")
     axes[-1, 0].set_xlabel("position")
     figure.tight_layout()

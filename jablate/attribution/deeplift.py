@@ -526,14 +526,19 @@ def _nonlinear_step(node, dep) -> bool:
     return node.name not in _LINEAR_ELEMENTWISE
 
 
+class NoRuleError(NotImplementedError):
+    """The model has an operation on input-dependent values that ``deep_lift_shap`` has
+    no DeepLIFT rule for (raised before the model runs)."""
+
+
 def _unknown_error(unknown) -> NotImplementedError:
     if "pure_callback" in unknown:  # a torch module run in torch (bridges.torch.wrap)
-        return NotImplementedError(
+        return NoRuleError(
             "deep_lift_shap cannot see inside a model that runs outside JAX (a "
             "pure_callback, as jablate.bridges.torch.wrap(module) runs a torch module): "
             "pass the torch module itself, which jablate translates to JAX, or "
             "backend='torch' to attribute it in torch with tangermeme.")
-    return NotImplementedError(
+    return NoRuleError(
         "deep_lift_shap has no DeepLIFT rule for these operations of the model on "
         f"input-dependent values: {', '.join(unknown)}. Add one with "
         "additional_nonlinear_rules={name: rule}: jablate.attribution.deeplift.rescale for an "
@@ -847,15 +852,16 @@ def _core(apply, n_shuffles, references_fn, rules, raw_outputs, chunk, target, h
     # An output that is not finite (NaN, inf) explains nothing: a NaN made of a constant
     # has zero multipliers, and would read as "no base matters". Its deltas are NaN
     # (the warnings count them) and its attributions too.
-    finite = jnp.isfinite(y).all() & jnp.isfinite(y_ref).all()
+    pairs = jnp.isfinite(y) & jnp.isfinite(y_ref)  # (R,): each pair's own
+    finite = pairs.all()  # the sequence's attributions average over every pair
     nan = jnp.array(jnp.nan, m.dtype)
+    deltas = jnp.where(pairs, deltas, nan)
     if raw_outputs:
-        return jnp.where(finite, m, nan), jnp.where(finite, deltas, nan), differences, scale
+        return jnp.where(finite, m, nan), deltas, differences, scale
     projected = m - jnp.sum(refs * m, axis=1, keepdims=True)
     attributions = projected.mean(axis=0)
     attributions = jnp.where(hypothetical, attributions, attributions * x)
-    return (jnp.where(finite, attributions, nan), jnp.where(finite, deltas, nan), differences,
-            scale)
+    return jnp.where(finite, attributions, nan), deltas, differences, scale
 
 
 def attribution_fn(apply: Callable, *, target: int, hypothetical: bool, n_shuffles: int,
@@ -1515,8 +1521,8 @@ def _warn_not_finite(n_pairs, pairs, n_sequences=None, sequences=None):
     their attributions are NaN."""
     if not n_pairs:
         return
-    which = "" if n_sequences is None else (f" ({n_sequences} of {sequences} sequences, "
-                                            "whose attributions are NaN)")
+    which = (" (the attributions of the items holding them are NaN)" if n_sequences is None
+             else f" ({n_sequences} of {sequences} sequences, whose attributions are NaN)")
     warnings.warn(f"The model's output is not finite (NaN or inf) for {n_pairs} of {pairs} "
                   f"sequence-reference pairs{which}: nothing explains it. Is the input the "
                   "length the model expects?", RuntimeWarning, stacklevel=outside_stacklevel())
