@@ -115,11 +115,9 @@ def pick_output(model: Any, kind: str, outputs: Any, output: Optional[int],
     if kind == "torch":
         return _torch_output(model, output, flat)
 
-    from flax import nnx
-
     from jablate.models.runner import eval_view
 
-    run = eval_view(model) if isinstance(model, nnx.Module) else model  # as predict runs it
+    run = eval_view(model) if _is_nnx(model) else model  # as predict runs it
 
     def explained(x, *args):
         y = run(x, *args)
@@ -128,6 +126,15 @@ def pick_output(model: Any, kind: str, outputs: Any, output: Optional[int],
 
     explained.__name__ = f"{spec} output {output}" if output is not None else spec
     return explained
+
+
+def _is_nnx(model):
+    """Whether ``model`` is a flax nnx module (flax is not imported to say no)."""
+    if "flax" not in sys.modules:
+        return False
+    from flax import nnx
+
+    return isinstance(model, nnx.Module)
 
 
 def _torch_output(model, output, flat):

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import collections
 import inspect
+import sys
 import weakref
 from functools import partial
 from typing import Any, Callable, Literal, Optional
@@ -265,6 +266,8 @@ def _class_error(model) -> ValueError:
 
 
 def _flax_kind(model):
+    if "flax" not in sys.modules:  # no flax module exists before flax is imported (saves
+        return None                # its import, half a second, for torch and JAX models)
     try:
         import flax.linen as nn
         from flax import nnx
