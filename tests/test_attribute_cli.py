@@ -184,6 +184,12 @@ def test_outputs_that_are_not_finite_give_nan_and_say_so(inputs):
             assert not numpy.isfinite(got[:, :, 0]).any()
             assert numpy.isfinite(got[~starts_with_a, :, 1:]).all()
 
+    # inside ablate too, where ISM runs on each shuffled sequence
+    with pytest.warns(RuntimeWarning, match="not finite .* for 5 of 5 items"):
+        jablate.ablate(models_for_cli.jax_inf_after_a, X, 20, 30, n=1, random_state=0,
+                       func=jablate.saturation_mutagenesis,
+                       additional_func_kwargs=dict(start=0, end=3))
+
     # a NaN made of a constant has zero multipliers: NaN, not "no base matters"
     with pytest.warns(RuntimeWarning, match="not finite .* for 15 of 15"):
         got = numpy.asarray(jablate.deep_lift_shap(models_for_cli.jax_constant_nan, X,

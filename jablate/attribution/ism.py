@@ -679,20 +679,25 @@ def _ablate_build(apply, params, x, args, options, exact):
         per_edit = max(inc.summary.flops_incremental, 1.0)
         edits = 1 << min(10, max(4, int(BATCH_FLOPS // per_edit).bit_length() - 1))
         f = ism_fn(apply, batch_size=edits, incremental=inc, **kw)
-    return lambda params, x, key, *a: (f(params, x, *a), jnp.zeros((0,), jnp.float32))
+    def fn(params, x, key, *a):  # diagnostics: whether anything is not finite
+        out = f(params, x, *a)
+        finite = jnp.all(jnp.stack([jnp.isfinite(v).all() for v in jax.tree.leaves(out)]))
+        return out, (~finite).astype(jnp.float32)[None]
+
+    return fn
 
 
 def _no_key(random_state: Any) -> jax.Array:
     return jax.random.key(0)  # ISM draws nothing
 
 
-def _no_check(sums, maxima, count, options) -> None:
-    return None  # ISM has no diagnostics
+def _ablate_check(sums, maxima, count, options) -> None:
+    _say_not_finite(int(sums[0]), count, "items")
 
 
 #: How ``ablate`` runs ``saturation_mutagenesis`` as its ``func`` (the value it carries).
 SATURATION_MUTAGENESIS = SequenceFunc(
-    "saturation_mutagenesis", _ablate_options, _ablate_build, _no_key, _no_check,
+    "saturation_mutagenesis", _ablate_options, _ablate_build, _no_key, _ablate_check,
     per_step=lambda batch_size, options: 1, takes_incremental=True)
 
 
@@ -903,10 +908,14 @@ def saturation_mutagenesis(model: Any, X: Any, args: Optional[Any] = None, start
 def _warn_not_finite(attr: numpy.ndarray) -> None:
     """Say how many sequences' attributions hold NaN or inf: the model's output was not
     finite for one of their substitutions (or for the sequence itself)."""
-    bad = int((~numpy.isfinite(attr).reshape(len(attr), -1).all(axis=1)).sum())
+    _say_not_finite(int((~numpy.isfinite(attr).reshape(len(attr), -1).all(axis=1)).sum()),
+                    len(attr), "sequences")
+
+
+def _say_not_finite(bad: int, total: int, unit: str) -> None:
     if bad:
         warnings.warn(f"The model's output is not finite (NaN or inf) for {bad} of "
-                      f"{len(attr)} sequences or their substitutions: their attributions "
+                      f"{total} {unit} or their substitutions: their attributions "
                       "hold NaN (or inf) there. Is the input the length the model expects?",
                       RuntimeWarning, stacklevel=outside_stacklevel())
 
