@@ -231,7 +231,8 @@ at every position; the change of the output minus its mean over the four
 bases). A torch model is translated to JAX for both. The model must return
 (batch, T) for the output explained (a (batch,) output is taken as T = 1);
 --output picks one output of a model that returns several (BPNet's
-(profile, counts): --output 1 explains the counts).
+(profile, counts): --output 1 explains the counts; --output 0 --profile the
+profile, as bpnet-lite's ProfileWrapper does).
 
 exit status: 0 success; 2 bad usage or input; 1 the model failed while it
 ran; 130 interrupted. No partial output file is ever left behind.
@@ -264,6 +265,10 @@ def _add_attribute(commands):
         help="which output to explain, for a model that returns several (0-based)")
     attribute.add_argument("--target", type=_index, default=0, metavar="T",
         help="which task of that output, its column (default: %(default)s)")
+    attribute.add_argument("--profile", action="store_true", help="the output is a "
+        "profile (BPNet's (strands, positions) logits): explain it as bpnet-lite's "
+        "ProfileWrapper does, the sum of its mean-centred logits times their softmax, "
+        "the product attributed as bpnet-lite attributes it")
     attribute.add_argument("--n-shuffles", type=_positive_int, metavar="N",
         help="references per sequence, for deep_lift_shap (default: 20)")
     attribute.add_argument("--seed", type=_seed,

@@ -222,6 +222,18 @@ def torch_two_heads():
     return TwoHeads().eval()
 
 
+def torch_bpnet():
+    """bpnet-lite's BPNet, 8 filters, 2 dilated layers, random weights (seed 0): outputs
+    (profile (N, 1, L - 106), log counts (N, 1))."""
+
+    import torch
+    from bpnetlite import BPNet
+
+    torch.manual_seed(0)
+    return BPNet(n_filters=8, n_layers=2, n_outputs=1, n_control_tracks=0,
+                 verbose=False).eval()
+
+
 def torch_model():
     """A tiny torch.nn.Module: Conv1d(4, 3, 5) -> ReLU -> mean -> Linear(3, 1)."""
 

@@ -95,7 +95,11 @@ def test_which_output_is_asked_before_anything_is_written(inputs):
                          "choose the one to explain with --output I")
     line = _error(_attribute(inputs, "--model", "models_for_cli:jax_conv_heads",
                              "--output", "1", "--out", "x.npz"))
-    assert "2 axes per sequence (2, 60) (a profile?)" in line and "ProfileWrapper" in line
+    assert "2 axes per sequence (2, 60) (a profile?)" in line and "--profile" in line
+    assert _error(_attribute(inputs, "--model", "models_for_cli:jax_conv_heads", "--output",
+        "0", "--profile", "--out", "x.npz")).endswith("--profile explains a profile, two or "
+        "more axes per sequence (BPNet's (strands, positions)); the output explained has "
+        "per sequence (1,)")
     line = _error(_attribute(inputs, "--model", "models_for_cli:jax_conv_heads",
                              "--output", "2", "--out", "x.npz"))
     assert line.endswith("--output 2 is not an output of the model: it returns 2 (0 to 1)")
@@ -226,3 +230,43 @@ def test_letters_other_than_acgtn_are_said_once(tmp_path):
     assert result.stderr.strip() == ("jablate: warning: rna.fa: 5 of 20 bases are not A, C, "
         "G, T or N (3 'U', 1 'R', 1 'Y'): each is read as an unknown base, as N is (an "
         "all-zero column)")
+
+
+def test_a_profile_is_explained_as_bpnet_lite_s_profile_wrapper_does(inputs):
+    torch = require("torch")
+    require("bpnetlite")
+    import models_for_cli
+    from bpnetlite.bpnet import ProfileWrapper
+
+    from jablate.attribution.deeplift import rescale_first
+
+    long = ["".join(s) for s in numpy.random.default_rng(6).choice(list("ACGT"), (3, 200))]
+    (inputs / "long.fa").write_text("".join(f">l{i}\n{s}\n" for i, s in enumerate(long)))
+    X = one_hot_encode(long)  # BPNet crops 53 positions at each end
+    rules = {"mul": rescale_first}  # bpnet-lite's treatment of the wrapper's product
+    _ok(main_in_process("attribute", "--fasta", "long.fa", "--quiet", "--model",
+                        "models_for_cli:torch_bpnet", "--output", "0", "--profile", "--out",
+                        "p.npz", "--n-shuffles", "4", cwd=inputs))
+    want = jablate.deep_lift_shap(ProfileWrapper(models_for_cli.torch_bpnet()),
+                                  torch.from_numpy(X), n_shuffles=4, random_state=0,
+                                  hypothetical=True, additional_nonlinear_rules=rules)
+    with numpy.load(inputs / "p.npz") as got:
+        numpy.testing.assert_array_equal(got["arr_0"], want.numpy())
+        assert numpy.abs(got["arr_0"]).max() > 0
+
+    # a JAX model's profile, the same reduction written in JAX
+    def wrapped(x):
+        logits = models_for_cli.jax_conv_heads(x)[1].reshape(x.shape[0], -1)
+        logits = logits - logits.mean(axis=-1, keepdims=True)
+        return (logits * jax.nn.softmax(logits, axis=-1)).sum(axis=-1, keepdims=True)
+
+    import jax
+
+    _ok(main_in_process("attribute", "--fasta", "long.fa", "--quiet", "--model",
+                        "models_for_cli:jax_conv_heads", "--output", "1", "--profile",
+                        "--out", "j.npz", "--n-shuffles", "4", cwd=inputs))
+    want = numpy.asarray(jablate.deep_lift_shap(wrapped, X, n_shuffles=4, random_state=0,
+                                                hypothetical=True,
+                                                additional_nonlinear_rules=rules))
+    with numpy.load(inputs / "j.npz") as got:
+        numpy.testing.assert_array_equal(got["arr_0"], want)

@@ -52,7 +52,7 @@ def _shapes(outputs: Any) -> str:
 
 
 def pick_output(model: Any, kind: str, outputs: Any, output: Optional[int],
-                spec: str, target: int = 0) -> Any:
+                spec: str, target: int = 0, profile: bool = False) -> Any:
     """The model that returns ``(batch, T)``, what attributions explain: ``model`` itself,
     or a wrapper taking output ``output`` of a tuple (or list) and giving a ``(batch,)``
     output its task axis.
@@ -72,6 +72,11 @@ def pick_output(model: Any, kind: str, outputs: Any, output: Optional[int],
         ``--model``, for messages.
     target : int, optional
         ``--target``: the column explained, checked here. Default 0.
+    profile : bool, optional
+        ``--profile``: the chosen output is a profile (two or more axes per sequence,
+        e.g. BPNet's (batch, strands, positions) logits), explained as bpnet-lite's
+        ``ProfileWrapper`` explains it: the sum, over all its values, of the logits
+        minus their mean times their softmax. Default False.
 
     Returns
     -------
@@ -81,8 +86,9 @@ def pick_output(model: Any, kind: str, outputs: Any, output: Optional[int],
     ------
     InputError
         A tuple output without ``--output`` (or with one out of range), ``--output`` for a
-        single output, a chosen output with more than one axis per sequence, or a
-        ``target`` that is not one of its columns.
+        single output, a chosen output with more than one axis per sequence (or, with
+        ``profile``, with fewer than two), or a ``target`` that is not one of its
+        columns.
     """
 
     several = isinstance(outputs, (tuple, list))
@@ -99,29 +105,39 @@ def pick_output(model: Any, kind: str, outputs: Any, output: Optional[int],
             raise InputError(f"--output {output}: the model returns one output (per "
                 f"sequence {tuple(outputs.shape[1:])}); leave --output out")
         chosen, output = outputs, None
-    if chosen.ndim > 2:
+    if profile and chosen.ndim < 3:
+        raise InputError(f"--profile explains a profile, two or more axes per sequence "
+            f"(BPNet's (strands, positions)); the output explained has per sequence "
+            f"{tuple(chosen.shape[1:])}")
+    if chosen.ndim > 2 and not profile:
         raise InputError(f"the output to explain has {chosen.ndim - 1} axes per sequence "
             f"{tuple(chosen.shape[1:])} (a profile?); attributions explain one value per "
-            "task, (batch, T): name a model that reduces it, e.g. bpnet-lite's "
-            "ProfileWrapper or CountWrapper in a function --model names")
+            "task, (batch, T): add --profile to explain it as bpnet-lite's ProfileWrapper "
+            "does, or name a model that reduces it in a function --model names")
     flat = chosen.ndim == 1
-    columns = 1 if flat else chosen.shape[1]
+    columns = 1 if flat or profile else chosen.shape[1]
     if not 0 <= target < columns:
         raise InputError(f"--target {target} is not a column of the output explained: it "
             f"has {columns} (0 to {columns - 1})" if columns > 1 else
             f"--target {target}: the output explained has one column; leave --target out")
-    if output is None and not flat:
+    if output is None and not flat and not profile:
         return model
     if kind == "torch":
-        return _torch_output(model, output, flat)
+        return _torch_output(model, output, flat, profile)
 
     from jablate.models.runner import eval_view
 
     run = eval_view(model) if _is_nnx(model) else model  # as predict runs it
 
     def explained(x, *args):
+        import jax
+
         y = run(x, *args)
         y = y if output is None else y[output]
+        if profile:  # bpnet-lite's ProfileWrapper
+            logits = y.reshape(y.shape[0], -1)
+            logits = logits - logits.mean(axis=-1, keepdims=True)
+            return (logits * jax.nn.softmax(logits, axis=-1)).sum(axis=-1, keepdims=True)
         return y[:, None] if flat else y
 
     explained.__name__ = f"{spec} output {output}" if output is not None else spec
@@ -137,8 +153,9 @@ def _is_nnx(model):
     return isinstance(model, nnx.Module)
 
 
-def _torch_output(model, output, flat):
-    """A torch module returning output ``output`` of ``model``'s tuple, as (batch, T)."""
+def _torch_output(model, output, flat, profile=False):
+    """A torch module returning output ``output`` of ``model``'s tuple, as (batch, T) (a
+    profile reduced as bpnet-lite's ``ProfileWrapper`` reduces it)."""
     import torch
 
     class Output(torch.nn.Module):
@@ -149,6 +166,10 @@ def _torch_output(model, output, flat):
         def forward(self, x, *args):
             y = self.model(x, *args)
             y = y if output is None else y[output]
+            if profile:  # bpnet-lite's ProfileWrapper
+                logits = y.reshape(y.shape[0], -1)
+                logits = logits - torch.mean(logits, dim=-1, keepdim=True)
+                return (logits * torch.softmax(logits, dim=-1)).sum(dim=-1, keepdim=True)
             return y[:, None] if flat else y
 
     return Output()
@@ -203,7 +224,8 @@ def run_attribute(args: Any) -> int:
             raise ModelFailure(args.model, error).about_shapes(
                 f"are sequences of {X.shape[-1]} bp the input length the model "
                 "expects?") from error
-        explained = pick_output(model, kind, outputs, args.output, args.model, args.target)
+        explained = pick_output(model, kind, outputs, args.output, args.model, args.target,
+                                args.profile)
         hypothetical = _attribute(explained, X, args, device)
         if "out" in handles:
             numpy.savez(handles["out"], arr_0=hypothetical,
@@ -220,16 +242,20 @@ def run_attribute(args: Any) -> int:
 
 def _attribute(model, X, args, device):
     """Hypothetical attributions (N, 4, L), float32, by ``args.method``."""
-    from jablate.attribution.deeplift import NoRuleError, deep_lift_shap
+    from jablate.attribution.deeplift import NoRuleError, deep_lift_shap, rescale_first
     from jablate.attribution.ism import saturation_mutagenesis
 
     kwargs = dict(target=args.target, batch_size=args.batch_size, hypothetical=True,
                   verbose=not args.quiet)
     if device is not None:
         kwargs["device"] = device
+    # a profile's logits times their softmax, attributed as bpnet-lite does (the product
+    # rescaled as one nonlinearity of the logits)
+    rules = {"mul": rescale_first} if args.profile else None
     method = {"ism": saturation_mutagenesis,
               "deep_lift_shap": partial(deep_lift_shap, n_shuffles=args.n_shuffles or 20,
-                                        random_state=args.seed or 0)}[args.method]
+                                        random_state=args.seed or 0,
+                                        additional_nonlinear_rules=rules)}[args.method]
     try:
         with warnings.catch_warnings():  # said here, for the command line
             warnings.filterwarnings("ignore", message="The model's output is not finite")
