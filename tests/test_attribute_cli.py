@@ -253,6 +253,11 @@ def test_a_profile_is_explained_as_bpnet_lite_s_profile_wrapper_does(inputs):
     with numpy.load(inputs / "p.npz") as got:
         numpy.testing.assert_array_equal(got["arr_0"], want.numpy())
         assert numpy.abs(got["arr_0"]).max() > 0
+    # sequences no longer than the cropping: an empty profile, and the length question
+    assert _error(_attribute(inputs, "--model", "models_for_cli:torch_bpnet", "--output", "0",
+        "--profile", "--out", "e.npz"), status=1).endswith("failed: ValueError: its output 0 "
+        "is empty: per sequence (1, 0) (are sequences of 60 bp the input length the model "
+        "expects?)")
 
     # a JAX model's profile, the same reduction written in JAX
     def wrapped(x):

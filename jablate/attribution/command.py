@@ -224,6 +224,7 @@ def run_attribute(args: Any) -> int:
             raise ModelFailure(args.model, error).about_shapes(
                 f"are sequences of {X.shape[-1]} bp the input length the model "
                 "expects?") from error
+        _check_not_empty(outputs, args.model, X.shape[-1])
         explained = pick_output(model, kind, outputs, args.output, args.model, args.target,
                                 args.profile)
         hypothetical = _attribute(explained, X, args, device)
@@ -238,6 +239,16 @@ def run_attribute(args: Any) -> int:
         for option in handles:
             print(f"jablate: wrote {getattr(args, option)}", file=sys.stderr)
     return 0
+
+
+def _check_not_empty(outputs, spec, length):
+    """Refuse outputs with no values per sequence (a BPNet's profile when the input is no
+    longer than its cropping), with the length question."""
+    for i, o in enumerate(outputs if isinstance(outputs, (tuple, list)) else [outputs]):
+        if getattr(o, "ndim", 0) >= 1 and 0 in tuple(o.shape[1:]):
+            raise ModelFailure(spec, ValueError(f"its output {i} is empty: per sequence "
+                f"{tuple(o.shape[1:])}"), f"are sequences of {length} bp the input length "
+                "the model expects?")
 
 
 def _attribute(model, X, args, device):
