@@ -34,6 +34,7 @@ from jablate._core.errors import (
     InputError,
     ModelFailure,
     counted,
+    length_question,
     one_line,
     out_of_memory,
     outside_stacklevel,
@@ -470,14 +471,17 @@ def _add_debug(parser, default):
         help="print the traceback of an error")
 
 
-def _int_at_least(minimum):
-    """An argparse type: an integer of at least ``minimum``."""
+def _int_option(minimum, maximum=None):
+    """An argparse type: an integer of at least ``minimum`` (and at most ``maximum``)."""
 
     def parse(text):
         try:
             value = int(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"'{text}' is not an integer") from None
+        if maximum is not None and not minimum <= value <= maximum:
+            raise argparse.ArgumentTypeError(f"must be between {minimum} and {maximum}, got "
+                f"{value}")
         if value < minimum:
             raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
         return value
@@ -485,19 +489,9 @@ def _int_at_least(minimum):
     return parse
 
 
-_positive_int = _int_at_least(1)
-_index = _int_at_least(0)
-
-
-def _seed(text):
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"'{text}' is not an integer") from None
-    if not 0 <= value <= _SEED_LIMIT:
-        raise argparse.ArgumentTypeError(f"must be between 0 and {_SEED_LIMIT}, got "
-            f"{value}")
-    return value
+_positive_int = _int_option(1)
+_index = _int_option(0)
+_seed = _int_option(0, _SEED_LIMIT)
 
 
 def main(argv: Optional[list] = None) -> int:
@@ -844,8 +838,7 @@ def _asking_about_length(length):
     try:
         yield
     except ModelFailure as error:
-        asked = error.about_shapes(f"are sequences of {length} bp the input length the "
-            "model expects?")
+        asked = error.about_shapes(length_question(length))
         if asked is error:
             raise
         raise asked from error.error

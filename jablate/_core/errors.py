@@ -3,6 +3,7 @@
 import sys
 
 __all__ = ["InputError", "ModelFailure", "a_or_an", "counted", "one_line", "out_of_memory",
+           "length_question", "warn_not_finite",
            "outside_stacklevel"]
 
 
@@ -43,6 +44,22 @@ class ModelFailure(Exception):
         if self.hint or "shape" not in str(self.error).lower():
             return self
         return ModelFailure(self.spec, self.error, question)
+
+
+def length_question(length: int) -> str:
+    """What a model failure that may come from the input's length asks (the hint of a
+    :class:`ModelFailure`)."""
+    return f"are sequences of {length} bp the input length the model expects?"
+
+
+def warn_not_finite(what: str, consequence: str) -> None:
+    """Warn (``RuntimeWarning``) that the model's output is not finite (NaN, inf) for
+    ``what`` (``"3 of 5 sequences"``), with ``consequence`` for the results."""
+    import warnings
+
+    warnings.warn(f"The model's output is not finite (NaN or inf) for {what}: {consequence}. "
+                  "Is the input the length the model expects?", RuntimeWarning,
+                  stacklevel=outside_stacklevel())
 
 
 def a_or_an(word: str) -> str:

@@ -27,7 +27,7 @@ from typing import Any, Optional
 
 import numpy
 
-from jablate._core.errors import InputError, ModelFailure
+from jablate._core.errors import InputError, ModelFailure, length_question
 from jablate._core.io import (
     AtomicFiles,
     note_unusual_letters,
@@ -222,19 +222,19 @@ def run_attribute(args: Any) -> int:
             raise
         except Exception as error:
             raise ModelFailure(args.model, error).about_shapes(
-                f"are sequences of {X.shape[-1]} bp the input length the model "
-                "expects?") from error
+                length_question(X.shape[-1])) from error
         _check_not_empty(outputs, args.model, X.shape[-1])
         explained = pick_output(model, kind, outputs, args.output, args.model, args.target,
                                 args.profile)
         hypothetical = _attribute(explained, X, args, device)
+        contributions = hypothetical * X  # the observed bases'
         if "out" in handles:
-            numpy.savez(handles["out"], arr_0=hypothetical,
-                        attributions=hypothetical * X, names=numpy.array(names, dtype=str))
+            numpy.savez(handles["out"], arr_0=hypothetical, attributions=contributions,
+                        names=numpy.array(names, dtype=str))
         if "sequences" in handles:
             numpy.savez(handles["sequences"], arr_0=X, names=numpy.array(names, dtype=str))
         if "plot" in handles:
-            plot_logos(handles["plot"], hypothetical * X, names, fmt)
+            plot_logos(handles["plot"], contributions, names, fmt)
     if not args.quiet:
         for option in handles:
             print(f"jablate: wrote {getattr(args, option)}", file=sys.stderr)
@@ -247,8 +247,7 @@ def _check_not_empty(outputs, spec, length):
     for i, o in enumerate(outputs if isinstance(outputs, (tuple, list)) else [outputs]):
         if getattr(o, "ndim", 0) >= 1 and 0 in tuple(o.shape[1:]):
             raise ModelFailure(spec, ValueError(f"its output {i} is empty: per sequence "
-                f"{tuple(o.shape[1:])}"), f"are sequences of {length} bp the input length "
-                "the model expects?")
+                f"{tuple(o.shape[1:])}"), length_question(length))
 
 
 def _attribute(model, X, args, device):
@@ -283,7 +282,7 @@ def _attribute(model, X, args, device):
     if not finite.any():  # not one number: refuse rather than write it
         raise ModelFailure(args.model, FloatingPointError("its output is not finite (NaN or "
             "inf) for every sequence, so no attribution means anything"),
-            f"are sequences of {X.shape[-1]} bp the input length the model expects?")
+            length_question(X.shape[-1]))
     bad = int((~finite.all(axis=1)).sum())
     if bad:
         warnings.warn(f"the model's output is not finite (NaN or inf) for {bad} of "

@@ -56,7 +56,7 @@ from jablate._core import random as jrandom
 from jablate._core.behaviour import carries
 from jablate._core.caches import for_runner
 from jablate._core.dtypes import dtype_kind, resolution
-from jablate._core.errors import InputError, outside_stacklevel
+from jablate._core.errors import InputError, outside_stacklevel, warn_not_finite
 from jablate._core.lowering import plain_convolutions
 from jablate.api.ersatz import dinucleotide_shuffle, key_shuffle_of
 from jablate.api.predict import prepare, torch_dtype
@@ -1523,9 +1523,8 @@ def _warn_not_finite(n_pairs, pairs, n_sequences=None, sequences=None):
         return
     which = (" (the attributions of the items holding them are NaN)" if n_sequences is None
              else f" ({n_sequences} of {sequences} sequences, whose attributions are NaN)")
-    warnings.warn(f"The model's output is not finite (NaN or inf) for {n_pairs} of {pairs} "
-                  f"sequence-reference pairs{which}: nothing explains it. Is the input the "
-                  "length the model expects?", RuntimeWarning, stacklevel=outside_stacklevel())
+    warn_not_finite(f"{n_pairs} of {pairs} sequence-reference pairs{which}",
+                    "nothing explains it")
 
 
 def _warn_summary(n_high, n_pairs, largest, mean_delta, mean_difference, threshold,

@@ -18,7 +18,6 @@ vmap-able function of ``(params, x, *args)`` (for ``ablate(func=...)``).
 from __future__ import annotations
 
 import dataclasses
-import warnings
 import weakref
 from functools import partial
 from typing import Any, Callable, NamedTuple, Optional, Union
@@ -30,7 +29,7 @@ from tqdm.auto import tqdm
 
 from jablate._core.behaviour import carries
 from jablate._core.caches import for_runner
-from jablate._core.errors import InputError, outside_stacklevel
+from jablate._core.errors import InputError, warn_not_finite
 from jablate._core.lowering import plain_convolutions
 from jablate.api.predict import prepare, torch_dtype
 from jablate.engine import stream as engine
@@ -914,10 +913,8 @@ def _warn_not_finite(attr: numpy.ndarray) -> None:
 
 def _say_not_finite(bad: int, total: int, unit: str) -> None:
     if bad:
-        warnings.warn(f"The model's output is not finite (NaN or inf) for {bad} of "
-                      f"{total} {unit} or their substitutions: their attributions "
-                      "hold NaN (or inf) there. Is the input the length the model expects?",
-                      RuntimeWarning, stacklevel=outside_stacklevel())
+        warn_not_finite(f"{bad} of {total} {unit} or their substitutions",
+                        "their attributions hold NaN (or inf) there")
 
 
 def _mode(incremental: Mode, fast: Optional[bool]) -> Mode:
