@@ -40,6 +40,7 @@ from jablate._core.errors import (
     outside_stacklevel,
 )
 from jablate._core.io import (
+    STDIN,
     AtomicFiles,
     format_table,
     note_unusual_letters,
@@ -185,10 +186,12 @@ def build_parser() -> argparse.ArgumentParser:
         "instance, or a function that returns one. The module is imported with the "
         "current directory on sys.path.")
     ablate.add_argument("--fasta", required=True, metavar="FILE",
-        help="sequences, all of one length; may be gzip-compressed (.fa.gz, bgzip)")
+        help="sequences, all of one length; may be gzip-compressed (.fa.gz, bgzip); '-' "
+        "reads standard input")
     ablate.add_argument("--regions", required=True, metavar="FILE",
         help="tab-separated 'sequence start end [name]' lines, 0-based, end exclusive "
-        "(BED), after an optional header line; may be gzip-compressed")
+        "(BED), after an optional header line; may be gzip-compressed; '-' reads "
+        "standard input")
     _add_run_options(ablate, "region",
         "random seed; the same seed gives the same results (default: %(default)s)")
     ablate.add_argument("--out", metavar="FILE.npz",
@@ -253,7 +256,8 @@ def _add_attribute(commands):
         help="as for 'jablate ablate': 'package.module:attribute', "
         "'path/to/file.py:attribute' or a .pt2 program")
     attribute.add_argument("--fasta", required=True, metavar="FILE",
-        help="sequences, all of one length; may be gzip-compressed (.fa.gz, bgzip)")
+        help="sequences, all of one length; may be gzip-compressed (.fa.gz, bgzip); '-' "
+        "reads standard input")
     attribute.add_argument("--out", required=True, metavar="FILE.npz",
         help="the attributions (see below)")
     attribute.add_argument("--sequences", metavar="FILE.npz",
@@ -743,6 +747,8 @@ def _demo(args):
 
 
 def _ablate(args):
+    if args.fasta == STDIN and args.regions == STDIN:
+        raise InputError("--fasta and --regions cannot both be standard input ('-')")
     names, sequences = read_fasta(args.fasta)
     note_unusual_letters(sequences, args.fasta)
     regions = read_regions(args.regions, {name: len(s) for name, s in

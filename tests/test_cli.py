@@ -284,6 +284,28 @@ def test_jax_function_matches_python(inputs, tmp_path):
         assert not numpy.allclose(npz["y_afters"][:, 0, :, 0], npz["y_befores"][:, 0, :1])
 
 
+def test_inputs_from_standard_input(inputs, tmp_path, monkeypatch):
+    """``--fasta -`` or ``--regions -`` (gzip-compressed too) read standard input and give
+    the table the files give; errors name the input ``<stdin>``."""
+
+    def ablate(fasta, regions, stdin=None):
+        if stdin is not None:
+            monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(stdin)))
+        return main_in_process("ablate", "--model", "models_for_cli:jax_model", "--fasta",
+            fasta, "--regions", regions, "--n", 3, "--quiet", cwd=tmp_path)
+
+    fasta, regions = inputs / "seqs.fa", inputs / "regions.tsv"
+    expected = _ok(ablate(fasta, regions)).stdout
+    assert len(_read_table(expected)[1]) == 5
+    assert _ok(ablate("-", regions, fasta.read_bytes())).stdout == expected
+    assert _ok(ablate(fasta, "-", gzip.compress(regions.read_bytes()))).stdout == expected
+
+    result = ablate("-", regions, b">a\nACGT\n>b\nACG\n")
+    assert result.returncode == 2
+    assert _error_line(result) == ("jablate: error: <stdin>:3: sequence 'b' has length 3, "
+        "but 'a' has length 4; all sequences must have one length")
+
+
 def test_multi_output_model(inputs, tmp_path):
     _ok(main_in_process("ablate", "--model", "models_for_cli:jax_two_heads", "--fasta",
         inputs / "seqs.fa", "--regions", inputs / "regions.tsv", "--n", 3, "--quiet",
@@ -496,6 +518,8 @@ BAD_IN_PROCESS = {
     "dinucleotide region too short": (_regions("s0\t4\t10\ns1\t7\t9\n"),
         {"--shuffle": "dinucleotide"}, "regions.tsv:2: region 7-9 is 2 long; --shuffle "
         "dinucleotide needs at least 3 bases"),
+    "both inputs from standard input": (GOOD, {"--fasta": "-", "--regions": "-"},
+        "--fasta and --regions cannot both be standard input ('-')"),
     "damaged gzip fasta": ({"seqs.fa": gzip.compress(FASTA.encode())[:40],
         "regions.tsv": REGIONS}, {},
         "cannot read 'seqs.fa': damaged gzip data"),

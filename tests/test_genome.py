@@ -684,6 +684,21 @@ def test_bad_input_is_one_line_with_file_and_line_and_nothing_is_written(data, t
         assert not (folder / "out").exists(), case
 
 
+def test_a_resumable_run_refuses_standard_input(data, tmp_path, capsys):
+    root, _ = data
+    for option in ("--genome", "--peaks", "--hits"):
+        arguments = {"--model": MODEL, "--genome": root / "genome.fa",
+            "--peaks": root / "peaks.narrowPeak", "--hits": root / "hits.bed",
+            "--out": tmp_path / "out", "--window": WIDTH}
+        arguments[option] = "-"
+        status, _, stderr = run(capsys, "hits", *[str(x) for pair in arguments.items()
+            for x in pair], "--quiet")
+        assert status == 2
+        assert stderr == (f"jablate: error: {option} cannot be standard input ('-'): a "
+            "resumable run reads its inputs again, and records their digests; name a file\n")
+        assert not (tmp_path / "out").exists()
+
+
 def test_incremental_switch_is_passed_through(data, tmp_path,
         capsys, monkeypatch):
     import jablate

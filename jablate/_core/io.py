@@ -10,6 +10,7 @@ import csv
 import gzip
 import io
 import os
+import sys
 import tempfile
 import zlib
 
@@ -57,22 +58,37 @@ class Region(tuple):
     line = property(lambda self: self[4])
 
 
-def _read_lines(path):
-    """The lines of a text file, gunzipped first when it starts with gzip's magic bytes."""
+#: The file name that means standard input (``--fasta -``), as most command-line tools read it.
+STDIN = "-"
 
+
+def source_name(path) -> str:
+    """How messages name an input file: ``<stdin>`` for :data:`STDIN`, else the path."""
+    return "<stdin>" if str(path) == STDIN else str(path)
+
+
+def _read_lines(path):
+    """The lines of a text file (standard input for :data:`STDIN`), gunzipped first when it
+    starts with gzip's magic bytes."""
+
+    name = source_name(path)
     try:
-        with open(path, "rb") as raw:
-            compressed = raw.read(2) == _GZIP_MAGIC
-        opener = gzip.open if compressed else open
-        with opener(path, "rt", encoding="utf-8") as handle:
-            return handle.read().splitlines()
+        if str(path) == STDIN:
+            data = sys.stdin.buffer.read()
+        else:
+            with open(path, "rb") as raw:
+                data = raw.read()
+        if data[:2] == _GZIP_MAGIC:
+            data = gzip.decompress(data)
+        with io.TextIOWrapper(io.BytesIO(data), encoding="utf-8") as handle:
+            return handle.read().splitlines()  # universal newlines, as open(..., "rt")
     except UnicodeDecodeError:
-        raise InputError(f"cannot read '{path}': not a text file") from None
+        raise InputError(f"cannot read '{name}': not a text file") from None
     except (gzip.BadGzipFile, EOFError, zlib.error) as error:
-        raise InputError(f"cannot read '{path}': damaged gzip data ({error})") from None
+        raise InputError(f"cannot read '{name}': damaged gzip data ({error})") from None
     except OSError as error:
         reason = error.strerror or str(error)
-        raise InputError(f"cannot read '{path}': {reason}") from None
+        raise InputError(f"cannot read '{name}': {reason}") from None
 
 
 def read_fasta(path):
@@ -85,7 +101,7 @@ def read_fasta(path):
     Parameters
     ----------
     path : str or os.PathLike
-        The FASTA file.
+        The FASTA file; ``"-"`` reads standard input.
 
     Returns
     -------
@@ -103,6 +119,7 @@ def read_fasta(path):
     """
 
     lines = _read_lines(path)
+    path = source_name(path)  # for messages
     names, sequences, header_lines = [], [], []
     seen = {}
     chunks = None
@@ -181,7 +198,7 @@ def read_regions(path, lengths, fasta_path=None):
     Parameters
     ----------
     path : str or os.PathLike
-        The region file.
+        The region file; ``"-"`` reads standard input.
     lengths : dict of str to int
         Length of every known sequence, by name.
     fasta_path : str or os.PathLike, optional
@@ -200,9 +217,11 @@ def read_regions(path, lengths, fasta_path=None):
         ``start < 0``, ``end <= start`` or ``end`` past the end of its sequence.
     """
 
-    where = f" in '{fasta_path}'" if fasta_path is not None else ""
+    where = f" in '{source_name(fasta_path)}'" if fasta_path is not None else ""
     regions, seen = [], False
-    for number, line in enumerate(_read_lines(path), start=1):
+    lines = _read_lines(path)
+    path = source_name(path)  # for messages
+    for number, line in enumerate(lines, start=1):
         stripped = line.strip()
         if not stripped or stripped.startswith("#"):
             continue
@@ -310,9 +329,10 @@ def note_unusual_letters(sequences, path):
     if odd:
         shown = ", ".join(f"{n} {letter!r}" for letter, n in
                           sorted(odd.items(), key=lambda item: -item[1])[:4])
-        warnings.warn(f"{path}: {sum(odd.values())} of {sum(letters.values())} bases are not "
-            f"A, C, G, T or N ({shown}{', ...' if len(odd) > 4 else ''}): each is read as "
-            "an unknown base, as N is (an all-zero column)", stacklevel=2)
+        more = ", ..." if len(odd) > 4 else ""
+        warnings.warn(f"{source_name(path)}: {sum(odd.values())} of "
+            f"{sum(letters.values())} bases are not A, C, G, T or N ({shown}{more}): each is "
+            "read as an unknown base, as N is (an all-zero column)", stacklevel=2)
 
 
 def output_paths(args, options, npz=()):

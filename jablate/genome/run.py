@@ -28,7 +28,7 @@ import numpy
 import pandas
 
 from jablate._core.errors import InputError, ModelFailure, counted
-from jablate._core.io import new_file_mode
+from jablate._core.io import STDIN, new_file_mode
 from jablate._core.placement import host_device
 from jablate.api.effects import arrangements
 from jablate.api.loading import (
@@ -174,6 +174,10 @@ class _Run:
 
     def read_inputs(self):
         args = self.args
+        for option in ("genome", "peaks", "hits"):
+            if getattr(args, option) == STDIN:
+                raise self.error(f"--{option} cannot be standard input ('-'): a resumable "
+                    "run reads its inputs again, and records their digests; name a file")
         self.fasta = open_genome(args.genome)
         lengths = genome_lengths(self.fasta)
         self.model = None
