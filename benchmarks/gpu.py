@@ -63,6 +63,15 @@ def gpu_status():
     return gpus, f"`jax.devices()` = `{devices}`; `torch.cuda.is_available()` = `{cuda}`"
 
 
+def torch_precision() -> str:
+    """torch's float32 settings, as this process has them (TF32 for cuDNN's convolutions is
+    on by default, for matmuls off)."""
+    import torch
+    return (f"`torch.backends.cudnn.allow_tf32` = {torch.backends.cudnn.allow_tf32}, "
+            f"`torch.backends.cuda.matmul.allow_tf32` = "
+            f"{torch.backends.cuda.matmul.allow_tf32}")
+
+
 ROWS = "ABECDF"
 
 
@@ -114,8 +123,9 @@ def run(dry=False, log=print, rows_wanted=ROWS, publish=None):
                 f"{time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime(started))}, "
                 f"wall {time.time() - started:.0f} s"
                 + ("" if final else " so far (**partial**: the run had not finished)")
-                + ". XLA's default float32 precision (TF32 for convolutions and matmuls on "
-                "the GPU) on both sides unless said otherwise.")
+                + ". Precision: JAX, XLA's default float32 precision (TF32 for "
+                "convolutions and matmuls on the GPU) unless said otherwise; torch, "
+                f"{torch_precision()}.")
         return ("## 5. CUDA\n\n" + head + "\n\n" + "\n\n".join(rows) + "\n\n"
                 + "\n".join(targets) + "\n")
 
@@ -168,12 +178,18 @@ def run(dry=False, log=print, rows_wanted=ROWS, publish=None):
                                                  incremental=False, **kw)),
                  dict(name="forward floor: jablate.predict of the pre-shuffled sequences",
                       run=lambda: jablate.predict(translated, shuffled,
-                                                  batch_size=s["batch_size"]))]
+                                                  batch_size=s["batch_size"])),
+                 dict(name="jablate, torch module, CPU tensor (default: torch runs it, "
+                      "through the bridge)",
+                      run=lambda: jablate.ablate(bpnet_j, Xt, start, end, random_state=0,
+                                                 **kw))]
         outs = compare(f"A. ablate {s['N']} × {s['L']}", sides, S["repeats"], float("inf"), log)
         agreement = rel_diff(tuple(outs[sides[0]["name"]]), tuple(outs[sides[1]["name"]]))
+        bridged = rel_diff(tuple(outs[sides[0]["name"]]), tuple(outs[sides[5]["name"]]))
         table(f"A. `ablate`, {s['N']} × {s['L']:,} bp, central {s['width']} bp, n={s['n']}",
               sides, f"jablate (torch module, int seed: tangermeme's permutations) vs tangermeme, "
-                     f"max relative difference {agreement:.2e}.")
+                     f"max relative difference {agreement:.2e} (backend='jax'), {bridged:.2e} "
+                     "(the bridge).")
         ref, floor = median(sides[0]), median(sides[4])
         target("A, torch module + CPU tensor vs tangermeme", ref / median(sides[1]),
                TARGETS["tangermeme_ablate"])

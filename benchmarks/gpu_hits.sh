@@ -13,12 +13,13 @@ PEAKS=${HITS_PEAKS:-4000}
 REPEATS=${HITS_REPEATS:-2}
 LIMIT=${HITS_LIMIT_S:-180}
 mkdir -p "$OUT"
-export PYTHONPATH="$REPO/.site:$REPO" XLA_PYTHON_CLIENT_MEM_FRACTION=0.5
+unset XLA_CLIENT_MEM_FRACTION
+export PYTHONPATH="$REPO/.site:$REPO" XLA_PYTHON_CLIENT_MEM_FRACTION=0.5 PYTHONUNBUFFERED=1
 cd /tmp
-timeout $((LIMIT / 3)) python -m benchmarks.hits_host --repeats 3 --peaks $((PEAKS / 2)) \
+timeout -k 5 $((LIMIT / 3)) python3 -m benchmarks.hits_host --repeats 3 --peaks $((PEAKS / 2)) \
     > "$OUT/hits_host.txt" 2>&1
 echo "hits_host exit $?"; tail -4 "$OUT/hits_host.txt"
-timeout $((LIMIT - LIMIT / 3)) python -m benchmarks.hits_host --repeats "$REPEATS" --peaks "$PEAKS" \
+timeout -k 5 $((LIMIT - LIMIT / 3)) python3 -m benchmarks.hits_host --repeats "$REPEATS" --peaks "$PEAKS" \
     --chrom-length $((PEAKS * 500)) --model benchmarks.hits_host:bpnet -- --translate \
     > "$OUT/hits_bpnet.txt" 2>&1
 echo "hits_bpnet exit $?"; tail -5 "$OUT/hits_bpnet.txt"

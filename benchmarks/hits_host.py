@@ -149,6 +149,8 @@ def _measure(args, compiles, spans, phases):
 
         warm = once("warm")
         warm_compiles = len(compiles)
+        # each result as soon as it exists: a run cut off by a time limit keeps these lines
+        print(f"warm-up: {warm:.2f} s ({warm_compiles} XLA compiles)", flush=True)
         compiles.clear()
         for times in phases.values():
             times.clear()
@@ -157,9 +159,10 @@ def _measure(args, compiles, spans, phases):
             spans.clear()
             total = once(f"timed{repeat}")
             runs.append((spans[0][0], total))
+            print(f"timed run {repeat + 1}: {total:.2f} s in all, {spans[0][0]:.2f} s "
+                  f"computing {spans[0][1]:,} hits", flush=True)
         rows, count = spans[0][1:]
-    print(f"warm-up: {warm:.2f} s ({warm_compiles} XLA compiles); {rows:,} hits in {count} "
-          f"chunks")
+    print(f"{rows:,} hits in {count} chunks")
     chunks, total = sorted(runs, key=lambda r: r[1])[len(runs) // 2]  # the median run
     per_hit, per_hit_all = chunks / rows, total / rows
     print(f"{args.repeats} timed runs ({', '.join(f'{c:.2f}' for c, _ in runs)} s computing "

@@ -295,7 +295,10 @@ def test_the_incremental_steps_do_not_compile_again_for_a_wider_plan(monkeypatch
     for wide in (70, 140, 300):  # the plan's widest region moves to other powers of two
         again = jablate.ablate_annotations(model, X, jnp.array(narrow + [[2, 50, 50 + wide]]),
                                            **kw)
-        numpy.testing.assert_array_equal(again[1][:2], first[1])
+        if jax.default_backend() == "cpu":
+            numpy.testing.assert_array_equal(again[1][:2], first[1])
+        else:  # a GPU autotunes convolutions per batch shape: other last bits
+            numpy.testing.assert_allclose(again[1][:2], first[1], rtol=1e-5, atol=1e-6)
         counts.append(sum(w == 30 for w, _ in traced))
     # the 30-bp bucket's step compiled again for three sequences' caches, not for a window
     assert counts[0] == counts[1] == counts[2]

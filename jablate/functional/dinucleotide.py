@@ -131,6 +131,14 @@ def dinucleotide_shuffle(key: jax.Array, x: jax.Array, start: "int | jax.Array",
     -------
     y: jax.Array, shape=(A, L), dtype of ``x``
         ``x`` with the region dinucleotide shuffled.
+
+    Notes
+    -----
+    The walk uses integer arithmetic only; the last-exit tree is drawn by inverse CDF from
+    float32 weights (a logarithm, an exponential and a cumulative sum). Another backend (a
+    GPU's transcendental functions) may round those weights by an ulp, so a draw that falls
+    within rounding of the boundary between two trees can pick the other one there: at most
+    about one region in 10^5 (125 trees, a few ulps each), and never on the same backend.
     """
     x = jnp.asarray(x)
     if x.ndim != 2:
