@@ -21,6 +21,7 @@ require("tangermeme")
 import tangermeme.ablate  # noqa: E402
 import tangermeme.deep_lift_shap  # noqa: E402
 import tangermeme.ersatz  # noqa: E402
+import tangermeme.predict  # noqa: E402
 import tangermeme.saturation_mutagenesis  # noqa: E402
 from tangermeme.utils import random_one_hot  # noqa: E402
 
@@ -556,3 +557,64 @@ def test_unknown_keyword_is_type_error(X, conv_model):
     with pytest.raises(TypeError):
         jablate.ablate_annotations(conv_model, X, ANNOTATIONS, n=2, random_state=0,
                                    device="cpu", not_a_keyword=1)
+
+
+# ------------------------------------------------------- a torch module's func, translated
+
+# torch code whose meaning differs in JAX (std and var are unbiased in torch) or that JAX
+# arrays cannot run at all (softmax, .values, keepdim=)
+TORCH_FUNCS = {
+    "std": lambda y: y.std(-1),
+    "var": lambda y: y.var(-1, keepdim=True),
+    "softmax": lambda y: y.softmax(-1)[:, :1],
+    "max values": lambda y: torch.sigmoid(y).max(-1).values,
+}
+
+
+@pytest.mark.parametrize("name", TORCH_FUNCS)
+def test_a_translated_modules_func_keeps_torchs_meaning(X, conv_model, name):
+    """A torch module that runs translated (saturation_mutagenesis's default, backend='jax'
+    elsewhere) gets its func translated with it: tangermeme's numbers, not JAX's meaning of
+    the same method names (y.std() was the population sd: 18 % off for 3 outputs)."""
+    func = TORCH_FUNCS[name]
+    Xs, window = X[:2], dict(start=40, end=60)
+    want = tangermeme.saturation_mutagenesis.saturation_mutagenesis(
+        conv_model, Xs, func=func, raw_outputs=True, device="cpu", **window)
+    got = jablate.saturation_mutagenesis(conv_model, Xs, func=func, raw_outputs=True, **window)
+    assert_close(got.y0, want.y0)
+    assert_close(got.y_hat, want.y_hat)
+    attributions = tangermeme.saturation_mutagenesis.saturation_mutagenesis(
+        conv_model, Xs, func=func, device="cpu", **window)
+    assert_close(jablate.saturation_mutagenesis(conv_model, Xs, func=func, **window),
+                 attributions)
+    assert float(attributions.abs().max()) > 1e-4
+    predicted = tangermeme.predict.predict(conv_model, X, func=func, device="cpu")
+    assert_close(jablate.predict(conv_model, X, func=func, backend="jax"), predicted)
+    y_before, _ = jablate.ablate(conv_model, X, 20, 40, n=2, random_state=0, backend="jax",
+                                 additional_func_kwargs=dict(func=func))
+    assert_close(y_before, predicted)
+
+
+def test_a_translated_modules_func_is_translated_once_and_refused_clearly(X, conv_model,
+                                                                          monkeypatch):
+    from jablate.api.sums import DEVICE_SUMS
+    from jablate.bridges import torch as bridge
+
+    def sd(y):
+        return y.std(-1)
+
+    Xj = jnp.asarray(X.numpy())
+    outputs = jax.ShapeDtypeStruct((1, 2), jnp.float32)
+    assert bridge.translate_func(sd, outputs) is bridge.translate_func(sd, outputs)
+    calls = []
+    real = bridge.translate_func
+    monkeypatch.setattr(bridge, "translate_func", lambda *a: calls.append(a) or real(*a))
+    jablate.predict(conv_model, Xj, func=sd, backend="jax")
+    assert len(calls) == 1
+    # jablate's own funcs mean the same in both frameworks: applied as they are
+    jablate.predict(conv_model, Xj, func=DEVICE_SUMS, backend="jax")
+    assert len(calls) == 1
+    # torch code torch.export cannot capture: a ValueError saying what to do, before a run
+    with pytest.raises(ValueError, match=r"func could not be translated.*backend='torch'"):
+        jablate.saturation_mutagenesis(conv_model, Xj, start=40, end=50,
+                                       func=lambda y: torch.from_numpy(y.detach().numpy()))

@@ -159,3 +159,30 @@ class PredictFunc:
 
 #: The value ``jablate.predict`` carries.
 PREDICT = PredictFunc()
+
+
+@dataclass(frozen=True)
+class OutputFunc:
+    """A ``func`` on a model's outputs (``predict``'s, ``saturation_mutagenesis``'s) written
+    with the array operations of whichever framework its input comes from, so that it means
+    the same on JAX arrays and torch tensors (:class:`jablate.api.sums.DeviceSums`,
+    :class:`jablate.genome.hits.DeviceEffects`).
+
+    Given with a torch module that runs translated to JAX, such a func is applied to the JAX
+    outputs as it is. Any other func is torch code, as tangermeme's are: it is translated to
+    JAX with the module (:func:`jablate.bridges.torch.translate_func`), so that it keeps
+    torch's meaning (``y.std()`` is unbiased in torch, not in JAX).
+
+    Attributes
+    ----------
+    name: str
+        For messages.
+    """
+
+    name: str
+
+
+def mark(instance: Any, value: Any) -> None:
+    """:func:`carries` for an instance (a frozen dataclass too): ``value`` in its own
+    ``__jablate__`` attribute, where :func:`find` reads it."""
+    object.__setattr__(instance, ATTRIBUTE, value)

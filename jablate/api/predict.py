@@ -5,9 +5,10 @@ from __future__ import annotations
 import contextlib
 from typing import Any, Callable, Optional
 
+import jax
 import jax.numpy as jnp
 
-from jablate._core import placement
+from jablate._core import behaviour, placement
 from jablate._core.behaviour import PREDICT, carries
 from jablate._core.errors import InputError
 from jablate.engine import stream as engine
@@ -21,7 +22,7 @@ from jablate.models.frontdoor import (
     torch_bridge,
     tree_to_family,
 )
-from jablate.models.runner import Backend, runner_for, translated_dtype
+from jablate.models.runner import Backend, input_dtype, runner_for, translated_dtype
 
 
 def torch_dtype(model: Any, dtype: Any, family: str, device: Any = None,
@@ -102,6 +103,26 @@ def _autocast(dtype: Any, device: Any) -> Any:
     return contextlib.nullcontext()
 
 
+def torch_func(func: Callable, runner: Any, params: Any, inp: Inputs, dtype: Any) -> Callable:
+    """The ``func`` of a torch module that runs translated, as the engine applies it: a
+    func that means the same in both frameworks (:class:`jablate._core.behaviour.OutputFunc`)
+    as it is; any other, torch code as tangermeme's are, translated with the module
+    (:func:`jablate.bridges.torch.translate_func`), so that ``y.std()`` stays torch's.
+
+    Raises
+    ------
+    ValueError
+        When torch.export cannot capture ``func`` (the message names the ways out).
+    """
+    found = behaviour.find(func)
+    if found is not None and isinstance(found.value, behaviour.OutputFunc):
+        return func
+    row = lambda a, dt: jax.ShapeDtypeStruct((1,) + tuple(a.shape[1:]), dt)  # noqa: E731
+    outputs = jax.eval_shape(runner.apply, params, row(inp.X, input_dtype(inp.X.dtype, dtype)),
+                             *(row(a, a.dtype) for a in inp.args))
+    return torch_bridge().translate_func(func, outputs)
+
+
 def prepare(model: Any, inp: Inputs, func: Optional[Callable] = None, device: Any = None,
             dtype: Any = None, backend: Backend = None):
     """The engine's view of ``model`` for inputs ``inp``.
@@ -131,6 +152,8 @@ def prepare(model: Any, inp: Inputs, func: Optional[Callable] = None, device: An
         jdtype = None if is_torch_module(model) else jax_dtype(dtype)
     runner, params = runner_for(model, backend=backend, example=inp.X,
                                 example_args=inp.args, dtype=jdtype)
+    if backend == "jax" and is_torch_module(model) and func is not None:
+        func = torch_func(func, runner, params, inp, jdtype)
     if not runner.jittable:
         device = resolve_device(device, "torch")
         dtype = torch_dtype(runner.model, dtype, inp.family, device)
@@ -180,7 +203,11 @@ def predict(model: Any, X: Any, args: Optional[Any] = None, func: Optional[Calla
         (inside the compiled program for JAX models, compiled once per
         ``func`` object: pass a module-level function rather than a new
         lambda on every call). It must act on each row alone: a JAX model's
-        batch holds padding rows (see above). Default is None.
+        batch holds padding rows (see above). It is in the model's framework:
+        for a torch module, torch code, run in torch, or with ``backend='jax'``
+        translated to JAX with the module
+        (:func:`jablate.bridges.torch.translate_func`), so that it keeps torch's
+        meaning (``y.std(-1)`` stays unbiased). Default is None.
     batch_size: int, optional
         Examples per model call. Default is 32.
     dtype: str, dtype or None, optional

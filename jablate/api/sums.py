@@ -25,6 +25,7 @@ from typing import Any, Callable, NamedTuple, Optional
 
 import numpy
 
+from jablate._core.behaviour import OutputFunc, mark
 from jablate._core.dtypes import dtype_kind, resolution
 from jablate._core.errors import InputError, a_or_an
 
@@ -151,6 +152,9 @@ class DeviceSums:
     InputError
         (while the model runs) When an output is not an array of real numbers.
     """
+
+    def __post_init__(self):
+        mark(self, OutputFunc("DeviceSums"))  # the same on torch tensors and JAX arrays
 
     def __call__(self, y: Any) -> tuple:
         ys = list(y) if isinstance(y, (tuple, list)) else [y]

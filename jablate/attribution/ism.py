@@ -783,12 +783,15 @@ def saturation_mutagenesis(model: Any, X: Any, args: Optional[Any] = None, start
         tangermeme's: applied to each batch of predictions, identically to those of the
         original sequences and of every substitution, so that ``target`` and the
         attributions are computed on its values (e.g. select one output head, or apply
-        a final nonlinearity). On the JAX path it must be a JAX-traceable function of
-        the model's output batch (an array or tuple/list of arrays), and it runs inside
-        the compiled step, on the full and the incremental path alike (compiled once
-        per ``func`` object: pass a module-level function rather than a new lambda per
-        call). With ``backend='torch'`` tangermeme applies it to torch tensors. Default
-        None.
+        a final nonlinearity). It is in the model's framework: for a torch module, torch
+        code, as tangermeme's is, translated to JAX with the module
+        (:func:`jablate.bridges.torch.translate_func`), so that it keeps torch's meaning
+        (``y.std(-1)`` is torch's unbiased sd; a func torch.export cannot capture is a
+        ``ValueError``); for a JAX model, a JAX-traceable function of the model's output
+        batch (an array or tuple/list of arrays). It runs inside the compiled step, on the
+        full and the incremental path alike (compiled once per ``func`` object: pass a
+        module-level function rather than a new lambda per call). With
+        ``backend='torch'`` tangermeme applies it to torch tensors. Default None.
     fast: bool or None, optional
         tangermeme's name for the incremental engine: ``True`` is
         ``incremental='auto'``, ``False`` is ``incremental=False``. Giving both

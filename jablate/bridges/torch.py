@@ -14,7 +14,8 @@ modules to this module.
 """
 
 import contextlib
-from typing import Optional
+import weakref
+from typing import Any, Callable, Optional
 
 import jax
 import jax.numpy as jnp
@@ -27,7 +28,7 @@ from jablate.bridges._dlpack import from_torch  # noqa: F401 (API)
 from jablate.bridges._static_batch import StaticBatchModule, any_batch, exported_batch  # noqa: F401 (API)
 
 __all__ = ["from_torch", "to_torch", "torch_to_numpy", "wrap", "TorchRunner", "translate",
-           "any_batch", "exported_batch", "StaticBatchModule"]
+           "translate_func", "any_batch", "exported_batch", "StaticBatchModule"]
 
 
 def to_torch(array):
@@ -270,3 +271,95 @@ def translate(module, example_input, *example_args):
     :func:`jablate.bridges.torch_export.translate` for the full contract."""
     from jablate.bridges.torch_export import translate as _translate
     return _translate(module, example_input, *example_args)
+
+
+class _OutputFuncModule(torch.nn.Module):
+    """``func`` on a module's outputs, as a module ``torch.export`` captures: ``forward(*ys)``
+    gives ``func`` the outputs in their container (a tuple or list, or the one tensor). It
+    holds ``func`` weakly where it can, so that the translation cached on this module lives
+    as long as ``func`` and no longer."""
+
+    def __init__(self, func: Callable, container: Optional[type]):
+        super().__init__()
+        try:
+            self._func = weakref.ref(func)
+        except TypeError:
+            self._func = lambda: func
+        self._container = container
+
+    def forward(self, *ys):
+        return self._func()(ys[0] if self._container is None else self._container(ys))
+
+
+class _TranslatedOutputFunc:
+    """What :func:`translate_func` returns: the translation as a func on JAX outputs."""
+
+    def __init__(self, translated: Any):
+        self._translated = translated  # which holds this object: a cycle the GC collects
+
+    def __call__(self, y: Any) -> Any:
+        leaves = list(y) if isinstance(y, (tuple, list)) else [y]
+        return self._translated.apply(self._translated.params, *leaves)
+
+
+#: func -> {container: _OutputFuncModule}, so that a func's translation is made once.
+_OUTPUT_FUNCS = weakref.WeakKeyDictionary()
+
+
+def translate_func(func: Callable, outputs: Any) -> Callable:
+    """``func``, torch code written for a torch module's outputs, translated to JAX.
+
+    ``func`` is captured with ``torch.export`` as the forward of a module that takes the
+    outputs (:func:`translate`), so it keeps torch's meaning on JAX arrays: ``y.std(-1)``
+    is torch's unbiased standard deviation, ``y.softmax(-1)`` and ``y.max(-1).values``
+    work. jablate translates the ``func`` of a torch module that runs translated
+    (``backend='jax'``; ``saturation_mutagenesis``'s default) this way, so that it gives
+    tangermeme's numbers. Translations are cached per ``func`` (weakly) and output shape.
+
+    Parameters
+    ----------
+    func: callable
+        Maps the module's outputs (a tensor, or the tuple or list the module returns) to
+        a tensor or a tuple/list of tensors, each row from its own row.
+    outputs: jax.ShapeDtypeStruct, array, or tuple/list of them
+        The module's outputs (their shapes and dtypes: ``jax.eval_shape`` of the
+        translated module).
+
+    Returns
+    -------
+    post: callable
+        ``post(y)`` on the JAX outputs ``y``, traceable (``jax.jit``), one object per
+        ``func`` and shape.
+
+    Raises
+    ------
+    ValueError
+        When ``torch.export`` cannot capture ``func`` or it holds an operation that has
+        no JAX translation (the message says why and what to do instead).
+    """
+    container = type(outputs) if isinstance(outputs, (tuple, list)) else None
+    if container is not None and container not in (tuple, list):
+        container = tuple
+    leaves = list(outputs) if container is not None else [outputs]
+    try:
+        modules = _OUTPUT_FUNCS.setdefault(func, {})
+    except TypeError:  # not weakly referenceable: translated for this call only
+        modules = {}
+    module = modules.setdefault(container, _OutputFuncModule(func, container))
+    examples = [to_torch(jnp.zeros((1,) + tuple(leaf.shape[1:]), leaf.dtype)) for leaf in leaves]
+    try:
+        translated = translate(module, *examples)
+    except Exception as error:  # noqa: BLE001 - any failure: the user's func, said so
+        reason = " ".join(str(error).split()).split(". ")[0][:300].replace(
+            _OutputFuncModule.__name__, "func")
+        raise InputError(
+            f"func could not be translated to JAX with the torch module ({type(error).__name__}: "
+            f"{reason}). A torch module that runs translated (backend='jax'; "
+            "saturation_mutagenesis's default) gets its func translated too, so that the func "
+            "keeps torch's meaning: it must be torch code that torch.export can capture. "
+            "Pass backend='torch' to run the module and func in torch, or pass the module "
+            "translated yourself (jablate.translate(module, X)) with a JAX func.") from None
+    post = translated.__dict__.get("_jablate_post")
+    if post is None:
+        post = translated._jablate_post = _TranslatedOutputFunc(translated)
+    return post

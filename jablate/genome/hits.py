@@ -23,6 +23,7 @@ from typing import Any, Callable, NamedTuple, Optional, Sequence
 import numpy
 import pandas
 
+from jablate._core.behaviour import OutputFunc, mark
 from jablate._core.errors import InputError
 from jablate._core.io import one_hot_encode
 from jablate.api.effects import float_resolution, from_mean_std, shuffle_effects
@@ -631,6 +632,9 @@ class DeviceEffects:
     """
 
     profile: str
+
+    def __post_init__(self):
+        mark(self, OutputFunc("DeviceEffects"))  # the same on torch tensors and JAX arrays
 
     def __call__(self, y: Any) -> tuple:
         multi = isinstance(y, (tuple, list))
