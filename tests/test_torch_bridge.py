@@ -367,7 +367,9 @@ def test_ablate_own_dinucleotide_shuffle_equals_tangermeme_on_its_shuffles(reque
 # ----------------------------------------------------------------------------- ablate_annotations
 
 
-ANNOTATIONS = torch.tensor([[0, 10, 30], [0, 40, 45], [2, 5, 60], [3, 0, 100], [1, 50, 53]])
+# negative ends count back from the end (-1: the end itself), as tangermeme's ablate reads them
+ANNOTATIONS = torch.tensor([[0, 10, 30], [0, 40, 45], [2, 5, 60], [3, 0, 100], [1, 50, 53],
+                            [1, 80, -1], [2, 30, -21]])
 
 
 @pytest.mark.parametrize("rs", [0, "RandomState"], ids=["int", "RandomState"])
@@ -384,6 +386,11 @@ def test_ablate_annotations(request, X, model_name, rs):
     assert_close(j.y_afters, t.y_afters, torch.float32)
     if rs == "RandomState":
         assert rs_j.randint(2**31 - 1) == rs_t.randint(2**31 - 1)
+
+
+def test_a_negative_end_before_the_start_names_the_row_as_given(X, conv_model):
+    with pytest.raises(ValueError, match=r"annotations\[1\] has region \[10, -95\) \(end 6\)"):
+        jablate.ablate_annotations(conv_model, X, [[0, 10, -1], [0, 10, -95]], n=2)
 
 
 # ----------------------------------------------------------------------------- module state

@@ -417,7 +417,9 @@ def ablate_annotations(model: Any, X: Any, annotations: Any,
     X: jax.Array, numpy.ndarray or torch.Tensor, shape=(N, A, L)
         One-hot sequences.
     annotations: array of int, shape=(k, 3)
-        Rows ``(example_idx, start, end)``, ``end`` exclusive.
+        Rows ``(example_idx, start, end)``, ``end`` exclusive; a negative ``end``
+        counts back from the sequence's end, as ``ablate``'s does (``-1``: the end
+        itself), as tangermeme reads it.
     incremental: 'auto', True or False, optional
         Compute only what a shuffle can change (JAX models, and torch models
         with ``backend='jax'``): each layer on the window of positions the

@@ -294,7 +294,10 @@ def annotations(annotations: Any, n_examples: int, length: int,
                 min_width: int = 1) -> numpy.ndarray:
     """Check and convert ``annotations`` to an int64 array of shape (k, 3).
 
-    Each row is ``(example_idx, start, end)`` with ``end`` exclusive.
+    Each row is ``(example_idx, start, end)`` with ``end`` exclusive, or, when negative,
+    counting from the end inclusively as in :func:`region` (``-1``: to the end of the
+    sequence), as tangermeme's ``ablate_annotations`` passes each row to ``ablate``; the
+    rows come back with such ends resolved (``length + 1 + end``).
 
     Raises
     ------
@@ -324,6 +327,9 @@ def annotations(annotations: Any, n_examples: int, length: int,
                          f"end); got shape {a.shape}.")
     if a.shape[0] == 0:
         raise InputError("annotations must hold at least one annotation; got none.")
+    given = a.astype(numpy.int64)
+    a = given.copy()  # the caller's array is left as it was
+    a[:, 2] = numpy.where(a[:, 2] < 0, length + 1 + a[:, 2], a[:, 2])
     idx, starts, ends = a[:, 0], a[:, 1], a[:, 2]
     bad = numpy.flatnonzero((idx < 0) | (idx >= n_examples))
     if bad.size:
@@ -332,9 +338,11 @@ def annotations(annotations: Any, n_examples: int, length: int,
     bad = numpy.flatnonzero((starts < 0) | (ends > length) | (ends - starts < min_width))
     if bad.size:
         i = bad[0]
-        raise InputError(f"annotations[{i}] has region [{starts[i]}, {ends[i]}), which must "
-                         f"satisfy 0 <= start, start + {min_width} <= end <= {length}.")
-    return a.astype(numpy.int64)
+        shown = f"[{starts[i]}, {given[i, 2]})" + (f" (end {ends[i]})" if given[i, 2] < 0 else "")
+        raise InputError(f"annotations[{i}] has region {shown}, which must satisfy 0 <= "
+                         f"start, start + {min_width} <= end <= {length} (a negative end "
+                         "counts back from the sequence's end: -1 is the end itself).")
+    return a
 
 
 def args_batch(args: Any, n_examples: int) -> tuple:
