@@ -388,6 +388,33 @@ def test_ablate_annotations(request, X, model_name, rs):
         assert rs_j.randint(2**31 - 1) == rs_t.randint(2**31 - 1)
 
 
+def _slicing_shuffle(X, start, end, n, random_state):
+    """A user's own shuffle_fn that reads ``end`` as a Python slice (``-1``: all but the last
+    position), to see that it gets ``start``/``end`` as given, as tangermeme hands them."""
+    rs = numpy.random.RandomState(random_state)
+    Y = X[:, None].repeat(1, n, 1, 1).clone()
+    for i in range(n):
+        p = torch.from_numpy(rs.permutation(X[..., start:end].shape[-1]))
+        Y[:, i, :, start:end] = X[..., start:end][..., p]
+    return Y
+
+
+def test_a_foreign_shuffle_gets_start_and_end_as_given(X, conv_model):
+    j = jablate.ablate(conv_model, X, 70, -2, n=3, shuffle_fn=_slicing_shuffle,
+                       random_state=0, device="cpu")
+    t = tangermeme.ablate.ablate(conv_model, X, 70, -2, n=3, shuffle_fn=_slicing_shuffle,
+                                 random_state=0, device="cpu")
+    assert_results_equal(j, t)
+    ann = torch.tensor([[0, 60, -1], [2, 10, 40], [3, 90, -3]])
+    j = jablate.ablate_annotations(conv_model, X, ann, n=3, shuffle_fn=_slicing_shuffle,
+                                   random_state=0, device="cpu")
+    t = tangermeme.ablate.ablate_annotations(conv_model, X, ann, n=3,
+                                             shuffle_fn=_slicing_shuffle, random_state=0,
+                                             device="cpu")
+    assert_close(j.y_befores, t.y_befores, torch.float32)
+    assert_close(j.y_afters, t.y_afters, torch.float32)
+
+
 def test_a_negative_end_before_the_start_names_the_row_as_given(X, conv_model):
     with pytest.raises(ValueError, match=r"annotations\[1\] has region \[10, -95\) \(end 6\)"):
         jablate.ablate_annotations(conv_model, X, [[0, 10, -1], [0, 10, -95]], n=2)

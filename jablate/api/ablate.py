@@ -363,6 +363,7 @@ def ablate(model: Any, X: Any, start: int = 0, end: int = -1, n: int = 20,
     else:
         inp = inputs(X, args)
     N, _, L = inp.X.shape
+    given = (start, end)  # what tangermeme hands a foreign shuffle_fn
     start, end = region(start, end, L, min_width=method.min_width if method else 1)
     if fast:
         options = _fast_kwargs(plan.keywords, plan.spec)
@@ -380,12 +381,13 @@ def ablate(model: Any, X: Any, start: int = 0, end: int = -1, n: int = 20,
     if reduce is not None:
         raise InputError("reduce='mean_std' needs jablate's own predict as func and jablate's "
                          "shuffle or dinucleotide_shuffle as shuffle_fn.")
-    return _materialised(model, X, start, end, n, shuffle_fn, args, random_state, func, extra,
+    return _materialised(model, X, *given, n, shuffle_fn, args, random_state, func, extra,
                          kwargs)
 
 
 def _materialised(model, X, start, end, n, shuffle_fn, args, random_state, func, extra, kwargs):
-    """tangermeme's algorithm, for foreign ``func`` or ``shuffle_fn``: arrays stay in X's family."""
+    """tangermeme's algorithm, for foreign ``func`` or ``shuffle_fn``: arrays stay in X's
+    family, and ``start``/``end`` reach ``shuffle_fn`` as the caller gave them (checked)."""
     X_perturb = shuffle_fn(X, start=start, end=end, n=n, random_state=random_state)
     args_n = None if args is None else tuple(repeat_rows(a, n) for a in args)
     X_flat = X_perturb.reshape(-1, *X_perturb.shape[2:])
@@ -504,7 +506,10 @@ def annotations_ablation(model: Any, X: Any, annotations: Any,
         if reduce is not None:
             raise InputError("reduce='mean_std' needs jablate's own predict as func and "
                              "jablate's shuffle or dinucleotide_shuffle as shuffle_fn.")
-        return _annotation_loop(model, X, ann, kwargs)
+        # tangermeme's loop hands each row to ablate, and its shuffle_fn, as given
+        return _annotation_loop(model, X, check_annotations(
+            annotations, N, L, min_width=method.min_width if method else 1, as_given=True),
+            kwargs)
     n = check_int(kwargs.get("n", 20), "n", minimum=1)
     options = _fast_kwargs(plan.keywords, plan.spec)
     before, after, multi = _stream(model, inp, _Ablation(

@@ -291,13 +291,14 @@ def region(start: Any, end: Any, length: int, min_width: int = 1) -> tuple[int, 
 
 
 def annotations(annotations: Any, n_examples: int, length: int,
-                min_width: int = 1) -> numpy.ndarray:
+                min_width: int = 1, as_given: bool = False) -> numpy.ndarray:
     """Check and convert ``annotations`` to an int64 array of shape (k, 3).
 
     Each row is ``(example_idx, start, end)`` with ``end`` exclusive, or, when negative,
     counting from the end inclusively as in :func:`region` (``-1``: to the end of the
     sequence), as tangermeme's ``ablate_annotations`` passes each row to ``ablate``; the
-    rows come back with such ends resolved (``length + 1 + end``).
+    rows come back with such ends resolved (``length + 1 + end``), or with ``as_given``
+    as they were given (for a foreign shuffle, which tangermeme hands them as given).
 
     Raises
     ------
@@ -342,7 +343,7 @@ def annotations(annotations: Any, n_examples: int, length: int,
         raise InputError(f"annotations[{i}] has region {shown}, which must satisfy 0 <= "
                          f"start, start + {min_width} <= end <= {length} (a negative end "
                          "counts back from the sequence's end: -1 is the end itself).")
-    return a
+    return given if as_given else a
 
 
 def args_batch(args: Any, n_examples: int) -> tuple:
