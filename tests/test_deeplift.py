@@ -336,6 +336,23 @@ def _sine_model(x):
     return jnp.sin(x[:, 0] @ weights)[:, None] + jax.nn.relu(x[:, 1] @ weights)[:, None]
 
 
+def test_a_dilated_max_pool_is_refused_before_the_model_runs():
+    """JAX has no derivative of a dilated max pool to route its windows by: a NoRuleError
+    naming it (and backend='torch' for a torch module), not JAX's own NotImplementedError
+    from inside the attribution."""
+    X = jnp.asarray(one_hot(2, 20).numpy())
+
+    def pooled(x, dilation):
+        y = jax.lax.reduce_window(x, -jnp.inf, jax.lax.max, (1, 1, 3), (1, 1, 2), "VALID",
+                                  window_dilation=(1, 1, dilation))
+        return y.sum(axis=(1, 2))[:, None]
+
+    with pytest.raises(NotImplementedError, match=r"dilated max pool.*backend='torch'"):
+        jablate.deep_lift_shap(lambda x: pooled(x, 2), X, n_shuffles=2, random_state=0)
+    assert jablate.deep_lift_shap(lambda x: pooled(x, 1), X, n_shuffles=2,
+                                  random_state=0).shape == X.shape
+
+
 def test_unknown_primitive_is_named_and_a_rule_adds_it():
     X = jnp.asarray(one_hot(2, 20).numpy())
     with pytest.raises(NotImplementedError, match=r"sin.*additional_nonlinear_rules"):

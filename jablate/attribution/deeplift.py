@@ -485,6 +485,10 @@ def _analyse(nodes, avals, inputs, outputs, n_params, rules) -> _Graph:
                 unknown.append(f"{name} (with input-dependent indices)")
             graph.kind[k] = "linear"
         elif name == "reduce_window_max":
+            if any(d != 1 for key in ("window_dilation", "base_dilation")
+                   for d in node.params.get(key, ())):
+                # JAX has no derivative of a dilated max pool to route its windows by
+                unknown.append("reduce_window_max with dilation (a dilated max pool)")
             graph.kind[k], graph.rule[k] = "rule", partial(_max_pool, _route_by_vjp)
         elif name == "reduce_max":
             axes = tuple(node.params["axes"])
@@ -544,7 +548,8 @@ def _unknown_error(unknown) -> NotImplementedError:
         "additional_nonlinear_rules={name: rule}: jablate.attribution.deeplift.rescale for an "
         "elementwise function, or a function rule(fn, primals, references, output, "
         "reference_output, cotangent) returning one cotangent per operand (see "
-        "help(jablate.deep_lift_shap)).")
+        "help(jablate.deep_lift_shap)); for a torch module, backend='torch' attributes it "
+        "with tangermeme's deep_lift_shap.")
 
 
 # --- evaluation --------------------------------------------------------------------------
