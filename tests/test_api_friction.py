@@ -116,6 +116,20 @@ def test_deep_lift_shap_refuses_rules_jax_cannot_run(ops):
         jablate.deep_lift_shap(tanh_model, X, additional_nonlinear_ops=[torch.nn.ELU])
 
 
+def test_predict_runs_a_model_on_any_values_as_tangermemes_does():
+    """predict, unlike the shuffles and attributions, has no use for one-hot values: soft
+    encodings and extra tracks run as they are (tangermeme's predict takes any tensor)."""
+    tangermeme_predict = require("tangermeme.predict")
+    values = np.random.RandomState(3).normal(size=X.shape).astype(np.float32)
+    close(jablate.predict(tanh_model, values), tanh_model(jnp.asarray(values)))
+    close(jablate.predict(tanh_model, X * 0.5), tanh_model(jnp.asarray(X * 0.5)))
+    torch.manual_seed(0)
+    module, tensor = ConvELU(), torch.from_numpy(values)
+    want = tangermeme_predict.predict(module, tensor, device="cpu")
+    assert torch.equal(jablate.predict(module, tensor, device="cpu"), want)
+    close(jablate.predict(module, tensor, backend="jax"), want.numpy())
+
+
 def test_deep_lift_shap_only_warn():
     refs = np.asarray(jablate.dinucleotide_shuffle(X, n=3, random_state=0))
     soft = X.copy()

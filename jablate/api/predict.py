@@ -195,7 +195,9 @@ def predict(model: Any, X: Any, args: Optional[Any] = None, func: Optional[Calla
         arrays it closes over as constants: to change its weights, pass a new
         callable. Nothing jablate caches keeps the model alive.
     X: jax.Array, numpy.ndarray or torch.Tensor, shape=(N, A, L)
-        One-hot sequences; all-zero columns (unknown bases) are allowed.
+        The model's inputs: one-hot sequences, usually (all-zero columns for unknown
+        bases), but, as in tangermeme's ``predict``, any real values (soft or scaled
+        encodings, extra tracks) run as they are.
     args: tuple or list of arrays or None, optional
         Extra model inputs, each with ``N`` rows. Default is None.
     func: callable or None, optional
@@ -245,7 +247,8 @@ def predict(model: Any, X: Any, args: Optional[Any] = None, func: Optional[Calla
         module), before any model call.
     """
     batch_size = check_int(batch_size, "batch_size", minimum=1)
-    inp, bound, session = prepare(model, inputs(X, args), func, device, dtype, backend)
+    inp, bound, session = prepare(model, inputs(X, args, one_hot=False), func, device, dtype,
+                                  backend)
     plan = engine.Plan.build(range(inp.X.shape[0]), 0, inp.X.shape[-1])
     with session:
         ys, multi = engine.run(engine.Stream(bound, inp.X, inp.args, plan,

@@ -194,7 +194,7 @@ def has_unknown_bases(X: Any) -> bool:
 
 
 def check_X(X: jax.Array, name: str = "X", only_warn: bool = False,
-            host: Optional[numpy.ndarray] = None) -> None:
+            host: Optional[numpy.ndarray] = None, one_hot: bool = True) -> None:
     """Check a JAX array ``X`` of shape (N, A, L) is one-hot (all-zero columns allowed).
 
     Parameters
@@ -211,6 +211,9 @@ def check_X(X: jax.Array, name: str = "X", only_warn: bool = False,
         tangermeme's ``only_warn``: values that are not one-hot give a
         ``UserWarning`` instead of the ``ValueError`` (the shape checks still
         raise: nothing can run on another shape). Default False.
+    one_hot: bool, optional
+        Whether the values must be one-hot; False checks the shape only (``predict``,
+        which, as tangermeme's, runs a model on any values). Default True.
 
     Raises
     ------
@@ -228,6 +231,8 @@ def check_X(X: jax.Array, name: str = "X", only_warn: bool = False,
         raise InputError(f"{name} must not be empty; got shape {tuple(X.shape)}.")
     if jnp.issubdtype(X.dtype, jnp.complexfloating):
         raise InputError(f"{name} must be a real one-hot array; got dtype {X.dtype}.")
+    if not one_hot:
+        return
     binary, at_most_one = _one_hot_flags(X, None) if host is None else \
         _one_hot_flags(host, numpy.dtype(X.dtype))
     if not bool(binary):
@@ -385,7 +390,7 @@ class Inputs:
     dtype: Any  # X's dtype in its own family
 
 
-def inputs(X: Any, args: Any = None, only_warn: bool = False) -> Inputs:
+def inputs(X: Any, args: Any = None, only_warn: bool = False, one_hot: bool = True) -> Inputs:
     """Validate and convert ``X`` (N, A, L) and ``args`` to JAX arrays.
 
     Parameters
@@ -395,6 +400,8 @@ def inputs(X: Any, args: Any = None, only_warn: bool = False) -> Inputs:
     only_warn: bool, optional
         Warn rather than raise when ``X`` is not one-hot (see :func:`check_X`).
         Default False.
+    one_hot: bool, optional
+        False accepts any real values of that shape (see :func:`check_X`). Default True.
 
     Raises
     ------
@@ -408,7 +415,7 @@ def inputs(X: Any, args: Any = None, only_warn: bool = False) -> Inputs:
         if not (X.is_floating_point() or kind in ("torch.int8", "torch.uint8", "torch.bool")):
             raise InputError(f"X must be a float, int8, uint8 or bool tensor; got {X.dtype}.")
     Xj = to_jax(X, "X")
-    check_X(Xj, only_warn=only_warn, host=X if fam == "numpy" else None)
+    check_X(Xj, only_warn=only_warn, host=X if fam == "numpy" else None, one_hot=one_hot)
     args = args_batch(args, Xj.shape[0])
     if fam == "torch":
         for i, a in enumerate(args):
