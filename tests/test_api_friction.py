@@ -386,11 +386,17 @@ def test_swapped_axes_get_a_hint():
     with pytest.raises(ValueError, match=r"axes look swapped, \(N, L, A\).*"
                        r"X.transpose\(0, 2, 1\)"):
         jablate.predict(lambda x: x.sum((1, 2)), Xt)
+    total = lambda x: x.sum((1, 2))[:, None]  # noqa: E731
+    with pytest.raises(ValueError, match=r"axes look swapped"):
+        jablate.saturation_mutagenesis(total, Xt)
     # a one-hot (N, A, L) never gets the hint, nor does a wrong value of another shape
     X = Xt.transpose(0, 2, 1) * 2
     with pytest.raises(ValueError) as error:
-        jablate.predict(lambda x: x.sum((1, 2)), X)
+        jablate.saturation_mutagenesis(total, X)
     assert "swapped" not in str(error.value)
+    # predict runs on any values: those of that shape that are not one-hot along the last
+    # axis run as they are
+    close(jablate.predict(total, Xt * 2), total(jnp.asarray(Xt * 2)))
 
 
 def test_a_misspelled_keyword_says_that_ablate_passed_it_to_predict():

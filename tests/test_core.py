@@ -561,8 +561,8 @@ def test_a_numpy_X_is_checked_on_the_host_whatever_the_device(monkeypatch):
     X = one_hot(numpy.random.default_rng(7), 3, A, L)
     handed = []
     check = frontdoor.check_X
-    monkeypatch.setattr(frontdoor, "check_X", lambda Xj, only_warn=False, host=None:
-                        handed.append(host) or check(Xj, only_warn=only_warn, host=host))
+    monkeypatch.setattr(frontdoor, "check_X", lambda Xj, host=None, **kw:
+                        handed.append(host) or check(Xj, host=host, **kw))
     frontdoor.inputs(X)
     frontdoor.inputs(jnp.asarray(X))
     assert handed[0] is X and handed[1] is None
@@ -595,8 +595,13 @@ def test_a_numpy_X_is_checked_as_the_model_gets_it_and_int64_wraps_are_refused()
     at = int(X[0, :, 3].argmax())
     near = X.copy()
     near[0, at, 3] = 1 + 1e-9
-    same(jablate.predict(linear, near), jablate.predict(linear, X))
+    ism = lambda X: jablate.saturation_mutagenesis(linear, X, start=2, end=5)  # noqa: E731
+    same(ism(near), ism(X))
     wrapped = X.astype(numpy.int64)
     wrapped[0, at, 3] = 2 ** 32 + 1
     with pytest.raises(ValueError, match="values other than 0 and 1"):
+        ism(wrapped)
+    # predict takes any values, but not integers that would wrap
+    with pytest.raises(ValueError, match="integers that int32 cannot hold"):
         jablate.predict(linear, wrapped)
+    same(jablate.predict(linear, X.astype(numpy.int64)), jablate.predict(linear, X))

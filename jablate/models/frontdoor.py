@@ -232,6 +232,7 @@ def check_X(X: jax.Array, name: str = "X", only_warn: bool = False,
     if jnp.issubdtype(X.dtype, jnp.complexfloating):
         raise InputError(f"{name} must be a real one-hot array; got dtype {X.dtype}.")
     if not one_hot:
+        _check_any_values(X, name, host)
         return
     binary, at_most_one = _one_hot_flags(X, None) if host is None else \
         _one_hot_flags(host, numpy.dtype(X.dtype))
@@ -241,6 +242,25 @@ def check_X(X: jax.Array, name: str = "X", only_warn: bool = False,
     if not bool(at_most_one):
         not_one_hot(f"{name} must be one-hot encoded: a column along axis 1 sums above 1 "
                     "(unknown bases are all-zero columns)." + _swapped(X, name), only_warn)
+
+
+def _check_any_values(X: jax.Array, name: str, host: Optional[numpy.ndarray]) -> None:
+    """For inputs of any values (``predict``): integers the JAX array cannot hold (an int64
+    numpy value that int32 would wrap, without JAX's 64-bit types) are refused, not run
+    wrapped; a one-hot array of shape (N, L, A) gets :func:`_swapped`'s hint, since a
+    model would only fail on it, or run on its transpose."""
+    if host is not None and host.dtype.kind in "iu" and numpy.dtype(X.dtype) != host.dtype:
+        kept = all(bool((block.astype(X.dtype) == block).all()) for block in _host_blocks(host))
+        if not kept:
+            raise InputError(f"{name} holds integers that {X.dtype} cannot hold ({host.dtype} "
+                             "without JAX's 64-bit types): they would wrap; pass float32 "
+                             "values, or enable 64-bit types.")
+    hint = _swapped(X, name)
+    if hint:
+        binary, at_most_one = _one_hot_flags(jnp.swapaxes(X, 1, 2) if host is None
+                                             else host.swapaxes(1, 2))
+        if bool(binary) and bool(at_most_one):
+            raise InputError(f"{name} is one-hot along its last axis." + hint)
 
 
 def _swapped(X, name):
