@@ -546,3 +546,26 @@ def test_static_batch_program_through_the_command_line(static_program, tmp_path,
         for i, (before, after) in enumerate(zip(*want)):
             np.testing.assert_allclose(npz[f"y_befores_{i}"], before, rtol=1e-5, atol=1e-5)
             np.testing.assert_allclose(npz[f"y_afters_{i}"], after, rtol=1e-5, atol=1e-5)
+
+
+def test_a_recurrent_layer_is_translated_with_a_warning_that_it_grows_with_the_length():
+    """torch.export unrolls LSTM/GRU over the time steps: translated exactly, but slowly for
+    long inputs, so the user hears of it first (and of backend='torch')."""
+    from jablate.bridges.torch_export import SlowTranslationWarning
+
+    class Recurrent(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.rnn = torch.nn.GRU(4, 3, batch_first=True, bidirectional=True)
+            self.head = torch.nn.Linear(6, 2)
+
+        def forward(self, x):
+            return self.head(self.rnn(x.transpose(1, 2))[0].mean(1))
+
+    torch.manual_seed(0)
+    module = Recurrent().eval()
+    x = torch.nn.functional.one_hot(torch.randint(0, 4, (3, 8)), 4).permute(0, 2, 1).float()
+    with pytest.warns(SlowTranslationWarning, match=r"GRU.*every time step.*backend='torch'"):
+        translated = translate(module, x[:1])
+    np.testing.assert_allclose(np.asarray(translated(jnp.asarray(x.numpy()))),
+                               module(x).detach().numpy(), rtol=1e-5, atol=1e-6)
