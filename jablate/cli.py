@@ -350,8 +350,10 @@ def _add_hits(commands):
     hits.add_argument("--window", type=_positive_int, metavar="W",
         help="the model's input length (2114 for BPNet); required unless a .pt2 "
         "--model has a static input shape")
-    _add_run_options(hits, "hit", "random seed; every hit is shuffled as tangermeme's "
-        "ablate(..., random_state=SEED) would shuffle it alone (default: %(default)s)")
+    _add_run_options(hits, "hit", "random seed; under --shuffle mono every hit is shuffled "
+        "as tangermeme's ablate(..., random_state=SEED) would shuffle it alone; --shuffle "
+        "dinucleotide draws jablate's own uniform dinucleotide shuffles, not tangermeme's "
+        "(default: %(default)s)")
     hits.add_argument("--profile", choices=("logits", "probs"), default="logits",
         help="what profile outputs hold, for the Jensen-Shannon distance (default: "
         "%(default)s)")

@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import numpy
@@ -1277,3 +1278,38 @@ def test_every_process_reaches_the_collective_when_its_genome_check_fails(monkey
     run_.check_windows = lambda chunks: None
     with pytest.raises(InputError, match="process 1's check of the next process's chunks"):
         hits_run._assemble_when_all_finished(run_, SimpleNamespace(shard=(0, 2), out="o"))
+
+
+def test_a_hit_in_the_window_of_a_peak_whose_window_runs_off_is_told_so():
+    """A window wider than its peak, running off the chromosome's start: a hit inside the
+    peak, a hit inside the window but not the peak, and a hit in neither, each get their
+    own reason (the second was 'in no window')."""
+    peaks = pandas.DataFrame(dict(peak=[0, 1], chrom=["c", "c"], start=[10, 500],
+        end=[30, 520], summit=[10, 10], name=["p0", "p1"]))
+    windows = jg.peak_windows(peaks, {"c": 1_000}, 100)  # p0's would be [-30, 70)
+    assert list(windows["peak"]) == [1] and windows.attrs["skipped_peaks"] == [0]
+    hits = pandas.DataFrame(dict(chrom=["c"] * 4, start=[12, 50, 200, 505],
+        end=[18, 56, 206, 511], name=["in the peak", "in its window", "nowhere", "kept"]))
+    _, mapped, skipped = jg.hits_to_annotations(hits, windows, return_skipped=True)
+    assert list(mapped["name"]) == ["kept"]
+    assert list(skipped["reason"]) == ["in a peak whose window runs off the chromosome",
+        "in the window of a peak, which runs off the chromosome", "in no window"]
+
+
+def test_the_effects_table_writes_integral_floats_in_full_and_many_columns_at_once():
+    from jablate.genome.hits import _effects_table, _Values, effects_tsv
+
+    k, tasks = 2, 150
+    before = numpy.arange(k * tasks, dtype=numpy.float64).reshape(k, tasks) / 7
+    values = _Values(before, before + 1, lambda t, can: (before[:, t] * 0 - 1,
+                     numpy.ones(k), -numpy.ones(k)))
+    hits = pandas.DataFrame(dict(hit=[0, 1], task0_before=["a", "b"]))  # a clashing column
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # pandas' PerformanceWarning of a fragmented frame
+        table = _effects_table(hits, [values], False, [2444321280.0, 3.0])
+    assert list(table.columns[:4]) == ["hit", "hit_task0_before", "arrangements",
+                                       "task0_before"]
+    assert len(table.columns) == 3 + 5 * tasks
+    text = effects_tsv(table).splitlines()
+    assert text[1].split("\t")[:5] == ["0", "a", "2444321280", "0", "1"]
+    assert text[2].split("\t")[3] == f"{150 / 7:.6g}"

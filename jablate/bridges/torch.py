@@ -346,7 +346,9 @@ def translate_func(func: Callable, outputs: Any) -> Callable:
     except TypeError:  # not weakly referenceable: translated for this call only
         modules = {}
     module = modules.setdefault(container, _OutputFuncModule(func, container))
-    examples = [to_torch(jnp.zeros((1,) + tuple(leaf.shape[1:]), leaf.dtype)) for leaf in leaves]
+    # on the host, whatever JAX's default device: only shapes and dtypes matter
+    examples = [torch.zeros((1,) + tuple(leaf.shape[1:]),
+                            dtype=getattr(torch, jnp.dtype(leaf.dtype).name)) for leaf in leaves]
     try:
         translated = translate(module, *examples)
     except Exception as error:  # noqa: BLE001 - any failure: the user's func, said so

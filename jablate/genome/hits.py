@@ -86,8 +86,10 @@ effects.tsv: one row per (hit, window); coordinates 0-based, end exclusive.
                   float resolution, after_sd < 16 * eps * scale (eps the
                   outputs' machine epsilon, 2^-23 for float32; scale the
                   largest |prediction| of the row, before or after)
-  an output with a position axis (a profile; per-sequence shape (positions,)
-  or more axes, positions last: (strands, positions) for BPNet):
+  an output with two or more axes per sequence (a profile, positions last:
+  (strands, positions) for BPNet; a single-strand profile of shape (batch,
+  positions) reads as one task per position: give it a strand axis, (batch, 1,
+  positions)):
   sum_before      the output summed over all its axes, before (total signal)
   sum_drop        sum_before - mean over the shuffles of the same sum after
   jsd             Jensen-Shannon distance (base 2, 0 to 1) between the profile
@@ -141,7 +143,8 @@ def peak_windows(peaks: pandas.DataFrame, lengths: dict, width: int) -> pandas.D
         none), ``name``. ``attrs`` holds ``width``, ``n_peaks``, ``lengths``,
         ``skipped_peaks`` (indices of peaks without a window: it runs off the chromosome,
         or the genome lacks the chromosome), ``absent_peaks`` (those of the latter) and
-        ``off_peaks`` (``{chrom: [(start, end), ...]}``, the peaks of the former, for
+        ``off_peaks`` (``{chrom: [(start, end, window_start, window_end), ...]}``, the peaks
+        of the former and their windows, for
         telling why a hit inside one is in no window).
     """
 
@@ -165,8 +168,8 @@ def peak_windows(peaks: pandas.DataFrame, lengths: dict, width: int) -> pandas.D
     off = numpy.nonzero(~fits & ~absent)[0]
     off_peaks = {}
     for i in off:
-        off_peaks.setdefault(str(peaks["chrom"].iloc[i]), []).append((int(start[i]),
-                                                                      int(end[i])))
+        off_peaks.setdefault(str(peaks["chrom"].iloc[i]), []).append(
+            (int(start[i]), int(end[i]), int(low[i]), int(high[i])))
     windows.attrs.update(width=width, n_peaks=len(peaks), lengths=dict(lengths),
         skipped_peaks=[int(p) for p in peaks["peak"].to_numpy()[~fits]],
         absent_peaks=[int(p) for p in peaks["peak"].to_numpy()[absent]], off_peaks=off_peaks)
@@ -363,7 +366,9 @@ def map_hits(hits: pandas.DataFrame, windows: pandas.DataFrame,
         reason[members[none & (touch_hi > touch_lo)]] = "only partly inside a window"
         nowhere = members[none & (touch_hi <= touch_lo)]
         reason[nowhere] = "in no window"
-        for lo_, hi_ in windows.attrs.get("off_peaks", {}).get(name, ()):
+        for lo_, hi_, w_lo, w_hi in windows.attrs.get("off_peaks", {}).get(name, ()):
+            near = nowhere[(w_lo <= start[nowhere]) & (end[nowhere] <= w_hi)]
+            reason[near] = "in the window of a peak, which runs off the chromosome"
             inside = nowhere[(lo_ <= start[nowhere]) & (end[nowhere] <= hi_)]
             reason[inside] = "in a peak whose window runs off the chromosome"
         some = ~none
@@ -546,7 +551,7 @@ def hit_effects(result: Any, mapped_hits: pandas.DataFrame, profile: str = "logi
         else:
             if profile == "probs" and ((b < 0).any() or (a < 0).any()):
                 raise InputError(f"output {h} has negative values, so it holds no "
-                    "probabilities: use profile='logits'")
+                    "probabilities: use profile='logits' (--profile logits on the command line)")
             summaries.append(_Profile(b.sum(axis=1), a.sum(axis=2).mean(axis=1),
                 _distribution(b, profile), _distribution(a, profile).mean(axis=1)))
     return _effects_table(mapped_hits, summaries, multi, arrangements)
@@ -601,14 +606,17 @@ def _effects_table(mapped_hits, summaries, multi, arrangements):
                 summary.total_before - summary.total_after, 0.0)
             measures[prefix + "jsd"] = numpy.where(can, _js_distance(
                 summary.distribution_before, summary.distribution_after), 0.0)
-    for name, values in measures.items():
+    renames = {}
+    for name in measures:
         column = name
         while column in mapped_hits.columns:
             column = "hit_" + column
         if column != name:
-            effects = effects.rename(columns={name: column})
-        effects[name] = values
-    return effects
+            renames[name] = column
+    effects = effects.rename(columns=renames)
+    # one frame of every measure at once: a column at a time fragments pandas' frame (a
+    # warning per hundred columns, as a (batch, L) output's L tasks make)
+    return pandas.concat([effects, pandas.DataFrame(measures, index=effects.index)], axis=1)
 
 
 @dataclass(frozen=True)
@@ -733,7 +741,7 @@ def hit_effects_from_summary(result: Any, mapped_hits: pandas.DataFrame, n: int,
             continue
         if profile == "probs" and (host(befores, i + 2).any() or host(means, i + 2).any()):
             raise InputError(f"output {h} has negative values, so it holds no "
-                "probabilities: use profile='logits'")
+                "probabilities: use profile='logits' (--profile logits on the command line)")
         summaries.append(_Profile(host(befores, i + 1, (k,)), host(means, i + 1, (k,)),
             host(befores, i), host(means, i)))
         i += 3
@@ -944,15 +952,23 @@ def plot_effects(effects: pandas.DataFrame, file: Any, format: Optional[str] = N
     plt.close(figure)
 
 
+def _float_cell(value: float) -> str:
+    """A float as text: an integral one below 2**53 in full (``arrangements``: 2444321280,
+    not 2.44432e+09), any other with 6 significant digits (``nan``, ``inf``)."""
+    if value.is_integer() and abs(value) < 2.0 ** 53:
+        return str(int(value))
+    return f"{value:.6g}"
+
+
 def effects_tsv(effects: pandas.DataFrame, header: bool = True) -> str:
-    """The rows of a table as tab-separated text: integers as they are, floats with 6
-    significant digits (``nan``, ``inf``), everything else as text."""
+    """The rows of a table as tab-separated text: integers as they are, floats as
+    :func:`_float_cell` writes them, everything else as text."""
 
     cells = []
     for column in effects.columns:
         values = effects[column].to_numpy()
         if values.dtype.kind == "f":  # Python floats format faster than numpy scalars
-            cells.append(list(map("{:.6g}".format, values.tolist())))
+            cells.append(list(map(_float_cell, values.tolist())))
         else:
             cells.append([str(v) for v in values])
     lines = ["\t".join(row) for row in zip(*cells)]
