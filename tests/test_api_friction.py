@@ -383,9 +383,15 @@ def test_nnx_modules_run_in_eval_mode():
 def test_swapped_axes_get_a_hint():
     Xt = np.eye(4, dtype=np.float32)[np.random.RandomState(0).randint(4, size=(2,
         30))]  # (N, L, A)
-    with pytest.raises(ValueError, match=r"axes look swapped, \(N, L, A\).*"
-                       r"X.transpose\(0, 2, 1\)"):
+    # predict runs any values, so there it is a warning: a binary feature array of that
+    # shape may be meant; all-zero and (N, A, L) one-hot arrays get none
+    with pytest.warns(UserWarning, match=r"axes look swapped, \(N, L, A\).*"
+                      r"X.transpose\(0, 2, 1\)"):
         jablate.predict(lambda x: x.sum((1, 2)), Xt)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        jablate.predict(lambda x: x.sum((1, 2)), np.zeros((2, 25, 10), np.float32))
+        jablate.predict(lambda x: x.sum((1, 2)), np.eye(21, dtype=np.float32)[None, :, :10])
     total = lambda x: x.sum((1, 2))[:, None]  # noqa: E731
     with pytest.raises(ValueError, match=r"axes look swapped"):
         jablate.saturation_mutagenesis(total, Xt)

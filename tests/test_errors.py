@@ -28,6 +28,8 @@ CHECKS = {
     "predict dtype": lambda: jablate.predict(model, X, dtype="float128x"),
     "X not one-hot": lambda: jablate.ablate(model, X * 2, 2, 6),
     "predict X not 3-D": lambda: jablate.predict(model, X[0]),
+    "args that int32 would wrap": lambda: jablate.predict(
+        lambda x, a: model(x) + a, X, args=(numpy.full((len(X), 1), 2 ** 40),)),
     "shuffle region": lambda: jablate.shuffle(X, 10, 3),
     "dinucleotide width": lambda: jablate.dinucleotide_shuffle(X, 3, 4),
     "ism region": lambda: jablate.saturation_mutagenesis(model, X, start=12, end=4),

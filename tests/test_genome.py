@@ -1294,6 +1294,13 @@ def test_a_hit_in_the_window_of_a_peak_whose_window_runs_off_is_told_so():
     assert list(mapped["name"]) == ["kept"]
     assert list(skipped["reason"]) == ["in a peak whose window runs off the chromosome",
         "in the window of a peak, which runs off the chromosome", "in no window"]
+    # two such peaks overlapping: a hit inside the first is inside a peak, whatever the order
+    peaks = pandas.DataFrame(dict(peak=[0, 1], chrom=["c", "c"], start=[880, 900],
+        end=[960, 990], summit=[-1, -1], name=["p0", "p1"]))
+    windows = jg.peak_windows(peaks, {"c": 1_000}, 200)
+    hits = pandas.DataFrame(dict(chrom=["c"], start=[885], end=[895], name=["h"]))
+    _, _, skipped = jg.hits_to_annotations(hits, windows, return_skipped=True)
+    assert list(skipped["reason"]) == ["in a peak whose window runs off the chromosome"]
 
 
 def test_the_effects_table_writes_integral_floats_in_full_and_many_columns_at_once():
@@ -1313,3 +1320,6 @@ def test_the_effects_table_writes_integral_floats_in_full_and_many_columns_at_on
     text = effects_tsv(table).splitlines()
     assert text[1].split("\t")[:5] == ["0", "a", "2444321280", "0", "1"]
     assert text[2].split("\t")[3] == f"{150 / 7:.6g}"
+    from jablate.genome.hits import _float_cell
+    assert [_float_cell(v) for v in (-0.0, 0.0, 2.0 ** 53, -3.0)] == ["-0", "0", "9.0072e+15",
+                                                                       "-3"]

@@ -652,3 +652,37 @@ def test_a_translated_modules_func_is_translated_once_and_refused_clearly(X, con
     with pytest.raises(ValueError, match=r"func could not be translated.*backend='torch'"):
         jablate.saturation_mutagenesis(conv_model, Xj, start=40, end=50,
                                        func=lambda y: torch.from_numpy(y.detach().numpy()))
+
+
+_TASK = 0
+
+
+def _chosen_task(y):
+    return y[:, _TASK:_TASK + 1]
+
+
+def test_a_translated_func_reads_what_it_captures_at_each_call(X, conv_model):
+    """A func's translation is not reused once what it captured changed: a closed-over
+    layer's weights changed in place, a global it reads. tangermeme's torch call reads
+    them at each call; so does jablate (the func is exported again, milliseconds)."""
+    global _TASK
+    torch.manual_seed(1)
+    head = torch.nn.Linear(2, 1)
+
+    def through_head(y):
+        return head(y)
+
+    Xs, window = X[:2], dict(start=40, end=50)
+    for _ in range(2):
+        want = tangermeme.saturation_mutagenesis.saturation_mutagenesis(
+            conv_model, Xs, func=through_head, device="cpu", **window)
+        assert_close(jablate.saturation_mutagenesis(conv_model, Xs, func=through_head,
+                                                    **window), want)
+        with torch.no_grad():
+            head.weight.mul_(-2.0)
+    try:
+        for _TASK in (0, 1):
+            want = tangermeme.predict.predict(conv_model, X, func=_chosen_task, device="cpu")
+            assert_close(jablate.predict(conv_model, X, func=_chosen_task, backend="jax"), want)
+    finally:
+        _TASK = 0

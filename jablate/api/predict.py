@@ -120,6 +120,9 @@ def torch_func(func: Callable, runner: Any, params: Any, inp: Inputs, dtype: Any
     row = lambda a, dt: jax.ShapeDtypeStruct((1,) + tuple(a.shape[1:]), dt)  # noqa: E731
     outputs = jax.eval_shape(runner.apply, params, row(inp.X, input_dtype(inp.X.dtype, dtype)),
                              *(row(a, a.dtype) for a in inp.args))
+    leaves = outputs if isinstance(outputs, (tuple, list)) else (outputs,)
+    if not all(isinstance(leaf, jax.ShapeDtypeStruct) for leaf in leaves):
+        return func  # outputs jablate cannot run (a dict): the engine refuses them, clearly
     return torch_bridge().translate_func(func, outputs)
 
 

@@ -295,15 +295,37 @@ class _TranslatedOutputFunc:
     """What :func:`translate_func` returns: the translation as a func on JAX outputs."""
 
     def __init__(self, translated: Any):
-        self._translated = translated  # which holds this object: a cycle the GC collects
+        self._translated = translated
 
     def __call__(self, y: Any) -> Any:
         leaves = list(y) if isinstance(y, (tuple, list)) else [y]
         return self._translated.apply(self._translated.params, *leaves)
 
 
-#: func -> {container: _OutputFuncModule}, so that a func's translation is made once.
+#: func -> {fingerprint: post}: a func's translations, the last few states of what it captured.
 _OUTPUT_FUNCS = weakref.WeakKeyDictionary()
+#: Translations kept per func (each state of the tensors and values it captured is one).
+OUTPUT_FUNC_STATES = 4
+
+
+def _func_fingerprint(module: torch.nn.Module, examples: list) -> str:
+    """What a translation of ``module`` (a func as a module) depends on: its exported graph
+    (Python values the func reads, such as a global task index, are literals in it) and
+    the bytes of every tensor it captured (a closed-over layer's weights, a tensor)."""
+    import hashlib
+
+    exported = torch.export.export(module, tuple(examples))
+    digest = hashlib.sha256(str(exported.graph).encode())
+    for name in sorted(exported.constants):
+        value = exported.constants[name]
+        digest.update(name.encode())
+        if isinstance(value, torch.Tensor):
+            value = value.detach().cpu().contiguous()
+            digest.update(f"{value.dtype}{tuple(value.shape)}".encode())
+            digest.update(value.reshape(-1).view(torch.uint8).numpy().tobytes())
+        else:
+            digest.update(repr(value).encode())
+    return digest.hexdigest()
 
 
 def translate_func(func: Callable, outputs: Any) -> Callable:
@@ -314,7 +336,11 @@ def translate_func(func: Callable, outputs: Any) -> Callable:
     is torch's unbiased standard deviation, ``y.softmax(-1)`` and ``y.max(-1).values``
     work. jablate translates the ``func`` of a torch module that runs translated
     (``backend='jax'``; ``saturation_mutagenesis``'s default) this way, so that it gives
-    tangermeme's numbers. Translations are cached per ``func`` (weakly) and output shape.
+    tangermeme's numbers. ``func`` is exported again on every call (milliseconds), so that
+    what it captures is read then (a closed-over layer's weights changed in place, a
+    global); a translation is reused, with its compiled programs, only for the same graph
+    and captured tensors (the last :data:`OUTPUT_FUNC_STATES` states per ``func``, held
+    weakly on it).
 
     Parameters
     ----------
@@ -342,14 +368,21 @@ def translate_func(func: Callable, outputs: Any) -> Callable:
         container = tuple
     leaves = list(outputs) if container is not None else [outputs]
     try:
-        modules = _OUTPUT_FUNCS.setdefault(func, {})
+        states = _OUTPUT_FUNCS.setdefault(func, {})
     except TypeError:  # not weakly referenceable: translated for this call only
-        modules = {}
-    module = modules.setdefault(container, _OutputFuncModule(func, container))
+        states = {}
+    # A new module each call, exported again (milliseconds): what the func captures (a
+    # layer's weights changed in place, a global) is read now, as tangermeme's torch call
+    # reads it, and a translation is reused only for the same graph and tensors.
+    module = _OutputFuncModule(func, container)
     # on the host, whatever JAX's default device: only shapes and dtypes matter
     examples = [torch.zeros((1,) + tuple(leaf.shape[1:]),
                             dtype=getattr(torch, jnp.dtype(leaf.dtype).name)) for leaf in leaves]
     try:
+        key = (container, tuple((tuple(e.shape), e.dtype) for e in examples),
+               _func_fingerprint(module, examples))
+        if key in states:
+            return states[key]
         translated = translate(module, *examples)
     except Exception as error:  # noqa: BLE001 - any failure: the user's func, said so
         reason = " ".join(str(error).split()).split(". ")[0][:300].replace(
@@ -361,7 +394,8 @@ def translate_func(func: Callable, outputs: Any) -> Callable:
             "keeps torch's meaning: it must be torch code that torch.export can capture. "
             "Pass backend='torch' to run the module and func in torch, or pass the module "
             "translated yourself (jablate.translate(module, X)) with a JAX func.") from None
-    post = translated.__dict__.get("_jablate_post")
-    if post is None:
-        post = translated._jablate_post = _TranslatedOutputFunc(translated)
+    post = _TranslatedOutputFunc(translated)
+    while len(states) >= OUTPUT_FUNC_STATES:
+        del states[next(iter(states))]  # the oldest state
+    states[key] = post
     return post

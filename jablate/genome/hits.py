@@ -366,9 +366,11 @@ def map_hits(hits: pandas.DataFrame, windows: pandas.DataFrame,
         reason[members[none & (touch_hi > touch_lo)]] = "only partly inside a window"
         nowhere = members[none & (touch_hi <= touch_lo)]
         reason[nowhere] = "in no window"
-        for lo_, hi_, w_lo, w_hi in windows.attrs.get("off_peaks", {}).get(name, ()):
+        off = windows.attrs.get("off_peaks", {}).get(name, ())
+        for _, _, w_lo, w_hi in off:  # every window first: a peak's own hits win below
             near = nowhere[(w_lo <= start[nowhere]) & (end[nowhere] <= w_hi)]
             reason[near] = "in the window of a peak, which runs off the chromosome"
+        for lo_, hi_, _, _ in off:
             inside = nowhere[(lo_ <= start[nowhere]) & (end[nowhere] <= hi_)]
             reason[inside] = "in a peak whose window runs off the chromosome"
         some = ~none
@@ -955,7 +957,7 @@ def plot_effects(effects: pandas.DataFrame, file: Any, format: Optional[str] = N
 def _float_cell(value: float) -> str:
     """A float as text: an integral one below 2**53 in full (``arrangements``: 2444321280,
     not 2.44432e+09), any other with 6 significant digits (``nan``, ``inf``)."""
-    if value.is_integer() and abs(value) < 2.0 ** 53:
+    if value.is_integer() and 0 < abs(value) < 2.0 ** 53:
         return str(int(value))
     return f"{value:.6g}"
 

@@ -48,6 +48,19 @@ def torch_bridge() -> Any:
     return bridge
 
 
+def _fits_in_32_bits(dtype: numpy.dtype, low: int, high: int, name: str) -> None:
+    """Refuse 64-bit integers that JAX without its 64-bit types would wrap to 32 bits (an
+    extra input of 2**40 run as 0): a ``ValueError``, not a silently different number."""
+    if dtype.itemsize <= 4 and dtype.kind == "i" or jax.config.jax_enable_x64:
+        return
+    limits = numpy.iinfo(numpy.int32 if dtype.kind == "i" else numpy.uint32)
+    if int(low) < limits.min or int(high) > limits.max:
+        raise InputError(f"{name} holds integers that {limits.dtype} cannot hold ({dtype} "
+                         f"values from {int(low)} to {int(high)}, and JAX runs without "
+                         "64-bit types): they would wrap; pass smaller integers or floats, "
+                         "or enable 64-bit types (JAX_ENABLE_X64=1).")
+
+
 def to_jax(x: Any, name: str = "X") -> jax.Array:
     """Convert a JAX, NumPy or torch array to a JAX array (zero-copy where possible).
 
@@ -68,8 +81,14 @@ def to_jax(x: Any, name: str = "X") -> jax.Array:
                              f"{x.dtype}.")
         if x.dtype == numpy.float64 and not jax.config.jax_enable_x64:
             x = x.astype(numpy.float32)
+        if x.dtype.kind in "iu" and x.size:
+            _fits_in_32_bits(x.dtype, x.min(), x.max(), name)
         return jnp.asarray(x)
     if fam == "torch":
+        kind = str(x.dtype)
+        if kind in ("torch.int64", "torch.uint64", "torch.uint32") and x.numel():
+            _fits_in_32_bits(numpy.dtype(kind.replace("torch.", "")), x.min().item(),
+                             x.max().item(), name)
         return torch_bridge().from_torch(x)
     raise InputError(f"{name} must be a JAX array, a numpy.ndarray or a torch.Tensor; "
                      f"got {type(x).__name__}.")
@@ -245,22 +264,19 @@ def check_X(X: jax.Array, name: str = "X", only_warn: bool = False,
 
 
 def _check_any_values(X: jax.Array, name: str, host: Optional[numpy.ndarray]) -> None:
-    """For inputs of any values (``predict``): integers the JAX array cannot hold (an int64
-    numpy value that int32 would wrap, without JAX's 64-bit types) are refused, not run
-    wrapped; a one-hot array of shape (N, L, A) gets :func:`_swapped`'s hint, since a
-    model would only fail on it, or run on its transpose."""
-    if host is not None and host.dtype.kind in "iu" and numpy.dtype(X.dtype) != host.dtype:
-        kept = all(bool((block.astype(X.dtype) == block).all()) for block in _host_blocks(host))
-        if not kept:
-            raise InputError(f"{name} holds integers that {X.dtype} cannot hold ({host.dtype} "
-                             "without JAX's 64-bit types): they would wrap; pass float32 "
-                             "values, or enable 64-bit types.")
+    """For inputs of any values (``predict``; integers that would wrap are refused by
+    :func:`to_jax`): an array that is one-hot along its last axis but not along axis 1,
+    of a shape that looks like (N, L, A), gets :func:`_swapped`'s hint as a warning (a
+    model would fail on it, or run on its transpose; a binary feature array of that shape
+    may be meant, so it runs)."""
     hint = _swapped(X, name)
     if hint:
-        binary, at_most_one = _one_hot_flags(jnp.swapaxes(X, 1, 2) if host is None
-                                             else host.swapaxes(1, 2))
-        if bool(binary) and bool(at_most_one):
-            raise InputError(f"{name} is one-hot along its last axis." + hint)
+        binary, along_last = _one_hot_flags(jnp.swapaxes(X, 1, 2) if host is None
+                                            else host.swapaxes(1, 2))
+        if bool(binary) and bool(along_last) and not bool(_one_hot_flags(
+                X if host is None else host)[1]):
+            warnings.warn(f"{name} is one-hot along its last axis, not along axis 1." + hint,
+                          UserWarning, stacklevel=outside_stacklevel())
 
 
 def _swapped(X, name):
@@ -353,6 +369,8 @@ def annotations(annotations: Any, n_examples: int, length: int,
                          f"end); got shape {a.shape}.")
     if a.shape[0] == 0:
         raise InputError("annotations must hold at least one annotation; got none.")
+    if a.dtype.kind == "u" and a.size and int(a.max()) > numpy.iinfo(numpy.int64).max:
+        raise InputError(f"annotations hold {int(a.max())}, beyond any sequence.")
     given = a.astype(numpy.int64)
     a = given.copy()  # the caller's array is left as it was
     a[:, 2] = numpy.where(a[:, 2] < 0, length + 1 + a[:, 2], a[:, 2])
