@@ -648,6 +648,9 @@ def test_a_translated_modules_func_is_translated_once_and_refused_clearly(X, con
     # jablate's own funcs mean the same in both frameworks: applied as they are
     jablate.predict(conv_model, Xj, func=DEVICE_SUMS, backend="jax")
     assert len(calls) == 1
+    # a func that is not per row: said so, before a run
+    with pytest.raises(ValueError, match=r"func must return arrays with a batch axis"):
+        jablate.predict(conv_model, Xj, func=lambda y: y.sum(), backend="jax")
     # torch code torch.export cannot capture: a ValueError saying what to do, before a run
     with pytest.raises(ValueError, match=r"func could not be translated.*backend='torch'"):
         jablate.saturation_mutagenesis(conv_model, Xj, start=40, end=50,

@@ -287,8 +287,23 @@ class _OutputFuncModule(torch.nn.Module):
             self._func = lambda: func
         self._container = container
 
-    def forward(self, *ys):
+    def _call(self, ys: tuple):
         return self._func()(ys[0] if self._container is None else self._container(ys))
+
+
+_ARITIES: dict = {}
+
+
+def _output_func_module(func: Callable, container: Optional[type], count: int) -> torch.nn.Module:
+    """An :class:`_OutputFuncModule` whose ``forward`` takes ``count`` named tensors (a
+    ``*ys`` signature keeps torch.export from making the batch symbolic), of a class named
+    ``func`` for torch.export's messages."""
+    if count not in _ARITIES:
+        names = ", ".join(f"y{i}" for i in range(count))
+        namespace: dict = {}
+        exec(f"def forward(self, {names}):\n    return self._call(({names},))\n", namespace)
+        _ARITIES[count] = type("func", (_OutputFuncModule,), {"forward": namespace["forward"]})
+    return _ARITIES[count](func, container)
 
 
 class _TranslatedOutputFunc:
@@ -374,7 +389,7 @@ def translate_func(func: Callable, outputs: Any) -> Callable:
     # A new module each call, exported again (milliseconds): what the func captures (a
     # layer's weights changed in place, a global) is read now, as tangermeme's torch call
     # reads it, and a translation is reused only for the same graph and tensors.
-    module = _OutputFuncModule(func, container)
+    module = _output_func_module(func, container, len(leaves))
     # on the host, whatever JAX's default device: only shapes and dtypes matter
     examples = [torch.zeros((1,) + tuple(leaf.shape[1:]),
                             dtype=getattr(torch, jnp.dtype(leaf.dtype).name)) for leaf in leaves]
@@ -385,8 +400,7 @@ def translate_func(func: Callable, outputs: Any) -> Callable:
             return states[key]
         translated = translate(module, *examples)
     except Exception as error:  # noqa: BLE001 - any failure: the user's func, said so
-        reason = " ".join(str(error).split()).split(". ")[0][:300].replace(
-            _OutputFuncModule.__name__, "func")
+        reason = " ".join(str(error).split()).split(". ")[0][:300]
         raise InputError(
             f"func could not be translated to JAX with the torch module ({type(error).__name__}: "
             f"{reason}). A torch module that runs translated (backend='jax'; "
@@ -394,6 +408,11 @@ def translate_func(func: Callable, outputs: Any) -> Callable:
             "keeps torch's meaning: it must be torch code that torch.export can capture. "
             "Pass backend='torch' to run the module and func in torch, or pass the module "
             "translated yourself (jablate.translate(module, X)) with a JAX func.") from None
+    if not translated.dynamic_batch:
+        raise InputError(
+            "func could not be translated with a symbolic batch: it must map each row of the "
+            "model's outputs to a row of its own (y.sum() sums over the batch; y.sum(-1) "
+            "does not); or pass backend='torch' to run the module and func in torch.")
     post = _TranslatedOutputFunc(translated)
     while len(states) >= OUTPUT_FUNC_STATES:
         del states[next(iter(states))]  # the oldest state
