@@ -629,6 +629,10 @@ def test_a_translated_modules_func_keeps_torchs_meaning(X, conv_model, name):
     assert_close(y_before, predicted)
 
 
+def _first_sd(ys):
+    return ys[0].std(-1)
+
+
 def test_a_translated_modules_func_is_translated_once_and_refused_clearly(X, conv_model,
                                                                           monkeypatch):
     from jablate.api.sums import DEVICE_SUMS
@@ -640,6 +644,9 @@ def test_a_translated_modules_func_is_translated_once_and_refused_clearly(X, con
     Xj = jnp.asarray(X.numpy())
     outputs = jax.ShapeDtypeStruct((1, 2), jnp.float32)
     assert bridge.translate_func(sd, outputs) is bridge.translate_func(sd, outputs)
+    # with a symbolic batch (a fixed one would run every batch in chunks of it)
+    assert bridge.translate_func(_first_sd, (outputs, outputs))._translated.dynamic_batch
+    assert bridge.translate_func(sd, outputs)._translated.dynamic_batch
     calls = []
     real = bridge.translate_func
     monkeypatch.setattr(bridge, "translate_func", lambda *a: calls.append(a) or real(*a))
