@@ -136,8 +136,14 @@ def test_the_torch_bridge_translations_are_cleared_when_it_is_loaded():
     from jablate.bridges.torch_export import _CACHE
 
     net = torch.nn.Sequential(torch.nn.Conv1d(4, 2, 3, padding=1), torch.nn.Flatten()).eval()
-    first = jablate.predict(net, X, backend="jax")
+    first = jablate.predict(net, X, backend="jax", func=_torch_post)
     assert len(_CACHE) and caches.sizes()["bridges.torch_export.translations"] > 0
+    assert caches.sizes()["bridges.torch.funcs"] == 1  # the func's translations
     jablate.clear_caches()
-    assert len(_CACHE) == 0
-    numpy.testing.assert_array_equal(jablate.predict(net, X, backend="jax"), first)
+    assert len(_CACHE) == 0 and caches.sizes()["bridges.torch.funcs"] == 0
+    numpy.testing.assert_array_equal(jablate.predict(net, X, backend="jax", func=_torch_post),
+                                     first)
+
+
+def _torch_post(y):
+    return y.softmax(-1)

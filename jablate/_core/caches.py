@@ -168,6 +168,8 @@ def clear_caches() -> None:
 # The torch bridge's translations (jablate.bridges.torch_export._CACHE), a cache jablate
 # reaches only when the bridge is loaded: importing it here would import torch.
 register_module("bridges.torch_export.translations", "jablate.bridges.torch_export", "_CACHE")
+# The translations of torch funcs (jablate.bridges.torch.translate_func), per func.
+register_module("bridges.torch.funcs", "jablate.bridges.torch", "_OUTPUT_FUNCS")
 
 
 #: The environment variable naming the command line's compile cache, or turning it off.
