@@ -1320,6 +1320,7 @@ def test_the_effects_table_writes_integral_floats_in_full_and_many_columns_at_on
     text = effects_tsv(table).splitlines()
     assert text[1].split("\t")[:5] == ["0", "a", "2444321280", "0", "1"]
     assert text[2].split("\t")[3] == f"{150 / 7:.6g}"
-    from jablate.genome.hits import _float_cell
-    assert [_float_cell(v) for v in (-0.0, 0.0, 2.0 ** 53, -3.0)] == ["-0", "0", "9.0072e+15",
-                                                                       "-3"]
+    from jablate.genome.hits import _float_cells
+    assert _float_cells(numpy.array([-0.0, 0.0, 2.0 ** 53, -3.0, -2444321280.0, numpy.nan,
+                                     numpy.inf, 1.5e6])) == [
+        "-0", "0", "9.0072e+15", "-3", "-2444321280", "nan", "inf", "1500000"]

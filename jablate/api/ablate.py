@@ -501,15 +501,14 @@ def annotations_ablation(model: Any, X: Any, annotations: Any,
         plan.spec is None or plan.spec.takes_incremental))
     inp = inputs(X, kwargs.get("args") if fast else None)
     N, _, L = inp.X.shape
-    ann = check_annotations(annotations, N, L, min_width=method.min_width if method else 1)
+    # tangermeme's loop (not fast) hands each row to ablate, and its shuffle_fn, as given
+    ann = check_annotations(annotations, N, L, min_width=method.min_width if method else 1,
+                            as_given=not fast)
     if not fast:
         if reduce is not None:
             raise InputError("reduce='mean_std' needs jablate's own predict as func and "
                              "jablate's shuffle or dinucleotide_shuffle as shuffle_fn.")
-        # tangermeme's loop hands each row to ablate, and its shuffle_fn, as given
-        return _annotation_loop(model, X, check_annotations(
-            annotations, N, L, min_width=method.min_width if method else 1, as_given=True),
-            kwargs)
+        return _annotation_loop(model, X, ann, kwargs)
     n = check_int(kwargs.get("n", 20), "n", minimum=1)
     options = _fast_kwargs(plan.keywords, plan.spec)
     before, after, multi = _stream(model, inp, _Ablation(

@@ -14,6 +14,7 @@ modules to this module.
 """
 
 import contextlib
+import hashlib
 import weakref
 from typing import Any, Callable, Optional
 
@@ -274,10 +275,11 @@ def translate(module, example_input, *example_args):
 
 
 class _OutputFuncModule(torch.nn.Module):
-    """``func`` on a module's outputs, as a module ``torch.export`` captures: ``forward(*ys)``
-    gives ``func`` the outputs in their container (a tuple or list, or the one tensor). It
-    holds ``func`` weakly where it can, so that the translation cached on this module lives
-    as long as ``func`` and no longer."""
+    """``func`` on a module's outputs, as a module ``torch.export`` captures: ``_call(ys)``
+    gives ``func`` the outputs in their container (a tuple or list, or the one tensor);
+    :func:`_output_func_module` adds a ``forward`` of named arguments. It holds ``func``
+    weakly where it can: one is made for each call of :func:`translate_func`, and nothing
+    it leaves behind keeps ``func`` alive."""
 
     def __init__(self, func: Callable, container: Optional[type]):
         super().__init__()
@@ -327,8 +329,6 @@ def _func_fingerprint(module: torch.nn.Module, examples: list) -> str:
     """What a translation of ``module`` (a func as a module) depends on: its exported graph
     (Python values the func reads, such as a global task index, are literals in it) and
     the bytes of every tensor it captured (a closed-over layer's weights, a tensor)."""
-    import hashlib
-
     exported = torch.export.export(module, tuple(examples))
     digest = hashlib.sha256(str(exported.graph).encode())
     for name in sorted(exported.constants):
@@ -370,7 +370,7 @@ def translate_func(func: Callable, outputs: Any) -> Callable:
     -------
     post: callable
         ``post(y)`` on the JAX outputs ``y``, traceable (``jax.jit``), one object per
-        ``func`` and shape.
+        ``func``, shape and state of what it captured.
 
     Raises
     ------

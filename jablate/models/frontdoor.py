@@ -48,17 +48,23 @@ def torch_bridge() -> Any:
     return bridge
 
 
-def _fits_in_32_bits(dtype: numpy.dtype, low: int, high: int, name: str) -> None:
-    """Refuse 64-bit integers that JAX without its 64-bit types would wrap to 32 bits (an
-    extra input of 2**40 run as 0): a ``ValueError``, not a silently different number."""
-    if dtype.itemsize <= 4 and dtype.kind == "i" or jax.config.jax_enable_x64:
+def _fits_in_32_bits(x: Any, name: str) -> None:
+    """Refuse 64-bit integers (a numpy array or torch tensor) that JAX without its 64-bit
+    types would wrap to 32 bits (an extra input of 2**40 run as 0): a ``ValueError``, not a
+    silently different number. Only 64-bit integer arrays are read (an int8 one-hot ``X``
+    is not scanned)."""
+    dtype = numpy.dtype(str(x.dtype).replace("torch.", ""))
+    if dtype.kind not in "iu" or dtype.itemsize < 8 or jax.config.jax_enable_x64:
         return
+    if not (x.size if isinstance(x, numpy.ndarray) else x.numel()):
+        return
+    low, high = int(x.min()), int(x.max())
     limits = numpy.iinfo(numpy.int32 if dtype.kind == "i" else numpy.uint32)
-    if int(low) < limits.min or int(high) > limits.max:
+    if low < limits.min or high > limits.max:
         raise InputError(f"{name} holds integers that {limits.dtype} cannot hold ({dtype} "
-                         f"values from {int(low)} to {int(high)}, and JAX runs without "
-                         "64-bit types): they would wrap; pass smaller integers or floats, "
-                         "or enable 64-bit types (JAX_ENABLE_X64=1).")
+                         f"values from {low} to {high}, and JAX runs without 64-bit types): "
+                         "they would wrap; pass smaller integers or floats, or enable 64-bit "
+                         "types (JAX_ENABLE_X64=1).")
 
 
 def to_jax(x: Any, name: str = "X") -> jax.Array:
@@ -81,14 +87,11 @@ def to_jax(x: Any, name: str = "X") -> jax.Array:
                              f"{x.dtype}.")
         if x.dtype == numpy.float64 and not jax.config.jax_enable_x64:
             x = x.astype(numpy.float32)
-        if x.dtype.kind in "iu" and x.size:
-            _fits_in_32_bits(x.dtype, x.min(), x.max(), name)
+        _fits_in_32_bits(x, name)
         return jnp.asarray(x)
     if fam == "torch":
-        kind = str(x.dtype)
-        if kind in ("torch.int64", "torch.uint64", "torch.uint32") and x.numel():
-            _fits_in_32_bits(numpy.dtype(kind.replace("torch.", "")), x.min().item(),
-                             x.max().item(), name)
+        if str(x.dtype) in ("torch.int64", "torch.uint64"):  # the only ones that can wrap
+            _fits_in_32_bits(x, name)
         return torch_bridge().from_torch(x)
     raise InputError(f"{name} must be a JAX array, a numpy.ndarray or a torch.Tensor; "
                      f"got {type(x).__name__}.")
