@@ -347,6 +347,33 @@ def test_half_precision_autocasts_on_the_torch_bridge():
         torch.testing.assert_close(ours, theirs, rtol=0, atol=0)
 
 
+def test_integer_tensors_run_as_tangermemes_do():
+    """tangermeme takes a one-hot X of any torch integer dtype; so does every backend here,
+    with its numbers (int64 checked for values int32 cannot hold)."""
+    tangermeme_predict = require("tangermeme.predict")
+    torch.manual_seed(0)
+    model = ConvELU()
+    for dtype in (torch.int64, torch.int32, torch.int16, torch.uint8, torch.bool):
+        Xt = torch.from_numpy(X).to(dtype)
+        theirs = tangermeme_predict.predict(model, Xt, device="cpu", verbose=False)
+        for backend in ("torch", "jax"):
+            ours = jablate.predict(model, Xt, backend=backend, device="cpu")
+            torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-6)
+            if dtype == torch.int64:
+                kept, ablated = jablate.ablate(model, Xt, 3, 9, n=2, backend=backend,
+                                               device="cpu")
+                torch.testing.assert_close(kept, theirs, rtol=1e-5, atol=1e-6)
+                assert ablated.shape == (len(X), 2) + tuple(theirs.shape[1:])
+    with pytest.raises(ValueError, match="X holds integers that int32 cannot hold"):
+        jablate.predict(model, torch.from_numpy(X).long() * 2**40, device="cpu")
+    with pytest.raises(ValueError, match="X must be a float, integer or bool tensor; got "
+                                         "torch.uint64"):
+        jablate.predict(model, torch.from_numpy(X).to(torch.uint64), device="cpu")
+    with pytest.raises(ValueError, match=r"args\[0\] is a torch.uint64 tensor"):
+        jablate.predict(model, torch.from_numpy(X), args=(torch.zeros(len(X),
+                        dtype=torch.uint64),), device="cpu")
+
+
 # --- 4. nnx modules in eval mode ---------------------------------------------------------------
 
 

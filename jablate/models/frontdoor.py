@@ -90,7 +90,10 @@ def to_jax(x: Any, name: str = "X") -> jax.Array:
         _fits_in_32_bits(x, name)
         return jnp.asarray(x)
     if fam == "torch":
-        if str(x.dtype) in ("torch.int64", "torch.uint64"):  # the only ones that can wrap
+        if str(x.dtype) == "torch.uint64":  # torch itself can take neither its min nor max
+            raise InputError(f"{name} is a torch.uint64 tensor, which torch barely supports; "
+                             "pass int64, int32 or a float tensor.")
+        if str(x.dtype) == "torch.int64":  # the only one that can wrap
             _fits_in_32_bits(x, name)
         return torch_bridge().from_torch(x)
     raise InputError(f"{name} must be a JAX array, a numpy.ndarray or a torch.Tensor; "
@@ -421,6 +424,12 @@ def args_batch(args: Any, n_examples: int) -> tuple:
 # --- inputs ------------------------------------------------------------------------------
 
 
+#: torch's integer and bool dtypes, by name (tangermeme accepts every one of them as ``X``;
+#: 64-bit ones are checked by :func:`_fits_in_32_bits`).
+_TORCH_INTEGERS = frozenset(f"torch.{name}" for name in (
+    "bool", "int8", "uint8", "int16", "uint16", "int32", "uint32", "int64"))
+
+
 @dataclass(frozen=True)
 class Inputs:
     """``X`` and ``args`` as JAX arrays, with what is needed to answer in the caller's family."""
@@ -452,9 +461,8 @@ def inputs(X: Any, args: Any = None, only_warn: bool = False, one_hot: bool = Tr
     """
     fam = family(X)
     if fam == "torch":
-        kind = str(X.dtype)
-        if not (X.is_floating_point() or kind in ("torch.int8", "torch.uint8", "torch.bool")):
-            raise InputError(f"X must be a float, int8, uint8 or bool tensor; got {X.dtype}.")
+        if not (X.is_floating_point() or str(X.dtype) in _TORCH_INTEGERS):
+            raise InputError(f"X must be a float, integer or bool tensor; got {X.dtype}.")
     Xj = to_jax(X, "X")
     check_X(Xj, only_warn=only_warn, host=X if fam == "numpy" else None, one_hot=one_hot)
     args = args_batch(args, Xj.shape[0])
