@@ -3,6 +3,7 @@
 import gc
 import warnings
 import weakref
+from functools import partial
 
 import jax
 import jax.numpy as jnp
@@ -370,6 +371,50 @@ def test_unknown_primitive_is_named_and_a_rule_adds_it():
     y_ref = _sine_model(m.references.reshape(-1, 4, 20))[:, 0].reshape(2, 3)
     total = jnp.sum((X[:, None] - m.references) * m.attributions, axis=(2, 3))
     assert np.abs(y[:, None] - y_ref).min() > 1e-3
+    np.testing.assert_allclose(total, y[:, None] - y_ref, atol=1e-5)
+
+
+def _gated_recurrence(x, unrolled):
+    """A GRU-like recurrence over the positions of x, forwards and backwards: lax.scans (as
+    translated LSTMs and GRUs are) or the same steps written out."""
+    w = jnp.asarray(np.random.RandomState(1).normal(size=(3, 4, 3)), x.dtype)
+    u = jnp.asarray(np.random.RandomState(2).normal(size=(2, 3, 3)), x.dtype)
+
+    def step(h, x_t):
+        z = jax.nn.sigmoid(x_t @ w[0] + h @ u[0])
+        n = jnp.tanh(x_t @ w[1] + (h @ u[1]) * jax.nn.relu(x_t @ w[2]))
+        h = (1 - z) * n + z * h
+        return h, h.sum(-1)
+
+    xs = jnp.moveaxis(x, 2, 0)
+    outputs = []
+    for reverse in (False, True):
+        h = jnp.zeros((x.shape[0], 3), x.dtype)
+        if not unrolled:
+            h, ys = jax.lax.scan(step, h, xs, reverse=reverse)
+        else:
+            ys = [None] * xs.shape[0]
+            for t in reversed(range(xs.shape[0])) if reverse else range(xs.shape[0]):
+                h, ys[t] = step(h, xs[t])
+            ys = jnp.stack(ys)
+        outputs += [h.sum(-1), ys[0] - ys[-1]]
+    return jnp.stack(outputs, -1).sum(-1, keepdims=True)
+
+
+def test_a_scan_gets_the_rules_of_its_steps_written_out():
+    """deep_lift_shap inlines a lax.scan step by step (a reversed one too): the
+    attributions of the loop written out, and they sum to each output's difference from
+    its reference."""
+    X = jnp.asarray(one_hot(2, 5).numpy())
+    got, want = (jablate.deep_lift_shap(
+        partial(_gated_recurrence, unrolled=unrolled), X, n_shuffles=3, random_state=0,
+        raw_outputs=True, return_references=True) for unrolled in (False, True))
+    np.testing.assert_allclose(got.attributions, want.attributions, rtol=1e-5, atol=1e-7)
+    np.testing.assert_array_equal(got.references, want.references)
+    y = _gated_recurrence(X, False)[:, 0]
+    y_ref = _gated_recurrence(got.references.reshape(-1, 4, 5), False)[:, 0].reshape(2, 3)
+    total = jnp.sum((X[:, None] - got.references) * got.attributions, axis=(2, 3))
+    assert np.abs(y[:, None] - y_ref).max() > 1e-2
     np.testing.assert_allclose(total, y[:, None] - y_ref, atol=1e-5)
 
 

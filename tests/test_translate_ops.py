@@ -65,6 +65,31 @@ def _conv_args(n, c_in=4, c_out=6, k=3, groups=1, transposed=False):
     return x, w, _rand(c_out)
 
 
+def _recurrent_samples():
+    """aten.lstm/gru/rnn_tanh/rnn_relu as torch.nn's layers call them: time first and batch
+    first, one and two layers and directions, without biases, with proj_size."""
+    torch.manual_seed(0)
+    found = {}
+    layers = {"lstm": [torch.nn.LSTM(3, 4, batch_first=True),
+                       torch.nn.LSTM(3, 4, 2, bidirectional=True),
+                       torch.nn.LSTM(3, 4, 2, bias=False, proj_size=2, bidirectional=True)],
+              "gru": [torch.nn.GRU(3, 4, 2, bidirectional=True, batch_first=True),
+                      torch.nn.GRU(3, 4, bias=False)],
+              "rnn_tanh": [torch.nn.RNN(3, 4, 2, bidirectional=True)],
+              "rnn_relu": [torch.nn.RNN(3, 4, nonlinearity="relu", batch_first=True)]}
+    for name, modules in layers.items():
+        found[name] = []
+        for m in modules:
+            rows = m.num_layers * (2 if m.bidirectional else 1)
+            x = _rand(2, 5, 3) if m.batch_first else _rand(5, 2, 3)
+            h = _rand(rows, 2, m.proj_size or m.hidden_size, seed=1)
+            hx = [h, _rand(rows, 2, m.hidden_size, seed=2)] if name == "lstm" else h
+            weights = [w.detach() for w in m._flat_weights]
+            found[name].append(((x, hx, weights, m.bias, m.num_layers, 0.0, False,
+                                 m.bidirectional, m.batch_first), {}))
+    return found
+
+
 def _hand_samples():
     """Hand-made samples, as (args, kwargs) of the ATen op."""
     x, w, b = _conv_args(1)
@@ -235,6 +260,7 @@ def _hand_samples():
         "group_norm": [((_rand(0, 4, 3), 2), {})],
         "native_group_norm": [((_rand(0, 4, 3), None, None, 0, 4, 3, 2, 1e-5), {})],
     }
+    h.update(_recurrent_samples())
     h["argmax"] += [((torch.tensor(1.5), 0, True), {})]
     h["squeeze"] += [((torch.tensor(1.5), 0), {})]
     h["pad"] += [((_rand(1, 3, 4, 4), [-1, 1, -2, 1], "circular"), {}),

@@ -247,7 +247,7 @@ _NONLINEAR_ELEMENTWISE = frozenset("""
 #: Structural primitives: linear in their input-dependent operand(s).
 _STRUCTURAL = frozenset("""
     reshape squeeze expand_dims broadcast_in_dim transpose rev slice dynamic_slice
-    dynamic_update_slice gather scatter scatter-add scatter_add pad concatenate reduce_sum
+    dynamic_update_slice gather scatter scatter-add scatter_add pad concatenate stack reduce_sum
     reduce_window_sum cumsum conv_general_dilated dot_general split sharding_constraint
     copy copy_p reduce_precision
 """.split())
@@ -304,6 +304,9 @@ def _flatten(closed) -> tuple[list, list, tuple, tuple]:
                 env.update(zip(eqn.outvars, walk(inner[0], inner[1], args)))
                 continue
             name = eqn.primitive.name
+            if name == "scan":
+                env.update(zip(eqn.outvars, unroll(eqn, args)))
+                continue
             if name in _LINEAR_ELEMENTWISE or name in _NONLINEAR_ELEMENTWISE:
                 shape = tuple(eqn.outvars[0].aval.shape)
                 args = tuple(broadcast(a, shape) for a in args)
@@ -312,6 +315,33 @@ def _flatten(closed) -> tuple[list, list, tuple, tuple]:
                                outs, dict(eqn.params)))
             env.update(zip(eqn.outvars, outs))
         return tuple(read(a) for a in jaxpr.outvars)
+
+    def unroll(eqn, args):
+        """A ``lax.scan`` (a translated LSTM or GRU) inlined step by step, so that each
+        step's operations get their rules as a loop written out would."""
+        p = eqn.params
+        n_consts, n_carry = p["num_consts"], p["num_carry"]
+        consts, carry = args[:n_consts], args[n_consts:n_consts + n_carry]
+        xs = args[n_consts + n_carry:]
+        body = p["jaxpr"]
+        steps = range(p["length"])
+        ys = [None] * p["length"]
+        for t in (reversed(steps) if p["reverse"] else steps):
+            outs = walk(body.jaxpr, body.consts, consts + carry + tuple(at(x, t) for x in xs))
+            carry, ys[t] = tuple(outs[:n_carry]), outs[n_carry:]
+        stacked = []
+        for j, var in enumerate(eqn.outvars[n_carry:]):
+            out = fresh(var.aval.shape, var.aval.dtype)
+            nodes.append(_Node("stack", _stack, tuple(y[j] for y in ys), (out,)))
+            stacked.append(out)
+        return carry + tuple(stacked)
+
+    def at(ref, t):
+        if isinstance(ref, _Lit):
+            return _Lit(numpy.asarray(ref.value)[t])
+        out = fresh(avals[ref][0][1:], avals[ref][1])
+        nodes.append(_Node("squeeze", partial(_row, t), (ref,), (out,)))
+        return out
 
     def broadcast(ref, shape):
         if isinstance(ref, _Lit) or avals[ref][0] == shape:
@@ -327,6 +357,14 @@ def _flatten(closed) -> tuple[list, list, tuple, tuple]:
 
 def _broadcast_to(shape, value):
     return [jnp.broadcast_to(value, shape)]
+
+
+def _row(t, value):
+    return [value[t]]
+
+
+def _stack(*values):
+    return [jnp.stack(jnp.broadcast_arrays(*values))]
 
 
 def _prune(nodes, outputs):

@@ -4,7 +4,7 @@
 JAX implementation that takes the op's schema arguments by name. The families of ops
 register themselves in their own modules (``_aten_elementwise``, ``_aten_linalg``,
 ``_aten_conv_pool``, ``_aten_norm``, ``_aten_reduce``, ``_aten_shape``,
-``_aten_attention``, ``_aten_factory``); ``_interpreter`` imports them all.
+``_aten_attention``, ``_aten_factory``, ``_aten_recurrent``); ``_interpreter`` imports them all.
 """
 
 from __future__ import annotations

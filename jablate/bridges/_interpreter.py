@@ -23,6 +23,7 @@ from jablate.bridges import (  # noqa: F401
     _aten_factory,
     _aten_linalg,
     _aten_norm,
+    _aten_recurrent,
     _aten_reduce,
     _aten_shape,
 )
@@ -80,7 +81,8 @@ def op_key(target: object) -> str | None:
     """The op-table name of a node target (``"py"`` for Python arithmetic on sizes), or
     None when the table has no entry for it."""
     if isinstance(target, torch._ops.OpOverload):
-        if target.namespace == "aten" and target.overloadpacket.__name__ in OPS:
+        # jablate's own ops (jablate::lstm, ...) share the names of the ATen ops they stand for
+        if target.namespace in ("aten", "jablate") and target.overloadpacket.__name__ in OPS:
             return target.overloadpacket.__name__
         return None
     return "py" if target in _PY_OPS else None

@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import logging
 import time
-import warnings
 import weakref
 
 import jax
@@ -47,7 +46,8 @@ import numpy as np
 import torch
 import torch.utils._pytree as torch_pytree
 
-from jablate._core.errors import InputError, outside_stacklevel
+from jablate._core.errors import InputError
+from jablate.bridges._aten_recurrent import recurrent_as_ops
 from jablate.bridges._aten_table import OPS, to_jax
 from jablate.bridges._dlpack import from_torch
 from jablate.bridges._interpreter import compile_graph, evaluate, meta_shape, op_key, unsupported
@@ -367,26 +367,6 @@ def _raise_if_torch_fails(module, inputs, name):
             f": {e}\nIs that the alphabet and length the model expects?") from e
 
 
-class SlowTranslationWarning(UserWarning):
-    """A module whose translation grows with the input's length (a recurrent layer)."""
-
-
-def _warn_recurrent(module: torch.nn.Module, example: torch.Tensor) -> None:
-    """Warn before translating recurrent layers: torch.export unrolls them over the time
-    steps, so the translation and its compile grow with the length (a bidirectional LSTM
-    after a convolution, 2026-12-07, one CPU core: 41 s to translate and 12 s to compile at
-    100 bp, 89 s and 24 s at 200 bp)."""
-    recurrent = sorted({type(m).__name__ for m in module.modules()
-                        if isinstance(m, torch.nn.RNNBase)})
-    if recurrent:
-        warnings.warn(
-            f"translating {', '.join(recurrent)} to JAX unrolls it over every time step "
-            f"(inputs of shape {tuple(example.shape[1:])}): about half a second per step on a "
-            "CPU core, and the compile grows with them too; backend='torch' runs the module "
-            "in torch instead.",
-            SlowTranslationWarning, stacklevel=outside_stacklevel())
-
-
 def translate(module: torch.nn.Module, example_input, *example_args) -> TranslatedModel:
     """Translate a torch module into a JAX function evaluated by XLA.
 
@@ -469,13 +449,13 @@ def translate(module: torch.nn.Module, example_input, *example_args) -> Translat
 
     start = time.perf_counter()
     name = type(module).__name__
-    _warn_recurrent(module, inputs[0])
     modes = {m: m.training for m in module.modules()}
     for m in modes:  # as module.eval(), which torch.export.load(...).module() refuses
         m.training = False
     try:
         try:
-            ep, traced_batch, unchunkable = _export(module, inputs, batched, fixed_batch)
+            with recurrent_as_ops(module):  # one op per recurrent layer, not one per step
+                ep, traced_batch, unchunkable = _export(module, inputs, batched, fixed_batch)
         except Exception as e:  # noqa: BLE001
             _raise_if_torch_fails(module, inputs, name)
             raise RuntimeError(
