@@ -22,6 +22,7 @@ from tangermeme.deep_lift_shap import deep_lift_shap as tangermeme_dls  # noqa: 
 from tangermeme.ersatz import dinucleotide_shuffle as tangermeme_shuffle  # noqa: E402
 
 import jablate  # noqa: E402
+from jablate.attribution import deeplift  # noqa: E402
 from jablate.attribution.deeplift import attribution_fn, rescale, rescale_first  # noqa: E402
 
 
@@ -402,9 +403,9 @@ def _gated_recurrence(x, unrolled):
 
 
 def test_a_scan_gets_the_rules_of_its_steps_written_out():
-    """deep_lift_shap inlines a lax.scan step by step (a reversed one too): the
-    attributions of the loop written out, and they sum to each output's difference from
-    its reference."""
+    """deep_lift_shap keeps a lax.scan (a reversed one too) a scan, its body's rules inside
+    it, on pairs of the input's and the reference's values: the attributions of the loop
+    written out, and they sum to each output's difference from its reference."""
     X = jnp.asarray(one_hot(2, 5).numpy())
     got, want = (jablate.deep_lift_shap(
         partial(_gated_recurrence, unrolled=unrolled), X, n_shuffles=3, random_state=0,
@@ -416,6 +417,42 @@ def test_a_scan_gets_the_rules_of_its_steps_written_out():
     total = jnp.sum((X[:, None] - got.references) * got.attributions, axis=(2, 3))
     assert np.abs(y[:, None] - y_ref).max() > 1e-2
     np.testing.assert_allclose(total, y[:, None] - y_ref, atol=1e-5)
+    # the scans stay scans: DeepLIFT's graph (and so its compile) does not grow with L
+    sizes = []
+    for length in (5, 9):
+        graph = deeplift._trace(lambda params, x: _gated_recurrence(x, False), {}, {},
+                                jnp.zeros((4, length)), ())
+        assert sorted(graph.kind.values()).count("scan") == 2
+        sizes.append(len(graph.nodes) + sum(len(b.nodes) for b, _ in graph.body.values()))
+    assert sizes[0] == sizes[1]
+
+
+def test_a_torch_lstm_is_attributed_through_its_scan():
+    """A torch module with a bidirectional LSTM, translated (one scan per direction): its
+    attributions sum to each output's difference from its reference."""
+
+    class Recurrent(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.rnn = torch.nn.LSTM(4, 3, batch_first=True, bidirectional=True)
+            self.head = torch.nn.Linear(6, 1)
+
+        def forward(self, x):
+            return self.head(self.rnn(x.transpose(1, 2))[0].mean(1))
+
+    torch.manual_seed(0)
+    module = Recurrent().eval()
+    X = one_hot(2, 8)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no convergence warning
+        got = jablate.deep_lift_shap(module, X, n_shuffles=3, random_state=0,
+                                     raw_outputs=True, return_references=True)
+    refs = torch.as_tensor(np.asarray(got.references))
+    with torch.no_grad():
+        delta = module(X)[:, None, 0] - module(refs.reshape(-1, 4, 8))[:, 0].reshape(2, 3)
+    total = ((X[:, None] - refs) * torch.as_tensor(np.asarray(got.attributions))).sum((2, 3))
+    assert delta.abs().max() > 1e-3
+    torch.testing.assert_close(total, delta, rtol=0, atol=1e-6)
 
 
 def test_an_inexact_rule_warns_of_convergence_deltas():

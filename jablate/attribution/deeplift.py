@@ -26,6 +26,10 @@ The rules (tangermeme's where it has one):
 * a product of two input-dependent values (``mul``, ``dot_general``,
   ``conv_general_dilated``) gets the midpoint rule of tangermeme's ``BilinearOp``,
   and a quotient ``a / b`` the same rule on ``a * (1 / b)``;
+* a ``lax.scan`` (a translated LSTM, GRU or RNN) stays one scan: its body gets these
+  rules inside it, evaluated on pairs of the input's and the reference's carries and
+  slices, so attributions equal those of the loop written out while the compiled program
+  does not grow with the number of steps;
 * ``stop_gradient`` of an input-dependent value (the shift of a stable softmax,
   log-softmax or logsumexp) is shared by the sequence and its reference: both
   use ``max(c, c_ref)``, which leaves those functions' values unchanged.
@@ -304,9 +308,6 @@ def _flatten(closed) -> tuple[list, list, tuple, tuple]:
                 env.update(zip(eqn.outvars, walk(inner[0], inner[1], args)))
                 continue
             name = eqn.primitive.name
-            if name == "scan":
-                env.update(zip(eqn.outvars, unroll(eqn, args)))
-                continue
             if name in _LINEAR_ELEMENTWISE or name in _NONLINEAR_ELEMENTWISE:
                 shape = tuple(eqn.outvars[0].aval.shape)
                 args = tuple(broadcast(a, shape) for a in args)
@@ -315,33 +316,6 @@ def _flatten(closed) -> tuple[list, list, tuple, tuple]:
                                outs, dict(eqn.params)))
             env.update(zip(eqn.outvars, outs))
         return tuple(read(a) for a in jaxpr.outvars)
-
-    def unroll(eqn, args):
-        """A ``lax.scan`` (a translated LSTM or GRU) inlined step by step, so that each
-        step's operations get their rules as a loop written out would."""
-        p = eqn.params
-        n_consts, n_carry = p["num_consts"], p["num_carry"]
-        consts, carry = args[:n_consts], args[n_consts:n_consts + n_carry]
-        xs = args[n_consts + n_carry:]
-        body = p["jaxpr"]
-        steps = range(p["length"])
-        ys = [None] * p["length"]
-        for t in (reversed(steps) if p["reverse"] else steps):
-            outs = walk(body.jaxpr, body.consts, consts + carry + tuple(at(x, t) for x in xs))
-            carry, ys[t] = tuple(outs[:n_carry]), outs[n_carry:]
-        stacked = []
-        for j, var in enumerate(eqn.outvars[n_carry:]):
-            out = fresh(var.aval.shape, var.aval.dtype)
-            nodes.append(_Node("stack", _stack, tuple(y[j] for y in ys), (out,)))
-            stacked.append(out)
-        return carry + tuple(stacked)
-
-    def at(ref, t):
-        if isinstance(ref, _Lit):
-            return _Lit(numpy.asarray(ref.value)[t])
-        out = fresh(avals[ref][0][1:], avals[ref][1])
-        nodes.append(_Node("squeeze", partial(_row, t), (ref,), (out,)))
-        return out
 
     def broadcast(ref, shape):
         if isinstance(ref, _Lit) or avals[ref][0] == shape:
@@ -359,12 +333,6 @@ def _broadcast_to(shape, value):
     return [jnp.broadcast_to(value, shape)]
 
 
-def _row(t, value):
-    return [value[t]]
-
-
-def _stack(*values):
-    return [jnp.stack(jnp.broadcast_arrays(*values))]
 
 
 def _prune(nodes, outputs):
@@ -406,6 +374,7 @@ class _Graph:
     producer: dict = field(default_factory=dict)
     unknown: list = field(default_factory=list)
     n_outputs: int = 0
+    body: dict = field(default_factory=dict)  # k -> (graph, dep positions) of a scan's body
 
 
 def _is_float(dtype) -> bool:
@@ -457,7 +426,9 @@ def _softmax_units(nodes, producer, uses, index):
     return units
 
 
-def _analyse(nodes, avals, inputs, outputs, n_params, rules) -> _Graph:
+def _analyse(nodes, avals, inputs, outputs, n_params, rules, dep_inputs=None) -> _Graph:
+    """What DeepLIFT does at each node; the input-dependent inputs are ``dep_inputs``
+    (default: the one after the ``n_params`` parameters, the model's ``x``)."""
     graph = _Graph(nodes, avals, inputs, outputs, n_params)
     index = {id(n): k for k, n in enumerate(nodes)}
     uses: dict = {}
@@ -467,9 +438,9 @@ def _analyse(nodes, avals, inputs, outputs, n_params, rules) -> _Graph:
         for i in node.inputs:
             if isinstance(i, int):
                 uses.setdefault(i, set()).add(k)
-    x = inputs[n_params]
-    graph.dep.add(x)
-    graph.root[x] = x
+    for x in ([inputs[n_params]] if dep_inputs is None else dep_inputs):
+        graph.dep.add(x)
+        graph.root[x] = x
     units = _softmax_units(nodes, graph.producer, uses, index)
     internal = {i for _, _, members in units.values() for i in members}
     rescaled = {name for name, rule in rules.items() if rule is rescale}
@@ -494,6 +465,11 @@ def _analyse(nodes, avals, inputs, outputs, n_params, rules) -> _Graph:
         name = node.name
         rule = rules.get(name)
         dep_ops = [i for i in node.inputs if isinstance(i, int) and i in graph.dep]
+        if name == "scan" and rule is None:
+            body, positions = _scan_body(node, graph.dep, rules)
+            graph.kind[k], graph.body[k] = "scan", (body, positions)
+            unknown += [f"{u} (in a scan)" for u in body.unknown]
+            continue
         elementwise = (name in _LINEAR_ELEMENTWISE or name in _NONLINEAR_ELEMENTWISE
                        or name in rescaled)
         roots = {graph.root[i] for i in dep_ops}
@@ -541,6 +517,25 @@ def _analyse(nodes, avals, inputs, outputs, n_params, rules) -> _Graph:
             unknown.append(f"{name} (on an input-dependent boolean or integer value)")
     graph.unknown = sorted(set(unknown))
     return graph
+
+
+def _scan_body(node, dep, rules) -> tuple[_Graph, frozenset]:
+    """The analysed body of a ``lax.scan`` node and the positions of its operands (consts,
+    carries, xs) that depend on the input: those the scan is given, and every carry that
+    the body makes input-dependent (until none changes)."""
+    p = node.params
+    n_consts, n_carry = p["num_consts"], p["num_carry"]
+    body_nodes, avals, ins, outs = _flatten(p["jaxpr"])
+    body_nodes = _prune(body_nodes, outs)
+    positions = {j for j, i in enumerate(node.inputs) if isinstance(i, int) and i in dep}
+    while True:
+        graph = _analyse(body_nodes, avals, ins, outs, 0, rules,
+                         [ins[j] for j in sorted(positions)])
+        more = {n_consts + c for c in range(n_carry)
+                if isinstance(outs[c], int) and outs[c] in graph.dep} - positions
+        if not more:
+            return graph, frozenset(positions)
+        positions |= more
 
 
 def _nonlinear_use(node, dep) -> bool:
@@ -671,11 +666,42 @@ def _site(rule, fn, primals, references, reference_output):
 def _evaluate(graph: _Graph, leaves: list, x: jax.Array, r: jax.Array):
     """The model's output on the input path (with DeepLIFT's derivatives) and on the
     reference path: ``leaves`` are the other inputs (params and args, as traced)."""
-    const, xv, rv, mat = {}, {}, {}, {}
     xid = graph.inputs[graph.n_params]
-    others = [i for i in graph.inputs if i != xid]
-    const.update(zip(others, leaves))
-    xv[xid], rv[xid] = x, r
+    const = dict(zip([i for i in graph.inputs if i != xid], leaves))
+    (y,), (y_ref,) = _run(graph, const, {xid: x}, {xid: r})
+    return y, y_ref
+
+
+def _scan_pair(node: _Node, body: _Graph, positions: frozenset, x_ops: list, r_ops: list):
+    """A ``lax.scan`` on both paths at once: the body's DeepLIFT evaluation inside one
+    ``lax.scan`` whose carries and slices are pairs (the input's, the reference's), so the
+    compiled program does not grow with the number of steps. ``x_ops``/``r_ops`` are the
+    scan's operands on each path (the same value where it does not depend on the input)."""
+    p = node.params
+    n_consts, n_carry = p["num_consts"], p["num_carry"]
+    carries = slice(n_consts, n_consts + n_carry)
+    xs = slice(n_consts + n_carry, len(node.inputs))
+
+    def step(carry, sliced):
+        x_in = [*x_ops[:n_consts], *carry[0], *sliced[0]]
+        r_in = [*r_ops[:n_consts], *carry[1], *sliced[1]]
+        const = {v: x_in[j] for j, v in enumerate(body.inputs) if j not in positions}
+        x_out, r_out = _run(body, const, {body.inputs[j]: x_in[j] for j in positions},
+                            {body.inputs[j]: r_in[j] for j in positions})
+        return ((tuple(x_out[:n_carry]), tuple(r_out[:n_carry])),
+                (tuple(x_out[n_carry:]), tuple(r_out[n_carry:])))
+
+    (cx, cr), (yx, yr) = jax.lax.scan(
+        step, (tuple(x_ops[carries]), tuple(r_ops[carries])),
+        (tuple(x_ops[xs]), tuple(r_ops[xs])), length=p["length"], reverse=p["reverse"],
+        unroll=p["unroll"])
+    return [*cx, *yx], [*cr, *yr]
+
+
+def _run(graph: _Graph, const: dict, xv: dict, rv: dict) -> tuple[list, list]:
+    """Evaluate ``graph`` on both paths: ``xv``/``rv`` hold its input-dependent inputs on
+    the input and reference paths, ``const`` the others. Returns its outputs on each."""
+    const, xv, rv, mat = dict(const), dict(xv), dict(rv), {}
 
     def c_of(i):
         return i.value if isinstance(i, _Lit) else const[i]
@@ -703,6 +729,13 @@ def _evaluate(graph: _Graph, leaves: list, x: jax.Array, r: jax.Array):
         if kind == "const":
             const.update(zip(node.outputs, node.fn(*map(c_of, node.inputs))))
             continue
+        if kind == "scan":
+            body, positions = graph.body[k]
+            x_out, r_out = _scan_pair(node, body, positions, list(map(x_of, node.inputs)),
+                                      list(map(r_of, node.inputs)))
+            xv.update(zip(node.outputs, x_out))
+            rv.update(zip(node.outputs, r_out))
+            continue
         r_out = node.fn(*map(r_of, node.inputs))
         if kind == "internal":
             rv.update(zip(node.outputs, r_out))
@@ -725,8 +758,7 @@ def _evaluate(graph: _Graph, leaves: list, x: jax.Array, r: jax.Array):
             out = _site(graph.rule[k], fn, tuple(map(x_of, operands)), refs,
                         r_out if len(node.outputs) > 1 else r_out[0])
             xv.update(zip(node.outputs, out if len(node.outputs) > 1 else [out]))
-    (y,) = graph.outputs
-    return x_of(y), r_of(y)
+    return [x_of(y) for y in graph.outputs], [r_of(y) for y in graph.outputs]
 
 
 # --- the pure core -----------------------------------------------------------------------
