@@ -197,8 +197,14 @@ def _torch_module(slow=False):
         def forward(self, X):
             if slow:
                 marker = os.environ.get("JABLATE_TEST_MARKER")
-                if marker:
-                    open(marker, "a").close()
+                if marker and not os.path.exists(marker):
+                    # how this process treats SIGINT, for the test's message should the
+                    # interrupt not arrive (SigIgn: ignored; SigBlk: this thread's mask)
+                    status = "/proc/self/status"  # Linux only
+                    with open(marker, "a") as out:
+                        if os.path.exists(status):
+                            out.writelines(line for line in open(status)
+                                           if line.startswith("Sig"))
                 time.sleep(0.2)
             return self.linear(torch.relu(self.conv(X)).mean(dim=-1))
 

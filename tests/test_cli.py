@@ -616,7 +616,7 @@ def test_interrupt_leaves_no_outputs(inputs, tmp_path):
     finally:
         if process.poll() is None:
             process.kill()
-    assert process.returncode == 130, stderr
+    assert process.returncode == 130, (stderr, marker.read_text())
     assert "interrupted" in _error_line(subprocess.CompletedProcess([], 130, stdout,
         stderr))
     assert sorted(os.listdir(tmp_path)) == ["model-called"]
