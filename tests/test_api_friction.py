@@ -374,6 +374,31 @@ def test_integer_tensors_run_as_tangermemes_do():
                         dtype=torch.uint64),), device="cpu")
 
 
+def test_attributions_refuse_a_model_normalised_by_its_batch():
+    """A BatchNorm1d(track_running_stats=False) normalises with its batch's statistics in
+    eval mode too: a sequence's output depends on its batch. The attributions evaluate
+    each sequence alone, so they refuse it (an archtrial found their numbers 117% off
+    tangermeme's, silently); predict and ablate batch as tangermeme does."""
+    tangermeme_ism = require("tangermeme.saturation_mutagenesis")
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv1d(A, 6, 5), torch.nn.ReLU(),
+                                torch.nn.BatchNorm1d(6, track_running_stats=False),
+                                torch.nn.Conv1d(6, 2, 3), torch.nn.Flatten(1)).eval()
+    assert jablate.translate(model, X).batch_statistics == "2 (aten.batch_norm.default)"
+    calls = [lambda: jablate.saturation_mutagenesis(model, X),
+             lambda: jablate.deep_lift_shap(model, X, n_shuffles=2, random_state=0),
+             lambda: jablate.ablate(model, X, 4, 10, n=2, random_state=0, backend="jax",
+                                    func=jablate.deep_lift_shap)]
+    for call in calls:
+        with pytest.raises(ValueError, match=r"statistics of its batch \(2 \(aten.batch_norm"):
+            call()
+    Xt = torch.from_numpy(X)
+    torch.testing.assert_close(jablate.saturation_mutagenesis(model, Xt, backend="torch"),
+                               tangermeme_ism.saturation_mutagenesis(model, Xt, device="cpu"))
+    model[2] = torch.nn.BatchNorm1d(6).eval()  # with running statistics: per sequence
+    assert jablate.translate(model, X).batch_statistics is None
+
+
 # --- 4. nnx modules in eval mode ---------------------------------------------------------------
 
 

@@ -548,6 +548,26 @@ def test_static_batch_program_through_the_command_line(static_program, tmp_path,
             np.testing.assert_allclose(npz[f"y_afters_{i}"], after, rtol=1e-5, atol=1e-5)
 
 
+def test_a_module_whose_structure_changed_is_translated_again():
+    """The translation cache is keyed on the module: a layer swapped in a container, or a
+    setting changed in place, had served the old graph with the new weights (the old
+    architecture's numbers, silently). Unchanged, the same translation is returned."""
+    torch.manual_seed(0)
+    module = torch.nn.Sequential(torch.nn.Conv1d(4, 6, 5), torch.nn.LeakyReLU(0.1),
+                                 torch.nn.Conv1d(6, 2, 3), torch.nn.Flatten(1)).eval()
+    x = one_hot(2, 20)
+    first = translate(module, x[:1])
+    assert translate(module, x[:1]) is first
+    for change in (lambda: setattr(module[1], "negative_slope", 0.5),
+                   lambda: module.__setitem__(1, torch.nn.Tanh()),
+                   lambda: module.__setitem__(2, torch.nn.Conv1d(6, 3, 3))):
+        change()
+        with torch.no_grad():
+            want = module(x).numpy()
+        np.testing.assert_allclose(np.asarray(translate(module, x[:1])(to_jax(x))), want,
+                                   rtol=1e-5, atol=1e-6)
+
+
 class Recurrent(torch.nn.Module):
     """A convolution, then a recurrent layer, time first or batch first; its output and its
     final states both reach the outputs."""

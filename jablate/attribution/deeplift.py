@@ -78,7 +78,13 @@ from jablate.models.frontdoor import (
     to_jax,
     torch_bridge,
 )
-from jablate.models.runner import Backend, cast_input, check_backend, input_dtype
+from jablate.models.runner import (
+    Backend,
+    cast_input,
+    check_backend,
+    input_dtype,
+    refuse_batch_statistics,
+)
 
 #: ``|z - z_ref|`` below which a rule uses the gradient (tangermeme's threshold).
 EPSILON = 1e-6
@@ -1474,6 +1480,7 @@ def deep_lift_shap(model: Any, X: Any, args: Optional[Any] = None, target: int =
                                 dtype, device, verbose, inp, ops, bool(only_warn))
     inp, bound, _ = prepare(model, inp, None, device, dtype, backend)
     runner, params = bound.runner, bound.params
+    refuse_batch_statistics(runner, "deep_lift_shap")
     x_dtype = input_dtype(inp.X.dtype, bound.dtype)
     example_x = jax.ShapeDtypeStruct((A, L), x_dtype)
     example_args = tuple(jax.ShapeDtypeStruct(a.shape[1:], a.dtype) for a in inp.args)

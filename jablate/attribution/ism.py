@@ -59,7 +59,15 @@ from jablate.models.frontdoor import (
     region,
     tree_to_family,
 )
-from jablate.models.runner import Backend, _alive, _Strong, cast_input, check_backend, outputs_of
+from jablate.models.runner import (
+    Backend,
+    _alive,
+    _Strong,
+    cast_input,
+    check_backend,
+    outputs_of,
+    refuse_batch_statistics,
+)
 
 __all__ = ["SaturationMutagenesisRawResult", "ism_fn", "saturation_mutagenesis"]
 
@@ -848,6 +856,7 @@ def saturation_mutagenesis(model: Any, X: Any, args: Optional[Any] = None, start
                            raw_outputs, dtype, device, verbose, incremental is not False, func)
     inp, bound, _ = prepare(model, inp, func, device, dtype,
                             "jax" if is_torch_module(model) else backend)
+    refuse_batch_statistics(bound.runner, "saturation_mutagenesis")
     # jablate._core.placement's policy: every device of the run, each batch's substitutions
     # sharded over them (the inputs and parameters replicated)
     where = engine.Devices(bound, inp.X)

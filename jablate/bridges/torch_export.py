@@ -50,7 +50,14 @@ from jablate._core.errors import InputError
 from jablate.bridges._aten_recurrent import recurrent_as_ops
 from jablate.bridges._aten_table import OPS, to_jax
 from jablate.bridges._dlpack import from_torch
-from jablate.bridges._interpreter import compile_graph, evaluate, meta_shape, op_key, unsupported
+from jablate.bridges._interpreter import (
+    bind,
+    compile_graph,
+    evaluate,
+    meta_shape,
+    op_key,
+    unsupported,
+)
 from jablate.bridges._static_batch import StaticBatchModule, exported_batch
 
 __all__ = ["translate", "TranslatedModel", "SUPPORTED_OPS"]
@@ -158,10 +165,48 @@ def _preserving_decompositions():
     return table
 
 
+_BATCH_NORMS = frozenset({"batch_norm", "native_batch_norm", "_native_batch_norm_legit"})
+
+
+def _batch_statistics(graph) -> str | None:
+    """The batch norms of ``graph`` that normalise with their batch's statistics (in
+    training mode, or without running statistics), named; None when there are none."""
+    found = []
+    for node in graph.nodes:
+        if node.op == "call_function" and op_key(node.target) in _BATCH_NORMS:
+            kwargs = bind(node.target, node.args, node.kwargs)
+            if kwargs.get("training") or kwargs.get("running_mean") is None:
+                scope = node.meta.get("nn_module_stack") or {}
+                where = next(reversed(scope.values()))[0] if scope else node.name
+                found.append(f"{where} ({node.target})")
+    return ", ".join(found) or None
+
+
 def _state_tensors(module):
     state = dict(module.named_parameters())
     state.update(module.named_buffers())
     return state
+
+
+def _simple(value) -> bool:
+    if isinstance(value, (tuple, list)):
+        return all(_simple(v) for v in value)
+    return value is None or isinstance(value, (bool, int, float, str, torch.dtype))
+
+
+def _structure(module) -> str:
+    """What a translation of ``module`` depends on besides its tensors' values: every
+    submodule's name, class and plain settings (``negative_slope``, ``padding``,
+    ``track_running_stats``, a custom module's ``self.scale = 2.0``, ...), and the names,
+    shapes and dtypes of its parameters and buffers. A layer swapped in a container, or a
+    setting changed in place, makes :func:`translate` export the module again (its
+    cached graph would compute the old architecture with the new weights)."""
+    parts = [(name, type(m).__module__, type(m).__qualname__,
+              sorted((k, v) for k, v in vars(m).items()
+                     if not k.startswith("_") and k != "training" and _simple(v)))
+             for name, m in module.named_modules()]
+    tensors = [(k, tuple(t.shape), str(t.dtype)) for k, t in _state_tensors(module).items()]
+    return repr((parts, tensors))
 
 
 def _fingerprint(state):
@@ -200,10 +245,17 @@ class TranslatedModel:
 
     translation_seconds: float
         Wall time spent exporting and translating.
+
+    batch_statistics: str or None
+        Where the module normalises with the statistics of its batch (a ``BatchNorm``
+        with ``track_running_stats=False``, which does so in eval mode too), e.g.
+        ``"bn (aten.batch_norm.default)"``; None when no op does. Each sequence's output
+        then depends on the other sequences of its batch.
     """
 
     def __init__(self, *, name, placeholders, user_inputs, steps, outputs, out_spec, params,
-                 consts, traced_batch, unchunkable, seconds, fingerprint):
+                 consts, traced_batch, unchunkable, seconds, fingerprint,
+                 batch_statistics=None):
         self.name = name
         self._placeholders = placeholders  # [(placeholder, kind, target)]
         self._user_inputs = user_inputs      # [(placeholder, batched, shape or None)]
@@ -217,6 +269,7 @@ class TranslatedModel:
         self.static_batch = traced_batch
         self.dynamic_batch = traced_batch is None
         self.translation_seconds = seconds
+        self.batch_statistics = batch_statistics
         self._jit_apply = jax.jit(self.apply)
 
     def __call__(self, x: jax.Array, *args: object) -> object:
@@ -383,7 +436,9 @@ def translate(module: torch.nn.Module, example_input, *example_args) -> Translat
 
     Translations are cached per module (weakly) and per input shape without the batch
     dimension and dtype: translating again returns the same object, with its ``params``
-    refreshed if the module's tensors changed in the meantime.
+    refreshed if the module's tensors changed in the meantime, or a new translation when
+    its structure changed (a submodule replaced, a layer's setting changed in place, a
+    parameter's shape).
 
     Parameters
     ----------
@@ -442,8 +497,9 @@ def translate(module: torch.nn.Module, example_input, *example_args) -> Translat
     batched = [isinstance(t, torch.Tensor) and t.ndim > 0 and t.shape[0] == n for t in inputs]
 
     key = _cache_key(inputs, batched)
-    cached = _CACHE.get(module, {}).get(key)
-    if cached is not None:
+    structure = _structure(module)
+    structure_then, cached = _CACHE.get(module, {}).get(key, (None, None))
+    if cached is not None and structure_then == structure:
         cached._refresh(module)
         return cached
 
@@ -520,6 +576,7 @@ def translate(module: torch.nn.Module, example_input, *example_args) -> Translat
         name=name, placeholders=placeholders, user_inputs=user_inputs,
         steps=compile_graph(ep.graph), outputs=outputs, out_spec=ep.call_spec.out_spec,
         params=params, consts=consts, traced_batch=traced_batch, unchunkable=unchunkable,
-        seconds=time.perf_counter() - start, fingerprint=_fingerprint(state))
-    _CACHE.setdefault(module, {})[key] = tm
+        seconds=time.perf_counter() - start, fingerprint=_fingerprint(state),
+        batch_statistics=_batch_statistics(ep.graph))
+    _CACHE.setdefault(module, {})[key] = (structure, tm)
     return tm

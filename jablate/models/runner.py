@@ -101,6 +101,9 @@ class JaxRunner:
     """
 
     jittable = True
+    #: Where the model normalises with its batch's statistics (see
+    #: :func:`refuse_batch_statistics`); None when it does not, or jablate cannot tell.
+    batch_statistics: Optional[str] = None
 
     def __init__(self, apply: Callable):
         self.apply = apply
@@ -384,6 +387,38 @@ def _in_dtype(params: Any, dtype: Any) -> Any:
                         and p.dtype != dtype else p, params)
 
 
+def refuse_batch_statistics(runner: Any, what: str) -> None:
+    """Refuse to evaluate sequences one at a time with a model whose output for a
+    sequence depends on the other sequences of its batch.
+
+    A translated torch ``BatchNorm`` with ``track_running_stats=False`` normalises with
+    its batch's statistics in eval mode too (``runner.batch_statistics`` names it).
+    ``predict`` and ``ablate`` run batches as tangermeme does, but attributions evaluate
+    each sequence (and its mutations or references) on its own, so their numbers would
+    silently differ from tangermeme's batched ones.
+
+    Parameters
+    ----------
+    runner: JaxRunner or TorchRunner
+    what: str
+        What evaluates sequences one at a time, for the message.
+
+    Raises
+    ------
+    ValueError
+        When ``runner.batch_statistics`` names such an op.
+    """
+    where = getattr(runner, "batch_statistics", None)
+    if where:
+        raise InputError(
+            f"{what} evaluates each sequence on its own, but this model normalises with the "
+            f"statistics of its batch ({where}; a BatchNorm with track_running_stats=False "
+            "does so in eval mode too), so a sequence's output depends on the other "
+            "sequences of its batch and tangermeme's numbers on its batch_size. Pass "
+            "backend='torch' for tangermeme's batched computation, or give the norm "
+            "running statistics.")
+
+
 def runner_for(model: Any, backend: Backend = None, example: Optional[jax.Array] = None,
                example_args: tuple = (), dtype: Any = None) -> tuple[Any, Any]:
     """The runner of ``model`` and its current parameters.
@@ -462,8 +497,9 @@ def runner_for(model: Any, backend: Backend = None, example: Optional[jax.Array]
             model, lambda ref: JaxRunner(partial(_nnx_apply, graphdef)))
         return runner, state
     if callable(getattr(model, "apply", None)) and hasattr(model, "params"):
-        return _identity_runner(model, lambda ref: JaxRunner(partial(_weak_pure_apply, ref))), \
-            model.params
+        runner = _identity_runner(model, lambda ref: JaxRunner(partial(_weak_pure_apply, ref)))
+        runner.batch_statistics = getattr(model, "batch_statistics", None)  # a translation's
+        return runner, model.params
     if not callable(model):
         raise InputError(f"model must be a flax module, a callable on JAX arrays or a "
                          f"torch.nn.Module; got {type(model).__name__}.")
