@@ -723,10 +723,21 @@ def _run(graph: _Graph, const: dict, xv: dict, rv: dict) -> tuple[list, list]:
             return c_of(i)
         if i in graph.nonlinear:
             if i not in mat:
-                z, order, consts = _chain(graph, i)
-                fn = partial(_chain_fn, order, z, consts, i, graph.dep)
-                mat[i] = _site(rescale, fn, (xv[z], *(const[c] for c in consts)),
-                               (rv[z],) + (None,) * len(consts), rv[i])
+                node = graph.producer[i]
+                on = [j for j in node.inputs if isinstance(j, int) and j in graph.dep]
+                if len(on) == 1 and on[0] in graph.nonlinear \
+                        and not _nonlinear_step(node, graph.dep):
+                    # A linear step with constants after the chain's last nonlinear one (a
+                    # batch norm after a ReLU) is applied to the rescaled value, as
+                    # tangermeme's modules are: inside the quotient, its shift would cost
+                    # float32 digits (1e-3 of the multipliers for a shift of 10).
+                    mat[i] = node.fn(*(x_of(j) if j == on[0] else c_of(j)
+                                       for j in node.inputs))[0]
+                else:
+                    z, order, consts = _chain(graph, i)
+                    fn = partial(_chain_fn, order, z, consts, i, graph.dep)
+                    mat[i] = _site(rescale, fn, (xv[z], *(const[c] for c in consts)),
+                                   (rv[z],) + (None,) * len(consts), rv[i])
             return mat[i]
         return xv[i]
 

@@ -24,16 +24,23 @@ def _attention(query, key, value, attn_mask=None, is_causal=False, scale=None, d
     keep = None
     if is_causal:
         keep = jnp.tril(jnp.ones((query.shape[-2], key.shape[-2]), bool))
+    open_ = keep  # where a score can be finite, from the masks alone
     if attn_mask is not None:
         if attn_mask.dtype == jnp.bool_:
             keep = attn_mask if keep is None else keep & attn_mask
+            open_ = keep
         else:
             scores = scores + attn_mask
+            finite = attn_mask != -jnp.inf
+            open_ = finite if open_ is None else open_ & finite
     if keep is not None:
         scores = jnp.where(keep, scores, -jnp.inf)
     weights = jax.nn.softmax(scores, axis=-1)
-    if keep is not None or attn_mask is not None:  # fully masked rows give 0, as torch does
-        weights = jnp.where(jnp.all(scores == -jnp.inf, -1, keepdims=True), 0, weights)
+    if open_ is not None:
+        # Fully masked rows give 0, as torch does. Told from the masks, not from the
+        # scores: the same rows for finite queries and keys, and the choice does not
+        # depend on the input (deep_lift_shap has no rule for a choice that does).
+        weights = jnp.where(jnp.any(open_, -1, keepdims=True), weights, 0)
     return jnp.einsum("...qk,...kd->...qd", weights, value), weights
 
 
