@@ -568,6 +568,30 @@ def test_a_module_whose_structure_changed_is_translated_again():
                                    rtol=1e-5, atol=1e-6)
 
 
+def test_windows_cumulative_sums_and_top_k_translate():
+    """Tensor.unfold (Enformer-style attention pooling over windows), cumsum and topk, which
+    translate() had refused."""
+
+    class Pooled(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv, self.logit = torch.nn.Conv1d(4, 6, 3), torch.nn.Conv1d(6, 6, 1)
+
+        def forward(self, x):
+            h = self.conv(x)
+            windows, weights = h.unfold(2, 4, 4), self.logit(h).unfold(2, 4, 4).softmax(-1)
+            pooled = (windows * weights).sum(-1)
+            return pooled.cumsum(-1)[..., -1] + pooled.topk(2, dim=-1, largest=False)[0].sum(-1)
+
+    torch.manual_seed(0)
+    module = Pooled().eval()
+    x = one_hot(3, 18)
+    with torch.no_grad():
+        want = module(x).numpy()
+    np.testing.assert_allclose(np.asarray(translate(module, x[:1])(to_jax(x))), want,
+                               rtol=1e-5, atol=1e-6)
+
+
 class Recurrent(torch.nn.Module):
     """A convolution, then a recurrent layer, time first or batch first; its output and its
     final states both reach the outputs."""

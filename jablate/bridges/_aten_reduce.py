@@ -147,3 +147,26 @@ def _vector_norm(self, ord=2, dim=None, keepdim=False, dtype=None):  # noqa: A00
     if ord == 2:
         return jnp.sqrt(jnp.sum(x * x, axes, keepdims=keepdim))
     return jnp.sum(x ** ord, axes, keepdims=keepdim) ** (1.0 / ord)
+
+
+@register("cumsum")
+def _cumsum(self, dim, dtype=None):
+    if dtype is None and not jnp.issubdtype(self.dtype, jnp.inexact):
+        # torch sums bool and integers in int64 (int32 without JAX's 64-bit types)
+        dtype = jax.dtypes.canonicalize_dtype(jnp.int64)
+    if self.ndim == 0:
+        return self.astype(dtype or self.dtype)
+    return jnp.cumsum(self, axis=dim % self.ndim, dtype=dtype)
+
+
+@register("topk")
+def _topk(self, k, dim=-1, largest=True, sorted=True):  # noqa: A002
+    index = jax.dtypes.canonicalize_dtype(jnp.int64)  # int32 without 64-bit types
+    if self.ndim == 0:
+        return self, jnp.zeros((), index)
+    x = jnp.moveaxis(self, dim % self.ndim, -1)
+    values, indices = jax.lax.top_k(x if largest else -x, k)  # ties: the first one first
+    if not largest:
+        values = -values
+    return (jnp.moveaxis(values, -1, dim % self.ndim),
+            jnp.moveaxis(indices.astype(index), -1, dim % self.ndim))

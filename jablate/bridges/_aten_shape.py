@@ -273,3 +273,14 @@ def _unbind(self, dim=0):
 @register("embedding")
 def _embedding(weight, indices, padding_idx=-1, scale_grad_by_freq=False, sparse=False):
     return jnp.take(weight, indices, axis=0)
+
+
+@register("unfold")
+def _unfold(self, dimension, size, step):
+    """Windows of ``size`` every ``step`` along ``dimension``, as a new last axis."""
+    if self.ndim == 0:
+        return self.reshape(1)
+    dim = dimension % self.ndim
+    count = (self.shape[dim] - size) // step + 1
+    index = np.arange(count)[:, None] * step + np.arange(size)[None, :]
+    return jnp.moveaxis(jnp.take(self, index, axis=dim), dim + 1, -1)
