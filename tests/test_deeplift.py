@@ -427,6 +427,19 @@ def test_a_scan_gets_the_rules_of_its_steps_written_out():
     assert sizes[0] == sizes[1]
 
 
+def _assert_sums_to_delta(module, X, got, atol):
+    """A torch module's raw attributions (with their references) times ``X - reference``
+    sum to the change of output 0 from each reference, which is not tiny."""
+    refs = torch.as_tensor(np.asarray(got.references))
+    n, r = refs.shape[:2]
+    with torch.no_grad():
+        delta = module(X)[:, None, 0] - module(refs.reshape(n * r, *X.shape[1:]))[:, 0].reshape(
+            n, r)
+    total = ((X[:, None] - refs) * torch.as_tensor(np.asarray(got.attributions))).sum((2, 3))
+    assert delta.abs().max() > 1e-3
+    torch.testing.assert_close(total, delta, rtol=0, atol=atol)
+
+
 def test_a_torch_lstm_is_attributed_through_its_scan():
     """A torch module with a bidirectional LSTM, translated (one scan per direction): its
     attributions sum to each output's difference from its reference."""
@@ -447,12 +460,7 @@ def test_a_torch_lstm_is_attributed_through_its_scan():
         warnings.simplefilter("error")  # no convergence warning
         got = jablate.deep_lift_shap(module, X, n_shuffles=3, random_state=0,
                                      raw_outputs=True, return_references=True)
-    refs = torch.as_tensor(np.asarray(got.references))
-    with torch.no_grad():
-        delta = module(X)[:, None, 0] - module(refs.reshape(-1, 4, 8))[:, 0].reshape(2, 3)
-    total = ((X[:, None] - refs) * torch.as_tensor(np.asarray(got.attributions))).sum((2, 3))
-    assert delta.abs().max() > 1e-3
-    torch.testing.assert_close(total, delta, rtol=0, atol=1e-6)
+    _assert_sums_to_delta(module, X, got, atol=1e-6)
 
 
 def test_a_shift_after_a_relu_costs_no_precision():
@@ -508,12 +516,7 @@ def test_attention_with_a_float_mask_is_attributed():
     X = one_hot(2, 16)
     got = jablate.deep_lift_shap(module, X, n_shuffles=3, random_state=0, raw_outputs=True,
                                  return_references=True)
-    refs = torch.as_tensor(np.asarray(got.references))
-    with torch.no_grad():
-        delta = module(X)[:, None, 0] - module(refs.reshape(-1, 4, 16))[:, 0].reshape(2, 3)
-    total = ((X[:, None] - refs) * torch.as_tensor(np.asarray(got.attributions))).sum((2, 3))
-    assert delta.abs().max() > 1e-3
-    torch.testing.assert_close(total, delta, rtol=0, atol=1e-5)
+    _assert_sums_to_delta(module, X, got, atol=1e-5)
 
 
 def test_an_inexact_rule_warns_of_convergence_deltas():

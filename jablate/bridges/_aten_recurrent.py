@@ -158,22 +158,19 @@ def _gru(input, hx, params, has_biases, num_layers, bidirectional,  # noqa: A002
     return output, h
 
 
-@_dense_only("rnn_tanh")
-def _rnn_tanh(input, hx, params, has_biases, num_layers, bidirectional,  # noqa: A002
-              batch_first, dropout=0.0, train=False):
-    _refuse_training("rnn_tanh", dropout, train)
-    output, (h,) = _stack(input, [hx], params, has_biases, num_layers, bidirectional,
-                          batch_first, 4 if has_biases else 2, _rnn_cell(jnp.tanh))
-    return output, h
+def _register_rnn(name: str, nonlinearity: Callable) -> None:
+    """``aten.rnn_tanh`` / ``aten.rnn_relu``: an Elman RNN with ``nonlinearity``."""
+    @_dense_only(name)
+    def rule(input, hx, params, has_biases, num_layers, bidirectional,  # noqa: A002
+             batch_first, dropout=0.0, train=False):
+        _refuse_training(name, dropout, train)
+        output, (h,) = _stack(input, [hx], params, has_biases, num_layers, bidirectional,
+                              batch_first, 4 if has_biases else 2, _rnn_cell(nonlinearity))
+        return output, h
 
 
-@_dense_only("rnn_relu")
-def _rnn_relu(input, hx, params, has_biases, num_layers, bidirectional,  # noqa: A002
-              batch_first, dropout=0.0, train=False):
-    _refuse_training("rnn_relu", dropout, train)
-    output, (h,) = _stack(input, [hx], params, has_biases, num_layers, bidirectional,
-                          batch_first, 4 if has_biases else 2, _rnn_cell(jax.nn.relu))
-    return output, h
+_register_rnn("rnn_tanh", jnp.tanh)
+_register_rnn("rnn_relu", jax.nn.relu)
 
 
 # --- the export side: custom ops with a cheap shape function ------------------------------
