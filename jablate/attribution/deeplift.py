@@ -339,8 +339,6 @@ def _broadcast_to(shape, value):
     return [jnp.broadcast_to(value, shape)]
 
 
-
-
 def _prune(nodes, outputs):
     """The nodes some output needs, in order."""
     live = {r for r in outputs if isinstance(r, int)}

@@ -194,18 +194,18 @@ def _simple(value) -> bool:
     return value is None or isinstance(value, (bool, int, float, str, torch.dtype))
 
 
-def _structure(module) -> str:
+def _structure(module, state) -> str:
     """What a translation of ``module`` depends on besides its tensors' values: every
     submodule's name, class and plain settings (``negative_slope``, ``padding``,
     ``track_running_stats``, a custom module's ``self.scale = 2.0``, ...), and the names,
-    shapes and dtypes of its parameters and buffers. A layer swapped in a container, or a
-    setting changed in place, makes :func:`translate` export the module again (its
-    cached graph would compute the old architecture with the new weights)."""
+    shapes and dtypes of its parameters and buffers (``state``). A layer swapped in a
+    container, or a setting changed in place, makes :func:`translate` export the module
+    again (its cached graph would compute the old architecture with the new weights)."""
     parts = [(name, type(m).__module__, type(m).__qualname__,
               sorted((k, v) for k, v in vars(m).items()
                      if not k.startswith("_") and k != "training" and _simple(v)))
              for name, m in module.named_modules()]
-    tensors = [(k, tuple(t.shape), str(t.dtype)) for k, t in _state_tensors(module).items()]
+    tensors = [(k, tuple(t.shape), str(t.dtype)) for k, t in state.items()]
     return repr((parts, tensors))
 
 
@@ -376,8 +376,8 @@ class TranslatedModel:
         outputs = jax.vmap(one)(*(chunks(leaves[i]) for i in batched))
         return [y.reshape((-1,) + y.shape[2:])[:n] for y in outputs]
 
-    def _refresh(self, module):
-        state = _state_tensors(module)
+    def _refresh(self, state):
+        """Take the module's parameters and buffers ``state`` if they changed."""
         fingerprint = _fingerprint(state)
         if fingerprint != self._fingerprint:
             params = dict(self.params)
@@ -497,10 +497,11 @@ def translate(module: torch.nn.Module, example_input, *example_args) -> Translat
     batched = [isinstance(t, torch.Tensor) and t.ndim > 0 and t.shape[0] == n for t in inputs]
 
     key = _cache_key(inputs, batched)
-    structure = _structure(module)
+    state = _state_tensors(module)
+    structure = _structure(module, state)
     structure_then, cached = _CACHE.get(module, {}).get(key, (None, None))
     if cached is not None and structure_then == structure:
-        cached._refresh(module)
+        cached._refresh(state)
         return cached
 
     start = time.perf_counter()
@@ -535,7 +536,6 @@ def translate(module: torch.nn.Module, example_input, *example_args) -> Translat
             "jablate.bridges.torch.wrap(module) to run this module in torch through DLPack "
             "instead.")
 
-    state = _state_tensors(module)
     params = {k: to_jax(t) for k, t in state.items()}
     consts, placeholders, user_inputs = {}, [], []
     spec_kinds = torch.export.graph_signature.InputKind
