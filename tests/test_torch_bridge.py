@@ -665,6 +665,43 @@ def test_a_translated_modules_func_is_translated_once_and_refused_clearly(X, con
                                        func=lambda y: torch.from_numpy(y.detach().numpy()))
 
 
+class _Scaled(ConvModel):
+    """A module whose output head is a method: ``func=model.head``."""
+
+    def __init__(self, scale):
+        super().__init__()
+        self.scale = torch.nn.Parameter(torch.tensor([scale, -scale]))
+
+    def head(self, y):
+        return (y * self.scale).softmax(-1)
+
+
+def test_a_bound_methods_translation_is_kept_on_its_object(X):
+    """``model.head`` is a new object at each attribute access: its translation (and the
+    compiled programs that hang on it) is found again on the model, per method, and dies
+    with the model; two models of one class keep their own numbers."""
+    import gc
+    import weakref
+
+    from jablate.bridges import torch as bridge
+
+    torch.manual_seed(3)
+    models = [_Scaled(0.5).eval(), _Scaled(2.0).eval()]
+    outputs = jax.ShapeDtypeStruct((1, 2), jnp.float32)
+    for m in models:
+        first = bridge.translate_func(m.head, outputs)
+        gc.collect()  # the first access's method object is gone
+        assert bridge.translate_func(m.head, outputs) is first
+        want = tangermeme.predict.predict(m, X, func=m.head, device="cpu")
+        assert_close(jablate.predict(m, X, func=m.head, backend="jax"), want)
+    assert (bridge.translate_func(models[0].head, outputs)
+            is not bridge.translate_func(models[1].head, outputs))
+    gone = weakref.ref(models[0])
+    del models[0], m
+    gc.collect()
+    assert gone() is None
+
+
 _TASK = 0
 
 

@@ -15,6 +15,7 @@ modules to this module.
 
 import contextlib
 import hashlib
+import inspect
 import weakref
 from typing import Any, Callable, Optional
 
@@ -319,7 +320,8 @@ class _TranslatedOutputFunc:
         return self._translated.apply(self._translated.params, *leaves)
 
 
-#: func -> {fingerprint: post}: a func's translations, the last few states of what it captured.
+#: func (or a bound method's object) -> {None (or the method's function): {fingerprint: post}}:
+#: a func's translations, the last few states of what it captured.
 _OUTPUT_FUNCS = weakref.WeakKeyDictionary()
 #: Translations kept per func (each state of the tensors and values it captured is one).
 OUTPUT_FUNC_STATES = 4
@@ -382,8 +384,11 @@ def translate_func(func: Callable, outputs: Any) -> Callable:
     if container is not None and container not in (tuple, list):
         container = tuple
     leaves = list(outputs) if container is not None else [outputs]
+    # A bound method (``model.head``) is a new object at every attribute access: its
+    # translations live on the object it is bound to, by the function it calls.
+    owner, function = (func.__self__, func.__func__) if inspect.ismethod(func) else (func, None)
     try:
-        states = _OUTPUT_FUNCS.setdefault(func, {})
+        states = _OUTPUT_FUNCS.setdefault(owner, {}).setdefault(function, {})
     except TypeError:  # not weakly referenceable: translated for this call only
         states = {}
     # A new module each call, exported again (milliseconds): what the func captures (a
