@@ -267,6 +267,38 @@ def test_foreign_references_function_gives_tangermemes_numbers(cases):
     close(got.attributions, want.attributions)
 
 
+def test_a_references_function_without_a_seed_is_called_as_tangermeme_calls_it(cases):
+    """random_state=None: tangermeme asks for one reference of each sequence repeated
+    n_shuffles times, ``references(X_repeated, n=1)[:, 0]``. A deterministic function
+    whose n-th draw differs from its first gives tangermeme's references and
+    attributions, and tangermeme's dinucleotide_shuffle, which refuses n > 1 on a
+    sequence with one arrangement, runs on one as it does in tangermeme."""
+    model, X, _, _, _ = cases["conv_mean"]
+    calls = []
+
+    def rolled(X, n=1, random_state=None):
+        calls.append((tuple(X.shape), n, random_state))
+        return torch.stack([torch.roll(X, k + 1, dims=-1) for k in range(n)], dim=1)
+
+    want = tangermeme_dls(model, X, references=rolled, n_shuffles=3, device="cpu",
+                          return_references=True)
+    wanted_calls, calls[:] = list(calls), []
+    got = jablate.deep_lift_shap(model, X, references=rolled, n_shuffles=3,
+                                 return_references=True)
+    assert {c[1:] for c in calls} == {c[1:] for c in wanted_calls} == {(1, None)}
+    assert sum(c[0][0] for c in calls) == sum(c[0][0] for c in wanted_calls) == 3 * len(X)
+    np.testing.assert_array_equal(got.references.numpy(), want.references.numpy())
+    close(got.attributions, want.attributions)
+    acac = torch.zeros(1, 4, X.shape[-1])
+    acac[0, 0, 0::2], acac[0, 1, 1::2] = 1, 1
+    refs = jablate.deep_lift_shap(model, acac, references=tangermeme_shuffle, n_shuffles=3,
+                                  return_references=True).references
+    np.testing.assert_array_equal(refs.numpy(), acac[:, None].expand(1, 3, -1, -1).numpy())
+    with pytest.raises(ValueError, match=r"must return shape \(6, 1, A, L\)"):
+        jablate.deep_lift_shap(model, X[:2], n_shuffles=3,
+                               references=lambda X, n=1: X[:, None].expand(-1, 2, -1, -1))
+
+
 def test_backend_torch_runs_tangermeme(cases):
     model, X, refs, _, _ = cases["conv_mean"]
     want = tangermeme_dls(model, X, references=refs, device="cpu")

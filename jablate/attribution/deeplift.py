@@ -1138,12 +1138,23 @@ def _foreign_references(fn, X, n, random_state, N):
     if family(X) != "torch" and (getattr(inner, "__module__", None) or "").split(".")[0] == \
             "tangermeme":
         X = to_family(X, "torch")  # tangermeme's functions take torch tensors alone
+    repeated = X.repeat_interleave(n, dim=0) if family(X) == "torch" else \
+        numpy.repeat(numpy.asarray(X), n, axis=0) if family(X) == "numpy" else \
+        jnp.repeat(X, n, axis=0)
     if random_state is None:
-        return fn(X, n=n)
+        # one reference per row of the sequences repeated n times, as tangermeme asks
+        # (a function whose n-th draw differs from its first, or that refuses n > 1 on a
+        # sequence with a single arrangement, gives tangermeme's references)
+        out = fn(repeated, n=1)
+        shape = tuple(getattr(out, "shape", ()))
+        if len(shape) != 4 or shape[:2] != (N * n, 1):
+            raise InputError(
+                f"references(X, n=1), called as tangermeme calls it (X the {N} sequences, "
+                f"each repeated n_shuffles={n} times), must return shape ({N * n}, 1, A, L); "
+                f"got {shape}.")
+        return out[:, 0].reshape((N, n) + shape[2:])
     tangermeme_ersatz = sys.modules.get("tangermeme.ersatz")
     if fn is getattr(tangermeme_ersatz, "dinucleotide_shuffle", None):
-        repeated = X.repeat_interleave(n, dim=0) if family(X) == "torch" else \
-            numpy.repeat(X, n, axis=0)
         seeds = [random_state + k for _ in range(N) for k in range(n)]
         out = fn(repeated, n=1, random_state=seeds)
         return out.reshape(N, n, *out.shape[2:])
@@ -1345,10 +1356,11 @@ def deep_lift_shap(model: Any, X: Any, args: Optional[Any] = None, target: int =
         other callable, with a ``PartialFallbackWarning`` (a partial of a
         key-first form binding anything is refused). Any other callable (e.g. tangermeme's
         ``dinucleotide_shuffle``) is called on the host in ``X``'s family, as
-        tangermeme calls it: ``references(X, n=n_shuffles)``, or with an int
-        ``random_state`` reference ``k`` of each sequence with seed
-        ``random_state + k``; its output (N, R, A, L) is not checked for
-        one-hotness (a baseline such as 0.25 everywhere is allowed).
+        tangermeme calls it: ``references(X_repeated, n=1)[:, 0]``, each sequence
+        repeated ``n_shuffles`` times, or with an int ``random_state`` reference
+        ``k`` of each sequence with seed ``random_state + k``; its output (N, R, A,
+        L) is not checked for one-hotness (a baseline such as 0.25 everywhere is
+        allowed).
     n_shuffles: int, optional
         References per sequence for a callable ``references``. Default is 20.
     return_references: bool, optional
