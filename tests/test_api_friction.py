@@ -80,6 +80,46 @@ def quiet(fn, *args, **kwargs):
 # --- 1. tangermeme's keyword names ------------------------------------------------------------
 
 
+@pytest.mark.parametrize("name", ["ablate.ablate", "ablate.ablate_annotations",
+                                  "predict.predict", "ersatz.shuffle",
+                                  "ersatz.dinucleotide_shuffle", "deep_lift_shap.deep_lift_shap",
+                                  "saturation_mutagenesis.saturation_mutagenesis"])
+def test_positional_parameters_are_tangermemes_in_its_order(name):
+    """A call written for tangermeme with positional arguments means the same here:
+    tangermeme's parameters come first, in its order (jablate's own after them, or
+    keyword-only), and jablate's defaults are tangermeme's."""
+    import inspect
+    module, function = name.split(".")
+    theirs = inspect.signature(getattr(require(f"tangermeme.{module}"), function)).parameters
+    ours = inspect.signature(getattr(jablate, function)).parameters
+    positional = [p for p in theirs.values() if p.kind == p.POSITIONAL_OR_KEYWORD]
+    assert list(ours)[:len(positional)] == [p.name for p in positional]
+    for p in positional:
+        # fast=None: `incremental` decides (documented)
+        if p.default is not p.empty and not callable(p.default) and p.name != "fast":
+            assert ours[p.name].default == p.default, p.name
+        if p.name in ("shuffle_fn", "func", "references") and callable(p.default):
+            assert ours[p.name].default.__name__ == p.default.__name__, p.name
+
+
+def test_a_positional_call_in_tangermemes_order_gives_its_numbers():
+    torch.manual_seed(0)
+    model = ConvELU().eval()
+    Xt = torch.from_numpy(X)
+    refs = torch.from_numpy(np.asarray(jablate.dinucleotide_shuffle(X, n=3, random_state=1)))
+    # ..., warning_threshold, additional_nonlinear_ops, print_convergence_deltas,
+    # raw_outputs, only_warn, dtype, device, random_state
+    args = (None, 1, 2, refs, 3, False, True, 0.5, None, False, True, True, None, "cpu", 0)
+    want = tangermeme_dls.deep_lift_shap(model, Xt, *args)
+    close(jablate.deep_lift_shap(model, Xt, *args), want)
+    tangermeme_ism = require("tangermeme.saturation_mutagenesis")
+    # ..., dtype, device, verbose, func, fast
+    args = (None, 10, 30, 2, 1, True, False, None, "cpu", False, lambda y: y.flip(-1), False)
+    want = tangermeme_ism.saturation_mutagenesis(model, Xt, *args)
+    close(jablate.saturation_mutagenesis(model, Xt, *args), want)
+
+
+
 def test_deep_lift_shap_takes_tangermemes_own_rules():
     torch.manual_seed(0)
     model = ConvELU()

@@ -1300,12 +1300,12 @@ def deep_lift_shap(model: Any, X: Any, args: Optional[Any] = None, target: int =
                    batch_size: int = 32, references: Any = dinucleotide_shuffle,
                    n_shuffles: int = 20, return_references: bool = False,
                    hypothetical: bool = False, warning_threshold: float = 0.001,
-                   additional_nonlinear_rules: Optional[dict] = None,
-                   print_convergence_deltas: bool = False, raw_outputs: bool = False,
-                   random_state: Any = None, dtype: Any = None, device: Any = None,
-                   verbose: bool = False, backend: Backend = None,
                    additional_nonlinear_ops: Optional[dict] = None,
-                   only_warn: bool = False) -> Any:
+                   print_convergence_deltas: bool = False, raw_outputs: bool = False,
+                   only_warn: bool = False, dtype: Any = None, device: Any = None,
+                   random_state: Any = None, verbose: bool = False, *,
+                   additional_nonlinear_rules: Optional[dict] = None,
+                   backend: Backend = None) -> Any:
     """DeepLIFT/SHAP attributions, as tangermeme's ``deep_lift_shap``, on JAX.
 
     For every sequence and each of its references, the model runs on both and
@@ -1374,48 +1374,6 @@ def deep_lift_shap(model: Any, X: Any, args: Optional[Any] = None, target: int =
         ``|f(x) - f(ref) - sum((x - ref) * multipliers)|`` exceeds it, and
         another when the mean delta exceeds 1% of the mean ``|f(x) - f(ref)|``
         (as tangermeme, once per call rather than per batch). Default is 0.001.
-    additional_nonlinear_rules: dict or None, optional
-        Rules for primitives (by name, e.g. ``"sin"``) that have none, or that
-        replace a built-in one. A value is either ``jablate.attribution.deeplift.rescale``,
-        which declares an elementwise nonlinearity (rescaled as part of the
-        elementwise function it belongs to), or a function
-        ``rule(fn, primals, references, output, reference_output, cotangent)``
-        called in the backward pass of each equation of that primitive that is
-        nonlinear in the input: ``fn(*operands)`` is the equation, ``primals``
-        and ``references`` its operands on the input and reference paths (a
-        reference None for an operand that does not depend on the input),
-        ``output``/``reference_output`` its results and ``cotangent`` the
-        multiplier of its output; it returns one cotangent per operand (None
-        where there is none). ``jablate.attribution.deeplift.rescale_first`` for ``"mul"``
-        reproduces bpnet-lite's treatment of ``ProfileWrapper``. Default None.
-    print_convergence_deltas: bool, optional
-        Print the convergence deltas of each batch's pairs. Default is False.
-    raw_outputs: bool, optional
-        Return the multipliers of each pair, (N, R, A, L), instead of
-        attributions. Default is False.
-    random_state: JAX key, int, numpy.random.RandomState or None, optional
-        The stream of jablate's own references (see ``references``); an int
-        seeds ``jax.random.key``. For a foreign ``references`` callable an int
-        or None, as tangermeme. None: fresh entropy. Default is None.
-    dtype: str, dtype or None, optional
-        The dtype the model runs in, spelled as JAX, NumPy or torch spell it
-        (``'float16'``, ``jnp.bfloat16``, ``numpy.float32``, ``torch.float16``);
-        default keeps a float ``X`` and casts others to float32. float64 needs
-        JAX's 64-bit mode (``jax.config.update("jax_enable_x64", True)`` before
-        any JAX work, or ``JAX_ENABLE_X64=1``); without it a ``ValueError``
-        says so rather than computing in float32. With ``backend='torch'`` it is
-        tangermeme's autocast dtype (float64 needs a float64 module). A torch module
-        translated to JAX (the default) runs in ``dtype``, its floating weights cast to
-        it, and by default in its own dtype (its first parameter's, as tangermeme): a
-        float16 module in float16, a float64 one in float64 (64-bit mode needed).
-    device: str, jax.Device or None, optional
-        The JAX device; default JAX's default device.
-    verbose: bool, optional
-        A progress bar over batches. Default is False.
-    backend: None, 'jax' or 'torch', optional
-        For a torch module: None or 'jax' translates it to JAX; 'torch' runs
-        tangermeme's ``deep_lift_shap`` (jablate's references are drawn and
-        passed to it). Default None.
     additional_nonlinear_ops: dict or None, optional
         tangermeme's rules for torch modules, ``{torch module class: hook}``.
         With ``backend='torch'`` they go to tangermeme unchanged. On the JAX
@@ -1429,11 +1387,53 @@ def deep_lift_shap(model: Any, X: Any, args: Optional[Any] = None, target: int =
         module that is not an elementwise activation, ...) raises
         ``ValueError``: give a JAX rule through ``additional_nonlinear_rules``
         or use ``backend='torch'``. Default None.
+    print_convergence_deltas: bool, optional
+        Print the convergence deltas of each batch's pairs. Default is False.
+    raw_outputs: bool, optional
+        Return the multipliers of each pair, (N, R, A, L), instead of
+        attributions. Default is False.
     only_warn: bool, optional
         tangermeme's: when ``X`` or given ``references`` are not one-hot (values
         other than 0 and 1, or a column summing above 1), warn (``UserWarning``)
         and go on instead of raising ``ValueError``. Shapes are still checked.
         It does not silence the convergence-delta warnings. Default False.
+    dtype: str, dtype or None, optional
+        The dtype the model runs in, spelled as JAX, NumPy or torch spell it
+        (``'float16'``, ``jnp.bfloat16``, ``numpy.float32``, ``torch.float16``);
+        default keeps a float ``X`` and casts others to float32. float64 needs
+        JAX's 64-bit mode (``jax.config.update("jax_enable_x64", True)`` before
+        any JAX work, or ``JAX_ENABLE_X64=1``); without it a ``ValueError``
+        says so rather than computing in float32. With ``backend='torch'`` it is
+        tangermeme's autocast dtype (float64 needs a float64 module). A torch module
+        translated to JAX (the default) runs in ``dtype``, its floating weights cast to
+        it, and by default in its own dtype (its first parameter's, as tangermeme): a
+        float16 module in float16, a float64 one in float64 (64-bit mode needed).
+    device: str, jax.Device or None, optional
+        The JAX device; default JAX's default device.
+    random_state: JAX key, int, numpy.random.RandomState or None, optional
+        The stream of jablate's own references (see ``references``); an int
+        seeds ``jax.random.key``. For a foreign ``references`` callable an int
+        or None, as tangermeme. None: fresh entropy. Default is None.
+    verbose: bool, optional
+        A progress bar over batches. Default is False.
+    additional_nonlinear_rules: dict or None, optional, keyword-only
+        Rules for primitives (by name, e.g. ``"sin"``) that have none, or that
+        replace a built-in one. A value is either ``jablate.attribution.deeplift.rescale``,
+        which declares an elementwise nonlinearity (rescaled as part of the
+        elementwise function it belongs to), or a function
+        ``rule(fn, primals, references, output, reference_output, cotangent)``
+        called in the backward pass of each equation of that primitive that is
+        nonlinear in the input: ``fn(*operands)`` is the equation, ``primals``
+        and ``references`` its operands on the input and reference paths (a
+        reference None for an operand that does not depend on the input),
+        ``output``/``reference_output`` its results and ``cotangent`` the
+        multiplier of its output; it returns one cotangent per operand (None
+        where there is none). ``jablate.attribution.deeplift.rescale_first`` for ``"mul"``
+        reproduces bpnet-lite's treatment of ``ProfileWrapper``. Default None.
+    backend: None, 'jax' or 'torch', optional, keyword-only
+        For a torch module: None or 'jax' translates it to JAX; 'torch' runs
+        tangermeme's ``deep_lift_shap`` (jablate's references are drawn and
+        passed to it). Default None.
 
     Returns
     -------

@@ -713,9 +713,9 @@ def saturation_mutagenesis(model: Any, X: Any, args: Optional[Any] = None, start
                            end: int = -1, batch_size: int = 32,
                            target: Union[int, slice, None] = None, hypothetical: bool = False,
                            raw_outputs: bool = False, dtype: Any = None, device: Any = None,
-                           verbose: bool = False, backend: Backend = None,
-                           incremental: Mode = "auto", func: Optional[Callable] = None,
-                           fast: Optional[bool] = None) -> Any:
+                           verbose: bool = False, func: Optional[Callable] = None,
+                           fast: Optional[bool] = None, *, backend: Backend = None,
+                           incremental: Mode = "auto") -> Any:
     """In-silico saturation mutagenesis, as tangermeme's ``saturation_mutagenesis``.
 
     Every position in ``[start, end)`` of every sequence is substituted by every other
@@ -776,17 +776,6 @@ def saturation_mutagenesis(model: Any, X: Any, args: Optional[Any] = None, start
         Where the model runs. Default None (JAX's default device).
     verbose: bool, optional
         A progress bar over the substitutions. Default False.
-    backend: None, 'jax' or 'torch', optional
-        ``'torch'`` calls ``tangermeme.saturation_mutagenesis`` on the torch module
-        itself (tangermeme must be installed); otherwise a torch module is translated
-        to JAX. Default None.
-    incremental: 'auto', True or False, optional
-        Use the incremental engine (substitutions as windows of width 1). ``'auto'``:
-        where the backend's cost model predicts it is faster
-        (:func:`jablate.incremental.run.predicted_time_fraction`; cold, only for runs of
-        at least 2,048 substitutions). ``True``: always (``ValueError`` when it cannot
-        run). ``False``: full passes. With ``backend='torch'``, ``'auto'`` and ``False``
-        become tangermeme's ``fast=True`` and ``fast=False``. Default 'auto'.
     func: callable or None, optional
         tangermeme's: applied to each batch of predictions, identically to those of the
         original sequences and of every substitution, so that ``target`` and the
@@ -806,6 +795,17 @@ def saturation_mutagenesis(model: Any, X: Any, args: Optional[Any] = None, start
         ``fast`` and an ``incremental`` other than 'auto' that disagree (``fast=False``
         with ``incremental=True``, ``fast=True`` with ``incremental=False``) raises
         ``ValueError``. Default None (``incremental`` decides).
+    backend: None, 'jax' or 'torch', optional, keyword-only
+        ``'torch'`` calls ``tangermeme.saturation_mutagenesis`` on the torch module
+        itself (tangermeme must be installed); otherwise a torch module is translated
+        to JAX. Default None.
+    incremental: 'auto', True or False, optional, keyword-only
+        Use the incremental engine (substitutions as windows of width 1). ``'auto'``:
+        where the backend's cost model predicts it is faster
+        (:func:`jablate.incremental.run.predicted_time_fraction`; cold, only for runs of
+        at least 2,048 substitutions). ``True``: always (``ValueError`` when it cannot
+        run). ``False``: full passes. With ``backend='torch'``, ``'auto'`` and ``False``
+        become tangermeme's ``fast=True`` and ``fast=False``. Default 'auto'.
 
     Returns
     -------
