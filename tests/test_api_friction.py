@@ -217,6 +217,38 @@ def brute_ism(f, x):
     return (delta - delta.mean(1, keepdims=True)) * x
 
 
+def test_targets_and_flags_in_the_forms_tangermeme_takes():
+    """saturation_mutagenesis' target as a list or a 1-d integer array or tensor (averaged,
+    as tangermeme's ``y[..., target]``) or a 0-d tensor; flags as 0, 1 or None; the same
+    numbers as tangermeme. Anything else is a ValueError naming the parameter."""
+    torch.manual_seed(0)
+    model = ConvELU().eval()
+    Xt = torch.from_numpy(X.copy())
+    tangermeme_ism = require("tangermeme.saturation_mutagenesis")
+    window = dict(start=10, end=30)
+    for target in ([1, 0, 1], np.array([1, -1]), torch.tensor([0]), torch.tensor(1)):
+        want = tangermeme_ism.saturation_mutagenesis(model, Xt, target=target, device="cpu",
+                                                     **window)
+        close(jablate.saturation_mutagenesis(model, Xt, target=target, **window), want)
+    want = tangermeme_ism.saturation_mutagenesis(model, Xt, hypothetical=1, raw_outputs=0,
+                                                 device="cpu", **window)
+    close(jablate.saturation_mutagenesis(model, Xt, hypothetical=1, raw_outputs=0, **window),
+          want)
+    refs = torch.from_numpy(np.asarray(jablate.dinucleotide_shuffle(X, n=2, random_state=1)))
+    want = tangermeme_dls.deep_lift_shap(model, Xt, references=refs, hypothetical=None,
+                                         device="cpu")
+    close(jablate.deep_lift_shap(model, Xt, references=refs, hypothetical=None), want)
+    for target, message in (([0, 2], r"target \[0, 2\] does not index the model's 2"),
+                            ([], "target must not be empty"), (1.5, "target must be an int")):
+        with pytest.raises(ValueError, match=message):
+            jablate.saturation_mutagenesis(model, Xt, target=target, **window)
+    for name in ("hypothetical", "raw_outputs"):
+        with pytest.raises(ValueError, match=f"{name} must be True or False; got 2"):
+            jablate.saturation_mutagenesis(model, Xt, **{name: 2}, **window)
+        with pytest.raises(ValueError, match=f"{name} must be True or False; got 'yes'"):
+            jablate.deep_lift_shap(model, Xt, references=refs, **{name: "yes"})
+
+
 def test_saturation_mutagenesis_func():
     module = SmallCNN()
     model = module.bind(module.init(jax.random.key(0), jnp.zeros((1, A, L))))

@@ -330,7 +330,7 @@ def test_answers_in_the_family_of_X():
     (dict(batch_size=0), "batch_size"), (dict(batch_size=2.5), "batch_size"),
     (dict(start=-1), "start"), (dict(end=21), "end"), (dict(start=5, end=5), "end"),
     (dict(start=1.5), "start"), (dict(target="a"), "target"), (dict(target=True), "target"),
-    (dict(hypothetical=1), "hypothetical"), (dict(raw_outputs="yes"), "raw_outputs"),
+    (dict(hypothetical=2), "hypothetical"), (dict(raw_outputs="yes"), "raw_outputs"),
     (dict(incremental="always"), "incremental"), (dict(backend="tf"), "backend"),
     (dict(args=(numpy.zeros((3, 1)),)), "args"), (dict(device="tpu:7"), "device"),
     (dict(dtype="float77"), "dtype"), (dict(X=numpy.full((2, A, 20), 0.5)), "X")])
@@ -352,8 +352,8 @@ def test_bad_target_and_ism_fn_arguments():
     with pytest.raises(ValueError, match="target 7 does not index"):
         jablate.saturation_mutagenesis(conv_model, one_hot(2, 20), target=7)
     for kw, name in [(dict(start=None), "start"), (dict(end=2.0), "end"),
-                     (dict(target=[0]), "target"), (dict(batch_size=0), "batch_size"),
-                     (dict(hypothetical=None), "hypothetical"), (dict(incremental=1),
+                     (dict(target=[0.5]), "target"), (dict(batch_size=0), "batch_size"),
+                     (dict(hypothetical=3), "hypothetical"), (dict(incremental=1),
                                                                  "incremental")]:
         with pytest.raises(ValueError, match=name):
             ism.ism_fn(conv_model, **kw)

@@ -69,6 +69,7 @@ from jablate.engine.executor import Collect, Job, execute
 from jablate.engine.per_sequence import SequenceFunc
 from jablate.incremental.graph import call_body
 from jablate.models.frontdoor import (
+    check_flag,
     check_int,
     family,
     inputs,
@@ -1226,14 +1227,15 @@ def _ablate_options(kwargs: dict) -> Optional[tuple]:
         raise InputError(f"warning_threshold must be a number >= 0; got {threshold!r}.")
     rules = _rule_table(kwargs.get("additional_nonlinear_rules"))
     _torch_ops(kwargs.get("additional_nonlinear_ops"), "jax")  # ablate's funcs run on JAX
-    if not isinstance(kwargs.get("only_warn", False), (bool, numpy.bool_)):
-        raise InputError(f"only_warn must be True or False; got {kwargs['only_warn']!r}.")
+    flags = {k: check_flag(kwargs.get(k, False), k) for k in (
+        "only_warn", "hypothetical", "raw_outputs", "return_references",
+        "print_convergence_deltas")}
     references = kwargs.get("references", dinucleotide_shuffle)
     shuffle = None if family(references) is not None else key_shuffle_of(references)
-    if shuffle is None or any(kwargs.get(k) for k in ("raw_outputs", "return_references",
-                                                      "print_convergence_deltas")):
+    if shuffle is None or any(flags[k] for k in ("raw_outputs", "return_references",
+                                                 "print_convergence_deltas")):
         return None
-    return (target, bool(kwargs.get("hypothetical", False)), n_shuffles, shuffle.key_fn,
+    return (target, flags["hypothetical"], n_shuffles, shuffle.key_fn,
             shuffle.min_width, _rules_key(rules), float(threshold))
 
 
@@ -1466,8 +1468,11 @@ def deep_lift_shap(model: Any, X: Any, args: Optional[Any] = None, target: int =
             or not warning_threshold >= 0:
         raise InputError(f"warning_threshold must be a number >= 0; got {warning_threshold!r}.")
     rules = _rule_table(additional_nonlinear_rules)
-    if not isinstance(only_warn, (bool, numpy.bool_)):
-        raise InputError(f"only_warn must be True or False; got {only_warn!r}.")
+    only_warn = check_flag(only_warn, "only_warn")
+    hypothetical = check_flag(hypothetical, "hypothetical")
+    raw_outputs = check_flag(raw_outputs, "raw_outputs")
+    return_references = check_flag(return_references, "return_references")
+    print_convergence_deltas = check_flag(print_convergence_deltas, "print_convergence_deltas")
     check_backend(backend)
     ops = _torch_ops(additional_nonlinear_ops, backend)
     inp = inputs(X, args, only_warn=bool(only_warn))

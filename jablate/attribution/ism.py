@@ -20,7 +20,7 @@ from __future__ import annotations
 import dataclasses
 import weakref
 from functools import partial
-from typing import Any, Callable, NamedTuple, Optional, Union
+from typing import Any, Callable, NamedTuple, Optional, Sequence, Union
 
 import jax
 import jax.numpy as jnp
@@ -52,6 +52,7 @@ from jablate.incremental.run import (
     predicted_time_fraction,
 )
 from jablate.models.frontdoor import (
+    check_flag,
     check_int,
     family,
     inputs,
@@ -92,27 +93,42 @@ class SaturationMutagenesisRawResult(NamedTuple):
 
 
 def _target_key(target: Any) -> Any:
-    """``target`` checked and made hashable (a slice becomes a tuple)."""
+    """``target`` checked and made hashable: None, an int, ``("slice", start, stop,
+    step)`` or ``("index", i, j, ...)`` for a list or 1-d integer array (numpy, JAX or
+    torch) of outputs, as tangermeme's ``y[..., target]`` takes them."""
     if target is None:
         return None
     if isinstance(target, slice):
         for part in (target.start, target.stop, target.step):
             if part is not None:
                 check_int(part, "target (slice bounds)")
-        return (target.start, target.stop, target.step)
-    if isinstance(target, bool) or not isinstance(target, (int, numpy.integer)):
-        raise InputError(f"target must be None, an int or a slice; got {target!r}.")
-    return int(target)
+        return ("slice", target.start, target.stop, target.step)
+    if isinstance(target, (list, tuple)) or getattr(target, "ndim", 0) == 1:
+        values = list(target.tolist() if hasattr(target, "tolist") else target)
+        if not values:
+            raise InputError("target must not be empty.")
+        return ("index",) + tuple(check_int(v, "target (each index)") for v in values)
+    if isinstance(target, bool) or getattr(target, "ndim", 0) != 0:
+        raise InputError(f"target must be None, an int, a slice or a list of ints; got "
+                         f"{target!r}.")
+    return check_int(target, "target")
+
+
+def _index(key: Any) -> Any:
+    """What :func:`_target_key` made, as an index of axis 1 of the outputs."""
+    if isinstance(key, tuple):
+        return slice(*key[1:]) if key[0] == "slice" else numpy.asarray(key[1:])
+    return key
 
 
 def _show(target: Any) -> str:
-    return repr(slice(*target) if isinstance(target, tuple) else target)
+    index = _index(target)
+    return repr(index.tolist() if isinstance(index, numpy.ndarray) else index)
 
 
 def _select(y: jax.Array, target: Any) -> jax.Array:
     """tangermeme's ``y[:, ..., target]`` averaged over the remaining output axes: (B,)."""
-    index = slice(*target) if isinstance(target, tuple) else target
-    picked = y[:, index]
+    picked = y[:, _index(target)]
     return picked if picked.ndim == 1 else jnp.mean(picked, axis=tuple(range(1, picked.ndim)))
 
 
@@ -121,12 +137,6 @@ def _substitute(x: jax.Array, pos: jax.Array, char: jax.Array) -> jax.Array:
     column = jax.nn.one_hot(char, x.shape[0], dtype=x.dtype)[:, None]
     edited = jax.lax.dynamic_update_slice_in_dim(x, column, jnp.maximum(pos, 0), axis=1)
     return jnp.where(pos >= 0, edited, x)
-
-
-def _check_flag(value: Any, name: str) -> bool:
-    if not isinstance(value, (bool, numpy.bool_)):
-        raise InputError(f"{name} must be True or False; got {value!r}.")
-    return bool(value)
 
 
 def _check_outputs(shapes: Any, target: Any, raw_outputs: bool) -> bool:
@@ -138,8 +148,10 @@ def _check_outputs(shapes: Any, target: Any, raw_outputs: bool) -> bool:
     if not raw_outputs:
         shape = tuple(shapes.shape)
         size = shape[1] if len(shape) > 1 else 0
-        picked = (len(range(*slice(*target).indices(size))) if isinstance(target, tuple) else
-                  size if target is None else int(-size <= target < size))
+        index = _index(target)
+        picked = (len(range(*index.indices(size))) if isinstance(index, slice) else
+                  size if index is None else int(all(-size <= i < size
+                                                     for i in numpy.ravel(index))))
         if target is not None and not picked:
             raise InputError(f"target {_show(target)} does not index the model's {size} "
                              f"output(s) (axis 1 of its output, {shape[1:]} per example).")
@@ -164,9 +176,9 @@ def ism_fn(apply: Callable, *, start: int = 0, end: int = -1, target: Any = None
         The span to mutate, tangermeme's semantics: ``start`` inclusive, ``end``
         exclusive when ``>= 0``, ``end = L + 1 + end`` when negative. Defaults 0, -1
         (the whole sequence).
-    target: None, int or slice, optional
-        Output index along axis 1 to attribute; None averages over every output.
-        Default None.
+    target: None, int, slice or list of ints, optional
+        Output index along axis 1 to attribute (several are averaged); None averages
+        over every output. Default None.
     hypothetical: bool, optional
         Return the attribution of every character rather than only the observed ones.
         Default False.
@@ -201,8 +213,8 @@ def ism_fn(apply: Callable, *, start: int = 0, end: int = -1, target: Any = None
     check_int(start, "start")
     check_int(end, "end")
     key = _target_key(target)
-    hypothetical = _check_flag(hypothetical, "hypothetical")
-    raw_outputs = _check_flag(raw_outputs, "raw_outputs")
+    hypothetical = check_flag(hypothetical, "hypothetical")
+    raw_outputs = check_flag(raw_outputs, "raw_outputs")
     size = check_int(batch_size, "batch_size", minimum=1)
     if incremental is not None and (not isinstance(incremental, Incremental)
                                     or incremental.width != 1):
@@ -648,12 +660,12 @@ def _ablate_options(kwargs: dict) -> Optional[tuple]:
     start = check_int(kwargs.get("start", 0), "start")
     end = check_int(kwargs.get("end", -1), "end")
     target = _target_key(kwargs.get("target"))
-    hypothetical = _check_flag(kwargs.get("hypothetical", False), "hypothetical")
+    hypothetical = check_flag(kwargs.get("hypothetical", False), "hypothetical")
     mode = _mode(check_mode(kwargs.get("incremental", "auto")), kwargs.get("fast"))
     post = kwargs.get("func")
     if post is not None and not callable(post):
         raise InputError(f"func must be a callable or None; got {type(post).__name__}.")
-    if _check_flag(kwargs.get("raw_outputs", False), "raw_outputs") or post is not None:
+    if check_flag(kwargs.get("raw_outputs", False), "raw_outputs") or post is not None:
         return None  # func: the materialised path applies it
     return (start, end, target, hypothetical, mode)
 
@@ -663,7 +675,7 @@ def _ablate_build(apply, params, x, args, options, exact):
     engine (one reference pass, each substitution on its windows) when it applies (and,
     for 'auto', predicts a saving), else None."""
     start, end, target, hypothetical, mode = options
-    target = slice(*target) if isinstance(target, tuple) else target
+    target = _index(target)
     kw = dict(start=start, end=end, target=target, hypothetical=hypothetical)
     if exact:
         f = ism_fn(apply, batch_size=ABLATE_EDITS, **kw)
@@ -711,7 +723,8 @@ SATURATION_MUTAGENESIS = SequenceFunc(
 @carries(SATURATION_MUTAGENESIS)
 def saturation_mutagenesis(model: Any, X: Any, args: Optional[Any] = None, start: int = 0,
                            end: int = -1, batch_size: int = 32,
-                           target: Union[int, slice, None] = None, hypothetical: bool = False,
+                           target: Union[int, slice, Sequence[int], None] = None,
+                           hypothetical: bool = False,
                            raw_outputs: bool = False, dtype: Any = None, device: Any = None,
                            verbose: bool = False, func: Optional[Callable] = None,
                            fast: Optional[bool] = None, *, backend: Backend = None,
@@ -752,9 +765,10 @@ def saturation_mutagenesis(model: Any, X: Any, args: Optional[Any] = None, start
         Edited sequences per model call on the full path (the last batch is padded: one
         compiled program). The incremental path sizes its own batches by FLOPs (16 to 256
         items). Default 32.
-    target: int, slice or None, optional
-        Output index along axis 1 of the model's output to attribute; None averages over
-        every output. Default None.
+    target: int, slice, list of ints, 1-d integer array or None, optional
+        Output index along axis 1 of the model's output to attribute; several (a slice,
+        a list or an array, as tangermeme indexes with them) are averaged; None averages
+        over every output. Default None.
     hypothetical: bool, optional
         Return the attribution of every character at every position, not only of the
         observed ones. Default False.
@@ -837,8 +851,8 @@ def saturation_mutagenesis(model: Any, X: Any, args: Optional[Any] = None, start
     """
     batch_size = check_int(batch_size, "batch_size", minimum=1)
     key = _target_key(target)
-    hypothetical = _check_flag(hypothetical, "hypothetical")
-    raw_outputs = _check_flag(raw_outputs, "raw_outputs")
+    hypothetical = check_flag(hypothetical, "hypothetical")
+    raw_outputs = check_flag(raw_outputs, "raw_outputs")
     incremental = _mode(check_mode(incremental), fast)
     if func is not None and not callable(func):
         raise InputError(f"func must be a callable or None; got {type(func).__name__}.")
@@ -940,7 +954,7 @@ def _mode(incremental: Mode, fast: Optional[bool]) -> Mode:
     """
     if fast is None:
         return incremental
-    fast = _check_flag(fast, "fast")
+    fast = check_flag(fast, "fast")
     if incremental == "auto":
         return "auto" if fast else False
     if incremental is not fast:

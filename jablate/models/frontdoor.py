@@ -166,6 +166,20 @@ def check_int(value: Any, name: str, minimum: Optional[int] = None) -> int:
     return value
 
 
+def check_flag(value: Any, name: str) -> bool:
+    """Return a flag as a bool: True, False, 1, 0, a 0-d boolean or 0/1 integer array
+    (numpy, JAX or torch), or None (False, as tangermeme's ``if flag`` reads it); anything
+    else raises ``ValueError`` naming ``name``."""
+    if value is None:
+        return False
+    if getattr(value, "ndim", 0) == 0 and not isinstance(value, (str, bytes)):
+        kind = "b" if isinstance(value, (bool, numpy.bool_)) else dtype_kind(
+            str(getattr(value, "dtype", type(value).__name__)).replace("torch.", ""))
+        if kind == "b" or (kind in ("i", "u") and int(value) in (0, 1)):
+            return bool(value)
+    raise InputError(f"{name} must be True or False; got {value!r}.")
+
+
 @jax.jit
 def _one_hot_flags_jitted(X):
     binary = jnp.all((X == 0) | (X == 1))
