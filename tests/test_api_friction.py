@@ -249,6 +249,23 @@ def test_targets_and_flags_in_the_forms_tangermeme_takes():
             jablate.deep_lift_shap(model, Xt, references=refs, **{name: "yes"})
 
 
+def test_dinucleotide_shuffles_verbose_warns_as_tangermemes():
+    """verbose=True: a warning when some position of a region is the same in all of a
+    sequence's shuffles (a dinucleotide shuffle keeps the region's ends, so tangermeme
+    and jablate both warn for every region); without it, none."""
+    tangermeme_ersatz = require("tangermeme.ersatz")
+    for verbose in (False, True):
+        seen = []
+        for fn, x in ((jablate.dinucleotide_shuffle, X),
+                      (tangermeme_ersatz.dinucleotide_shuffle, torch.from_numpy(X.copy()))):
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                fn(x, start=5, end=45, n=3, random_state=0, verbose=verbose)
+            seen.append([str(w.message).split(" across")[0] for w in caught])
+        assert seen[0] == seen[1] == ([
+            "At least one position in dinucleotide shuffle is identical"] if verbose else [])
+
+
 def test_saturation_mutagenesis_func():
     module = SmallCNN()
     model = module.bind(module.init(jax.random.key(0), jnp.zeros((1, A, L))))

@@ -15,6 +15,7 @@ from jablate._core.errors import InputError, outside_stacklevel
 from jablate._core.placement import host_device, readable_in_place
 from jablate.engine import stream as engine
 from jablate.models.frontdoor import (
+    check_flag,
     check_int,
     family,
     has_unknown_bases,
@@ -390,10 +391,11 @@ def plan_shuffles(method: ShuffleMethod, random_state: Any, seq_idx: Any, starts
             engine.Plan.build(draws=numpy.stack(ids, 1), **item))
 
 
-def _shuffle(method, inp, start, end, n, random_state, seeds=None):
+def _shuffle(method, inp, start, end, n, random_state, seeds=None, verbose=False):
     """``n`` shuffles of each sequence of ``inp`` (:func:`inputs`); ``seeds``: an int seed
     per sequence (each sequence shuffled as it would be alone with its seed), instead of
-    ``random_state``."""
+    ``random_state``. ``verbose``: tangermeme's warning when a position of a region is the
+    same in all of its sequence's shuffles."""
     n = check_int(n, "n", minimum=1)
     start, end = region(start, end, inp.X.shape[-1], min_width=method.min_width)
     warn_unchangeable(method, inp.X, numpy.arange(inp.X.shape[0]), [start] * inp.X.shape[0],
@@ -403,8 +405,15 @@ def _shuffle(method, inp, start, end, n, random_state, seeds=None):
     else:
         draw = engine.KeyShuffle(method.key_fn)
         table = jnp.stack([jrandom.key_from(int(s)) for s in seeds])
-    Y = to_family(engine.shuffle_all(inp.X, table, start, end, draw, n,
-                                     key_per_sequence=seeds is not None), inp.family)
+    Y = engine.shuffle_all(inp.X, table, start, end, draw, n,
+                           key_per_sequence=seeds is not None)
+    if verbose:
+        inside = Y[..., start:end]
+        if bool(jnp.any(jnp.all(inside == inside[:, :1], axis=(1, 2)))):
+            warnings.warn("At least one position in dinucleotide shuffle is identical across "
+                          "all shuffles (tangermeme's verbose warning).", UserWarning,
+                          stacklevel=outside_stacklevel())
+    Y = to_family(Y, inp.family)
     if inp.family == "torch":
         return Y.to(inp.dtype)
     return Y if Y.dtype == inp.dtype else Y.astype(inp.dtype)
@@ -490,8 +499,8 @@ def dinucleotide_shuffle(X: Any, start: int = 0, end: int = -1, n: int = 20,
         random_state=random_state[j])`` would give it, whatever else is in the
         batch. Default None.
     verbose: bool, optional
-        Accepted for tangermeme compatibility; the shuffles run as one compiled
-        program and have no progress bar.
+        As tangermeme: a ``UserWarning`` when some position of a sequence's region
+        is the same in all of its ``n`` shuffles. Default False.
     allow_N: bool, optional
         Whether ``X`` may hold unknown bases (all-zero columns), as in tangermeme:
         each is then shuffled as a symbol of its own, so every shuffle keeps the
@@ -528,8 +537,10 @@ def dinucleotide_shuffle(X: Any, start: int = 0, end: int = -1, n: int = 20,
     if isinstance(random_state, (list, tuple)) or (  # a numpy array or torch tensor of seeds
             family(random_state) in ("numpy", "torch") and random_state.ndim == 1):
         return _shuffle(DINUCLEOTIDE, inp, start, end, n, None,
-                        seeds=_checked_seeds(random_state, len(inp.X)))
-    return _shuffle(DINUCLEOTIDE, inp, start, end, n, random_state)
+                        seeds=_checked_seeds(random_state, len(inp.X)),
+                        verbose=check_flag(verbose, "verbose"))
+    return _shuffle(DINUCLEOTIDE, inp, start, end, n, random_state,
+                    verbose=check_flag(verbose, "verbose"))
 
 
 def _checked_seeds(seeds, N):
