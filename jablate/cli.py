@@ -7,7 +7,8 @@
                  --out DIR [options]
 
 ``main(argv)`` returns the exit status: 0 on success, 2 for bad usage or input, 1 when the
-model fails while it runs (or on an unexpected error), 130 when interrupted. Every error is
+model fails while it runs (or on an unexpected error), 130 when interrupted (143 on SIGTERM,
+129 on SIGHUP). Every error is
 one line on stderr, ``jablate: error: ...``; ``--debug`` prints the traceback before it.
 Output files are written to temporary files beside their final names and moved into place
 only when everything succeeded.
@@ -116,7 +117,8 @@ per group of columns (with --per-task, the 12 tasks with the largest
 
 exit status: 0 success; 2 bad usage or input; 1 the model failed while it
 ran (one line naming the model and the cause; --debug for the traceback);
-130 interrupted. No partial output file is ever left behind.
+130 interrupted by Ctrl-C (143 by SIGTERM, 129 by SIGHUP). No partial output
+file is ever left behind.
 """
 
 
@@ -239,7 +241,8 @@ bases). A torch model is translated to JAX for both. The model must return
 profile, as bpnet-lite's ProfileWrapper does).
 
 exit status: 0 success; 2 bad usage or input; 1 the model failed while it
-ran; 130 interrupted. No partial output file is ever left behind.
+ran; 130 interrupted by Ctrl-C (143 by SIGTERM, 129 by SIGHUP). No partial
+output file is ever left behind.
 """
 
 
@@ -401,8 +404,8 @@ SLURM_ARRAY_TASK_STEP, so that task t of --array=MIN-MAX:STEP computes shard
 
 exit status: 0 success; 2 bad usage or input (one line naming the file, line
 and cause; nothing written); 1 the model failed while it ran (finished chunks
-are kept for --resume); 130 interrupted (finished chunks are kept for
---resume).
+are kept for --resume); 130 interrupted by Ctrl-C, 143 by SIGTERM (a batch
+system's time limit), 129 by SIGHUP (finished chunks are kept for --resume).
 """
 
 
@@ -514,7 +517,8 @@ def main(argv: Optional[list] = None) -> int:
         0 on success (``--help`` and ``--version`` included); 2 for bad usage or input
         (options, files, a model that cannot be loaded, or jablate's own checks of the
         input); 1 when the model raised while it ran, or on an unexpected error; 130 when
-        interrupted by Ctrl-C. Errors are one line on stderr; with ``--debug`` the
+        interrupted by Ctrl-C, 143 by SIGTERM, 129 by SIGHUP (where no one else
+        handles those). Errors are one line on stderr; with ``--debug`` the
         traceback comes first.
     """
 
@@ -559,13 +563,11 @@ def _main(parser, argv, interrupted):
         sys.stdout = open(os.devnull, "w")
         return 1
     except KeyboardInterrupt:
-        print(f"jablate: interrupted; {_kept(args)}", file=sys.stderr)
-        return 130
+        return _interrupted(args)
     except Exception as error:
         if interrupted():
             # Ctrl-C inside a model call can surface as another exception.
-            print(f"jablate: interrupted; {_kept(args)}", file=sys.stderr)
-            return 130
+            return _interrupted(args)
         status, message = _report(error, args)
         if getattr(args, "debug", False):
             traceback.print_exception(error)
@@ -642,6 +644,16 @@ def _use_compile_cache():
         _OURS.add(directory)
     if why:
         warnings.warn(why, stacklevel=1)
+
+
+def _interrupted(args):
+    """Say what an interrupted command leaves; its status, 128 + the signal's number (130
+    for Ctrl-C, 143 for SIGTERM, 129 for SIGHUP)."""
+
+    number = interrupts.signal_number()
+    name = "" if number == signal.SIGINT else f" ({signal.Signals(number).name})"
+    print(f"jablate: interrupted{name}; {_kept(args)}", file=sys.stderr)
+    return 128 + number
 
 
 def _kept(args):
@@ -730,14 +742,22 @@ def _watching_interrupts():
         return
 
     def handler(number, frame):
-        interrupts.note()
+        interrupts.note(number)
         raise KeyboardInterrupt
 
+    # SIGTERM (a batch system's time limit, `kill`) and SIGHUP (a closed terminal) end a
+    # run as Ctrl-C does, with nothing half-written left, where no one else handles them
+    others = [s for s in (getattr(signal, "SIGTERM", None), getattr(signal, "SIGHUP", None))
+              if s is not None and signal.getsignal(s) is signal.SIG_DFL]
     signal.signal(signal.SIGINT, handler)
+    for number in others:
+        signal.signal(number, handler)
     try:
         yield interrupts.pending
     finally:
         signal.signal(signal.SIGINT, signal.default_int_handler)
+        for number in others:
+            signal.signal(number, signal.SIG_DFL)
         interrupts.reset()
 
 

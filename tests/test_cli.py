@@ -597,7 +597,9 @@ def test_bad_input_in_process(case, tmp_path, monkeypatch, capsys):
         sorted(os.listdir(tmp_path)), expected)
 
 
-def test_interrupt_leaves_no_outputs(inputs, tmp_path):
+@pytest.mark.parametrize("number", [signal.SIGINT, signal.SIGTERM])
+def test_interrupt_leaves_no_outputs(inputs, tmp_path, number):
+    """Ctrl-C, and SIGTERM (a batch system's time limit), leave nothing half-written."""
     pytest.importorskip("torch")
     marker = tmp_path / "model-called"
     process = subprocess.Popen(_command(["ablate", "--model",
@@ -611,14 +613,14 @@ def test_interrupt_leaves_no_outputs(inputs, tmp_path):
         while not marker.exists() and process.poll() is None:
             assert time.monotonic() < deadline, "the model was never called"
             time.sleep(0.05)
-        process.send_signal(signal.SIGINT)
+        process.send_signal(number)
         stdout, stderr = process.communicate(timeout=60)
     finally:
         if process.poll() is None:
             process.kill()
-    assert process.returncode == 130, (stderr, marker.read_text())
-    assert "interrupted" in _error_line(subprocess.CompletedProcess([], 130, stdout,
-        stderr))
+    assert process.returncode == 128 + number, (stderr, marker.read_text())
+    assert _error_line(subprocess.CompletedProcess([], 130, stdout, stderr)).startswith(
+        "jablate: interrupted" + ("" if number == signal.SIGINT else " (SIGTERM)") + "; ")
     assert sorted(os.listdir(tmp_path)) == ["model-called"]
 
 
