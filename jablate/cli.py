@@ -783,7 +783,8 @@ def _ablate(args):
     annotations = numpy.array([(index[r.sequence], r.start, r.end) for r in regions],
         dtype=numpy.int64)
 
-    paths = output_paths(args, ("out", "table", "plot"), npz=("out",))
+    paths = output_paths(args, ("out", "table", "plot"), npz=("out",),
+                         inputs=("fasta", "regions", "model"))
     plot = plot_format(args.plot) if args.plot is not None else None
 
     with AtomicFiles() as files, _asking_about_length(X.shape[-1]):

@@ -335,7 +335,18 @@ def note_unusual_letters(sequences, path):
             "read as an unknown base, as N is (an all-zero column)", stacklevel=2)
 
 
-def output_paths(args, options, npz=()):
+def _input_file(option, value):
+    """The file an input option reads, or None: ``-`` is standard input, and a model
+    spec names a file before its last ``:`` (``model.py:load``) or is one (``model.pt``)."""
+    if value is None or value == "-":
+        return None
+    if option == "model":
+        head = str(value).rsplit(":", 1)[0]
+        value = head if os.path.isfile(head) else value
+    return value if os.path.isfile(value) else None
+
+
+def output_paths(args, options, npz=(), inputs=()):
     """The output files a command was given: ``{option: path}`` for each of ``options``
     (attribute names of ``args``) that is not None, checked before any work.
 
@@ -346,6 +357,9 @@ def output_paths(args, options, npz=()):
         ``("out", "table", "plot")``, say.
     npz : sequence of str, optional
         The options whose files hold a NumPy ``.npz`` archive: their names must end so.
+    inputs : sequence of str, optional
+        The options naming files the command reads (``("fasta", "regions", "model")``):
+        no output may replace one.
 
     Returns
     -------
@@ -354,11 +368,17 @@ def output_paths(args, options, npz=()):
     Raises
     ------
     InputError
-        Two options name the same file, or an ``npz`` option's name does not end in
-        ``.npz``.
+        Two options name the same file, an output names an input file, or an ``npz``
+        option's name does not end in ``.npz``.
     """
     paths = {option: getattr(args, option) for option in options
              if getattr(args, option) is not None}
+    read = {os.path.realpath(f): option for option in inputs
+            for f in [_input_file(option, getattr(args, option, None))] if f is not None}
+    for option, path in paths.items():
+        if os.path.realpath(path) in read:
+            raise InputError(f"--{option} '{path}' names the file --{read[os.path.realpath(path)]} "
+                             "reads; writing it would replace the input")
     seen = {}
     for option, path in paths.items():
         real = os.path.realpath(path)

@@ -198,7 +198,8 @@ def run_attribute(args: Any) -> int:
     from jablate.api.loading import check_device, load_model, model_kind
     from jablate.api.predict import predict
 
-    paths = output_paths(args, ("out", "sequences", "plot"), npz=("out", "sequences"))
+    paths = output_paths(args, ("out", "sequences", "plot"), npz=("out", "sequences"),
+                         inputs=("fasta", "model"))
     fmt = plot_format(args.plot) if "plot" in paths else None
     if args.method != "deep_lift_shap":
         given = [f"--{name.replace('_', '-')}" for name in ("n_shuffles", "seed")
