@@ -916,6 +916,34 @@ def test_plot_of_small_effects_has_readable_ticks_and_names_the_outputs(tmp_path
         jg.measure_labels(effects.columns, ["counts"])
 
 
+def test_a_fimo_matched_sequence_that_the_genome_lacks_is_refused(data, tmp_path, capsys):
+    """FIMO's matched_sequence is compared with the genome at each hit's position (either
+    strand): interval names read in the wrong convention shift every hit by one base,
+    which is refused (exit 2, nothing written) instead of measured."""
+    from jablate.genome.files import check_matched_sequences, open_genome, read_hits
+
+    root, _ = data
+    fasta = open_genome(root / "genome.fa")
+    plus = str(fasta["chr1"][1480:1486]).upper()
+    minus = plus.translate(str.maketrans("ACGT", "TGCA"))[::-1]
+    path = tmp_path / "fimo.tsv"
+    path.write_text("motif_id\tmotif_alt_id\tsequence_name\tstart\tstop\tstrand\t"
+        "matched_sequence\n"
+        f"MA1\tGATA\tchr1:1451-1550\t31\t36\t+\t{plus.lower()}\n"
+        f"MA1\tGATA\tchr1:1451-1550(-)\t65\t70\t-\t{minus}\n")
+    lengths = {name: len(fasta[name]) for name in fasta.keys()}
+    check_matched_sequences(read_hits(path, lengths, interval_names="samtools"), fasta,
+                            "fimo.tsv", "samtools")
+    out = tmp_path / "out"
+    status, _, stderr = run(capsys, *hits_args(root, out, path))
+    assert status == 2, stderr
+    assert re.search(r"'.*fimo.tsv': 1 of 2 hits checked have a matched_sequence that is not "
+                     r"the genome's bases at their position; the first \(line 2\): "
+                     f"'{plus.lower()}' at chr1:1481-1487, where the genome has "
+                     r"'[ACGT]{6}'\. Are the positions read in the right convention", stderr)
+    assert not out.exists()
+
+
 def test_samtools_interval_names_are_one_based(data, tmp_path):
     root, _ = data
     _, windows = jg.load_windows(root / "genome.fa", root / "peaks.narrowPeak", WIDTH)

@@ -514,6 +514,67 @@ def _fimo_hit(fields, header, where, lengths, interval_names="bedtools"):
     return (chrom, begin, end, name, get("strand", False) or ".", -1)
 
 
+_COMPLEMENT = str.maketrans("ACGTN", "TGCAN")
+
+#: Hits whose ``matched_sequence`` :func:`check_matched_sequences` compares with the genome.
+MATCHED_SEQUENCE_CHECKS = 1000
+
+
+def check_matched_sequences(hits: pandas.DataFrame, fasta: Any, label: str,
+                            interval_names: str = "bedtools") -> None:
+    """Refuse hits whose ``matched_sequence`` (FIMO's column) is not the genome's bases
+    at their positions, on either strand: positions read with the wrong convention
+    (``--fimo-intervals``), or another assembly, would shift every hit silently.
+
+    Up to :data:`MATCHED_SEQUENCE_CHECKS` hits, spread evenly over the file, are compared
+    (a wrong convention shifts all of them); unknown bases (N) match anything.
+
+    Parameters
+    ----------
+    hits : pandas.DataFrame
+        From :func:`read_hits`; without a ``matched_sequence`` column nothing is checked.
+    fasta : pyfaidx.Fasta
+        The genome (:func:`open_genome`).
+    label : str
+        The hits' file, for the message.
+    interval_names : str, optional
+        The interval-name convention the hits were read with, for the message.
+
+    Raises
+    ------
+    InputError
+        When a compared hit's matched sequence differs from the genome on both strands.
+    """
+    if "matched_sequence" not in hits.columns or len(hits) == 0:
+        return
+    rows = numpy.unique(numpy.linspace(0, len(hits) - 1, min(len(hits), MATCHED_SEQUENCE_CHECKS)
+                                       ).astype(numpy.int64))
+    names = set(fasta.keys())
+    bad, checked = [], 0
+    for row in rows:
+        hit = hits.iloc[int(row)]
+        matched = str(hit["matched_sequence"]).upper()
+        if hit["chrom"] not in names or not matched or matched in (".", "NAN"):
+            continue
+        checked += 1
+        genomic = str(fasta[hit["chrom"]][int(hit["start"]):int(hit["end"])]).upper()
+        reverse = genomic.translate(_COMPLEMENT)[::-1]
+        if not any(len(g) == len(matched) and all(a == b or "N" in (a, b)
+                   for a, b in zip(g, matched)) for g in (genomic, reverse)):
+            bad.append((hit, genomic))
+    if bad:
+        hit, genomic = bad[0]
+        where = f" (line {hit['line']})" if "line" in hits.columns else ""
+        raise InputError(
+            f"{label}: {len(bad)} of {checked} hits checked have a matched_sequence that is not "
+            f"the genome's bases at their position; the first{where}: '{hit['matched_sequence']}' "
+            f"at {hit['chrom']}:{hit['start']}-{hit['end']}, where the genome has '{genomic}'. "
+            "Are the positions read in the right convention (interval names read as "
+            f"--fimo-intervals {interval_names}; the other is "
+            f"{'samtools' if interval_names == 'bedtools' else 'bedtools'}), and is this "
+            "the genome the hits were called on?")
+
+
 def _extra_columns(kind, header, width):
     """``(column name, field index)`` of the input columns kept beside the normalised ones."""
 

@@ -41,6 +41,7 @@ from jablate.api.loading import (
 )
 from jablate.engine import stream as engine
 from jablate.genome.files import (
+    check_matched_sequences,
     file_digest,
     genome_digest,
     genome_lengths,
@@ -201,6 +202,7 @@ class _Run:
         hits = read_hits(args.hits, lengths, len(peaks), genome=args.genome,
             peaks_name=f"'{args.peaks}'", interval_names=args.fimo_intervals,
             skip_missing_chromosomes=skip)
+        check_matched_sequences(hits, self.fasta, f"'{args.hits}'", args.fimo_intervals)
         min_width = 3 if args.shuffle == "dinucleotide" else 1
         self.mapped, self.skipped = map_hits(hits, self.windows, min_width)
         reasons = ", ".join(f"{count} {reason}" for reason, count in
