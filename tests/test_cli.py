@@ -628,6 +628,29 @@ def test_interrupt_leaves_no_outputs(inputs, tmp_path, number):
     assert sorted(os.listdir(tmp_path)) == ["model-called"]
 
 
+def test_outputs_that_are_never_finite_fail_and_some_are_said(tmp_path, monkeypatch, capsys):
+    """A model whose output is NaN for every sequence (a BPNet trimmed past a short input)
+    is a failure (exit 1, nothing written), not a table of NaN; regions whose output is
+    not finite are counted in a warning."""
+    from jablate.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    args = _arguments(tmp_path, GOOD, {"--model": "models_for_cli:jax_constant_nan"})
+    before = sorted(os.listdir(tmp_path))
+    assert main(args) == 1
+    err = capsys.readouterr().err
+    assert ("jablate: error: model 'models_for_cli:jax_constant_nan' failed: "
+            "FloatingPointError: its output is not finite (NaN or inf) for every region, so "
+            "no drop means anything (are sequences of 40 bp the input length the model "
+            "expects?)") in err
+    assert sorted(os.listdir(tmp_path)) == before
+    # +inf for the sequences that start with A: s0 (two regions) and s1 (one)
+    args = _arguments(tmp_path, GOOD, {"--model": "models_for_cli:jax_inf_after_a"})
+    assert main(args) == 0
+    assert ("the model's output is not finite (NaN or inf) for 3 of 5 regions: their rows "
+            "hold NaN or inf") in capsys.readouterr().err
+
+
 # --- a model that fails while it runs -----------------------------------------------------
 
 

@@ -944,6 +944,21 @@ def test_a_fimo_matched_sequence_that_the_genome_lacks_is_refused(data, tmp_path
     assert not out.exists()
 
 
+def test_outputs_that_are_never_finite_fail_at_assembly(data, tmp_path, capsys):
+    """A model whose output is NaN for every window is a failure (exit 1, no table; the
+    finished chunks are kept), not a table of NaN."""
+    root, _ = data
+    out = tmp_path / "out"
+    status, _, stderr = run(capsys, *hits_args(root, out, "hits.tsv",
+                                               model="models_for_cli:jax_constant_nan"))
+    assert status == 1, stderr
+    assert (f"its output is not finite (NaN or inf) for every window, so no effect means "
+            f"anything (are windows of {WIDTH} bp the input "
+            "length the model expects?)") in stderr
+    assert not (out / "effects.tsv").exists() and list((out / "parts").glob("chunk-*.tsv"))
+    assert not [p for p in os.listdir(out) if p.endswith(".part")]
+
+
 def test_samtools_interval_names_are_one_based(data, tmp_path):
     root, _ = data
     _, windows = jg.load_windows(root / "genome.fa", root / "peaks.narrowPeak", WIDTH)

@@ -21,6 +21,7 @@ import math
 import os
 import sys
 import tempfile
+import warnings
 from typing import Any, NamedTuple, Optional
 
 import jax
@@ -444,6 +445,7 @@ class _Run:
                     while block := part.read(1 << 20):
                         handles["effects.tsv"].write(block)
             effects = _read_effects(paths)
+            self.check_finite(effects)
             unchanged = int((effects["arrangements"] <= 1).sum())
             if unchanged:
                 self.say(f"{unchanged} hit{'s' if unchanged != 1 else ''} cannot be "
@@ -461,9 +463,33 @@ class _Run:
         for name in os.listdir(self.parts):  # temporaries of killed runs
             if name.startswith(".chunk-"):
                 os.unlink(os.path.join(self.parts, name))
+        ours = tuple(f".{os.path.basename(p)}." for p in outputs.values())
+        for name in os.listdir(args.out):  # a killed assembly's temporaries
+            if name.startswith(ours) and name.endswith(".part"):
+                os.unlink(os.path.join(args.out, name))
         self.say(f"wrote {outputs['effects.tsv']} ({len(effects)} rows), "
             + ", ".join(os.path.basename(p) for k, p in outputs.items() if k != "effects.tsv")
             + (f"; {len(self.skipped)} hits skipped" if len(self.skipped) else ""))
+
+
+    def check_finite(self, effects):
+        """Refuse a table in which no prediction before shuffling is finite (the model's
+        output is NaN or inf for every window: a wrong --window, say); say how many rows
+        are not finite otherwise."""
+        before = [c for c in effects.columns if c == "before" or c.endswith("_before")]
+        if not before or len(effects) == 0:
+            return
+        finite = numpy.isfinite(effects[before].to_numpy(dtype=numpy.float64))
+        bad = ~finite.all(axis=1)
+        if not finite.any():
+            raise ModelFailure(self.args.model, FloatingPointError(
+                "its output is not finite (NaN or inf) for every window, so no effect means "
+                "anything"),
+                f"are windows of {self.width} bp the input length the model expects?")
+        if bad.any():
+            warnings.warn(f"the model's output is not finite (NaN or inf) for {int(bad.sum())} "
+                          f"of {len(effects)} rows of effects.tsv (a column ending in 'before'): "
+                          "their effects are NaN", RuntimeWarning, stacklevel=2)
 
 
 class _Chunk(NamedTuple):
@@ -668,11 +694,13 @@ def _write_atomically(path, data):
 
 
 def _read_effects(paths):
-    """The assembled effects, for the summary and the plot (only the columns they use)."""
+    """The assembled effects, for the summary, the plot and the check that some outputs are
+    finite (only the columns they use)."""
 
     header = open(paths[0], encoding="utf-8").readline().rstrip("\n").split("\t")
-    wanted = [c for c in ("hit", "name", "arrangements") if c in header] + \
-        measure_columns(header)
+    measures = measure_columns(header)
+    wanted = [c for c in ("hit", "name", "arrangements") if c in header] + measures + [
+        c for c in header if (c == "before" or c.endswith("_before")) and c not in measures]
     frames = [pandas.read_csv(path, sep="\t", usecols=wanted, dtype={"name": str},
         keep_default_na=False) for path in paths]
     effects = pandas.concat(frames, ignore_index=True)
