@@ -78,9 +78,13 @@ def jax_bfloat16(X):
 
 
 def jax_with_inf(X):
-    """jax_conv_heads' profile with +inf at its first position."""
+    """jax_conv_heads' profile with +inf at its first position for sequences that start
+    with A (and their shuffles, which keep the first base outside the region)."""
 
-    return jax_conv_heads(X)[1].at[:, 0, 0].set(float("inf"))
+    import jax.numpy as jnp
+
+    profile = jax_conv_heads(X)[1]
+    return profile.at[:, 0, 0].set(jnp.where(X[:, 0, 0] > 0, jnp.inf, profile[:, 0, 0]))
 
 
 def jax_scalar(X):
