@@ -944,9 +944,10 @@ def test_a_fimo_matched_sequence_that_the_genome_lacks_is_refused(data, tmp_path
     assert not out.exists()
 
 
-def test_outputs_that_are_never_finite_fail_at_assembly(data, tmp_path, capsys):
+def test_outputs_never_finite_or_empty_fail_with_what_to_check(data, tmp_path, capsys):
     """A model whose output is NaN for every window is a failure (exit 1, no table; the
-    finished chunks are kept), not a table of NaN."""
+    finished chunks are kept), not a table of NaN; one whose profile is empty is told to
+    check --window (exit 2), where jablate's own effects code had raised an IndexError."""
     root, _ = data
     out = tmp_path / "out"
     status, _, stderr = run(capsys, *hits_args(root, out, "hits.tsv",
@@ -957,6 +958,13 @@ def test_outputs_that_are_never_finite_fail_at_assembly(data, tmp_path, capsys):
             "length the model expects?)") in stderr
     assert not (out / "effects.tsv").exists() and list((out / "parts").glob("chunk-*.tsv"))
     assert not [p for p in os.listdir(out) if p.endswith(".part")]
+    # a profile trimmed to nothing: bad input (exit 2) said as such, not a model failure
+    status, _, stderr = run(capsys, *hits_args(root, tmp_path / "trimmed", "hits.tsv",
+                                               model="models_for_cli:jax_trimmed_profile"))
+    assert status == 2, stderr
+    assert ("jablate: error: cannot measure output 1: it has no values per window (shape "
+            "(2, 0) each; a model that trims its input, as BPNet does, returns nothing for "
+            "windows shorter than it expects: is --window the model's input length?)") in stderr
 
 
 def test_samtools_interval_names_are_one_based(data, tmp_path):

@@ -15,6 +15,7 @@ Coordinates everywhere are 0-based and half-open. ``jablate hits`` on the comman
 the same steps in resumable chunks (:mod:`jablate.genome.run`).
 """
 
+import math
 import os
 import re
 from dataclasses import dataclass
@@ -651,7 +652,13 @@ class DeviceEffects:
         ys = list(y) if multi else [y]
         ops = array_ops(ys[0])
         out, kinds = [], [float(multi), float(self.profile == "probs")]
-        for v in ys:
+        for h, v in enumerate(ys):
+            if v.ndim >= 1 and math.prod(v.shape[1:]) == 0:
+                where = f"output {h}" if multi else "the model's output"
+                raise InputError(f"cannot measure {where}: it has no values per window "
+                    f"(shape {tuple(v.shape[1:])} each; a model that trims its input, as "
+                    "BPNet does, returns nothing for windows shorter than it expects: is "
+                    "--window the model's input length?)")
             if v.ndim <= 2:
                 out.append(v)
                 kinds.append(0.0)
