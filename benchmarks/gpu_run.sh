@@ -51,7 +51,8 @@ echo "benchmarks.gpu exit $? after $(( SECONDS - START )) s (limit $T s)"; tail 
 T=$(limit tests 80 60); START=$SECONDS
 timeout -k 5 "$T" python3 -m pytest -v -rfE -p no:cacheprovider "$REPO/tests/test_core.py" \
     "$REPO/tests/test_dinucleotide.py" "$REPO/tests/test_parallel_shuffles.py" \
-    -k "pinned or test_parallel_shuffles" 2>&1 \
+    "$REPO/tests/test_torch_bridge.py" \
+    -k "pinned or test_parallel_shuffles or cuda_tensor" 2>&1 \
     | tee "$OUT/tests_full.txt" | tail -15 > "$OUT/tests.txt"
 echo "tests after $(( SECONDS - START )) s (limit $T s)"; tail -3 "$OUT/tests.txt"
 T=$(limit hits 300 5); START=$SECONDS

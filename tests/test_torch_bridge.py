@@ -537,6 +537,17 @@ def test_wrap_inside_jit_with_args_restores_training_mode(Xf, alpha):
 # ---------------------------------------------------------------------- bad input / mixed families
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_shuffles_of_a_cuda_tensor_stay_on_its_device_as_tangermemes(X):
+    Xc = X.cuda()
+    for fn in (jablate.shuffle, jablate.dinucleotide_shuffle):
+        Y = fn(Xc, n=2, random_state=0)
+        assert Y.device == Xc.device and Y.dtype == Xc.dtype
+    want = tangermeme.ersatz.shuffle(Xc, n=2, random_state=0)
+    assert want.device == Xc.device
+    assert torch.equal(jablate.shuffle(Xc, n=2, random_state=0), want)
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
 def test_cuda_device_without_cuda_is_value_error(X, conv_model):
     with pytest.raises(ValueError, match="cuda"):

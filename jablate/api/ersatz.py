@@ -391,11 +391,18 @@ def plan_shuffles(method: ShuffleMethod, random_state: Any, seq_idx: Any, starts
             engine.Plan.build(draws=numpy.stack(ids, 1), **item))
 
 
-def _shuffle(method, inp, start, end, n, random_state, seeds=None, verbose=False):
+def _device(X):
+    """A torch ``X``'s device (None for other families)."""
+    return X.device if family(X) == "torch" else None
+
+
+def _shuffle(method, inp, start, end, n, random_state, seeds=None, verbose=False,
+             device=None):
     """``n`` shuffles of each sequence of ``inp`` (:func:`inputs`); ``seeds``: an int seed
     per sequence (each sequence shuffled as it would be alone with its seed), instead of
     ``random_state``. ``verbose``: tangermeme's warning when a position of a region is the
-    same in all of its sequence's shuffles."""
+    same in all of its sequence's shuffles. ``device``: a torch X's device, where a torch
+    result goes."""
     n = check_int(n, "n", minimum=1)
     start, end = region(start, end, inp.X.shape[-1], min_width=method.min_width)
     warn_unchangeable(method, inp.X, numpy.arange(inp.X.shape[0]), [start] * inp.X.shape[0],
@@ -414,8 +421,8 @@ def _shuffle(method, inp, start, end, n, random_state, seeds=None, verbose=False
                           "all shuffles (tangermeme's verbose warning).", UserWarning,
                           stacklevel=outside_stacklevel())
     Y = to_family(Y, inp.family)
-    if inp.family == "torch":
-        return Y.to(inp.dtype)
+    if inp.family == "torch":  # on X's device, as tangermeme's shuffles are
+        return Y.to(device=device, dtype=inp.dtype)
     return Y if Y.dtype == inp.dtype else Y.astype(inp.dtype)
 
 
@@ -459,7 +466,7 @@ def shuffle(X: Any, start: int = 0, end: int = -1, n: int = 1, random_state: Any
         ``return_packed=True``.
     """
     _check_packed(return_packed)
-    return _shuffle(MONO, inputs(X), start, end, n, random_state)
+    return _shuffle(MONO, inputs(X), start, end, n, random_state, device=_device(X))
 
 
 def _check_packed(return_packed: Any) -> None:
@@ -538,9 +545,9 @@ def dinucleotide_shuffle(X: Any, start: int = 0, end: int = -1, n: int = 20,
             family(random_state) in ("numpy", "torch") and random_state.ndim == 1):
         return _shuffle(DINUCLEOTIDE, inp, start, end, n, None,
                         seeds=_checked_seeds(random_state, len(inp.X)),
-                        verbose=check_flag(verbose, "verbose"))
+                        verbose=check_flag(verbose, "verbose"), device=_device(X))
     return _shuffle(DINUCLEOTIDE, inp, start, end, n, random_state,
-                    verbose=check_flag(verbose, "verbose"))
+                    verbose=check_flag(verbose, "verbose"), device=_device(X))
 
 
 def _checked_seeds(seeds, N):
