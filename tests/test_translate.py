@@ -218,6 +218,7 @@ def test_unsupported_ops_are_listed_together():
     for op in ("cummax", "sort", "fft"):
         assert op in message
     assert "wrap" in message and "SUPPORTED_OPS" in message
+    assert "backend='torch' to jablate.deep_lift_shap, saturation_mutagenesis" in message
     assert "aten.conv1d" in SUPPORTED_OPS and "aten.cummax" not in SUPPORTED_OPS
 
 

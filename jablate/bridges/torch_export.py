@@ -420,6 +420,12 @@ def _raise_if_torch_fails(module, inputs, name):
             f": {e}\nIs that the alphabet and length the model expects?") from e
 
 
+#: What the messages of a module that cannot be translated add: the calls that run it in torch.
+_IN_TORCH = ("; or pass backend='torch' to jablate.deep_lift_shap, saturation_mutagenesis, "
+             "predict or ablate, which then run it in torch (deep_lift_shap and "
+             "saturation_mutagenesis as tangermeme's own)")
+
+
 def translate(module: torch.nn.Module, example_input, *example_args) -> TranslatedModel:
     """Translate a torch module into a JAX function evaluated by XLA.
 
@@ -518,7 +524,7 @@ def translate(module: torch.nn.Module, example_input, *example_args) -> Translat
             raise RuntimeError(
                 f"torch.export could not capture {name}: {e}\nUse "
                 "jablate.bridges.torch.wrap(module) to run it in torch through DLPack "
-                "instead.") from e
+                f"instead{_IN_TORCH}.") from e
         missing, mutates = unsupported(ep.graph)
         if missing or mutates:
             # Decompose towards core ATen, keeping every op the table knows; this also
@@ -534,7 +540,7 @@ def translate(module: torch.nn.Module, example_input, *example_args) -> Translat
             f"{', '.join(missing)}.\nThe ops it knows are listed in "
             f"jablate.bridges.torch_export.SUPPORTED_OPS ({len(SUPPORTED_OPS)} ATen ops). Use "
             "jablate.bridges.torch.wrap(module) to run this module in torch through DLPack "
-            "instead.")
+            f"instead{_IN_TORCH}.")
 
     params = {k: to_jax(t) for k, t in state.items()}
     consts, placeholders, user_inputs = {}, [], []
