@@ -392,7 +392,9 @@ results depend on (model, inputs' contents, --window, --n, --shuffle, --seed,
 --profile, --translate, --chunk-size, --fimo-intervals). A run refuses parts
 made with other settings, and parts of this run without --resume (or
 --shard). --batch-size, --device and --incremental may change between resumed
-runs. Shards share DIR (one filesystem); index a genome once (samtools faidx,
+runs: the shuffles are the same, and the chunks computed with other batches (or
+on another device) agree with the others to float32 rounding, not byte for
+byte. Shards share DIR (one filesystem); index a genome once (samtools faidx,
 or any run) before starting shards that read it at the same time.
 
 A Slurm job array needs no arithmetic: --shard slurm reads
@@ -696,7 +698,7 @@ def _memory_hint(error, args):
     platform = _platform(args)
     where = "host" if kind == "host" or (kind == "xla" and platform == "cpu") else "device"
     hint = (f"; out of {where} memory at --batch-size {batch}: a smaller --batch-size needs "
-            "less and draws the same shuffles")
+            "less and draws the same shuffles, its results equal to float32 rounding")
     if where == "device" and (kind == "device" or platform == "gpu"):
         # every jaxlib reads the older name; newer ones refuse both names set at once
         fraction = ("XLA_CLIENT_MEM_FRACTION" if os.environ.get("XLA_CLIENT_MEM_FRACTION")

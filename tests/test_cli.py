@@ -720,7 +720,8 @@ def test_a_model_out_of_memory_is_told_what_to_change(tmp_path, monkeypatch, cap
     [line] = _stderr_lines(capsys.readouterr().err)
     assert "RESOURCE_EXHAUSTED: Out of memory allocating" in line
     assert line.endswith(" bytes.; out of host memory at --batch-size 16: a smaller "
-        "--batch-size needs less and draws the same shuffles"), line
+        "--batch-size needs less and draws the same shuffles, its results equal to float32 "
+        "rounding"), line
     monkeypatch.setattr(cli, "_platform", lambda args: "gpu")  # the error as a GPU raises it
     for variable in ("XLA_PYTHON_CLIENT_MEM_FRACTION", "XLA_CLIENT_MEM_FRACTION"):
         if variable == "XLA_CLIENT_MEM_FRACTION":
@@ -728,7 +729,8 @@ def test_a_model_out_of_memory_is_told_what_to_change(tmp_path, monkeypatch, cap
         assert main(args) == 1
         [line] = _stderr_lines(capsys.readouterr().err)
         assert line.endswith("; out of device memory at --batch-size 16: a smaller "
-            "--batch-size needs less and draws the same shuffles (JAX takes 75% of a GPU's "
+            "--batch-size needs less and draws the same shuffles, its results equal to "
+            "float32 rounding (JAX takes 75% of a GPU's "
             f"memory when it starts; with a torch model on the same GPU, {variable}=0.5 or "
             "XLA_PYTHON_CLIENT_PREALLOCATE=false leaves torch more)"), line
 

@@ -799,7 +799,9 @@ def saturation_mutagenesis(model: Any, X: Any, args: Optional[Any] = None, start
         (:func:`jablate.bridges.torch.translate_func`), so that it keeps torch's meaning
         (``y.std(-1)`` is torch's unbiased sd; a func torch.export cannot capture is a
         ``ValueError``); for a JAX model, a JAX-traceable function of the model's output
-        batch (an array or tuple/list of arrays). It runs inside the compiled step, on the
+        batch (an array or tuple/list of arrays). Each row of its result must come from
+        its own row (jablate's batches, padded, are not tangermeme's: ``y - y.mean(0)``
+        would mix substitutions). It runs inside the compiled step, on the
         full and the incremental path alike (compiled once per ``func`` object: pass a
         module-level function rather than a new lambda per call). With
         ``backend='torch'`` tangermeme applies it to torch tensors. Default None.
