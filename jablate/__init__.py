@@ -6,6 +6,7 @@ explicit ``jax.random`` keys, vmapped shuffles drawn inside compiled steps, and
 torch modules bridged through DLPack.
 """
 
+import sys as _sys
 from importlib import metadata as _metadata
 
 from jablate import functional
@@ -24,6 +25,10 @@ from jablate.api.predict import predict
 from jablate.api.report import incremental_report
 from jablate.attribution.deeplift import deep_lift_shap
 from jablate.attribution.ism import SaturationMutagenesisRawResult, saturation_mutagenesis
+
+# `jablate.effects` is jablate.api.effects: importable by that name too
+# (`from jablate.effects import arrangements`, as the README writes it)
+_sys.modules.setdefault(__name__ + ".effects", effects)
 
 
 def __getattr__(name: str):

@@ -163,3 +163,27 @@ def test_a_references_function_without_a_module_name_and_a_partial_of_tangermeme
     direct = jablate.deep_lift_shap(model, torch.from_numpy(X), references=wrapped,
                                     n_shuffles=2, random_state=0, return_references=True)
     np.testing.assert_array_equal(np.asarray(got.references), direct.references.numpy())
+
+
+def test_a_byte_order_mark_is_not_part_of_the_first_line(tmp_path):
+    """Files an editor saved with a UTF-8 byte-order mark read as without it (a FASTA
+    had been refused as 'sequence data before the first header', a BED's first sequence
+    name had held the invisible mark)."""
+    from jablate._core.io import read_fasta, read_regions
+
+    fasta, bed = ">s0\nACGTACGTAC\n>s1\nTTTTACGTAC\n", "s1\t2\t6\tr\n"
+    for name, text in (("plain", ""), ("bom", "\ufeff")):
+        (tmp_path / f"{name}.fa").write_text(text + fasta, encoding="utf-8")
+        (tmp_path / f"{name}.bed").write_text(text + bed, encoding="utf-8")
+    assert read_fasta(tmp_path / "bom.fa") == read_fasta(tmp_path / "plain.fa")
+    names, sequences = read_fasta(tmp_path / "plain.fa")
+    lengths = dict(zip(names, map(len, sequences)))
+    assert [tuple(r) for r in read_regions(tmp_path / "bom.bed", lengths)] == \
+        [tuple(r) for r in read_regions(tmp_path / "plain.bed", lengths)] == \
+        [("r", "s1", 2, 6, 1)]
+
+
+def test_jablate_effects_imports_by_name():
+    from jablate.effects import arrangements
+
+    assert arrangements is jablate.effects.arrangements

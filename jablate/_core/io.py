@@ -69,7 +69,8 @@ def source_name(path) -> str:
 
 def _read_lines(path):
     """The lines of a text file (standard input for :data:`STDIN`), gunzipped first when it
-    starts with gzip's magic bytes."""
+    starts with gzip's magic bytes; a UTF-8 byte-order mark (as some Windows editors and
+    Excel write one) is dropped."""
 
     name = source_name(path)
     try:
@@ -80,7 +81,7 @@ def _read_lines(path):
                 data = raw.read()
         if data[:2] == _GZIP_MAGIC:
             data = gzip.decompress(data)
-        with io.TextIOWrapper(io.BytesIO(data), encoding="utf-8") as handle:
+        with io.TextIOWrapper(io.BytesIO(data), encoding="utf-8-sig") as handle:
             return handle.read().splitlines()  # universal newlines, as open(..., "rt")
     except UnicodeDecodeError:
         raise InputError(f"cannot read '{name}': not a text file") from None
