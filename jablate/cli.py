@@ -550,9 +550,14 @@ def _main(parser, argv, interrupted):
     args = None
     try:
         try:
-            args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+            args, extra = parser.parse_known_args(sys.argv[1:] if argv is None else argv)
         except SystemExit as exit:  # --help, --version, or a usage error already reported
             return exit.code
+        if extra:  # said by the subcommand, whose --help lists its options
+            prog = f"{parser.prog} {args.command}" if args.command else parser.prog
+            print(f"{prog}: error: unrecognized arguments: {' '.join(extra)} (see "
+                  f"'{prog} --help')", file=sys.stderr)
+            return 2
         if args.command is None:
             parser.print_help()
             return 0

@@ -504,6 +504,8 @@ BAD_IN_PROCESS = {
     "output directory missing": (GOOD, {"--out": "nodir/x.npz"},
         "cannot write 'nodir/x.npz'"),
     "bad option value": (GOOD, {"--n": "0"}, "--n: must be at least 1"),
+    "unknown option": (GOOD, {"--bogus": None},
+        "jablate ablate: error: unrecognized arguments: --bogus (see 'jablate ablate --help')"),
     "npz under another name": (GOOD, {"--out": "all.npy"},
         "--out 'all.npy' would hold a NumPy .npz archive; give it a name ending in .npz"),
     "one file for two outputs": (GOOD, {"--plot": "out.tsv"},
