@@ -226,7 +226,8 @@ def test_targets_and_flags_in_the_forms_tangermeme_takes():
     Xt = torch.from_numpy(X.copy())
     tangermeme_ism = require("tangermeme.saturation_mutagenesis")
     window = dict(start=10, end=30)
-    for target in ([1, 0, 1], np.array([1, -1]), torch.tensor([0]), torch.tensor(1)):
+    for target in ([1, 0, 1], np.array([1, -1]), torch.tensor([0]), torch.tensor(1),
+                   np.array([False, True]), [True, True]):
         want = tangermeme_ism.saturation_mutagenesis(model, Xt, target=target, device="cpu",
                                                      **window)
         close(jablate.saturation_mutagenesis(model, Xt, target=target, **window), want)
@@ -239,7 +240,9 @@ def test_targets_and_flags_in_the_forms_tangermeme_takes():
                                          device="cpu")
     close(jablate.deep_lift_shap(model, Xt, references=refs, hypothetical=None), want)
     for target, message in (([0, 2], r"target \[0, 2\] does not index the model's 2"),
-                            ([], "target must not be empty"), (1.5, "target must be an int")):
+                            ([], "target must not be empty"), (1.5, "target must be an int"),
+                            ([True], r"target \[True\], a mask, has 1 entries; the model has 2"),
+                            ([False, False], r"target \[False, False\] does not index")):
         with pytest.raises(ValueError, match=message):
             jablate.saturation_mutagenesis(model, Xt, target=target, **window)
     for name in ("hypothetical", "raw_outputs"):

@@ -934,6 +934,11 @@ def test_a_fimo_matched_sequence_that_the_genome_lacks_is_refused(data, tmp_path
     lengths = {name: len(fasta[name]) for name in fasta.keys()}
     check_matched_sequences(read_hits(path, lengths, interval_names="samtools"), fasta,
                             "fimo.tsv", "samtools")
+    # an IUPAC ambiguity code (R) on either side matches anything, as N does
+    ambiguous = path.with_name("ambiguous.tsv")
+    ambiguous.write_text(path.read_text().replace(minus, "R" + minus[1:]))
+    check_matched_sequences(read_hits(ambiguous, lengths, interval_names="samtools"), fasta,
+                            "ambiguous.tsv", "samtools")
     out = tmp_path / "out"
     status, _, stderr = run(capsys, *hits_args(root, out, path))
     assert status == 2, stderr

@@ -94,8 +94,9 @@ class SaturationMutagenesisRawResult(NamedTuple):
 
 def _target_key(target: Any) -> Any:
     """``target`` checked and made hashable: None, an int, ``("slice", start, stop,
-    step)`` or ``("index", i, j, ...)`` for a list or 1-d integer array (numpy, JAX or
-    torch) of outputs, as tangermeme's ``y[..., target]`` takes them."""
+    step)``, ``("index", i, j, ...)`` for a list or 1-d integer array (numpy, JAX or
+    torch) of outputs, or ``("mask", b0, b1, ...)`` for booleans, as tangermeme's
+    ``y[..., target]`` takes them."""
     if target is None:
         return None
     if isinstance(target, slice):
@@ -107,6 +108,8 @@ def _target_key(target: Any) -> Any:
         values = list(target.tolist() if hasattr(target, "tolist") else target)
         if not values:
             raise InputError("target must not be empty.")
+        if all(isinstance(v, (bool, numpy.bool_)) for v in values):  # a mask of outputs
+            return ("mask",) + tuple(bool(v) for v in values)
         return ("index",) + tuple(check_int(v, "target (each index)") for v in values)
     if isinstance(target, bool) or getattr(target, "ndim", 0) != 0:
         raise InputError(f"target must be None, an int, a slice or a list of ints; got "
@@ -117,11 +120,15 @@ def _target_key(target: Any) -> Any:
 def _index(key: Any) -> Any:
     """What :func:`_target_key` made, as an index of axis 1 of the outputs."""
     if isinstance(key, tuple):
+        if key[0] == "mask":
+            return numpy.flatnonzero(numpy.asarray(key[1:]))
         return slice(*key[1:]) if key[0] == "slice" else numpy.asarray(key[1:])
     return key
 
 
 def _show(target: Any) -> str:
+    if isinstance(target, tuple) and target[0] == "mask":
+        return repr(list(target[1:]))
     index = _index(target)
     return repr(index.tolist() if isinstance(index, numpy.ndarray) else index)
 
@@ -149,9 +156,12 @@ def _check_outputs(shapes: Any, target: Any, raw_outputs: bool) -> bool:
         shape = tuple(shapes.shape)
         size = shape[1] if len(shape) > 1 else 0
         index = _index(target)
+        if isinstance(target, tuple) and target[0] == "mask" and len(target) - 1 != size:
+            raise InputError(f"target {_show(target)}, a mask, has {len(target) - 1} entries; "
+                             f"the model has {size} output(s) (axis 1 of its output).")
         picked = (len(range(*index.indices(size))) if isinstance(index, slice) else
-                  size if index is None else int(all(-size <= i < size
-                                                     for i in numpy.ravel(index))))
+                  size if index is None else int(numpy.size(index) > 0 and all(
+                      -size <= i < size for i in numpy.ravel(index))))
         if target is not None and not picked:
             raise InputError(f"target {_show(target)} does not index the model's {size} "
                              f"output(s) (axis 1 of its output, {shape[1:]} per example).")

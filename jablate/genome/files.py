@@ -527,7 +527,8 @@ def check_matched_sequences(hits: pandas.DataFrame, fasta: Any, label: str,
     (``--fimo-intervals``), or another assembly, would shift every hit silently.
 
     Up to :data:`MATCHED_SEQUENCE_CHECKS` hits, spread evenly over the file, are compared
-    (a wrong convention shifts all of them); unknown bases (N) match anything.
+    (a wrong convention shifts all of them); a base other than A, C, G or T (N, or an
+    IUPAC ambiguity code) on either side matches anything.
 
     Parameters
     ----------
@@ -559,7 +560,7 @@ def check_matched_sequences(hits: pandas.DataFrame, fasta: Any, label: str,
         checked += 1
         genomic = str(fasta[hit["chrom"]][int(hit["start"]):int(hit["end"])]).upper()
         reverse = genomic.translate(_COMPLEMENT)[::-1]
-        if not any(len(g) == len(matched) and all(a == b or "N" in (a, b)
+        if not any(len(g) == len(matched) and all(a == b or a not in "ACGT" or b not in "ACGT"
                    for a, b in zip(g, matched)) for g in (genomic, reverse)):
             bad.append((hit, genomic))
     if bad:
