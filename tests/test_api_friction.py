@@ -245,6 +245,11 @@ def test_targets_and_flags_in_the_forms_tangermeme_takes():
                             ([False, False], r"target \[False, False\] does not index")):
         with pytest.raises(ValueError, match=message):
             jablate.saturation_mutagenesis(model, Xt, target=target, **window)
+    # inside ablate too, where the target passes through the engine's options
+    with pytest.raises(ValueError, match=r"target \[True\], a mask, has 1 entries"):
+        jablate.ablate(model, Xt, 10, 30, n=2, random_state=0,
+                       func=jablate.saturation_mutagenesis,
+                       additional_func_kwargs=dict(target=[True], **window))
     for name in ("hypothetical", "raw_outputs"):
         with pytest.raises(ValueError, match=f"{name} must be True or False; got 2"):
             jablate.saturation_mutagenesis(model, Xt, **{name: 2}, **window)

@@ -126,11 +126,16 @@ def _index(key: Any) -> Any:
     return key
 
 
+def _target_of(key: Any) -> Any:
+    """The target :func:`_target_key` made ``key`` from, in a form it takes again (a
+    slice, a list of ints or of booleans, an int or None)."""
+    if isinstance(key, tuple):
+        return slice(*key[1:]) if key[0] == "slice" else list(key[1:])
+    return key
+
+
 def _show(target: Any) -> str:
-    if isinstance(target, tuple) and target[0] == "mask":
-        return repr(list(target[1:]))
-    index = _index(target)
-    return repr(index.tolist() if isinstance(index, numpy.ndarray) else index)
+    return repr(_target_of(target))
 
 
 def _select(y: jax.Array, target: Any) -> jax.Array:
@@ -685,7 +690,7 @@ def _ablate_build(apply, params, x, args, options, exact):
     engine (one reference pass, each substitution on its windows) when it applies (and,
     for 'auto', predicts a saving), else None."""
     start, end, target, hypothetical, mode = options
-    target = _index(target)
+    target = _target_of(target)  # a mask stays a mask: ism_fn checks its length
     kw = dict(start=start, end=end, target=target, hypothetical=hypothetical)
     if exact:
         f = ism_fn(apply, batch_size=ABLATE_EDITS, **kw)
