@@ -39,6 +39,7 @@ from jablate._core.errors import (
     one_line,
     out_of_memory,
     outside_stacklevel,
+    refuse_not_finite,
 )
 from jablate._core.io import (
     STDIN,
@@ -817,7 +818,9 @@ def _ablate(args):
             y_befores, y_afters = run_annotations(model, X, annotations, options)
             heads = summarise(y_befores, y_afters, len(regions), args.n, changes,
                 per_task=args.per_task)
-        _check_finite(heads, args.model, X.shape[-1])
+        refuse_not_finite(numpy.stack([head["before"] for head in heads], axis=-1),
+            args.model, "region", "drop", "regions", "their rows hold NaN or inf",
+            length_question(X.shape[-1]))
 
         if "out" in handles:
             _write_npz(handles["out"], y_befores, y_afters, regions, annotations)
@@ -1080,24 +1083,6 @@ def _head(before, after, scale, eps, changes, prefix, summed, name):
     drop, spread, z = effects.shuffle_effects(before, after, changes, scale, eps=eps)
     return dict(before=before, after=after, drop=drop, spread=spread, z=z,
         summed=bool(summed), label=prefix + ("sum_" if summed else ""), name=name)
-
-
-def _check_finite(heads, spec, length):
-    """Refuse a table in which no prediction before shuffling is finite (the model's
-    output is NaN or inf for every sequence); warn with the count of regions that have a
-    value that is not finite otherwise."""
-
-    before = numpy.stack([numpy.asarray(head["before"], dtype=numpy.float64)
-                          for head in heads], axis=-1)
-    finite = numpy.isfinite(before)
-    if not finite.any():
-        raise ModelFailure(spec, FloatingPointError("its output is not finite (NaN or inf) "
-            "for every region, so no drop means anything"), length_question(length))
-    bad = ~finite.all(axis=-1)
-    if bad.any():
-        warnings.warn(f"the model's output is not finite (NaN or inf) for {int(bad.sum())} "
-                      f"of {len(bad)} regions: their rows hold NaN or inf", RuntimeWarning,
-                      stacklevel=2)
 
 
 def _table(regions, heads):

@@ -3,7 +3,7 @@
 import sys
 
 __all__ = ["InputError", "ModelFailure", "a_or_an", "counted", "one_line", "out_of_memory",
-           "length_question", "warn_not_finite",
+           "length_question", "refuse_not_finite", "warn_not_finite",
            "outside_stacklevel"]
 
 
@@ -50,6 +50,49 @@ def length_question(length: int) -> str:
     """What a model failure that may come from the input's length asks (the hint of a
     :class:`ModelFailure`)."""
     return f"are sequences of {length} bp the input length the model expects?"
+
+
+def refuse_not_finite(values, spec: str, unit: str, meaning: str, units: str, result: str,
+                      hint: str = "") -> None:
+    """For the command line's tables: refuse when the model's output is not finite (NaN,
+    inf) anywhere in ``values``, and warn with the count of rows that are not finite
+    everywhere otherwise.
+
+    Parameters
+    ----------
+    values : array, shape=(R, ...)
+        The outputs a table is made of, one row per region, window or sequence.
+    spec : str
+        The ``--model`` SPEC.
+    unit : str
+        A row, in ``"for every {unit}"`` (``"region"``).
+    meaning : str
+        What would mean nothing, in ``"so no {meaning} means anything"`` (``"drop"``).
+    units : str
+        The rows, in ``"for 3 of 5 {units}"`` (``"regions"``).
+    result : str
+        What those rows hold (``"their rows hold NaN or inf"``).
+    hint : str, optional
+        What the user may check (:func:`length_question`).
+
+    Raises
+    ------
+    ModelFailure
+        When no value is finite.
+    """
+    import warnings
+
+    import numpy
+
+    finite = numpy.isfinite(numpy.asarray(values, dtype=numpy.float64)).reshape(
+        len(values), -1)
+    if not finite.any():  # not one number: refuse rather than write it
+        raise ModelFailure(spec, FloatingPointError(f"its output is not finite (NaN or inf) "
+            f"for every {unit}, so no {meaning} means anything"), hint)
+    bad = int((~finite.all(axis=1)).sum())
+    if bad:
+        warnings.warn(f"the model's output is not finite (NaN or inf) for {bad} of "
+                      f"{len(finite)} {units}: {result}", stacklevel=3)
 
 
 def warn_not_finite(what: str, consequence: str) -> None:

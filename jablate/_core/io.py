@@ -376,13 +376,12 @@ def output_paths(args, options, npz=(), inputs=()):
              if getattr(args, option) is not None}
     read = {os.path.realpath(f): option for option in inputs
             for f in [_input_file(option, getattr(args, option, None))] if f is not None}
-    for option, path in paths.items():
-        if os.path.realpath(path) in read:
-            raise InputError(f"--{option} '{path}' names the file --{read[os.path.realpath(path)]} "
-                             "reads; writing it would replace the input")
     seen = {}
     for option, path in paths.items():
         real = os.path.realpath(path)
+        if real in read:
+            raise InputError(f"--{option} '{path}' names the file --{read[real]} reads; "
+                             "writing it would replace the input")
         if real in seen:
             raise InputError(f"--{seen[real]} and --{option} name the same file '{path}'")
         seen[real] = option

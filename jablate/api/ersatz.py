@@ -536,6 +536,7 @@ def dinucleotide_shuffle(X: Any, start: int = 0, end: int = -1, n: int = 20,
         raise InputError(f"n_jobs must be -1 or a positive int; got {n_jobs!r}.")
     if not isinstance(allow_N, (bool, numpy.bool_)):
         raise InputError(f"allow_N must be True or False; got {allow_N!r}.")
+    shown = dict(verbose=check_flag(verbose, "verbose"), device=_device(X))
     inp = inputs(X)
     if not allow_N and has_unknown_bases(inp.X):
         raise InputError("X holds unknown bases (all-zero columns), which dinucleotide_shuffle "
@@ -544,10 +545,8 @@ def dinucleotide_shuffle(X: Any, start: int = 0, end: int = -1, n: int = 20,
     if isinstance(random_state, (list, tuple)) or (  # a numpy array or torch tensor of seeds
             family(random_state) in ("numpy", "torch") and random_state.ndim == 1):
         return _shuffle(DINUCLEOTIDE, inp, start, end, n, None,
-                        seeds=_checked_seeds(random_state, len(inp.X)),
-                        verbose=check_flag(verbose, "verbose"), device=_device(X))
-    return _shuffle(DINUCLEOTIDE, inp, start, end, n, random_state,
-                    verbose=check_flag(verbose, "verbose"), device=_device(X))
+                        seeds=_checked_seeds(random_state, len(inp.X)), **shown)
+    return _shuffle(DINUCLEOTIDE, inp, start, end, n, random_state, **shown)
 
 
 def _checked_seeds(seeds, N):

@@ -27,7 +27,7 @@ from typing import Any, Optional
 
 import numpy
 
-from jablate._core.errors import InputError, ModelFailure, length_question
+from jablate._core.errors import InputError, ModelFailure, length_question, refuse_not_finite
 from jablate._core.io import (
     AtomicFiles,
     note_unusual_letters,
@@ -279,16 +279,9 @@ def _attribute(model, X, args, device):
             "additional_nonlinear_rules)") from error
     except Exception as error:
         raise ModelFailure(args.model, error) from error
-    finite = numpy.isfinite(out).reshape(len(out), -1)
-    if not finite.any():  # not one number: refuse rather than write it
-        raise ModelFailure(args.model, FloatingPointError("its output is not finite (NaN or "
-            "inf) for every sequence, so no attribution means anything"),
-            length_question(X.shape[-1]))
-    bad = int((~finite.all(axis=1)).sum())
-    if bad:
-        warnings.warn(f"the model's output is not finite (NaN or inf) for {bad} of "
-                      f"{len(out)} sequences (or their references or substitutions): their "
-                      "attributions hold NaN or inf", stacklevel=2)
+    refuse_not_finite(out, args.model, "sequence", "attribution",
+                      "sequences (or their references or substitutions)",
+                      "their attributions hold NaN or inf", length_question(X.shape[-1]))
     return out
 
 

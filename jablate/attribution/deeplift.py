@@ -1139,14 +1139,16 @@ def _foreign_references(fn, X, n, random_state, N):
     if family(X) != "torch" and (getattr(inner, "__module__", None) or "").split(".")[0] == \
             "tangermeme":
         X = to_family(X, "torch")  # tangermeme's functions take torch tensors alone
-    repeated = X.repeat_interleave(n, dim=0) if family(X) == "torch" else \
-        numpy.repeat(numpy.asarray(X), n, axis=0) if family(X) == "numpy" else \
-        jnp.repeat(X, n, axis=0)
+    def repeated():  # each sequence n times, in X's family
+        return X.repeat_interleave(n, dim=0) if family(X) == "torch" else \
+            numpy.repeat(numpy.asarray(X), n, axis=0) if family(X) == "numpy" else \
+            jnp.repeat(X, n, axis=0)
+
     if random_state is None:
         # one reference per row of the sequences repeated n times, as tangermeme asks
         # (a function whose n-th draw differs from its first, or that refuses n > 1 on a
         # sequence with a single arrangement, gives tangermeme's references)
-        out = fn(repeated, n=1)
+        out = fn(repeated(), n=1)
         shape = tuple(getattr(out, "shape", ()))
         if len(shape) != 4 or shape[:2] != (N * n, 1):
             raise InputError(
@@ -1157,7 +1159,7 @@ def _foreign_references(fn, X, n, random_state, N):
     tangermeme_ersatz = sys.modules.get("tangermeme.ersatz")
     if fn is getattr(tangermeme_ersatz, "dinucleotide_shuffle", None):
         seeds = [random_state + k for _ in range(N) for k in range(n)]
-        out = fn(repeated, n=1, random_state=seeds)
+        out = fn(repeated(), n=1, random_state=seeds)
         return out.reshape(N, n, *out.shape[2:])
     rows = [[to_jax(fn(X[j:j + 1], n=1, random_state=random_state + k), "references")[0, 0]
              for k in range(n)] for j in range(N)]
@@ -1475,7 +1477,7 @@ def deep_lift_shap(model: Any, X: Any, args: Optional[Any] = None, target: int =
     print_convergence_deltas = check_flag(print_convergence_deltas, "print_convergence_deltas")
     check_backend(backend)
     ops = _torch_ops(additional_nonlinear_ops, backend)
-    inp = inputs(X, args, only_warn=bool(only_warn))
+    inp = inputs(X, args, only_warn=only_warn)
     N, A, L = inp.X.shape
 
     given = family(references) is not None
@@ -1489,7 +1491,7 @@ def deep_lift_shap(model: Any, X: Any, args: Optional[Any] = None, target: int =
                          f" or an array (N, n_shuffles, A, L); got {type(references).__name__}.")
     if given:
         table = to_jax(references, "references")
-        _check_one_hot(table, N, A, L, bool(only_warn))
+        _check_one_hot(table, N, A, L, only_warn)
     if key_fn is not None:
         key = jrandom.key_from(random_state)
     elif not given and random_state is not None and (
@@ -1503,7 +1505,7 @@ def deep_lift_shap(model: Any, X: Any, args: Optional[Any] = None, target: int =
         return _tangermeme_path(model, X, args, target, batch_size, references, key_fn,
                                 n_shuffles, return_references, hypothetical, warning_threshold,
                                 rules, print_convergence_deltas, raw_outputs, random_state,
-                                dtype, device, verbose, inp, ops, bool(only_warn))
+                                dtype, device, verbose, inp, ops, only_warn)
     inp, bound, _ = prepare(model, inp, None, device, dtype, backend)
     runner, params = bound.runner, bound.params
     refuse_batch_statistics(runner, "deep_lift_shap")

@@ -21,14 +21,13 @@ import math
 import os
 import sys
 import tempfile
-import warnings
 from typing import Any, NamedTuple, Optional
 
 import jax
 import numpy
 import pandas
 
-from jablate._core.errors import InputError, ModelFailure, counted
+from jablate._core.errors import InputError, ModelFailure, counted, refuse_not_finite
 from jablate._core.io import STDIN, new_file_mode
 from jablate._core.placement import host_device
 from jablate.api.effects import arrangements
@@ -479,17 +478,9 @@ class _Run:
         before = [c for c in effects.columns if c == "before" or c.endswith("_before")]
         if not before or len(effects) == 0:
             return
-        finite = numpy.isfinite(effects[before].to_numpy(dtype=numpy.float64))
-        bad = ~finite.all(axis=1)
-        if not finite.any():
-            raise ModelFailure(self.args.model, FloatingPointError(
-                "its output is not finite (NaN or inf) for every window, so no effect means "
-                "anything"),
-                f"are windows of {self.width} bp the input length the model expects?")
-        if bad.any():
-            warnings.warn(f"the model's output is not finite (NaN or inf) for {int(bad.sum())} "
-                          f"of {len(effects)} rows of effects.tsv (a column ending in 'before'): "
-                          "their effects are NaN", RuntimeWarning, stacklevel=2)
+        refuse_not_finite(effects[before].to_numpy(), self.args.model, "window", "effect",
+            "rows of effects.tsv (a column ending in 'before')", "their effects are NaN",
+            f"are windows of {self.width} bp the input length the model expects?")
 
 
 class _Chunk(NamedTuple):
