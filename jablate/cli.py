@@ -741,8 +741,7 @@ def _watching_interrupts():
     before output files are committed."""
 
     interrupts.reset()  # a signal of an earlier command is not this one's
-    if threading.current_thread() is not threading.main_thread() or \
-            signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+    if threading.current_thread() is not threading.main_thread():
         try:
             yield lambda: False
         finally:
@@ -753,17 +752,22 @@ def _watching_interrupts():
         interrupts.note(number)
         raise KeyboardInterrupt
 
-    # SIGTERM (a batch system's time limit, `kill`) and SIGHUP (a closed terminal) end a
-    # run as Ctrl-C does, with nothing half-written left, where no one else handles them
+    # SIGINT where Python's own handler has it (not where the shell ignores it: `cmd &` in
+    # a script, or where someone else handles it); SIGTERM (a batch system's time limit,
+    # `kill`) and SIGHUP (a closed terminal) end a run as Ctrl-C does, with nothing
+    # half-written left, where no one else handles them, whatever SIGINT's state (a run
+    # started in the background of a script ignores SIGINT and still gets SIGTERM)
+    ours = [signal.SIGINT] if signal.getsignal(signal.SIGINT) is signal.default_int_handler \
+        else []
     others = [s for s in (getattr(signal, "SIGTERM", None), getattr(signal, "SIGHUP", None))
               if s is not None and signal.getsignal(s) is signal.SIG_DFL]
-    signal.signal(signal.SIGINT, handler)
-    for number in others:
+    for number in ours + others:
         signal.signal(number, handler)
     try:
         yield interrupts.pending
     finally:
-        signal.signal(signal.SIGINT, signal.default_int_handler)
+        for number in ours:
+            signal.signal(number, signal.default_int_handler)
         for number in others:
             signal.signal(number, signal.SIG_DFL)
         interrupts.reset()

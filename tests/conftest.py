@@ -39,6 +39,18 @@ def host_devices_env(devices):
     return dict(os.environ, XLA_FLAGS=flags.strip(), JAX_PLATFORMS="cpu")
 
 
+def signals_as_in_a_terminal(ignore_sigint=False):
+    """A ``preexec_fn`` for a subprocess that gets SIGINT as in a terminal (the default
+    action, which Python turns into KeyboardInterrupt), whether or not this test run
+    ignores it (pytest started with ``&`` from a script inherits SIGINT ignored); with
+    ``ignore_sigint``, ignored, as a command started with ``&`` from a script has it."""
+
+    import signal
+
+    action = signal.SIG_IGN if ignore_sigint else signal.SIG_DFL
+    return lambda: signal.signal(signal.SIGINT, action)
+
+
 def _xla_accepts(flag):
     """Whether this jaxlib's XLA starts with ``flag`` in ``XLA_FLAGS`` (an unknown flag
     aborts the process). Asked once, in a subprocess, by the first process that needs it;

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy
 import pytest
-from conftest import require
+from conftest import require, signals_as_in_a_terminal
 
 REPO = Path(__file__).resolve().parents[1]
 TESTS = Path(__file__).resolve().parent
@@ -603,9 +603,12 @@ def test_bad_input_in_process(case, tmp_path, monkeypatch, capsys):
         sorted(os.listdir(tmp_path)), expected)
 
 
-@pytest.mark.parametrize("number", [signal.SIGINT, signal.SIGTERM])
-def test_interrupt_leaves_no_outputs(inputs, tmp_path, number):
-    """Ctrl-C, and SIGTERM (a batch system's time limit), leave nothing half-written."""
+@pytest.mark.parametrize("number, ignore_sigint", [(signal.SIGINT, False),
+    (signal.SIGTERM, False), (signal.SIGTERM, True)])
+def test_interrupt_leaves_no_outputs(inputs, tmp_path, number, ignore_sigint):
+    """Ctrl-C, and SIGTERM (a batch system's time limit), leave nothing half-written; SIGTERM
+    too in a run that ignores SIGINT (started with ``&`` from a script: SIGTERM had then
+    killed it, leaving its temporaries)."""
     pytest.importorskip("torch")
     marker = tmp_path / "model-called"
     process = subprocess.Popen(_command(["ablate", "--model",
@@ -613,7 +616,8 @@ def test_interrupt_leaves_no_outputs(inputs, tmp_path, number):
         inputs / "regions.tsv", "--n", 50, "--batch-size", 4, "--quiet", "--out",
         "r.npz", "--table", "r.tsv", "--plot", "r.png"]), cwd=tmp_path,
         env=_env({"JABLATE_TEST_MARKER": str(marker)}), stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE, text=True)
+        stderr=subprocess.PIPE, text=True,
+        preexec_fn=signals_as_in_a_terminal(ignore_sigint))
     try:
         deadline = time.monotonic() + 120
         while not marker.exists() and process.poll() is None:

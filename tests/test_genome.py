@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy
 import pandas
 import pytest
+from conftest import signals_as_in_a_terminal
 
 from jablate.cli import main
 from jablate.demo import LENGTH
@@ -1096,7 +1097,7 @@ def test_an_interrupted_hits_run_says_that_resume_continues(data, tmp_path):
     command = [sys.executable, "-m", "jablate", *map(str, hits_args(root, out, "hits.tsv",
         "--chunk-size", 8, "--model", "test_genome:slow_model", "--plot", "none"))]
     process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE, text=True)
+        stderr=subprocess.PIPE, text=True, preexec_fn=signals_as_in_a_terminal())
     deadline = time.monotonic() + 120
     try:
         while not list((out / "parts").glob("chunk-*.tsv")):
