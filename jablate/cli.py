@@ -341,10 +341,11 @@ def _add_hits(commands):
         help="motif hits: BED, Fi-NeMo hits.tsv, FIMO TSV (1-based), or a table with "
         "chrom, start, end[, name, strand, peak] columns; recognised by its first line")
     hits.add_argument("--fimo-intervals", choices=("bedtools", "samtools"),
-        default="bedtools", help="how a FIMO sequence_name such as chr1:4751-5250 (FIMO "
+        default=None, help="how a FIMO sequence_name such as chr1:4751-5250 (FIMO "
         "run on extracted sequences) counts: 'bedtools' getfasta's 0-based start, end "
-        "exclusive, or 'samtools' faidx's 1-based start, end inclusive (default: "
-        "%(default)s)")
+        "exclusive, or 'samtools' faidx's (and R GRanges') 1-based start, end inclusive "
+        "(default: bedtools where FIMO's matched_sequence column lets it be checked "
+        "against the genome; without that column it must be given)")
     hits.add_argument("--skip-missing-chromosomes", action="store_true",
         help="skip peaks and hits on chromosomes the genome lacks (chrM, alt or EBV "
         "contigs of another assembly's files), listing the hits in skipped.tsv; without "

@@ -286,8 +286,15 @@ def test_fimo_names_of_extracted_sequences_become_genome_coordinates(data, tmp_p
     path.write_text("motif_id\tmotif_alt_id\tsequence_name\tstart\tstop\tstrand\n"
         "MA1\tGATA\tchr1:1450-1550\t31\t36\t+\n"      # bedtools getfasta names
         "MA1\tGATA\tpeak0::chr1:1450-1550(-)\t65\t70\t-\n")
-    _, mapped = jg.hits_to_annotations(path, windows)
+    # nothing in the file tells bedtools' 0-based names from samtools' 1-based ones
+    with pytest.raises(ValueError, match=r"fimo.tsv:2: sequence 'chr1:1450-1550' names an "
+                       r"interval, and the file has no matched_sequence column.*"
+                       r"--fimo-intervals bedtools"):
+        jg.hits_to_annotations(path, windows)
+    _, mapped = jg.hits_to_annotations(path, windows, interval_names="bedtools")
     assert list(mapped["start"]) == [1480, 1480] and list(mapped["end"]) == [1486, 1486]
+    # FIMO's '-' on the reverse complement of a (-) interval is the genome's '+'
+    assert list(mapped["strand"]) == ["+", "+"]
 
 
 def test_planted_hits_drop_and_controls_do_not(data):
@@ -447,6 +454,26 @@ def test_hits_command_writes_effects_summary_skipped_and_plot(data, tmp_path, ca
     assert status == 2 and "pass --resume" in stderr
     assert run(capsys, *hits_args(root, out, "hits.bed", "--resume", "--plot", "svg"))[0] == 0
     assert (out / "effects.tsv").read_bytes() == before
+
+
+def test_duplicate_peaks_are_said_with_what_they_do_to_the_rows(data, tmp_path, capsys):
+    """A peak file with a peak twice (or summits called twice) measures the hits in it once
+    per copy: said in a warning, not silently counted twice in summary.tsv."""
+    root, _ = data
+    lines = (root / "peaks.narrowPeak").read_text().splitlines(keepends=True)
+    (tmp_path / "genome.fa").symlink_to(root / "genome.fa")
+    for name in ("genome.fa.fai", "hits.bed"):
+        (tmp_path / name).symlink_to(root / name)
+    (tmp_path / "peaks.narrowPeak").write_text("".join(lines + lines[1:2]))
+    status, _, stderr = run(capsys, *hits_args(tmp_path, tmp_path / "out", "hits.bed"))
+    assert status == 0, stderr
+    assert "jablate: warning: 1 window of" in stderr and "repeats an earlier peak's " \
+        "window exactly" in stderr
+    effects = pandas.read_csv(tmp_path / "out" / "effects.tsv", sep="\t")
+    copy = effects[effects["peak"] == len(lines)]  # the repeated line's rows
+    first = effects[(effects["peak"] == 1)]
+    assert len(copy) > 0 and copy["hit"].tolist() == first["hit"].tolist()
+    assert copy["window_start"].tolist() == first["window_start"].tolist()
 
 
 def test_shards_then_assembly_equal_one_run(data, tmp_path, capsys):
@@ -984,7 +1011,7 @@ def test_samtools_interval_names_are_one_based(data, tmp_path):
         "MA1\tGATA\tchr1:1451-1550(-)\t65\t70\t-\n")
     _, mapped = jg.hits_to_annotations(path, windows, interval_names="samtools")
     assert list(mapped["start"]) == [1480, 1480] and list(mapped["end"]) == [1486, 1486]
-    _, default = jg.hits_to_annotations(path, windows)  # bedtools: one base further on
+    _, default = jg.hits_to_annotations(path, windows, interval_names="bedtools")  # one on
     assert list(default["start"]) == [1481, 1480]  # (-) counts from the same end
     with pytest.raises(ValueError, match="interval_names"):
         jg.hits_to_annotations(path, windows, interval_names="ucsc")

@@ -164,8 +164,9 @@ def read_fasta(path):
 
 def names_columns(fields: list) -> bool:
     """Whether the first data line of a region, peak or hit file names its columns: neither
-    its start nor its end (fields 2 and 3) is a number (a malformed data line has at least
-    one of them).
+    its start nor its end (fields 2 and 3) is a number in any notation (a malformed data
+    line has at least one of them: ``1e+03`` is then refused as not an integer, never
+    skipped as a header).
 
     Parameters
     ----------
@@ -177,9 +178,9 @@ def names_columns(fields: list) -> bool:
     bool
     """
 
-    def numeric(text):
+    def numeric(text):  # a number in any notation (R writes 1000 as 1e+03): not a name
         try:
-            int(text)
+            float(text)
         except ValueError:
             return False
         return True

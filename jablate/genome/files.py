@@ -28,11 +28,12 @@ HIT_COLUMNS = ("hit", "line", "chrom", "start", "end", "name", "strand")
 WINDOW_COLUMNS = ("window", "peak", "window_start", "window_end", "offset_start", "offset_end")
 
 _GZIP_MAGIC = b"\x1f\x8b"
-# bedtools getfasta / samtools faidx names: 'chr1:100-200', 'chr1:100-200(+)', 'name::chr1:100-200'
+# bedtools getfasta / samtools faidx names: 'chr1:100-200', 'chr1:100-200(+)', 'name::chr1:100-200',
+# 'chr1:101-200/rc'
 #: Conventions of interval names ``chrom:start-end`` (``read_hits``' ``interval_names``).
 INTERVAL_NAMES = ("bedtools", "samtools")
 _INTERVAL_NAME = re.compile(r"^(?:.*::)?(?P<chrom>.+):(?P<start>\d+)-(?P<end>\d+)"
-    r"(?:\((?P<strand>[+-])\))?$")
+    r"(?:\((?P<strand>[+-])\)|(?P<rc>/rc))?$")  # (-): bedtools getfasta -s; /rc: samtools -i
 
 
 # --- the genome ---------------------------------------------------------------------------
@@ -55,8 +56,9 @@ def open_genome(genome: Any) -> Any:
     Raises
     ------
     InputError
-        When the file is missing or unreadable, gzip-compressed but not with bgzip, or
-        cannot be indexed (irregular line lengths, duplicate names).
+        When the file is missing or unreadable, gzip-compressed but not with bgzip (or
+        compressed under a name without ``.gz``), cannot be indexed (irregular line
+        lengths, duplicate names), or has a ``.fai`` that does not describe it (stale).
     """
 
     import pyfaidx
@@ -70,7 +72,7 @@ def open_genome(genome: Any) -> Any:
     except OSError as error:
         raise InputError(f"cannot read genome '{path}': {error.strerror or error}") from None
     try:
-        return pyfaidx.Fasta(path, as_raw=True, sequence_always_upper=False)
+        fasta = pyfaidx.Fasta(path, as_raw=True, sequence_always_upper=False)
     except pyfaidx.UnsupportedCompressionFormat:
         fresh = (path[:-3] if path.endswith(".gz") else path) + ".bgz"
         raise InputError(f"cannot read genome '{path}': it is gzip-compressed, but not "
@@ -86,7 +88,48 @@ def open_genome(genome: Any) -> Any:
         raise InputError(f"cannot read genome '{path}': {error.strerror or error}") from None
     except Exception as error:  # pyfaidx's FastaIndexingError, duplicate keys (ValueError)
         reason = " ".join(str(error).split()) or type(error).__name__
+        if gzipped and not path.lower().endswith((".gz", ".bgz", ".bgzf")):
+            reason = ("it is gzip-compressed, but its name does not end in .gz or .bgz, "
+                "so it was read as text; name it .fa.gz (bgzip) or decompress it")
         raise InputError(f"cannot index genome '{path}': {reason}") from None
+    if not gzipped:
+        _check_index(fasta, path)
+    return fasta
+
+
+def _check_index(fasta: Any, path: str) -> None:
+    """Refuse a ``.fai`` that does not describe the FASTA beside it.
+
+    pyfaidx trusts an index newer than its FASTA; a genome decompressed again (``gunzip``
+    restores the old modification time) or rewrapped keeps an older, newer-dated ``.fai``,
+    and reads shifted bases and header text without a word. For every record, the byte
+    before its first base ends a line, its first line ends where the index says (when it
+    has more than one line) and its last base is followed by a line end or the end of the
+    file: three reads of a few bytes each."""
+
+    with open(path, "rb") as handle:
+        size = os.fstat(handle.fileno()).st_size
+
+        def at(position, count=1):
+            handle.seek(position)
+            return handle.read(count)
+
+        for name, record in fasta.faidx.index.items():
+            rlen, offset, lenc, lenb = record.rlen, record.offset, record.lenc, record.lenb
+            if rlen <= 0:
+                continue
+            full, rest = divmod(rlen, lenc) if lenc > 0 else (0, 0)
+            last = offset + full * lenb + rest if rest else offset + (full - 1) * lenb + lenc
+            good = (lenc > 0 and lenb - lenc in (1, 2) and offset >= 1
+                    and at(offset - 1) == b"\n" and last <= size
+                    and (last == size or at(last) in (b"\n", b"\r"))
+                    and (rlen <= lenc or at(offset + lenc, lenb - lenc) in (b"\n", b"\r\n")))
+            if not good:
+                raise InputError(f"genome '{path}': its index '{path}.fai' does not describe "
+                    f"the file (record '{name}' is not where or as long as the index says): "
+                    "the .fai is stale (the FASTA was replaced, rewrapped or truncated since, "
+                    "e.g. decompressed again with its old date); delete the .fai and it is "
+                    "built again")
 
 
 def genome_lengths(fasta: Any) -> dict:
@@ -176,6 +219,29 @@ def _genome_label(genome):
 # --- peaks ----------------------------------------------------------------------------------
 
 
+def _is_bed12(fields: list) -> bool:
+    """Whether a peak line is BED12-shaped (BED12, MACS2's gappedPeak): column 10 is then
+    blockCount, columns 11 and 12 its comma-separated blockSizes and blockStarts."""
+
+    def blocks(text, count):
+        items = text.rstrip(",").split(",")
+        return len(items) == count and all(i.strip().lstrip("-").isdigit() for i in items)
+
+    if len(fields) < 12 or not fields[9].isdigit() or int(fields[9]) < 1:
+        return False
+    return blocks(fields[10], int(fields[9])) and blocks(fields[11], int(fields[9]))
+
+
+def _summit(fields: list, where: str) -> int:
+    """A peak line's summit offset: narrowPeak's column 10 (also in IDR's and other
+    narrowPeak-based files), -1 (none: the window is centred on the peak's midpoint) for
+    BED of fewer columns and for BED12-shaped lines, whose column 10 is a block count."""
+
+    if len(fields) < 10 or _is_bed12(fields):
+        return -1
+    return _int(fields[9], "summit (column 10)", where)
+
+
 def read_peaks(peaks: Any, lengths: Optional[dict] = None, width: Optional[int] = None,
         genome: Optional[str] = None,
         skip_missing_chromosomes: bool = False) -> pandas.DataFrame:
@@ -184,10 +250,12 @@ def read_peaks(peaks: Any, lengths: Optional[dict] = None, width: Optional[int] 
     Parameters
     ----------
     peaks : str, os.PathLike or pandas.DataFrame
-        A narrowPeak file (10 columns; column 10 is the summit's offset from ``start``,
-        ``-1`` when absent) or a BED file (3 or more columns, column 4 the name), 0-based,
-        half-open, possibly gzip-compressed; or a DataFrame with ``chrom``, ``start``,
-        ``end`` and optionally ``summit`` (offset from ``start``) and ``name``.
+        A narrowPeak file (10 columns, or more as IDR writes; column 10 is the summit's
+        offset from ``start``, ``-1`` when absent) or a BED file (3 or more columns,
+        column 4 the name; BED12 and MACS2's gappedPeak, whose column 10 is a block count,
+        have no summit), 0-based, half-open, possibly gzip-compressed; or a DataFrame with
+        ``chrom``, ``start``, ``end`` and optionally ``summit`` (offset from ``start``) and
+        ``name``. A first line whose start and end are not numbers is a header, skipped.
     lengths : dict of str to int, optional
         Chromosome lengths; when given, every peak's chromosome must be one of them and
         the peak must lie on it.
@@ -236,7 +304,7 @@ def read_peaks(peaks: Any, lengths: Optional[dict] = None, width: Optional[int] 
                     f"(chrom, start, end), found {len(fields)}")
             start = _int(fields[1], "start", where)
             end = _int(fields[2], "end", where)
-            summit = _int(fields[9], "summit (column 10)", where) if len(fields) >= 10 else -1
+            summit = _summit(fields, where)
             name = fields[3] if len(fields) > 3 and fields[3] else "."
             rows.append((fields[0], start, end, name, summit))
             lines.append(number)
@@ -292,21 +360,35 @@ def _peaks_from_frame(frame):
 # --- hits -----------------------------------------------------------------------------------
 
 
+#: Other names of a table's columns: UCSC's (chromStart, chromEnd) and ``chr``. Each is read
+#: as its canonical name where the header lacks that name.
+TABLE_ALIASES = {"chr": "chrom", "chromstart": "start", "chromend": "end"}
+
+
 def _header_kind(fields):
+    """``(kind, column names)`` of a hits file's first line, kind None when it is no header.
+
+    A table's header may start with ``#`` (``#chrom start end``, as bedtools and UCSC write
+    it), glued to the first name or a field of its own."""
+
+    if fields and fields[0] == "#":  # '# chrom start end': the mark is a field of its own
+        fields = fields[1:]
     names = [f.lstrip("#").strip().lower().replace(" ", "_") for f in fields]
     have = set(names)
     if {"sequence_name", "start", "stop"} <= have and have & {"motif_id", "pattern_name"}:
         return "fimo", names
     if {"chr", "start", "end", "motif_name"} <= have:
         return "finemo", names
-    if {"chrom", "start", "end"} <= have and not fields[0].startswith("#"):
+    names = [TABLE_ALIASES[n] if n in TABLE_ALIASES and TABLE_ALIASES[n] not in have else n
+             for n in names]
+    if {"chrom", "start", "end"} <= set(names):
         return "table", names
     return None, names
 
 
 def read_hits(hits: Any, lengths: Optional[dict] = None, n_peaks: Optional[int] = None,
         genome: Optional[str] = None, peaks_name: str = "the peaks",
-        interval_names: str = "bedtools",
+        interval_names: Optional[str] = None,
         skip_missing_chromosomes: bool = False) -> pandas.DataFrame:
     """Read motif hits from a BED, Fi-NeMo, FIMO or tabular file, or check a DataFrame.
 
@@ -315,17 +397,20 @@ def read_hits(hits: Any, lengths: Optional[dict] = None, n_peaks: Optional[int] 
     * FIMO (MEME suite) TSV: a header with ``motif_id`` (or ``#pattern name``),
       ``sequence_name``, ``start``, ``stop``...; 1-based, inclusive. ``sequence_name`` is
       a chromosome, or an interval name ``chrom:start-end`` (optionally ``name::``
-      before it and ``(+)``/``(-)`` after it) when FIMO scanned extracted sequences;
-      positions are then made genomic (counted from the interval's end on ``(-)``).
+      before it and ``(+)``/``(-)``, or samtools faidx -i's ``/rc``, after it) when FIMO
+      scanned extracted sequences; positions are then made genomic (counted from the
+      interval's end on ``(-)`` and ``/rc``).
       ``interval_names`` says how to read such a name. The name is ``motif_alt_id`` when
       present, else ``motif_id``.
     * Fi-NeMo ``hits.tsv``: a header with ``chr``, ``start``, ``end``, ``motif_name``...;
       0-based, half-open; ``peak_id`` (when present) is the hit's peak: the 0-based index
       of its line in the peak file.
-    * a table with a header holding ``chrom``, ``start``, ``end`` and optionally ``name``
+    * a table with a header holding ``chrom`` (or ``chr``), ``start``, ``end`` (or UCSC's
+      ``chromStart``, ``chromEnd``), 0-based, half-open, and optionally ``name``
       (or, the first present, ``motif_name``, ``motif_alt_id``, ``motif``, ``motif_id``,
       ``pattern_name``),
       ``strand`` and ``peak`` (as the DataFrame below, e.g. one written with ``to_csv``);
+      the header may start with ``#`` (``#chrom start end ...``);
     * BED: no header, 3 or more columns (chrom, start, end, name, score, strand, ...);
       0-based, half-open.
 
@@ -342,11 +427,14 @@ def read_hits(hits: Any, lengths: Optional[dict] = None, n_peaks: Optional[int] 
         The number of peaks; when given, a peak index must be below it.
     genome, peaks_name : str, optional
         Names for messages.
-    interval_names : {"bedtools", "samtools"}, optional
+    interval_names : {None, "bedtools", "samtools"}, optional
         The convention of FIMO ``sequence_name`` intervals ``chrom:start-end``:
         ``"bedtools"`` (``bedtools getfasta``: 0-based start, end exclusive) or
-        ``"samtools"`` (``samtools faidx``: 1-based start, end inclusive). Default
-        ``"bedtools"``.
+        ``"samtools"`` (``samtools faidx``, R's GRanges: 1-based start, end inclusive).
+        Default None: ``"bedtools"`` where the file has a ``matched_sequence`` column,
+        which :func:`check_matched_sequences` then compares with the genome
+        (``attrs["interval_names_assumed"]`` is True); a file of interval names
+        without one is refused, as nothing could tell a 1-base shift.
     skip_missing_chromosomes : bool, optional
         Keep hits on chromosomes that ``lengths`` lacks (unchecked) instead of raising:
         :func:`jablate.genome.hits.map_hits` skips them with that reason. A chromosome the
@@ -362,7 +450,10 @@ def read_hits(hits: Any, lengths: Optional[dict] = None, n_peaks: Optional[int] 
         own name (as text for files; one named like a column above or like those that
         :func:`jablate.genome.hits.hits_to_annotations` adds gets the prefix ``hit_``; BED's
         5th column is ``score``, the 7th on ``bed7``, ...). ``attrs["format"]`` is one of
-        :data:`HIT_FORMATS` (``"dataframe"`` for a DataFrame).
+        :data:`HIT_FORMATS` (``"dataframe"`` for a DataFrame); for FIMO, ``attrs`` also
+        holds ``interval_names`` (the convention used) and ``interval_names_assumed``.
+        A hit on a ``(-)`` or ``/rc`` interval (reverse complemented) gets the genome's strand:
+        FIMO's ``+`` there is ``-``.
 
     Raises
     ------
@@ -370,11 +461,12 @@ def read_hits(hits: Any, lengths: Optional[dict] = None, n_peaks: Optional[int] 
         For an empty file, an unrecognised format, a line with too few columns,
         non-integer coordinates, ``end <= start``, a negative start, a chromosome missing
         from the genome, a hit past its chromosome's end, or a peak index that is not
-        an integer in ``[0, n_peaks)``.
+        an integer in ``[0, n_peaks)``, or FIMO interval names without ``matched_sequence``
+        and without ``interval_names``.
     """
 
-    if interval_names not in INTERVAL_NAMES:
-        raise InputError(f"interval_names must be one of {INTERVAL_NAMES}; got "
+    if interval_names is not None and interval_names not in INTERVAL_NAMES:
+        raise InputError(f"interval_names must be None or one of {INTERVAL_NAMES}; got "
             f"{interval_names!r}")
     label = _genome_label(genome)
     if isinstance(hits, pandas.DataFrame):
@@ -428,6 +520,12 @@ def read_hits(hits: Any, lengths: Optional[dict] = None, n_peaks: Optional[int] 
     for column, index in columns:
         frame[column] = [f[index] if index < len(f) else "" for _, _, f in parsed]
     frame.attrs["format"] = kind
+    if kind == "fimo":  # the interval-name convention used, and whether it was assumed
+        names = [f[header.index("sequence_name")] for _, _, f in parsed]
+        intervals = any(r[0] != n and r[0] in (lengths or ())
+                        for (_, r, _), n in zip(parsed, names))
+        frame.attrs["interval_names"] = interval_names or "bedtools"
+        frame.attrs["interval_names_assumed"] = intervals and interval_names is None
     return frame
 
 
@@ -494,11 +592,21 @@ def _fimo_hit(fields, header, where, lengths, interval_names="bedtools"):
     if stop < start:
         raise InputError(f"{where}: stop {stop} is before start {start}")
     chrom, begin, end = sequence, start - 1, stop
+    strand = get("strand", False) or "."
     if lengths is not None and sequence not in lengths:
         match = _INTERVAL_NAME.match(sequence)
         if match is not None:  # an interval's chromosome the genome lacks is named as such
             chrom = match["chrom"]
             low, high = int(match["start"]), int(match["end"])
+            if interval_names is None:  # (a chromosome the genome lacks: refused below)
+                if "matched_sequence" not in header and chrom in lengths:
+                    raise InputError(f"{where}: sequence '{sequence}' names an interval, "
+                        "and the file has no matched_sequence column to check which "
+                        "convention its positions count in; say it: --fimo-intervals "
+                        "bedtools (bedtools getfasta: 0-based start, end exclusive) or "
+                        "--fimo-intervals samtools (samtools faidx, R/GRanges: 1-based, "
+                        "end inclusive); interval_names= in Python")
+                interval_names = "bedtools"  # checked against matched_sequence after
             if interval_names == "samtools":  # 1-based, inclusive: the same bases
                 low -= 1
                 if low < 0:
@@ -507,11 +615,12 @@ def _fimo_hit(fields, header, where, lengths, interval_names="bedtools"):
             if stop > high - low:
                 raise InputError(f"{where}: stop {stop} lies past the end of sequence "
                     f"'{sequence}' ({high - low} bases)")
-            if match["strand"] == "-":
+            if match["strand"] == "-" or match["rc"]:  # the interval's reverse complement
                 begin, end = high - stop, high - start + 1
+                strand = {"+": "-", "-": "+"}.get(strand, strand)  # on the genome
             else:
                 begin, end = low + start - 1, low + stop
-    return (chrom, begin, end, name, get("strand", False) or ".", -1)
+    return (chrom, begin, end, name, strand, -1)
 
 
 _COMPLEMENT = str.maketrans("ACGTN", "TGCAN")

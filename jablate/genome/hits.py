@@ -29,7 +29,13 @@ from jablate._core.errors import InputError
 from jablate._core.io import one_hot_encode
 from jablate.api.effects import float_resolution, from_mean_std, shuffle_effects
 from jablate.api.sums import array_ops
-from jablate.genome.files import genome_lengths, open_genome, read_hits, read_peaks
+from jablate.genome.files import (
+    check_matched_sequences,
+    genome_lengths,
+    open_genome,
+    read_hits,
+    read_peaks,
+)
 
 __all__ = [
     "load_windows",
@@ -113,7 +119,8 @@ summary.tsv: one row per motif name, sorted by the median drop of the first
   Every statistic skips nan values.
 skipped.tsv: hits measured nowhere (hit, line, chrom, start, end, name,
   reason): in no window, only partly inside one, outside their peak's window,
-  their peak's window off the chromosome, too short for the shuffle, or (with
+  their peak's window off the chromosome, too short for the shuffle, longer
+  than the windows, or (with
   --skip-missing-chromosomes) on a chromosome the genome lacks.
 effects.png (--plot): each motif's distribution of drop (and jsd) over its
   hits, motifs sorted by median.
@@ -200,6 +207,12 @@ def fetch_windows(genome: Any, windows: pandas.DataFrame, rows: Optional[Sequenc
     X : numpy.ndarray, shape (len(rows), 4, width)
         One-hot over ``ACGT``; lowercase (soft-masked) bases count as ordinary bases,
         ``N`` and other IUPAC codes are all-zero columns.
+
+    Raises
+    ------
+    InputError
+        When the genome cannot be opened, its ``.fai`` is stale, or a window holds a
+        character that is no base (IUPAC code, ``X``, ``.``, ``*`` or ``-``).
     """
 
     fasta = open_genome(genome)
@@ -208,6 +221,7 @@ def fetch_windows(genome: Any, windows: pandas.DataFrame, rows: Optional[Sequenc
     low = windows["window_start"].to_numpy()
     high = windows["window_end"].to_numpy()
     sequences = [str(fasta[chrom[r]][int(low[r]):int(high[r])]) for r in rows]
+    _refuse_what_is_not_a_base(sequences, rows, windows, fasta)
     X = one_hot_encode(sequences, alphabet="ACGT", dtype=dtype)
     if pad_to is not None and pad_to > len(sequences):  # all-zero windows: all N
         width = int(high[rows[0]] - low[rows[0]]) if len(rows) else 0
@@ -215,6 +229,26 @@ def fetch_windows(genome: Any, windows: pandas.DataFrame, rows: Optional[Sequenc
         padded[:len(X)] = X
         return padded
     return X
+
+
+#: What a genome's sequence may hold: IUPAC nucleotide codes in either case, and the gap
+#: and masking characters some FASTA files use.
+_NOT_A_BASE = re.compile(r"[^ACGTUNRYKMSWBDHVXacgtunrykmswbdhvx.*-]")
+
+
+def _refuse_what_is_not_a_base(sequences, rows, windows, fasta):
+    """Refuse a window holding a character no genome's sequence has (``>``, a digit): its
+    bases were read from the wrong place (an index that does not describe the file)."""
+
+    for sequence, r in zip(sequences, rows):
+        found = _NOT_A_BASE.search(sequence)
+        if found is not None:
+            row = windows.iloc[int(r)]
+            raise InputError(f"genome '{getattr(fasta, 'filename', fasta)}': the window "
+                f"{row['chrom']}:{row['window_start']}-{row['window_end']} holds "
+                f"{found.group()!r}, which is no base (at offset {found.start()}): the "
+                "genome was read from the wrong place; if its .fai is older than the "
+                "FASTA's contents, delete it and it is built again")
 
 
 def load_windows(genome: Any, peaks: Any, width: int, dtype: Any = numpy.int8,
@@ -269,6 +303,7 @@ def load_windows(genome: Any, peaks: Any, width: int, dtype: Any = numpy.int8,
     peaks = read_peaks(peaks, lengths, int(width), genome=name,
                        skip_missing_chromosomes=skip_missing_chromosomes)
     windows = peak_windows(peaks, lengths, width)
+    windows.attrs["genome"] = fasta.filename  # for hits_to_annotations' matched_sequence check
     X = fetch_windows(fasta, windows, dtype=dtype)
     if not return_skipped:
         return X, windows
@@ -320,8 +355,10 @@ def map_hits(hits: pandas.DataFrame, windows: pandas.DataFrame,
 
     short = end - start < min_width
     reason[short] = f"shorter than {min_width} bases, the shuffle's minimum"
+    longer = end - start > width if len(windows) else numpy.zeros(H, dtype=bool)
+    reason[longer] = f"longer than the windows ({width} bases)"
     reason[missing] = MISSING  # read with skip_missing_chromosomes=True
-    excluded = short | missing
+    excluded = short | longer | missing
 
     # hits that name their peak
     own = numpy.nonzero((peak >= 0) & ~excluded)[0]
@@ -403,7 +440,7 @@ def map_hits(hits: pandas.DataFrame, windows: pandas.DataFrame,
 
 
 def hits_to_annotations(hits: Any, windows: pandas.DataFrame, min_width: int = 1,
-        return_skipped: bool = False, interval_names: str = "bedtools",
+        return_skipped: bool = False, interval_names: Optional[str] = None,
         skip_missing_chromosomes: bool = False) -> tuple:
     """Map motif hits into the windows; annotations for :func:`jablate.ablate_annotations`.
 
@@ -425,9 +462,12 @@ def hits_to_annotations(hits: Any, windows: pandas.DataFrame, min_width: int = 1
         Shortest hit to keep; 3 for ``jablate.dinucleotide_shuffle``. Default 1.
     return_skipped : bool, optional
         Also return the skipped hits with the reason. Default False.
-    interval_names : {"bedtools", "samtools"}, optional
+    interval_names : {None, "bedtools", "samtools"}, optional
         How a FIMO file's interval names ``chrom:start-end`` count: bedtools' 0-based,
-        end exclusive (default), or samtools' 1-based, end inclusive.
+        end exclusive, or samtools' 1-based, end inclusive. Default None: bedtools where
+        the file has FIMO's ``matched_sequence`` (see
+        :func:`jablate.genome.files.read_hits`); a file of interval names without it must
+        say.
     skip_missing_chromosomes : bool, optional
         Skip hits on chromosomes the genome lacks (with that reason) instead of raising.
         Default False.
@@ -451,12 +491,24 @@ def hits_to_annotations(hits: Any, windows: pandas.DataFrame, min_width: int = 1
     ValueError
         (:class:`jablate._core.io.InputError`) For an empty, malformed or unrecognised hit
         file (the message names the file and line), a chromosome missing from the
-        genome, or a peak index beyond the peak file.
+        genome, a peak index beyond the peak file, or a FIMO ``matched_sequence`` that is
+        not the genome's bases where the hit is (checked when ``windows`` come from
+        :func:`load_windows`, which keeps the genome's file name in ``attrs``; FIMO interval
+        names read in an assumed convention need that check, or ``interval_names``).
     """
 
     if not isinstance(hits, pandas.DataFrame) or "format" not in hits.attrs:
         hits = read_hits(hits, windows.attrs.get("lengths"), windows.attrs.get("n_peaks"),
             interval_names=interval_names, skip_missing_chromosomes=skip_missing_chromosomes)
+    genome = windows.attrs.get("genome")
+    if genome is not None:
+        check_matched_sequences(hits, open_genome(genome), "the hits",
+                                hits.attrs.get("interval_names", "bedtools"))
+    elif hits.attrs.get("interval_names_assumed"):
+        raise InputError("the hits' FIMO interval names were read as bedtools' (0-based) "
+            "on the strength of their matched_sequence, which cannot be checked here: these "
+            "windows do not know their genome (make them with load_windows), or say "
+            "interval_names='bedtools' or 'samtools'")
     mapped, skipped = map_hits(hits, windows, min_width)
     annotations = mapped[["window", "offset_start", "offset_end"]].to_numpy(
         dtype=numpy.int64).reshape(-1, 3)
@@ -810,22 +862,23 @@ def summarise_effects(effects: pandas.DataFrame) -> pandas.DataFrame:
 
     scalar, profile = _measure_groups(effects.columns)
     groups = effects.groupby("name", sort=True)
-    summary = pandas.DataFrame({"name": list(groups.groups.keys())})
     sizes = groups.size()
-    summary["hits"] = (groups["hit"].nunique() if "hit" in effects.columns else
-        sizes).to_numpy()
-    summary["rows"] = sizes.to_numpy()
+    columns = {"name": list(groups.groups.keys()),
+               "hits": (groups["hit"].nunique() if "hit" in effects.columns else
+                        sizes).to_numpy(),
+               "rows": sizes.to_numpy()}  # one frame of them all (many tasks: many columns)
     for p in scalar:
         drop = groups[p + "drop"]
-        summary[p + "median_drop"] = drop.median().to_numpy()
-        summary[p + "mean_drop"] = drop.mean().to_numpy()
-        summary[p + "frac_z_gt_2"] = groups[p + "z"].apply(_fraction_above_2).to_numpy()
-        summary[p + "nan_z"] = groups[p + "z"].apply(_nan_count).to_numpy()
+        columns[p + "median_drop"] = drop.median().to_numpy()
+        columns[p + "mean_drop"] = drop.mean().to_numpy()
+        columns[p + "frac_z_gt_2"] = groups[p + "z"].apply(_fraction_above_2).to_numpy()
+        columns[p + "nan_z"] = groups[p + "z"].apply(_nan_count).to_numpy()
     for p in profile:
-        summary[p + "median_jsd"] = groups[p + "jsd"].median().to_numpy()
-        summary[p + "mean_jsd"] = groups[p + "jsd"].mean().to_numpy()
-        summary[p + "median_sum_drop"] = groups[p + "sum_drop"].median().to_numpy()
-        summary[p + "nan_jsd"] = groups[p + "jsd"].apply(_nan_count).to_numpy()
+        columns[p + "median_jsd"] = groups[p + "jsd"].median().to_numpy()
+        columns[p + "mean_jsd"] = groups[p + "jsd"].mean().to_numpy()
+        columns[p + "median_sum_drop"] = groups[p + "sum_drop"].median().to_numpy()
+        columns[p + "nan_jsd"] = groups[p + "jsd"].apply(_nan_count).to_numpy()
+    summary = pandas.DataFrame(columns)
     medians = [c for c in summary.columns if c.endswith("median_drop")] + \
         [c for c in summary.columns if c.endswith("median_jsd")]
     if medians:

@@ -21,6 +21,7 @@ import math
 import os
 import sys
 import tempfile
+import warnings
 from typing import Any, NamedTuple, Optional
 
 import jax
@@ -199,13 +200,23 @@ class _Run:
         peaks = read_peaks(args.peaks, lengths, width, genome=args.genome,
             skip_missing_chromosomes=skip)
         self.windows = peak_windows(peaks, lengths, width)
+        repeated = int(self.windows.duplicated(["chrom", "window_start", "window_end"]).sum())
+        if repeated:
+            warnings.warn(f"{counted(repeated, 'window')} of '{args.peaks}' "
+                f"{'repeats' if repeated == 1 else 'repeat'} an earlier "
+                "peak's window exactly (duplicate peaks, or summits called twice): a hit in "
+                "them that names no peak is measured once per copy, and each copy is a row "
+                "of summary.tsv's statistics", UserWarning, stacklevel=2)
         hits = read_hits(args.hits, lengths, len(peaks), genome=args.genome,
             peaks_name=f"'{args.peaks}'", interval_names=args.fimo_intervals,
             skip_missing_chromosomes=skip)
-        check_matched_sequences(hits, self.fasta, f"'{args.hits}'", args.fimo_intervals)
+        # the convention FIMO's interval names were read in (given, or bedtools where the
+        # matched sequences check it); bedtools, as before, for other files' settings
+        convention = hits.attrs.get("interval_names", args.fimo_intervals or "bedtools")
+        check_matched_sequences(hits, self.fasta, f"'{args.hits}'", convention)
         min_width = 3 if args.shuffle == "dinucleotide" else 1
         self.mapped, self.skipped = map_hits(hits, self.windows, min_width)
-        reasons = ", ".join(f"{count} {reason}" for reason, count in
+        reasons = "; ".join(f"{reason}: {count}" for reason, count in
             self.skipped["reason"].value_counts(sort=False).items())
         if len(self.mapped) == 0:
             raise self.error(f"none of the {len(hits)} hits in '{args.hits}' can be "
@@ -227,7 +238,7 @@ class _Run:
             "hits": _digest(args.hits), "window": width, "n": args.n,
             "shuffle": args.shuffle, "seed": args.seed, "profile": args.profile,
             "translate": args.translate, "chunk_size": args.chunk_size,
-            "fimo_intervals": args.fimo_intervals,
+            "fimo_intervals": convention,
         }  # not --skip-missing-chromosomes: where both runs succeed, it changes nothing
 
     def finished_chunks(self):
