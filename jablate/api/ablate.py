@@ -188,7 +188,7 @@ def _stream(model, inp, job: _Ablation):
     # (ersatz.counted_on_host: a JAX array on the host as it is, one on a GPU copied)
     job.unchangeable(method, inp.X, seq_idx, starts, ends)
     inp, bound, session = prepare(model, inp, options.get("func"), options.get("device"),
-                                  options.get("dtype"), backend)
+                                  options.get("dtype"), backend, what="ablate")
     draw, table, plan = plan_shuffles(method, random_state, seq_idx, starts, ends, n,
                                       per_annotation)
     stream = engine.Stream(bound, inp.X, inp.args, plan, draw, table, batch_size,

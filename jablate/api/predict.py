@@ -22,7 +22,13 @@ from jablate.models.frontdoor import (
     torch_bridge,
     tree_to_family,
 )
-from jablate.models.runner import Backend, input_dtype, runner_for, translated_dtype
+from jablate.models.runner import (
+    Backend,
+    input_dtype,
+    refuse_batch_statistics,
+    runner_for,
+    translated_dtype,
+)
 
 
 def torch_dtype(model: Any, dtype: Any, family: str, device: Any = None,
@@ -127,8 +133,11 @@ def torch_func(func: Callable, runner: Any, params: Any, inp: Inputs, dtype: Any
 
 
 def prepare(model: Any, inp: Inputs, func: Optional[Callable] = None, device: Any = None,
-            dtype: Any = None, backend: Backend = None):
+            dtype: Any = None, backend: Backend = None, what: str = "predict"):
     """The engine's view of ``model`` for inputs ``inp``.
+
+    ``what`` names the caller in the refusal of a model normalised by its batch on the
+    JAX path (:func:`jablate.models.runner.refuse_batch_statistics`).
 
     Returns
     -------
@@ -145,7 +154,8 @@ def prepare(model: Any, inp: Inputs, func: Optional[Callable] = None, device: An
     ------
     ValueError
         For a model jablate cannot run (see :func:`jablate.models.runner.runner_for`),
-        or a ``device`` or ``dtype`` the framework does not have.
+        a ``device`` or ``dtype`` the framework does not have, or a translated model that
+        normalises with its batch's statistics (the JAX path makes batches of its own).
     """
     if backend == "jax" and is_torch_module(model):  # it runs in the module's dtype
         jdtype = translated_dtype(model, dtype)
@@ -161,6 +171,7 @@ def prepare(model: Any, inp: Inputs, func: Optional[Callable] = None, device: An
         device = resolve_device(device, "torch")
         dtype = torch_dtype(runner.model, dtype, inp.family, device)
         return inp, engine.Model(runner), _torch_session(runner, device, dtype, func)
+    refuse_batch_statistics(runner, what)
     jdevice = resolve_device(device, "jax")
     where = placement.current(inp.X, jdevice)
     X, args = placement.place((inp.X, inp.args), where)

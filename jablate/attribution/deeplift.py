@@ -84,7 +84,6 @@ from jablate.models.runner import (
     cast_input,
     check_backend,
     input_dtype,
-    refuse_batch_statistics,
 )
 
 #: ``|z - z_ref|`` below which a rule uses the gradient (tangermeme's threshold).
@@ -1506,9 +1505,8 @@ def deep_lift_shap(model: Any, X: Any, args: Optional[Any] = None, target: int =
                                 n_shuffles, return_references, hypothetical, warning_threshold,
                                 rules, print_convergence_deltas, raw_outputs, random_state,
                                 dtype, device, verbose, inp, ops, only_warn)
-    inp, bound, _ = prepare(model, inp, None, device, dtype, backend)
+    inp, bound, _ = prepare(model, inp, None, device, dtype, backend, what="deep_lift_shap")
     runner, params = bound.runner, bound.params
-    refuse_batch_statistics(runner, "deep_lift_shap")
     x_dtype = input_dtype(inp.X.dtype, bound.dtype)
     example_x = jax.ShapeDtypeStruct((A, L), x_dtype)
     example_args = tuple(jax.ShapeDtypeStruct(a.shape[1:], a.dtype) for a in inp.args)

@@ -67,7 +67,6 @@ from jablate.models.runner import (
     cast_input,
     check_backend,
     outputs_of,
-    refuse_batch_statistics,
 )
 
 __all__ = ["SaturationMutagenesisRawResult", "ism_fn", "saturation_mutagenesis"]
@@ -886,8 +885,8 @@ def saturation_mutagenesis(model: Any, X: Any, args: Optional[Any] = None, start
         return _tangermeme(model, X, args, inp, start, end, batch_size, target, hypothetical,
                            raw_outputs, dtype, device, verbose, incremental is not False, func)
     inp, bound, _ = prepare(model, inp, func, device, dtype,
-                            "jax" if is_torch_module(model) else backend)
-    refuse_batch_statistics(bound.runner, "saturation_mutagenesis")
+                            "jax" if is_torch_module(model) else backend,
+                            what="saturation_mutagenesis")
     # jablate._core.placement's policy: every device of the run, each batch's substitutions
     # sharded over them (the inputs and parameters replicated)
     where = engine.Devices(bound, inp.X)

@@ -143,7 +143,9 @@ def _avg_pool(self, kernel_size, stride=(), padding=0, ceil_mode=False, count_in
 
 
 def _adaptive_matrix(size, out):
-    m = np.zeros((size, out), np.float32)
+    """Averaging weights of an adaptive pool, (size, out), in float64 (cast to the input's
+    dtype after: a float32 matrix lost float64 inputs' precision, 9e-9 relative)."""
+    m = np.zeros((size, out), np.float64)
     for j in range(out):
         lo, hi = (j * size) // out, -(-((j + 1) * size) // out)
         m[lo:hi, j] = 1.0 / (hi - lo)
@@ -163,7 +165,9 @@ def _adaptive_avg_pool(self, output_size, *, n):
             x = jnp.mean(x.reshape(shape), axis + 1)
         else:
             m = _adaptive_matrix(size, out).astype(jnp.result_type(x))
-            x = jnp.moveaxis(jnp.tensordot(x, m, axes=[[axis], [0]]), -1, axis)
+            # full precision: a GPU's default float32 matmul (TF32) would round the inputs
+            x = jnp.moveaxis(jnp.tensordot(x, m, axes=[[axis], [0]],
+                                           precision=lax.Precision.HIGHEST), -1, axis)
     return x
 
 

@@ -31,7 +31,9 @@ chunks of ``B`` (the last one padded with copies of its last row, the padding dr
 ``jax.vmap``. Chunks are put back together only when every output has the batch as its
 first dimension, checked by exporting at two batch sizes (a saved program is taken at its
 word); otherwise a batch other than ``B`` is refused with a ``ValueError``. Sizes inside the
-graph are never rewritten.
+graph are never rewritten. A module traced so is first run in torch on ``2B + 1`` rows at
+once and ``B`` at a time: where the two differ (its forward depends on the batch size, a
+branch on ``x.shape[0]``) the translation is refused, naming ``backend='torch'``.
 """
 
 from __future__ import annotations
@@ -155,6 +157,59 @@ def _export(module, inputs, batched, fixed_batch):
     finally:
         for logger, level in zip(loggers, levels):
             logger.setLevel(level)
+
+
+def _refuse_batch_dependence(module, inputs, batched, batch, name):
+    """Refuse a module traced at a fixed ``batch`` (torch.export could not keep the batch
+    symbolic) whose outputs are not those of chunks of ``batch`` rows.
+
+    The translation runs every batch in chunks of ``batch`` rows: right for a module that
+    treats each row alone, silently wrong for one whose forward depends on the batch size
+    (a branch on ``x.shape[0]``: a fuzz trial found predictions 16% off). Checked in torch
+    on ``2 * batch + 1`` distinct rows (the example's rows, shifted along their last axis),
+    against the same rows run ``batch`` at a time (the last chunk padded with copies, as
+    the translation pads it). A dependence that only shows at larger batches is not seen.
+    """
+
+    rows = 2 * batch + 1
+    probe = []
+    for t, b in zip(inputs, batched):
+        if not b:
+            probe.append(t)
+            continue
+        tiled = _tile(t, rows)
+        if tiled.ndim >= 2:  # distinct rows: row i shifted by i along its last axis
+            tiled = torch.stack([torch.roll(r, i, dims=-1) for i, r in enumerate(tiled)])
+        probe.append(tiled)
+    chunks = []
+    with torch.no_grad():
+        whole = module(*probe)
+        for lo in range(0, rows, batch):
+            picked = torch.arange(lo, lo + batch).clamp(max=rows - 1)
+            chunks.append(module(*(t[picked.to(t.device)] if b else t
+                                   for t, b in zip(probe, batched))))
+    flat_whole = torch_pytree.tree_leaves(whole)
+    flat_chunks = [torch_pytree.tree_leaves(c) for c in chunks]
+    for i, leaf in enumerate(flat_whole):
+        if not isinstance(leaf, torch.Tensor) or not leaf.is_floating_point():
+            continue
+        joined = torch.cat([c[i][:batch] for c in flat_chunks])[:rows].double()
+        want = leaf.double()
+        scale = float(want.abs().max()) if want.numel() else 0.0
+        if joined.shape != want.shape or not torch.allclose(
+                joined, want, rtol=1e-3, atol=1e-5 * max(scale, 1e-30)):
+            diff = float((joined - want).abs().max()) if joined.shape == want.shape else None
+            raise InputError(
+                f"translate(): torch.export could not keep {name}'s batch axis symbolic, so "
+                f"it would run traced at batch {batch}, every batch in chunks of {batch} "
+                f"rows; but {name}'s output {i} for {rows} rows at once is not its output "
+                f"for them {batch} at a time"
+                + (f" (max difference {diff:.3g} on values up to {scale:.3g})"
+                   if diff is not None else f" (shapes {tuple(want.shape)} and "
+                   f"{tuple(joined.shape)})")
+                + ": its forward depends on the batch size. Pass backend='torch' to run it "
+                "in torch as written (as tangermeme does), or make its forward treat each "
+                "row alone (no branch on x.shape[0], no int() of it).")
 
 
 def _preserving_decompositions():
@@ -525,6 +580,8 @@ def translate(module: torch.nn.Module, example_input, *example_args) -> Translat
                 f"torch.export could not capture {name}: {e}\nUse "
                 "jablate.bridges.torch.wrap(module) to run it in torch through DLPack "
                 f"instead{_IN_TORCH}.") from e
+        if traced_batch is not None and fixed_batch is None and unchunkable is None:
+            _refuse_batch_dependence(module, inputs, batched, traced_batch, name)
         missing, mutates = unsupported(ep.graph)
         if missing or mutates:
             # Decompose towards core ATen, keeping every op the table knows; this also
