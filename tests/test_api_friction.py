@@ -505,6 +505,7 @@ def test_the_jax_path_refuses_a_model_normalised_by_its_batch():
         with pytest.raises(ValueError, match=r"on the JAX path makes batches of its own.*"
                            r"statistics of its batch \(2 \(aten.batch_norm"):
             call()
+    assert "MFLOP full" in jablate.incremental_report(model, X, 4)  # analyses, runs nothing
     Xt = torch.from_numpy(X)
     tangermeme_predict = require("tangermeme.predict")
     torch.testing.assert_close(jablate.predict(model, Xt[:3], batch_size=2),

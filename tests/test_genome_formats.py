@@ -46,12 +46,13 @@ def test_bed12_and_gapped_peaks_have_no_summit_and_narrowpeak_ones_do(tmp_path):
     gapped = bed12 + [12.5, 8.1, 6.2]  # MACS2 --broad: BED12 + signal, p, q
     narrow = ["chr1", 100, 400, "p", 0, ".", 12.5, 8.1, 6.2, 37]
     idr = narrow + [1.2, 1.5, 100, 400, 12.0, 37, 110, 390, 11.0, 40]
-    lines = [bed12, gapped, narrow, idr]
+    counts = narrow[:9] + [1, 2, 3]  # narrowPeak with two counts after it (bedtools -c)
+    lines = [bed12, gapped, narrow, idr, counts]
     peaks = read_peaks(_write(tmp_path / "peaks.bed", lines), CHROMS)
-    assert peaks["summit"].tolist() == [-1, -1, 37, 37]
+    assert peaks["summit"].tolist() == [-1, -1, 37, 37, 1]
     windows = jg.peak_windows(peaks, CHROMS, 100)
-    # the midpoint 250 for BED12 and gappedPeak, the summit 137 for the others
-    assert windows["window_start"].tolist() == [200, 200, 87, 87]
+    # the midpoint 250 for BED12 and gappedPeak, the summit for the others
+    assert windows["window_start"].tolist() == [200, 200, 87, 87, 51]
 
 
 def test_a_first_peak_line_in_scientific_notation_is_refused_not_skipped(tmp_path):
@@ -90,11 +91,20 @@ def test_a_header_naming_the_columns_is_read_by_name(tmp_path, header):
                                                               ["chr2", 10, 18]]
 
 
-def test_a_bed_file_with_a_comment_line_is_still_bed(tmp_path):
-    path = _write(tmp_path / "hits.bed", [["# made by a motif scanner"],
-                                          ["chr1", 120, 130, "GATA", 5, "-"]])
+@pytest.mark.parametrize("comment", [
+    "# made by a motif scanner",
+    "# chrom start end are 0-based, half-open",   # names the columns, in prose
+    "#chrom\tstart\tend",                          # names three of six columns
+    "# columns: chrom start end name score strand",
+])
+def test_a_bed_file_with_a_comment_line_is_still_bed(tmp_path, comment):
+    """A '#' line is a header only where the data lines have as many columns (a review
+    found comments naming chrom, start and end taken for one: names and strands lost)."""
+    path = tmp_path / "hits.bed"
+    path.write_text(comment + "\nchr1\t120\t130\tGATA\t5\t-\n")
     hits = read_hits(path, CHROMS)
     assert hits.attrs["format"] == "bed" and hits["name"].tolist() == ["GATA"]
+    assert hits["strand"].tolist() == ["-"]
 
 
 # --- FIMO interval names --------------------------------------------------------------------
@@ -152,6 +162,10 @@ def test_fimo_interval_names_need_a_convention_that_can_be_checked(tmp_path):
     bedtools = [FIMO_HEADER, ["M1", "GATA", "chr1:150-250", 41, 46, "+", 9, 1e-5, 0.1, site]]
     _, mapped = jg.hits_to_annotations(_write(tmp_path / "b.tsv", bedtools), windows)
     assert mapped[["start", "end"]].values.tolist() == [[190, 196]]
+    # nor can matched sequences that are all empty
+    empty = [FIMO_HEADER, ["M1", "GATA", "chr1:150-250", 41, 46, "+", 9, 1e-5, 0.1, "."]]
+    with pytest.raises(ValueError, match="no sampled hit has one to compare"):
+        jg.hits_to_annotations(_write(tmp_path / "e.tsv", empty), windows)
     # windows that do not know their genome cannot check the assumption
     bare = jg.peak_windows(read_peaks(peaks, CHROMS), CHROMS, 100)
     with pytest.raises(ValueError, match="cannot be checked here"):

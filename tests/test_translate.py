@@ -411,6 +411,43 @@ def test_a_fixed_batch_translation_that_chunks_would_change_is_refused():
                                    module(X).numpy(), rtol=1e-6)
 
 
+class FixedBatchNonFinite(torch.nn.Module):
+    """int() of the batch size (a fixed-batch trace), and outputs that are not finite: a
+    0/0 on an all-N row, and with ``branch`` a -inf column beside a batch-size branch."""
+
+    def __init__(self, branch):
+        super().__init__()
+        self.conv = torch.nn.Conv1d(4, 3, 5)
+        self.branch = branch
+
+    def forward(self, x):
+        n = int(x.shape[0])
+        h = torch.relu(self.conv(x)).mean(-1).reshape(n, 3)
+        gc = x[:, 1:3].sum((1, 2)) / x.sum((1, 2))          # nan for an all-N row
+        if self.branch:
+            h = h * 2.0 if n >= 4 else h
+            return torch.cat([h, torch.log(torch.zeros(n, 1))], 1)
+        return h, gc
+
+
+def test_the_batch_dependence_check_reads_values_that_are_not_finite():
+    """A review found an infinite output let a batch-size branch through (the scale was
+    inf) and a NaN one (an all-N example) refuse a model that treats rows alone."""
+    torch.manual_seed(5)
+    x = torch.nn.functional.one_hot(torch.randint(0, 4, (2, 20)), 4).transpose(1, 2).float()
+    x[0] = 0  # all N: its GC fraction is 0/0
+    module = FixedBatchNonFinite(False).eval()
+    tm = translate(module, x)
+    assert tm.static_batch == 2
+    five = torch.cat([x, x[1:].roll(3, -1), x[1:].roll(5, -1), x[:1]])
+    with torch.no_grad():
+        want = module(five)
+    for got, expected in zip(tm(to_jax(five)), want):
+        np.testing.assert_allclose(np.asarray(got), expected.numpy(), rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="depends on the batch size"):
+        translate(FixedBatchNonFinite(True).eval(), x)
+
+
 def test_fixed_batch_fallback_with_two_outputs_and_args():
     torch.manual_seed(13)
     module = FixedBatchView().eval()

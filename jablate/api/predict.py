@@ -133,11 +133,12 @@ def torch_func(func: Callable, runner: Any, params: Any, inp: Inputs, dtype: Any
 
 
 def prepare(model: Any, inp: Inputs, func: Optional[Callable] = None, device: Any = None,
-            dtype: Any = None, backend: Backend = None, what: str = "predict"):
+            dtype: Any = None, backend: Backend = None, what: Optional[str] = "predict"):
     """The engine's view of ``model`` for inputs ``inp``.
 
     ``what`` names the caller in the refusal of a model normalised by its batch on the
-    JAX path (:func:`jablate.models.runner.refuse_batch_statistics`).
+    JAX path (:func:`jablate.models.runner.refuse_batch_statistics`); None for a caller
+    that evaluates nothing (``incremental_report``'s analysis), which is not refused.
 
     Returns
     -------
@@ -171,7 +172,8 @@ def prepare(model: Any, inp: Inputs, func: Optional[Callable] = None, device: An
         device = resolve_device(device, "torch")
         dtype = torch_dtype(runner.model, dtype, inp.family, device)
         return inp, engine.Model(runner), _torch_session(runner, device, dtype, func)
-    refuse_batch_statistics(runner, what)
+    if what is not None:
+        refuse_batch_statistics(runner, what)
     jdevice = resolve_device(device, "jax")
     where = placement.current(inp.X, jdevice)
     X, args = placement.place((inp.X, inp.args), where)

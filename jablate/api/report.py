@@ -39,7 +39,8 @@ def incremental_report(model: Any, X: Any, width: int) -> str:
     if width > inp.X.shape[-1]:
         raise InputError(f"width must be at most the sequence length {inp.X.shape[-1]}; "
                          f"got {width}.")
-    inp, bound, _ = prepare(model, inp, backend="jax" if is_torch_module(model) else None)
+    inp, bound, _ = prepare(model, inp, backend="jax" if is_torch_module(model) else None,
+                            what=None)  # it analyses the program, evaluates nothing
     if not bound.jittable:
         raise InputError("incremental_report needs a JAX model; translate a torch model.")
     return evaluator(bound, inp.X, inp.args, width)["inc"].summary.table()

@@ -195,21 +195,42 @@ def _refuse_batch_dependence(module, inputs, batched, batch, name):
             continue
         joined = torch.cat([c[i][:batch] for c in flat_chunks])[:rows].double()
         want = leaf.double()
-        scale = float(want.abs().max()) if want.numel() else 0.0
-        if joined.shape != want.shape or not torch.allclose(
-                joined, want, rtol=1e-3, atol=1e-5 * max(scale, 1e-30)):
-            diff = float((joined - want).abs().max()) if joined.shape == want.shape else None
-            raise InputError(
-                f"translate(): torch.export could not keep {name}'s batch axis symbolic, so "
-                f"it would run traced at batch {batch}, every batch in chunks of {batch} "
-                f"rows; but {name}'s output {i} for {rows} rows at once is not its output "
-                f"for them {batch} at a time"
-                + (f" (max difference {diff:.3g} on values up to {scale:.3g})"
-                   if diff is not None else f" (shapes {tuple(want.shape)} and "
-                   f"{tuple(joined.shape)})")
-                + ": its forward depends on the batch size. Pass backend='torch' to run it "
-                "in torch as written (as tangermeme does), or make its forward treat each "
-                "row alone (no branch on x.shape[0], no int() of it).")
+        if _same_values(joined, want):
+            continue
+        if joined.shape != want.shape:
+            how = f" (shapes {tuple(want.shape)} and {tuple(joined.shape)})"
+        else:
+            finite = torch.isfinite(want) & torch.isfinite(joined)
+            if finite.any():
+                how = (f" (max difference {float((joined - want)[finite].abs().max()):.3g} "
+                       f"on values up to {float(want[finite].abs().max()):.3g})")
+            else:
+                how = " (NaN or infinite values in other places)"
+        raise InputError(
+            f"translate(): torch.export could not keep {name}'s batch axis symbolic, so "
+            f"it would run traced at batch {batch}, every batch in chunks of {batch} "
+            f"rows; but {name}'s output {i} for {rows} rows at once is not its output "
+            f"for them {batch} at a time{how}: its forward depends on the batch size. Pass "
+            "backend='torch' to run it in torch as written (as tangermeme does), or make "
+            "its forward treat each row alone (no branch on x.shape[0], no int() of it).")
+
+
+def _same_values(a, b):
+    """Whether two outputs agree to float noise: the same shape, NaN and infinities in the
+    same places (an infinite scale had let everything pass, a NaN one failed), the finite
+    values within 1e-3 relative or 1e-5 of the finite values' largest magnitude."""
+
+    if a.shape != b.shape:
+        return False
+    if not (torch.equal(torch.isnan(a), torch.isnan(b))
+            and torch.equal(torch.isinf(a), torch.isinf(b))
+            and torch.equal(a[torch.isinf(a)], b[torch.isinf(b)])):
+        return False
+    finite = torch.isfinite(a)
+    if not finite.any():
+        return True
+    scale = float(b[finite].abs().max())
+    return torch.allclose(a[finite], b[finite], rtol=1e-3, atol=1e-5 * max(scale, 1e-30))
 
 
 def _preserving_decompositions():

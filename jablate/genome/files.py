@@ -58,7 +58,9 @@ def open_genome(genome: Any) -> Any:
     InputError
         When the file is missing or unreadable, gzip-compressed but not with bgzip (or
         compressed under a name without ``.gz``), cannot be indexed (irregular line
-        lengths, duplicate names), or has a ``.fai`` that does not describe it (stale).
+        lengths, duplicate names), or has a ``.fai`` that does not describe it (stale;
+        checked for an uncompressed FASTA opened here, not for a bgzip-compressed one or
+        an already open ``pyfaidx.Fasta``).
     """
 
     import pyfaidx
@@ -127,9 +129,10 @@ def _check_index(fasta: Any, path: str) -> None:
             if not good:
                 raise InputError(f"genome '{path}': its index '{path}.fai' does not describe "
                     f"the file (record '{name}' is not where or as long as the index says): "
-                    "the .fai is stale (the FASTA was replaced, rewrapped or truncated since, "
-                    "e.g. decompressed again with its old date); delete the .fai and it is "
-                    "built again")
+                    "either the .fai is stale (the FASTA was replaced, rewrapped or truncated "
+                    "since, e.g. decompressed again with its old date; delete the .fai and it "
+                    "is built again), or the record's sequence lines are not all one width "
+                    "ending in a line break (trailing spaces, say), which pyfaidx cannot read")
 
 
 def genome_lengths(fasta: Any) -> dict:
@@ -158,8 +161,9 @@ def file_digest(path: Any) -> str:
 # --- lines and fields -----------------------------------------------------------------------
 
 
-def _lines(path, what):
-    """``(number, fields)`` of the data lines of a tab-separated file (1-based numbers).
+def _lines(path, what, tabs=False):
+    """``(number, fields)`` of the data lines of a tab-separated file (1-based numbers);
+    with ``tabs``, ``(number, fields, whether the line had tabs)``.
 
     Blank lines and BED ``track``/``browser`` lines are skipped; ``#`` lines are returned
     (callers decide whether one is a header). A line without tabs is split on spaces.
@@ -174,7 +178,8 @@ def _lines(path, what):
         if not stripped or stripped.split()[0] in ("track", "browser"):
             continue
         fields = line.rstrip("\r\n").split("\t") if "\t" in line else stripped.split()
-        yield number, [field.strip() for field in fields]
+        fields = [field.strip() for field in fields]
+        yield (number, fields, "\t" in line) if tabs else (number, fields)
 
 
 def _int(text, label, where):
@@ -225,11 +230,20 @@ def _is_bed12(fields: list) -> bool:
 
     def blocks(text, count):
         items = text.rstrip(",").split(",")
-        return len(items) == count and all(i.strip().lstrip("-").isdigit() for i in items)
+        if len(items) != count or not all(i.strip().isdigit() for i in items):
+            return None
+        return [int(i) for i in items]
 
     if len(fields) < 12 or not fields[9].isdigit() or int(fields[9]) < 1:
         return False
-    return blocks(fields[10], int(fields[9])) and blocks(fields[11], int(fields[9]))
+    sizes, starts = blocks(fields[10], int(fields[9])), blocks(fields[11], int(fields[9]))
+    if sizes is None or starts is None:
+        return False
+    try:  # BED12's rules: the first block at the start, the last one ending at the end
+        span = int(fields[2]) - int(fields[1])
+    except ValueError:
+        return False
+    return starts[0] == 0 and starts[-1] + sizes[-1] == span
 
 
 def _summit(fields: list, where: str) -> int:
@@ -474,15 +488,24 @@ def read_hits(hits: Any, lengths: Optional[dict] = None, n_peaks: Optional[int] 
                                 skip_missing_chromosomes)
     path = os.fspath(hits)
     kind, header, rows = None, None, []
-    for number, fields in _lines(path, "hits"):
+    # a '#'-marked line naming chrom, start and end: a header only when the first data line
+    # has as many columns, split the same way (else a comment that happens to name them,
+    # over BED lines)
+    marked = None
+    for number, fields, tabbed in _lines(path, "hits", tabs=True):
         if kind is None:
             kind, names = _header_kind(fields)
+            if kind == "table" and fields[0].startswith("#"):
+                kind, marked = None, (names, tabbed)
+                continue
             if kind is not None:
                 header = names
                 continue
             if fields[0].startswith("#"):
                 continue
-            if len(fields) >= 3 and fields[1].lstrip("-").isdigit() and \
+            if marked is not None and (len(fields), tabbed) == (len(marked[0]), marked[1]):
+                kind, header = "table", marked[0]
+            elif len(fields) >= 3 and fields[1].lstrip("-").isdigit() and \
                     fields[2].lstrip("-").isdigit():
                 kind = "bed"
             elif len(fields) >= 3 and fields[1].lstrip("-").isdigit():  # a BED line, bad end?
@@ -653,7 +676,9 @@ def check_matched_sequences(hits: pandas.DataFrame, fasta: Any, label: str,
     Raises
     ------
     InputError
-        When a compared hit's matched sequence differs from the genome on both strands.
+        When a compared hit's matched sequence differs from the genome on both strands, or
+        when the hits' interval-name convention was assumed
+        (``attrs["interval_names_assumed"]``) and no hit could be compared.
     """
     if "matched_sequence" not in hits.columns or len(hits) == 0:
         return
@@ -672,6 +697,11 @@ def check_matched_sequences(hits: pandas.DataFrame, fasta: Any, label: str,
         if not any(len(g) == len(matched) and all(a == b or a not in "ACGT" or b not in "ACGT"
                    for a, b in zip(g, matched)) for g in (genomic, reverse)):
             bad.append((hit, genomic))
+    if not checked and hits.attrs.get("interval_names_assumed"):
+        raise InputError(f"{label}: its FIMO interval names were read as bedtools' (0-based) "
+            "on the strength of matched_sequence, but no sampled hit has one to compare "
+            "(empty, or on chromosomes the genome lacks); give --fimo-intervals bedtools or "
+            "samtools (interval_names= in Python)")
     if bad:
         hit, genomic = bad[0]
         where = f" (line {hit['line']})" if "line" in hits.columns else ""

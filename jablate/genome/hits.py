@@ -212,7 +212,8 @@ def fetch_windows(genome: Any, windows: pandas.DataFrame, rows: Optional[Sequenc
     ------
     InputError
         When the genome cannot be opened, its ``.fai`` is stale, or a window holds a
-        character that is no base (IUPAC code, ``X``, ``.``, ``*`` or ``-``).
+        character that is no base: anything but an IUPAC nucleotide code (either case),
+        ``X``, ``.``, ``*`` or ``-`` (those are all-zero columns).
     """
 
     fasta = open_genome(genome)
