@@ -47,7 +47,6 @@ from jablate.models.runner import (
     cast_input,
     input_dtype,
     outputs_of,
-    refuse_batch_statistics,
 )
 
 
@@ -293,7 +292,6 @@ def run(stream: engine.Stream, spec: SequenceFunc, options: tuple, positions: nu
     if not model.jittable:
         raise InputError(f"func={spec.name} runs JAX models; translate a torch model first "
                          "(backend='jax').")
-    refuse_batch_statistics(model.runner, f"func={spec.name}")
     ahead = None if spec.ahead is None else spec.ahead(options)
     exact = compiled(model, spec, options, X, args)
     fast = compiled(model, spec, options, X, args, exact=False)

@@ -161,9 +161,9 @@ def file_digest(path: Any) -> str:
 # --- lines and fields -----------------------------------------------------------------------
 
 
-def _lines(path, what, tabs=False):
-    """``(number, fields)`` of the data lines of a tab-separated file (1-based numbers);
-    with ``tabs``, ``(number, fields, whether the line had tabs)``.
+def _lines(path, what):
+    """``(number, fields, tabbed)`` of the data lines of a tab-separated file (1-based
+    numbers; ``tabbed``: whether the line had tabs, else it was split on spaces).
 
     Blank lines and BED ``track``/``browser`` lines are skipped; ``#`` lines are returned
     (callers decide whether one is a header). A line without tabs is split on spaces.
@@ -178,8 +178,7 @@ def _lines(path, what, tabs=False):
         if not stripped or stripped.split()[0] in ("track", "browser"):
             continue
         fields = line.rstrip("\r\n").split("\t") if "\t" in line else stripped.split()
-        fields = [field.strip() for field in fields]
-        yield (number, fields, "\t" in line) if tabs else (number, fields)
+        yield number, [field.strip() for field in fields], "\t" in line
 
 
 def _int(text, label, where):
@@ -307,7 +306,7 @@ def read_peaks(peaks: Any, lengths: Optional[dict] = None, width: Optional[int] 
     else:
         path = os.fspath(peaks)
         rows, lines = [], []
-        for number, fields in _lines(path, "peaks"):
+        for number, fields, _ in _lines(path, "peaks"):
             if fields[0].startswith("#"):
                 continue
             if not rows and names_columns(fields):
@@ -492,7 +491,7 @@ def read_hits(hits: Any, lengths: Optional[dict] = None, n_peaks: Optional[int] 
     # has as many columns, split the same way (else a comment that happens to name them,
     # over BED lines)
     marked = None
-    for number, fields, tabbed in _lines(path, "hits", tabs=True):
+    for number, fields, tabbed in _lines(path, "hits"):
         if kind is None:
             kind, names = _header_kind(fields)
             if kind == "table" and fields[0].startswith("#"):
